@@ -1,0 +1,2 @@
+//! tcpd's OS side.
+pub mod services;

@@ -1,0 +1,147 @@
+//! Built-in services and the event-driven trait they implement.
+//!
+//! A [`Service`] makes one [`Handler`] per accepted connection. Handlers are
+//! driven by events (`on_data`, `on_writable`, `on_peer_close`, `on_closed`)
+//! and write through an [`Io`], which enforces the connection's send credit:
+//! a handler can never queue more than the send buffer's free space, so a
+//! slow peer slows the service down instead of growing a queue. The same
+//! handlers run on worker threads in the daemon and inline, on one thread,
+//! in replays and simulations.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant as StdInstant;
+
+/// What a handler is told about its connection when it is created.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnCtx {
+    /// Our address and port.
+    pub local: SocketAddr,
+    /// The peer's address and port.
+    pub remote: SocketAddr,
+}
+
+/// A service listening on one port: a factory of per-connection handlers.
+pub trait Service: Send + Sync {
+    /// Short name for logs ("echo", "discard", "http").
+    fn name(&self) -> &'static str;
+    /// A handler for a newly accepted connection.
+    fn new_handler(&self, ctx: &ConnCtx) -> Box<dyn Handler>;
+}
+
+/// The per-connection, event-driven half of a service.
+pub trait Handler: Send {
+    /// Bytes arrived (in order). Returns how many of them the handler
+    /// consumed; the rest is offered again, together with newer bytes, on
+    /// the next call (after `on_writable`, for instance). Unconsumed bytes
+    /// keep counting against the receive window: this is how a slow handler
+    /// shrinks the window the peer sees.
+    fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> usize;
+    /// Send credit grew (the peer acknowledged data).
+    fn on_writable(&mut self, io: &mut Io<'_>);
+    /// The peer sent FIN: no more data will arrive.
+    fn on_peer_close(&mut self, io: &mut Io<'_>);
+    /// The connection is gone (closed, reset or timed out). No more calls follow.
+    fn on_closed(&mut self) {}
+}
+
+/// A handler's view of its connection's output side for one call.
+pub struct Io<'a> {
+    out: &'a mut Vec<u8>,
+    credit: usize,
+    close: bool,
+    abort: bool,
+}
+
+impl<'a> Io<'a> {
+    /// An `Io` that appends to `out` at most `credit` bytes.
+    pub fn new(out: &'a mut Vec<u8>, credit: usize) -> Self {
+        Io { out, credit, close: false, abort: false }
+    }
+    /// Bytes that may still be written in this call.
+    pub fn credit(&self) -> usize {
+        self.credit
+    }
+    /// Queues as much of `data` as the credit allows; returns how much.
+    pub fn write(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(self.credit);
+        self.out.extend_from_slice(&data[..n]);
+        self.credit -= n;
+        n
+    }
+    /// Fills up to `n` bytes (bounded by the credit) in place with `f`, which
+    /// gets the fresh slice; returns how many bytes were added.
+    pub fn write_with(&mut self, n: usize, f: impl FnOnce(&mut [u8])) -> usize {
+        let n = n.min(self.credit);
+        let start = self.out.len();
+        self.out.resize(start + n, 0);
+        f(&mut self.out[start..]);
+        self.credit -= n;
+        n
+    }
+    /// Half-close after everything written so far has been sent (FIN).
+    pub fn close(&mut self) {
+        self.close = true;
+    }
+    /// Reset the connection (RST), discarding unsent data.
+    pub fn abort(&mut self) {
+        self.abort = true;
+    }
+    /// Whether `close` was called.
+    pub fn wants_close(&self) -> bool {
+        self.close
+    }
+    /// Whether `abort` was called.
+    pub fn wants_abort(&self) -> bool {
+        self.abort
+    }
+}
+
+/// Status the reactor publishes for services (the HTTP status page and
+/// `/stats`). Refreshed by the reactor a few times a second; read by
+/// handlers once per request (never per packet).
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    /// The endpoint's counters.
+    pub stats: tcp::Stats,
+    /// Open connections by state, as RFC 9293 names them.
+    pub states: Vec<(tcp::State, usize)>,
+    /// Daemon-level counters by name (device reads/writes, worker queue drops, ...).
+    pub daemon: Vec<(&'static str, u64)>,
+    /// Interface name.
+    pub iface: String,
+    /// Addresses the stack answers on.
+    pub addrs: Vec<std::net::IpAddr>,
+    /// MTU of the interface.
+    pub mtu: usize,
+    /// Services and their ports.
+    pub services: Vec<(&'static str, u16)>,
+}
+
+/// The shared status board: written by the reactor, read by services.
+#[derive(Debug)]
+pub struct StatusBoard {
+    started: StdInstant,
+    inner: Mutex<Status>,
+}
+
+impl StatusBoard {
+    /// A board with an initial status.
+    pub fn new(initial: Status) -> Arc<Self> {
+        Arc::new(StatusBoard { started: StdInstant::now(), inner: Mutex::new(initial) })
+    }
+    /// Replaces the status.
+    pub fn publish(&self, s: Status) {
+        if let Ok(mut g) = self.inner.lock() {
+            *g = s;
+        }
+    }
+    /// A copy of the current status.
+    pub fn snapshot(&self) -> Status {
+        self.inner.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+    /// Time since the board was made (the daemon's uptime).
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+}

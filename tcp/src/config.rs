@@ -1,0 +1,175 @@
+//! Endpoint configuration: every limit is a field with a documented default.
+
+use crate::time::Duration;
+use std::net::IpAddr;
+
+/// TCP keep-alive parameters (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Idle time before the first probe. Linux default: 7200 s.
+    pub idle: Duration,
+    /// Time between unanswered probes. Linux default: 75 s.
+    pub interval: Duration,
+    /// Unanswered probes before the connection is dropped. Linux default: 9.
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        Keepalive { idle: Duration::from_secs(7200), interval: Duration::from_secs(75), count: 9 }
+    }
+}
+
+/// Configuration of an [`crate::Endpoint`].
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Seed from which the ISN secret (RFC 6528), the SYN-cookie secret, the
+    /// hash-table keys and every other random choice derive. Two endpoints
+    /// with the same seed and the same inputs emit the same bytes.
+    pub seed: u64,
+    /// The addresses this endpoint owns. Packets to other addresses are
+    /// dropped ([`crate::wire::DropReason::NotOurAddress`]). Empty: accept
+    /// every destination (transparent-proxy style).
+    pub addrs: Vec<IpAddr>,
+    /// The device MTU; the advertised MSS is derived from it. Default 1500.
+    pub mtu: usize,
+    /// Most connections (in any state, TIME-WAIT included). Default 200 000.
+    pub max_connections: usize,
+    /// Upper limit of each connection's send buffer. Buffers grow on demand
+    /// up to this. Default 256 KiB; at most 1 GiB.
+    pub send_buffer: usize,
+    /// Upper limit of each connection's receive buffer (the most we
+    /// advertise). Default 256 KiB; at most 1 GiB.
+    pub recv_buffer: usize,
+    /// Most out-of-order ranges (holes) kept per connection; segments that
+    /// would create more are dropped. Default 32.
+    pub max_ooo_ranges: usize,
+    /// Bytes of free buffers kept in the endpoint's pool for reuse.
+    /// Default 32 MiB.
+    pub buffer_pool_bytes: usize,
+    /// Delayed-ACK timer (RFC 1122 §4.2.3.2: at most 500 ms). Default 40 ms, as Linux.
+    pub delayed_ack: Duration,
+    /// Lower bound of the retransmission timeout. RFC 6298 §2.4 says 1 s;
+    /// Linux uses 200 ms, and so do we by default.
+    pub min_rto: Duration,
+    /// RTO before any RTT sample (RFC 6298 §2.1: 1 s).
+    pub initial_rto: Duration,
+    /// Upper bound of the RTO (RFC 6298 §2.5 allows >= 60 s; Linux 120 s).
+    pub max_rto: Duration,
+    /// Time spent in TIME-WAIT: 2 MSL (RFC 9293 §3.4.2). Default 60 s, as Linux.
+    pub time_wait: Duration,
+    /// User timeout (RFC 9293 §3.8.3 "USER TIMEOUT"): a connection that
+    /// cannot get data acknowledged for this long is reset. Default 120 s.
+    pub user_timeout: Duration,
+    /// SYN retransmissions before an active open fails. Linux: 6.
+    pub syn_retries: u32,
+    /// SYN-ACK retransmissions before a half-open connection is dropped. Linux: 5.
+    pub synack_retries: u32,
+    /// Keep-alive; `None` (the default) disables it.
+    pub keepalive: Option<Keepalive>,
+    /// Nagle's algorithm (RFC 9293 §3.7.4) on new connections. Default on.
+    pub nagle: bool,
+    /// Initial congestion window in segments (RFC 6928). Default 10.
+    pub initial_window: u32,
+    /// Offer and accept window scaling (RFC 7323 §2). Default on.
+    pub window_scaling: bool,
+    /// Offer and accept timestamps (RFC 7323 §3). Default on.
+    pub timestamps: bool,
+    /// Offer and accept SACK (RFC 2018). Default on.
+    pub sack: bool,
+    /// Answer with SYN cookies (RFC 4987 §3.6) when a listener's SYN queue is
+    /// full. Default on.
+    pub syn_cookies: bool,
+    /// Half-open connections per listener before SYN cookies take over.
+    /// Default 1024.
+    pub syn_backlog: usize,
+    /// Challenge ACKs sent per second (RFC 5961 §7). Default 1000.
+    pub challenge_ack_limit: u32,
+    /// First and last ephemeral port for [`crate::Endpoint::connect`]
+    /// (Linux: 32768–60999).
+    pub ephemeral_ports: (u16, u16),
+    /// Most queued endpoint-level replies (RSTs, echo replies, cookie
+    /// SYN-ACKs) awaiting `poll_transmit`. Default 1024.
+    pub max_control_queue: usize,
+    /// TTL / hop limit of emitted packets. Default 64.
+    pub ttl: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 0,
+            addrs: Vec::new(),
+            mtu: 1500,
+            max_connections: 200_000,
+            send_buffer: 256 * 1024,
+            recv_buffer: 256 * 1024,
+            max_ooo_ranges: 32,
+            buffer_pool_bytes: 32 << 20,
+            delayed_ack: Duration::from_millis(40),
+            min_rto: Duration::from_millis(200),
+            initial_rto: Duration::from_secs(1),
+            max_rto: Duration::from_secs(120),
+            time_wait: Duration::from_secs(60),
+            user_timeout: Duration::from_secs(120),
+            syn_retries: 6,
+            synack_retries: 5,
+            keepalive: None,
+            nagle: true,
+            initial_window: 10,
+            window_scaling: true,
+            timestamps: true,
+            sack: true,
+            syn_cookies: true,
+            syn_backlog: 1024,
+            challenge_ack_limit: 1000,
+            ephemeral_ports: (32768, 60999),
+            max_control_queue: 1024,
+            ttl: 64,
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration, returning a description of the first
+    /// problem found.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(format!("mtu {} out of range 576..=65535", self.mtu));
+        }
+        for (name, v) in [("send_buffer", self.send_buffer), ("recv_buffer", self.recv_buffer)] {
+            if !(1024..=(1 << 30)).contains(&v) {
+                return Err(format!("{name} {v} out of range 1024..=1073741824"));
+            }
+        }
+        if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
+            return Err("ephemeral port range is empty".into());
+        }
+        if self.min_rto > self.max_rto || self.initial_rto > self.max_rto {
+            return Err("min_rto and initial_rto must not exceed max_rto".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.initial_window == 0 {
+            return Err("initial_window must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The MSS we advertise for `v6`: MTU less the IP and TCP headers
+    /// (RFC 9293 §3.7.1).
+    pub fn local_mss(&self, v6: bool) -> u16 {
+        let iph = if v6 { 40 } else { 20 };
+        (self.mtu.saturating_sub(iph + 20)).min(65535) as u16
+    }
+
+    /// Our window-scale shift: the least that lets `recv_buffer` be advertised.
+    pub fn recv_wscale(&self) -> u8 {
+        let mut s = 0u8;
+        while (self.recv_buffer >> s) > 65535 && s < 14 {
+            s += 1;
+        }
+        s
+    }
+}

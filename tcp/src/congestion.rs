@@ -1,0 +1,5 @@
+//! congestion
+/// Congestion control.
+pub trait CongestionControl {}
+/// NewReno.
+pub struct NewReno;

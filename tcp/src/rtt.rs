@@ -1,0 +1,3 @@
+//! rtt
+/// RTT estimator.
+pub struct RttEstimator;

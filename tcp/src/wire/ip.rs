@@ -1,0 +1,279 @@
+//! IPv4 (RFC 791) and IPv6 (RFC 8200) headers.
+
+use super::checksum::{checksum_fold, checksum_sum};
+use super::DropReason;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// IP protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// IP protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+/// IP protocol number of ICMPv6.
+pub const PROTO_ICMPV6: u8 = 58;
+
+/// A parsed IP packet: the fields the transport layers need and a view of the
+/// transport payload.
+#[derive(Clone, Copy, Debug)]
+pub struct IpPacket<'a> {
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+    /// The upper-layer protocol (after any IPv6 extension headers).
+    pub protocol: u8,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
+    /// The upper-layer bytes, trimmed to the length the IP header gives.
+    pub payload: &'a [u8],
+}
+
+/// The length of the IP header tcpd emits for a packet from `src`.
+pub fn ip_header_len(src: IpAddr) -> usize {
+    match src {
+        IpAddr::V4(_) => 20,
+        IpAddr::V6(_) => 40,
+    }
+}
+
+/// Parses and validates an IPv4 or IPv6 packet.
+pub fn parse_ip(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
+    let first = *pkt.first().ok_or(DropReason::Truncated)?;
+    match first >> 4 {
+        4 => parse_v4(pkt),
+        6 => parse_v6(pkt),
+        _ => Err(DropReason::BadIpVersion),
+    }
+}
+
+fn parse_v4(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
+    if pkt.len() < 20 {
+        return Err(DropReason::Truncated);
+    }
+    let ihl = usize::from(pkt[0] & 0x0f) * 4;
+    if ihl < 20 || ihl > pkt.len() {
+        return Err(DropReason::BadIpLength);
+    }
+    let total = usize::from(u16::from_be_bytes([pkt[2], pkt[3]]));
+    if total < ihl || total > pkt.len() {
+        return Err(DropReason::BadIpLength);
+    }
+    // RFC 791 §3.1: the checksum covers the header only, options included.
+    if checksum_fold(checksum_sum(0, &pkt[..ihl])) != 0 {
+        return Err(DropReason::BadIpChecksum);
+    }
+    let frag = u16::from_be_bytes([pkt[6], pkt[7]]);
+    // More-fragments set or a non-zero offset: a fragment.
+    if frag & 0x2000 != 0 || frag & 0x1fff != 0 {
+        return Err(DropReason::Fragment);
+    }
+    let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+    let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+    // RFC 1122 §3.2.1.3: a source address must not be broadcast or multicast.
+    if src.is_broadcast() || src.is_multicast() {
+        return Err(DropReason::BadSourceAddress);
+    }
+    Ok(IpPacket {
+        src: IpAddr::V4(src),
+        dst: IpAddr::V4(dst),
+        protocol: pkt[9],
+        ttl: pkt[8],
+        payload: &pkt[ihl..total],
+    })
+}
+
+fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
+    if pkt.len() < 40 {
+        return Err(DropReason::Truncated);
+    }
+    let plen = usize::from(u16::from_be_bytes([pkt[4], pkt[5]]));
+    // A payload length of zero with a jumbo option (RFC 2675) is not supported.
+    if 40 + plen > pkt.len() || plen == 0 {
+        return Err(DropReason::BadIpLength);
+    }
+    let mut next = pkt[6];
+    let hop = pkt[7];
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&pkt[8..24]);
+    let mut dst = [0u8; 16];
+    dst.copy_from_slice(&pkt[24..40]);
+    let src = Ipv6Addr::from(src);
+    let dst = Ipv6Addr::from(dst);
+    if src.is_multicast() {
+        return Err(DropReason::BadSourceAddress);
+    }
+    let end = 40 + plen;
+    let mut off = 40;
+    // RFC 8200 §4: walk the extension headers. Each is at least 8 bytes, so
+    // the walk ends within the packet.
+    loop {
+        match next {
+            // Hop-by-Hop, Routing, Destination Options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
+                let len = (usize::from(h[1]) + 1) * 8;
+                if off + len > end {
+                    return Err(DropReason::BadIpv6Extension);
+                }
+                next = h[0];
+                off += len;
+            }
+            // Fragment header.
+            44 => return Err(DropReason::Fragment),
+            // Authentication header: (len + 2) * 4 bytes (RFC 4302 §2.2).
+            51 => {
+                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
+                let len = (usize::from(h[1]) + 2) * 4;
+                if off + len > end {
+                    return Err(DropReason::BadIpv6Extension);
+                }
+                next = h[0];
+                off += len;
+            }
+            _ => break,
+        }
+    }
+    Ok(IpPacket {
+        src: IpAddr::V6(src),
+        dst: IpAddr::V6(dst),
+        protocol: next,
+        ttl: hop,
+        payload: &pkt[off..end],
+    })
+}
+
+/// Writes an IP header for a packet from `src` to `dst` carrying
+/// `payload_len` bytes of `protocol`. Returns the header length, or `None`
+/// when `buf` is too short, the families differ or the length overflows.
+/// IPv4 headers carry DF (tcpd does its own segmentation) and `ident`.
+pub fn emit_ip_header(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    protocol: u8,
+    payload_len: usize,
+    ttl: u8,
+    ident: u16,
+) -> Option<usize> {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = u16::try_from(20 + payload_len).ok()?;
+            let h = buf.get_mut(..20)?;
+            h[0] = 0x45;
+            h[1] = 0;
+            h[2..4].copy_from_slice(&total.to_be_bytes());
+            h[4..6].copy_from_slice(&ident.to_be_bytes());
+            h[6] = 0x40; // DF
+            h[7] = 0;
+            h[8] = ttl;
+            h[9] = protocol;
+            h[10] = 0;
+            h[11] = 0;
+            h[12..16].copy_from_slice(&s.octets());
+            h[16..20].copy_from_slice(&d.octets());
+            let c = checksum_fold(checksum_sum(0, h));
+            h[10..12].copy_from_slice(&c.to_be_bytes());
+            Some(20)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let plen = u16::try_from(payload_len).ok()?;
+            let h = buf.get_mut(..40)?;
+            h[0] = 0x60;
+            h[1] = 0;
+            h[2] = 0;
+            h[3] = 0;
+            h[4..6].copy_from_slice(&plen.to_be_bytes());
+            h[6] = protocol;
+            h[7] = ttl;
+            h[8..24].copy_from_slice(&s.octets());
+            h[24..40].copy_from_slice(&d.octets());
+            Some(40)
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(payload: &[u8]) -> Vec<u8> {
+        let mut b = vec![0u8; 20 + payload.len()];
+        let n = emit_ip_header(
+            &mut b,
+            "10.0.0.1".parse().unwrap(),
+            "10.0.0.2".parse().unwrap(),
+            PROTO_TCP,
+            payload.len(),
+            64,
+            7,
+        )
+        .unwrap();
+        b[n..].copy_from_slice(payload);
+        b
+    }
+
+    #[test]
+    fn v4_roundtrip_and_etherparse_agrees() {
+        let b = v4(b"hello");
+        let p = parse_ip(&b).unwrap();
+        assert_eq!(p.protocol, PROTO_TCP);
+        assert_eq!(p.payload, b"hello");
+        let (h, rest) = etherparse::Ipv4Header::from_slice(&b).unwrap();
+        assert_eq!(h.header_checksum, h.calc_header_checksum());
+        assert!(h.dont_fragment);
+        assert_eq!(rest, b"hello");
+    }
+
+    #[test]
+    fn v4_rejects() {
+        let good = v4(b"abc");
+        let mut b = good.clone();
+        b[10] ^= 1;
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpChecksum);
+        assert_eq!(parse_ip(&good[..19]).unwrap_err(), DropReason::Truncated);
+        let mut b = good.clone();
+        b[0] = 0x44; // IHL 4
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpLength);
+        let mut b = good.clone();
+        b[3] = 200; // total length beyond the packet
+        assert!(parse_ip(&b).is_err());
+        let mut b = good.clone();
+        b[6] = 0x20; // MF
+        b[10] = 0;
+        b[11] = 0;
+        let c = checksum_fold(checksum_sum(0, &b[..20]));
+        b[10..12].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::Fragment);
+        assert_eq!(parse_ip(&[0x50]).unwrap_err(), DropReason::BadIpVersion);
+        assert_eq!(parse_ip(&[]).unwrap_err(), DropReason::Truncated);
+    }
+
+    #[test]
+    fn v6_skips_extension_headers() {
+        let mut b = vec![0u8; 40 + 8 + 4];
+        emit_ip_header(
+            &mut b,
+            "fd00::1".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+            0, // hop-by-hop first
+            12,
+            64,
+            0,
+        )
+        .unwrap();
+        b[40] = PROTO_TCP; // next header after hop-by-hop
+        b[41] = 0; // 8 bytes
+        b[48..52].copy_from_slice(b"data");
+        let p = parse_ip(&b).unwrap();
+        assert_eq!(p.protocol, PROTO_TCP);
+        assert_eq!(p.payload, b"data");
+        // An extension header claiming to run past the packet.
+        b[41] = 5;
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
+        // A fragment header.
+        b[6] = 44;
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::Fragment);
+    }
+}

@@ -1,0 +1,65 @@
+//! Wire formats: packet views and their parsed representations, no state.
+//!
+//! The contract (after smoltcp): `parse_*` takes untrusted bytes and either
+//! returns a representation whose every field is in range, or a [`DropReason`];
+//! nothing a packet contains can make it panic. `emit_*` writes into a
+//! caller-owned buffer and never allocates.
+
+mod checksum;
+mod icmp;
+mod ip;
+mod tcp;
+
+pub use checksum::{checksum_fold, checksum_sum, pseudo_header_sum};
+pub use icmp::{emit_icmp_echo_reply, parse_icmp_echo, IcmpEcho};
+pub use ip::{emit_ip_header, ip_header_len, parse_ip, IpPacket, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
+pub use tcp::{
+    emit_tcp, parse_tcp, tcp_payload_offset, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
+    MAX_SACK_BLOCKS,
+};
+
+/// Why a packet was dropped. Each reason has a counter in [`crate::Stats`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Shorter than the smallest header it claims to be.
+    Truncated,
+    /// IP version neither 4 nor 6.
+    BadIpVersion,
+    /// IPv4 IHL below 5 or beyond the packet, or a total/payload length that does not fit.
+    BadIpLength,
+    /// IPv4 header checksum wrong.
+    BadIpChecksum,
+    /// An IPv4 or IPv6 fragment (reassembly is not implemented).
+    Fragment,
+    /// An IPv6 extension header that runs past the packet or cannot be skipped.
+    BadIpv6Extension,
+    /// Addressed to an address this endpoint does not own.
+    NotOurAddress,
+    /// A transport protocol the endpoint does not speak (UDP, ...).
+    UnsupportedProtocol,
+    /// TCP data offset below 5 or beyond the segment.
+    BadTcpHeader,
+    /// TCP checksum wrong.
+    BadTcpChecksum,
+    /// A source address that must never appear (multicast, broadcast, unspecified).
+    BadSourceAddress,
+    /// TCP segment with invalid flag combination (e.g. SYN+RST).
+    BadTcpFlags,
+    /// ICMP message truncated or with a wrong checksum.
+    BadIcmp,
+    /// An ICMP message other than echo request (not answered).
+    IcmpIgnored,
+    /// A TCP segment for a port with no listener and no connection
+    /// (answered with RST; counted here too).
+    NoListener,
+    /// Rejected by the connection's acceptability test (RFC 9293 §3.10.7.4).
+    Unacceptable,
+    /// Timestamp older than the last one seen (RFC 7323 §5 PAWS).
+    Paws,
+    /// SYN queue and accept queue full, or SYN cookie invalid.
+    ListenOverflow,
+    /// The connection table is full.
+    TableFull,
+    /// The endpoint's queue of control replies was full.
+    ControlQueueFull,
+}
