@@ -12,6 +12,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
+pub mod discard;
+pub mod driver;
+pub mod echo;
+pub mod http;
+pub mod inline;
+
+pub use discard::Discard;
+pub use driver::{Driver, Step, OFFER_LIMIT};
+pub use echo::Echo;
+pub use http::{HttpConfig, HttpService};
+pub use inline::{InlineConfig, InlineHost};
+
 /// What a handler is told about its connection when it is created.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnCtx {
@@ -30,6 +42,26 @@ pub trait Service: Send + Sync {
 }
 
 /// The per-connection, event-driven half of a service.
+///
+/// # The contract between a host and a handler
+///
+/// A host (the inline host, a worker thread) drives each handler through a
+/// [`Driver`], which implements these rules once for every host:
+///
+/// - `on_data` is offered every unconsumed byte in order, at most
+///   [`OFFER_LIMIT`] at a time. What the handler does not consume is offered
+///   again (with newer bytes) on the next call, and after every `on_writable`.
+/// - A handler that wants to write more than its credit allows must use the
+///   credit up: `on_writable` follows once credit is available again after a
+///   call that ended with zero credit. A handler that returns with credit
+///   left is not woken for writing.
+/// - `on_peer_close` is called once, after the peer's FIN, when every byte
+///   before it has been consumed, or when the handler declined the rest
+///   (returned from `on_data` with bytes unconsumed and credit left: it
+///   waits for bytes that will never come).
+/// - After [`Io::close`] the handler gets no more credit; after
+///   [`Io::abort`] (or a reset, a timeout, the end of the connection) it gets
+///   `on_closed` and no further call.
 pub trait Handler: Send {
     /// Bytes arrived (in order). Returns how many of them the handler
     /// consumed; the rest is offered again, together with newer bytes, on
@@ -56,7 +88,12 @@ pub struct Io<'a> {
 impl<'a> Io<'a> {
     /// An `Io` that appends to `out` at most `credit` bytes.
     pub fn new(out: &'a mut Vec<u8>, credit: usize) -> Self {
-        Io { out, credit, close: false, abort: false }
+        Io {
+            out,
+            credit,
+            close: false,
+            abort: false,
+        }
     }
     /// Bytes that may still be written in this call.
     pub fn credit(&self) -> usize {
@@ -71,6 +108,7 @@ impl<'a> Io<'a> {
     }
     /// Fills up to `n` bytes (bounded by the credit) in place with `f`, which
     /// gets the fresh slice; returns how many bytes were added.
+    /// The fresh slice is zeroed first.
     pub fn write_with(&mut self, n: usize, f: impl FnOnce(&mut [u8])) -> usize {
         let n = n.min(self.credit);
         let start = self.out.len();
@@ -78,6 +116,18 @@ impl<'a> Io<'a> {
         f(&mut self.out[start..]);
         self.credit -= n;
         n
+    }
+    /// Like [`Io::write_with`], but `f` returns how many bytes it actually
+    /// produced (at most the slice's length); only those are kept. For
+    /// sources that may come up short, like a file read.
+    pub fn fill(&mut self, n: usize, f: impl FnOnce(&mut [u8]) -> usize) -> usize {
+        let n = n.min(self.credit);
+        let start = self.out.len();
+        self.out.resize(start + n, 0);
+        let got = f(&mut self.out[start..]).min(n);
+        self.out.truncate(start + got);
+        self.credit -= got;
+        got
     }
     /// Half-close after everything written so far has been sent (FIN).
     pub fn close(&mut self) {
@@ -121,14 +171,29 @@ pub struct Status {
 /// The shared status board: written by the reactor, read by services.
 #[derive(Debug)]
 pub struct StatusBoard {
-    started: StdInstant,
+    started: Option<StdInstant>,
+    frozen_uptime: std::time::Duration,
     inner: Mutex<Status>,
 }
 
 impl StatusBoard {
     /// A board with an initial status.
     pub fn new(initial: Status) -> Arc<Self> {
-        Arc::new(StatusBoard { started: StdInstant::now(), inner: Mutex::new(initial) })
+        Arc::new(StatusBoard {
+            started: Some(StdInstant::now()),
+            frozen_uptime: std::time::Duration::ZERO,
+            inner: Mutex::new(initial),
+        })
+    }
+    /// A board whose uptime is always `uptime` and never reads a clock: for
+    /// replays and tests, where the status page must come out byte for byte
+    /// the same on every run.
+    pub fn frozen(initial: Status, uptime: std::time::Duration) -> Arc<Self> {
+        Arc::new(StatusBoard {
+            started: None,
+            frozen_uptime: uptime,
+            inner: Mutex::new(initial),
+        })
     }
     /// Replaces the status.
     pub fn publish(&self, s: Status) {
@@ -142,6 +207,39 @@ impl StatusBoard {
     }
     /// Time since the board was made (the daemon's uptime).
     pub fn uptime(&self) -> std::time::Duration {
-        self.started.elapsed()
+        match self.started {
+            Some(t) => t.elapsed(),
+            None => self.frozen_uptime,
+        }
     }
+}
+
+/// Every top-level counter of [`tcp::Stats`] with its name (the drop
+/// counters are in [`tcp::Stats::drops`]), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 23] {
+    [
+        ("packets_in", s.packets_in),
+        ("packets_out", s.packets_out),
+        ("bytes_in", s.bytes_in),
+        ("bytes_out", s.bytes_out),
+        ("segments_in", s.segments_in),
+        ("segments_out", s.segments_out),
+        ("retransmits", s.retransmits),
+        ("rto_timeouts", s.rto_timeouts),
+        ("fast_retransmits", s.fast_retransmits),
+        ("rst_out", s.rst_out),
+        ("rst_in", s.rst_in),
+        ("challenge_acks", s.challenge_acks),
+        ("challenge_acks_suppressed", s.challenge_acks_suppressed),
+        ("syn_cookies_sent", s.syn_cookies_sent),
+        ("syn_cookies_ok", s.syn_cookies_ok),
+        ("syn_cookies_bad", s.syn_cookies_bad),
+        ("icmp_echo", s.icmp_echo),
+        ("passive_opens", s.passive_opens),
+        ("active_opens", s.active_opens),
+        ("closed", s.closed),
+        ("timeouts", s.timeouts),
+        ("ooo_segments", s.ooo_segments),
+        ("out_of_window", s.out_of_window),
+    ]
 }

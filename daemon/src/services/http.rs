@@ -1,0 +1,837 @@
+//! A small HTTP/1.1 server (RFC 9110, RFC 9112): GET and HEAD, persistent
+//! connections, pipelining, built-in pages and static files.
+//!
+//! Paths:
+//! - `/`: an HTML status page (interface, addresses, uptime, counters, open
+//!   connections by state) from the [`StatusBoard`];
+//! - `/stats`: the same as JSON;
+//! - `/bytes/N`: `N` bytes where byte `i` is `i % 251`, generated as send
+//!   credit allows (never buffered, `N` up to [`HttpConfig::max_bytes_n`]);
+//! - with [`HttpConfig::root`], files under that directory. A file wins over
+//!   a built-in page of the same path; `/` serves `index.html` if there is one.
+//!
+//! Every response carries `Content-Length` and `Server: tcpd/0.1`. There is
+//! deliberately no `Date` header: the server behaves as one without a clock
+//! (RFC 9110 §6.6.1), so that a replayed capture produces the same bytes.
+//! The handler holds no timers; idle connections are ended by the TCP
+//! layer's keep-alive and user timeout.
+
+use super::{ConnCtx, Handler, Io, Service, StatusBoard, OFFER_LIMIT};
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The `Server` header's value.
+pub const SERVER: &str = "tcpd/0.1";
+
+/// Header slots handed to the parser; [`HttpConfig::max_headers`] is capped
+/// by it.
+const HEADER_SLOTS: usize = 128;
+
+/// Limits and options of the HTTP service.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Serve static files from this directory (`--http-root`). Default none.
+    pub root: Option<PathBuf>,
+    /// Largest request head (request line and header fields) in bytes;
+    /// larger ones get 431 (RFC 6585 §5) and the connection closes.
+    /// Default 8 KiB, at most [`OFFER_LIMIT`].
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more get 431. Default 64, at most
+    /// 128.
+    pub max_headers: usize,
+    /// Requests served on one connection; the last one is answered with
+    /// `Connection: close` (RFC 9112 §9.6). Default 1000.
+    pub max_requests: u32,
+    /// Largest request body (`Content-Length`) read and thrown away; larger
+    /// ones get 413 (RFC 9110 §15.5.14) and the connection closes.
+    /// Default 64 KiB.
+    pub max_body_bytes: u64,
+    /// Largest `N` for `/bytes/N`; larger ones get 400. Default 2^40.
+    pub max_bytes_n: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            root: None,
+            max_header_bytes: 8 * 1024,
+            max_headers: 64,
+            max_requests: 1000,
+            max_body_bytes: 64 * 1024,
+            max_bytes_n: 1 << 40,
+        }
+    }
+}
+
+/// What every connection of the service shares.
+#[derive(Debug)]
+struct Shared {
+    config: HttpConfig,
+    /// The canonical form of `config.root` (symlinks resolved).
+    root: Option<PathBuf>,
+    board: Arc<StatusBoard>,
+}
+
+/// The HTTP service.
+#[derive(Clone, Debug)]
+pub struct HttpService {
+    shared: Arc<Shared>,
+}
+
+impl HttpService {
+    /// A service with `config`, reading status from `board`. Fails with a
+    /// one-line message when a limit is out of range or the root is not a
+    /// readable directory.
+    pub fn new(config: HttpConfig, board: Arc<StatusBoard>) -> Result<Self, String> {
+        if config.max_header_bytes == 0 || config.max_header_bytes > OFFER_LIMIT {
+            return Err(format!(
+                "http: max_header_bytes must be between 1 and {OFFER_LIMIT}, not {}",
+                config.max_header_bytes
+            ));
+        }
+        if config.max_headers == 0 || config.max_headers > HEADER_SLOTS {
+            return Err(format!(
+                "http: max_headers must be between 1 and {HEADER_SLOTS}, not {}",
+                config.max_headers
+            ));
+        }
+        if config.max_requests == 0 {
+            return Err("http: max_requests must be at least 1".into());
+        }
+        let root = match &config.root {
+            None => None,
+            Some(dir) => {
+                let canon = std::fs::canonicalize(dir)
+                    .map_err(|e| format!("--http-root {}: {e}", dir.display()))?;
+                if !canon.is_dir() {
+                    return Err(format!("--http-root {}: not a directory", dir.display()));
+                }
+                Some(canon)
+            }
+        };
+        Ok(HttpService {
+            shared: Arc::new(Shared {
+                config,
+                root,
+                board,
+            }),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HttpConfig {
+        &self.shared.config
+    }
+}
+
+impl Service for HttpService {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+    fn new_handler(&self, ctx: &ConnCtx) -> Box<dyn Handler> {
+        Box::new(HttpHandler::new(Arc::clone(&self.shared), *ctx))
+    }
+}
+
+/// The `/bytes/N` pattern repeated: byte `i` of the table is `i % 251`, and
+/// its length is a multiple of 251, so any offset `i % 251` starts a run.
+static PATTERN: [u8; 251 * 64] = pattern_table();
+
+const fn pattern_table() -> [u8; 251 * 64] {
+    let mut t = [0u8; 251 * 64];
+    let mut i = 0;
+    while i < t.len() {
+        t[i] = (i % 251) as u8;
+        i += 1;
+    }
+    t
+}
+
+/// Where the body of the response in progress comes from.
+#[derive(Debug)]
+enum Body {
+    /// No (more) body.
+    None,
+    /// The handler's `buf`, from `pos`.
+    Buf { pos: usize },
+    /// The `/bytes` pattern: bytes `next..end`.
+    Pattern { next: u64, end: u64 },
+    /// A file, with `left` bytes still to send.
+    File { file: File, left: u64 },
+}
+
+/// Request methods we tell apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// One HTTP connection.
+struct HttpHandler {
+    shared: Arc<Shared>,
+    ctx: ConnCtx,
+    /// The response head in progress (reused between responses).
+    head: Vec<u8>,
+    /// Bytes of `head` already written.
+    head_pos: usize,
+    /// The body in progress.
+    body: Body,
+    /// Generated bodies (status page, JSON, error text), reused.
+    buf: Vec<u8>,
+    /// Requests seen on this connection.
+    requests: u32,
+    /// Close once the response in progress is written.
+    close_after: bool,
+    /// We closed our direction; further bytes are thrown away.
+    closed: bool,
+    /// Request body bytes still to skip.
+    skip: u64,
+}
+
+impl HttpHandler {
+    fn new(shared: Arc<Shared>, ctx: ConnCtx) -> Self {
+        HttpHandler {
+            shared,
+            ctx,
+            head: Vec::new(),
+            head_pos: 0,
+            body: Body::None,
+            buf: Vec::new(),
+            requests: 0,
+            close_after: false,
+            closed: false,
+            skip: 0,
+        }
+    }
+
+    fn in_progress(&self) -> bool {
+        self.head_pos < self.head.len() || !matches!(self.body, Body::None)
+    }
+
+    /// Writes as much of the response in progress as the credit allows.
+    /// When it is complete and the connection should close, closes.
+    fn pump(&mut self, io: &mut Io<'_>) {
+        if self.head_pos < self.head.len() {
+            self.head_pos += io.write(&self.head[self.head_pos..]);
+            if self.head_pos < self.head.len() {
+                return;
+            }
+        }
+        match &mut self.body {
+            Body::None => {}
+            Body::Buf { pos } => {
+                *pos += io.write(&self.buf[*pos..]);
+                if *pos >= self.buf.len() {
+                    self.body = Body::None;
+                }
+            }
+            Body::Pattern { next, end } => {
+                while *next < *end && io.credit() > 0 {
+                    let off = (*next % 251) as usize;
+                    let run = (PATTERN.len() - off) as u64;
+                    let n = run.min(*end - *next) as usize;
+                    *next += io.write(&PATTERN[off..off + n]) as u64;
+                }
+                if *next >= *end {
+                    self.body = Body::None;
+                }
+            }
+            Body::File { file, left } => {
+                let mut failed = false;
+                while *left > 0 && io.credit() > 0 && !failed {
+                    let want = usize::try_from(*left).unwrap_or(usize::MAX).min(64 * 1024);
+                    let got = io.fill(want, |dst| read_retrying(file, dst));
+                    if got == 0 {
+                        failed = true;
+                    }
+                    *left -= got as u64;
+                }
+                if failed {
+                    // The file shrank or could not be read: the promised
+                    // Content-Length cannot be met, so the message must not
+                    // look complete (RFC 9112 §6.3 rule 7): reset.
+                    tracing::warn!(remote = %self.ctx.remote, "static file ended early; resetting");
+                    self.body = Body::None;
+                    io.abort();
+                    return;
+                }
+                if *left == 0 {
+                    self.body = Body::None;
+                }
+            }
+        }
+        if !self.in_progress() && self.close_after && !self.closed {
+            self.closed = true;
+            io.close();
+        }
+    }
+
+    /// Starts a response: status line and header fields into `head`.
+    fn start(&mut self, code: u16, ctype: &str, len: u64, keep: bool, v10: bool, extra: &str) {
+        self.head.clear();
+        self.head_pos = 0;
+        let _ = write!(
+            self.head,
+            "HTTP/1.1 {code} {}\r\nServer: {SERVER}\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n",
+            reason(code)
+        );
+        if !keep {
+            self.head.extend_from_slice(b"Connection: close\r\n");
+        } else if v10 {
+            // RFC 9112 §9.3: an HTTP/1.0 client needs keep-alive confirmed.
+            self.head.extend_from_slice(b"Connection: keep-alive\r\n");
+        }
+        self.head.extend_from_slice(extra.as_bytes());
+        self.head.extend_from_slice(b"\r\n");
+        if !keep {
+            self.close_after = true;
+        }
+    }
+
+    /// A short text response; `keep` false closes the connection after it.
+    fn simple(&mut self, code: u16, keep: bool, v10: bool, head_only: bool, extra: &str) {
+        self.buf.clear();
+        let _ = writeln!(self.buf, "{code} {}", reason(code));
+        let len = self.buf.len() as u64;
+        self.start(code, "text/plain; charset=utf-8", len, keep, v10, extra);
+        self.body = if head_only {
+            Body::None
+        } else {
+            Body::Buf { pos: 0 }
+        };
+    }
+
+    /// Parses and answers the request at the start of `data`. Returns how
+    /// many bytes it consumed (0: the request head is not complete yet).
+    fn request(&mut self, data: &[u8]) -> usize {
+        let shared = Arc::clone(&self.shared);
+        let cfg = &shared.config;
+        let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
+        let mut req = httparse::Request::new(&mut slots);
+        let hlen = match req.parse(data) {
+            Ok(httparse::Status::Partial) => {
+                if data.len() > cfg.max_header_bytes {
+                    self.simple(431, false, false, false, "");
+                    return data.len();
+                }
+                return 0;
+            }
+            Ok(httparse::Status::Complete(n)) => n,
+            Err(httparse::Error::TooManyHeaders) => {
+                self.simple(431, false, false, false, "");
+                return data.len();
+            }
+            Err(httparse::Error::Version) => {
+                self.simple(505, false, false, false, "");
+                return data.len();
+            }
+            Err(_) => {
+                self.simple(400, false, false, false, "");
+                return data.len();
+            }
+        };
+        if hlen > cfg.max_header_bytes || req.headers.len() > cfg.max_headers {
+            self.simple(431, false, false, false, "");
+            return data.len();
+        }
+        self.requests = self.requests.saturating_add(1);
+        let v10 = req.version == Some(0);
+        let method = match req.method {
+            Some("GET") => Method::Get,
+            Some("HEAD") => Method::Head,
+            _ => Method::Other,
+        };
+        let head_only = method == Method::Head;
+
+        // Header fields that shape the exchange.
+        let mut conn_close = false;
+        let mut conn_keep = false;
+        let mut host = false;
+        let mut length: Option<u64> = None;
+        let mut bad = false;
+        let mut chunked = false;
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("connection") {
+                // RFC 9110 §7.6.1: a comma-separated list of options.
+                for opt in h.value.split(|b| *b == b',') {
+                    let opt = opt.trim_ascii();
+                    conn_close |= opt.eq_ignore_ascii_case(b"close");
+                    conn_keep |= opt.eq_ignore_ascii_case(b"keep-alive");
+                }
+            } else if h.name.eq_ignore_ascii_case("host") {
+                host = true;
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                // RFC 9112 §6.3 rule 5: an invalid or conflicting length is
+                // unrecoverable.
+                match parse_decimal(h.value.trim_ascii()) {
+                    Some(n) if length.is_none() || length == Some(n) => length = Some(n),
+                    _ => bad = true,
+                }
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            }
+        }
+        let mut keep = if v10 {
+            conn_keep && !conn_close
+        } else {
+            !conn_close
+        };
+        if self.requests >= cfg.max_requests {
+            keep = false;
+        }
+        if bad {
+            self.simple(400, false, v10, head_only, "");
+            return data.len();
+        }
+        if chunked {
+            // RFC 9112 §6.1: a server that does not understand a transfer
+            // coding of the request SHOULD answer 501 and close.
+            self.simple(501, false, v10, head_only, "");
+            return data.len();
+        }
+        let body_len = length.unwrap_or(0);
+        if body_len > cfg.max_body_bytes {
+            self.simple(413, false, v10, head_only, "");
+            return data.len();
+        }
+        self.skip = body_len;
+        if !v10 && !host {
+            // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
+            // status code to any HTTP/1.1 request message that lacks a Host
+            // header field".
+            self.simple(400, false, v10, head_only, "");
+            return data.len();
+        }
+        if method == Method::Other {
+            // RFC 9110 §15.5.6: 405 carries an Allow header field.
+            self.simple(405, keep, v10, false, "Allow: GET, HEAD\r\n");
+            return hlen;
+        }
+        let target = req.path.unwrap_or("");
+        self.route(target, keep, v10, head_only);
+        hlen
+    }
+
+    /// Chooses the response for a GET or HEAD of `target`.
+    fn route(&mut self, target: &str, keep: bool, v10: bool, head_only: bool) {
+        // origin-form, or absolute-form (RFC 9112 §3.2.2): keep the path.
+        let mut path = target;
+        if let Some(rest) = path
+            .strip_prefix("http://")
+            .or_else(|| path.strip_prefix("https://"))
+        {
+            path = rest.find('/').map_or("/", |i| &rest[i..]);
+        }
+        let path = path.split(['?', '#']).next().unwrap_or("");
+        if !path.starts_with('/') {
+            self.simple(400, keep, v10, head_only, "");
+            return;
+        }
+        let shared = Arc::clone(&self.shared);
+        if let Some(root) = &shared.root {
+            match resolve(root, path) {
+                Ok(file) => {
+                    self.serve_file(&file, keep, v10, head_only);
+                    return;
+                }
+                Err(Miss::BadRequest) => {
+                    self.simple(400, keep, v10, head_only, "");
+                    return;
+                }
+                Err(Miss::NotFound) => {} // Try the built-in pages.
+            }
+        }
+        if path == "/" {
+            self.status_page();
+            let len = self.buf.len() as u64;
+            self.start(
+                200,
+                "text/html; charset=utf-8",
+                len,
+                keep,
+                v10,
+                "Cache-Control: no-store\r\n",
+            );
+            self.body = if head_only {
+                Body::None
+            } else {
+                Body::Buf { pos: 0 }
+            };
+        } else if path == "/stats" {
+            self.stats_json();
+            let len = self.buf.len() as u64;
+            self.start(
+                200,
+                "application/json",
+                len,
+                keep,
+                v10,
+                "Cache-Control: no-store\r\n",
+            );
+            self.body = if head_only {
+                Body::None
+            } else {
+                Body::Buf { pos: 0 }
+            };
+        } else if let Some(n) = path.strip_prefix("/bytes/") {
+            match parse_decimal(n.as_bytes()) {
+                Some(n) if n <= self.shared.config.max_bytes_n => {
+                    self.start(200, "application/octet-stream", n, keep, v10, "");
+                    self.body = if head_only || n == 0 {
+                        Body::None
+                    } else {
+                        Body::Pattern { next: 0, end: n }
+                    };
+                }
+                _ => self.simple(400, keep, v10, head_only, ""),
+            }
+        } else {
+            self.simple(404, keep, v10, head_only, "");
+        }
+    }
+
+    fn serve_file(&mut self, path: &Path, keep: bool, v10: bool, head_only: bool) {
+        // O_NOFOLLOW: the path was canonical a moment ago; if its last
+        // component has since become a symlink, refuse rather than follow.
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .and_then(|f| f.metadata().map(|m| (f, m)));
+        match opened {
+            Ok((file, meta)) if meta.is_file() => {
+                let len = meta.len();
+                self.start(200, content_type(path), len, keep, v10, "");
+                self.body = if head_only || len == 0 {
+                    Body::None
+                } else {
+                    Body::File { file, left: len }
+                };
+            }
+            Ok(_) => self.simple(404, keep, v10, head_only, ""),
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                self.simple(403, keep, v10, head_only, "")
+            }
+            Err(_) => self.simple(404, keep, v10, head_only, ""),
+        }
+    }
+
+    /// The HTML status page into `buf`.
+    fn status_page(&mut self) {
+        let st = self.shared.board.snapshot();
+        let up = self.shared.board.uptime();
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tcpd</title></head><body>\n<h1>tcpd</h1>\n<p>Interface <b>");
+        html_escape(b, &st.iface);
+        let _ = write!(
+            b,
+            "</b>, MTU {}, up {}.{:03} s. Addresses:",
+            st.mtu,
+            up.as_secs(),
+            up.subsec_millis()
+        );
+        for a in &st.addrs {
+            let _ = write!(b, " {a}");
+        }
+        let _ = writeln!(b, ". You are {}.</p>", self.ctx.remote);
+        b.extend_from_slice(b"<h2>Services</h2>\n<table>\n");
+        for (name, port) in &st.services {
+            let _ = writeln!(b, "<tr><td>{name}</td><td>{port}</td></tr>");
+        }
+        b.extend_from_slice(b"</table>\n<h2>Open connections</h2>\n<table>\n");
+        for (state, n) in &st.states {
+            let _ = writeln!(b, "<tr><td>{}</td><td>{n}</td></tr>", state.name());
+        }
+        b.extend_from_slice(b"</table>\n<h2>TCP/IP counters</h2>\n<table>\n");
+        for (name, v) in super::stats_fields(&st.stats) {
+            let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
+        }
+        b.extend_from_slice(b"</table>\n<h2>Drops</h2>\n<table>\n");
+        for (name, v) in st.stats.drops.named() {
+            let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
+        }
+        b.extend_from_slice(b"</table>\n<h2>Daemon</h2>\n<table>\n");
+        for (name, v) in &st.daemon {
+            b.extend_from_slice(b"<tr><td>");
+            html_escape(b, name);
+            let _ = writeln!(b, "</td><td>{v}</td></tr>");
+        }
+        b.extend_from_slice(b"</table>\n</body></html>\n");
+    }
+
+    /// The counters as JSON into `buf`.
+    fn stats_json(&mut self) {
+        let st = self.shared.board.snapshot();
+        let up = self.shared.board.uptime();
+        let b = &mut self.buf;
+        b.clear();
+        b.extend_from_slice(b"{\"iface\":");
+        json_string(b, &st.iface);
+        let _ = write!(
+            b,
+            ",\"mtu\":{},\"uptime_ms\":{},\"addrs\":[",
+            st.mtu,
+            up.as_millis()
+        );
+        for (i, a) in st.addrs.iter().enumerate() {
+            if i > 0 {
+                b.push(b',');
+            }
+            let _ = write!(b, "\"{a}\"");
+        }
+        b.extend_from_slice(b"],\"services\":{");
+        json_pairs(b, st.services.iter().map(|(n, p)| (*n, u64::from(*p))));
+        b.extend_from_slice(b"},\"connections\":{");
+        json_pairs(b, st.states.iter().map(|(s, n)| (s.name(), *n as u64)));
+        b.extend_from_slice(b"},\"tcp\":{");
+        json_pairs(b, super::stats_fields(&st.stats).into_iter());
+        b.extend_from_slice(b"},\"drops\":{");
+        json_pairs(b, st.stats.drops.named().into_iter());
+        b.extend_from_slice(b"},\"daemon\":{");
+        json_pairs(b, st.daemon.iter().copied());
+        b.extend_from_slice(b"}}\n");
+    }
+}
+
+impl Handler for HttpHandler {
+    fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> usize {
+        if self.closed {
+            // After our FIN nothing more is answered; let the bytes go.
+            return data.len();
+        }
+        let mut used = 0;
+        loop {
+            if self.skip > 0 {
+                let k = self.skip.min((data.len() - used) as u64);
+                used += k as usize;
+                self.skip -= k;
+                if self.skip > 0 {
+                    return used;
+                }
+            }
+            // Responses go out in request order (RFC 9112 §9.3.2): finish
+            // the one in progress before reading the next request.
+            self.pump(io);
+            if self.closed || io.wants_abort() {
+                return data.len();
+            }
+            if self.in_progress() || used == data.len() || self.close_after {
+                return used;
+            }
+            let n = self.request(&data[used..]);
+            if n == 0 {
+                return used;
+            }
+            used += n;
+        }
+    }
+
+    fn on_writable(&mut self, io: &mut Io<'_>) {
+        if !self.closed {
+            self.pump(io);
+        }
+    }
+
+    fn on_peer_close(&mut self, io: &mut Io<'_>) {
+        // No more requests will come: finish the response in progress (if
+        // any), then close. An incomplete request is dropped.
+        self.close_after = true;
+        if !self.closed {
+            self.pump(io);
+        }
+    }
+}
+
+/// One `read`, retried on `Interrupted`; 0 at the end of the file or on
+/// an error.
+fn read_retrying(file: &mut File, dst: &mut [u8]) -> usize {
+    loop {
+        match file.read(dst) {
+            Ok(n) => return n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return 0,
+        }
+    }
+}
+
+/// Why a static path did not resolve.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Miss {
+    /// Malformed: bad percent-encoding, NUL, or a `..` segment.
+    BadRequest,
+    /// No such file under the root (or it lies outside the root).
+    NotFound,
+}
+
+/// Maps a request path to a file under `root` (canonical). Percent-decodes
+/// first (RFC 3986 §2.1), then splits into segments, so an encoded `/` or
+/// `.` cannot smuggle a `..` past the check; resolves symlinks and checks the
+/// result still lies under the root; a directory maps to its `index.html`.
+fn resolve(root: &Path, path: &str) -> Result<PathBuf, Miss> {
+    let decoded = percent_decode(path.as_bytes()).ok_or(Miss::BadRequest)?;
+    let mut p = root.to_path_buf();
+    for seg in decoded.split(|b| *b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => return Err(Miss::BadRequest),
+            s => p.push(OsStr::from_bytes(s)),
+        }
+    }
+    let mut canon = std::fs::canonicalize(&p).map_err(|_| Miss::NotFound)?;
+    if !canon.starts_with(root) {
+        tracing::debug!(path, "static path resolves outside the root");
+        return Err(Miss::NotFound);
+    }
+    if canon.is_dir() {
+        canon = std::fs::canonicalize(canon.join("index.html")).map_err(|_| Miss::NotFound)?;
+        if !canon.starts_with(root) {
+            return Err(Miss::NotFound);
+        }
+    }
+    if !canon.is_file() {
+        return Err(Miss::NotFound);
+    }
+    Ok(canon)
+}
+
+/// Decodes `%XX` escapes. `None` for a malformed escape or a NUL byte.
+fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        let b = s[i];
+        if b == b'%' {
+            let hi = hex(*s.get(i + 1)?)?;
+            let lo = hex(*s.get(i + 2)?)?;
+            out.push(hi << 4 | lo);
+            i += 3;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    if out.contains(&0) {
+        return None;
+    }
+    Some(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// A decimal number of 1 to 20 digits that fits a `u64`.
+fn parse_decimal(s: &[u8]) -> Option<u64> {
+    if s.is_empty() || s.len() > 20 || !s.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    s.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The content type for a file, by extension.
+fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(OsStr::to_str)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "txt" | "log" | "rs" | "toml" => "text/plain; charset=utf-8",
+        "md" => "text/markdown; charset=utf-8",
+        "csv" => "text/csv; charset=utf-8",
+        "xml" => "application/xml",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "gif" => "image/gif",
+        "webp" => "image/webp",
+        "ico" => "image/x-icon",
+        "wasm" => "application/wasm",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" => "application/gzip",
+        "tar" => "application/x-tar",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "pcap" => "application/vnd.tcpdump.pcap",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The reason phrase for the codes this server sends (RFC 9110 §15).
+fn reason(code: u16) -> &'static str {
+    match code {
+        200 => "OK",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Content Too Large",
+        431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+fn html_escape(b: &mut Vec<u8>, s: &str) {
+    for c in s.bytes() {
+        match c {
+            b'<' => b.extend_from_slice(b"&lt;"),
+            b'>' => b.extend_from_slice(b"&gt;"),
+            b'&' => b.extend_from_slice(b"&amp;"),
+            b'"' => b.extend_from_slice(b"&quot;"),
+            _ => b.push(c),
+        }
+    }
+}
+
+/// A JSON string literal (RFC 8259 §7).
+fn json_string(b: &mut Vec<u8>, s: &str) {
+    b.push(b'"');
+    for c in s.chars() {
+        match c {
+            '"' => b.extend_from_slice(b"\\\""),
+            '\\' => b.extend_from_slice(b"\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(b, "\\u{:04x}", c as u32);
+            }
+            c => {
+                let mut tmp = [0u8; 4];
+                b.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
+            }
+        }
+    }
+    b.push(b'"');
+}
+
+fn json_pairs<'a>(b: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, u64)>) {
+    for (i, (k, v)) in pairs.enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        json_string(b, k);
+        let _ = write!(b, ":{v}");
+    }
+}
