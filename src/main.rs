@@ -1,2 +1,233 @@
 //! tcpd: a user-space TCP/IP stack and network daemon on a TUN device.
-fn main() {}
+//!
+//! This file is only the command line: it turns flags into a
+//! [`daemon::Config`] and runs it. Every error ends in one line on stderr
+//! and a non-zero exit status.
+
+use clap::Parser;
+use daemon::{Config, FaultConfig, IpNet};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const AFTER_HELP: &str = "\
+Examples:
+  sudo tcpd tun0                     create tun0, serve on 10.0.0.2, then:
+      ping 10.0.0.2;  nc 10.0.0.2 7;  curl http://10.0.0.2/
+  sudo ip tuntap add tun0 mode tun user $USER
+  sudo ip addr add 10.0.0.1/24 dev tun0 && sudo ip link set tun0 up
+  tcpd --no-configure tun0           run without root on that interface
+  sudo tcpd tun0 --pcap run.pcap --seed 1    record for tcpdump -r / replay
+  sudo tcpd tun0 --fault-drop 0.03 --fault-reorder 0.1   impair the link
+
+Logging: -v/-vv for more, -q/-qq for less; RUST_LOG (e.g. RUST_LOG=daemon=debug) overrides.
+HTTP paths: / status page, /stats counters as JSON, /bytes/N N bytes (byte i = i % 251).";
+
+/// A user-space TCP/IP stack serving echo, discard and HTTP on a TUN device.
+#[derive(Parser, Debug)]
+#[command(name = "tcpd", version, about, after_help = AFTER_HELP)]
+struct Cli {
+    /// TUN interface to create (or, with --no-configure, attach to)
+    #[arg(value_name = "IFACE")]
+    iface: String,
+
+    /// The stack's own IPv4 address
+    #[arg(long, value_name = "IP", default_value = "10.0.0.2")]
+    addr: Ipv4Addr,
+
+    /// Address and prefix given to the kernel side of IFACE
+    #[arg(long, value_name = "IP/LEN", default_value = "10.0.0.1/24", value_parser = parse_net)]
+    host_addr: IpNet,
+
+    /// MTU of IFACE (576..=65535)
+    #[arg(long, value_name = "N", default_value_t = 1500, value_parser = clap::value_parser!(u32).range(576..=65535))]
+    mtu: u32,
+
+    /// Attach to an existing, configured IFACE as it is (no root needed if you own it)
+    #[arg(long)]
+    no_configure: bool,
+
+    /// Echo service port (RFC 862); 0 disables
+    #[arg(long, value_name = "PORT", default_value_t = 7)]
+    echo: u16,
+
+    /// Discard service port (RFC 863); 0 disables
+    #[arg(long, value_name = "PORT", default_value_t = 9)]
+    discard: u16,
+
+    /// HTTP/1.1 service port; 0 disables
+    #[arg(long, value_name = "PORT", default_value_t = 80)]
+    http: u16,
+
+    /// The stack's own IPv6 address
+    #[arg(long, value_name = "IP", default_value = "fd00::2")]
+    addr6: Ipv6Addr,
+
+    /// IPv6 address and prefix of the kernel side
+    #[arg(long, value_name = "IP/LEN", default_value = "fd00::1/64", value_parser = parse_net)]
+    host_addr6: IpNet,
+
+    /// Do not use IPv6
+    #[arg(long)]
+    no_ipv6: bool,
+
+    /// Serve static files from DIR (else the built-in pages)
+    #[arg(long, value_name = "DIR")]
+    http_root: Option<PathBuf>,
+
+    /// Worker threads; 0 runs the services on the reactor thread [default: one per core]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
+    workers: Option<u32>,
+
+    /// Record every packet in and out to FILE (pcap, link type RAW) and FILE.json
+    #[arg(long, value_name = "FILE")]
+    pcap: Option<PathBuf>,
+
+    /// Fixed seed for ISNs and randomness (tests, replays) [default: random]
+    #[arg(long, value_name = "N")]
+    seed: Option<u64>,
+
+    /// Drop each packet with probability P (both directions)
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_prob)]
+    fault_drop: f64,
+
+    /// Duplicate each packet with probability P
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_prob)]
+    fault_dup: f64,
+
+    /// Hold each packet back behind the next few with probability P
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_prob)]
+    fault_reorder: f64,
+
+    /// Flip one bit of each packet with probability P
+    #[arg(long, value_name = "P", default_value_t = 0.0, value_parser = parse_prob)]
+    fault_corrupt: f64,
+
+    /// Delay every packet by MS milliseconds (0..=10000)
+    #[arg(long, value_name = "MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    fault_delay: u64,
+
+    /// Seed of the fault injector
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    fault_seed: u64,
+
+    /// On SIGINT/SIGTERM, wait up to MS for connections to close before resetting them
+    #[arg(long, value_name = "MS", default_value_t = 2000)]
+    grace_ms: u64,
+
+    /// More logging (-v debug, -vv trace)
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    /// Less logging (-q warnings only, -qq errors only)
+    #[arg(short, long, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    quiet: u8,
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    IpNet::parse(s)
+}
+
+fn parse_prob(s: &str) -> Result<f64, String> {
+    let p: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("{p} is not a probability between 0 and 1"));
+    }
+    Ok(p)
+}
+
+fn random_seed() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        (t as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    })
+}
+
+fn config(cli: Cli) -> Config {
+    let d = Config::default();
+    Config {
+        iface: cli.iface,
+        addr: cli.addr,
+        host_addr: cli.host_addr,
+        addr6: if cli.no_ipv6 { None } else { Some(cli.addr6) },
+        host_addr6: cli.host_addr6,
+        mtu: cli.mtu as usize,
+        no_configure: cli.no_configure,
+        echo_port: cli.echo,
+        discard_port: cli.discard,
+        http_port: cli.http,
+        http_root: cli.http_root,
+        workers: cli.workers.map(|w| w as usize).unwrap_or(d.workers),
+        pcap: cli.pcap,
+        seed: cli.seed.unwrap_or_else(random_seed),
+        fault: FaultConfig {
+            drop: cli.fault_drop,
+            dup: cli.fault_dup,
+            reorder: cli.fault_reorder,
+            corrupt: cli.fault_corrupt,
+            delay_ms: cli.fault_delay,
+            seed: cli.fault_seed,
+            ..d.fault
+        },
+        grace_ms: cli.grace_ms,
+        ..d
+    }
+}
+
+fn init_logging(verbose: u8, quiet: u8) {
+    use tracing_subscriber::EnvFilter;
+    let level = match (verbose, quiet) {
+        (0, 0) => "info",
+        (1, _) => "debug",
+        (v, _) if v >= 2 => "trace",
+        (_, 1) => "warn",
+        _ => "error",
+    };
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(s) if !s.is_empty() => EnvFilter::try_new(&s).unwrap_or_else(|_| EnvFilter::new(level)),
+        _ => EnvFilter::new(level),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            // One line: clap's first line, without its usage block.
+            let text = e.render().to_string();
+            let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+            let mut first = lines.next().unwrap_or("invalid arguments").to_string();
+            if first.ends_with(':') {
+                // "the following required arguments were not provided:" + the list.
+                if let Some(next) = lines.next() {
+                    first = format!("{first} {next}");
+                }
+            }
+            let first = first.strip_prefix("error: ").unwrap_or(&first);
+            eprintln!("tcpd: {first} (see tcpd --help)");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(cli.verbose, cli.quiet);
+    match daemon::run(config(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tcpd: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,406 @@
+//! The daemon's configuration: everything the command line can set, with
+//! defaults, between the CLI (`src/main.rs`) and the runtime ([`crate::run`]).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+
+/// An address with a prefix length (`10.0.0.1/24`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpNet {
+    /// The address.
+    pub addr: IpAddr,
+    /// The prefix length in bits.
+    pub prefix: u8,
+}
+
+impl IpNet {
+    /// Parses `IP/LEN`; a bare IP gets /24 (IPv4) or /64 (IPv6).
+    pub fn parse(s: &str) -> Result<IpNet, String> {
+        let (ip, len) = match s.split_once('/') {
+            Some((ip, len)) => (ip, Some(len)),
+            None => (s, None),
+        };
+        let addr: IpAddr = ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{s}' is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match len {
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("'{s}': prefix length must be 0..={max}"))?,
+            None if addr.is_ipv4() => 24,
+            None => 64,
+        };
+        Ok(IpNet { addr, prefix })
+    }
+
+    /// Whether `ip` lies in this network.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u32::MAX << (32 - u32::from(self.prefix))
+                };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.prefix == 0 {
+                    0
+                } else {
+                    u128::MAX << (128 - u32::from(self.prefix))
+                };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Seeded fault injection on the device, both directions (see [`crate::fault`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FaultConfig {
+    /// Probability that a packet is dropped.
+    pub drop: f64,
+    /// Probability that a packet is delivered twice.
+    pub dup: f64,
+    /// Probability that a packet is held back so that later ones overtake it.
+    pub reorder: f64,
+    /// Probability that one byte of a packet is flipped.
+    pub corrupt: f64,
+    /// Fixed extra delay of every packet, milliseconds.
+    pub delay_ms: u64,
+    /// Seed of the injector's generator.
+    pub seed: u64,
+    /// Most packets held back (delay and reorder) per direction; beyond it
+    /// packets pass undelayed.
+    pub max_held: usize,
+}
+
+impl Default for FaultConfig {
+    fn default() -> Self {
+        FaultConfig {
+            drop: 0.0,
+            dup: 0.0,
+            reorder: 0.0,
+            corrupt: 0.0,
+            delay_ms: 0,
+            seed: 1,
+            max_held: 4096,
+        }
+    }
+}
+
+impl FaultConfig {
+    /// Whether any fault is configured.
+    pub fn is_active(&self) -> bool {
+        self.drop > 0.0
+            || self.dup > 0.0
+            || self.reorder > 0.0
+            || self.corrupt > 0.0
+            || self.delay_ms > 0
+    }
+}
+
+/// Everything the daemon needs to run. [`Config::default`] gives the values
+/// documented in the command-line contract (DESIGN.md).
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Interface name (`tun0`).
+    pub iface: String,
+    /// The stack's own IPv4 address. Default 10.0.0.2.
+    pub addr: Ipv4Addr,
+    /// Address and prefix given to the kernel side. Default 10.0.0.1/24.
+    pub host_addr: IpNet,
+    /// The stack's own IPv6 address; `None` disables IPv6. Default fd00::2.
+    pub addr6: Option<Ipv6Addr>,
+    /// IPv6 address and prefix of the kernel side. Default fd00::1/64.
+    pub host_addr6: IpNet,
+    /// MTU of the interface. Default 1500.
+    pub mtu: usize,
+    /// Transmit queue length set on the interface (the kernel default of
+    /// 500 drops bursts silently). Default 10 000.
+    pub txqueuelen: u32,
+    /// Attach to an existing interface as it is (no addresses, MTU, state changes).
+    pub no_configure: bool,
+    /// Echo port (RFC 862); 0 disables. Default 7.
+    pub echo_port: u16,
+    /// Discard port (RFC 863); 0 disables. Default 9.
+    pub discard_port: u16,
+    /// HTTP port; 0 disables. Default 80.
+    pub http_port: u16,
+    /// Serve static files from this directory instead of the built-in pages.
+    pub http_root: Option<PathBuf>,
+    /// Worker threads; 0 runs the services on the reactor thread. Default: one per core.
+    pub workers: usize,
+    /// Record every packet in and out to this pcap file.
+    pub pcap: Option<PathBuf>,
+    /// Seed of the TCP endpoint (ISNs, cookies, hashing).
+    pub seed: u64,
+    /// Fault injection on the device.
+    pub fault: FaultConfig,
+    /// How long a shutdown waits for connections to close before resetting them, ms. Default 2000.
+    pub grace_ms: u64,
+    /// Accept queue per listening port. Default 1024.
+    pub backlog: usize,
+    /// Bounded capacity, in batches, of each reactor-to-worker channel. Default 1024.
+    pub worker_queue: usize,
+    /// Bounded capacity, in batches, of the worker-to-reactor channel. Default 4096.
+    pub command_queue: usize,
+    /// Largest chunk of received data handed to a service in one event. Default 64 KiB.
+    pub read_chunk: usize,
+    /// Buffers kept in the shared buffer pool. Default 1024.
+    pub pool_buffers: usize,
+    /// How long a worker spins looking for work before it parks, µs. Default 50.
+    pub worker_spin_us: u64,
+    /// Packets read from the device before the reactor transmits and reads on. Default 128.
+    pub rx_budget: usize,
+    /// Packets queued for the pcap writer thread. Default 8192.
+    pub pcap_queue: usize,
+    /// Disable Nagle's algorithm on accepted connections (the services write
+    /// whole responses at once). Default true.
+    pub nodelay: bool,
+    /// The TCP endpoint's configuration; `seed`, `addrs` and `mtu` are
+    /// overwritten from the fields above.
+    pub tcp: tcp::Config,
+    /// Limits of the HTTP service; `root` is overwritten from `http_root`.
+    pub http: crate::services::HttpConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            iface: "tun0".into(),
+            addr: Ipv4Addr::new(10, 0, 0, 2),
+            host_addr: IpNet {
+                addr: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+                prefix: 24,
+            },
+            addr6: Some(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2)),
+            host_addr6: IpNet {
+                addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
+                prefix: 64,
+            },
+            mtu: 1500,
+            txqueuelen: 10_000,
+            no_configure: false,
+            echo_port: 7,
+            discard_port: 9,
+            http_port: 80,
+            http_root: None,
+            workers: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            pcap: None,
+            seed: 0,
+            fault: FaultConfig::default(),
+            grace_ms: 2000,
+            backlog: 1024,
+            worker_queue: 1024,
+            command_queue: 4096,
+            read_chunk: 64 * 1024,
+            pool_buffers: 1024,
+            worker_spin_us: 50,
+            rx_budget: 128,
+            pcap_queue: 8192,
+            nodelay: true,
+            tcp: tcp::Config::default(),
+            http: crate::services::HttpConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Checks the configuration; the error is one line for the user.
+    pub fn validate(&self) -> Result<(), String> {
+        let name = &self.iface;
+        if name.is_empty()
+            || name.len() > 15
+            || name.contains(['/', ' ', '\t', '\n', ':'])
+            || name == "."
+            || name == ".."
+        {
+            return Err(format!(
+                "invalid interface name '{name}' (1 to 15 characters, no '/', ':' or spaces)"
+            ));
+        }
+        if !(576..=65535).contains(&self.mtu) {
+            return Err(format!("--mtu {} out of range 576..=65535", self.mtu));
+        }
+        if !self.host_addr.addr.is_ipv4() {
+            return Err(format!(
+                "--host-addr {} is not an IPv4 address",
+                self.host_addr
+            ));
+        }
+        if self.host_addr.addr == IpAddr::V4(self.addr) {
+            return Err(format!(
+                "--addr and --host-addr are the same address ({})",
+                self.addr
+            ));
+        }
+        if !self.no_configure && !self.host_addr.contains(IpAddr::V4(self.addr)) {
+            return Err(format!(
+                "--addr {} is not inside --host-addr {}: the kernel would not route it to {}",
+                self.addr, self.host_addr, self.iface
+            ));
+        }
+        if let Some(a6) = self.addr6 {
+            if !self.host_addr6.addr.is_ipv6() {
+                return Err(format!(
+                    "--host-addr6 {} is not an IPv6 address",
+                    self.host_addr6
+                ));
+            }
+            if self.host_addr6.addr == IpAddr::V6(a6) {
+                return Err(format!(
+                    "--addr6 and --host-addr6 are the same address ({a6})"
+                ));
+            }
+            if !self.no_configure && !self.host_addr6.contains(IpAddr::V6(a6)) {
+                return Err(format!(
+                    "--addr6 {a6} is not inside --host-addr6 {}",
+                    self.host_addr6
+                ));
+            }
+        }
+        let f = &self.fault;
+        for (flag, p) in [
+            ("--fault-drop", f.drop),
+            ("--fault-dup", f.dup),
+            ("--fault-reorder", f.reorder),
+            ("--fault-corrupt", f.corrupt),
+        ] {
+            if !(0.0..=1.0).contains(&p) || p.is_nan() {
+                return Err(format!("{flag} {p} is not a probability in 0..=1"));
+            }
+        }
+        if f.drop >= 1.0 {
+            return Err("--fault-drop 1 would drop every packet".into());
+        }
+        if f.delay_ms > 10_000 {
+            return Err(format!(
+                "--fault-delay {} ms is more than 10000 ms",
+                f.delay_ms
+            ));
+        }
+        if self.workers > 256 {
+            return Err(format!("--workers {} is more than 256", self.workers));
+        }
+        let mut ports: Vec<u16> = [self.echo_port, self.discard_port, self.http_port]
+            .into_iter()
+            .filter(|p| *p != 0)
+            .collect();
+        let n = ports.len();
+        ports.sort_unstable();
+        ports.dedup();
+        if ports.len() != n {
+            return Err("two services on the same port".into());
+        }
+        if let Some(root) = &self.http_root {
+            if !root.is_dir() {
+                return Err(format!("--http-root {}: not a directory", root.display()));
+            }
+        }
+        for (name, v) in [
+            ("worker_queue", self.worker_queue),
+            ("command_queue", self.command_queue),
+            ("read_chunk", self.read_chunk),
+            ("rx_budget", self.rx_budget),
+            ("pcap_queue", self.pcap_queue),
+            ("backlog", self.backlog),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        self.tcp_config().validate()
+    }
+
+    /// The addresses the stack answers on.
+    pub fn stack_addrs(&self) -> Vec<IpAddr> {
+        let mut v = vec![IpAddr::V4(self.addr)];
+        if let Some(a6) = self.addr6 {
+            v.push(IpAddr::V6(a6));
+        }
+        v
+    }
+
+    /// The endpoint configuration derived from this one.
+    pub fn tcp_config(&self) -> tcp::Config {
+        let mut t = self.tcp.clone();
+        t.seed = self.seed;
+        t.addrs = self.stack_addrs();
+        t.mtu = self.mtu;
+        t
+    }
+
+    /// Services enabled, by name and port.
+    pub fn service_ports(&self) -> Vec<(&'static str, u16)> {
+        [
+            ("echo", self.echo_port),
+            ("discard", self.discard_port),
+            ("http", self.http_port),
+        ]
+        .into_iter()
+        .filter(|(_, p)| *p != 0)
+        .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipnet_parse_and_contains() {
+        let n = IpNet::parse("10.0.0.1/24").unwrap();
+        assert!(n.contains("10.0.0.2".parse().unwrap()));
+        assert!(!n.contains("10.0.1.2".parse().unwrap()));
+        assert!(IpNet::parse("10.0.0.1/33").is_err());
+        assert!(IpNet::parse("nonsense").is_err());
+        let n6 = IpNet::parse("fd00::1/64").unwrap();
+        assert!(n6.contains("fd00::2".parse().unwrap()));
+        assert!(!n6.contains("fd01::2".parse().unwrap()));
+        assert_eq!(IpNet::parse("fd00::1").unwrap().prefix, 64);
+    }
+
+    #[test]
+    fn default_validates_and_bad_values_do_not() {
+        Config::default().validate().unwrap();
+        let c = Config {
+            mtu: 100,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().contains("--mtu"));
+        let c = Config {
+            addr: Ipv4Addr::new(192, 168, 9, 9),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let mut c = Config::default();
+        c.fault.drop = 1.5;
+        assert!(c.validate().unwrap_err().contains("--fault-drop"));
+        let c = Config {
+            echo_port: 80,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+        let c = Config {
+            iface: "a/b".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

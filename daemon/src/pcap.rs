@@ -1,0 +1,390 @@
+//! A pcap tap wrapping a [`Device`]: every packet the stack reads and
+//! writes is recorded, off the hot path.
+//!
+//! On the reactor thread a packet is only copied into a pooled buffer and
+//! handed over a bounded channel ([`crate::Config::pcap_queue`] records) to
+//! a writer thread, which writes classic pcap (link type RAW = 101: each
+//! record is a bare IPv4 or IPv6 packet; microsecond timestamps), flushes
+//! every 200 ms and on exit, and hands the buffers back. When the channel
+//! is full the reactor waits for the writer rather than lose a record (a
+//! capture with holes could not be replayed); such waits are counted
+//! (`pcap_stalls`).
+//!
+//! A record's timestamp is `start_unix_us + now`, where `now` is exactly the
+//! endpoint time (µs) the packet was handled or produced at; see
+//! [`crate::clock::Clock`].
+//!
+//! # Sidecar file
+//!
+//! Next to `FILE` tcpd writes `FILE.json` ([`sidecar_path`]) with what a
+//! replay needs to rebuild the same endpoint and services. One JSON object:
+//!
+//! ```json
+//! {
+//!   "format": "tcpd-pcap-sidecar", "version": 1,
+//!   "seed": 42,                      // tcp::Config::seed
+//!   "start_unix_us": 1763800000000000, // pcap ts - this = endpoint now (µs)
+//!   "iface": "tun0", "mtu": 1500,
+//!   "addrs": ["10.0.0.2", "fd00::2"], // the stack's addresses
+//!   "host_addr": "10.0.0.1/24", "host_addr6": "fd00::1/64",
+//!   "services": [{"name": "echo", "port": 7}, ...],
+//!   "http_root": null,                // or the directory
+//!   "workers": 2, "nodelay": true, "backlog": 1024,
+//!   "fault": {"drop": 0.0, "dup": 0.0, "reorder": 0.0, "corrupt": 0.0,
+//!             "delay_ms": 0, "seed": 1},
+//!   "tcp": {"send_buffer": 262144, "recv_buffer": 262144, ... every
+//!           numeric/bool field of tcp::Config; durations in µs}
+//! }
+//! ```
+//!
+//! The packets in the pcap are those the stack saw: the tap sits between
+//! the stack and the fault injector, so injected faults are already applied.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::device::Device;
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::DataLink;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, BufWriter};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use tracing::warn;
+
+struct Record {
+    ts_us: u64,
+    buf: Vec<u8>,
+}
+
+/// The pcap-recording middleware.
+pub struct PcapTap<D> {
+    inner: D,
+    clock: Clock,
+    tx: Option<Sender<Record>>,
+    pool: Receiver<Vec<u8>>,
+    writer: Option<JoinHandle<io::Result<u64>>>,
+    records: u64,
+    stalls: u64,
+    lost: u64,
+}
+
+/// The sidecar's path for a pcap at `pcap`: `pcap` with `.json` appended.
+pub fn sidecar_path(pcap: &Path) -> PathBuf {
+    let mut s = pcap.as_os_str().to_owned();
+    s.push(".json");
+    PathBuf::from(s)
+}
+
+impl<D: Device> PcapTap<D> {
+    /// Creates `path` (truncating it) and starts the writer thread.
+    pub fn new(
+        inner: D,
+        path: &Path,
+        clock: Clock,
+        queue: usize,
+        snaplen: u32,
+    ) -> io::Result<Self> {
+        let file = File::create(path)?;
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            snaplen,
+            ..PcapHeader::default()
+        };
+        let mut w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let (tx, rx) = bounded::<Record>(queue);
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + 64);
+        let writer = std::thread::Builder::new()
+            .name("tcpd-pcap".into())
+            .spawn(move || {
+                let mut written = 0u64;
+                let mut dirty = false;
+                let mut last_flush = Instant::now();
+                loop {
+                    match rx.recv_timeout(Duration::from_millis(200)) {
+                        Ok(r) => {
+                            let secs = Duration::from_micros(r.ts_us);
+                            let pkt = PcapPacket::new(secs, r.buf.len() as u32, &r.buf[..])
+                                .map_err(|e| io::Error::other(e.to_string()))?;
+                            w.write_packet(&pkt)
+                                .map_err(|e| io::Error::other(e.to_string()))?;
+                            written += 1;
+                            dirty = true;
+                            let _ = pool_tx.try_send(r.buf);
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                    if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
+                        w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                        dirty = false;
+                        last_flush = Instant::now();
+                    }
+                }
+                w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                Ok(written)
+            })?;
+        Ok(PcapTap {
+            inner,
+            clock,
+            tx: Some(tx),
+            pool: pool_rx,
+            writer: Some(writer),
+            records: 0,
+            stalls: 0,
+            lost: 0,
+        })
+    }
+
+    fn record(&mut self, now: Instant, pkt: &[u8]) {
+        let Some(tx) = &self.tx else {
+            self.lost += 1;
+            return;
+        };
+        let mut buf = self.pool.try_recv().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(pkt);
+        let rec = Record {
+            ts_us: self.clock.unix_us(now),
+            buf,
+        };
+        match tx.try_send(rec) {
+            Ok(()) => self.records += 1,
+            Err(TrySendError::Full(rec)) => {
+                self.stalls += 1;
+                if tx.send(rec).is_ok() {
+                    self.records += 1;
+                } else {
+                    self.lost += 1;
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.lost += 1;
+                warn!("pcap writer stopped; no more packets are recorded");
+                self.tx = None;
+            }
+        }
+    }
+
+    /// Stops the writer after it wrote everything queued; returns the
+    /// number of records written.
+    pub fn finish(&mut self) -> io::Result<u64> {
+        self.tx = None;
+        match self.writer.take() {
+            Some(h) => h
+                .join()
+                .map_err(|_| io::Error::other("pcap writer panicked"))?,
+            None => Ok(0),
+        }
+    }
+}
+
+impl<D: Device> Device for PcapTap<D> {
+    fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.recv(now, buf)?;
+        self.record(now, &buf[..n]);
+        Ok(n)
+    }
+    fn send(&mut self, now: Instant, pkt: &[u8]) -> io::Result<()> {
+        self.inner.send(now, pkt)?;
+        self.record(now, pkt);
+        Ok(())
+    }
+    fn raw_fd(&self) -> RawFd {
+        self.inner.raw_fd()
+    }
+    fn poll_at(&self) -> Option<Instant> {
+        self.inner.poll_at()
+    }
+    fn service(&mut self, now: Instant) -> io::Result<()> {
+        self.inner.service(now)
+    }
+    fn has_due_rx(&self, now: Instant) -> bool {
+        self.inner.has_due_rx(now)
+    }
+    fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
+        self.inner.counters(out);
+        out.extend([
+            ("pcap_records", self.records),
+            ("pcap_stalls", self.stalls),
+            ("pcap_lost", self.lost),
+        ]);
+    }
+    fn flush(&mut self) {
+        self.inner.flush();
+        match self.finish() {
+            Ok(n) => tracing::debug!(records = n, "pcap written"),
+            Err(e) => warn!("pcap: {e}"),
+        }
+    }
+}
+
+impl<D> Drop for PcapTap<D> {
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(h) = self.writer.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::with_capacity(s.len() + 2);
+    o.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+/// The sidecar JSON for a capture (format in the module documentation).
+pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> String {
+    let t = cfg.tcp_config();
+    let addrs: Vec<String> = cfg
+        .stack_addrs()
+        .iter()
+        .map(|a| json_str(&a.to_string()))
+        .collect();
+    let services: Vec<String> = cfg
+        .service_ports()
+        .iter()
+        .map(|(n, p)| format!("{{\"name\": {}, \"port\": {p}}}", json_str(n)))
+        .collect();
+    let root = match &cfg.http_root {
+        Some(p) => json_str(&p.display().to_string()),
+        None => "null".into(),
+    };
+    let f = &cfg.fault;
+    let ka = match t.keepalive {
+        Some(k) => format!(
+            "{{\"idle_us\": {}, \"interval_us\": {}, \"count\": {}}}",
+            k.idle.as_micros(),
+            k.interval.as_micros(),
+            k.count
+        ),
+        None => "null".into(),
+    };
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "{{\n  \"format\": \"tcpd-pcap-sidecar\",\n  \"version\": 1,\n  \"seed\": {seed},\n  \
+         \"start_unix_us\": {start},\n  \"iface\": {iface},\n  \"mtu\": {mtu},\n  \"addrs\": [{addrs}],\n  \
+         \"host_addr\": {ha},\n  \"host_addr6\": {ha6},\n  \"services\": [{services}],\n  \
+         \"http_root\": {root},\n  \"workers\": {workers},\n  \"nodelay\": {nodelay},\n  \"backlog\": {backlog},\n  \
+         \"fault\": {{\"drop\": {fd}, \"dup\": {fu}, \"reorder\": {fr}, \"corrupt\": {fc}, \"delay_ms\": {fdl}, \"seed\": {fs}}},\n  \
+         \"tcp\": {{\"max_connections\": {mc}, \"send_buffer\": {sb}, \"recv_buffer\": {rb}, \"max_ooo_ranges\": {mo}, \
+         \"buffer_pool_bytes\": {bp}, \"delayed_ack_us\": {da}, \"min_rto_us\": {minrto}, \"initial_rto_us\": {irto}, \
+         \"max_rto_us\": {maxrto}, \"time_wait_us\": {tw}, \"user_timeout_us\": {ut}, \"syn_retries\": {sr}, \
+         \"synack_retries\": {sar}, \"keepalive\": {ka}, \"nagle\": {nagle}, \"initial_window\": {iw}, \
+         \"window_scaling\": {ws}, \"timestamps\": {ts}, \"sack\": {sack}, \"syn_cookies\": {sc}, \
+         \"syn_backlog\": {sbl}, \"challenge_ack_limit\": {cal}, \"ephemeral_ports\": [{ep0}, {ep1}], \
+         \"max_control_queue\": {mcq}, \"ttl\": {ttl}}}\n}}\n",
+        seed = cfg.seed,
+        start = clock.start_unix_us(),
+        iface = json_str(&cfg.iface),
+        ha = json_str(&cfg.host_addr.to_string()),
+        ha6 = json_str(&cfg.host_addr6.to_string()),
+        addrs = addrs.join(", "),
+        services = services.join(", "),
+        nodelay = cfg.nodelay,
+        backlog = cfg.backlog,
+        fd = f.drop,
+        fu = f.dup,
+        fr = f.reorder,
+        fc = f.corrupt,
+        fdl = f.delay_ms,
+        fs = f.seed,
+        mc = t.max_connections,
+        sb = t.send_buffer,
+        rb = t.recv_buffer,
+        mo = t.max_ooo_ranges,
+        bp = t.buffer_pool_bytes,
+        da = t.delayed_ack.as_micros(),
+        minrto = t.min_rto.as_micros(),
+        irto = t.initial_rto.as_micros(),
+        maxrto = t.max_rto.as_micros(),
+        tw = t.time_wait.as_micros(),
+        ut = t.user_timeout.as_micros(),
+        sr = t.syn_retries,
+        sar = t.synack_retries,
+        nagle = t.nagle,
+        iw = t.initial_window,
+        ws = t.window_scaling,
+        ts = t.timestamps,
+        sack = t.sack,
+        sc = t.syn_cookies,
+        sbl = t.syn_backlog,
+        cal = t.challenge_ack_limit,
+        ep0 = t.ephemeral_ports.0,
+        ep1 = t.ephemeral_ports.1,
+        mcq = t.max_control_queue,
+        ttl = t.ttl,
+    );
+    s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    struct Null;
+    impl Device for Null {
+        fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
+            buf[..4].copy_from_slice(&[0x45, 0, 0, 4]);
+            Ok(4)
+        }
+        fn send(&mut self, _now: Instant, _pkt: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn raw_fd(&self) -> RawFd {
+            -1
+        }
+    }
+
+    #[test]
+    fn records_both_directions_with_raw_link_type() {
+        let dir = std::env::temp_dir().join(format!("tcpd-pcap-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.pcap");
+        let clock = Clock::new();
+        let mut tap = PcapTap::new(Null, &path, clock, 2, 65535).unwrap();
+        let mut buf = [0u8; 16];
+        let t = clock.start() + Duration::from_micros(1234);
+        for _ in 0..10 {
+            tap.recv(t, &mut buf).unwrap();
+            tap.send(t, &[0x60, 1, 2]).unwrap();
+        }
+        tap.flush();
+        let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).unwrap()).unwrap();
+        assert_eq!(r.header().datalink, DataLink::RAW);
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            let p = p.unwrap();
+            assert_eq!(
+                p.timestamp().as_micros() as u64,
+                clock.start_unix_us() + 1234
+            );
+            assert_eq!(p.data()[0] >> 4, if n % 2 == 0 { 4 } else { 6 });
+            n += 1;
+        }
+        assert_eq!(n, 20);
+        let cfg = Config::default();
+        let js = sidecar_json(&cfg, &clock, 1500, 2);
+        assert!(js.contains("\"seed\": 0"));
+        assert!(js.contains("\"addrs\": [\"10.0.0.2\", \"fd00::2\"]"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

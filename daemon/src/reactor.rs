@@ -1,0 +1,1024 @@
+//! The reactor: one thread that owns the device and the [`tcp::Endpoint`],
+//! and therefore every connection's state (no lock guards protocol state).
+//!
+//! Each wake-up (mio, edge-triggered) it
+//! 1. drains the device until `WouldBlock` (at most `rx_budget` packets
+//!    before it transmits, then on) and feeds every packet to the endpoint;
+//! 2. runs the endpoint's timers when due;
+//! 3. applies the workers' commands (send, close, abort, consumed);
+//! 4. turns endpoint events into worker events (accepting connections,
+//!    reading data with `recv_hold`, granting send credit);
+//! 5. hands each worker its batch (or, with `--workers 0`, runs the handlers
+//!    inline and loops back to 3);
+//! 6. writes out everything `poll_transmit` yields; a packet the device
+//!    refuses (`WouldBlock`/`ENOBUFS`) is kept and retried, never lost;
+//! 7. sleeps until the next packet, command, device timer or `poll_timeout`.
+//!
+//! Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, FIN
+//! every connection, wait up to the grace period, RST the rest); a second
+//! one exits at once; SIGUSR1 logs the counters.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::device::{is_transient, Device};
+use crate::error::Error;
+use crate::pool::Pool;
+use crate::services::{ConnCtx, Service, Status, StatusBoard};
+use crate::worker::{Cmd, Host, ReactorWake, ToWorker};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook_mio::v1_0::Signals;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tcp::{ConnId, Endpoint, Event, State};
+use tracing::{debug, info, warn};
+
+const TUN: Token = Token(0);
+const WAKER: Token = Token(1);
+const SIGNALS: Token = Token(2);
+
+/// Daemon-level counters (the endpoint keeps its own, [`tcp::Stats`]).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    /// Reactor wake-ups.
+    pub wakeups: u64,
+    /// Packets read from the device and handed to the endpoint.
+    pub rx_packets: u64,
+    /// Packets the endpoint produced and the device took.
+    pub tx_packets: u64,
+    /// Device writes refused for now (kept and retried).
+    pub tx_retries: u64,
+    /// Packets the device refused with a hard error (dropped).
+    pub tx_errors: u64,
+    /// Device read errors other than `WouldBlock`.
+    pub rx_errors: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections refused at accept (shutting down, no service).
+    pub refused: u64,
+    /// Event batches handed to workers.
+    pub batches_out: u64,
+    /// Command batches received from workers.
+    pub batches_in: u64,
+    /// Times a worker's event queue was full (events kept, reading paused).
+    pub worker_queue_full: u64,
+    /// Bytes handed to services.
+    pub bytes_to_services: u64,
+    /// Bytes services sent.
+    pub bytes_from_services: u64,
+    /// Sends the endpoint took only in part (kept and retried).
+    pub short_sends: u64,
+    /// Credit grants (Writable events) to workers.
+    pub credit_grants: u64,
+    /// Connections reset by the peer.
+    pub resets: u64,
+    /// Connections that timed out.
+    pub timeouts: u64,
+    /// Connections reset at the end of a shutdown's grace period.
+    pub shutdown_resets: u64,
+}
+
+impl Counters {
+    fn named(&self) -> [(&'static str, u64); 18] {
+        [
+            ("wakeups", self.wakeups),
+            ("rx_packets", self.rx_packets),
+            ("tx_packets", self.tx_packets),
+            ("tx_retries", self.tx_retries),
+            ("tx_errors", self.tx_errors),
+            ("rx_errors", self.rx_errors),
+            ("accepted", self.accepted),
+            ("refused", self.refused),
+            ("worker_batches_out", self.batches_out),
+            ("worker_batches_in", self.batches_in),
+            ("worker_queue_full", self.worker_queue_full),
+            ("bytes_to_services", self.bytes_to_services),
+            ("bytes_from_services", self.bytes_from_services),
+            ("short_sends", self.short_sends),
+            ("credit_grants", self.credit_grants),
+            ("resets", self.resets),
+            ("timeouts", self.timeouts),
+            ("shutdown_resets", self.shutdown_resets),
+        ]
+    }
+}
+
+/// Per-connection state the reactor keeps next to the endpoint's.
+struct Conn {
+    id: ConnId,
+    worker: usize,
+    /// Bytes handed to the worker and not yet consumed.
+    held: usize,
+    /// Credit granted to the worker and not yet used.
+    granted: usize,
+    /// The endpoint may have bytes (or the FIN) to read.
+    readable: bool,
+    /// The end of stream was passed to the worker.
+    eof_sent: bool,
+    /// In `to_read` already.
+    queued_read: bool,
+    /// In `starved` already.
+    queued_credit: bool,
+    /// Shutting down: the reactor closed it; sends are dropped.
+    closing: bool,
+    /// Bytes of a `Send` the endpoint did not take yet.
+    spill: Vec<u8>,
+}
+
+/// A worker thread as the reactor sees it.
+struct WorkerLink {
+    tx: Sender<Vec<ToWorker>>,
+    out: Vec<ToWorker>,
+    /// The last send found the queue full: `out` waits, reading pauses.
+    backlogged: bool,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Where the handlers run.
+enum Hosts {
+    /// On worker threads.
+    Threads(Vec<WorkerLink>),
+    /// On the reactor thread (`--workers 0`).
+    Inline {
+        host: Host,
+        out: Vec<ToWorker>,
+        cmds: Vec<Cmd>,
+    },
+}
+
+struct Shutdown {
+    deadline: Instant,
+}
+
+/// The reactor. Build it with [`Reactor::new`], then [`Reactor::run`].
+pub struct Reactor<D: Device> {
+    dev: D,
+    ep: Endpoint,
+    clock: Clock,
+    poll: Poll,
+    events: Events,
+    signals: Signals,
+    wake: Arc<ReactorWake>,
+    cmd_rx: Receiver<Vec<Cmd>>,
+    hosts: Hosts,
+    conns: Vec<Option<Conn>>,
+    /// Services by listening port.
+    ports: Vec<(u16, usize)>,
+    to_read: Vec<ConnId>,
+    starved: Vec<ConnId>,
+    pool: Pool,
+    rxbuf: Box<[u8]>,
+    txbuf: Box<[u8]>,
+    readbuf: Box<[u8]>,
+    /// Length of a packet in `txbuf` the device refused; retried first.
+    tx_pending: Option<usize>,
+    rx_ready: bool,
+    counters: Counters,
+    board: Arc<StatusBoard>,
+    status_template: Status,
+    next_publish: Instant,
+    shutdown: Option<Shutdown>,
+    grace: Duration,
+    hold_limit: usize,
+    credit_threshold: usize,
+    nodelay: bool,
+    rx_budget: usize,
+}
+
+fn hash_conn(id: ConnId) -> u64 {
+    // Fibonacci hashing of the packed handle; stable for a connection's life.
+    id.to_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
+}
+
+impl<D: Device> Reactor<D> {
+    /// A reactor over `dev` serving `services` (`(port, service)`).
+    pub fn new(
+        cfg: &Config,
+        dev: D,
+        clock: Clock,
+        services: Vec<(u16, Arc<dyn Service>)>,
+        board: Arc<StatusBoard>,
+        status_template: Status,
+    ) -> Result<Reactor<D>, Error> {
+        let mut ep = Endpoint::new(cfg.tcp_config())
+            .map_err(|e| Error::new(format!("tcp configuration: {e}")))?;
+        let mut ports = Vec::new();
+        let mut list: Vec<Arc<dyn Service>> = Vec::new();
+        for (port, svc) in services {
+            ep.listen(port, cfg.backlog)
+                .map_err(|e| Error::new(format!("cannot listen on port {port}: {e}")))?;
+            ports.push((port, list.len()));
+            list.push(svc);
+        }
+        let services: Arc<[Arc<dyn Service>]> = Arc::from(list);
+        let poll = Poll::new().map_err(|e| Error::new(format!("cannot create poll: {e}")))?;
+        let fd = dev.raw_fd();
+        poll.registry()
+            .register(
+                &mut SourceFd(&fd),
+                TUN,
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .map_err(|e| Error::new(format!("cannot register the device: {e}")))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER)
+            .map_err(|e| Error::new(format!("cannot create waker: {e}")))?;
+        let wake = Arc::new(ReactorWake::new(waker));
+        let mut signals = Signals::new([SIGINT, SIGTERM, SIGUSR1])
+            .map_err(|e| Error::new(format!("cannot install signal handlers: {e}")))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| Error::new(format!("cannot register signals: {e}")))?;
+        let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(cfg.command_queue);
+        let hosts = if cfg.workers == 0 {
+            Hosts::Inline {
+                host: Host::new(services, pool.clone()),
+                out: Vec::new(),
+                cmds: Vec::new(),
+            }
+        } else {
+            let mut links = Vec::new();
+            for i in 0..cfg.workers {
+                let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(cfg.worker_queue);
+                let (s, p, c, w) = (services.clone(), pool.clone(), cmd_tx.clone(), wake.clone());
+                let spin = Duration::from_micros(cfg.worker_spin_us);
+                let thread = std::thread::Builder::new()
+                    .name(format!("tcpd-worker-{i}"))
+                    .spawn(move || crate::worker::worker_loop(s, p, rx, c, w, spin))
+                    .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
+                links.push(WorkerLink {
+                    tx,
+                    out: Vec::new(),
+                    backlogged: false,
+                    thread: Some(thread),
+                });
+            }
+            Hosts::Threads(links)
+        };
+        drop(cmd_tx);
+        let send_buffer = cfg.tcp.send_buffer;
+        Ok(Reactor {
+            dev,
+            ep,
+            clock,
+            poll,
+            events: Events::with_capacity(256),
+            signals,
+            wake,
+            cmd_rx,
+            hosts,
+            conns: Vec::new(),
+            ports,
+            to_read: Vec::new(),
+            starved: Vec::new(),
+            pool,
+            rxbuf: vec![0u8; 65536].into_boxed_slice(),
+            txbuf: vec![0u8; cfg.mtu.max(1500)].into_boxed_slice(),
+            readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
+            tx_pending: None,
+            rx_ready: true,
+            counters: Counters::default(),
+            board,
+            status_template,
+            next_publish: Instant::now(),
+            shutdown: None,
+            grace: Duration::from_millis(cfg.grace_ms),
+            hold_limit: 2 * cfg.read_chunk,
+            credit_threshold: (send_buffer / 4).clamp(1, 64 * 1024),
+            nodelay: cfg.nodelay,
+            rx_budget: cfg.rx_budget,
+        })
+    }
+
+    /// Runs until a shutdown completes. Returns the device (so the caller
+    /// can flush and drop it: removing the interface).
+    pub fn run(mut self) -> Result<D, Error> {
+        loop {
+            let now = Instant::now();
+            let timeout = self.timeout(now);
+            let sleeping = timeout.is_none_or(|t| !t.is_zero());
+            if sleeping {
+                self.wake.set_sleeping(true);
+                // Re-check after announcing: a worker that queued commands
+                // before it saw the flag did not wake us.
+            }
+            let timeout = if sleeping && !self.cmd_rx.is_empty() {
+                Some(Duration::ZERO)
+            } else {
+                timeout
+            };
+            match self.poll.poll(&mut self.events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::new(format!("poll failed: {e}"))),
+            }
+            self.wake.set_sleeping(false);
+            self.counters.wakeups += 1;
+            let mut got_signal = false;
+            for ev in self.events.iter() {
+                match ev.token() {
+                    TUN if ev.is_readable() || ev.is_read_closed() || ev.is_error() => {
+                        self.rx_ready = true;
+                    }
+                    SIGNALS => got_signal = true,
+                    _ => {}
+                }
+            }
+            if got_signal && self.handle_signals()? {
+                break;
+            }
+            self.turn();
+            if self.shutdown_done() {
+                break;
+            }
+        }
+        self.finish_shutdown();
+        Ok(self.dev)
+    }
+
+    /// One round of work after a wake-up.
+    fn turn(&mut self) {
+        let now = Instant::now();
+        if self.dev.has_due_rx(now) {
+            self.rx_ready = true;
+        }
+        // Packets first, in bounded slices interleaved with transmission.
+        if self.rx_ready {
+            self.drain_rx(now);
+        }
+        if let Err(e) = self.dev.service(now) {
+            if !is_transient(&e) {
+                debug!("device service: {e}");
+            }
+        }
+        let tnow = self.clock.tcp(now);
+        if self.ep.poll_timeout().is_some_and(|t| t <= tnow) {
+            self.ep.handle_timeout(tnow);
+        }
+        // Commands, events, handler rounds until nothing moves (bounded).
+        for _ in 0..16 {
+            let mut moved = self.apply_commands();
+            moved |= self.dispatch_events();
+            self.read_ready();
+            self.grant_credit();
+            moved |= self.flush_hosts();
+            if !moved {
+                break;
+            }
+        }
+        self.transmit(Instant::now());
+        if now >= self.next_publish {
+            self.publish();
+            self.next_publish = now + Duration::from_millis(250);
+        }
+    }
+
+    fn drain_rx(&mut self, now: Instant) {
+        let tnow = self.clock.tcp(now);
+        let mut n = 0;
+        loop {
+            match self.dev.recv(now, &mut self.rxbuf) {
+                Ok(len) => {
+                    self.counters.rx_packets += 1;
+                    self.ep.handle(tnow, &self.rxbuf[..len]);
+                    n += 1;
+                    if n % self.rx_budget == 0 {
+                        // Let ACKs and data out before reading on.
+                        self.transmit(now);
+                    }
+                    if n >= 16 * self.rx_budget {
+                        // Stay fair to commands and timers; come back at once.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.rx_ready = false;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.counters.rx_errors += 1;
+                    warn!("device read failed: {e}");
+                    self.rx_ready = false;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes what the endpoint has to send; keeps a refused packet.
+    fn transmit(&mut self, now: Instant) {
+        let tnow = self.clock.tcp(now);
+        loop {
+            let len = match self.tx_pending.take() {
+                Some(l) => l,
+                None => match self.ep.poll_transmit(tnow, &mut self.txbuf) {
+                    Some(l) => l,
+                    None => return,
+                },
+            };
+            match self.dev.send(now, &self.txbuf[..len]) {
+                Ok(()) => self.counters.tx_packets += 1,
+                Err(e) if is_transient(&e) => {
+                    self.counters.tx_retries += 1;
+                    self.tx_pending = Some(len);
+                    return;
+                }
+                Err(e) => {
+                    self.counters.tx_errors += 1;
+                    if self.counters.tx_errors < 10 || self.counters.tx_errors.is_power_of_two() {
+                        warn!(
+                            "device write failed ({} so far): {e}",
+                            self.counters.tx_errors
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn timeout(&mut self, now: Instant) -> Option<Duration> {
+        if self.rx_ready {
+            return Some(Duration::ZERO);
+        }
+        let mut deadline = self.next_publish;
+        if let Some(t) = self.ep.poll_timeout() {
+            deadline = deadline.min(self.clock.to_std(t));
+        }
+        if let Some(t) = self.dev.poll_at() {
+            deadline = deadline.min(t);
+        }
+        if let Some(s) = &self.shutdown {
+            deadline = deadline
+                .min(s.deadline)
+                .min(now + Duration::from_millis(20));
+        }
+        let backlogged = match &self.hosts {
+            Hosts::Threads(l) => l.iter().any(|w| w.backlogged),
+            Hosts::Inline { .. } => false,
+        };
+        if self.tx_pending.is_some() || backlogged {
+            deadline = deadline.min(now + Duration::from_millis(1));
+        }
+        Some(deadline.saturating_duration_since(now))
+    }
+
+    fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        self.conns
+            .get_mut(id.slot() as usize)?
+            .as_mut()
+            .filter(|c| c.id == id)
+    }
+
+    fn worker_backlogged(&self, w: usize) -> bool {
+        match &self.hosts {
+            Hosts::Threads(l) => l.get(w).is_some_and(|x| x.backlogged),
+            Hosts::Inline { .. } => false,
+        }
+    }
+
+    fn deliver(&mut self, w: usize, ev: ToWorker) {
+        match &mut self.hosts {
+            Hosts::Threads(l) => {
+                if let Some(link) = l.get_mut(w) {
+                    link.out.push(ev)
+                }
+            }
+            Hosts::Inline { out, .. } => out.push(ev),
+        }
+    }
+
+    /// Applies the workers' commands; true if any.
+    fn apply_commands(&mut self) -> bool {
+        let mut any = false;
+        // Inline commands first (made in this same thread).
+        let inline = match &mut self.hosts {
+            Hosts::Inline { cmds, .. } if !cmds.is_empty() => Some(std::mem::take(cmds)),
+            _ => None,
+        };
+        if let Some(mut cmds) = inline {
+            any = true;
+            for c in cmds.drain(..) {
+                self.apply(c);
+            }
+            if let Hosts::Inline { cmds: slot, .. } = &mut self.hosts {
+                *slot = cmds;
+            }
+        }
+        let mut rounds = 0;
+        while let Ok(batch) = self.cmd_rx.try_recv() {
+            any = true;
+            self.counters.batches_in += 1;
+            for c in batch {
+                self.apply(c);
+            }
+            rounds += 1;
+            if rounds >= 256 {
+                break;
+            }
+        }
+        any
+    }
+
+    fn apply(&mut self, c: Cmd) {
+        match c {
+            Cmd::Consumed { id, n } => {
+                let Some(conn) = self.conn_mut(id) else {
+                    return;
+                };
+                let n = n.min(conn.held);
+                conn.held -= n;
+                let requeue = conn.readable && !conn.queued_read;
+                if requeue {
+                    conn.queued_read = true;
+                }
+                let _ = self.ep.release(id, n);
+                if requeue {
+                    self.to_read.push(id);
+                }
+            }
+            Cmd::Send { id, buf } => {
+                self.counters.bytes_from_services += buf.len() as u64;
+                let threshold = self.credit_threshold;
+                let Some(conn) = self
+                    .conns
+                    .get_mut(id.slot() as usize)
+                    .and_then(|c| c.as_mut())
+                    .filter(|c| c.id == id)
+                else {
+                    self.pool.put(buf);
+                    return;
+                };
+                conn.granted = conn.granted.saturating_sub(buf.len());
+                if conn.closing {
+                    self.pool.put(buf);
+                    return;
+                }
+                if conn.spill.is_empty() {
+                    match self.ep.send(id, &buf) {
+                        Ok(n) if n == buf.len() => {}
+                        Ok(n) => {
+                            self.counters.short_sends += 1;
+                            conn.spill.extend_from_slice(&buf[n..]);
+                        }
+                        Err(_) => {}
+                    }
+                } else {
+                    conn.spill.extend_from_slice(&buf);
+                }
+                if conn.granted < threshold && !conn.queued_credit {
+                    conn.queued_credit = true;
+                    self.starved.push(id);
+                }
+                self.pool.put(buf);
+            }
+            Cmd::Close { id } => {
+                let Some(conn) = self.conn_mut(id) else {
+                    return;
+                };
+                if conn.spill.is_empty() {
+                    let _ = self.ep.close(id);
+                } else {
+                    // Close once the spill is out (see grant_credit).
+                    conn.closing = true;
+                }
+            }
+            Cmd::Abort { id } => {
+                let _ = self.ep.abort(id);
+                self.forget(id);
+            }
+        }
+    }
+
+    /// Drops the reactor's record of a connection and tells its worker.
+    fn forget(&mut self, id: ConnId) {
+        let slot = id.slot() as usize;
+        let Some(c) = self
+            .conns
+            .get_mut(slot)
+            .and_then(|c| c.take_if(|c| c.id == id))
+        else {
+            return;
+        };
+        self.deliver(c.worker, ToWorker::Closed { id });
+    }
+
+    /// Turns endpoint events into worker events; true if any.
+    fn dispatch_events(&mut self) -> bool {
+        let mut any = false;
+        while let Some(ev) = self.ep.poll_event() {
+            any = true;
+            match ev {
+                Event::Incoming { port } => self.accept(port),
+                Event::Connected(_) => {}
+                Event::Readable(id) | Event::PeerClosed(id) => self.mark_readable(id),
+                Event::Writable(id) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        if !c.queued_credit {
+                            c.queued_credit = true;
+                            self.starved.push(id);
+                        }
+                    }
+                }
+                Event::Reset(_) => self.counters.resets += 1,
+                Event::TimedOut(_) => self.counters.timeouts += 1,
+                Event::Closed(id) => self.forget(id),
+            }
+        }
+        any
+    }
+
+    fn mark_readable(&mut self, id: ConnId) {
+        if let Some(c) = self.conn_mut(id) {
+            c.readable = true;
+            if !c.queued_read {
+                c.queued_read = true;
+                self.to_read.push(id);
+            }
+        }
+    }
+
+    fn accept(&mut self, port: u16) {
+        let svc = self.ports.iter().find(|(p, _)| *p == port).map(|(_, s)| *s);
+        while let Some(id) = self.ep.accept(port) {
+            let (Some(svc), None) = (svc, &self.shutdown) else {
+                self.counters.refused += 1;
+                let _ = self.ep.abort(id);
+                continue;
+            };
+            let Ok(info) = self.ep.info(id) else { continue };
+            if self.nodelay {
+                let _ = self.ep.set_nodelay(id, true);
+            }
+            let credit = self.ep.send_capacity(id).unwrap_or(0);
+            let workers = match &self.hosts {
+                Hosts::Threads(l) => l.len(),
+                Hosts::Inline { .. } => 1,
+            };
+            let worker = (hash_conn(id) % workers as u64) as usize;
+            let slot = id.slot() as usize;
+            if self.conns.len() <= slot {
+                self.conns.resize_with(slot + 1, || None);
+            }
+            self.conns[slot] = Some(Conn {
+                id,
+                worker,
+                held: 0,
+                granted: credit,
+                readable: true,
+                eof_sent: false,
+                queued_read: true,
+                queued_credit: false,
+                closing: false,
+                spill: Vec::new(),
+            });
+            self.counters.accepted += 1;
+            let ctx = ConnCtx {
+                local: info.local,
+                remote: info.remote,
+            };
+            self.deliver(
+                worker,
+                ToWorker::Accepted {
+                    id,
+                    svc,
+                    ctx,
+                    credit,
+                },
+            );
+            // Data may have come with the handshake's last ACK.
+            self.to_read.push(id);
+        }
+    }
+
+    /// Reads data for connections marked readable, up to the hold limit.
+    fn read_ready(&mut self) {
+        if self.to_read.is_empty() {
+            return;
+        }
+        let list = std::mem::take(&mut self.to_read);
+        let mut keep = Vec::new();
+        for id in list.iter().copied() {
+            let Some(c) = self.conn_mut(id) else { continue };
+            let (worker, readable) = (c.worker, c.readable);
+            c.queued_read = false;
+            if !readable {
+                continue;
+            }
+            if self.worker_backlogged(worker) {
+                if let Some(c) = self.conn_mut(id) {
+                    c.queued_read = true;
+                }
+                keep.push(id);
+                continue;
+            }
+            self.read_conn(id);
+        }
+        let mut list = list;
+        list.clear();
+        self.to_read = list;
+        self.to_read.extend(keep);
+    }
+
+    fn read_conn(&mut self, id: ConnId) {
+        loop {
+            let hold_limit = self.hold_limit;
+            let chunk = self.readbuf.len();
+            let Some(c) = self.conn_mut(id) else { return };
+            if c.eof_sent || c.held >= hold_limit {
+                return;
+            }
+            let room = (hold_limit - c.held).min(chunk);
+            let worker = c.worker;
+            match self.ep.recv_hold(id, &mut self.readbuf[..room]) {
+                Ok(0) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.readable = false;
+                        c.eof_sent = true;
+                    }
+                    self.deliver(worker, ToWorker::PeerClosed { id });
+                    return;
+                }
+                Ok(n) => {
+                    let mut buf = self.pool.get();
+                    buf.extend_from_slice(&self.readbuf[..n]);
+                    if let Some(c) = self.conn_mut(id) {
+                        c.held += n;
+                    }
+                    self.counters.bytes_to_services += n as u64;
+                    self.deliver(worker, ToWorker::Data { id, buf });
+                }
+                Err(_) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.readable = false;
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Tops up the send credit of connections that ran low.
+    fn grant_credit(&mut self) {
+        if self.starved.is_empty() {
+            return;
+        }
+        let threshold = self.credit_threshold;
+        let list = std::mem::take(&mut self.starved);
+        let mut keep = Vec::new();
+        for id in list.iter().copied() {
+            let Ok(cap) = self.ep.send_capacity(id) else {
+                if let Some(c) = self.conn_mut(id) {
+                    c.queued_credit = false;
+                }
+                continue;
+            };
+            let Some(c) = self
+                .conns
+                .get_mut(id.slot() as usize)
+                .and_then(|c| c.as_mut())
+                .filter(|c| c.id == id)
+            else {
+                continue;
+            };
+            let mut cap = cap;
+            if !c.spill.is_empty() {
+                match self.ep.send(id, &c.spill) {
+                    Ok(n) => {
+                        c.spill.drain(..n);
+                        cap = cap.saturating_sub(n);
+                    }
+                    Err(_) => c.spill.clear(),
+                }
+                if !c.spill.is_empty() {
+                    keep.push(id);
+                    continue;
+                }
+                if c.closing {
+                    let _ = self.ep.close(id);
+                }
+            }
+            if c.closing {
+                c.queued_credit = false;
+                continue;
+            }
+            let avail = cap.saturating_sub(c.granted);
+            if avail >= threshold || (avail > 0 && c.granted == 0) {
+                c.granted += avail;
+                let w = c.worker;
+                if c.granted >= threshold {
+                    c.queued_credit = false;
+                } else {
+                    keep.push(id);
+                }
+                self.counters.credit_grants += 1;
+                self.deliver(w, ToWorker::Writable { id, credit: avail });
+            } else {
+                keep.push(id);
+            }
+        }
+        let mut list = list;
+        list.clear();
+        self.starved = list;
+        self.starved.extend(keep);
+    }
+
+    /// Hands the batched events to the workers (or runs them inline);
+    /// true if inline handlers produced commands.
+    fn flush_hosts(&mut self) -> bool {
+        match &mut self.hosts {
+            Hosts::Threads(links) => {
+                for link in links.iter_mut() {
+                    if link.out.is_empty() {
+                        link.backlogged = false;
+                        continue;
+                    }
+                    let batch = std::mem::take(&mut link.out);
+                    match link.tx.try_send(batch) {
+                        Ok(()) => {
+                            self.counters.batches_out += 1;
+                            link.backlogged = false;
+                        }
+                        Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
+                            self.counters.worker_queue_full += 1;
+                            link.out = b;
+                            link.backlogged = true;
+                        }
+                    }
+                }
+                false
+            }
+            Hosts::Inline { host, out, cmds } => {
+                if out.is_empty() {
+                    return false;
+                }
+                for ev in out.drain(..) {
+                    host.handle(ev, cmds);
+                }
+                !cmds.is_empty()
+            }
+        }
+    }
+
+    /// Handles pending signals; true when the daemon must stop now.
+    fn handle_signals(&mut self) -> Result<bool, Error> {
+        let sigs: Vec<i32> = self.signals.pending().collect();
+        for s in sigs {
+            match s {
+                SIGUSR1 => self.log_counters(),
+                SIGINT | SIGTERM => {
+                    if self.shutdown.is_some() {
+                        warn!("second signal: exiting at once");
+                        self.dev.flush();
+                        std::process::exit(130);
+                    }
+                    let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
+                    info!(
+                        "{name}: closing {} connections (grace {} ms); send it again to exit at once",
+                        self.ep.connection_count(),
+                        self.grace.as_millis()
+                    );
+                    self.begin_shutdown();
+                }
+                _ => {}
+            }
+        }
+        Ok(false)
+    }
+
+    fn begin_shutdown(&mut self) {
+        self.shutdown = Some(Shutdown {
+            deadline: Instant::now() + self.grace,
+        });
+        for (port, _) in self.ports.clone() {
+            self.ep.unlisten(port);
+        }
+        let ids: Vec<(ConnId, usize)> = self
+            .conns
+            .iter()
+            .flatten()
+            .map(|c| (c.id, c.worker))
+            .collect();
+        for (id, w) in ids {
+            if let Some(c) = self.conn_mut(id) {
+                c.closing = true;
+                c.spill.clear();
+            }
+            let _ = self.ep.close(id);
+            self.deliver(w, ToWorker::Shutdown { id });
+        }
+    }
+
+    /// During a shutdown: whether every connection is finished (our FIN
+    /// acknowledged: FIN-WAIT-2, TIME-WAIT or gone) or the grace period ran out.
+    fn shutdown_done(&mut self) -> bool {
+        let Some(s) = &self.shutdown else {
+            return false;
+        };
+        let busy: usize = self
+            .ep
+            .state_counts()
+            .iter()
+            .filter(|(st, _)| {
+                !matches!(
+                    st,
+                    State::Closed | State::Listen | State::FinWait2 | State::TimeWait
+                )
+            })
+            .map(|(_, n)| n)
+            .sum();
+        busy == 0 || Instant::now() >= s.deadline
+    }
+
+    fn finish_shutdown(&mut self) {
+        let ids: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        for id in ids {
+            let st = self.ep.info(id).map(|i| i.state);
+            if let Ok(st) = st {
+                if !matches!(st, State::FinWait2 | State::TimeWait | State::Closed) {
+                    self.counters.shutdown_resets += 1;
+                    let _ = self.ep.abort(id);
+                }
+            }
+        }
+        while self.ep.poll_event().is_some() {}
+        // Get the RSTs out; retry briefly if the device pushes back.
+        for _ in 0..100 {
+            self.transmit(Instant::now());
+            if self.tx_pending.is_none() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if let Hosts::Threads(links) = &mut self.hosts {
+            for link in links.iter_mut() {
+                let (tx, _) = crossbeam_channel::bounded(1);
+                drop(std::mem::replace(&mut link.tx, tx));
+            }
+            // Workers may be blocked on a full command queue: drain it.
+            for link in links.iter_mut() {
+                if let Some(t) = link.thread.take() {
+                    while !t.is_finished() {
+                        while self.cmd_rx.try_recv().is_ok() {}
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                    let _ = t.join();
+                }
+            }
+        }
+        self.publish();
+        self.log_counters();
+        if self.counters.shutdown_resets > 0 {
+            info!(
+                "reset {} connections still open after the grace period",
+                self.counters.shutdown_resets
+            );
+        }
+        self.dev.flush();
+    }
+
+    fn daemon_counters(&self) -> Vec<(&'static str, u64)> {
+        let mut v: Vec<(&'static str, u64)> = self.counters.named().to_vec();
+        self.dev.counters(&mut v);
+        v.push(("pool_buffers", self.pool.len() as u64));
+        v
+    }
+
+    fn publish(&mut self) {
+        let mut s = self.status_template.clone();
+        s.stats = *self.ep.stats();
+        s.states = self
+            .ep
+            .state_counts()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .copied()
+            .collect();
+        s.daemon = self.daemon_counters();
+        self.board.publish(s);
+    }
+
+    fn log_counters(&self) {
+        let st = self.ep.stats();
+        let mut line = String::new();
+        for (k, v) in crate::services::stats_fields(st) {
+            line.push_str(&format!(" {k}={v}"));
+        }
+        info!("tcp:{line} drops={}", st.drops.total());
+        let mut d = String::new();
+        for (k, v) in self.daemon_counters() {
+            d.push_str(&format!(" {k}={v}"));
+        }
+        info!("daemon:{d}");
+        let mut c = String::new();
+        for (st, n) in self.ep.state_counts() {
+            if n > 0 {
+                c.push_str(&format!(" {st:?}={n}"));
+            }
+        }
+        info!("connections:{c}");
+    }
+}

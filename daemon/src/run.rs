@@ -1,0 +1,157 @@
+//! Putting it together: open the device, stack the middleware, start the
+//! services and the reactor, print how to reach them, serve until a signal.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::device::Device;
+use crate::error::Error;
+use crate::fault::FaultDevice;
+use crate::pcap::{sidecar_json, sidecar_path, PcapTap};
+use crate::reactor::Reactor;
+use crate::services::{Discard, Echo, HttpService, Service, Status, StatusBoard};
+use crate::tun::TunDevice;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use tracing::info;
+
+/// What tcpd prints at start: where it is and how to reach it.
+pub fn banner(cfg: &Config, mtu: usize) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "tcpd: serving on {} (MTU {mtu}), {} worker(s)",
+        cfg.iface, cfg.workers
+    );
+    let _ = writeln!(
+        s,
+        "  stack address   {}{}",
+        cfg.addr,
+        cfg.addr6.map(|a| format!("  {a}")).unwrap_or_default()
+    );
+    if cfg.no_configure {
+        let _ = writeln!(
+            s,
+            "  host side       as configured on {} (--no-configure)",
+            cfg.iface
+        );
+    } else {
+        let v6 = if cfg.addr6.is_some() {
+            format!("  {}", cfg.host_addr6)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            s,
+            "  host side       {}{v6} on {}",
+            cfg.host_addr, cfg.iface
+        );
+    }
+    for (name, port) in cfg.service_ports() {
+        let what = match name {
+            "echo" => "echo (RFC 862)",
+            "discard" => "discard (RFC 863)",
+            _ => "HTTP/1.1",
+        };
+        let _ = writeln!(s, "  {what:<18}port {port}");
+    }
+    if let Some(p) = &cfg.pcap {
+        let _ = writeln!(
+            s,
+            "  recording       {} (+ {})",
+            p.display(),
+            sidecar_path(p).display()
+        );
+    }
+    if cfg.fault.is_active() {
+        let f = &cfg.fault;
+        let _ = writeln!(
+            s,
+            "  faults          drop {} dup {} reorder {} delay {} ms (seed {})",
+            f.drop, f.dup, f.reorder, f.delay_ms, f.seed
+        );
+    }
+    let _ = writeln!(s, "try:");
+    let _ = writeln!(s, "  ping {}", cfg.addr);
+    if cfg.echo_port != 0 {
+        let _ = writeln!(s, "  nc {} {}", cfg.addr, cfg.echo_port);
+    }
+    if cfg.http_port != 0 {
+        let port = if cfg.http_port == 80 {
+            String::new()
+        } else {
+            format!(":{}", cfg.http_port)
+        };
+        let _ = writeln!(s, "  curl http://{}{port}/", cfg.addr);
+        if let Some(a6) = cfg.addr6 {
+            let _ = writeln!(s, "  curl http://[{a6}]{port}/");
+        }
+    }
+    let _ = write!(
+        s,
+        "stop with Ctrl-C (SIGINT) or SIGTERM; SIGUSR1 logs the counters"
+    );
+    s
+}
+
+/// Services by port.
+type ServiceList = Vec<(u16, Arc<dyn Service>)>;
+
+fn services(cfg: &Config, board: &Arc<StatusBoard>) -> Result<ServiceList, Error> {
+    let mut v: ServiceList = Vec::new();
+    if cfg.echo_port != 0 {
+        v.push((cfg.echo_port, Arc::new(Echo)));
+    }
+    if cfg.discard_port != 0 {
+        v.push((cfg.discard_port, Arc::new(Discard)));
+    }
+    if cfg.http_port != 0 {
+        let mut h = cfg.http.clone();
+        h.root = cfg.http_root.clone();
+        let svc = HttpService::new(h, board.clone()).map_err(Error::new)?;
+        v.push((cfg.http_port, Arc::new(svc)));
+    }
+    Ok(v)
+}
+
+/// Runs the daemon with `cfg` until SIGINT/SIGTERM; on return the interface
+/// tcpd created is gone and the pcap is flushed.
+pub fn run(mut cfg: Config) -> Result<(), Error> {
+    cfg.validate().map_err(Error::new)?;
+    let tun = TunDevice::open(&cfg)?;
+    cfg.mtu = tun.mtu();
+    let clock = Clock::new();
+    let mut dev: Box<dyn Device> = Box::new(tun);
+    if cfg.fault.is_active() {
+        dev = Box::new(FaultDevice::new(dev, cfg.fault));
+    }
+    if let Some(path) = &cfg.pcap {
+        let fail = |e: std::io::Error| Error::new(format!("--pcap {}: {e}", path.display()));
+        let side = sidecar_path(path);
+        std::fs::write(&side, sidecar_json(&cfg, &clock, cfg.mtu, cfg.workers))
+            .map_err(|e| Error::new(format!("cannot write {}: {e}", side.display())))?;
+        dev = Box::new(PcapTap::new(dev, path, clock, cfg.pcap_queue, 65535).map_err(fail)?);
+    }
+    let template = Status {
+        iface: cfg.iface.clone(),
+        addrs: cfg.stack_addrs(),
+        mtu: cfg.mtu,
+        services: cfg.service_ports(),
+        ..Status::default()
+    };
+    let board = StatusBoard::new(template.clone());
+    let services = services(&cfg, &board)?;
+    let reactor = Reactor::new(&cfg, dev, clock, services, board, template)?;
+    println!("{}", banner(&cfg, cfg.mtu));
+    let mut dev = reactor.run()?;
+    dev.flush();
+    drop(dev);
+    info!(
+        "stopped; {} removed",
+        if cfg.no_configure {
+            "nothing"
+        } else {
+            "what tcpd configured was"
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,487 @@
+//! Workers: the threads that run the service handlers, and the messages
+//! between them and the reactor.
+//!
+//! The reactor owns every connection's protocol state; a worker owns the
+//! handlers ([`Driver`]s) of the connections assigned to it. Between them:
+//!
+//! - reactor → worker: [`ToWorker`] events in batches (one `Vec` per
+//!   reactor wake-up and worker) over a bounded channel;
+//! - worker → reactor: [`Cmd`] commands in batches over one bounded
+//!   channel shared by all workers, plus a [`ReactorWake`] that wakes the
+//!   reactor only when it may be asleep.
+//!
+//! Backpressure: the reactor reads a connection's bytes with
+//! `recv_hold` and hands them over as [`ToWorker::Data`]; they keep counting
+//! against the receive window until the worker reports them
+//! [`Cmd::Consumed`], so a slow service shrinks the window the peer sees.
+//! The reactor reads at most its hold limit ahead per connection. In the
+//! other direction a worker may write only as many bytes as the credit the
+//! reactor granted ([`ToWorker::Accepted`] and [`ToWorker::Writable`]), and
+//! the reactor grants no more than the connection's free send-buffer
+//! space. Every queue on the way is bounded.
+//!
+//! The same [`Host`] runs on worker threads and, with `--workers 0`, inline
+//! on the reactor thread.
+
+use crate::pool::Pool;
+use crate::services::{ConnCtx, Driver, Service, Step};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tcp::ConnId;
+
+/// An event for a connection's handler.
+#[derive(Debug)]
+pub enum ToWorker<K = ConnId> {
+    /// A connection was accepted on the service with index `svc`; the
+    /// handler may write `credit` bytes.
+    Accepted {
+        /// The connection.
+        id: K,
+        /// Index of the service in the host's list.
+        svc: usize,
+        /// Addresses of the connection.
+        ctx: ConnCtx,
+        /// Initial send credit, bytes.
+        credit: usize,
+    },
+    /// In-order bytes from the peer (a pooled buffer).
+    Data {
+        /// The connection.
+        id: K,
+        /// The bytes.
+        buf: Vec<u8>,
+    },
+    /// The peer's FIN: every byte before it has been sent as `Data`.
+    PeerClosed {
+        /// The connection.
+        id: K,
+    },
+    /// More send credit, bytes.
+    Writable {
+        /// The connection.
+        id: K,
+        /// Additional bytes the handler may write.
+        credit: usize,
+    },
+    /// The daemon is shutting down and closes the connection itself: the
+    /// handler gets no more credit.
+    Shutdown {
+        /// The connection.
+        id: K,
+    },
+    /// The connection is gone (closed, reset, timed out, aborted).
+    Closed {
+        /// The connection.
+        id: K,
+    },
+}
+
+/// A handler's request for its connection.
+#[derive(Debug)]
+pub enum Cmd<K = ConnId> {
+    /// Queue bytes (never more than the credit granted).
+    Send {
+        /// The connection.
+        id: K,
+        /// The bytes (a pooled buffer).
+        buf: Vec<u8>,
+    },
+    /// Half-close after the queued bytes (FIN).
+    Close {
+        /// The connection.
+        id: K,
+    },
+    /// Reset the connection.
+    Abort {
+        /// The connection.
+        id: K,
+    },
+    /// `n` more bytes of the received stream were consumed: release them.
+    Consumed {
+        /// The connection.
+        id: K,
+        /// Bytes consumed.
+        n: usize,
+    },
+}
+
+/// Wakes the reactor when a worker queued commands, but only if the reactor
+/// said it may sleep (a wake-up costs a syscall here and tens of µs on the
+/// other CPU when the reactor does sleep).
+pub struct ReactorWake {
+    waker: mio::Waker,
+    sleeping: AtomicBool,
+}
+
+impl ReactorWake {
+    /// Wraps the reactor's mio waker.
+    pub fn new(waker: mio::Waker) -> ReactorWake {
+        ReactorWake {
+            waker,
+            sleeping: AtomicBool::new(false),
+        }
+    }
+    /// The reactor is about to sleep (it re-checks its channel afterwards).
+    pub fn set_sleeping(&self, s: bool) {
+        self.sleeping.store(s, Ordering::SeqCst);
+    }
+    /// Called after queueing commands: wakes the reactor if it may sleep.
+    pub fn notify(&self) {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            let _ = self.waker.wake();
+        }
+    }
+}
+
+struct HostConn {
+    driver: Driver,
+    credit: usize,
+    /// Data received and not yet passed to the driver (its offer buffer
+    /// was full). Bounded by the reactor's hold limit.
+    queued: VecDeque<Vec<u8>>,
+    /// Bytes of `queued.front()` already passed.
+    front_off: usize,
+    eof: bool,
+    eof_passed: bool,
+}
+
+/// Runs the handlers of a set of connections: turns [`ToWorker`] events into
+/// [`Driver`] calls and the results into [`Cmd`]s.
+pub struct Host<K = ConnId> {
+    services: Arc<[Arc<dyn Service>]>,
+    conns: HashMap<K, HostConn>,
+    pool: Pool,
+}
+
+impl<K: Copy + Eq + Hash> Host<K> {
+    /// A host for `services` (indexed by [`ToWorker::Accepted::svc`]).
+    pub fn new(services: Arc<[Arc<dyn Service>]>, pool: Pool) -> Host<K> {
+        Host {
+            services,
+            conns: HashMap::new(),
+            pool,
+        }
+    }
+
+    /// Connections hosted now.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Whether no connection is hosted.
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
+    }
+
+    /// Handles one event, appending the resulting commands to `out`.
+    pub fn handle(&mut self, ev: ToWorker<K>, out: &mut Vec<Cmd<K>>) {
+        match ev {
+            ToWorker::Accepted {
+                id,
+                svc,
+                ctx,
+                credit,
+            } => {
+                let Some(service) = self.services.get(svc) else {
+                    out.push(Cmd::Abort { id });
+                    return;
+                };
+                let driver = Driver::new(service.new_handler(&ctx));
+                self.conns.insert(
+                    id,
+                    HostConn {
+                        driver,
+                        credit,
+                        queued: VecDeque::new(),
+                        front_off: 0,
+                        eof: false,
+                        eof_passed: false,
+                    },
+                );
+            }
+            ToWorker::Data { id, buf } => {
+                match self.conns.get_mut(&id) {
+                    Some(c) => c.queued.push_back(buf),
+                    None => {
+                        // Gone already: let the bytes go.
+                        out.push(Cmd::Consumed { id, n: buf.len() });
+                        self.pool.put(buf);
+                        return;
+                    }
+                }
+                self.pump(id, out);
+            }
+            ToWorker::PeerClosed { id } => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.eof = true;
+                    self.pump(id, out);
+                }
+            }
+            ToWorker::Writable { id, credit } => {
+                let Some(c) = self.conns.get_mut(&id) else {
+                    return;
+                };
+                c.credit += credit;
+                if c.driver.blocked() {
+                    let mut o = self.pool.get();
+                    let step = c.driver.writable(&mut o, c.credit);
+                    if !self.apply(id, step, o, out) {
+                        return;
+                    }
+                }
+                self.pump(id, out);
+            }
+            ToWorker::Shutdown { id } => {
+                if let Some(c) = self.conns.get_mut(&id) {
+                    c.driver.shutdown();
+                }
+            }
+            ToWorker::Closed { id } => {
+                if let Some(mut c) = self.conns.remove(&id) {
+                    c.driver.closed();
+                    for b in c.queued {
+                        self.pool.put(b);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Passes queued data (as much as the driver has room for) and a due
+    /// end of stream to the driver.
+    fn pump(&mut self, id: K, out: &mut Vec<Cmd<K>>) {
+        loop {
+            let Some(c) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let room = c.driver.room();
+            let Some(front) = c.queued.front() else { break };
+            if room == 0 {
+                return;
+            }
+            let avail = &front[c.front_off..];
+            let n = avail.len().min(room);
+            let mut o = self.pool.get();
+            let step = c.driver.data(&avail[..n], &mut o, c.credit);
+            c.front_off += n;
+            if c.front_off >= front.len() {
+                c.front_off = 0;
+                if let Some(b) = c.queued.pop_front() {
+                    self.pool.put(b);
+                }
+            }
+            if !self.apply(id, step, o, out) {
+                return;
+            }
+        }
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if c.eof && !c.eof_passed {
+            c.eof_passed = true;
+            let mut o = self.pool.get();
+            let step = c.driver.eof(&mut o, c.credit);
+            self.apply(id, step, o, out);
+        }
+    }
+
+    /// Turns a driver step and its output into commands; false when the
+    /// connection was dropped (aborted).
+    fn apply(&mut self, id: K, step: Step, written: Vec<u8>, out: &mut Vec<Cmd<K>>) -> bool {
+        let Some(c) = self.conns.get_mut(&id) else {
+            self.pool.put(written);
+            return false;
+        };
+        if step.consumed > 0 {
+            out.push(Cmd::Consumed {
+                id,
+                n: step.consumed,
+            });
+        }
+        if written.is_empty() {
+            self.pool.put(written);
+        } else {
+            c.credit = c.credit.saturating_sub(written.len());
+            out.push(Cmd::Send { id, buf: written });
+        }
+        if step.abort {
+            out.push(Cmd::Abort { id });
+            if let Some(c) = self.conns.remove(&id) {
+                for b in c.queued {
+                    self.pool.put(b);
+                }
+            }
+            return false;
+        }
+        if step.close {
+            out.push(Cmd::Close { id });
+        }
+        true
+    }
+
+    /// Tells every handler its connection is gone (worker exit).
+    pub fn close_all(&mut self) {
+        for (_, mut c) in self.conns.drain() {
+            c.driver.closed();
+        }
+    }
+}
+
+/// Waits for the next batch: spins for up to `spin` before parking.
+/// `None` when the reactor hung up.
+fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWorker>> {
+    match rx.try_recv() {
+        Ok(b) => return Some(b),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {}
+    }
+    if !spin.is_zero() {
+        let until = Instant::now() + spin;
+        loop {
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+            match rx.try_recv() {
+                Ok(b) => return Some(b),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= until {
+                break;
+            }
+        }
+    }
+    rx.recv().ok()
+}
+
+/// The body of a worker thread: handles event batches until the reactor
+/// hangs up, sending one command batch per round and waking the reactor.
+pub fn worker_loop(
+    services: Arc<[Arc<dyn Service>]>,
+    pool: Pool,
+    rx: Receiver<Vec<ToWorker>>,
+    cmd_tx: Sender<Vec<Cmd>>,
+    wake: Arc<ReactorWake>,
+    spin: Duration,
+) {
+    let mut host: Host<ConnId> = Host::new(services, pool);
+    let mut cmds: Vec<Cmd> = Vec::with_capacity(256);
+    while let Some(mut batch) = next_batch(&rx, spin) {
+        for ev in batch.drain(..) {
+            host.handle(ev, &mut cmds);
+        }
+        // Take whatever else is already there before answering (batching).
+        while cmds.len() < 4096 {
+            match rx.try_recv() {
+                Ok(mut b) => {
+                    for ev in b.drain(..) {
+                        host.handle(ev, &mut cmds);
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        if !cmds.is_empty() {
+            let c = std::mem::replace(&mut cmds, Vec::with_capacity(256));
+            // Blocks only while the reactor's command queue is full; the
+            // reactor never blocks on us, so this cannot deadlock.
+            if cmd_tx.send(c).is_err() {
+                break;
+            }
+            wake.notify();
+        }
+    }
+    host.close_all();
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::services::{Handler, Io};
+
+    /// Echoes what fits in the credit.
+    struct TestEcho;
+    struct TestEchoH;
+    impl Service for TestEcho {
+        fn name(&self) -> &'static str {
+            "t-echo"
+        }
+        fn new_handler(&self, _ctx: &ConnCtx) -> Box<dyn Handler> {
+            Box::new(TestEchoH)
+        }
+    }
+    impl Handler for TestEchoH {
+        fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> usize {
+            io.write(data)
+        }
+        fn on_writable(&mut self, _io: &mut Io<'_>) {}
+        fn on_peer_close(&mut self, io: &mut Io<'_>) {
+            io.close();
+        }
+    }
+
+    fn host() -> Host<u32> {
+        let services: Arc<[Arc<dyn Service>]> =
+            Arc::from(vec![Arc::new(TestEcho) as Arc<dyn Service>]);
+        Host::new(services, Pool::new(8, 64))
+    }
+
+    fn ctx() -> ConnCtx {
+        ConnCtx {
+            local: "10.0.0.2:7".parse().unwrap(),
+            remote: "10.0.0.1:5000".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn credit_limits_output_and_writable_resumes() {
+        let mut h = host();
+        let mut out = Vec::new();
+        h.handle(
+            ToWorker::Accepted {
+                id: 1,
+                svc: 0,
+                ctx: ctx(),
+                credit: 4,
+            },
+            &mut out,
+        );
+        assert!(out.is_empty());
+        h.handle(
+            ToWorker::Data {
+                id: 1,
+                buf: b"abcdefgh".to_vec(),
+            },
+            &mut out,
+        );
+        // Only 4 bytes of credit: 4 echoed and consumed, 4 wait.
+        assert!(
+            matches!(&out[..], [Cmd::Consumed { id: 1, n: 4 }, Cmd::Send { id: 1, buf }] if buf == b"abcd")
+        );
+        out.clear();
+        h.handle(ToWorker::PeerClosed { id: 1 }, &mut out);
+        assert!(out.is_empty(), "no FIN while bytes wait: {out:?}");
+        h.handle(ToWorker::Writable { id: 1, credit: 100 }, &mut out);
+        assert!(
+            matches!(&out[..], [Cmd::Consumed { id: 1, n: 4 }, Cmd::Send { id: 1, buf }, Cmd::Close { id: 1 }] if buf == b"efgh"),
+            "{out:?}"
+        );
+        out.clear();
+        h.handle(ToWorker::Closed { id: 1 }, &mut out);
+        assert!(h.is_empty());
+        // Data for a connection that is gone is released, not kept.
+        h.handle(
+            ToWorker::Data {
+                id: 9,
+                buf: b"xy".to_vec(),
+            },
+            &mut out,
+        );
+        assert!(matches!(&out[..], [Cmd::Consumed { id: 9, n: 2 }]));
+    }
+}
