@@ -31,3 +31,33 @@ impl Handler for DiscardHandler {
         io.close();
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::services::testkit::{data, Sim};
+
+    #[test]
+    fn consumes_everything_even_without_credit() {
+        let mut s = Sim::new(&Discard).chunk(1000);
+        s.send(&data(1 << 20, 5));
+        s.step(0);
+        assert_eq!(s.released, 1 << 20);
+        assert_eq!(s.unread(), 0);
+        assert!(s.tx.is_empty());
+        assert!(!s.closed);
+        s.fin();
+        s.step(0);
+        assert!(s.closed, "closes after the peer's FIN");
+        assert!(s.tx.is_empty());
+    }
+
+    #[test]
+    fn empty_stream_closes() {
+        let mut s = Sim::new(&Discard);
+        s.fin();
+        s.step(10);
+        assert!(s.closed);
+    }
+}

@@ -258,3 +258,142 @@ impl Driver {
         step
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    /// A handler that consumes at most `take` bytes per call, writes
+    /// `reply` bytes per call, and records what it saw.
+    struct Probe {
+        take: usize,
+        log: Arc<Mutex<Vec<String>>>,
+        abort_on_data: bool,
+        overclaim: bool,
+    }
+
+    impl Handler for Probe {
+        fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> usize {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("data {} credit {}", data.len(), io.credit()));
+            if self.abort_on_data {
+                io.abort();
+                return 0;
+            }
+            if self.overclaim {
+                return data.len() + 100;
+            }
+            data.len().min(self.take)
+        }
+        fn on_writable(&mut self, io: &mut Io<'_>) {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("writable {}", io.credit()));
+        }
+        fn on_peer_close(&mut self, io: &mut Io<'_>) {
+            self.log.lock().unwrap().push("peer_close".into());
+            io.close();
+        }
+        fn on_closed(&mut self) {
+            self.log.lock().unwrap().push("closed".into());
+        }
+    }
+
+    fn probe(take: usize) -> (Driver, Arc<Mutex<Vec<String>>>) {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = Probe {
+            take,
+            log: log.clone(),
+            abort_on_data: false,
+            overclaim: false,
+        };
+        (Driver::new(Box::new(h)), log)
+    }
+
+    #[test]
+    fn leftovers_are_offered_again_with_new_bytes() {
+        let (mut d, log) = probe(3);
+        let mut out = Vec::new();
+        // Consumes 3 per call; with credit left it is offered again until
+        // it stops making progress.
+        let s = d.data(b"abcdefgh", &mut out, 10);
+        assert_eq!(s.consumed, 8);
+        assert_eq!(d.pending_len(), 0);
+        assert_eq!(
+            *log.lock().unwrap(),
+            ["data 8 credit 10", "data 5 credit 10", "data 2 credit 10"]
+        );
+    }
+
+    #[test]
+    fn peer_close_waits_for_consumption_unless_declined() {
+        let (mut d, log) = probe(0);
+        let mut out = Vec::new();
+        let s = d.data(b"partial", &mut out, 0);
+        assert_eq!(s.consumed, 0);
+        assert!(d.blocked(), "zero credit: waits for writable");
+        // FIN while the handler might still consume with credit: not yet.
+        let s = d.eof(&mut out, 0);
+        assert!(!s.close);
+        assert!(!d.peer_close_delivered());
+        // With credit it still declines: the bytes will never be consumed,
+        // so the peer's FIN is delivered.
+        let s = d.writable(&mut out, 100);
+        assert!(d.peer_close_delivered());
+        assert!(s.close);
+        assert!(d.is_closing());
+        assert!(!d.blocked(), "no credit wanted after close");
+        let l = log.lock().unwrap().clone();
+        assert_eq!(l.last().map(String::as_str), Some("peer_close"));
+    }
+
+    #[test]
+    fn room_bounds_pending() {
+        let (mut d, _) = probe(0);
+        let mut out = Vec::new();
+        d.data(&vec![1u8; OFFER_LIMIT - 10], &mut out, 0);
+        assert_eq!(d.room(), 10);
+        d.data(&[2u8; 10], &mut out, 0);
+        assert_eq!(d.room(), 0);
+    }
+
+    #[test]
+    fn abort_calls_on_closed_once_and_swallows_later_bytes() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = Probe {
+            take: 0,
+            log: log.clone(),
+            abort_on_data: true,
+            overclaim: false,
+        };
+        let mut d = Driver::new(Box::new(h));
+        let mut out = Vec::new();
+        let s = d.data(b"x", &mut out, 5);
+        assert!(s.abort);
+        assert!(d.is_done());
+        d.closed();
+        let s = d.data(b"later", &mut out, 5);
+        assert_eq!(s.consumed, 5);
+        assert_eq!(*log.lock().unwrap(), ["data 1 credit 5", "closed"]);
+    }
+
+    #[test]
+    fn overclaiming_handler_is_clamped() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let h = Probe {
+            take: 0,
+            log,
+            abort_on_data: false,
+            overclaim: true,
+        };
+        let mut d = Driver::new(Box::new(h));
+        let mut out = Vec::new();
+        assert_eq!(d.data(b"abc", &mut out, 5).consumed, 3);
+        assert_eq!(d.pending_len(), 0);
+    }
+}

@@ -17,6 +17,9 @@ pub mod driver;
 pub mod echo;
 pub mod http;
 pub mod inline;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod testkit;
 
 pub use discard::Discard;
 pub use driver::{Driver, Step, OFFER_LIMIT};
