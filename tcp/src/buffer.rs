@@ -1,1 +1,322 @@
-//! buffer
+//! Byte buffers for connections: a growable ring and a pool that recycles
+//! the rings' storage, so an idle connection holds no buffer memory and a
+//! busy one allocates nothing per packet.
+
+use crate::seq::SeqNum;
+
+/// The smallest storage handed out.
+const MIN_CHUNK: usize = 4096;
+
+/// Free storage kept for reuse, by power-of-two size class.
+#[derive(Debug)]
+pub(crate) struct BufPool {
+    classes: Vec<Vec<Vec<u8>>>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl BufPool {
+    pub(crate) fn new(limit: usize) -> Self {
+        BufPool {
+            classes: (0..32).map(|_| Vec::new()).collect(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn class(size: usize) -> usize {
+        size.trailing_zeros() as usize
+    }
+
+    /// Storage of exactly `size` bytes (a power of two, or the limit).
+    fn get(&mut self, size: usize) -> Vec<u8> {
+        if size.is_power_of_two() {
+            if let Some(v) = self.classes[Self::class(size)].pop() {
+                self.bytes -= v.len();
+                return v;
+            }
+        }
+        vec![0u8; size]
+    }
+
+    /// Returns storage for reuse; dropped when the pool is full.
+    fn put(&mut self, v: Vec<u8>) {
+        let n = v.len();
+        if n.is_power_of_two() && n >= MIN_CHUNK && self.bytes + n <= self.limit {
+            self.bytes += n;
+            self.classes[Self::class(n)].push(v);
+        }
+    }
+}
+
+/// A ring of bytes whose storage grows on demand up to a limit and goes back
+/// to the pool when the ring is empty. Offsets are relative to the head.
+#[derive(Debug, Default)]
+pub(crate) struct RingBuf {
+    data: Vec<u8>,
+    head: usize,
+    len: usize,
+}
+
+impl RingBuf {
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Makes room for `need` bytes from the head (bounded by `limit`).
+    /// Returns the capacity now available.
+    pub(crate) fn reserve(&mut self, need: usize, limit: usize, pool: &mut BufPool) -> usize {
+        if need <= self.data.len() {
+            return self.data.len();
+        }
+        let mut size = need.max(MIN_CHUNK).next_power_of_two();
+        if size > limit {
+            size = limit.max(need.min(limit));
+        }
+        if size <= self.data.len() {
+            return self.data.len();
+        }
+        let mut new = pool.get(size);
+        // Copy the live bytes, unwrapping the ring. Out-of-order bytes live
+        // beyond `len` in the receive buffer: copy the whole old storage.
+        let old = core::mem::take(&mut self.data);
+        if !old.is_empty() {
+            let (a, b) = old.split_at(self.head);
+            new[..b.len()].copy_from_slice(b);
+            new[b.len()..b.len() + a.len()].copy_from_slice(a);
+        }
+        self.head = 0;
+        pool.put(old);
+        self.data = new;
+        self.data.len()
+    }
+
+    /// Gives the storage back when the ring holds nothing, unless the caller
+    /// still expects bytes beyond `len` (out-of-order data).
+    pub(crate) fn shrink_if_empty(&mut self, pool: &mut BufPool) {
+        if self.len == 0 && !self.data.is_empty() {
+            pool.put(core::mem::take(&mut self.data));
+            self.head = 0;
+        }
+    }
+
+    /// Frees the storage whatever it holds.
+    pub(crate) fn clear(&mut self, pool: &mut BufPool) {
+        self.len = 0;
+        self.head = 0;
+        pool.put(core::mem::take(&mut self.data));
+    }
+
+    /// Appends as much of `src` as fits in the current capacity.
+    pub(crate) fn push(&mut self, src: &[u8]) -> usize {
+        let off = self.len;
+        let n = self.write_at(off, src);
+        self.len += n;
+        n
+    }
+
+    /// Writes `src` at `off` from the head without changing the length
+    /// (for out-of-order data). Returns how much fitted.
+    pub(crate) fn write_at(&mut self, off: usize, src: &[u8]) -> usize {
+        let cap = self.data.len();
+        if off >= cap {
+            return 0;
+        }
+        let n = src.len().min(cap - off);
+        let start = (self.head + off) % cap;
+        let first = n.min(cap - start);
+        self.data[start..start + first].copy_from_slice(&src[..first]);
+        self.data[..n - first].copy_from_slice(&src[first..n]);
+        n
+    }
+
+    /// Extends the length by `n` bytes already written with `write_at`.
+    pub(crate) fn extend(&mut self, n: usize) {
+        self.len = (self.len + n).min(self.data.len());
+    }
+
+    /// Copies bytes from `off` into `dst`; returns how many.
+    pub(crate) fn read_at(&self, off: usize, dst: &mut [u8]) -> usize {
+        if off >= self.len {
+            return 0;
+        }
+        let n = dst.len().min(self.len - off);
+        let cap = self.data.len();
+        let start = (self.head + off) % cap;
+        let first = n.min(cap - start);
+        dst[..first].copy_from_slice(&self.data[start..start + first]);
+        dst[first..n].copy_from_slice(&self.data[..n - first]);
+        n
+    }
+
+    /// Drops `n` bytes from the head.
+    pub(crate) fn consume(&mut self, n: usize) {
+        let n = n.min(self.len);
+        if n == 0 {
+            return;
+        }
+        // The head moves even when the ring empties: out-of-order bytes
+        // beyond `len` stay where they were written.
+        self.head = (self.head + n) % self.data.len();
+        self.len -= n;
+    }
+}
+
+/// Out-of-order ranges `[start, end)` above RCV.NXT, sorted and disjoint,
+/// at most `limit` of them (RFC 9293 §3.10.7.4: segments beyond RCV.NXT are
+/// held for later processing).
+#[derive(Debug, Default)]
+pub(crate) struct Ranges {
+    pub(crate) list: Vec<(SeqNum, SeqNum)>,
+}
+
+impl Ranges {
+    /// Adds `[start, end)`, merging with neighbours. Returns false, changing
+    /// nothing, when that would exceed `limit` ranges.
+    pub(crate) fn add(&mut self, start: SeqNum, end: SeqNum, limit: usize) -> bool {
+        let mut s = start;
+        let mut e = end;
+        // First range that ends at or after `start` (touching merges).
+        let mut i = 0;
+        while i < self.list.len() && self.list[i].1 < s {
+            i += 1;
+        }
+        let mut j = i;
+        while j < self.list.len() && self.list[j].0 <= e {
+            s = s.min(self.list[j].0);
+            e = e.max(self.list[j].1);
+            j += 1;
+        }
+        if i == j && self.list.len() >= limit {
+            return false;
+        }
+        self.list.splice(i..j, core::iter::once((s, e)));
+        true
+    }
+
+    /// Removes everything below `nxt`; if the first range starts at or below
+    /// `nxt`, returns its end (the new RCV.NXT).
+    pub(crate) fn advance(&mut self, nxt: SeqNum) -> Option<SeqNum> {
+        let mut out = None;
+        while let Some(&(s, e)) = self.list.first() {
+            if e <= nxt {
+                self.list.remove(0);
+            } else if s <= nxt {
+                self.list.remove(0);
+                out = Some(e);
+                break;
+            } else {
+                break;
+            }
+        }
+        out
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The highest byte held + 1.
+    pub(crate) fn end(&self) -> Option<SeqNum> {
+        self.list.last().map(|r| r.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn ring_grows_wraps_and_returns_storage() {
+        let mut pool = BufPool::new(1 << 20);
+        let mut r = RingBuf::default();
+        assert_eq!(r.capacity(), 0);
+        r.reserve(10, 1 << 16, &mut pool);
+        assert_eq!(r.capacity(), 4096);
+        let data: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
+        assert_eq!(r.push(&data), 4000);
+        r.consume(3000);
+        assert_eq!(r.push(&data[..3000]), 3000); // wraps
+        let mut out = vec![0u8; 4000];
+        assert_eq!(r.read_at(0, &mut out), 4000);
+        assert_eq!(&out[..1000], &data[3000..4000]);
+        assert_eq!(&out[1000..], &data[..3000]);
+        // Growing keeps the order.
+        r.reserve(8000, 1 << 16, &mut pool);
+        assert_eq!(r.capacity(), 8192);
+        assert_eq!(r.read_at(0, &mut out), 4000);
+        assert_eq!(&out[..1000], &data[3000..4000]);
+        r.consume(4000);
+        r.shrink_if_empty(&mut pool);
+        assert_eq!(r.capacity(), 0);
+        assert_eq!(pool.bytes, 4096 + 8192);
+        // Reuse from the pool.
+        r.reserve(5000, 1 << 16, &mut pool);
+        assert_eq!(pool.bytes, 4096);
+    }
+
+    #[test]
+    fn limit_not_power_of_two() {
+        let mut pool = BufPool::new(1 << 20);
+        let mut r = RingBuf::default();
+        assert_eq!(r.reserve(5000, 6000, &mut pool), 6000);
+        assert_eq!(r.reserve(7000, 6000, &mut pool), 6000);
+    }
+
+    proptest! {
+        /// Reassembly against a simple model: a bitmap of received offsets.
+        #[test]
+        fn ranges_match_model(segs in proptest::collection::vec((0u32..200, 1u32..40), 1..60)) {
+            let base = SeqNum(u32::MAX - 100); // exercise the wrap
+            let mut ranges = Ranges::default();
+            let mut model = [false; 240];
+            let mut nxt = 0u32;
+            for (off, len) in segs {
+                let end = off + len;
+                if end <= nxt {
+                    continue;
+                }
+                if off <= nxt {
+                    nxt = end;
+                    if let Some(e) = ranges.advance(base + nxt) {
+                        nxt = nxt.max(e.since(base));
+                    }
+                } else if !ranges.add(base + off, base + end, 1000) {
+                    continue;
+                }
+                for b in off..end {
+                    model[b as usize] = true;
+                }
+                let prefix = model.iter().take_while(|b| **b).count() as u32;
+                prop_assert_eq!(prefix, nxt);
+                for w in ranges.list.windows(2) {
+                    prop_assert!(w[0].1 < w[1].0, "disjoint and sorted");
+                }
+                for r in &ranges.list {
+                    prop_assert!(r.0 > base + nxt);
+                    for b in r.0.since(base)..r.1.since(base) {
+                        prop_assert!(model[b as usize]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_limit() {
+        let mut r = Ranges::default();
+        assert!(r.add(SeqNum(10), SeqNum(20), 2));
+        assert!(r.add(SeqNum(30), SeqNum(40), 2));
+        assert!(!r.add(SeqNum(50), SeqNum(60), 2));
+        assert!(r.add(SeqNum(20), SeqNum(30), 2)); // merges all three into one
+        assert_eq!(r.list, vec![(SeqNum(10), SeqNum(40))]);
+        assert_eq!(r.advance(SeqNum(5)), None);
+        assert_eq!(r.advance(SeqNum(10)), Some(SeqNum(40)));
+        assert!(r.is_empty());
+    }
+}

@@ -16,7 +16,11 @@ pub struct Keepalive {
 
 impl Default for Keepalive {
     fn default() -> Self {
-        Keepalive { idle: Duration::from_secs(7200), interval: Duration::from_secs(75), count: 9 }
+        Keepalive {
+            idle: Duration::from_secs(7200),
+            interval: Duration::from_secs(75),
+            count: 9,
+        }
     }
 }
 
@@ -137,7 +141,10 @@ impl Config {
         if !(576..=65535).contains(&self.mtu) {
             return Err(format!("mtu {} out of range 576..=65535", self.mtu));
         }
-        for (name, v) in [("send_buffer", self.send_buffer), ("recv_buffer", self.recv_buffer)] {
+        for (name, v) in [
+            ("send_buffer", self.send_buffer),
+            ("recv_buffer", self.recv_buffer),
+        ] {
             if !(1024..=(1 << 30)).contains(&v) {
                 return Err(format!("{name} {v} out of range 1024..=1073741824"));
             }

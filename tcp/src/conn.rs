@@ -68,3 +68,1764 @@ impl fmt::Display for State {
         f.write_str(self.name())
     }
 }
+
+use crate::buffer::{BufPool, Ranges, RingBuf};
+use crate::config::Config;
+use crate::congestion::{CongestionControl, NewReno};
+use crate::rtt::RttEstimator;
+use crate::seq::SeqNum;
+use crate::stats::Stats;
+use crate::time::{Duration, Instant};
+use crate::wire::{
+    emit_tcp, tcp_payload_offset, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
+};
+use std::net::SocketAddr;
+
+/// Event bits a connection raises for the application (see [`crate::Event`]).
+pub(crate) mod ev {
+    pub(crate) const CONNECTED: u8 = 1;
+    pub(crate) const READABLE: u8 = 2;
+    pub(crate) const PEER_CLOSED: u8 = 4;
+    pub(crate) const WRITABLE: u8 = 8;
+    pub(crate) const RESET: u8 = 16;
+    pub(crate) const TIMED_OUT: u8 = 32;
+    pub(crate) const CLOSED: u8 = 64;
+}
+
+/// The connection's timers, indexing [`Conn::timers`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timer {
+    /// Retransmission (RFC 6298), also for SYN and SYN-ACK.
+    Rexmit = 0,
+    /// Delayed ACK (RFC 1122 §4.2.3.2).
+    DelAck = 1,
+    /// Zero-window probe (RFC 9293 §3.8.6.1).
+    Persist = 2,
+    /// Keep-alive (RFC 9293 §3.8.4).
+    Keepalive = 3,
+    /// 2·MSL in TIME-WAIT (RFC 9293 §3.4.2).
+    TimeWait = 4,
+}
+const NTIMERS: usize = 5;
+
+/// Everything a connection needs from its endpoint for one call.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cfg: &'a Config,
+    pub(crate) pool: &'a mut BufPool,
+    pub(crate) stats: &'a mut Stats,
+    pub(crate) now: Instant,
+}
+
+/// What processing one segment asks the endpoint to do besides updating
+/// the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// Nothing more.
+    None,
+    /// Send a reset `<SEQ=seq><CTL=RST>` (and ACK=`ack` if given), the
+    /// connection itself being unaffected (RFC 9293 §3.10.7.3, §3.10.7.4).
+    Rst { seq: SeqNum, ack: Option<SeqNum> },
+    /// Send a challenge ACK, subject to the rate limit (RFC 5961 §7).
+    ChallengeAck,
+    /// A passive connection in SYN-RECEIVED got the ACK of its SYN: move it
+    /// to the accept queue.
+    Established,
+    /// A SYN for this 4-tuple in TIME-WAIT that may start a new
+    /// connection (RFC 9293 §3.10.7.4 note, RFC 6191 with timestamps): free
+    /// this entry and hand the SYN to the listener.
+    Reincarnate,
+}
+
+/// Negotiated options of a connection.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Negotiated {
+    /// The peer's MSS (from its SYN; RFC 9293 §3.7.1 default 536/1220).
+    pub(crate) peer_mss: u16,
+    /// Shift to apply to the peer's window field; `None` without scaling.
+    pub(crate) snd_wscale: Option<u8>,
+    /// Our shift; only meaningful when scaling is on.
+    pub(crate) rcv_wscale: u8,
+    /// Timestamps on (RFC 7323 §3.2: both SYNs carried the option).
+    pub(crate) ts: bool,
+    /// SACK permitted both ways (RFC 2018 §2).
+    pub(crate) sack: bool,
+}
+
+/// One TCP connection: the transmission control block of RFC 9293 §3.3.1.
+///
+/// ```text
+/// Send sequence space (RFC 9293 §3.3.1, figure 3):
+///
+///            1         2          3          4
+///       ----------|----------|----------|----------
+///              SND.UNA    SND.NXT    SND.UNA
+///                                   +SND.WND
+/// 1 - old sequence numbers that have been acknowledged
+/// 2 - sequence numbers of unacknowledged data
+/// 3 - sequence numbers allowed for new data transmission
+/// 4 - future sequence numbers that are not yet allowed
+///
+/// Receive sequence space (figure 4):
+///
+///                1          2          3
+///            ----------|----------|----------
+///                   RCV.NXT    RCV.NXT
+///                             +RCV.WND
+/// 1 - old sequence numbers that have been acknowledged
+/// 2 - sequence numbers allowed for new reception
+/// 3 - future sequence numbers that are not yet allowed
+/// ```
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The RFC 9293 state.
+    pub(crate) state: State,
+    /// Our address and port.
+    pub(crate) local: SocketAddr,
+    /// The peer's address and port.
+    pub(crate) remote: SocketAddr,
+    /// Whether we sent the first SYN (active open).
+    pub(crate) active: bool,
+
+    /// ISS: our initial sequence number.
+    iss: SeqNum,
+    /// SND.UNA: the oldest unacknowledged sequence number.
+    snd_una: SeqNum,
+    /// SND.NXT: the next sequence number to send (rewinds to SND.UNA on RTO).
+    snd_nxt: SeqNum,
+    /// The highest sequence number ever sent, plus one.
+    snd_max: SeqNum,
+    /// SND.WND: the peer's window, scaled, in bytes.
+    snd_wnd: u32,
+    /// MAX.SND.WND: the largest window the peer has offered (RFC 5961 §5.2).
+    max_snd_wnd: u32,
+    /// SND.WL1: segment sequence number used for the last window update.
+    snd_wl1: SeqNum,
+    /// SND.WL2: segment acknowledgment number used for the last window update.
+    snd_wl2: SeqNum,
+    /// Bytes queued by the application, from the first unacknowledged data
+    /// byte (SND.UNA, or ISS+1 before the SYN is acknowledged).
+    send_buf: RingBuf,
+    /// The application closed its side: a FIN follows the queued data.
+    fin_queued: bool,
+    /// The sequence number of our FIN, fixed when the application closes
+    /// (no data can be queued after it).
+    fin_out: Option<SeqNum>,
+
+    /// IRS: the peer's initial sequence number.
+    irs: SeqNum,
+    /// RCV.NXT: the next sequence number expected.
+    rcv_nxt: SeqNum,
+    /// Sequence number of the first byte the application has not released
+    /// (the start of `recv_buf`).
+    rcv_released: SeqNum,
+    /// Sequence number of the first byte not yet handed to the application.
+    rcv_read: SeqNum,
+    /// The right edge of the window we last advertised (RCV.NXT + RCV.WND then).
+    rcv_adv: SeqNum,
+    /// Received bytes from `rcv_released`, out-of-order ones beyond RCV.NXT.
+    recv_buf: RingBuf,
+    /// Out-of-order ranges above RCV.NXT.
+    ooo: Ranges,
+    /// The range holding the most recent out-of-order segment (first SACK
+    /// block, RFC 2018 §4).
+    last_ooo: Option<(SeqNum, SeqNum)>,
+    /// The sequence number of the peer's FIN, once seen (maybe out of order).
+    fin_seq: Option<SeqNum>,
+    /// The peer's FIN has been received in order.
+    fin_rcvd: bool,
+
+    /// Negotiated options.
+    pub(crate) opt: Negotiated,
+    /// Effective send MSS: payload bytes per full segment, options excluded.
+    mss: u16,
+    /// TS.Recent (RFC 7323 §4.3) and when it was set.
+    ts_recent: u32,
+    ts_recent_time: Instant,
+    /// Offset added to our timestamp clock.
+    ts_offset: u32,
+    /// RCV.NXT when we last sent an ACK (Last.ACK.sent, RFC 7323 §4.3).
+    last_ack_sent: SeqNum,
+
+    rtt: RttEstimator,
+    /// A segment being timed for an RTT sample when timestamps are off:
+    /// its end sequence number and send time (Karn's rule: never a
+    /// retransmitted one).
+    rtt_probe: Option<(SeqNum, Instant)>,
+    cc: NewReno,
+    /// Consecutive duplicate ACKs (RFC 5681 §2).
+    dup_acks: u32,
+    /// In NewReno fast recovery until `recover` is acknowledged (RFC 6582).
+    in_recovery: bool,
+    /// RFC 6582 "recover": the highest sequence number sent when recovery began.
+    recover: SeqNum,
+    /// Send one segment from SND.UNA at the next dispatch (fast retransmit).
+    rexmit_one: bool,
+    /// Consecutive RTO expirations (backoff exponent).
+    backoffs: u32,
+    /// Consecutive persist probes (backoff exponent).
+    persist_backoffs: u32,
+    /// Send one byte into a zero window at the next dispatch.
+    probe_now: bool,
+    /// Keep-alive probes sent without an answer.
+    keepalive_probes: u32,
+    /// Send a keep-alive probe at the next dispatch.
+    keepalive_now: bool,
+    /// Last time the send side made progress (SND.UNA advanced or the
+    /// queue went from empty to non-empty) — the user timeout's reference.
+    progress_time: Instant,
+    /// Last time a segment arrived (keep-alive's reference).
+    last_rcv_time: Instant,
+    /// Last time we sent data (for the RFC 5681 §4.1 idle restart).
+    last_send_time: Instant,
+
+    /// Send an ACK at the next dispatch.
+    ack_now: bool,
+    /// When we last answered an out-of-window segment without data.
+    last_oow_ack: Instant,
+    /// Bytes received in order since the last ACK we sent.
+    unacked_bytes: u32,
+    /// Nagle's algorithm disabled.
+    pub(crate) nodelay: bool,
+    /// The application saw a short `send`; raise WRITABLE when space opens.
+    want_writable: bool,
+
+    timers: [Option<Instant>; NTIMERS],
+    /// Pending application events (bits of [`ev`]).
+    pub(crate) ev: u8,
+    /// Segments retransmitted.
+    pub(crate) retransmits: u64,
+    /// The connection was reset or timed out (recv/send report it).
+    pub(crate) reset: bool,
+}
+
+impl Conn {
+    fn blank(
+        cx: &Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ts_offset: u32,
+        active: bool,
+    ) -> Conn {
+        let v6 = local.is_ipv6();
+        let default_mss = if v6 { 1220 } else { 536 };
+        Conn {
+            state: State::Closed,
+            local,
+            remote,
+            active,
+            iss,
+            snd_una: iss,
+            snd_nxt: iss,
+            snd_max: iss,
+            snd_wnd: 0,
+            max_snd_wnd: 0,
+            snd_wl1: SeqNum(0),
+            snd_wl2: iss,
+            send_buf: RingBuf::default(),
+            fin_queued: false,
+            fin_out: None,
+            irs: SeqNum(0),
+            rcv_nxt: SeqNum(0),
+            rcv_released: SeqNum(0),
+            rcv_read: SeqNum(0),
+            rcv_adv: SeqNum(0),
+            recv_buf: RingBuf::default(),
+            ooo: Ranges::default(),
+            last_ooo: None,
+            fin_seq: None,
+            fin_rcvd: false,
+            opt: Negotiated {
+                peer_mss: default_mss,
+                ..Default::default()
+            },
+            mss: default_mss,
+            ts_recent: 0,
+            ts_recent_time: cx.now,
+            ts_offset,
+            last_ack_sent: SeqNum(0),
+            rtt: RttEstimator::new(cx.cfg.initial_rto, cx.cfg.min_rto, cx.cfg.max_rto),
+            rtt_probe: None,
+            cc: NewReno::new(cx.cfg.initial_window, u32::from(default_mss)),
+            dup_acks: 0,
+            in_recovery: false,
+            recover: iss - 1,
+            rexmit_one: false,
+            backoffs: 0,
+            persist_backoffs: 0,
+            probe_now: false,
+            keepalive_probes: 0,
+            keepalive_now: false,
+            progress_time: cx.now,
+            last_rcv_time: cx.now,
+            last_send_time: cx.now,
+            ack_now: false,
+            last_oow_ack: Instant::ZERO,
+            unacked_bytes: 0,
+            nodelay: !cx.cfg.nagle,
+            want_writable: false,
+            timers: [None; NTIMERS],
+            ev: 0,
+            retransmits: 0,
+            reset: false,
+        }
+    }
+
+    /// An active open (RFC 9293 §3.10.1): SYN-SENT, the SYN goes out at the
+    /// next dispatch.
+    pub(crate) fn connect(
+        cx: &Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ts_offset: u32,
+    ) -> Conn {
+        let mut c = Conn::blank(cx, local, remote, iss, ts_offset, true);
+        c.state = State::SynSent;
+        c.opt.rcv_wscale = cx.cfg.recv_wscale();
+        c
+    }
+
+    /// A passive open from a SYN to a listener (RFC 9293 §3.10.7.2):
+    /// SYN-RECEIVED, the SYN-ACK goes out at the next dispatch.
+    pub(crate) fn accept_syn(
+        cx: &Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ts_offset: u32,
+        syn: &TcpSegment<'_>,
+    ) -> Conn {
+        let mut c = Conn::blank(cx, local, remote, iss, ts_offset, false);
+        c.state = State::SynReceived;
+        c.init_receive(syn.seq);
+        c.negotiate(cx.cfg, &syn.options);
+        // RFC 7323 §2.2: the window field of a SYN is never scaled.
+        c.set_snd_wnd(u32::from(syn.window));
+        c.snd_wl1 = syn.seq;
+        c.snd_wl2 = iss;
+        c
+    }
+
+    /// A connection restored from a valid SYN cookie: ESTABLISHED at once.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn from_cookie(
+        cx: &Ctx<'_>,
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ts_offset: u32,
+        ack: &TcpSegment<'_>,
+        peer_mss: u16,
+        wscale: Option<u8>,
+        sack: bool,
+    ) -> Conn {
+        let mut c = Conn::blank(cx, local, remote, iss, ts_offset, false);
+        c.state = State::Established;
+        c.init_receive(ack.seq - 1);
+        let ts = ack.options.timestamps.is_some() && cx.cfg.timestamps;
+        c.opt = Negotiated {
+            peer_mss,
+            snd_wscale: if ts && cx.cfg.window_scaling {
+                wscale
+            } else {
+                None
+            },
+            rcv_wscale: if ts && wscale.is_some() {
+                cx.cfg.recv_wscale()
+            } else {
+                0
+            },
+            ts,
+            sack: ts && sack && cx.cfg.sack,
+        };
+        if let Some((val, _)) = ack.options.timestamps {
+            c.ts_recent = val;
+            c.ts_recent_time = cx.now;
+        }
+        c.update_mss(cx.cfg);
+        c.snd_una = iss + 1;
+        c.snd_nxt = iss + 1;
+        c.snd_max = iss + 1;
+        c.set_snd_wnd(u32::from(ack.window) << c.opt.snd_wscale.unwrap_or(0));
+        c.snd_wl1 = ack.seq;
+        c.snd_wl2 = ack.ack;
+        c.cc = NewReno::new(cx.cfg.initial_window, u32::from(c.mss));
+        c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg);
+        c
+    }
+
+    fn init_receive(&mut self, irs: SeqNum) {
+        self.irs = irs;
+        self.rcv_nxt = irs + 1;
+        self.rcv_released = irs + 1;
+        self.rcv_read = irs + 1;
+        self.rcv_adv = irs + 1;
+        self.last_ack_sent = irs + 1;
+    }
+
+    /// Option negotiation from the peer's SYN (or SYN-ACK).
+    fn negotiate(&mut self, cfg: &Config, o: &TcpOptions) {
+        // RFC 9293 §3.7.1: without the option, 536 (IPv4) or 1220 (IPv6).
+        if let Some(m) = o.mss {
+            // RFC 9293 §3.7.1 / Linux: ignore absurdly small values (clamp to 88).
+            self.opt.peer_mss = m.max(88);
+        }
+        // RFC 7323 §2.2: scaling only if both sides sent the option.
+        if cfg.window_scaling {
+            if let Some(ws) = o.window_scale {
+                // RFC 7323 §2.3: a shift above 14 is used as 14.
+                self.opt.snd_wscale = Some(ws.min(14));
+                self.opt.rcv_wscale = cfg.recv_wscale();
+            } else {
+                self.opt.snd_wscale = None;
+                self.opt.rcv_wscale = 0;
+            }
+        } else {
+            self.opt.snd_wscale = None;
+            self.opt.rcv_wscale = 0;
+        }
+        self.opt.ts = cfg.timestamps && o.timestamps.is_some();
+        if let (true, Some((val, _))) = (self.opt.ts, o.timestamps) {
+            self.ts_recent = val;
+        }
+        self.opt.sack = cfg.sack && o.sack_permitted;
+        self.update_mss(cfg);
+        self.cc = NewReno::new(cfg.initial_window, u32::from(self.mss));
+    }
+
+    /// Effective send MSS: the smaller of the peer's MSS and ours, less the
+    /// timestamp option that rides on every segment (RFC 9293 §3.7.1, RFC 6691).
+    fn update_mss(&mut self, cfg: &Config) {
+        let ours = cfg.local_mss(self.local.is_ipv6());
+        let ts = if self.opt.ts { 12 } else { 0 };
+        self.mss = self.opt.peer_mss.min(ours).saturating_sub(ts).max(64);
+    }
+
+    fn set_snd_wnd(&mut self, w: u32) {
+        self.snd_wnd = w;
+        self.max_snd_wnd = self.max_snd_wnd.max(w);
+    }
+
+    // ----- getters -------------------------------------------------------
+
+    /// Effective send MSS.
+    pub(crate) fn mss(&self) -> u16 {
+        self.mss
+    }
+    pub(crate) fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt()
+    }
+    pub(crate) fn rto(&self) -> Duration {
+        self.rtt.rto(self.backoffs)
+    }
+    pub(crate) fn cwnd(&self) -> u32 {
+        self.cc.cwnd()
+    }
+    pub(crate) fn ssthresh(&self) -> u32 {
+        self.cc.ssthresh()
+    }
+    pub(crate) fn snd_wnd(&self) -> u32 {
+        self.snd_wnd
+    }
+    pub(crate) fn in_flight(&self) -> u32 {
+        self.snd_max.since(self.snd_una)
+    }
+    pub(crate) fn send_buffered(&self) -> usize {
+        self.send_buf.len()
+    }
+    pub(crate) fn recv_buffered(&self) -> usize {
+        self.rcv_nxt.since(self.rcv_released) as usize
+    }
+    /// Bytes held by this connection's buffers (capacity, not content).
+    pub(crate) fn buffer_capacity(&self) -> usize {
+        self.send_buf.capacity() + self.recv_buf.capacity()
+    }
+
+    /// The window we can offer now: buffer space above RCV.NXT.
+    pub(crate) fn recv_window(&self, cfg: &Config) -> u32 {
+        let used = self.rcv_nxt.since(self.rcv_released) as usize;
+        let free = cfg.recv_buffer.saturating_sub(used);
+        // The largest window the field can say with our shift (RFC 7323 §2.3).
+        let max = 65535usize << self.opt.rcv_wscale;
+        free.min(max) as u32
+    }
+
+    /// The sequence number of the first byte in the send buffer.
+    fn data_start(&self) -> SeqNum {
+        if self.snd_una == self.iss {
+            self.iss + 1
+        } else {
+            self.snd_una
+        }
+    }
+
+    /// The sequence number our FIN has (or will have), once the application closed.
+    fn fin_seq_out(&self) -> Option<SeqNum> {
+        self.fin_out
+    }
+
+    /// Our FIN has been acknowledged.
+    fn fin_acked(&self) -> bool {
+        self.fin_seq_out().is_some_and(|f| self.snd_una > f)
+    }
+
+    /// Whether the state is one of the synchronized ones (RFC 9293 §3.5).
+    fn synchronized(&self) -> bool {
+        !matches!(
+            self.state,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        )
+    }
+
+    // ----- timers ---------------------------------------------------------
+
+    fn set_timer(&mut self, t: Timer, at: Instant) {
+        self.timers[t as usize] = Some(at);
+    }
+    fn clear_timer(&mut self, t: Timer) {
+        self.timers[t as usize] = None;
+    }
+    fn timer(&self, t: Timer) -> Option<Instant> {
+        self.timers[t as usize]
+    }
+
+    /// The earliest timer, if any.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.timers.iter().flatten().min().copied()
+    }
+
+    /// Our timestamp clock: milliseconds plus the per-connection offset
+    /// (RFC 7323 §5.4: 1 ms ticks).
+    fn ts_now(&self, now: Instant) -> u32 {
+        (now.as_millis() as u32).wrapping_add(self.ts_offset)
+    }
+
+    // ----- state changes ---------------------------------------------------
+
+    fn set_state(&mut self, s: State, cx: &mut Ctx<'_>) {
+        if self.state == s {
+            return;
+        }
+        self.state = s;
+        match s {
+            State::Closed => {
+                self.timers = [None; NTIMERS];
+                self.ev |= ev::CLOSED;
+                cx.stats.closed += 1;
+                self.send_buf.clear(cx.pool);
+            }
+            State::TimeWait => {
+                // RFC 9293 §3.10.7.4: start the time-wait timer, turn off the others.
+                self.timers = [None; NTIMERS];
+                self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
+                self.ev |= ev::CLOSED;
+                self.send_buf.clear(cx.pool);
+                self.ooo.list = Vec::new();
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection ends abnormally: reset by the peer or timed out.
+    fn die(&mut self, why: u8, cx: &mut Ctx<'_>) {
+        self.reset = true;
+        self.ev |= why;
+        self.set_state(State::Closed, cx);
+    }
+
+    /// Frees buffer storage (after the application let go of the connection).
+    pub(crate) fn free_buffers(&mut self, pool: &mut BufPool) {
+        self.send_buf.clear(pool);
+        self.recv_buf.clear(pool);
+        self.ooo.list = Vec::new();
+    }
+
+    // ----- segment arrival (RFC 9293 §3.10.7) -------------------------------
+
+    /// Processes one segment addressed to this connection.
+    pub(crate) fn on_segment(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
+        self.last_rcv_time = cx.now;
+        self.keepalive_probes = 0;
+        match self.state {
+            State::Closed | State::Listen => Reply::None,
+            State::SynSent => self.on_segment_syn_sent(cx, seg),
+            _ => self.on_segment_synchronized(cx, seg),
+        }
+    }
+
+    /// RFC 9293 §3.10.7.3, SYN-SENT.
+    fn on_segment_syn_sent(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
+        let f = seg.flags;
+        // First, check the ACK bit.
+        let ack_ok = if f.ack() {
+            // "If SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless
+            // the RST bit is set, if so drop the segment and return)."
+            if seg.ack <= self.iss || seg.ack > self.snd_max {
+                return if f.rst() {
+                    Reply::None
+                } else {
+                    Reply::Rst {
+                        seq: seg.ack,
+                        ack: None,
+                    }
+                };
+            }
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then the ACK is acceptable."
+            true
+        } else {
+            false
+        };
+        // Second, check the RST bit.
+        if f.rst() {
+            // "If the ACK was acceptable, then signal to the user 'error:
+            // connection reset', drop the segment, enter CLOSED state ...
+            // Otherwise (no ACK), drop the segment and return." RFC 5961 §3.2
+            // keeps this for SYN-SENT.
+            if ack_ok {
+                cx.stats.rst_in += 1;
+                self.die(ev::RESET, cx);
+            }
+            return Reply::None;
+        }
+        // Fourth, check the SYN bit.
+        if !f.syn() {
+            // "If neither of the SYN or RST bits is set, then drop the segment and return."
+            return Reply::None;
+        }
+        self.init_receive(seg.seq);
+        self.negotiate(cx.cfg, &seg.options);
+        if self.opt.snd_wscale.is_none() {
+            // RFC 7323 §2.2: no scaling either way unless both sent the option.
+            self.opt.rcv_wscale = 0;
+        }
+        if ack_ok {
+            // "If SND.UNA > ISS (our SYN has been ACKed), change the
+            // connection state to ESTABLISHED, form an ACK segment and send it."
+            self.snd_una = seg.ack;
+            self.set_snd_wnd(u32::from(seg.window)); // SYN windows are unscaled (RFC 7323 §2.2)
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            self.take_rtt_sample(cx, seg);
+            self.backoffs = 0;
+            self.clear_timer(Timer::Rexmit);
+            self.set_state(
+                if self.fin_queued {
+                    State::FinWait1
+                } else {
+                    State::Established
+                },
+                cx,
+            );
+            self.progress_time = cx.now;
+            cx.stats.active_opens += 1;
+            self.ev |= ev::CONNECTED;
+            self.ack_now = true;
+            self.arm_keepalive(cx);
+        } else {
+            // Simultaneous open: "enter SYN-RECEIVED, form a SYN,ACK segment
+            // <SEQ=ISS><ACK=RCV.NXT><CTL=SYN,ACK> and send it."
+            self.set_snd_wnd(u32::from(seg.window));
+            self.snd_wl1 = seg.seq;
+            self.set_state(State::SynReceived, cx);
+            self.snd_nxt = self.iss;
+        }
+        Reply::None
+    }
+
+    /// The segment-acceptability test of RFC 9293 §3.10.7.4 ("first, check
+    /// sequence number"), against the window we can accept now.
+    fn acceptable(&self, seq: SeqNum, seg_len: u32, wnd: u32) -> bool {
+        let nxt = self.rcv_nxt;
+        match (seg_len, wnd) {
+            // "0 / 0: SEG.SEQ = RCV.NXT"
+            (0, 0) => seq == nxt,
+            // "0 / >0: RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND"
+            (0, _) => seq.in_range(nxt, nxt + wnd),
+            // ">0 / 0: not acceptable"
+            (_, 0) => false,
+            // ">0 / >0: RCV.NXT =< SEG.SEQ < RCV.NXT+RCV.WND or
+            //  RCV.NXT =< SEG.SEQ+SEG.LEN-1 < RCV.NXT+RCV.WND"
+            (_, _) => seq.in_range(nxt, nxt + wnd) || (seq + seg_len - 1).in_range(nxt, nxt + wnd),
+        }
+    }
+
+    /// RFC 9293 §3.10.7.4, every synchronized state and SYN-RECEIVED.
+    fn on_segment_synchronized(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
+        let f = seg.flags;
+
+        // TIME-WAIT: a new SYN may reopen the connection (RFC 9293 §3.10.7.4
+        // note on TIME-WAIT; RFC 6191 with timestamps), as Linux does: its
+        // sequence number must be beyond RCV.NXT, or its timestamp newer.
+        if self.state == State::TimeWait && f.syn() && !f.ack() && !f.rst() {
+            let newer_ts = match (self.opt.ts, seg.options.timestamps) {
+                (true, Some((val, _))) => (val.wrapping_sub(self.ts_recent) as i32) > 0,
+                _ => false,
+            };
+            if seg.seq > self.rcv_nxt || newer_ts {
+                return Reply::Reincarnate;
+            }
+        }
+
+        // SYN-RECEIVED: a retransmitted SYN gets our SYN-ACK again.
+        if self.state == State::SynReceived
+            && f.syn()
+            && !f.ack()
+            && !f.rst()
+            && seg.seq == self.irs
+        {
+            self.snd_nxt = self.iss;
+            return Reply::None;
+        }
+
+        // RFC 7323 §5.3: PAWS. "If there is a Timestamps option in the
+        // arriving segment, SEG.TSval < TS.Recent, TS.Recent is valid, and
+        // the RST bit is not set, then treat the arriving segment as not
+        // acceptable: send an acknowledgment in reply and drop the segment."
+        // TS.Recent older than 24 days is invalid (§5.5).
+        if self.opt.ts && !f.rst() {
+            if let Some((val, _)) = seg.options.timestamps {
+                let stale =
+                    cx.now.saturating_since(self.ts_recent_time) > Duration::from_secs(24 * 86400);
+                if (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
+                    cx.stats.drops.count(crate::wire::DropReason::Paws);
+                    self.ack_now = true;
+                    return Reply::None;
+                }
+            }
+        }
+
+        // First, check sequence number.
+        let wnd = self
+            .recv_window(cx.cfg)
+            .max(self.rcv_adv.since(self.rcv_nxt).min(1 << 30));
+        let seg_len = seg.seg_len();
+        let mut ok = self.acceptable(seg.seq, seg_len, wnd);
+        // RFC 9293 §3.10.7.4: "If the RCV.WND is zero, no segments will be
+        // acceptable, but special allowance should be made to accept valid
+        // ACKs, URGs, and RSTs." A segment at RCV.NXT carrying data into a
+        // zero window is processed for its ACK, its data dropped below.
+        let zero_window_at_nxt = !ok && wnd == 0 && seg.seq == self.rcv_nxt;
+        if !ok && !zero_window_at_nxt {
+            // "If an incoming segment is not acceptable, an acknowledgment
+            // should be sent in reply (unless the RST bit is set, if so drop
+            // the segment and return)."
+            if !f.rst() {
+                cx.stats.out_of_window += 1;
+                cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
+                // As Linux (tcp_oow_rate_limited): segments without data get
+                // at most one such ACK per 500 ms, so two stacks can never
+                // ping-pong ACKs; a segment with data always gets one.
+                if seg_len > 0
+                    || cx.now.saturating_since(self.last_oow_ack) >= Duration::from_millis(500)
+                {
+                    self.last_oow_ack = cx.now;
+                    self.ack_now = true;
+                }
+            }
+            return Reply::None;
+        }
+        ok = ok || zero_window_at_nxt;
+        debug_assert!(ok);
+
+        // Second, check the RST bit (RFC 5961 §3.2).
+        if f.rst() {
+            cx.stats.rst_in += 1;
+            if seg.seq != self.rcv_nxt {
+                // "If the RST bit is set and the sequence number does not
+                // exactly match the next expected sequence value, yet is
+                // within the current receive window, ... send an ACK
+                // (challenge ACK)."
+                return Reply::ChallengeAck;
+            }
+            // "If the RST bit is set and the sequence number exactly matches
+            // the next expected sequence number (RCV.NXT), then TCP MUST reset
+            // the connection."
+            match self.state {
+                // SYN-RECEIVED from a passive open: "return this connection
+                // to LISTEN state" — the listener keeps listening; this entry goes.
+                State::SynReceived if !self.active => {
+                    self.reset = true;
+                    self.set_state(State::Closed, cx);
+                }
+                // CLOSING, LAST-ACK, TIME-WAIT: "enter the CLOSED state,
+                // delete the TCB, and return."
+                State::Closing | State::LastAck | State::TimeWait => {
+                    self.reset = true;
+                    self.set_state(State::Closed, cx);
+                }
+                _ => self.die(ev::RESET, cx),
+            }
+            return Reply::None;
+        }
+
+        // Fourth, check the SYN bit (RFC 5961 §4.2): in any synchronized
+        // state (and SYN-RECEIVED) a SYN draws a challenge ACK.
+        if f.syn() {
+            return Reply::ChallengeAck;
+        }
+
+        // Fifth, check the ACK field. "If the ACK bit is off, drop the segment and return."
+        if !f.ack() {
+            return Reply::None;
+        }
+        let mut reply = Reply::None;
+        if self.state == State::SynReceived {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state
+            // and continue processing ... If the segment acknowledgment is not
+            // acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST> and send it."
+            if !(seg.ack > self.snd_una && seg.ack <= self.snd_max) {
+                return Reply::Rst {
+                    seq: seg.ack,
+                    ack: None,
+                };
+            }
+            // RFC 7323 §2.2: the window of the segment that completes the
+            // handshake is the first scaled one.
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            self.set_snd_wnd(u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0));
+            self.set_state(
+                if self.fin_queued {
+                    State::FinWait1
+                } else {
+                    State::Established
+                },
+                cx,
+            );
+            self.progress_time = cx.now;
+            if self.active {
+                cx.stats.active_opens += 1;
+                self.ev |= ev::CONNECTED;
+            } else {
+                cx.stats.passive_opens += 1;
+                reply = Reply::Established;
+            }
+            self.arm_keepalive(cx);
+        }
+
+        // RFC 5961 §5.2: "the ACK value is considered acceptable only if it
+        // is in the range of ((SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT).
+        // All incoming segments whose ACK value doesn't satisfy the above
+        // condition MUST be discarded and an ACK sent back."
+        let lo = self.snd_una - self.max_snd_wnd.max(1);
+        if seg.ack > self.snd_max || seg.ack < lo {
+            cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
+            return if seg.ack > self.snd_max {
+                // RFC 9293: "If the ACK acks something not yet sent
+                // (SEG.ACK > SND.NXT), then send an ACK, drop the segment, and return."
+                self.ack_now = true;
+                Reply::None
+            } else {
+                Reply::ChallengeAck
+            };
+        }
+
+        // RFC 7323 §4.3: update TS.Recent if SEG.SEQ =< Last.ACK.sent < SEG.SEQ + SEG.LEN
+        // (with the RFC's note that a zero-length segment counts: <=).
+        if let (true, Some((val, _))) = (self.opt.ts, seg.options.timestamps) {
+            let end = seg.seq + seg_len;
+            if seg.seq <= self.last_ack_sent && self.last_ack_sent <= end {
+                self.ts_recent = val;
+                self.ts_recent_time = cx.now;
+            }
+        }
+
+        self.process_ack(cx, seg);
+
+        if self.state == State::Closed {
+            return reply;
+        }
+
+        // Sixth, URG: urgent data is delivered in line (RFC 6093); the
+        // pointer is ignored.
+
+        // Seventh, process the segment text; eighth, the FIN bit.
+        match self.state {
+            State::Established | State::FinWait1 | State::FinWait2 | State::SynReceived => {
+                if !zero_window_at_nxt && (!seg.payload.is_empty() || f.fin()) {
+                    self.receive_data(cx, seg);
+                } else if zero_window_at_nxt && !seg.payload.is_empty() {
+                    // Data into a zero window: drop it, ACK with the window.
+                    cx.stats.out_of_window += 1;
+                    self.ack_now = true;
+                }
+            }
+            State::TimeWait => {
+                // "The only thing that can arrive in this state is a
+                // retransmission of the remote FIN. Acknowledge it, and
+                // restart the 2 MSL timeout."
+                if f.fin() {
+                    self.ack_now = true;
+                    self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
+                }
+            }
+            // CLOSE-WAIT, CLOSING, LAST-ACK: "This should not occur since a
+            // FIN has been received from the remote side. Ignore the segment
+            // text." A retransmitted FIN is answered with an ACK.
+            _ => {
+                if f.fin() || !seg.payload.is_empty() {
+                    self.ack_now = true;
+                }
+            }
+        }
+        reply
+    }
+
+    /// The ACK processing of RFC 9293 §3.10.7.4 "fifth" for ESTABLISHED and
+    /// the closing states, with RFC 5681/6582 congestion control and RFC 6298
+    /// timer management.
+    fn process_ack(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) {
+        let mss = u32::from(self.mss);
+        let wnd = u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0);
+        if seg.ack > self.snd_una {
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK."
+            let acked = seg.ack.since(self.snd_una);
+            let data_start = self.data_start();
+            let old_una = self.snd_una;
+            self.snd_una = seg.ack;
+            if self.snd_nxt < self.snd_una {
+                self.snd_nxt = self.snd_una;
+            }
+            // Remove acknowledged bytes from the send buffer. The SYN and
+            // FIN occupy sequence numbers but no buffer bytes.
+            let data_acked = if seg.ack > data_start {
+                (seg.ack.since(data_start) as usize).min(self.send_buf.len())
+            } else {
+                0
+            };
+            let _ = old_una;
+            self.send_buf.consume(data_acked);
+            if self.send_buf.len() == 0 {
+                self.send_buf.shrink_if_empty(cx.pool);
+            }
+            self.take_rtt_sample(cx, seg);
+            self.backoffs = 0;
+            self.persist_backoffs = 0;
+            self.progress_time = cx.now;
+            self.dup_acks = 0;
+            if self.in_recovery {
+                if seg.ack >= self.recover {
+                    // RFC 6582 §3.2 step 3 (full acknowledgment): leave recovery.
+                    self.in_recovery = false;
+                    self.cc.on_recovery_end(self.in_flight(), mss);
+                } else {
+                    // Step 4 (partial acknowledgment): retransmit the first
+                    // unacknowledged segment, deflate, reset the timer.
+                    self.rexmit_one = true;
+                    self.cc.on_partial_ack(acked, mss);
+                }
+            } else {
+                self.cc.on_ack(acked, mss);
+            }
+            // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged,
+            // else restart it.
+            if self.snd_una == self.snd_max {
+                self.clear_timer(Timer::Rexmit);
+            } else {
+                self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(0));
+            }
+            if self.want_writable && self.send_space(cx.cfg) > 0 {
+                self.want_writable = false;
+                self.ev |= ev::WRITABLE;
+            }
+        } else if seg.ack == self.snd_una
+            && self.snd_max > self.snd_una
+            && seg.payload.is_empty()
+            && !seg.flags.fin()
+            && wnd == self.snd_wnd
+        {
+            // RFC 5681 §2: a duplicate ACK — outstanding data, no data or
+            // SYN/FIN, same ACK, same window.
+            self.dup_acks += 1;
+            if self.dup_acks == 3 && !self.in_recovery {
+                // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
+                // covers more than "recover" (avoids repeated reductions).
+                if seg.ack - 1 > self.recover {
+                    self.in_recovery = true;
+                    self.recover = self.snd_max;
+                    self.cc.on_fast_retransmit(self.in_flight(), mss);
+                    self.rexmit_one = true;
+                    self.rtt_probe = None;
+                    cx.stats.fast_retransmits += 1;
+                }
+            } else if self.in_recovery {
+                self.cc.on_dup_ack(self.dup_acks, mss);
+            }
+        }
+
+        // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
+        // updated. If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and
+        // SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND, set SND.WL1 <- SEG.SEQ,
+        // and set SND.WL2 <- SEG.ACK."
+        if seg.ack >= self.snd_una
+            && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack))
+        {
+            let opened = wnd > self.snd_wnd;
+            self.set_snd_wnd(wnd);
+            self.snd_wl1 = seg.seq;
+            self.snd_wl2 = seg.ack;
+            if opened {
+                self.persist_backoffs = 0;
+                if self.want_writable && self.send_space(cx.cfg) > 0 {
+                    self.want_writable = false;
+                    self.ev |= ev::WRITABLE;
+                }
+            }
+        }
+
+        // State-specific ACK processing.
+        let fin_acked = self.fin_acked();
+        match self.state {
+            // "In addition to the processing for the ESTABLISHED state, if
+            // the FIN segment is now acknowledged, then enter FIN-WAIT-2."
+            State::FinWait1 if fin_acked => self.set_state(State::FinWait2, cx),
+            // "... if the ACK acknowledges our FIN, then enter the TIME-WAIT state."
+            State::Closing if fin_acked => self.set_state(State::TimeWait, cx),
+            // "The only thing that can arrive in this state is an
+            // acknowledgment of our FIN. If our FIN is now acknowledged,
+            // delete the TCB, enter the CLOSED state, and return."
+            State::LastAck if fin_acked => self.set_state(State::Closed, cx),
+            _ => {}
+        }
+        self.update_persist(cx);
+    }
+
+    /// RTT sampling: from the echoed timestamp when timestamps are on
+    /// (RFC 7323 §4.1), else from one timed segment (RFC 6298 §3, Karn's
+    /// rule: never from a retransmitted segment).
+    fn take_rtt_sample(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) {
+        if let (true, Some((_, ecr))) = (self.opt.ts, seg.options.timestamps) {
+            let ms = self.ts_now(cx.now).wrapping_sub(ecr);
+            // Ignore echoes from the future or absurdly old ones.
+            if ecr != 0 && (ms as i32) >= 0 && ms < 600_000 {
+                // Sub-millisecond precision from the timed segment when it matches.
+                let sample = match self.rtt_probe {
+                    Some((end, sent)) if seg.ack >= end => cx.now - sent,
+                    _ => Duration::from_millis(u64::from(ms)),
+                };
+                self.rtt.sample(sample);
+                if matches!(self.rtt_probe, Some((end, _)) if seg.ack >= end) {
+                    self.rtt_probe = None;
+                }
+                return;
+            }
+        }
+        if let Some((end, sent)) = self.rtt_probe {
+            if seg.ack >= end {
+                self.rtt.sample(cx.now - sent);
+                self.rtt_probe = None;
+            }
+        }
+    }
+
+    /// Places the segment's data (and FIN) in the receive buffer, in order or
+    /// out of order (RFC 9293 §3.10.7.4 "seventh" and "eighth").
+    fn receive_data(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) {
+        let mut seq = seg.seq;
+        let mut data = seg.payload;
+        let mut fin = seg.flags.fin();
+        // Trim what we already have (RFC 9293 §3.10.7.4: "segments with
+        // higher beginning sequence numbers ... may be held"; the part before
+        // RCV.NXT is old).
+        if seq < self.rcv_nxt {
+            let skip = self.rcv_nxt.since(seq) as usize;
+            if skip >= data.len() {
+                // Only a (possibly retransmitted) FIN or nothing new.
+                let fin_at = seq + data.len() as u32;
+                data = &[];
+                if !(fin && fin_at >= self.rcv_nxt) {
+                    fin = false;
+                }
+                seq = self.rcv_nxt;
+                if !fin {
+                    // A duplicate: acknowledge at once (RFC 5681 §4.2 / Linux).
+                    self.ack_now = true;
+                    return;
+                }
+            } else {
+                data = &data[skip..];
+                seq = self.rcv_nxt;
+            }
+        }
+        // Trim what lies beyond the window (and the FIN with it).
+        let wnd = self.recv_window(cx.cfg) as usize;
+        let off = seq.since(self.rcv_nxt) as usize;
+        if off + data.len() > wnd {
+            let keep = wnd.saturating_sub(off);
+            data = &data[..keep.min(data.len())];
+            fin = false;
+            cx.stats.out_of_window += 1;
+            self.ack_now = true;
+        }
+        if fin {
+            self.fin_seq = Some(seq + data.len() as u32);
+        }
+        if !data.is_empty() {
+            // Buffer offset: bytes from rcv_released.
+            let boff = seq.since(self.rcv_released) as usize;
+            self.recv_buf
+                .reserve(boff + data.len(), cx.cfg.recv_buffer, cx.pool);
+            if seq == self.rcv_nxt {
+                let n = self.recv_buf.write_at(boff, data);
+                self.recv_buf.extend(n);
+                self.rcv_nxt += n as u32;
+                let filled_gap = !self.ooo.is_empty();
+                if let Some(end) = self.ooo.advance(self.rcv_nxt) {
+                    let extra = end.since(self.rcv_nxt);
+                    self.recv_buf.extend(extra as usize);
+                    self.rcv_nxt = end;
+                }
+                if self.last_ooo.is_some_and(|(_, e)| e <= self.rcv_nxt) {
+                    self.last_ooo = None;
+                }
+                self.ev |= ev::READABLE;
+                self.unacked_bytes += n as u32;
+                // RFC 5681 §4.2: ACK at once when a segment fills (part of) a
+                // gap; otherwise at least every second full-size segment
+                // (RFC 1122 §4.2.3.2), else after the delayed-ACK timer.
+                if filled_gap
+                    || self.unacked_bytes
+                        >= 2 * u32::from(self.mss.min(cx.cfg.local_mss(self.local.is_ipv6())))
+                {
+                    self.ack_now = true;
+                } else if self.timer(Timer::DelAck).is_none() {
+                    self.set_timer(Timer::DelAck, cx.now + cx.cfg.delayed_ack);
+                }
+            } else {
+                // Out of order: hold it if the range table allows, and send a
+                // duplicate ACK at once (RFC 5681 §4.2) with SACK blocks.
+                if self
+                    .ooo
+                    .add(seq, seq + data.len() as u32, cx.cfg.max_ooo_ranges)
+                {
+                    self.recv_buf.write_at(boff, data);
+                    cx.stats.ooo_segments += 1;
+                    let end = seq + data.len() as u32;
+                    self.last_ooo = self
+                        .ooo
+                        .list
+                        .iter()
+                        .copied()
+                        .find(|(s, e)| *s <= seq && end <= *e);
+                }
+                self.ack_now = true;
+            }
+        }
+        // The FIN, once everything before it is here.
+        if let Some(fs) = self.fin_seq {
+            if fs == self.rcv_nxt && !self.fin_rcvd {
+                self.fin_rcvd = true;
+                self.rcv_nxt += 1;
+                self.ack_now = true;
+                self.ev |= ev::PEER_CLOSED;
+                // "eighth, check the FIN bit"
+                match self.state {
+                    // "SYN-RECEIVED, ESTABLISHED STATE: Enter the CLOSE-WAIT state."
+                    State::SynReceived | State::Established => self.set_state(State::CloseWait, cx),
+                    // "FIN-WAIT-1 STATE: If our FIN has been ACKed ..., then
+                    // enter TIME-WAIT, ...; otherwise, enter the CLOSING state."
+                    State::FinWait1 => {
+                        if self.fin_acked() {
+                            self.set_state(State::TimeWait, cx)
+                        } else {
+                            self.set_state(State::Closing, cx)
+                        }
+                    }
+                    // "FIN-WAIT-2 STATE: Enter the TIME-WAIT state."
+                    State::FinWait2 => self.set_state(State::TimeWait, cx),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // ----- application calls ---------------------------------------------
+
+    /// Free space in the send buffer.
+    pub(crate) fn send_space(&self, cfg: &Config) -> usize {
+        cfg.send_buffer.saturating_sub(self.send_buf.len())
+    }
+
+    /// Queues data (RFC 9293 §3.10.2 SEND). Returns how much fitted.
+    pub(crate) fn send(&mut self, cx: &mut Ctx<'_>, data: &[u8]) -> Result<usize, crate::Error> {
+        if self.reset {
+            return Err(crate::Error::ConnectionReset);
+        }
+        match self.state {
+            State::SynSent | State::SynReceived | State::Established | State::CloseWait => {}
+            _ => return Err(crate::Error::InvalidState),
+        }
+        if self.fin_queued {
+            return Err(crate::Error::InvalidState);
+        }
+        let space = self.send_space(cx.cfg);
+        let want = data.len().min(space);
+        if want < data.len() {
+            self.want_writable = true;
+        }
+        if want == 0 {
+            return Ok(0);
+        }
+        if self.send_buf.len() == 0 && self.snd_una == self.snd_max {
+            // The send side was idle: the user timeout counts from now, and
+            // RFC 5681 §4.1 restarts from the initial window after an idle RTO.
+            self.progress_time = cx.now;
+            if self.synchronized() && cx.now.saturating_since(self.last_send_time) > self.rtt.rto(0)
+            {
+                self.cc.on_idle_restart(u32::from(self.mss));
+            }
+        }
+        let len = self.send_buf.len();
+        self.send_buf
+            .reserve(len + want, cx.cfg.send_buffer, cx.pool);
+        let n = self.send_buf.push(&data[..want]);
+        Ok(n)
+    }
+
+    /// Copies in-order data not yet handed out, without releasing it.
+    pub(crate) fn recv_hold(&mut self, buf: &mut [u8]) -> Result<usize, crate::Error> {
+        let off = self.rcv_read.since(self.rcv_released) as usize;
+        let data_end = if self.fin_rcvd {
+            self.rcv_nxt - 1
+        } else {
+            self.rcv_nxt
+        };
+        let avail = data_end.since(self.rcv_read) as usize;
+        if avail == 0 || buf.is_empty() {
+            if self.fin_rcvd {
+                return Ok(0);
+            }
+            if self.reset {
+                return Err(crate::Error::ConnectionReset);
+            }
+            if !buf.is_empty() {
+                return Err(crate::Error::WouldBlock);
+            }
+            return Ok(0);
+        }
+        let want = buf.len().min(avail);
+        let n = self.recv_buf.read_at(off, &mut buf[..want]);
+        self.rcv_read += n as u32;
+        Ok(n)
+    }
+
+    /// Releases `n` bytes handed out by [`Conn::recv_hold`]: they leave the
+    /// buffer and the window opens. A window update is sent when the window
+    /// grew by at least one MSS or half the buffer (RFC 9293 §3.8.6.2.2).
+    pub(crate) fn release(&mut self, cx: &mut Ctx<'_>, n: usize) {
+        let held = self.rcv_read.since(self.rcv_released) as usize;
+        let n = n.min(held);
+        if n == 0 {
+            return;
+        }
+        self.recv_buf.consume(n);
+        self.rcv_released += n as u32;
+        if self.recv_buf.len() == 0 && self.ooo.is_empty() {
+            self.recv_buf.shrink_if_empty(cx.pool);
+        }
+        if matches!(
+            self.state,
+            State::Established | State::FinWait1 | State::FinWait2
+        ) {
+            let new_edge = self.rcv_nxt + self.recv_window(cx.cfg);
+            let grow = new_edge.since(self.rcv_adv);
+            let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
+            if new_edge > self.rcv_adv && grow >= thresh {
+                self.ack_now = true;
+            }
+        }
+    }
+
+    /// The application closes its sending side (RFC 9293 §3.10.4 CLOSE).
+    /// Returns true when the connection should simply be deleted (SYN-SENT).
+    pub(crate) fn close(&mut self, cx: &mut Ctx<'_>) -> bool {
+        match self.state {
+            // "SYN-SENT STATE: Delete the TCB and return 'error: closing' ..."
+            // — unless data was queued: then the FIN follows it once the
+            // connection is established (the close is queued like a SEND).
+            State::SynSent if self.send_buf.len() > 0 => {
+                self.queue_fin();
+                false
+            }
+            State::SynSent => {
+                self.set_state(State::Closed, cx);
+                true
+            }
+            // "SYN-RECEIVED / ESTABLISHED: queue the FIN until all preceding
+            // SENDs have been segmentized, then form a FIN segment and send
+            // it. In any case, enter FIN-WAIT-1 state."
+            State::SynReceived | State::Established => {
+                self.queue_fin();
+                self.set_state(State::FinWait1, cx);
+                false
+            }
+            // "CLOSE-WAIT STATE: Queue this request until all preceding SENDs
+            // have been segmentized; then send a FIN segment, enter LAST-ACK state."
+            State::CloseWait => {
+                self.queue_fin();
+                self.set_state(State::LastAck, cx);
+                false
+            }
+            _ => false,
+        }
+    }
+
+    fn queue_fin(&mut self) {
+        if !self.fin_queued {
+            self.fin_queued = true;
+            self.fin_out = Some(self.data_start() + self.send_buf.len() as u32);
+        }
+    }
+
+    /// The RST an abort sends (RFC 9293 §3.10.5 ABORT): `<SEQ=SND.NXT><CTL=RST>`
+    /// in the synchronized states, nothing otherwise. Closes the connection.
+    pub(crate) fn abort(&mut self, cx: &mut Ctx<'_>) -> Option<(SeqNum, SeqNum)> {
+        let rst = match self.state {
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait => Some((self.snd_max, self.rcv_nxt)),
+            _ => None,
+        };
+        self.reset = true;
+        self.set_state(State::Closed, cx);
+        rst
+    }
+
+    // ----- timers (RFC 6298, RFC 9293 §3.8) -------------------------------
+
+    fn arm_keepalive(&mut self, cx: &mut Ctx<'_>) {
+        if let Some(k) = cx.cfg.keepalive {
+            self.set_timer(Timer::Keepalive, self.last_rcv_time + k.idle);
+        }
+    }
+
+    /// Arms the persist timer when data waits on a zero window and nothing is
+    /// in flight to bring a window update (RFC 9293 §3.8.6.1); disarms it otherwise.
+    fn update_persist(&mut self, cx: &mut Ctx<'_>) {
+        let unsent = self.snd_nxt.since(self.data_start()) < self.send_buf.len() as u32;
+        if unsent && self.snd_wnd == 0 && self.snd_una == self.snd_max && self.synchronized() {
+            if self.timer(Timer::Persist).is_none() {
+                let d = self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto);
+                self.set_timer(Timer::Persist, cx.now + d);
+            }
+        } else {
+            self.clear_timer(Timer::Persist);
+        }
+    }
+
+    /// Runs the timers due at `now`. Returns the RST to send when the
+    /// connection times out `(seq, ack)`.
+    pub(crate) fn on_timeout(&mut self, cx: &mut Ctx<'_>) -> Option<(SeqNum, SeqNum)> {
+        let now = cx.now;
+        let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
+        if due(self.timer(Timer::TimeWait)) {
+            self.clear_timer(Timer::TimeWait);
+            self.set_state(State::Closed, cx);
+            return None;
+        }
+        if due(self.timer(Timer::DelAck)) {
+            self.clear_timer(Timer::DelAck);
+            self.ack_now = true;
+        }
+        if due(self.timer(Timer::Rexmit)) {
+            self.clear_timer(Timer::Rexmit);
+            if let Some(rst) = self.on_rto(cx) {
+                return rst;
+            }
+        }
+        if due(self.timer(Timer::Persist)) {
+            self.clear_timer(Timer::Persist);
+            if now.saturating_since(self.last_rcv_time) >= cx.cfg.user_timeout {
+                cx.stats.timeouts += 1;
+                let rst = (self.snd_max, self.rcv_nxt);
+                self.die(ev::TIMED_OUT, cx);
+                return Some(rst);
+            }
+            // RFC 9293 §3.8.6.1: send one byte into the zero window; back off.
+            self.probe_now = true;
+            self.persist_backoffs = (self.persist_backoffs + 1).min(16);
+        }
+        if due(self.timer(Timer::Keepalive)) {
+            self.clear_timer(Timer::Keepalive);
+            if let Some(k) = cx.cfg.keepalive {
+                let idle = now.saturating_since(self.last_rcv_time);
+                if idle >= k.idle {
+                    if self.keepalive_probes >= k.count {
+                        cx.stats.timeouts += 1;
+                        let rst = (self.snd_max, self.rcv_nxt);
+                        self.die(ev::TIMED_OUT, cx);
+                        return Some(rst);
+                    }
+                    self.keepalive_now = true;
+                    self.keepalive_probes += 1;
+                    self.set_timer(Timer::Keepalive, now + k.interval);
+                } else {
+                    self.set_timer(Timer::Keepalive, self.last_rcv_time + k.idle);
+                }
+            }
+        }
+        None
+    }
+
+    /// The retransmission timer expired (RFC 6298 §5.4–5.7). Returns
+    /// `Some(rst)` when the connection gives up.
+    #[allow(clippy::option_option)]
+    fn on_rto(&mut self, cx: &mut Ctx<'_>) -> Option<Option<(SeqNum, SeqNum)>> {
+        let now = cx.now;
+        match self.state {
+            State::SynSent | State::SynReceived => {
+                let limit = if self.state == State::SynSent {
+                    cx.cfg.syn_retries
+                } else {
+                    cx.cfg.synack_retries
+                };
+                if self.backoffs >= limit {
+                    cx.stats.timeouts += 1;
+                    self.die(ev::TIMED_OUT, cx);
+                    return Some(None);
+                }
+                self.backoffs += 1;
+                self.snd_nxt = self.iss;
+                self.rtt_probe = None;
+                cx.stats.retransmits += 1;
+                cx.stats.rto_timeouts += 1;
+                self.retransmits += 1;
+                None
+            }
+            _ if self.snd_max > self.snd_una => {
+                if now.saturating_since(self.progress_time) >= cx.cfg.user_timeout {
+                    // RFC 9293 §3.8.3: the user timeout closes the connection.
+                    cx.stats.timeouts += 1;
+                    let rst = (self.snd_max, self.rcv_nxt);
+                    self.die(ev::TIMED_OUT, cx);
+                    return Some(Some(rst));
+                }
+                cx.stats.rto_timeouts += 1;
+                // RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS), cwnd = 1 SMSS.
+                self.cc.on_rto(self.in_flight(), u32::from(self.mss));
+                self.in_recovery = false;
+                self.recover = self.snd_max;
+                self.dup_acks = 0;
+                // RFC 6298 §5.5: back off; §5.4: retransmit the earliest
+                // unacknowledged segment (we go back to SND.UNA).
+                self.backoffs = (self.backoffs + 1).min(30);
+                self.snd_nxt = self.snd_una;
+                self.rtt_probe = None;
+                None
+            }
+            _ => None,
+        }
+    }
+
+    // ----- dispatch: emit at most one segment ------------------------------
+
+    /// Whether [`Conn::dispatch`] may have something to send.
+    pub(crate) fn wants_to_send(&self) -> bool {
+        self.ack_now
+            || self.rexmit_one
+            || self.probe_now
+            || self.keepalive_now
+            || self.state != State::Closed
+    }
+
+    /// Writes the next segment this connection wants to send into `buf` and
+    /// returns the packet length. Sends at most one segment; call again
+    /// until it returns `None`.
+    pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        match self.state {
+            State::Closed | State::Listen => None,
+            State::TimeWait => {
+                if self.ack_now {
+                    self.emit(cx, buf, self.snd_max, TcpFlags::ACK, 0, false)
+                } else {
+                    None
+                }
+            }
+            State::SynSent | State::SynReceived if self.snd_nxt == self.iss => {
+                let flags = if self.state == State::SynSent {
+                    TcpFlags::SYN
+                } else {
+                    TcpFlags::SYN | TcpFlags::ACK
+                };
+                let n = self.emit(cx, buf, self.iss, flags, 0, true)?;
+                self.snd_nxt = self.iss + 1;
+                self.snd_max = self.snd_max.max(self.snd_nxt);
+                if self.timer(Timer::Rexmit).is_none() {
+                    self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                }
+                if self.backoffs == 0 && self.rtt_probe.is_none() {
+                    self.rtt_probe = Some((self.iss + 1, cx.now));
+                }
+                Some(n)
+            }
+            State::SynSent => None,
+            State::SynReceived => {
+                if self.ack_now {
+                    self.emit(cx, buf, self.snd_nxt, TcpFlags::ACK, 0, false)
+                } else {
+                    None
+                }
+            }
+            _ => self.dispatch_synchronized(cx, buf),
+        }
+    }
+
+    fn dispatch_synchronized(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        let mss = u32::from(self.mss);
+        let data_start = self.data_start();
+        let queued = self.send_buf.len() as u32;
+        let fin_seq = self.fin_seq_out();
+
+        // A fast retransmit (or NewReno partial-ACK retransmit): one segment
+        // from SND.UNA, outside the congestion window (RFC 5681 §3.2 step 2).
+        if self.rexmit_one {
+            self.rexmit_one = false;
+            if self.snd_max > self.snd_una {
+                let off = self.snd_una.since(data_start).min(queued);
+                let len = (queued - off).min(mss);
+                let fin = fin_seq.is_some_and(|f| f == self.snd_una + len && self.snd_max > f);
+                if len > 0 || fin {
+                    cx.stats.retransmits += 1;
+                    self.retransmits += 1;
+                    let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
+                    let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
+                    if self.timer(Timer::Rexmit).is_none() {
+                        self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                    }
+                    return Some(n);
+                }
+            }
+        }
+
+        // New data (or data to resend after an RTO rewound SND.NXT).
+        let seq = self.snd_nxt;
+        let off = seq.since(data_start).min(queued);
+        let avail = queued - off;
+        let in_flight = self.snd_nxt.since(self.snd_una);
+        let wnd = self.snd_wnd.min(self.cc.cwnd());
+        let usable = wnd.saturating_sub(in_flight);
+        let mut len = avail.min(mss).min(usable);
+        let mut probe = false;
+        if len == 0 && avail > 0 && self.probe_now && self.snd_wnd == 0 {
+            // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
+            len = 1;
+            probe = true;
+        }
+        self.probe_now = false;
+        let is_retransmit = seq < self.snd_max;
+        // The FIN goes with the last data, or alone once all data is sent,
+        // unless it was sent already and not rewound.
+        let fin = fin_seq.is_some_and(|f| {
+            f == seq + len && seq + len >= self.snd_nxt && !(self.snd_max > f && self.snd_nxt > f)
+        });
+        if len > 0 && len < mss && !fin && !probe && !is_retransmit {
+            // Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1) and
+            // Nagle (§3.7.4): send a short segment only if it is all we have
+            // and nothing is unacknowledged (or Nagle is off), or it fills at
+            // least half the largest window the peer ever offered.
+            let all = len == avail;
+            let nagle_ok = self.nodelay || self.snd_una == self.snd_max;
+            let half_window = self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2;
+            if !((all && nagle_ok) || half_window) {
+                len = 0;
+            }
+        }
+        if len > 0 || fin {
+            let mut flags = TcpFlags::ACK;
+            if fin {
+                flags |= TcpFlags::FIN;
+            }
+            if len > 0 && len == avail {
+                flags |= TcpFlags::PSH;
+            }
+            let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
+            let end = seq + len + u32::from(fin);
+            if !probe {
+                self.snd_nxt = end;
+            } else {
+                self.snd_nxt = self.snd_nxt.max(end);
+            }
+            if is_retransmit {
+                cx.stats.retransmits += 1;
+                self.retransmits += 1;
+            } else if self.rtt_probe.is_none() && self.backoffs == 0 && len > 0 {
+                self.rtt_probe = Some((end, cx.now));
+            }
+            self.snd_max = self.snd_max.max(end);
+            self.last_send_time = cx.now;
+            if self.timer(Timer::Rexmit).is_none() && !probe {
+                self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+            }
+            if probe {
+                self.set_timer(
+                    Timer::Persist,
+                    cx.now + self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto),
+                );
+            } else {
+                self.update_persist(cx);
+            }
+            return Some(n);
+        }
+        self.update_persist(cx);
+
+        if self.keepalive_now {
+            // RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: a probe with SEG.SEQ = SND.NXT - 1
+            // and no data draws an ACK from a live peer.
+            self.keepalive_now = false;
+            return self.emit(cx, buf, self.snd_una - 1, TcpFlags::ACK, 0, false);
+        }
+        if self.ack_now {
+            // SND.NXT in the RFC's sense: the highest sequence number sent
+            // (ours rewinds on RTO), so the ACK is acceptable to the peer.
+            return self.emit(cx, buf, self.snd_max, TcpFlags::ACK, 0, false);
+        }
+        None
+    }
+
+    /// Writes one segment: `len` bytes of the send buffer from `seq`.
+    fn emit(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        buf: &mut [u8],
+        seq: SeqNum,
+        flags: TcpFlags,
+        len: usize,
+        syn_opts: bool,
+    ) -> Option<usize> {
+        let mut options = TcpOptions::default();
+        let now_ts = self.ts_now(cx.now);
+        if syn_opts {
+            options.mss = Some(cx.cfg.local_mss(self.local.is_ipv6()));
+            let offer = self.state == State::SynSent;
+            if (offer && cx.cfg.window_scaling) || (!offer && self.opt.snd_wscale.is_some()) {
+                options.window_scale = Some(self.opt.rcv_wscale);
+            }
+            if (offer && cx.cfg.sack) || (!offer && self.opt.sack) {
+                options.sack_permitted = true;
+            }
+            if offer && cx.cfg.timestamps {
+                options.timestamps = Some((now_ts, 0));
+            } else if !offer && self.opt.ts {
+                options.timestamps = Some((now_ts, self.ts_recent));
+            }
+        } else {
+            if self.opt.ts {
+                options.timestamps = Some((now_ts, self.ts_recent));
+            }
+            if self.opt.sack && !self.ooo.is_empty() && flags.ack() {
+                options.sack = self.sack_blocks();
+            }
+        }
+        // The window: never shrink the right edge we advertised (RFC 9293
+        // §3.8.6.2.2 / §3.4), and apply receiver-side SWS avoidance: only
+        // move the edge by at least min(MSS, buffer/2).
+        let mut window = 0u32;
+        if flags.ack() || flags.syn() {
+            let avail = self.recv_window(cx.cfg);
+            let new_edge = self.rcv_nxt + avail;
+            let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
+            let edge = if new_edge > self.rcv_adv
+                && (new_edge.since(self.rcv_adv) >= thresh
+                    || self.rcv_adv <= self.rcv_nxt && avail >= thresh)
+            {
+                new_edge
+            } else if self.rcv_adv > self.rcv_nxt {
+                self.rcv_adv
+            } else {
+                new_edge.max(self.rcv_nxt)
+            };
+            window = edge.since(self.rcv_nxt);
+            if flags.syn() {
+                // RFC 7323 §2.2: the window in a SYN is never scaled.
+                window = window.min(65535);
+            } else {
+                window >>= self.opt.rcv_wscale;
+                window = window.min(65535);
+            }
+            let advertised = if flags.syn() {
+                window
+            } else {
+                window << self.opt.rcv_wscale
+            };
+            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
+        }
+        let repr = TcpRepr {
+            src_port: self.local.port(),
+            dst_port: self.remote.port(),
+            seq,
+            ack: if flags.ack() { self.rcv_nxt } else { SeqNum(0) },
+            flags,
+            window: window as u16,
+            options,
+        };
+        let off = tcp_payload_offset(self.local.ip(), &repr);
+        if off + len > buf.len() {
+            return None;
+        }
+        if len > 0 {
+            let data_off = seq.since(self.data_start()) as usize;
+            self.send_buf.read_at(data_off, &mut buf[off..off + len]);
+        }
+        let n = emit_tcp(
+            buf,
+            self.local.ip(),
+            self.remote.ip(),
+            cx.cfg.ttl,
+            &repr,
+            len,
+        )?;
+        if flags.ack() {
+            self.ack_now = false;
+            self.unacked_bytes = 0;
+            self.clear_timer(Timer::DelAck);
+            self.last_ack_sent = self.rcv_nxt;
+        }
+        cx.stats.segments_out += 1;
+        Some(n)
+    }
+
+    /// SACK blocks for the ACK we send (RFC 2018 §4): the block holding the
+    /// most recent out-of-order segment first, then the others.
+    fn sack_blocks(&self) -> SackBlocks {
+        let mut b = SackBlocks::default();
+        let max = if self.opt.ts { 3 } else { 4 };
+        if let Some(r) = self.last_ooo {
+            b.push(r.0, r.1);
+        }
+        for r in self.ooo.list.iter().rev() {
+            if b.len() >= max {
+                break;
+            }
+            if Some(*r) != self.last_ooo {
+                b.push(r.0, r.1);
+            }
+        }
+        b.truncate(max);
+        b
+    }
+
+    /// Whether in-order data waits to be read.
+    pub(crate) fn has_unread(&self) -> bool {
+        let data_end = if self.fin_rcvd {
+            self.rcv_nxt - 1
+        } else {
+            self.rcv_nxt
+        };
+        data_end > self.rcv_read
+    }
+
+    /// Whether the peer's FIN has been received in order.
+    pub(crate) fn fin_received(&self) -> bool {
+        self.fin_rcvd
+    }
+}
+
+impl Conn {
+    /// Asks for an ACK at the next dispatch (challenge ACKs, RFC 5961).
+    pub(crate) fn request_ack(&mut self) {
+        self.ack_now = true;
+    }
+}

@@ -2,11 +2,23 @@
 //! 4-tuple, answers ICMP echo and segments to nowhere, and hands out what to
 //! transmit, when to wake up and what to tell the application.
 
+use crate::buffer::BufPool;
 use crate::config::Config;
-use crate::conn::State;
+use crate::conn::{ev, Conn, Ctx, Reply, State};
+use crate::listen::{cookie_ts, cookie_ts_decode, Listener, Secrets};
+use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
+use crate::wire::{
+    emit_icmp_echo_reply, emit_tcp, parse_icmp_echo, parse_ip, parse_tcp, tcp_payload_offset,
+    DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment, PROTO_ICMP, PROTO_ICMPV6,
+    PROTO_TCP,
+};
 use core::fmt;
+use siphasher::sip::SipHasher13;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::BuildHasher;
 use std::net::{IpAddr, SocketAddr};
 
 /// A handle to a connection. Handles are never reused while the application
@@ -140,23 +152,142 @@ pub struct ConnInfo {
     pub retransmits: u64,
 }
 
+/// A hasher factory keyed from the seed: the connection table's keys come
+/// from packets, so the hash must not be predictable (HashDoS).
+#[derive(Clone, Debug)]
+struct KeyedState(u64, u64);
 
+impl BuildHasher for KeyedState {
+    type Hasher = SipHasher13;
+    fn build_hasher(&self) -> SipHasher13 {
+        SipHasher13::new_with_keys(self.0, self.1)
+    }
+}
 
+/// Who holds a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owner {
+    /// Created by the listener on this port, not yet accepted.
+    Listener(u16),
+    /// The application (accepted or connected): it gets events.
+    App,
+    /// Nobody: the application saw `Closed`; the entry lingers in TIME-WAIT.
+    Detached,
+}
 
+#[derive(Debug)]
+struct Slot {
+    gen: u32,
+    conn: Option<Box<Conn>>,
+    owner: Owner,
+    /// The earliest time this slot has an entry in the timer heap.
+    scheduled: Option<Instant>,
+    tx_queued: bool,
+    ev_queued: bool,
+}
 
+/// An endpoint-level reply waiting for `poll_transmit`.
+#[derive(Debug)]
+enum Control {
+    /// A reset for a segment with no connection, or from `abort`/timeouts.
+    Rst {
+        local: SocketAddr,
+        remote: SocketAddr,
+        seq: SeqNum,
+        ack: Option<SeqNum>,
+    },
+    /// A SYN-ACK carrying a SYN cookie (no state kept).
+    CookieSynAck {
+        local: SocketAddr,
+        remote: SocketAddr,
+        iss: SeqNum,
+        ack: SeqNum,
+        options: TcpOptions,
+    },
+    /// An ICMP echo reply, already built.
+    Echo { buf: Vec<u8>, len: usize },
+}
 
 /// The TCP/IP endpoint. See the crate documentation for how to drive it.
+///
+/// Connections live in slots addressed by [`ConnId`]; a hash map keyed by
+/// the 4-tuple (with a keyed SipHash) finds them in O(1) per packet, and a
+/// binary heap orders their timers, so [`Endpoint::poll_timeout`] and
+/// [`Endpoint::handle_timeout`] cost O(log n).
 pub struct Endpoint {
     config: Config,
     stats: Stats,
+    secrets: Secrets,
+    pool: BufPool,
+    slots: Vec<Slot>,
+    free_slots: Vec<u32>,
+    table: HashMap<(SocketAddr, SocketAddr), u32, KeyedState>,
+    listeners: HashMap<u16, Listener>,
+    timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    tx_queue: VecDeque<(u32, u32)>,
+    ev_queue: VecDeque<(u32, u32)>,
+    incoming: VecDeque<u16>,
+    control: VecDeque<Control>,
+    echo_bufs: Vec<Vec<u8>>,
+    challenge_window: (u64, u32),
+    state_counts: [usize; 11],
+    next_port: u16,
+    now: Instant,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("connections", &self.table.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn state_index(s: State) -> usize {
+    State::ALL.iter().position(|x| *x == s).unwrap_or(0)
 }
 
 impl Endpoint {
     /// An endpoint with `config`; fails when the configuration is invalid.
     pub fn new(config: Config) -> Result<Endpoint, String> {
         config.validate()?;
-        Ok(Endpoint { config, stats: Stats::default() })
+        let secrets = Secrets::new(config.seed);
+        let k = Secrets::new(config.seed ^ 0x7463_7064);
+        let key = KeyedState(
+            k.ts_offset(
+                "0.0.0.0:1".parse().map_err(|_| "")?,
+                "0.0.0.0:2".parse().map_err(|_| "")?,
+            ) as u64,
+            config.seed.rotate_left(17) ^ 0x5bd1_e995,
+        );
+        let (lo, hi) = config.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        let next_port = lo + (config.seed % u64::from(span)) as u16;
+        Ok(Endpoint {
+            pool: BufPool::new(config.buffer_pool_bytes),
+            config,
+            stats: Stats::default(),
+            secrets,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            table: HashMap::with_hasher(key),
+            listeners: HashMap::new(),
+            timers: BinaryHeap::new(),
+            tx_queue: VecDeque::new(),
+            ev_queue: VecDeque::new(),
+            incoming: VecDeque::new(),
+            control: VecDeque::new(),
+            echo_bufs: Vec::new(),
+            challenge_window: (u64::MAX, 0),
+            state_counts: [0; 11],
+            next_port,
+            now: Instant::ZERO,
+        })
     }
+
+    // ----- getters ------------------------------------------------------------
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.config
@@ -167,98 +298,932 @@ impl Endpoint {
     }
     /// Connections in the table (every state, TIME-WAIT included).
     pub fn connection_count(&self) -> usize {
-        0
+        self.table.len()
     }
-    /// Connections per state, in RFC order.
+    /// Connections per state, in RFC order (LISTEN counts listeners).
     pub fn state_counts(&self) -> [(State, usize); 11] {
-        State::ALL.map(|s| (s, 0))
+        let mut out = State::ALL.map(|s| (s, 0));
+        for (i, o) in out.iter_mut().enumerate() {
+            o.1 = self.state_counts[i];
+        }
+        out[1].1 = self.listeners.len();
+        out
     }
-    /// Handles one IP packet read from the device.
-    pub fn handle(&mut self, now: Instant, packet: &[u8]) {
-        let _ = (now, packet);
-    }
-    /// Runs the timers due at `now`.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        let _ = now;
-    }
-    /// Writes the next packet to send into `buf` (at least MTU bytes) and
-    /// returns its length; `None` when there is nothing to send.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
-        let _ = (now, buf);
-        None
-    }
-    /// When [`Endpoint::handle_timeout`] should next be called.
-    pub fn poll_timeout(&mut self) -> Option<Instant> {
-        None
-    }
-    /// The next event for the application.
-    pub fn poll_event(&mut self) -> Option<Event> {
-        None
-    }
-    /// Opens a listener on `port` (every local address) with an accept queue of `backlog`.
-    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), Error> {
-        let _ = (port, backlog);
-        Ok(())
-    }
-    /// Closes the listener on `port`; connections not yet accepted are reset.
-    pub fn unlisten(&mut self, port: u16) {
-        let _ = port;
-    }
-    /// Takes the next established connection from `port`'s accept queue.
-    pub fn accept(&mut self, port: u16) -> Option<ConnId> {
-        let _ = port;
-        None
-    }
-    /// Starts an active open from `local` (an ephemeral port is chosen) to `remote`.
-    pub fn connect(&mut self, now: Instant, local: IpAddr, remote: SocketAddr) -> Result<ConnId, Error> {
-        let _ = (now, local, remote);
-        Err(Error::TableFull)
-    }
-    /// Queues data; returns how much fitted in the send buffer.
-    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, Error> {
-        let _ = (id, data);
-        Err(Error::InvalidHandle)
-    }
-    /// Free space in the send buffer.
-    pub fn send_capacity(&self, id: ConnId) -> Result<usize, Error> {
-        let _ = id;
-        Err(Error::InvalidHandle)
-    }
-    /// Reads and releases received data. `Ok(0)`: end of stream.
-    /// `Err(WouldBlock)`: nothing now.
-    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
-        let _ = (id, buf);
-        Err(Error::InvalidHandle)
-    }
-    /// Reads received data without releasing it: the bytes keep counting
-    /// against the advertised window until [`Endpoint::release`].
-    pub fn recv_hold(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
-        let _ = (id, buf);
-        Err(Error::InvalidHandle)
-    }
-    /// Releases `n` bytes read with [`Endpoint::recv_hold`], opening the window.
-    pub fn release(&mut self, id: ConnId, n: usize) -> Result<(), Error> {
-        let _ = (id, n);
-        Err(Error::InvalidHandle)
-    }
-    /// Half-closes: FIN after the queued data.
-    pub fn close(&mut self, id: ConnId) -> Result<(), Error> {
-        let _ = id;
-        Err(Error::InvalidHandle)
-    }
-    /// Resets the connection (RST) and frees it.
-    pub fn abort(&mut self, id: ConnId) -> Result<(), Error> {
-        let _ = id;
-        Err(Error::InvalidHandle)
-    }
-    /// Turns Nagle's algorithm off (`true`) or on for one connection.
-    pub fn set_nodelay(&mut self, id: ConnId, nodelay: bool) -> Result<(), Error> {
-        let _ = (id, nodelay);
-        Err(Error::InvalidHandle)
+    /// The RFC 9293 state of a connection.
+    pub fn state(&self, id: ConnId) -> Result<State, Error> {
+        Ok(self.conn(id)?.state)
     }
     /// A snapshot of one connection.
     pub fn info(&self, id: ConnId) -> Result<ConnInfo, Error> {
-        let _ = id;
-        Err(Error::InvalidHandle)
+        let c = self.conn(id)?;
+        Ok(ConnInfo {
+            local: c.local,
+            remote: c.remote,
+            state: c.state,
+            srtt: c.srtt(),
+            rto: c.rto(),
+            cwnd: c.cwnd(),
+            ssthresh: c.ssthresh(),
+            snd_wnd: c.snd_wnd(),
+            rcv_wnd: c.recv_window(&self.config),
+            in_flight: c.in_flight(),
+            send_buffered: c.send_buffered(),
+            recv_buffered: c.recv_buffered(),
+            mss: c.mss(),
+            retransmits: c.retransmits,
+        })
     }
+    /// Bytes of buffer storage held by connections plus the pool (for memory reports).
+    pub fn buffer_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.conn.as_ref())
+            .map(|c| c.buffer_capacity())
+            .sum()
+    }
+
+    fn conn(&self, id: ConnId) -> Result<&Conn, Error> {
+        match self.slots.get(id.slot as usize) {
+            Some(s) if s.gen == id.gen && s.owner == Owner::App => {
+                s.conn.as_deref().ok_or(Error::InvalidHandle)
+            }
+            _ => Err(Error::InvalidHandle),
+        }
+    }
+
+    fn check(&self, id: ConnId) -> Result<(), Error> {
+        self.conn(id).map(|_| ())
+    }
+
+    // ----- plumbing -------------------------------------------------------------
+
+    fn drop_packet(&mut self, r: DropReason) {
+        self.stats.drops.count(r);
+    }
+
+    fn alloc_slot(&mut self, conn: Conn, owner: Owner) -> u32 {
+        let key = (conn.local, conn.remote);
+        let st = conn.state;
+        let slot = if let Some(i) = self.free_slots.pop() {
+            let s = &mut self.slots[i as usize];
+            s.conn = Some(Box::new(conn));
+            s.owner = owner;
+            s.scheduled = None;
+            s.tx_queued = false;
+            s.ev_queued = false;
+            i
+        } else {
+            self.slots.push(Slot {
+                gen: 0,
+                conn: Some(Box::new(conn)),
+                owner,
+                scheduled: None,
+                tx_queued: false,
+                ev_queued: false,
+            });
+            (self.slots.len() - 1) as u32
+        };
+        self.state_counts[state_index(st)] += 1;
+        self.table.insert(key, slot);
+        slot
+    }
+
+    fn free_slot(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if let Some(mut c) = s.conn.take() {
+            c.free_buffers(&mut self.pool);
+            self.state_counts[state_index(c.state)] -= 1;
+            self.table.remove(&(c.local, c.remote));
+        }
+        s.gen = s.gen.wrapping_add(1);
+        s.owner = Owner::Detached;
+        s.scheduled = None;
+        s.tx_queued = false;
+        s.ev_queued = false;
+        self.free_slots.push(slot);
+    }
+
+    /// Runs `f` on the connection in `slot` with a context, then brings the
+    /// endpoint's view (state counts, timers, queues, ownership) up to date.
+    fn with_conn<R>(
+        &mut self,
+        slot: u32,
+        f: impl FnOnce(&mut Conn, &mut Ctx<'_>) -> R,
+    ) -> Option<R> {
+        let s = self.slots.get_mut(slot as usize)?;
+        let conn = s.conn.as_deref_mut()?;
+        let before = conn.state;
+        let mut cx = Ctx {
+            cfg: &self.config,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now: self.now,
+        };
+        let r = f(conn, &mut cx);
+        let after = conn.state;
+        if before != after {
+            self.state_counts[state_index(before)] -= 1;
+            self.state_counts[state_index(after)] += 1;
+        }
+        self.after_conn(slot);
+        Some(r)
+    }
+
+    fn after_conn(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        let gen = s.gen;
+        let Some(conn) = s.conn.as_deref_mut() else {
+            return;
+        };
+        // Timers: push a heap entry only when the deadline moved earlier
+        // than every entry already there; later ones are found when the
+        // earlier entry pops (a spurious, cheap wake-up).
+        if let Some(d) = conn.next_deadline() {
+            if s.scheduled.is_none_or(|t| d < t) {
+                s.scheduled = Some(d);
+                self.timers.push(Reverse((d, slot, gen)));
+            }
+        }
+        if !s.tx_queued && conn.wants_to_send() {
+            s.tx_queued = true;
+            self.tx_queue.push_back((slot, gen));
+        }
+        let state = conn.state;
+        match s.owner {
+            Owner::App => {
+                if conn.ev != 0 && !s.ev_queued {
+                    s.ev_queued = true;
+                    self.ev_queue.push_back((slot, gen));
+                }
+            }
+            Owner::Listener(port) => {
+                if state == State::Closed {
+                    if let Some(l) = self.listeners.get_mut(&port) {
+                        let id = ConnId { slot, gen };
+                        if let Some(pos) = l.accept_queue.iter().position(|x| *x == id) {
+                            l.accept_queue.remove(pos);
+                        }
+                    }
+                    self.free_slot(slot);
+                }
+            }
+            Owner::Detached => {
+                if state == State::Closed {
+                    self.free_slot(slot);
+                }
+            }
+        }
+    }
+
+    fn push_control(&mut self, c: Control) {
+        if self.control.len() >= self.config.max_control_queue {
+            self.drop_packet(DropReason::ControlQueueFull);
+            if let Control::Echo { buf, .. } = c {
+                self.echo_bufs.push(buf);
+            }
+            return;
+        }
+        self.control.push_back(c);
+    }
+
+    fn challenge_ack(&mut self, slot: u32) {
+        // RFC 5961 §7: limit challenge ACKs per second, endpoint-wide.
+        let sec = self.now.as_micros() / 1_000_000;
+        if self.challenge_window.0 != sec {
+            self.challenge_window = (sec, 0);
+        }
+        if self.challenge_window.1 >= self.config.challenge_ack_limit {
+            self.stats.challenge_acks_suppressed += 1;
+            return;
+        }
+        self.challenge_window.1 += 1;
+        self.stats.challenge_acks += 1;
+        self.with_conn(slot, |c, _| c.request_ack());
+    }
+
+    // ----- inputs ----------------------------------------------------------------
+
+    /// Handles one IP packet read from the device.
+    pub fn handle(&mut self, now: Instant, packet: &[u8]) {
+        self.advance(now);
+        self.stats.packets_in += 1;
+        self.stats.bytes_in += packet.len() as u64;
+        let ip = match parse_ip(packet) {
+            Ok(ip) => ip,
+            Err(r) => return self.drop_packet(r),
+        };
+        if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {
+            return self.drop_packet(DropReason::NotOurAddress);
+        }
+        match (ip.protocol, ip.src) {
+            (PROTO_TCP, _) => self.handle_tcp(&ip),
+            (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => self.handle_icmp(&ip),
+            _ => self.drop_packet(DropReason::UnsupportedProtocol),
+        }
+    }
+
+    fn advance(&mut self, now: Instant) {
+        // Time never goes backwards; a caller's regression is ignored.
+        if now > self.now {
+            self.now = now;
+        }
+    }
+
+    fn handle_icmp(&mut self, ip: &IpPacket<'_>) {
+        let echo = match parse_icmp_echo(ip) {
+            Ok(e) => e,
+            Err(r) => return self.drop_packet(r),
+        };
+        if self.control.len() >= self.config.max_control_queue {
+            return self.drop_packet(DropReason::ControlQueueFull);
+        }
+        let need = 40 + 8 + echo.data.len();
+        let mut buf = self.echo_bufs.pop().unwrap_or_default();
+        if buf.len() < need {
+            buf.resize(need.max(self.config.mtu), 0);
+        }
+        match emit_icmp_echo_reply(&mut buf, ip.dst, ip.src, &echo) {
+            Some(len) => {
+                self.stats.icmp_echo += 1;
+                self.push_control(Control::Echo { buf, len });
+            }
+            None => self.echo_bufs.push(buf),
+        }
+    }
+
+    fn handle_tcp(&mut self, ip: &IpPacket<'_>) {
+        let seg = match parse_tcp(ip) {
+            Ok(s) => s,
+            Err(r) => return self.drop_packet(r),
+        };
+        let f = seg.flags;
+        if (f.syn() && (f.rst() || f.fin())) || seg.src_port == 0 || seg.dst_port == 0 {
+            return self.drop_packet(DropReason::BadTcpFlags);
+        }
+        self.stats.segments_in += 1;
+        let local = SocketAddr::new(ip.dst, seg.dst_port);
+        let remote = SocketAddr::new(ip.src, seg.src_port);
+        if let Some(&slot) = self.table.get(&(local, remote)) {
+            // A passive connection completing its handshake needs room in
+            // the accept queue; without it, drop the ACK as Linux does (the
+            // peer's retransmission or our SYN-ACK retransmission retries).
+            if let Owner::Listener(port) = self.slots[slot as usize].owner {
+                let synrcvd = self.slots[slot as usize]
+                    .conn
+                    .as_ref()
+                    .is_some_and(|c| c.state == State::SynReceived);
+                let full = self
+                    .listeners
+                    .get(&port)
+                    .is_none_or(|l| l.accept_queue.len() >= l.backlog);
+                if synrcvd && f.ack() && !f.rst() && !f.syn() && full {
+                    return self.drop_packet(DropReason::ListenOverflow);
+                }
+            }
+            let reply = self
+                .with_conn(slot, |c, cx| c.on_segment(cx, &seg))
+                .unwrap_or(Reply::None);
+            match reply {
+                Reply::None => {}
+                Reply::Rst { seq, ack } => self.push_control(Control::Rst {
+                    local,
+                    remote,
+                    seq,
+                    ack,
+                }),
+                Reply::ChallengeAck => self.challenge_ack(slot),
+                Reply::Established => self.established(slot),
+                Reply::Reincarnate => {
+                    self.free_slot_any(slot);
+                    self.to_listener(local, remote, &seg);
+                }
+            }
+            return;
+        }
+        self.to_listener(local, remote, &seg);
+    }
+
+    /// Frees a connection whoever holds it (TIME-WAIT reuse); an application
+    /// still holding it is told `Closed`.
+    fn free_slot_any(&mut self, slot: u32) {
+        if self.slots[slot as usize].owner == Owner::App {
+            // The application has not yet seen Closed: detach the 4-tuple so
+            // a new connection can use it, and let the event run its course.
+            let s = &mut self.slots[slot as usize];
+            if let Some(c) = s.conn.as_deref_mut() {
+                let key = (c.local, c.remote);
+                c.ev |= ev::CLOSED;
+                self.table.remove(&key);
+            }
+            return;
+        }
+        self.free_slot(slot);
+    }
+
+    fn established(&mut self, slot: u32) {
+        let s = &self.slots[slot as usize];
+        let Owner::Listener(port) = s.owner else {
+            return;
+        };
+        let id = ConnId { slot, gen: s.gen };
+        match self.listeners.get_mut(&port) {
+            Some(l) => {
+                l.syn_queue = l.syn_queue.saturating_sub(1);
+                l.accept_queue.push_back(id);
+                if !l.event_pending {
+                    l.event_pending = true;
+                    self.incoming.push_back(port);
+                }
+            }
+            None => {
+                // The listener went away meanwhile: reset.
+                let _ = self.abort_slot(slot);
+            }
+        }
+    }
+
+    /// RFC 9293 §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN).
+    fn to_listener(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
+        let f = seg.flags;
+        if f.rst() {
+            // "An incoming segment containing a RST is discarded."
+            self.stats.rst_in += 1;
+            return;
+        }
+        let Some(l) = self.listeners.get(&local.port()) else {
+            // CLOSED: "If the ACK bit is off, sequence number zero is used,
+            // <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>. If the ACK bit is on,
+            // <SEQ=SEG.ACK><CTL=RST>."
+            self.drop_packet(DropReason::NoListener);
+            let (seq, ack) = if f.ack() {
+                (seg.ack, None)
+            } else {
+                (SeqNum(0), Some(seg.seq + seg.seg_len()))
+            };
+            return self.push_control(Control::Rst {
+                local,
+                remote,
+                seq,
+                ack,
+            });
+        };
+        let accept_full = l.accept_queue.len() >= l.backlog;
+        let syn_full = l.syn_queue >= self.config.syn_backlog;
+        if f.syn() && !f.ack() {
+            // "third check for a SYN"
+            if accept_full {
+                // Linux drops SYNs while the accept queue is full.
+                return self.drop_packet(DropReason::ListenOverflow);
+            }
+            if syn_full || self.table.len() >= self.config.max_connections {
+                if self.config.syn_cookies {
+                    return self.send_cookie(local, remote, seg);
+                }
+                return self.drop_packet(if syn_full {
+                    DropReason::ListenOverflow
+                } else {
+                    DropReason::TableFull
+                });
+            }
+            let iss = self.secrets.isn(self.now, local, remote);
+            let ts_off = self.secrets.ts_offset(local, remote);
+            let cx = Ctx {
+                cfg: &self.config,
+                pool: &mut self.pool,
+                stats: &mut self.stats,
+                now: self.now,
+            };
+            let conn = Conn::accept_syn(&cx, local, remote, iss, ts_off, seg);
+            if let Some(l) = self.listeners.get_mut(&local.port()) {
+                l.syn_queue += 1;
+            }
+            let slot = self.alloc_slot(conn, Owner::Listener(local.port()));
+            self.after_conn(slot);
+            return;
+        }
+        if f.ack() && !f.syn() {
+            // "second check for an ACK": bad on a listener — unless it returns
+            // a SYN cookie (RFC 4987 §3.6).
+            if self.config.syn_cookies
+                && !accept_full
+                && self.table.len() < self.config.max_connections
+            {
+                let cookie = seg.ack - 1;
+                if let Some(d) =
+                    self.secrets
+                        .check_cookie(self.now, local, remote, seg.seq - 1, cookie)
+                {
+                    self.stats.syn_cookies_ok += 1;
+                    let (wscale, sack) = match seg.options.timestamps {
+                        Some((_, ecr)) => cookie_ts_decode(ecr),
+                        None => (None, false),
+                    };
+                    let ts_off = self.secrets.ts_offset(local, remote);
+                    let cx = Ctx {
+                        cfg: &self.config,
+                        pool: &mut self.pool,
+                        stats: &mut self.stats,
+                        now: self.now,
+                    };
+                    let conn = Conn::from_cookie(
+                        &cx, local, remote, cookie, ts_off, seg, d.mss, wscale, sack,
+                    );
+                    self.stats.passive_opens += 1;
+                    let slot = self.alloc_slot(conn, Owner::Listener(local.port()));
+                    if let Some(l) = self.listeners.get_mut(&local.port()) {
+                        l.syn_queue += 1; // undone by `established`
+                    }
+                    self.established(slot);
+                    // The ACK may carry data: process it as the connection's first segment.
+                    if !seg.payload.is_empty() || f.fin() {
+                        self.with_conn(slot, |c, cx| c.on_segment(cx, seg));
+                    } else {
+                        self.after_conn(slot);
+                    }
+                    return;
+                }
+                self.stats.syn_cookies_bad += 1;
+            }
+            // "<SEQ=SEG.ACK><CTL=RST>"
+            return self.push_control(Control::Rst {
+                local,
+                remote,
+                seq: seg.ack,
+                ack: None,
+            });
+        }
+        // "fourth other text or control: ... drop the segment and return."
+        self.drop_packet(DropReason::NoListener);
+    }
+
+    fn send_cookie(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
+        let peer_mss = seg
+            .options
+            .mss
+            .unwrap_or(if local.is_ipv6() { 1220 } else { 536 });
+        let iss = self
+            .secrets
+            .cookie(self.now, local, remote, seg.seq, peer_mss);
+        let mut options = TcpOptions {
+            mss: Some(self.config.local_mss(local.is_ipv6())),
+            ..Default::default()
+        };
+        // Window scale and SACK-permitted survive only with timestamps,
+        // encoded in our TSval (the peer echoes it).
+        if let (true, Some((val, _))) = (self.config.timestamps, seg.options.timestamps) {
+            let ws = seg
+                .options
+                .window_scale
+                .filter(|_| self.config.window_scaling);
+            let sack = seg.options.sack_permitted && self.config.sack;
+            let ts_off = self.secrets.ts_offset(local, remote);
+            let now_ts = (self.now.as_millis() as u32).wrapping_add(ts_off);
+            options.timestamps = Some((cookie_ts(now_ts, ws, sack), val));
+            if ws.is_some() {
+                options.window_scale = Some(self.config.recv_wscale());
+            }
+            options.sack_permitted = sack;
+        }
+        self.stats.syn_cookies_sent += 1;
+        self.push_control(Control::CookieSynAck {
+            local,
+            remote,
+            iss,
+            ack: seg.seq + 1,
+            options,
+        });
+    }
+
+    /// Runs the timers due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+        while let Some(Reverse((t, slot, gen))) = self.timers.peek().copied() {
+            if t > self.now {
+                break;
+            }
+            self.timers.pop();
+            let Some(s) = self.slots.get_mut(slot as usize) else {
+                continue;
+            };
+            if s.gen != gen || s.conn.is_none() {
+                continue;
+            }
+            if s.scheduled == Some(t) {
+                s.scheduled = None;
+            }
+            let (local, remote) = match s.conn.as_deref() {
+                Some(c) => (c.local, c.remote),
+                None => continue,
+            };
+            if let Some(Some((seq, ack))) = self.with_conn(slot, |c, cx| c.on_timeout(cx)) {
+                self.push_control(Control::Rst {
+                    local,
+                    remote,
+                    seq,
+                    ack: Some(ack),
+                });
+            }
+            // Make sure a later deadline gets its own heap entry.
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                if s.gen == gen && s.scheduled.is_none() {
+                    self.after_conn(slot);
+                }
+            }
+        }
+        // Keep stale heap entries from piling up.
+        if self.timers.len() > 2 * self.table.len() + 1024 {
+            self.rebuild_timers();
+        }
+    }
+
+    fn rebuild_timers(&mut self) {
+        self.timers.clear();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            s.scheduled = None;
+            if let Some(d) = s.conn.as_deref().and_then(|c| c.next_deadline()) {
+                s.scheduled = Some(d);
+                self.timers.push(Reverse((d, i as u32, s.gen)));
+            }
+        }
+    }
+
+    // ----- outputs ---------------------------------------------------------------
+
+    /// Writes the next packet to send into `buf` (at least MTU bytes) and
+    /// returns its length; `None` when there is nothing to send.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.advance(now);
+        while let Some(c) = self.control.pop_front() {
+            if let Some(n) = self.emit_control(c, buf) {
+                self.stats.packets_out += 1;
+                self.stats.bytes_out += n as u64;
+                return Some(n);
+            }
+        }
+        while let Some((slot, gen)) = self.tx_queue.pop_front() {
+            let valid = self
+                .slots
+                .get(slot as usize)
+                .is_some_and(|s| s.gen == gen && s.conn.is_some());
+            if !valid {
+                continue;
+            }
+            self.slots[slot as usize].tx_queued = false;
+            let sent = self.with_conn(slot, |c, cx| c.dispatch(cx, buf)).flatten();
+            if let Some(n) = sent {
+                // It may have more: keep it in line behind the others.
+                if let Some(s) = self.slots.get_mut(slot as usize) {
+                    if s.gen == gen && !s.tx_queued && s.conn.is_some() {
+                        s.tx_queued = true;
+                        self.tx_queue.push_back((slot, gen));
+                    }
+                }
+                self.stats.packets_out += 1;
+                self.stats.bytes_out += n as u64;
+                return Some(n);
+            }
+            // Nothing to send: `after_conn` may have queued it again if it
+            // still wants to; drop that to avoid spinning.
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                if s.tx_queued && self.tx_queue.back() == Some(&(slot, gen)) {
+                    self.tx_queue.pop_back();
+                    s.tx_queued = false;
+                }
+            }
+        }
+        None
+    }
+
+    fn emit_control(&mut self, c: Control, buf: &mut [u8]) -> Option<usize> {
+        match c {
+            Control::Rst {
+                local,
+                remote,
+                seq,
+                ack,
+            } => {
+                let mut flags = TcpFlags::RST;
+                if ack.is_some() {
+                    flags |= TcpFlags::ACK;
+                }
+                let repr = TcpRepr {
+                    src_port: local.port(),
+                    dst_port: remote.port(),
+                    seq,
+                    ack: ack.unwrap_or(SeqNum(0)),
+                    flags,
+                    window: 0,
+                    options: TcpOptions::default(),
+                };
+                self.stats.rst_out += 1;
+                self.stats.segments_out += 1;
+                emit_tcp(buf, local.ip(), remote.ip(), self.config.ttl, &repr, 0)
+            }
+            Control::CookieSynAck {
+                local,
+                remote,
+                iss,
+                ack,
+                options,
+            } => {
+                let repr = TcpRepr {
+                    src_port: local.port(),
+                    dst_port: remote.port(),
+                    seq: iss,
+                    ack,
+                    flags: TcpFlags::SYN | TcpFlags::ACK,
+                    window: self.config.recv_buffer.min(65535) as u16,
+                    options,
+                };
+                let _ = tcp_payload_offset(local.ip(), &repr);
+                self.stats.segments_out += 1;
+                emit_tcp(buf, local.ip(), remote.ip(), self.config.ttl, &repr, 0)
+            }
+            Control::Echo { buf: b, len } => {
+                let n = if buf.len() >= len {
+                    buf[..len].copy_from_slice(&b[..len]);
+                    Some(len)
+                } else {
+                    None
+                };
+                self.echo_bufs.push(b);
+                n
+            }
+        }
+    }
+
+    /// When [`Endpoint::handle_timeout`] should next be called. May be
+    /// early (a timer that moved later); never late.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((t, _, _))| *t)
+    }
+
+    /// The next event for the application.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(port) = self.incoming.pop_front() {
+            if let Some(l) = self.listeners.get_mut(&port) {
+                l.event_pending = false;
+                if !l.accept_queue.is_empty() {
+                    return Some(Event::Incoming { port });
+                }
+            }
+        }
+        while let Some(&(slot, gen)) = self.ev_queue.front() {
+            let s = match self.slots.get_mut(slot as usize) {
+                Some(s) if s.gen == gen && s.owner == Owner::App => s,
+                _ => {
+                    self.ev_queue.pop_front();
+                    continue;
+                }
+            };
+            let Some(conn) = s.conn.as_deref_mut() else {
+                self.ev_queue.pop_front();
+                continue;
+            };
+            let id = ConnId { slot, gen };
+            let order = [
+                (ev::CONNECTED, Event::Connected(id)),
+                (ev::READABLE, Event::Readable(id)),
+                (ev::PEER_CLOSED, Event::PeerClosed(id)),
+                (ev::WRITABLE, Event::Writable(id)),
+                (ev::RESET, Event::Reset(id)),
+                (ev::TIMED_OUT, Event::TimedOut(id)),
+                (ev::CLOSED, Event::Closed(id)),
+            ];
+            // `Closed` waits until the application has read what arrived
+            // before the peer's FIN (unless the connection is gone for good).
+            let hold_closed = conn.state != State::Closed && conn.has_unread();
+            let Some(&(bit, event)) = order
+                .iter()
+                .find(|(b, _)| conn.ev & b != 0 && !(*b == ev::CLOSED && hold_closed))
+            else {
+                s.ev_queued = false;
+                self.ev_queue.pop_front();
+                continue;
+            };
+            conn.ev &= !bit;
+            if conn.ev == 0 || (conn.ev == ev::CLOSED && hold_closed) {
+                s.ev_queued = false;
+                self.ev_queue.pop_front();
+            }
+            if bit == ev::CLOSED {
+                // The application lets go; the entry may linger in TIME-WAIT
+                // without buffers.
+                s.owner = Owner::Detached;
+                s.ev_queued = false;
+                conn.ev = 0;
+                if self.ev_queue.front() == Some(&(slot, gen)) {
+                    self.ev_queue.pop_front();
+                }
+                let detached_from_table = !self
+                    .table
+                    .get(&(conn.local, conn.remote))
+                    .is_some_and(|x| *x == slot);
+                if conn.state == State::Closed || detached_from_table {
+                    if detached_from_table {
+                        // Reincarnated 4-tuple: only the slot is ours.
+                        let c = s.conn.take();
+                        if let Some(mut c) = c {
+                            c.free_buffers(&mut self.pool);
+                            self.state_counts[state_index(c.state)] -= 1;
+                        }
+                        s.gen = s.gen.wrapping_add(1);
+                        s.scheduled = None;
+                        s.tx_queued = false;
+                        self.free_slots.push(slot);
+                    } else {
+                        self.free_slot(slot);
+                    }
+                } else {
+                    conn.free_buffers(&mut self.pool);
+                }
+            }
+            return Some(event);
+        }
+        None
+    }
+
+    // ----- application calls -------------------------------------------------------
+
+    /// Opens a listener on `port` (every local address) with an accept
+    /// queue of `backlog` connections.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), Error> {
+        if port == 0 {
+            return Err(Error::BadAddress);
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(Error::PortInUse);
+        }
+        self.listeners.insert(port, Listener::new(backlog));
+        Ok(())
+    }
+
+    /// Closes the listener on `port`; connections not yet accepted are reset.
+    pub fn unlisten(&mut self, port: u16) {
+        if let Some(l) = self.listeners.remove(&port) {
+            for id in l.accept_queue {
+                if self
+                    .slots
+                    .get(id.slot as usize)
+                    .is_some_and(|s| s.gen == id.gen)
+                {
+                    let _ = self.abort_slot(id.slot);
+                }
+            }
+        }
+    }
+
+    /// Takes the next established connection from `port`'s accept queue.
+    /// The application may refuse it with [`Endpoint::abort`].
+    pub fn accept(&mut self, port: u16) -> Option<ConnId> {
+        loop {
+            let id = self.listeners.get_mut(&port)?.accept_queue.pop_front()?;
+            let Some(s) = self.slots.get_mut(id.slot as usize) else {
+                continue;
+            };
+            if s.gen != id.gen || s.conn.is_none() {
+                continue;
+            }
+            s.owner = Owner::App;
+            self.after_conn(id.slot);
+            return Some(id);
+        }
+    }
+
+    /// Starts an active open from `local` (an ephemeral port is chosen) to
+    /// `remote`. [`Event::Connected`] follows, or [`Event::TimedOut`] /
+    /// [`Event::Reset`].
+    pub fn connect(
+        &mut self,
+        now: Instant,
+        local: IpAddr,
+        remote: SocketAddr,
+    ) -> Result<ConnId, Error> {
+        self.advance(now);
+        if local.is_ipv4() != remote.is_ipv4()
+            || (!self.config.addrs.is_empty() && !self.config.addrs.contains(&local))
+        {
+            return Err(Error::BadAddress);
+        }
+        if self.table.len() >= self.config.max_connections {
+            return Err(Error::TableFull);
+        }
+        let (lo, hi) = self.config.ephemeral_ports;
+        let span = u32::from(hi - lo) + 1;
+        let mut port = None;
+        for _ in 0..span {
+            let p = self.next_port;
+            self.next_port = if p >= hi { lo } else { p + 1 };
+            let l = SocketAddr::new(local, p);
+            if !self.listeners.contains_key(&p) && !self.table.contains_key(&(l, remote)) {
+                port = Some(p);
+                break;
+            }
+        }
+        let local = SocketAddr::new(local, port.ok_or(Error::NoPortsAvailable)?);
+        let iss = self.secrets.isn(self.now, local, remote);
+        let ts_off = self.secrets.ts_offset(local, remote);
+        let cx = Ctx {
+            cfg: &self.config,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now: self.now,
+        };
+        let conn = Conn::connect(&cx, local, remote, iss, ts_off);
+        let slot = self.alloc_slot(conn, Owner::App);
+        self.after_conn(slot);
+        Ok(ConnId {
+            slot,
+            gen: self.slots[slot as usize].gen,
+        })
+    }
+
+    /// Queues data; returns how much fitted in the send buffer (maybe 0:
+    /// wait for [`Event::Writable`]).
+    pub fn send(&mut self, id: ConnId, data: &[u8]) -> Result<usize, Error> {
+        self.check(id)?;
+        self.with_conn(id.slot, |c, cx| c.send(cx, data))
+            .unwrap_or(Err(Error::InvalidHandle))
+    }
+
+    /// Free space in the send buffer.
+    pub fn send_capacity(&self, id: ConnId) -> Result<usize, Error> {
+        Ok(self.conn(id)?.send_space(&self.config))
+    }
+
+    /// Reads and releases received data. `Ok(0)`: end of stream (the peer
+    /// sent FIN and everything before it was read). `Err(WouldBlock)`:
+    /// nothing now.
+    pub fn recv(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
+        let n = self.recv_hold(id, buf)?;
+        self.release(id, n)?;
+        Ok(n)
+    }
+
+    /// Reads received data without releasing it: the bytes keep counting
+    /// against the advertised window until [`Endpoint::release`]. Each call
+    /// returns the bytes after those already returned.
+    pub fn recv_hold(&mut self, id: ConnId, buf: &mut [u8]) -> Result<usize, Error> {
+        self.check(id)?;
+        self.with_conn(id.slot, |c, _| c.recv_hold(buf))
+            .unwrap_or(Err(Error::InvalidHandle))
+    }
+
+    /// Releases the oldest `n` bytes read with [`Endpoint::recv_hold`],
+    /// opening the window (a window update goes out when it grew enough).
+    pub fn release(&mut self, id: ConnId, n: usize) -> Result<(), Error> {
+        self.check(id)?;
+        self.with_conn(id.slot, |c, cx| c.release(cx, n));
+        Ok(())
+    }
+
+    /// Whether the peer has closed its side (FIN received in order).
+    pub fn peer_closed(&self, id: ConnId) -> Result<bool, Error> {
+        Ok(self.conn(id)?.fin_received())
+    }
+
+    /// Half-closes: a FIN follows the queued data. The connection stays
+    /// readable until the peer closes too.
+    pub fn close(&mut self, id: ConnId) -> Result<(), Error> {
+        self.check(id)?;
+        self.with_conn(id.slot, |c, cx| c.close(cx));
+        Ok(())
+    }
+
+    /// Resets the connection (RST) and discards its data. [`Event::Closed`] follows.
+    pub fn abort(&mut self, id: ConnId) -> Result<(), Error> {
+        self.check(id)?;
+        self.abort_slot(id.slot);
+        Ok(())
+    }
+
+    fn abort_slot(&mut self, slot: u32) -> Option<()> {
+        let (local, remote) = self.slots[slot as usize]
+            .conn
+            .as_deref()
+            .map(|c| (c.local, c.remote))?;
+        if let Some(Some((seq, ack))) = self.with_conn(slot, |c, cx| c.abort(cx)) {
+            self.push_control(Control::Rst {
+                local,
+                remote,
+                seq,
+                ack: Some(ack),
+            });
+        }
+        Some(())
+    }
+
+    /// Turns Nagle's algorithm off (`true`) or on for one connection.
+    pub fn set_nodelay(&mut self, id: ConnId, nodelay: bool) -> Result<(), Error> {
+        self.check(id)?;
+        self.with_conn(id.slot, |c, _| c.nodelay = nodelay);
+        Ok(())
+    }
+}
+
+#[allow(unused)]
+fn _assert_send() {
+    fn is_send<T: Send>() {}
+    is_send::<Endpoint>();
+    let _ = Duration::ZERO;
 }

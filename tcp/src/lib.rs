@@ -21,8 +21,8 @@
 
 mod buffer;
 mod config;
-mod conn;
 mod congestion;
+mod conn;
 mod endpoint;
 mod listen;
 mod rtt;
@@ -32,8 +32,8 @@ pub mod time;
 pub mod wire;
 
 pub use config::{Config, Keepalive};
-pub use conn::State;
 pub use congestion::{CongestionControl, NewReno};
+pub use conn::State;
 pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;

@@ -28,7 +28,10 @@ pub fn parse_icmp_echo<'a>(ip: &IpPacket<'a>) -> Result<IcmpEcho<'a>, DropReason
         IpAddr::V4(_) => (checksum_sum(0, b), 8),
         // RFC 4443 §2.3: ICMPv6 includes the IPv6 pseudo-header.
         IpAddr::V6(_) => (
-            checksum_sum(pseudo_header_sum(ip.src, ip.dst, PROTO_ICMPV6, b.len() as u32), b),
+            checksum_sum(
+                pseudo_header_sum(ip.src, ip.dst, PROTO_ICMPV6, b.len() as u32),
+                b,
+            ),
             128,
         ),
     };
@@ -47,7 +50,12 @@ pub fn parse_icmp_echo<'a>(ip: &IpPacket<'a>) -> Result<IcmpEcho<'a>, DropReason
 
 /// Writes the echo reply to `echo` from `src` to `dst`. Returns the packet
 /// length, or `None` when `buf` is too short.
-pub fn emit_icmp_echo_reply(buf: &mut [u8], src: IpAddr, dst: IpAddr, echo: &IcmpEcho<'_>) -> Option<usize> {
+pub fn emit_icmp_echo_reply(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    echo: &IcmpEcho<'_>,
+) -> Option<usize> {
     let iph = ip_header_len(src);
     let len = 8 + echo.data.len();
     let total = iph + len;
@@ -87,7 +95,11 @@ mod tests {
             let a: IpAddr = a.parse().unwrap();
             let b: IpAddr = b.parse().unwrap();
             // Build a request by emitting a "reply" and flipping its type.
-            let req = IcmpEcho { ident: 9, seq_no: 3, data: b"ping!" };
+            let req = IcmpEcho {
+                ident: 9,
+                seq_no: 3,
+                data: b"ping!",
+            };
             let mut buf = [0u8; 100];
             let n = emit_icmp_echo_reply(&mut buf, a, b, &req).unwrap();
             let iph = ip_header_len(a);

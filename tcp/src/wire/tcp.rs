@@ -77,7 +77,15 @@ impl fmt::Debug for TcpFlags {
 impl fmt::Display for TcpFlags {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut s = String::new();
-        for (bit, c) in [(0x02, 'S'), (0x01, 'F'), (0x04, 'R'), (0x08, 'P'), (0x20, 'U'), (0x40, 'E'), (0x80, 'W')] {
+        for (bit, c) in [
+            (0x02, 'S'),
+            (0x01, 'F'),
+            (0x04, 'R'),
+            (0x08, 'P'),
+            (0x20, 'U'),
+            (0x40, 'E'),
+            (0x80, 'W'),
+        ] {
             if self.0 & bit != 0 {
                 s.push(c);
             }
@@ -315,7 +323,10 @@ pub fn parse_tcp<'a>(ip: &IpPacket<'a>) -> Result<TcpSegment<'a>, DropReason> {
     if doff < 20 || doff > b.len() {
         return Err(DropReason::BadTcpHeader);
     }
-    let sum = checksum_sum(pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, b.len() as u32), b);
+    let sum = checksum_sum(
+        pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, b.len() as u32),
+        b,
+    );
     if checksum_fold(sum) != 0 {
         return Err(DropReason::BadTcpChecksum);
     }
@@ -399,7 +410,10 @@ pub fn emit_tcp(
     t[18] = 0;
     t[19] = 0;
     repr.options.write(&mut t[20..th]);
-    let sum = checksum_sum(pseudo_header_sum(src, dst, PROTO_TCP, (th + payload_len) as u32), t);
+    let sum = checksum_sum(
+        pseudo_header_sum(src, dst, PROTO_TCP, (th + payload_len) as u32),
+        t,
+    );
     t[16..18].copy_from_slice(&checksum_fold(sum).to_be_bytes());
     Some(total)
 }
@@ -460,12 +474,14 @@ mod tests {
                     assert!(t.syn());
                     assert_eq!(t.options().len(), 20);
                     let calc = match (ip.src, ip.dst) {
-                        (IpAddr::V4(s), IpAddr::V4(d)) => {
-                            t.to_header().calc_checksum_ipv4_raw(s.octets(), d.octets(), &[]).unwrap()
-                        }
-                        (IpAddr::V6(s), IpAddr::V6(d)) => {
-                            t.to_header().calc_checksum_ipv6_raw(s.octets(), d.octets(), &[]).unwrap()
-                        }
+                        (IpAddr::V4(s), IpAddr::V4(d)) => t
+                            .to_header()
+                            .calc_checksum_ipv4_raw(s.octets(), d.octets(), &[])
+                            .unwrap(),
+                        (IpAddr::V6(s), IpAddr::V6(d)) => t
+                            .to_header()
+                            .calc_checksum_ipv6_raw(s.octets(), d.octets(), &[])
+                            .unwrap(),
                         _ => unreachable!(),
                     };
                     assert_eq!(calc, t.checksum());
@@ -477,14 +493,24 @@ mod tests {
 
     #[test]
     fn bad_checksum_and_offset_rejected() {
-        let repr = TcpRepr { flags: TcpFlags::ACK, window: 100, ..Default::default() };
+        let repr = TcpRepr {
+            flags: TcpFlags::ACK,
+            window: 100,
+            ..Default::default()
+        };
         let mut pkt = build(false, &repr, b"data");
         let last = pkt.len() - 1;
         pkt[last] ^= 0xff;
-        assert_eq!(parse_tcp(&parse_ip(&pkt).unwrap()).unwrap_err(), DropReason::BadTcpChecksum);
+        assert_eq!(
+            parse_tcp(&parse_ip(&pkt).unwrap()).unwrap_err(),
+            DropReason::BadTcpChecksum
+        );
         let mut pkt = build(false, &repr, b"data");
         pkt[20 + 12] = 0x40; // data offset 4 words
-        assert_eq!(parse_tcp(&parse_ip(&pkt).unwrap()).unwrap_err(), DropReason::BadTcpHeader);
+        assert_eq!(
+            parse_tcp(&parse_ip(&pkt).unwrap()).unwrap_err(),
+            DropReason::BadTcpHeader
+        );
     }
 
     #[test]
@@ -522,7 +548,13 @@ mod tests {
                 for (l, r) in sacks {
                     sack.push(SeqNum(l), SeqNum(r));
                 }
-                TcpOptions { mss, window_scale: ws, sack_permitted: sp, timestamps: ts, sack }
+                TcpOptions {
+                    mss,
+                    window_scale: ws,
+                    sack_permitted: sp,
+                    timestamps: ts,
+                    sack,
+                }
             })
     }
 

@@ -1,0 +1,213 @@
+//! A virtual network joining two endpoints, driven in virtual time (after
+//! quinn's `Pair`): latency, MTU, and seeded loss, duplication, reordering
+//! and corruption. `step` moves packets and jumps the clock to the next
+//! event; `run_until` fails a test that livelocks.
+
+#![allow(dead_code)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use tcp::{Config, Duration, Endpoint, Instant};
+
+/// Seeded faults on the link, per packet, each direction.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    pub loss: f64,
+    pub dup: f64,
+    pub reorder: f64,
+    pub corrupt: f64,
+}
+
+/// xorshift64*: small, seeded, good enough for fault decisions.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn chance(&mut self, p: f64) -> bool {
+        p > 0.0 && ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+pub struct Pair {
+    pub a: Endpoint,
+    pub b: Endpoint,
+    pub now: Instant,
+    pub latency: Duration,
+    pub faults: Faults,
+    pub rng: Rng,
+    /// (deliver at, sequence, to_b, bytes)
+    queue: BinaryHeap<Reverse<(Instant, u64, bool, Vec<u8>)>>,
+    counter: u64,
+    buf: Vec<u8>,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub steps: u64,
+}
+
+pub const A_ADDR: &str = "10.0.0.1";
+pub const B_ADDR: &str = "10.0.0.2";
+
+pub fn config(seed: u64) -> Config {
+    Config {
+        seed,
+        ..Config::default()
+    }
+}
+
+impl Pair {
+    pub fn new(ca: Config, cb: Config) -> Pair {
+        let mtu = ca.mtu.max(cb.mtu);
+        Pair {
+            a: Endpoint::new(ca).unwrap(),
+            b: Endpoint::new(cb).unwrap(),
+            now: Instant::ZERO,
+            latency: Duration::from_millis(5),
+            faults: Faults::default(),
+            rng: Rng::new(1),
+            queue: BinaryHeap::new(),
+            counter: 0,
+            buf: vec![0u8; mtu + 100],
+            delivered: 0,
+            dropped: 0,
+            steps: 0,
+        }
+    }
+
+    fn send_from(&mut self, from_a: bool) {
+        loop {
+            let ep = if from_a { &mut self.a } else { &mut self.b };
+            let Some(n) = ep.poll_transmit(self.now, &mut self.buf) else {
+                break;
+            };
+            let pkt = self.buf[..n].to_vec();
+            let f = self.faults;
+            if self.rng.chance(f.loss) {
+                self.dropped += 1;
+                continue;
+            }
+            let copies = if self.rng.chance(f.dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                let mut p = pkt.clone();
+                if self.rng.chance(f.corrupt) && !p.is_empty() {
+                    let i = (self.rng.next() as usize) % p.len();
+                    p[i] ^= 1 << (self.rng.next() % 8);
+                }
+                let mut at = self.now + self.latency;
+                if self.rng.chance(f.reorder) {
+                    at +=
+                        Duration::from_micros(self.rng.next() % (2 * self.latency.as_micros() + 1));
+                }
+                self.counter += 1;
+                self.queue.push(Reverse((at, self.counter, from_a, p)));
+            }
+        }
+    }
+
+    /// Moves every packet ready now, then jumps to the next event. Returns
+    /// false when nothing is pending at all.
+    pub fn step(&mut self) -> bool {
+        self.steps += 1;
+        self.send_from(true);
+        self.send_from(false);
+        let next_pkt = self.queue.peek().map(|Reverse((t, ..))| *t);
+        let ta = self.a.poll_timeout();
+        let tb = self.b.poll_timeout();
+        let next = [next_pkt, ta, tb].into_iter().flatten().min();
+        let Some(next) = next else { return false };
+        if next > self.now {
+            self.now = next;
+        }
+        while let Some(Reverse((t, ..))) = self.queue.peek() {
+            if *t > self.now {
+                break;
+            }
+            let Some(Reverse((_, _, from_a, p))) = self.queue.pop() else {
+                break;
+            };
+            self.delivered += 1;
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!(
+                    "{:?} {} {}",
+                    self.now,
+                    if from_a { "a>b" } else { "b>a" },
+                    describe(&p)
+                );
+            }
+            if from_a {
+                self.b.handle(self.now, &p);
+            } else {
+                self.a.handle(self.now, &p);
+            }
+        }
+        if ta.is_some_and(|t| t <= self.now) {
+            self.a.handle_timeout(self.now);
+        }
+        if tb.is_some_and(|t| t <= self.now) {
+            self.b.handle_timeout(self.now);
+        }
+        true
+    }
+
+    /// Steps until `done` returns true; panics after `max_steps` (a livelock
+    /// guard) or when the network goes quiet first.
+    #[track_caller]
+    pub fn run_until(&mut self, max_steps: u64, mut done: impl FnMut(&mut Pair) -> bool) {
+        for _ in 0..max_steps {
+            if done(self) {
+                return;
+            }
+            if !self.step() && !done(self) {
+                panic!(
+                    "network went quiet at {:?} before the condition held",
+                    self.now
+                );
+            }
+        }
+        panic!(
+            "livelock guard: {} steps without reaching the condition (t = {:?})",
+            max_steps, self.now
+        );
+    }
+}
+
+/// The test pattern: byte i of a stream is `(i * 7 + i / 251) % 256`.
+pub fn pattern(offset: u64, out: &mut [u8]) {
+    for (k, b) in out.iter_mut().enumerate() {
+        let i = offset + k as u64;
+        *b = ((i * 7 + i / 251) % 256) as u8;
+    }
+}
+
+/// One line describing a packet, tcpdump style.
+pub fn describe(p: &[u8]) -> String {
+    use tcp::wire::{parse_ip, parse_tcp};
+    let Ok(ip) = parse_ip(p) else {
+        return "bad ip".into();
+    };
+    let Ok(t) = parse_tcp(&ip) else {
+        return format!("proto {} len {}", ip.protocol, ip.payload.len());
+    };
+    format!(
+        "{}:{} > {}:{} [{}] seq {} ack {} win {} len {} {:?}",
+        ip.src,
+        t.src_port,
+        ip.dst,
+        t.dst_port,
+        t.flags,
+        t.seq,
+        t.ack,
+        t.window,
+        t.payload.len(),
+        t.options
+    )
+}

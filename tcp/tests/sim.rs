@@ -1,0 +1,290 @@
+//! Simulation tests: two endpoints over a virtual link with seeded faults.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use tcp::{ConnId, Duration, Endpoint, Event, Instant};
+
+/// A bulk sender and a checking receiver, one connection each way or both.
+struct Transfer {
+    /// Bytes a -> b and b -> a.
+    total: [u64; 2],
+    sent: [u64; 2],
+    recvd: [u64; 2],
+    closed_sent: [bool; 2],
+    eof: [bool; 2],
+    closed: [bool; 2],
+    a_conn: Option<ConnId>,
+    b_conn: Option<ConnId>,
+    scratch: Vec<u8>,
+    check: Vec<u8>,
+}
+
+impl Transfer {
+    fn new(a_to_b: u64, b_to_a: u64) -> Self {
+        Transfer {
+            total: [a_to_b, b_to_a],
+            sent: [0; 2],
+            recvd: [0; 2],
+            closed_sent: [false; 2],
+            eof: [false; 2],
+            closed: [false; 2],
+            a_conn: None,
+            b_conn: None,
+            scratch: vec![0u8; 65536],
+            check: vec![0u8; 65536],
+        }
+    }
+
+    /// Side `i` (0 = a, 1 = b) pumps its connection: writes its stream, reads
+    /// and checks the other side's.
+    fn pump(&mut self, ep: &mut Endpoint, i: usize, now: Instant) {
+        let _ = now;
+        let Some(id) = (if i == 0 { self.a_conn } else { self.b_conn }) else {
+            return;
+        };
+        // Read everything available and compare with the pattern.
+        let from = 1 - i;
+        loop {
+            match ep.recv(id, &mut self.scratch) {
+                Ok(0) => {
+                    self.eof[from] = true;
+                    break;
+                }
+                Ok(n) => {
+                    pattern(
+                        self.recvd[from] + 1_000_000 * from as u64,
+                        &mut self.check[..n],
+                    );
+                    if let Some(k) = (0..n).find(|&k| self.scratch[k] != self.check[k]) {
+                        panic!(
+                            "stream {from} corrupted at byte {}",
+                            self.recvd[from] + k as u64
+                        );
+                    }
+                    self.recvd[from] += n as u64;
+                }
+                Err(_) => break,
+            }
+        }
+        // Write.
+        while self.sent[i] < self.total[i] {
+            let n = ((self.total[i] - self.sent[i]) as usize).min(self.scratch.len());
+            pattern(self.sent[i] + 1_000_000 * i as u64, &mut self.scratch[..n]);
+            match ep.send(id, &self.scratch[..n]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => self.sent[i] += k as u64,
+            }
+        }
+        if self.sent[i] == self.total[i] && !self.closed_sent[i] {
+            self.closed_sent[i] = true;
+            ep.close(id).unwrap();
+        }
+    }
+
+    fn events(&mut self, ep: &mut Endpoint, i: usize, now: Instant) {
+        while let Some(ev) = ep.poll_event() {
+            match ev {
+                Event::Incoming { port } => {
+                    let id = ep.accept(port).expect("incoming without connection");
+                    if i == 1 {
+                        self.b_conn = Some(id);
+                    }
+                }
+                Event::Closed(_) => self.closed[i] = true,
+                Event::Reset(_) | Event::TimedOut(_) => panic!("side {i} got {ev:?} at {now:?}"),
+                _ => {}
+            }
+        }
+        self.pump(ep, i, now);
+    }
+
+    fn done(&self) -> bool {
+        self.recvd == self.total && self.eof == [true, true] && self.closed == [true, true]
+    }
+}
+
+fn run_transfer(
+    seed: u64,
+    faults: Faults,
+    a_to_b: u64,
+    b_to_a: u64,
+    max_steps: u64,
+) -> (Pair, Transfer) {
+    let mut p = Pair::new(config(seed), config(seed + 1000));
+    p.faults = faults;
+    p.rng = Rng::new(seed);
+    p.b.listen(80, 128).unwrap();
+    let remote: SocketAddr = format!("{B_ADDR}:80").parse().unwrap();
+    let mut t = Transfer::new(a_to_b, b_to_a);
+    t.a_conn = Some(p.a.connect(p.now, A_ADDR.parse().unwrap(), remote).unwrap());
+    let mut t_cell = Some(t);
+    p.run_until(max_steps, |p| {
+        let t = t_cell.as_mut().unwrap();
+        let now = p.now;
+        t.events(&mut p.a, 0, now);
+        t.events(&mut p.b, 1, now);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "recvd {:?} eof {:?} closed {:?} sent {:?}",
+                t.recvd, t.eof, t.closed, t.sent
+            );
+        }
+        t.done()
+    });
+    (p, t_cell.unwrap())
+}
+
+#[test]
+fn handshake_transfer_close_clean_link() {
+    let (p, t) = run_transfer(1, Faults::default(), 1_000_000, 500_000, 200_000);
+    assert_eq!(t.recvd, [1_000_000, 500_000]);
+    assert_eq!(p.a.stats().retransmits, 0);
+    assert_eq!(p.b.stats().retransmits, 0);
+}
+
+const TEN_MB: u64 = 10 * 1024 * 1024;
+
+fn lossy(loss: f64, seed: u64) {
+    let faults = Faults {
+        loss,
+        dup: 0.01,
+        reorder: 0.05,
+        corrupt: 0.0,
+    };
+    let start = std::time::Instant::now();
+    let (p, t) = run_transfer(seed, faults, TEN_MB, TEN_MB, 50_000_000);
+    assert_eq!(t.recvd, [TEN_MB, TEN_MB]);
+    let secs = p.now.as_micros() as f64 / 1e6;
+    println!(
+        "loss {:>4.1}%: 2 x 10 MB in {:.2} s virtual ({:.2} MB/s each way), retransmits a={} b={}, fast a={} b={}, rto a={} b={} ({:.1} s real)",
+        loss * 100.0,
+        secs,
+        TEN_MB as f64 / secs / 1e6,
+        p.a.stats().retransmits,
+        p.b.stats().retransmits,
+        p.a.stats().fast_retransmits,
+        p.b.stats().fast_retransmits,
+        p.a.stats().rto_timeouts,
+        p.b.stats().rto_timeouts,
+        start.elapsed().as_secs_f64()
+    );
+    if loss > 0.0 {
+        assert!(p.a.stats().retransmits > 0 && p.b.stats().retransmits > 0);
+    }
+}
+
+#[test]
+fn ten_mb_each_way_0_percent_loss() {
+    lossy(0.0, 10);
+}
+#[test]
+fn ten_mb_each_way_1_percent_loss() {
+    lossy(0.01, 11);
+}
+#[test]
+fn ten_mb_each_way_5_percent_loss() {
+    lossy(0.05, 12);
+}
+#[test]
+fn ten_mb_each_way_10_percent_loss() {
+    lossy(0.10, 13);
+}
+
+#[test]
+fn corruption_is_dropped_not_delivered() {
+    let faults = Faults {
+        loss: 0.0,
+        dup: 0.0,
+        reorder: 0.0,
+        corrupt: 0.05,
+    };
+    let (p, t) = run_transfer(21, faults, 2_000_000, 2_000_000, 10_000_000);
+    assert_eq!(t.recvd, [2_000_000, 2_000_000]);
+    let drops = p.a.stats().drops.total() + p.b.stats().drops.total();
+    assert!(drops > 0, "corrupted packets must be counted as drops");
+}
+
+#[test]
+fn thousand_concurrent_connections() {
+    let mut p = Pair::new(config(5), config(6));
+    p.b.listen(7, 2048).unwrap();
+    let remote: SocketAddr = format!("{B_ADDR}:7").parse().unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..1000 {
+        clients.push(p.a.connect(p.now, A_ADDR.parse().unwrap(), remote).unwrap());
+    }
+    let mut got = std::collections::HashMap::new();
+    let mut server_conns = Vec::new();
+    let mut echoed = 0usize;
+    let mut buf = [0u8; 64];
+    let mut sent = std::collections::HashSet::new();
+    p.run_until(2_000_000, |p| {
+        while let Some(ev) = p.b.poll_event() {
+            match ev {
+                Event::Incoming { port } => {
+                    while let Some(id) = p.b.accept(port) {
+                        server_conns.push(id);
+                    }
+                }
+                Event::Readable(id) | Event::PeerClosed(id) => loop {
+                    match p.b.recv(id, &mut buf) {
+                        Ok(0) => {
+                            let _ = p.b.close(id);
+                            break;
+                        }
+                        Ok(n) => {
+                            assert_eq!(p.b.send(id, &buf[..n]).unwrap(), n);
+                        }
+                        Err(_) => break,
+                    }
+                },
+                _ => {}
+            }
+        }
+        while let Some(ev) = p.a.poll_event() {
+            match ev {
+                Event::Connected(id) => {
+                    let msg = format!("hello from {}", id.to_u64());
+                    p.a.send(id, msg.as_bytes()).unwrap();
+                    p.a.close(id).unwrap();
+                    sent.insert(id);
+                }
+                Event::Readable(id) | Event::PeerClosed(id) => {
+                    while let Ok(n) = p.a.recv(id, &mut buf) {
+                        if n == 0 {
+                            break;
+                        }
+                        got.entry(id)
+                            .or_insert_with(Vec::new)
+                            .extend_from_slice(&buf[..n]);
+                    }
+                }
+                Event::Closed(_) => echoed += 1,
+                Event::Reset(_) | Event::TimedOut(_) => panic!("{ev:?}"),
+                _ => {}
+            }
+        }
+        echoed == 1000
+    });
+    assert_eq!(server_conns.len(), 1000);
+    for id in clients {
+        assert_eq!(got[&id], format!("hello from {}", id.to_u64()).as_bytes());
+    }
+}
+
+#[test]
+fn time_wait_expires_and_table_empties() {
+    let (mut p, _) = run_transfer(3, Faults::default(), 1000, 1000, 100_000);
+    assert!(
+        p.a.connection_count() + p.b.connection_count() >= 1,
+        "one side in TIME-WAIT"
+    );
+    let end = p.now + Duration::from_secs(61);
+    p.run_until(10_000, |p| {
+        p.now >= end || (p.a.connection_count() == 0 && p.b.connection_count() == 0)
+    });
+    assert_eq!(p.a.connection_count(), 0);
+    assert_eq!(p.b.connection_count(), 0);
+}
