@@ -405,3 +405,43 @@ fn echo_backpressure_with_a_client_that_does_not_read() {
     });
     assert!(got == data, "echo after a stall must be byte-exact");
 }
+
+#[test]
+fn http_connection_close_ends_with_fin() {
+    let mut p = Pair::new();
+    let id = p.connect(HTTP);
+    p.drive_until("connection", |p| p.take_event(Event::Connected(id)));
+    let req = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(p.client.send(id, req).unwrap(), req.len());
+    let mut got = Vec::new();
+    p.drive_until("the server's FIN", |p| p.read(id, &mut got));
+    let (head, end) = split_response(&got).unwrap();
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(head.contains("Content-Type: text/html"));
+    assert!(got[end..].starts_with(b"<!DOCTYPE html>"));
+    assert!(got.ends_with(b"</html>\n"));
+    p.client.close(id).unwrap();
+    p.drive_until("the server to forget the connection", |p| {
+        p.host.connection_count() == 0
+    });
+}
+
+#[test]
+fn client_reset_mid_download_drops_the_handler() {
+    let mut p = Pair::new();
+    let id = p.connect(HTTP);
+    p.drive_until("connection", |p| p.take_event(Event::Connected(id)));
+    let req = b"GET /bytes/1099511627776 HTTP/1.1\r\nHost: t\r\n\r\n";
+    assert_eq!(p.client.send(id, req).unwrap(), req.len());
+    let mut got = Vec::new();
+    p.drive_until("a megabyte of the download", |p| {
+        p.read(id, &mut got);
+        got.len() > 1 << 20
+    });
+    assert_eq!(p.host.connection_count(), 1);
+    p.client.abort(id).unwrap();
+    p.drive_until("the server to drop the handler", |p| {
+        p.host.connection_count() == 0
+    });
+    assert_eq!(p.server.connection_count(), 0, "no connection left behind");
+}

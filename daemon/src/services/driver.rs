@@ -19,6 +19,9 @@ use super::{Handler, Io};
 /// also the per-connection ceiling of the driver's own buffer.
 pub const OFFER_LIMIT: usize = 64 * 1024;
 
+/// Capacity of the pending buffer kept once it is drained.
+const KEEP_CAPACITY: usize = 4096;
+
 /// What the host must do after a driver call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Step {
@@ -255,6 +258,11 @@ impl Driver {
             self.closing = true;
         }
         self.blocked = !self.closing && io.credit() == 0;
+        if self.pending.is_empty() && self.pending.capacity() > KEEP_CAPACITY {
+            // Give a drained backlog's memory back: an idle connection costs
+            // no buffer (one allocation per stall, not per packet).
+            self.pending = Vec::new();
+        }
         step
     }
 }

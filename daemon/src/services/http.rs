@@ -267,9 +267,15 @@ impl HttpHandler {
                 }
             }
         }
-        if !self.in_progress() && self.close_after && !self.closed {
-            self.closed = true;
-            io.close();
+        if !self.in_progress() {
+            if self.buf.capacity() > 1024 {
+                // The status page's buffer is not kept on an idle connection.
+                self.buf = Vec::new();
+            }
+            if self.close_after && !self.closed {
+                self.closed = true;
+                io.close();
+            }
         }
     }
 
