@@ -1,0 +1,349 @@
+//! Helpers for live tests: network namespaces that remove themselves, a
+//! tcpd process that is killed (by its own PID) if a test panics, sockets
+//! opened from inside a namespace.
+//!
+//! Every packet of a live test stays inside a namespace the test created.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The tcpd binary under test.
+pub const TCPD: &str = env!("CARGO_BIN_EXE_tcpd");
+
+/// Whether live tests can run. Without root they are skipped (with a note),
+/// except under `CI=true`, where a missing root fails the test.
+pub fn live_ok(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!(
+            "{test}: live tests need root (network namespaces, TUN); CI=true requires them to run"
+        );
+    }
+    eprintln!("{test}: SKIPPED: live tests need root (ip netns, /dev/net/tun); run them with sudo");
+    false
+}
+
+/// Requires an external tool (e.g. `ping`, `curl`); fails with the package to install.
+pub fn need_tool(tool: &str, package: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{tool} not found: install it (apt-get install {package})"
+    );
+}
+
+fn rand_suffix() -> u32 {
+    let mut b = [0u8; 4];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = f.read_exact(&mut b);
+    }
+    u32::from_le_bytes(b)
+}
+
+/// A network namespace, deleted on drop (also when the test panics).
+pub struct Netns {
+    /// Its name under /run/netns.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `tcpd-<purpose>-<pid>-<random>` with loopback up.
+    pub fn new(purpose: &str) -> Netns {
+        let name = format!(
+            "tcpd-{purpose}-{}-{:08x}",
+            std::process::id(),
+            rand_suffix()
+        );
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .unwrap();
+        assert!(st.success(), "ip netns add {name} failed");
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Runs `ip -n NS ARGS`, asserting success.
+    pub fn ip(&self, args: &[&str]) {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A command run inside the namespace (`ip netns exec NS PROG ARGS`).
+    pub fn command(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+
+    /// Runs `prog args` inside the namespace and returns its output.
+    pub fn run(&self, prog: &str, args: &[&str]) -> Output {
+        self.command(prog).args(args).output().unwrap()
+    }
+
+    /// Runs `f` on a fresh thread that entered the namespace; sockets it
+    /// creates belong to the namespace wherever they are used later.
+    pub fn within<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let file = std::fs::File::open(&path).unwrap();
+                // SAFETY: setns on a valid namespace fd affects only this thread.
+                let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(r, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                f()
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
+    /// Connects to `addr` from inside the namespace, retrying for up to 5 s
+    /// while the daemon starts.
+    pub fn connect(&self, addr: &str) -> TcpStream {
+        let addr: SocketAddr = addr.parse().unwrap();
+        self.within(|| {
+            let until = Instant::now() + Duration::from_secs(5);
+            loop {
+                match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                    Ok(s) => return s,
+                    Err(e) if Instant::now() < until => {
+                        let _ = e;
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => panic!("connect {addr}: {e}"),
+                }
+            }
+        })
+    }
+
+    /// Whether an interface exists in the namespace.
+    pub fn has_link(&self, iface: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name, "link", "show", iface])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A running tcpd inside a namespace; killed on drop if still running.
+pub struct Tcpd {
+    child: Option<Child>,
+    /// Its PID (that of `ip netns exec`, which execs tcpd).
+    pub pid: u32,
+    stdout: mpsc::Receiver<String>,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Tcpd {
+    /// Starts `tcpd tun0 ARGS` in `ns` and waits for its banner.
+    pub fn start(ns: &Netns, args: &[&str]) -> Tcpd {
+        let mut child = ns
+            .command(TCPD)
+            .arg("tun0")
+            .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("TCPD_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if std::env::var("TCPD_TEST_ECHO").is_ok() {
+                    eprintln!("[tcpd] {line}");
+                }
+                let mut s = sink.lock().unwrap();
+                if s.len() < 1 << 20 {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let mut t = Tcpd {
+            child: Some(child),
+            pid,
+            stdout: rx,
+            stderr,
+        };
+        t.wait_banner();
+        t
+    }
+
+    fn wait_banner(&mut self) {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.stdout.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("stop with") => return,
+                Ok(_) => {}
+                Err(_) => {
+                    if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                        panic!("tcpd exited early ({st}): {}", self.stderr());
+                    }
+                    assert!(
+                        Instant::now() < until,
+                        "tcpd did not print its banner in 10 s: {}",
+                        self.stderr()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Everything tcpd wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Sends `sig` to tcpd (only to its own PID).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) to the PID of the child we spawned.
+        unsafe { libc::kill(self.pid as i32, sig) };
+    }
+
+    /// tcpd's resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
+        s.lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits up to `limit` for tcpd to exit.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit (status 0) within `limit`.
+    pub fn stop(&mut self, limit: Duration) -> ExitStatus {
+        self.signal(libc::SIGTERM);
+        let st = self.wait(limit);
+        st.unwrap_or_else(|| {
+            panic!(
+                "tcpd did not exit within {limit:?} of SIGTERM: {}",
+                self.stderr()
+            )
+        })
+    }
+}
+
+impl Drop for Tcpd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Byte `i` of the `/bytes/N` body and of the test patterns.
+pub fn pattern(start: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        *b = ((start + k as u64) % 251) as u8;
+    }
+}
+
+/// Checks that `buf` continues the pattern at `start`; returns the first bad offset.
+pub fn check_pattern(start: u64, buf: &[u8]) -> Option<u64> {
+    buf.iter()
+        .enumerate()
+        .find(|(k, b)| **b != ((start + *k as u64) % 251) as u8)
+        .map(|(k, _)| start + k as u64)
+}
+
+/// Sends an HTTP/1.1 GET and returns the stream positioned at the body,
+/// with the status code and the Content-Length.
+pub fn http_get(mut s: TcpStream, path: &str) -> (BufReader<TcpStream>, u16, Option<u64>) {
+    use std::io::Write;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: tcpd\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut r = BufReader::with_capacity(256 * 1024, s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    let code: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {line:?}"));
+    let mut len = None;
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().ok();
+            }
+        }
+    }
+    (r, code, len)
+}

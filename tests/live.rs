@@ -1,0 +1,571 @@
+//! Live end-to-end tests: tcpd on a TUN device in a network namespace made
+//! by the test, driven by the kernel's TCP (std sockets from a thread inside
+//! the namespace), curl and ping. Each test removes its namespace, also on
+//! failure. They need root; without it they are skipped, except under
+//! `CI=true`, where they must run.
+//!
+//! Needs: iproute2 (`ip`), iputils-ping, curl, coreutils (`sha256sum`).
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{check_pattern, http_get, live_ok, need_tool, pattern, Netns, Tcpd};
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const MB: usize = 1 << 20;
+
+/// Writes `total` pattern bytes to `w` (from another thread) while reading
+/// them back from `r`; checks every byte. Returns the elapsed time.
+fn echo_roundtrip(s: std::net::TcpStream, total: usize, half_close: bool) -> Duration {
+    let start = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut off = 0usize;
+        while off < total {
+            let n = buf.len().min(total - off);
+            pattern(off as u64, &mut buf[..n]);
+            w.write_all(&buf[..n]).unwrap();
+            off += n;
+        }
+        if half_close {
+            w.shutdown(Shutdown::Write).unwrap();
+        }
+    });
+    let mut r = s;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0usize;
+    loop {
+        if !half_close && got == total {
+            break;
+        }
+        let n = r
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("read after {got} of {total} bytes: {e}"));
+        if n == 0 {
+            break;
+        }
+        if let Some(bad) = check_pattern(got as u64, &buf[..n]) {
+            panic!("echoed byte {bad} is wrong");
+        }
+        got += n;
+        assert!(got <= total, "more bytes echoed than sent");
+    }
+    writer.join().unwrap();
+    assert_eq!(
+        got, total,
+        "echo returned {got} of {total} bytes before EOF"
+    );
+    start.elapsed()
+}
+
+fn mbps(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / MB as f64 / d.as_secs_f64()
+}
+
+#[test]
+fn ping_v4_and_v6() {
+    if !live_ok("ping_v4_and_v6") {
+        return;
+    }
+    need_tool("ping", "iputils-ping");
+    let ns = Netns::new("ping");
+    let _t = Tcpd::start(&ns, &["--seed", "1"]);
+    let out = ns.run("ping", &["-c", "3", "-i", "0.2", "-W", "2", "10.0.0.2"]);
+    assert!(
+        out.status.success(),
+        "ping 10.0.0.2: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 received"));
+    let out = ns.run(
+        "ping",
+        &["-6", "-c", "2", "-i", "0.2", "-W", "2", "fd00::2"],
+    );
+    assert!(
+        out.status.success(),
+        "ping fd00::2: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn echo_10mb_with_half_close() {
+    if !live_ok("echo_10mb_with_half_close") {
+        return;
+    }
+    let ns = Netns::new("echo");
+    let _t = Tcpd::start(&ns, &["--seed", "2"]);
+    let s = ns.connect("10.0.0.2:7");
+    let d = echo_roundtrip(s, 10 * MB, true);
+    eprintln!("echo 10 MB both ways: {d:?} ({:.0} MB/s)", mbps(10 * MB, d));
+    // The same over IPv6.
+    let s = ns.connect("[fd00::2]:7");
+    echo_roundtrip(s, MB, true);
+}
+
+#[test]
+fn echo_inline_workers_0() {
+    if !live_ok("echo_inline_workers_0") {
+        return;
+    }
+    let ns = Netns::new("inline");
+    let _t = Tcpd::start(&ns, &["--seed", "3", "--workers", "0"]);
+    let s = ns.connect("10.0.0.2:7");
+    echo_roundtrip(s, 4 * MB, true);
+    let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000");
+    assert_eq!(code, 200);
+    let mut body = Vec::new();
+    r.read_to_end(&mut body).unwrap();
+    assert_eq!(body.len(), 100_000);
+    assert_eq!(check_pattern(0, &body), None);
+}
+
+#[test]
+fn curl_status_page_and_stats() {
+    if !live_ok("curl_status_page_and_stats") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let ns = Netns::new("curl");
+    let _t = Tcpd::start(&ns, &["--seed", "4"]);
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "http://10.0.0.2/",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "curl /: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.ends_with("\n200"), "{text}");
+    assert!(text.to_lowercase().contains("<html"), "not HTML: {text}");
+    assert!(
+        text.contains("10.0.0.2"),
+        "status page lacks the address: {text}"
+    );
+    let out = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.trim_start().starts_with('{'),
+        "/stats: {text}"
+    );
+    assert!(text.contains("packets_in"), "/stats lacks counters: {text}");
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://[fd00::2]/",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "curl over IPv6"
+    );
+}
+
+/// sha256 of `n` bytes of the `/bytes/N` pattern, by sha256sum.
+fn pattern_sha256(n: usize) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < n {
+        let k = buf.len().min(n - off);
+        pattern(off as u64, &mut buf[..k]);
+        stdin.write_all(&buf[..k]).unwrap();
+        off += k;
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn curl_bytes_100mb_sha256() {
+    if !live_ok("curl_bytes_100mb_sha256") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let n = 100 * MB;
+    let expected = pattern_sha256(n);
+    let ns = Netns::new("bytes");
+    let _t = Tcpd::start(&ns, &["--seed", "5"]);
+    let start = Instant::now();
+    let out = ns
+        .command("sh")
+        .arg("-c")
+        .arg(format!(
+            "curl -sS -m 120 http://10.0.0.2/bytes/{n} | sha256sum"
+        ))
+        .output()
+        .unwrap();
+    let d = start.elapsed();
+    let got = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        got.split_whitespace().next().unwrap_or(""),
+        expected,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("download 100 MB: {d:?} ({:.0} MB/s)", mbps(n, d));
+}
+
+#[test]
+fn upload_100mb_to_discard() {
+    if !live_ok("upload_100mb_to_discard") {
+        return;
+    }
+    let ns = Netns::new("discard");
+    let _t = Tcpd::start(&ns, &["--seed", "6"]);
+    let mut s = ns.connect("10.0.0.2:9");
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let total = 100 * MB;
+    let mut buf = vec![0u8; 256 * 1024];
+    pattern(0, &mut buf);
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        s.write_all(&buf).unwrap();
+        sent += buf.len();
+    }
+    s.shutdown(Shutdown::Write).unwrap();
+    // Discard reads to the end of the stream, then closes: EOF here means
+    // it consumed everything.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    let d = start.elapsed();
+    assert!(rest.is_empty(), "discard sent data back");
+    eprintln!("upload 100 MB: {d:?} ({:.0} MB/s)", mbps(total, d));
+}
+
+fn raise_nofile(n: u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut r);
+        if r.rlim_cur < n {
+            r.rlim_cur = n.min(r.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &r);
+        }
+    }
+}
+
+#[test]
+fn thousand_concurrent_echo_connections() {
+    if !live_ok("thousand_concurrent_echo_connections") {
+        return;
+    }
+    raise_nofile(4096);
+    let ns = Netns::new("conns");
+    let t = Tcpd::start(&ns, &["--seed", "7"]);
+    let n = 1000;
+    let mut socks: Vec<std::net::TcpStream> = ns.within(|| {
+        (0..n)
+            .map(|i| {
+                let s = std::net::TcpStream::connect_timeout(
+                    &"10.0.0.2:7".parse().unwrap(),
+                    Duration::from_secs(10),
+                )
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+                s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                s
+            })
+            .collect()
+    });
+    let msg = |i: usize| {
+        format!(
+            "hello from connection {i} of {n}, nonce {:x}\n",
+            i * 7919 + 13
+        )
+    };
+    for (i, s) in socks.iter_mut().enumerate() {
+        s.write_all(msg(i).as_bytes()).unwrap();
+    }
+    for (i, s) in socks.iter_mut().enumerate() {
+        let want = msg(i);
+        let mut got = vec![0u8; want.len()];
+        s.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
+        assert_eq!(String::from_utf8_lossy(&got), want);
+    }
+    eprintln!("1000 connections open: tcpd RSS {} KiB", t.rss_kib());
+    for s in &socks {
+        s.shutdown(Shutdown::Write).unwrap();
+    }
+    for (i, s) in socks.iter_mut().enumerate() {
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest)
+            .unwrap_or_else(|e| panic!("connection {i} close: {e}"));
+        assert!(rest.is_empty());
+    }
+}
+
+#[test]
+fn faults_20mb_each_way_intact() {
+    if !live_ok("faults_20mb_each_way_intact") {
+        return;
+    }
+    let ns = Netns::new("faults");
+    let t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "8",
+            "--fault-drop",
+            "0.03",
+            "--fault-reorder",
+            "0.1",
+            "--fault-dup",
+            "0.01",
+            "--fault-seed",
+            "8",
+        ],
+    );
+    let s = ns.connect("10.0.0.2:7");
+    let d = echo_roundtrip(s, 20 * MB, true);
+    eprintln!("20 MB each way through faults: {d:?}");
+    let out = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stats.contains("fault_rx_dropped"),
+        "fault counters missing from /stats: {stats}"
+    );
+    drop(t);
+}
+
+#[test]
+fn slow_reader_keeps_rss_bounded() {
+    if !live_ok("slow_reader_keeps_rss_bounded") {
+        return;
+    }
+    let ns = Netns::new("slow");
+    let t = Tcpd::start(&ns, &["--seed", "9"]);
+    let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/1000000000000");
+    assert_eq!(code, 200);
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut got = 0u64;
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(4) {
+        let n = r.get_mut().read(&mut buf).unwrap();
+        assert!(n > 0);
+        // Checks only bytes read straight off the socket (BufReader may hold some).
+        got += n as u64;
+        std::thread::sleep(Duration::from_millis(20));
+        samples.push(t.rss_kib());
+    }
+    let first = samples[samples.len() / 4];
+    let max = *samples.iter().max().unwrap();
+    eprintln!("slow reader: read {got} bytes in 4 s; tcpd RSS {first} -> max {max} KiB");
+    assert!(max < 64 * 1024, "tcpd RSS {max} KiB with one slow reader");
+    assert!(
+        max < first + 8 * 1024,
+        "tcpd RSS grew from {first} to {max} KiB while the client read slowly"
+    );
+}
+
+#[test]
+fn sigterm_mid_transfer_closes_cleanly() {
+    if !live_ok("sigterm_mid_transfer_closes_cleanly") {
+        return;
+    }
+    let ns = Netns::new("sigterm");
+    let mut t = Tcpd::start(&ns, &["--seed", "10", "--grace-ms", "3000"]);
+    let (mut r, code, len) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000000000");
+    assert_eq!(code, 200);
+    assert_eq!(len, Some(100_000_000_000));
+    r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while got < 5_000_000 {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0);
+        assert_eq!(check_pattern(got, &buf[..n]), None);
+        got += n as u64;
+    }
+    t.signal(libc::SIGTERM);
+    // The client keeps reading: every byte up to the FIN is right, and the
+    // stream ends with a FIN (EOF), not a reset.
+    loop {
+        let n = r
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("after SIGTERM, read at byte {got}: {e}"));
+        if n == 0 {
+            break;
+        }
+        assert_eq!(check_pattern(got, &buf[..n]), None);
+        got += n as u64;
+    }
+    assert!(got < 100_000_000_000);
+    let st = t
+        .wait(Duration::from_secs(8))
+        .expect("tcpd did not exit after SIGTERM");
+    assert!(st.success(), "tcpd exit status {st}: {}", t.stderr());
+    assert!(!ns.has_link("tun0"), "tun0 still exists after tcpd exited");
+    eprintln!("SIGTERM after {got} bytes: clean FIN, exit 0, interface gone");
+}
+
+#[test]
+fn pcap_holds_both_directions() {
+    if !live_ok("pcap_holds_both_directions") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("tcpd-live-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("run.pcap");
+    let ns = Netns::new("pcap");
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "11",
+            "--workers",
+            "0",
+            "--pcap",
+            path.to_str().unwrap(),
+        ],
+    );
+    let s = ns.connect("10.0.0.2:7");
+    echo_roundtrip(s, 100_000, true);
+    assert!(t.stop(Duration::from_secs(5)).success());
+    let side = std::fs::read_to_string(dir.join("run.pcap.json")).unwrap();
+    assert!(side.contains("\"seed\": 11"), "{side}");
+    assert!(side.contains("\"workers\": 0"), "{side}");
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+    assert_eq!(r.header().datalink, pcap_file::DataLink::RAW);
+    let (mut inbound, mut outbound, mut bytes_in) = (0, 0, 0usize);
+    while let Some(p) = r.next_packet() {
+        let p = p.unwrap();
+        let d = p.data();
+        if d.len() < 20 || d[0] >> 4 != 4 {
+            continue;
+        }
+        let (src, dst) = (&d[12..16], &d[16..20]);
+        if src == [10, 0, 0, 1] && dst == [10, 0, 0, 2] {
+            inbound += 1;
+            bytes_in += d.len();
+        } else if src == [10, 0, 0, 2] && dst == [10, 0, 0, 1] {
+            outbound += 1;
+        }
+    }
+    eprintln!("pcap: {inbound} packets in, {outbound} out");
+    assert!(
+        inbound > 10 && outbound > 10,
+        "in {inbound}, out {outbound}"
+    );
+    assert!(
+        bytes_in > 100_000,
+        "the pcap holds {bytes_in} inbound bytes, less than the data sent"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_permission_is_explained() {
+    if !live_ok("missing_permission_is_explained") {
+        return;
+    }
+    let ns = Netns::new("perm");
+    // Run tcpd as nobody from a thread inside the namespace: the child
+    // inherits the namespace, and has no right to create tun0.
+    let out = ns.within(|| {
+        use std::os::unix::process::CommandExt;
+        Command::new(common::TCPD)
+            .args(["tun0", "--seed", "1"])
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
+    assert_eq!(lines.len(), 1, "want one line: {err}");
+    assert!(lines[0].contains("no permission"), "{err}");
+    assert!(lines[0].contains("--no-configure"), "{err}");
+    assert!(!ns.has_link("tun0"));
+}
+
+#[test]
+fn no_configure_runs_without_root() {
+    if !live_ok("no_configure_runs_without_root") {
+        return;
+    }
+    let ns = Netns::new("noconf");
+    ns.ip(&["tuntap", "add", "tun0", "mode", "tun", "user", "65534"]);
+    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "up"]);
+    let mut child = ns.within(|| {
+        use std::os::unix::process::CommandExt;
+        Command::new(common::TCPD)
+            .args(["tun0", "--no-configure", "--seed", "12", "--no-ipv6"])
+            .uid(65534)
+            .gid(65534)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    });
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id() as i32;
+    let guard = Kill(&mut child);
+    let s = ns.connect("10.0.0.2:7");
+    echo_roundtrip(s, 100_000, true);
+    // SAFETY: SIGTERM to the PID of the child we spawned.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let until = Instant::now() + Duration::from_secs(5);
+    let st = loop {
+        if let Some(st) = guard.0.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < until, "tcpd did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success());
+    assert!(
+        ns.has_link("tun0"),
+        "--no-configure must leave the persistent interface in place"
+    );
+}
