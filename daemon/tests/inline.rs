@@ -445,3 +445,51 @@ fn client_reset_mid_download_drops_the_handler() {
     });
     assert_eq!(p.server.connection_count(), 0, "no connection left behind");
 }
+
+/// Wall-clock cost of the inline host with the real TCP on both sides (no
+/// device): `cargo test --release -p daemon --test inline -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, run by hand in release mode"]
+fn throughput_inline() {
+    let n = 200usize << 20;
+    let mut p = Pair::new();
+    p.latency = Duration::from_micros(20);
+    let id = p.connect(HTTP);
+    p.drive_until("connection", |p| p.take_event(Event::Connected(id)));
+    let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(p.client.send(id, req.as_bytes()).unwrap(), req.len());
+    let t = std::time::Instant::now();
+    let mut total = 0usize;
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut head = None;
+    let mut ok = true;
+    p.drive_until("the whole download", |p| {
+        loop {
+            match p.client.recv(id, &mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => {
+                    let mut data = &chunk[..k];
+                    if head.is_none() {
+                        let end = data.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                        head = Some(end);
+                        data = &data[end..];
+                    }
+                    for (i, b) in data.iter().enumerate() {
+                        ok &= *b == ((total + i) % 251) as u8;
+                    }
+                    total += data.len();
+                }
+            }
+        }
+        total >= n
+    });
+    let secs = t.elapsed().as_secs_f64();
+    assert!(ok, "pattern intact");
+    assert_eq!(total, n);
+    eprintln!(
+        "download /bytes/{n} through two endpoints + inline host: {:.2} s wall, {:.0} MB/s (both stacks on one thread), virtual {:?}",
+        secs,
+        n as f64 / secs / 1e6,
+        p.now
+    );
+}
