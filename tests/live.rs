@@ -531,17 +531,21 @@ fn no_configure_runs_without_root() {
     ns.ip(&["tuntap", "add", "tun0", "mode", "tun", "user", "65534"]);
     ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tun0"]);
     ns.ip(&["link", "set", "tun0", "up"]);
-    let mut child = ns.within(|| {
-        use std::os::unix::process::CommandExt;
-        Command::new(common::TCPD)
-            .args(["tun0", "--no-configure", "--seed", "12", "--no-ipv6"])
-            .uid(65534)
-            .gid(65534)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    });
+    // /dev/net/tun may be root-only on this machine (mode 0600): give the
+    // test its own mount namespace with a world-usable node over /dev/net,
+    // then drop to nobody. Nothing outside the test's namespaces changes.
+    let script = format!(
+        "mount -t tmpfs tcpd-test /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups {} tun0 --no-configure --seed 12 --no-ipv6",
+        common::TCPD
+    );
+    let mut child = ns
+        .command("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     struct Kill<'a>(&'a mut std::process::Child);
     impl Drop for Kill<'_> {
         fn drop(&mut self) {

@@ -177,6 +177,7 @@ impl TunDevice {
         }
         let dev = tun_rs::DeviceBuilder::new()
             .name(name)
+            .inherit_enable_state()
             .build_sync()
             .map_err(|e| open_error(name, &e))?;
         dev.set_nonblocking(true)
@@ -316,9 +317,12 @@ fn open_error(name: &str, e: &io::Error) -> Error {
          and run `tcpd --no-configure {name}`"
     );
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => {
-            Error::new(format!("no permission to open /dev/net/tun or create {name}: {fix}"))
-        }
+        Some(libc::EACCES) => Error::new(format!(
+            "no permission to open /dev/net/tun: run tcpd as root, or let users open it \
+             (`sudo chmod 0666 /dev/net/tun`, the usual mode), create the interface once with \
+             `sudo ip tuntap add {name} mode tun user $USER` and run `tcpd --no-configure {name}`"
+        )),
+        Some(libc::EPERM) => Error::new(format!("no permission to create or attach to {name}: {fix}")),
         Some(libc::EBUSY) => Error::new(format!(
             "interface {name} is busy: another process has it open (another tcpd?); stop it or pick another name"
         )),
