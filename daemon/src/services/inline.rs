@@ -394,7 +394,7 @@ impl InlineHost {
         if !out.is_empty() {
             match ep.send(id, out) {
                 Ok(n) if n < out.len() => {
-                    tracing::warn!(%id, wanted = out.len(), took = n, "short send within credit");
+                    tracing::debug!(%id, wanted = out.len(), took = n, "short send within credit");
                     e.unsent.extend_from_slice(&out[n..]);
                 }
                 Ok(_) => {}
