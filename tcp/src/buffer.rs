@@ -219,11 +219,6 @@ impl Ranges {
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
-
-    /// The highest byte held + 1.
-    pub(crate) fn end(&self) -> Option<SeqNum> {
-        self.list.last().map(|r| r.1)
-    }
 }
 
 #[cfg(test)]

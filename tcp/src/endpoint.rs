@@ -595,12 +595,12 @@ impl Endpoint {
                 Reply::Established => self.established(slot),
                 Reply::Reincarnate => {
                     self.free_slot_any(slot);
-                    self.to_listener(local, remote, &seg);
+                    self.for_listener(local, remote, &seg);
                 }
             }
             return;
         }
-        self.to_listener(local, remote, &seg);
+        self.for_listener(local, remote, &seg);
     }
 
     /// Frees a connection whoever holds it (TIME-WAIT reuse); an application
@@ -643,7 +643,7 @@ impl Endpoint {
     }
 
     /// RFC 9293 §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN).
-    fn to_listener(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
+    fn for_listener(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
         let f = seg.flags;
         if f.rst() {
             // "An incoming segment containing a RST is discarded."
@@ -1015,10 +1015,7 @@ impl Endpoint {
                 if self.ev_queue.front() == Some(&(slot, gen)) {
                     self.ev_queue.pop_front();
                 }
-                let detached_from_table = !self
-                    .table
-                    .get(&(conn.local, conn.remote))
-                    .is_some_and(|x| *x == slot);
+                let detached_from_table = self.table.get(&(conn.local, conn.remote)) != Some(&slot);
                 if conn.state == State::Closed || detached_from_table {
                     if detached_from_table {
                         // Reincarnated 4-tuple: only the slot is ours.
