@@ -276,7 +276,7 @@ impl<D: Device> Reactor<D> {
             starved: Vec::new(),
             pool,
             rxbuf: vec![0u8; 65536].into_boxed_slice(),
-            txbuf: vec![0u8; cfg.mtu.max(1500)].into_boxed_slice(),
+            txbuf: vec![0u8; cfg.mtu.max(1280)].into_boxed_slice(),
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
             rx_ready: true,
@@ -370,6 +370,13 @@ impl<D: Device> Reactor<D> {
             }
         }
         self.transmit(Instant::now());
+        tracing::trace!(
+            rx = self.counters.rx_packets,
+            tx = self.counters.tx_packets,
+            timeout = ?self.ep.poll_timeout(),
+            now = ?self.clock.tcp(Instant::now()),
+            "turn"
+        );
         if now >= self.next_publish {
             self.publish();
             self.next_publish = now + Duration::from_millis(250);

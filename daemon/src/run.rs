@@ -24,14 +24,14 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     );
     let _ = writeln!(
         s,
-        "  stack address   {}{}",
+        "  stack address     {}{}",
         cfg.addr,
         cfg.addr6.map(|a| format!("  {a}")).unwrap_or_default()
     );
     if cfg.no_configure {
         let _ = writeln!(
             s,
-            "  host side       as configured on {} (--no-configure)",
+            "  host side         as configured on {} (--no-configure)",
             cfg.iface
         );
     } else {
@@ -42,7 +42,7 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
         };
         let _ = writeln!(
             s,
-            "  host side       {}{v6} on {}",
+            "  host side         {}{v6} on {}",
             cfg.host_addr, cfg.iface
         );
     }
@@ -57,7 +57,7 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     if let Some(p) = &cfg.pcap {
         let _ = writeln!(
             s,
-            "  recording       {} (+ {})",
+            "  recording         {} (+ {})",
             p.display(),
             sidecar_path(p).display()
         );
@@ -66,7 +66,7 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
         let f = &cfg.fault;
         let _ = writeln!(
             s,
-            "  faults          drop {} dup {} reorder {} delay {} ms (seed {})",
+            "  faults            drop {} dup {} reorder {} delay {} ms (seed {})",
             f.drop, f.dup, f.reorder, f.delay_ms, f.seed
         );
     }
