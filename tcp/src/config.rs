@@ -97,6 +97,13 @@ pub struct Config {
     pub max_control_queue: usize,
     /// TTL / hop limit of emitted packets. Default 64.
     pub ttl: u8,
+    /// Segmentation offload: the largest IP packet the device accepts and
+    /// cuts into MSS-sized segments itself (TSO/GSO). 0 (the default): no
+    /// offload, no segment exceeds the MSS. See [`crate::Transmit`].
+    pub tso_max: usize,
+    /// Checksum offload: emitted TCP segments carry only the pseudo-header
+    /// sum in their checksum field, for the device to complete. Default off.
+    pub checksum_offload: bool,
 }
 
 impl Default for Config {
@@ -130,6 +137,8 @@ impl Default for Config {
             ephemeral_ports: (32768, 60999),
             max_control_queue: 1024,
             ttl: 64,
+            tso_max: 0,
+            checksum_offload: false,
         }
     }
 }
@@ -157,6 +166,12 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        if self.tso_max != 0 && !(self.mtu..=65535).contains(&self.tso_max) {
+            return Err(format!(
+                "tso_max {} must be 0 or within mtu..=65535",
+                self.tso_max
+            ));
         }
         if self.initial_window == 0 {
             return Err("initial_window must be at least 1".into());

@@ -77,7 +77,7 @@ use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_tcp, tcp_payload_offset, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
+    emit_tcp_with, tcp_payload_offset, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
 };
 use std::net::SocketAddr;
 
@@ -294,6 +294,8 @@ pub(crate) struct Conn {
     pub(crate) ev: u8,
     /// Segments retransmitted.
     pub(crate) retransmits: u64,
+    /// See [`Conn::last_tx_segment`].
+    last_tx_segment: u16,
     /// The connection was reset or timed out (recv/send report it).
     pub(crate) reset: bool,
 }
@@ -367,6 +369,7 @@ impl Conn {
             timers: [None; NTIMERS],
             ev: 0,
             retransmits: 0,
+            last_tx_segment: 0,
             reset: false,
         }
     }
@@ -1607,7 +1610,10 @@ impl Conn {
         let in_flight = self.snd_nxt.since(self.snd_una);
         let wnd = self.snd_wnd.min(self.cc.cwnd());
         let usable = wnd.saturating_sub(in_flight);
-        let mut len = avail.min(mss).min(usable);
+        // With segmentation offload one "segment" may carry many MSS
+        // (cut by the device into MSS-sized ones); never more than `buf` holds.
+        let room = buf.len().saturating_sub(40 + 60) as u32;
+        let mut len = avail.min(self.max_chunk(cx.cfg)).min(usable).min(room);
         let mut probe = false;
         if len == 0 && avail > 0 && self.probe_now && self.snd_wnd == 0 {
             // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
@@ -1769,14 +1775,22 @@ impl Conn {
             let data_off = seq.since(self.data_start()) as usize;
             self.send_buf.read_at(data_off, &mut buf[off..off + len]);
         }
-        let n = emit_tcp(
+        let n = emit_tcp_with(
             buf,
             self.local.ip(),
             self.remote.ip(),
             cx.cfg.ttl,
             &repr,
             len,
+            cx.cfg.checksum_offload,
         )?;
+        // A data segment longer than the MSS is for the device to cut
+        // (TSO/GSO): tell it the segment size.
+        self.last_tx_segment = if len > usize::from(self.mss) {
+            self.mss
+        } else {
+            0
+        };
         if flags.ack() {
             self.ack_now = false;
             self.unacked_bytes = 0;
@@ -1815,6 +1829,24 @@ impl Conn {
             self.rcv_nxt
         };
         data_end > self.rcv_read
+    }
+
+    /// The most data one emitted segment may carry: the MSS, or with
+    /// segmentation offload a multiple of it that fits `Config::tso_max`.
+    fn max_chunk(&self, cfg: &Config) -> u32 {
+        let mss = u32::from(self.mss);
+        if cfg.tso_max == 0 {
+            return mss;
+        }
+        let hdrs = if self.local.is_ipv6() { 40 } else { 20 } + 60;
+        let fit = (cfg.tso_max.saturating_sub(hdrs) as u32 / mss).max(1);
+        fit * mss
+    }
+
+    /// The segment size for the device to cut the last emitted segment
+    /// into, or 0 when it needs no cutting.
+    pub(crate) fn last_tx_segment(&self) -> u16 {
+        self.last_tx_segment
     }
 
     /// Whether the peer's FIN has been received in order.

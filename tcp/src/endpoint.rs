@@ -10,9 +10,9 @@ use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_icmp_echo_reply, emit_tcp, parse_icmp_echo, parse_ip, parse_tcp, tcp_payload_offset,
-    DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP,
+    emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo, parse_ip, parse_tcp_with,
+    tcp_payload_offset, DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
 };
 use core::fmt;
 use siphasher::sip::SipHasher13;
@@ -118,6 +118,19 @@ impl fmt::Display for Error {
     }
 }
 impl std::error::Error for Error {}
+
+/// One packet from [`Endpoint::poll_transmit_offload`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Length of the IP packet written into the buffer.
+    pub len: usize,
+    /// When non-zero, a TCP segment longer than the MSS that the device must
+    /// cut into segments of this many payload bytes (TSO/GSO).
+    pub segment_size: u16,
+    /// The TCP checksum field holds only the pseudo-header sum: the device
+    /// completes it (checksum offload).
+    pub partial_checksum: bool,
+}
 
 /// A snapshot of one connection, for status pages and tests.
 #[derive(Clone, Copy, Debug)]
@@ -505,6 +518,14 @@ impl Endpoint {
 
     /// Handles one IP packet read from the device.
     pub fn handle(&mut self, now: Instant, packet: &[u8]) {
+        self.handle_offloaded(now, packet, false);
+    }
+
+    /// [`Endpoint::handle`] for a packet whose device vouched for its TCP
+    /// checksum (`checksum_valid`: a TUN with offload marks packets the
+    /// local kernel built as needing no verification). The packet may be
+    /// larger than the MTU when the device coalesced segments (GRO).
+    pub fn handle_offloaded(&mut self, now: Instant, packet: &[u8], checksum_valid: bool) {
         self.advance(now);
         self.stats.packets_in += 1;
         self.stats.bytes_in += packet.len() as u64;
@@ -516,7 +537,7 @@ impl Endpoint {
             return self.drop_packet(DropReason::NotOurAddress);
         }
         match (ip.protocol, ip.src) {
-            (PROTO_TCP, _) => self.handle_tcp(&ip),
+            (PROTO_TCP, _) => self.handle_tcp(&ip, !checksum_valid),
             (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => self.handle_icmp(&ip),
             _ => self.drop_packet(DropReason::UnsupportedProtocol),
         }
@@ -551,8 +572,8 @@ impl Endpoint {
         }
     }
 
-    fn handle_tcp(&mut self, ip: &IpPacket<'_>) {
-        let seg = match parse_tcp(ip) {
+    fn handle_tcp(&mut self, ip: &IpPacket<'_>, verify: bool) {
+        let seg = match parse_tcp_with(ip, verify) {
             Ok(s) => s,
             Err(r) => return self.drop_packet(r),
         };
@@ -852,12 +873,24 @@ impl Endpoint {
     /// Writes the next packet to send into `buf` (at least MTU bytes) and
     /// returns its length; `None` when there is nothing to send.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
+        self.poll_transmit_offload(now, buf).map(|t| t.len)
+    }
+
+    /// [`Endpoint::poll_transmit`] with what a device with offload needs to
+    /// know about the packet (see [`Config::tso_max`] and
+    /// [`Config::checksum_offload`]). `buf` should hold `tso_max` bytes.
+    pub fn poll_transmit_offload(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
         while let Some(c) = self.control.pop_front() {
+            let tcp = !matches!(c, Control::Echo { .. });
             if let Some(n) = self.emit_control(c, buf) {
                 self.stats.packets_out += 1;
                 self.stats.bytes_out += n as u64;
-                return Some(n);
+                return Some(Transmit {
+                    len: n,
+                    segment_size: 0,
+                    partial_checksum: tcp && self.config.checksum_offload,
+                });
             }
         }
         while let Some((slot, gen)) = self.tx_queue.pop_front() {
@@ -869,8 +902,12 @@ impl Endpoint {
                 continue;
             }
             self.slots[slot as usize].tx_queued = false;
-            let sent = self.with_conn(slot, |c, cx| c.dispatch(cx, buf)).flatten();
-            if let Some(n) = sent {
+            let sent = self
+                .with_conn(slot, |c, cx| {
+                    c.dispatch(cx, buf).map(|n| (n, c.last_tx_segment()))
+                })
+                .flatten();
+            if let Some((n, segment_size)) = sent {
                 // It may have more: keep it in line behind the others.
                 if let Some(s) = self.slots.get_mut(slot as usize) {
                     if s.gen == gen && !s.tx_queued && s.conn.is_some() {
@@ -880,7 +917,11 @@ impl Endpoint {
                 }
                 self.stats.packets_out += 1;
                 self.stats.bytes_out += n as u64;
-                return Some(n);
+                return Some(Transmit {
+                    len: n,
+                    segment_size,
+                    partial_checksum: self.config.checksum_offload,
+                });
             }
             // Nothing to send: `after_conn` may have queued it again if it
             // still wants to; drop that to avoid spinning.
@@ -917,7 +958,15 @@ impl Endpoint {
                 };
                 self.stats.rst_out += 1;
                 self.stats.segments_out += 1;
-                emit_tcp(buf, local.ip(), remote.ip(), self.config.ttl, &repr, 0)
+                emit_tcp_with(
+                    buf,
+                    local.ip(),
+                    remote.ip(),
+                    self.config.ttl,
+                    &repr,
+                    0,
+                    self.config.checksum_offload,
+                )
             }
             Control::CookieSynAck {
                 local,
@@ -937,7 +986,15 @@ impl Endpoint {
                 };
                 let _ = tcp_payload_offset(local.ip(), &repr);
                 self.stats.segments_out += 1;
-                emit_tcp(buf, local.ip(), remote.ip(), self.config.ttl, &repr, 0)
+                emit_tcp_with(
+                    buf,
+                    local.ip(),
+                    remote.ip(),
+                    self.config.ttl,
+                    &repr,
+                    0,
+                    self.config.checksum_offload,
+                )
             }
             Control::Echo { buf: b, len } => {
                 let n = if buf.len() >= len {

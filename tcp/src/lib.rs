@@ -34,7 +34,7 @@ pub mod wire;
 pub use config::{Config, Keepalive};
 pub use congestion::{CongestionControl, NewReno};
 pub use conn::State;
-pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event};
+pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event, Transmit};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;
 pub use stats::Stats;

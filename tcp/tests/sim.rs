@@ -112,7 +112,18 @@ fn run_transfer(
     b_to_a: u64,
     max_steps: u64,
 ) -> (Pair, Transfer) {
-    let mut p = Pair::new(config(seed), config(seed + 1000));
+    let p = Pair::new(config(seed), config(seed + 1000));
+    run_transfer_with(p, seed, faults, a_to_b, b_to_a, max_steps)
+}
+
+fn run_transfer_with(
+    mut p: Pair,
+    seed: u64,
+    faults: Faults,
+    a_to_b: u64,
+    b_to_a: u64,
+    max_steps: u64,
+) -> (Pair, Transfer) {
     p.faults = faults;
     p.rng = Rng::new(seed);
     p.b.listen(80, 128).unwrap();
@@ -287,4 +298,31 @@ fn time_wait_expires_and_table_empties() {
     });
     assert_eq!(p.a.connection_count(), 0);
     assert_eq!(p.b.connection_count(), 0);
+}
+
+#[test]
+fn segmentation_offload_super_segments() {
+    // Both ends emit TSO super-segments with partial checksums; the link
+    // delivers them whole, as a TUN with offload delivers GSO packets.
+    let cfg = |seed| tcp::Config {
+        seed,
+        tso_max: 65535,
+        checksum_offload: true,
+        ..tcp::Config::default()
+    };
+    let mut p = Pair::new(cfg(40), cfg(41));
+    p.offload = true;
+    let faults = Faults {
+        loss: 0.01,
+        dup: 0.0,
+        reorder: 0.0,
+        corrupt: 0.0,
+    };
+    let (p, t) = run_transfer_with(p, 40, faults, 4_000_000, 4_000_000, 10_000_000);
+    assert_eq!(t.recvd, [4_000_000, 4_000_000]);
+    assert!(
+        p.max_packet > 30_000,
+        "super-segments were sent (largest {})",
+        p.max_packet
+    );
 }

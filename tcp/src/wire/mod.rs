@@ -17,8 +17,8 @@ pub use ip::{
     PROTO_UDP,
 };
 pub use tcp::{
-    emit_tcp, parse_tcp, tcp_payload_offset, SackBlocks, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
-    MAX_SACK_BLOCKS,
+    emit_tcp, emit_tcp_with, parse_tcp, parse_tcp_with, tcp_payload_offset, SackBlocks, TcpFlags,
+    TcpOptions, TcpRepr, TcpSegment, MAX_SACK_BLOCKS,
 };
 
 /// Why a packet was dropped. Each reason has a counter in [`crate::Stats`].

@@ -315,6 +315,14 @@ impl TcpSegment<'_> {
 /// Parses the TCP segment carried by `ip`, verifying its checksum with the
 /// pseudo-header.
 pub fn parse_tcp<'a>(ip: &IpPacket<'a>) -> Result<TcpSegment<'a>, DropReason> {
+    parse_tcp_with(ip, true)
+}
+
+/// [`parse_tcp`], verifying the checksum only when `verify` is set: a
+/// device with checksum offload (a TUN with `IFF_VNET_HDR`) vouches for
+/// packets the local kernel built, whose checksum field then holds only the
+/// pseudo-header sum.
+pub fn parse_tcp_with<'a>(ip: &IpPacket<'a>, verify: bool) -> Result<TcpSegment<'a>, DropReason> {
     let b = ip.payload;
     if b.len() < 20 {
         return Err(DropReason::Truncated);
@@ -323,12 +331,14 @@ pub fn parse_tcp<'a>(ip: &IpPacket<'a>) -> Result<TcpSegment<'a>, DropReason> {
     if doff < 20 || doff > b.len() {
         return Err(DropReason::BadTcpHeader);
     }
-    let sum = checksum_sum(
-        pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, b.len() as u32),
-        b,
-    );
-    if checksum_fold(sum) != 0 {
-        return Err(DropReason::BadTcpChecksum);
+    if verify {
+        let sum = checksum_sum(
+            pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, b.len() as u32),
+            b,
+        );
+        if checksum_fold(sum) != 0 {
+            return Err(DropReason::BadTcpChecksum);
+        }
     }
     let (options, bad_options) = TcpOptions::parse(&b[20..doff]);
     Ok(TcpSegment {
@@ -390,6 +400,22 @@ pub fn emit_tcp(
     repr: &TcpRepr,
     payload_len: usize,
 ) -> Option<usize> {
+    emit_tcp_with(buf, src, dst, ttl, repr, payload_len, false)
+}
+
+/// [`emit_tcp`], but with `partial_checksum` the TCP checksum field gets
+/// only the folded pseudo-header sum, for a device that completes it
+/// (checksum offload: the `NEEDS_CSUM` of a virtio-net header, with
+/// `csum_start` at the TCP header and `csum_offset` 16).
+pub fn emit_tcp_with(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    ttl: u8,
+    repr: &TcpRepr,
+    payload_len: usize,
+    partial_checksum: bool,
+) -> Option<usize> {
     let iph = ip_header_len(src);
     let th = repr.header_len();
     let total = iph + th + payload_len;
@@ -410,11 +436,14 @@ pub fn emit_tcp(
     t[18] = 0;
     t[19] = 0;
     repr.options.write(&mut t[20..th]);
-    let sum = checksum_sum(
-        pseudo_header_sum(src, dst, PROTO_TCP, (th + payload_len) as u32),
-        t,
-    );
-    t[16..18].copy_from_slice(&checksum_fold(sum).to_be_bytes());
+    let pseudo = pseudo_header_sum(src, dst, PROTO_TCP, (th + payload_len) as u32);
+    if partial_checksum {
+        // The device adds the segment's own sum and complements.
+        t[16..18].copy_from_slice(&(!checksum_fold(pseudo)).to_be_bytes());
+    } else {
+        let sum = checksum_sum(pseudo, t);
+        t[16..18].copy_from_slice(&checksum_fold(sum).to_be_bytes());
+    }
     Some(total)
 }
 
@@ -511,6 +540,32 @@ mod tests {
             parse_tcp(&parse_ip(&pkt).unwrap()).unwrap_err(),
             DropReason::BadTcpHeader
         );
+    }
+
+    #[test]
+    fn partial_checksum_completes_to_the_full_one() {
+        let repr = TcpRepr {
+            flags: TcpFlags::ACK | TcpFlags::PSH,
+            window: 100,
+            ..Default::default()
+        };
+        let full = build(false, &repr, b"some payload");
+        let (s, d) = addrs(false);
+        let mut part = full.clone();
+        emit_tcp_with(&mut part, s, d, 64, &repr, 12, true).unwrap();
+        assert_ne!(part, full);
+        // What a device does: sum from csum_start over the segment (the
+        // field holds the pseudo-header sum), complement, store.
+        let t = &mut part[20..];
+        let c = checksum_fold(checksum_sum(0, t));
+        t[16..18].copy_from_slice(&c.to_be_bytes());
+        assert_eq!(part, full);
+        // And a trusted parse accepts the partial one.
+        let mut part = full.clone();
+        emit_tcp_with(&mut part, s, d, 64, &repr, 12, true).unwrap();
+        let ip = parse_ip(&part).unwrap();
+        assert!(parse_tcp(&ip).is_err());
+        assert_eq!(parse_tcp_with(&ip, false).unwrap().payload, b"some payload");
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Pair {
     pub delivered: u64,
     pub dropped: u64,
     pub steps: u64,
+    /// Deliver with `handle_offloaded(.., true)`, as a TUN with offload
+    /// does (checksums vouched for, coalesced segments).
+    pub offload: bool,
+    /// The largest packet seen on the link.
+    pub max_packet: usize,
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -76,10 +81,12 @@ impl Pair {
             rng: Rng::new(1),
             queue: BinaryHeap::new(),
             counter: 0,
-            buf: vec![0u8; mtu + 100],
+            buf: vec![0u8; 65536 + mtu],
             delivered: 0,
             dropped: 0,
             steps: 0,
+            offload: false,
+            max_packet: 0,
         }
     }
 
@@ -90,6 +97,7 @@ impl Pair {
                 break;
             };
             let pkt = self.buf[..n].to_vec();
+            self.max_packet = self.max_packet.max(n);
             let f = self.faults;
             if self.rng.chance(f.loss) {
                 self.dropped += 1;
@@ -143,10 +151,11 @@ impl Pair {
                     describe(&p)
                 );
             }
-            if from_a {
-                self.b.handle(self.now, &p);
+            let ep = if from_a { &mut self.b } else { &mut self.a };
+            if self.offload {
+                ep.handle_offloaded(self.now, &p, true);
             } else {
-                self.a.handle(self.now, &p);
+                ep.handle(self.now, &p);
             }
         }
         if ta.is_some_and(|t| t <= self.now) {
