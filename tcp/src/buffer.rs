@@ -219,6 +219,51 @@ impl Ranges {
     pub(crate) fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
+
+    /// Forgets everything below `lo`, trimming a range that straddles it.
+    pub(crate) fn trim_below(&mut self, lo: SeqNum) {
+        while let Some(first) = self.list.first_mut() {
+            if first.1 <= lo {
+                self.list.remove(0);
+            } else {
+                if first.0 < lo {
+                    first.0 = lo;
+                }
+                break;
+            }
+        }
+    }
+
+    /// The end of the range holding `seq`, if any.
+    pub(crate) fn covering(&self, seq: SeqNum) -> Option<SeqNum> {
+        self.list
+            .iter()
+            .find(|(s, e)| *s <= seq && seq < *e)
+            .map(|r| r.1)
+    }
+
+    /// The start of the first range beginning after `seq`.
+    pub(crate) fn next_start_after(&self, seq: SeqNum) -> Option<SeqNum> {
+        self.list.iter().find(|(s, _)| *s > seq).map(|r| r.0)
+    }
+
+    /// The highest byte held + 1.
+    pub(crate) fn highest(&self) -> Option<SeqNum> {
+        self.list.last().map(|r| r.1)
+    }
+
+    /// Bytes held within `[lo, hi)`.
+    pub(crate) fn bytes_within(&self, lo: SeqNum, hi: SeqNum) -> u32 {
+        let mut n = 0;
+        for &(s, e) in &self.list {
+            let a = s.max(lo);
+            let b = e.min(hi);
+            if a < b {
+                n += b.since(a);
+            }
+        }
+        n
+    }
 }
 
 #[cfg(test)]
@@ -300,6 +345,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn scoreboard_queries() {
+        let mut r = Ranges::default();
+        r.add(SeqNum(100), SeqNum(200), 8);
+        r.add(SeqNum(300), SeqNum(400), 8);
+        assert_eq!(r.covering(SeqNum(150)), Some(SeqNum(200)));
+        assert_eq!(r.covering(SeqNum(200)), None);
+        assert_eq!(r.next_start_after(SeqNum(200)), Some(SeqNum(300)));
+        assert_eq!(r.highest(), Some(SeqNum(400)));
+        assert_eq!(r.bytes_within(SeqNum(150), SeqNum(350)), 100);
+        r.trim_below(SeqNum(150));
+        assert_eq!(
+            r.list,
+            vec![(SeqNum(150), SeqNum(200)), (SeqNum(300), SeqNum(400))]
+        );
+        r.trim_below(SeqNum(250));
+        assert_eq!(r.list, vec![(SeqNum(300), SeqNum(400))]);
     }
 
     #[test]

@@ -260,6 +260,12 @@ pub(crate) struct Conn {
     recover: SeqNum,
     /// Send one segment from SND.UNA at the next dispatch (fast retransmit).
     rexmit_one: bool,
+    /// The SACK scoreboard: ranges above SND.UNA the peer reported holding
+    /// (RFC 2018 §3, RFC 6675 §3).
+    sacked: Ranges,
+    /// RFC 6675 HighRxt: the highest sequence number retransmitted in the
+    /// current SACK-based recovery.
+    high_rxt: SeqNum,
     /// Consecutive RTO expirations (backoff exponent).
     backoffs: u32,
     /// Consecutive persist probes (backoff exponent).
@@ -353,6 +359,8 @@ impl Conn {
             in_recovery: false,
             recover: iss - 1,
             rexmit_one: false,
+            sacked: Ranges::default(),
+            high_rxt: iss,
             backoffs: 0,
             persist_backoffs: 0,
             probe_now: false,
@@ -981,6 +989,20 @@ impl Conn {
     fn process_ack(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) {
         let mss = u32::from(self.mss);
         let wnd = u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0);
+        // RFC 2018 §3 / RFC 6675 §5: record SACK blocks on the scoreboard.
+        let mut new_sack = false;
+        if self.opt.sack {
+            let lo = self.snd_una.max(seg.ack);
+            for &(l, r) in seg.options.sack.as_slice() {
+                if lo <= l
+                    && l < r
+                    && r <= self.snd_max
+                    && self.sacked.bytes_within(l, r) < r.since(l)
+                {
+                    new_sack |= self.sacked.add(l, r, 64);
+                }
+            }
+        }
         if seg.ack > self.snd_una {
             // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK."
             let acked = seg.ack.since(self.snd_una);
@@ -999,6 +1021,10 @@ impl Conn {
             };
             let _ = old_una;
             self.send_buf.consume(data_acked);
+            self.sacked.trim_below(self.snd_una);
+            if self.high_rxt < self.snd_una {
+                self.high_rxt = self.snd_una;
+            }
             if self.send_buf.len() == 0 {
                 self.send_buf.shrink_if_empty(cx.pool);
             }
@@ -1012,12 +1038,14 @@ impl Conn {
                     // RFC 6582 §3.2 step 3 (full acknowledgment): leave recovery.
                     self.in_recovery = false;
                     self.cc.on_recovery_end(self.in_flight(), mss);
-                } else {
+                } else if !self.sack_recovery() {
                     // Step 4 (partial acknowledgment): retransmit the first
                     // unacknowledged segment, deflate, reset the timer.
                     self.rexmit_one = true;
                     self.cc.on_partial_ack(acked, mss);
                 }
+                // With SACK (RFC 6675 §5), a partial ACK needs nothing
+                // special: the scoreboard says which holes to resend.
             } else {
                 self.cc.on_ack(acked, mss);
             }
@@ -1036,24 +1064,37 @@ impl Conn {
             && self.snd_max > self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.fin()
-            && wnd == self.snd_wnd
+            && (wnd == self.snd_wnd || new_sack)
         {
             // RFC 5681 §2: a duplicate ACK — outstanding data, no data or
-            // SYN/FIN, same ACK, same window.
+            // SYN/FIN, same ACK, same window (RFC 6675 §2: or new SACK
+            // information).
             self.dup_acks += 1;
-            if self.dup_acks == 3 && !self.in_recovery {
+            if self.dup_acks == 3 && !self.in_recovery && seg.ack - 1 > self.recover {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
-                if seg.ack - 1 > self.recover {
-                    self.in_recovery = true;
-                    self.recover = self.snd_max;
-                    self.cc.on_fast_retransmit(self.in_flight(), mss);
-                    self.rexmit_one = true;
-                    self.rtt_probe = None;
-                    cx.stats.fast_retransmits += 1;
-                }
-            } else if self.in_recovery {
+                self.enter_recovery(cx);
+            } else if self.in_recovery && !self.sack_recovery() {
                 self.cc.on_dup_ack(self.dup_acks, mss);
+            }
+        }
+
+        // RFC 6675 §5: with SACK, loss is inferred from the scoreboard
+        // (IsLost(SND.UNA): DupThresh * SMSS bytes SACKed above it), whether
+        // or not the ACK carried data — in a two-way transfer the ACKs ride
+        // on data and are never "duplicates". With few segments in flight
+        // the threshold drops to all but one segment (early retransmit,
+        // RFC 5827).
+        if self.opt.sack
+            && !self.in_recovery
+            && !self.sacked.is_empty()
+            && self.snd_una - 1 > self.recover
+        {
+            let flight = self.snd_max.since(self.snd_una);
+            let sacked = self.sacked.bytes_within(self.snd_una, self.snd_max);
+            let thresh = (3 * mss).min(flight.saturating_sub(mss)).max(1);
+            if sacked >= thresh {
+                self.enter_recovery(cx);
             }
         }
 
@@ -1516,6 +1557,7 @@ impl Conn {
                 // unacknowledged segment (we go back to SND.UNA).
                 self.backoffs = (self.backoffs + 1).min(30);
                 self.snd_nxt = self.snd_una;
+                self.high_rxt = self.snd_una;
                 self.rtt_probe = None;
                 None
             }
@@ -1603,17 +1645,68 @@ impl Conn {
             }
         }
 
+        // SACK-based loss recovery (RFC 6675 §5 step (C)): while the pipe
+        // leaves room in cwnd, resend the first hole above HighRxt below the
+        // highest SACKed byte; then new data.
+        let sack_rec = self.sack_recovery();
+        let pipe = if sack_rec { self.sack_pipe() } else { 0 };
+        if sack_rec {
+            let cwnd = self.cc.ssthresh().min(self.cc.cwnd()).max(mss);
+            let first = self.high_rxt == self.snd_una;
+            if pipe + mss <= cwnd || first {
+                let mut start = self.high_rxt.max(self.snd_una);
+                while let Some(end) = self.sacked.covering(start) {
+                    start = end;
+                }
+                let high = self.sacked.highest().unwrap_or(self.snd_una);
+                if start < high {
+                    let hole_end = self.sacked.next_start_after(start).unwrap_or(high);
+                    let off = start.since(data_start).min(queued);
+                    let len = (queued - off).min(mss).min(hole_end.since(start));
+                    if len > 0 {
+                        cx.stats.retransmits += 1;
+                        self.retransmits += 1;
+                        let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
+                        self.high_rxt = start + len;
+                        if self.timer(Timer::Rexmit).is_none() {
+                            self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                        }
+                        return Some(n);
+                    }
+                }
+            }
+        }
+
+        // After an RTO rewound SND.NXT, skip what the peer SACKed.
+        if self.opt.sack && self.snd_nxt < self.snd_max {
+            while let Some(end) = self.sacked.covering(self.snd_nxt) {
+                self.snd_nxt = end.min(self.snd_max);
+            }
+        }
+
         // New data (or data to resend after an RTO rewound SND.NXT).
         let seq = self.snd_nxt;
         let off = seq.since(data_start).min(queued);
         let avail = queued - off;
         let in_flight = self.snd_nxt.since(self.snd_una);
-        let wnd = self.snd_wnd.min(self.cc.cwnd());
-        let usable = wnd.saturating_sub(in_flight);
+        let usable = if sack_rec {
+            // In SACK recovery the pipe, not SND.NXT - SND.UNA, is what is in flight.
+            let cwnd = self.cc.ssthresh().min(self.cc.cwnd());
+            self.snd_wnd
+                .saturating_sub(in_flight)
+                .min(cwnd.saturating_sub(pipe))
+        } else {
+            self.snd_wnd.min(self.cc.cwnd()).saturating_sub(in_flight)
+        };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
         let room = buf.len().saturating_sub(40 + 60) as u32;
         let mut len = avail.min(self.max_chunk(cx.cfg)).min(usable).min(room);
+        if seq < self.snd_max {
+            if let Some(next) = self.sacked.next_start_after(seq) {
+                len = len.min(next.since(seq));
+            }
+        }
         let mut probe = false;
         if len == 0 && avail > 0 && self.probe_now && self.snd_wnd == 0 {
             // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
@@ -1829,6 +1922,44 @@ impl Conn {
             self.rcv_nxt
         };
         data_end > self.rcv_read
+    }
+
+    /// Fast retransmit and enter fast recovery (RFC 5681 §3.2, RFC 6582
+    /// §3.2 step 2, RFC 6675 §5 step 4).
+    fn enter_recovery(&mut self, cx: &mut Ctx<'_>) {
+        let mss = u32::from(self.mss);
+        self.in_recovery = true;
+        self.recover = self.snd_max;
+        self.cc.on_fast_retransmit(self.in_flight(), mss);
+        self.rtt_probe = None;
+        cx.stats.fast_retransmits += 1;
+        if self.sack_recovery() {
+            // RFC 6675 §5 step (4): HighRxt starts at SND.UNA; dispatch
+            // resends holes as the pipe allows.
+            self.high_rxt = self.snd_una;
+        } else {
+            self.rexmit_one = true;
+        }
+    }
+
+    /// In fast recovery with a SACK scoreboard to steer it (RFC 6675).
+    fn sack_recovery(&self) -> bool {
+        self.in_recovery && self.opt.sack && !self.sacked.is_empty()
+    }
+
+    /// RFC 6675 §4 SetPipe, simplified: bytes above the highest SACKed byte
+    /// are in flight; holes below it count as lost unless retransmitted in
+    /// this recovery (below HighRxt).
+    fn sack_pipe(&self) -> u32 {
+        let high = self
+            .sacked
+            .highest()
+            .unwrap_or(self.snd_una)
+            .max(self.snd_una);
+        let above = self.snd_max.since(high);
+        let rxt_end = self.high_rxt.max(self.snd_una).min(high);
+        let resent = rxt_end.since(self.snd_una) - self.sacked.bytes_within(self.snd_una, rxt_end);
+        above + resent
     }
 
     /// The most data one emitted segment may carry: the MSS, or with

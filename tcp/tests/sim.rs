@@ -326,3 +326,28 @@ fn segmentation_offload_super_segments() {
         p.max_packet
     );
 }
+
+#[test]
+fn tun_like_link_with_faults() {
+    // The live fault test's link: microsecond latency, 3 % loss, 10 %
+    // reordering, 1 % duplication.
+    let mut p = Pair::new(config(50), config(51));
+    p.latency = Duration::from_micros(50);
+    let faults = Faults {
+        loss: 0.03,
+        dup: 0.01,
+        reorder: 0.10,
+        corrupt: 0.0,
+    };
+    let (p, t) = run_transfer_with(p, 50, faults, 20 << 20, 20 << 20, 50_000_000);
+    assert_eq!(t.recvd, [20 << 20, 20 << 20]);
+    let secs = p.now.as_micros() as f64 / 1e6;
+    println!(
+        "tun-like link: 2 x 20 MB in {secs:.2} s virtual; rto a={} b={}, fast a={} b={}",
+        p.a.stats().rto_timeouts,
+        p.b.stats().rto_timeouts,
+        p.a.stats().fast_retransmits,
+        p.b.stats().fast_retransmits
+    );
+    assert!(secs < 30.0, "recovery too slow: {secs:.1} s");
+}
