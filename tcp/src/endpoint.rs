@@ -722,10 +722,13 @@ impl Endpoint {
             self.after_conn(slot);
             return;
         }
-        if f.ack() && !f.syn() {
-            // "second check for an ACK": bad on a listener — unless it returns
-            // a SYN cookie (RFC 4987 §3.6).
-            if self.config.syn_cookies
+        if f.ack() {
+            // "second check for an ACK": "Any acknowledgment is bad if it
+            // arrives on a connection still in the LISTEN state" — a SYN-ACK
+            // included (Linux resets it too) — unless a bare ACK returns a
+            // SYN cookie (RFC 4987 §3.6).
+            if !f.syn()
+                && self.config.syn_cookies
                 && !accept_full
                 && self.table.len() < self.config.max_connections
             {

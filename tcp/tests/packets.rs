@@ -323,7 +323,6 @@ fn listen_ack_gets_rst() {
 }
 
 #[test]
-#[ignore = "bug: SYN-ACK to a listener dropped instead of RST"]
 fn listen_syn_ack_gets_rst() {
     // A SYN-ACK carries an ACK: the same rule (Linux answers it with a RST too).
     let mut p = listen();
