@@ -286,8 +286,9 @@ pub(crate) struct Conn {
 
     /// Send an ACK at the next dispatch.
     ack_now: bool,
-    /// When we last answered an out-of-window segment without data.
-    last_oow_ack: Instant,
+    /// When we last answered an out-of-window segment without data (none
+    /// yet: the first one is always answered, whatever the clock says).
+    last_oow_ack: Option<Instant>,
     /// Bytes received in order since the last ACK we sent.
     unacked_bytes: u32,
     /// Nagle's algorithm disabled.
@@ -370,7 +371,7 @@ impl Conn {
             last_rcv_time: cx.now,
             last_send_time: cx.now,
             ack_now: false,
-            last_oow_ack: Instant::ZERO,
+            last_oow_ack: None,
             unacked_bytes: 0,
             nodelay: !cx.cfg.nagle,
             want_writable: false,
@@ -828,9 +829,11 @@ impl Conn {
                 // at most one such ACK per 500 ms, so two stacks can never
                 // ping-pong ACKs; a segment with data always gets one.
                 if seg_len > 0
-                    || cx.now.saturating_since(self.last_oow_ack) >= Duration::from_millis(500)
+                    || self.last_oow_ack.is_none_or(|t| {
+                        cx.now.saturating_since(t) >= Duration::from_millis(500)
+                    })
                 {
-                    self.last_oow_ack = cx.now;
+                    self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
                 }
             }
