@@ -836,6 +836,14 @@ impl Conn {
                     self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
                 }
+                // TIME-WAIT: a retransmitted FIN lies below RCV.NXT, so it
+                // lands here, yet RFC 9293 §3.10.7.4 ("Acknowledge it, and
+                // restart the 2 MSL timeout") wants the timer restarted.
+                // Linux (tcp_timewait_state_process) restarts it for every
+                // out-of-window segment carrying an ACK; so do we.
+                if self.state == State::TimeWait && f.ack() {
+                    self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
+                }
             }
             return Reply::None;
         }

@@ -590,7 +590,6 @@ fn time_wait_expires_after_2msl() {
 }
 
 #[test]
-#[ignore = "bug: retransmitted FIN does not restart 2MSL"]
 fn time_wait_retransmitted_fin_reacked_and_timer_restarted() {
     // "The only thing that can arrive in this state is a retransmission of
     // the remote FIN. Acknowledge it, and restart the 2 MSL timeout."
