@@ -1073,6 +1073,8 @@ impl Conn {
             }
         } else if seg.ack == self.snd_una
             && self.snd_max > self.snd_una
+            // Only a zero-window probe byte outstanding is no loss signal.
+            && self.snd_nxt > self.snd_una
             && seg.payload.is_empty()
             && !seg.flags.fin()
             && (wnd == self.snd_wnd || new_sack)
@@ -1461,7 +1463,9 @@ impl Conn {
     /// in flight to bring a window update (RFC 9293 §3.8.6.1); disarms it otherwise.
     fn update_persist(&mut self, cx: &mut Ctx<'_>) {
         let unsent = self.snd_nxt.since(self.data_start()) < self.send_buf.len() as u32;
-        if unsent && self.snd_wnd == 0 && self.snd_una == self.snd_max && self.synchronized() {
+        // Nothing in flight but possibly a probe byte (which leaves SND.NXT
+        // at SND.UNA, see `dispatch_synchronized`).
+        if unsent && self.snd_wnd == 0 && self.snd_nxt == self.snd_una && self.synchronized() {
             if self.timer(Timer::Persist).is_none() {
                 let d = self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto);
                 self.set_timer(Timer::Persist, cx.now + d);
@@ -1753,15 +1757,18 @@ impl Conn {
             }
             let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
             let end = seq + len + u32::from(fin);
+            // A zero-window probe does not advance SND.NXT (as BSD): every
+            // probe carries the same byte, so no more than one byte is ever
+            // sent into the zero window (RFC 9293 §3.8.6.1), and the persist
+            // timer, not the retransmission timer, stays in charge. SND.MAX
+            // covers the byte so that an ACK of it is acceptable.
             if !probe {
                 self.snd_nxt = end;
-            } else {
-                self.snd_nxt = self.snd_nxt.max(end);
             }
-            if is_retransmit {
+            if is_retransmit && !probe {
                 cx.stats.retransmits += 1;
                 self.retransmits += 1;
-            } else if self.rtt_probe.is_none() && self.backoffs == 0 && len > 0 {
+            } else if self.rtt_probe.is_none() && self.backoffs == 0 && len > 0 && !probe {
                 self.rtt_probe = Some((end, cx.now));
             }
             self.snd_max = self.snd_max.max(end);
