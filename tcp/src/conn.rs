@@ -790,6 +790,33 @@ impl Conn {
             return Reply::None;
         }
 
+        // Simultaneous open (RFC 9293 §3.5 figure 8, line 6): the peer's
+        // SYN-ACK reaches us in SYN-RECEIVED. Its SYN lies just below
+        // RCV.NXT, so the sequence test would reject it and "fourth, check
+        // the SYN bit" would challenge it; the open would then hang on a
+        // SYN-ACK retransmission. Linux (tcp_validate_incoming) lets exactly
+        // this segment through as the ACK that completes the handshake; so
+        // do we. Its window is unscaled (RFC 7323 §2.2): pass it in scaled
+        // units.
+        if self.state == State::SynReceived
+            && self.active
+            && f.syn()
+            && f.ack()
+            && !f.rst()
+            && !f.fin()
+            && seg.payload.is_empty()
+            && seg.seq + 1 == self.rcv_nxt
+            && seg.ack == self.snd_max
+        {
+            let ack = TcpSegment {
+                seq: self.rcv_nxt,
+                flags: TcpFlags(f.0 & !TcpFlags::SYN.0),
+                window: seg.window >> self.opt.snd_wscale.unwrap_or(0),
+                ..*seg
+            };
+            return self.on_segment_synchronized(cx, &ack);
+        }
+
         // RFC 7323 §5.3: PAWS. "If there is a Timestamps option in the
         // arriving segment, SEG.TSval < TS.Recent, TS.Recent is valid, and
         // the RST bit is not set, then treat the arriving segment as not

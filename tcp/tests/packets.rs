@@ -465,7 +465,6 @@ fn simultaneous_open() {
 }
 
 #[test]
-#[ignore = "bug: crossing SYN-ACK in SYN-RECEIVED not accepted"]
 fn simultaneous_open_crossing_syn_acks() {
     // Figure 8, line 6: the peer's SYN-ACK <SEQ=ISS'><ACK=ISS+1> arrives in
     // SYN-RECEIVED. Its SYN lies just before RCV.NXT; Linux accepts such a
