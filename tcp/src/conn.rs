@@ -1871,8 +1871,19 @@ impl Conn {
             let avail = self.recv_window(cx.cfg);
             let new_edge = self.rcv_nxt + avail;
             let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
+            // §3.8.6.2.2: move the edge when RCV.BUFF - RCV.USER - RCV.WND
+            // >= the threshold. That is buffer space, not capped by what the
+            // window field can say: with the field at its maximum, the edge
+            // still follows RCV.NXT (as Linux keeps offering the full window).
+            let used = self.rcv_nxt.since(self.rcv_released) as usize;
+            let free = cx.cfg.recv_buffer.saturating_sub(used) as u32;
+            let cur_wnd = if self.rcv_adv > self.rcv_nxt {
+                self.rcv_adv.since(self.rcv_nxt)
+            } else {
+                0
+            };
             let edge = if new_edge > self.rcv_adv
-                && (new_edge.since(self.rcv_adv) >= thresh
+                && (free.saturating_sub(cur_wnd) >= thresh
                     || self.rcv_adv <= self.rcv_nxt && avail >= thresh)
             {
                 new_edge
