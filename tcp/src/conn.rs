@@ -293,6 +293,10 @@ pub(crate) struct Conn {
     unacked_bytes: u32,
     /// Nagle's algorithm disabled.
     pub(crate) nodelay: bool,
+    /// The end of the last short (sub-MSS) segment sent: Nagle holds a
+    /// short segment only while this one is unacknowledged (Minshall's
+    /// variant, Linux's `snd_sml`).
+    snd_sml: SeqNum,
     /// The application saw a short `send`; raise WRITABLE when space opens.
     want_writable: bool,
 
@@ -374,6 +378,7 @@ impl Conn {
             last_oow_ack: None,
             unacked_bytes: 0,
             nodelay: !cx.cfg.nagle,
+            snd_sml: iss,
             want_writable: false,
             timers: [None; NTIMERS],
             ev: 0,
@@ -1765,10 +1770,14 @@ impl Conn {
         if len > 0 && len < mss && !fin && !probe && !is_retransmit {
             // Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1) and
             // Nagle (§3.7.4): send a short segment only if it is all we have
-            // and nothing is unacknowledged (or Nagle is off), or it fills at
-            // least half the largest window the peer ever offered.
+            // and no short segment is unacknowledged (or Nagle is off), or it
+            // fills at least half the largest window the peer ever offered.
+            // RFC 9293 §3.7.4 holds it while any data is unacknowledged;
+            // Linux uses Minshall's variant (only a short segment in flight
+            // holds the next), so a reply of 1.5 MSS is not stalled by the
+            // peer's delayed ACK. We do as Linux.
             let all = len == avail;
-            let nagle_ok = self.nodelay || self.snd_una == self.snd_max;
+            let nagle_ok = self.nodelay || self.snd_sml <= self.snd_una;
             let half_window = self.max_snd_wnd > 0 && len >= self.max_snd_wnd / 2;
             if !((all && nagle_ok) || half_window) {
                 len = 0;
@@ -1791,6 +1800,9 @@ impl Conn {
             // covers the byte so that an ACK of it is acceptable.
             if !probe {
                 self.snd_nxt = end;
+                if len % mss != 0 {
+                    self.snd_sml = end;
+                }
             }
             if is_retransmit && !probe {
                 cx.stats.retransmits += 1;
