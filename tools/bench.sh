@@ -29,7 +29,8 @@ usage: tools/bench.sh [options]
   --quick            short run: 1 run per figure, smaller transfers, 2 s HTTP runs
   --runs N           runs per figure (median reported) [3; 1 with --quick]
   --workers LIST     tcpd --workers values, comma-separated; "default" means no
-                     flag; e.g. --workers default,0 measures both [default]
+                     flag [default,0: the default configuration and services
+                     inline on the reactor]
   --kernel-only      measure only the kernel reference (no tcpd)
   --http-path PATH   path the HTTP figures GET [/]
   --hold N           idle connections for the "idle" figures [10000]
@@ -49,7 +50,7 @@ die() {
 
 QUICK=0
 RUNS=""
-WORKERS_LIST="default"
+WORKERS_LIST="default,0"
 KERNEL_ONLY=0
 HOLD_N=10000
 HOLD_100K=0
@@ -245,8 +246,17 @@ result() {
     sed -n 's/^RESULT //p' "$1" | tail -n 1 | tr ' ' '\n' | awk -F= -v k="$2" '$1 == k {print $2}'
 }
 
+# alive SUT: whether the server still runs; says so once when it died, so
+# that the other systems' figures are still measured and printed.
+declare -A SUT_DEAD
 alive() {
-    kill -0 "${SUT_PID[$1]}" 2>/dev/null || die "${SUT_LABEL[$1]} (PID ${SUT_PID[$1]}) died; log: $(tail -n 5 "$TMP/$1.server.log")"
+    kill -0 "${SUT_PID[$1]}" 2>/dev/null && return 0
+    if [ -z "${SUT_DEAD[$1]:-}" ]; then
+        SUT_DEAD[$1]=1
+        echo "bench.sh: ${SUT_LABEL[$1]} (PID ${SUT_PID[$1]}) is no longer running; its log ends:" >&2
+        tail -n 5 "$TMP/$1.server.log" >&2
+    fi
+    return 1
 }
 
 # client SUT LOG ARGS...: runs tcpload in the SUT's client namespace.
@@ -261,7 +271,7 @@ client() {
 }
 
 # Pins every thread of the server to CPU 0, or back to all CPUs.
-pin_server() { taskset -a -p -c "$2" "${SUT_PID[$1]}" >/dev/null; }
+pin_server() { taskset -a -p -c "$2" "${SUT_PID[$1]}" >/dev/null 2>&1 || true; }
 
 RESULTS="$TMP/results"
 : >"$RESULTS"
@@ -271,7 +281,11 @@ record() { echo "$1 $2 $3 $4 $5" >>"$RESULTS"; } # figure sut run value cpu_seco
 measure() {
     local fig=$1 sut=$2 run=$3 ip=${SUT_IP[$2]} pid=${SUT_PID[$2]}
     local log="$TMP/$sut.$fig.$run.log" t0 t1 value="" cpu
-    alive "$sut"
+    if ! alive "$sut"; then
+        [ "$fig" = idle ] && { record rss_idle "$sut" "$run" NA 0; fig=rtt_idle; }
+        record "$fig" "$sut" "$run" NA 0
+        return 0
+    fi
     t0=$(cpu_ticks "$pid")
     case "$fig" in
         upload)
@@ -295,7 +309,7 @@ measure() {
             measure_idle "$sut" "$run"
             return ;;
     esac
-    t1=$(cpu_ticks "$pid")
+    t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / hz}')
     record "$fig" "$sut" "$run" "${value:-NA}" "$cpu"
     printf '  %-12s %-20s run %d: %s (server CPU %s s)\n' "$fig" "${SUT_LABEL[$sut]}" "$run" "${value:-FAILED}" "$cpu" >&2
@@ -331,7 +345,7 @@ measure_idle() {
     forget_pid "$hpid"
     # Let the server see the FINs of the held connections before the next figure.
     sleep 1
-    t1=$(cpu_ticks "$pid")
+    t1=$(cpu_ticks "$pid" 2>/dev/null || echo "$t0")
     cpu=$(awk -v a="$t0" -v b="$t1" -v hz="$CLK_TCK" 'BEGIN {printf "%.2f", (b - a) / hz}')
     record rtt_idle "$sut" "$run" "${value:-NA}" "$cpu"
     printf '  %-12s %-20s run %d: rtt %s µs, RSS %s kB (server CPU %s s)\n' idle "${SUT_LABEL[$sut]}" "$run" "${value:-FAILED}" "${rss:-?}" "$cpu" >&2
@@ -375,6 +389,7 @@ hold_100k() {
 
 echo "== tcpd benchmark $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(uname -r), $NCPU CPUs, git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')" >&2
 echo "   namespaces $NS_PREFIX-*, runs $RUNS, transfers $XFER, rtt count $RTT_COUNT, HTTP GET $HTTP_PATH ${HTTP_SECS}s x $HTTP_THREADS threads, idle $HOLD_N" >&2
+echo "   load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)" >&2
 
 setup_kernel
 if [ "$KERNEL_ONLY" = 0 ]; then
@@ -438,7 +453,7 @@ target() {
 }
 
 print_table() {
-    local t=$1 fig k tv kv ratio op goal kind verdict tgt
+    local t=$1 fig tv kv ratio op goal kind verdict tgt cpu
     echo
     echo "## ${SUT_LABEL[$t]} vs ${SUT_LABEL[kernel]}: medians of $RUNS run(s), MTU 1500"
     printf '| %-34s | %10s | %10s | %6s | %-12s | %-4s | %s |\n' figure tcpd kernel ratio target pass "tcpd CPU s"
@@ -457,7 +472,12 @@ print_table() {
                 if (r == "NA") { print "?"; exit }
                 ok = (op == ">=") ? (r + 0 >= g + 0) : (r + 0 <= g + 0); print ok ? "pass" : "FAIL" }')
         fi
-        printf '| %-34s | %10s | %10s | %6s | %-12s | %-4s | %10s |\n' "$(fig_name "$fig")" "$tv" "$kv" "$ratio" "$tgt" "$verdict" "$(median "$fig" "$t" 5)"
+        cpu=$(median "$fig" "$t" 5)
+        if [ "$fig" = rss_idle ]; then
+            ratio="-" # an absolute target; the kernel keeps its sockets outside the process
+            cpu="-"
+        fi
+        printf '| %-34s | %10s | %10s | %6s | %-12s | %-4s | %10s |\n' "$(fig_name "$fig")" "$tv" "$kv" "$ratio" "$tgt" "$verdict" "$cpu"
     done
     local pid=${SUT_PID[$t]}
     if kill -0 "$pid" 2>/dev/null; then
@@ -485,6 +505,7 @@ if [ "${#TCPD_SUTS[@]}" = 0 ]; then
 else
     for t in "${TCPD_SUTS[@]}"; do print_table "$t"; done
 fi
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(kernel RSS is tcpd-refserver's; the kernel's socket memory is not in it. CPU s: server process user+system time during the figure, all runs' median.)"
 [ -z "$HOLD100K_LINE" ] || echo "$HOLD100K_LINE"
 echo
