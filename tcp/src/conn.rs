@@ -1496,8 +1496,11 @@ impl Conn {
     fn update_persist(&mut self, cx: &mut Ctx<'_>) {
         let unsent = self.snd_nxt.since(self.data_start()) < self.send_buf.len() as u32;
         // Nothing in flight but possibly a probe byte (which leaves SND.NXT
-        // at SND.UNA, see `dispatch_synchronized`).
-        if unsent && self.snd_wnd == 0 && self.snd_nxt == self.snd_una && self.synchronized() {
+        // at SND.UNA, see `dispatch_synchronized`). Besides a zero window,
+        // this covers a window too small for sender-side SWS avoidance to
+        // use: the timer is then the override timeout of RFC 9293
+        // §3.8.6.2.1 (Linux sends what fits from its probe timer too).
+        if unsent && self.snd_nxt == self.snd_una && self.synchronized() {
             if self.timer(Timer::Persist).is_none() {
                 let d = self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto);
                 self.set_timer(Timer::Persist, cx.now + d);
@@ -1760,6 +1763,8 @@ impl Conn {
             len = 1;
             probe = true;
         }
+        // The persist timer fired on a small, non-zero window: send what fits.
+        let sws_override = self.probe_now && !probe;
         self.probe_now = false;
         let is_retransmit = seq < self.snd_max;
         // The FIN goes with the last data, or alone once all data is sent,
@@ -1767,7 +1772,7 @@ impl Conn {
         let fin = fin_seq.is_some_and(|f| {
             f == seq + len && seq + len >= self.snd_nxt && !(self.snd_max > f && self.snd_nxt > f)
         });
-        if len > 0 && len < mss && !fin && !probe && !is_retransmit {
+        if len > 0 && len < mss && !fin && !probe && !is_retransmit && !sws_override {
             // Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1) and
             // Nagle (§3.7.4): send a short segment only if it is all we have
             // and no short segment is unacknowledged (or Nagle is off), or it

@@ -2028,7 +2028,6 @@ fn peer_window_limits_what_is_sent() {
 }
 
 #[test]
-#[ignore = "bug: no SWS override timer; a sub-MSS window after a shrink stalls"]
 fn small_window_after_shrink_is_used_after_a_timeout() {
     // RFC 9293 §3.8.6.2.1: a sender held back by SWS avoidance with nothing
     // in flight must still send after the override timeout; Linux does it
@@ -2039,6 +2038,14 @@ fn small_window_after_shrink_is_used_after_a_timeout() {
     recv_nothing!(p, time 0);
     recv_nothing!(p, time 199);
     recv!(p, time 200, Seg { payload: data(1000), ..recv_templ() });
+    recv_nothing!(p, time 200);
+    // The window stays at 1000: each ACK re-arms the timer (backoff reset).
+    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 1001), window: 1000, ..send_templ() });
+    recv_nothing!(p, time 449);
+    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 1001, payload: data(2000)[1000..].to_vec(), ..recv_templ() });
+    // An MSS worth of window: no waiting.
+    send!(p, time 460, Seg { ack: Some(LOCAL_SEQ + 2001), window: 5000, ..send_templ() });
+    recv!(p, time 460, Seg { seq: LOCAL_SEQ + 2001, payload: data(3460)[2000..].to_vec(), ..recv_templ() });
 }
 
 #[test]
