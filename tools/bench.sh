@@ -98,6 +98,11 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 if [ -z "$BIN_DIR" ]; then
     BIN_DIR="${CARGO_TARGET_DIR:-$REPO/target}/release"
 fi
+if [ "$BUILD" = 1 ] && ! command -v cargo >/dev/null; then
+    # Under sudo, ~/.cargo/bin is often not on PATH: use what is built.
+    echo "bench.sh: cargo is not on PATH; using the binaries in $BIN_DIR as they are" >&2
+    BUILD=0
+fi
 if [ "$BUILD" = 1 ]; then
     pkgs=(-p tools)
     [ "$KERNEL_ONLY" = 1 ] || pkgs+=(-p tcpd)
@@ -119,6 +124,7 @@ if [ "$QUICK" = 1 ]; then
 else
     XFER=2G RTT_COUNT=100000 HTTP_SECS=5 HTTP_THREADS=16
 fi
+CPS_CONNS=8
 NCPU=$(getconf _NPROCESSORS_ONLN)
 CLK_TCK=$(getconf CLK_TCK)
 ALL_CPUS="0-$((NCPU - 1))"
@@ -302,6 +308,9 @@ measure() {
         http_ka)
             client "$sut" "$log" "$TCPLOAD" http --addr "$ip:80" --threads "$HTTP_THREADS" --duration "$HTTP_SECS" --path "$HTTP_PATH" &&
                 value=$(result "$log" rps) ;;
+        cps)
+            client "$sut" "$log" "$TCPLOAD" cps --addr "$ip:7" --conns "$CPS_CONNS" --duration "$HTTP_SECS" &&
+                value=$(result "$log" cps) ;;
         http_close)
             client "$sut" "$log" "$TCPLOAD" http --addr "$ip:80" --threads "$HTTP_THREADS" --duration "$HTTP_SECS" --path "$HTTP_PATH" --close &&
                 value=$(result "$log" rps) ;;
@@ -398,7 +407,7 @@ fi
 TCPD_SUTS=()
 for s in "${SUTS[@]}"; do [ "$s" = kernel ] || TCPD_SUTS+=("$s"); done
 
-FIGURES=(upload download rtt idle http_ka http_close)
+FIGURES=(upload download rtt idle http_ka http_close cps)
 for fig in "${FIGURES[@]}"; do
     for run in $(seq "$RUNS"); do
         # Alternate which system goes first.
@@ -437,6 +446,7 @@ fig_name() {
         http_ka) echo "HTTP keep-alive (req/s)" ;;
         http_close) echo "HTTP Connection: close (req/s)" ;;
         rss_idle) echo "RSS, $HOLD_N idle conns (MB)" ;;
+        cps) echo "connect+echo+close/s, $CPS_CONNS clients" ;;
     esac
 }
 # target FIGURE -> "op value kind": kind ratio or abs
@@ -449,6 +459,7 @@ target() {
         http_ka) echo ">= 1.0 ratio" ;;
         http_close) echo ">= 0.8 ratio" ;;
         rss_idle) echo "<= 30 abs" ;;
+        cps) echo "- - none" ;;
     esac
 }
 
@@ -458,12 +469,15 @@ print_table() {
     echo "## ${SUT_LABEL[$t]} vs ${SUT_LABEL[kernel]}: medians of $RUNS run(s), MTU 1500"
     printf '| %-34s | %10s | %10s | %6s | %-12s | %-4s | %s |\n' figure tcpd kernel ratio target pass "tcpd CPU s"
     printf '|%s|%s|%s|%s|%s|%s|%s|\n' "------------------------------------" ------------ ------------ -------- -------------- ------ ------------
-    for fig in upload download rtt rtt_idle http_ka http_close rss_idle; do
+    for fig in upload download rtt rtt_idle http_ka http_close rss_idle cps; do
         tv=$(median "$fig" "$t" 4)
         kv=$(median "$fig" kernel 4)
         read -r op goal kind <<<"$(target "$fig")"
         ratio=$(awk -v a="$tv" -v b="$kv" 'BEGIN { if (a == "NA" || b == "NA" || b + 0 == 0) print "NA"; else printf "%.2f", a / b }')
-        if [ "$kind" = abs ]; then
+        if [ "$kind" = none ]; then
+            tgt="(none)"
+            verdict="-"
+        elif [ "$kind" = abs ]; then
             tgt="$op $goal MB"
             verdict=$(awk -v a="$tv" -v g="$goal" 'BEGIN { if (a == "NA") print "?"; else print ((a + 0 <= g + 0) ? "pass" : "FAIL") }')
         else
@@ -495,7 +509,7 @@ print_kernel_only() {
     echo "## ${SUT_LABEL[kernel]}: medians of $RUNS run(s), MTU 1500"
     printf '| %-34s | %10s | %12s |\n' figure kernel "server CPU s"
     printf '|%s|%s|%s|\n' "------------------------------------" ------------ --------------
-    for fig in upload download rtt rtt_idle http_ka http_close rss_idle; do
+    for fig in upload download rtt rtt_idle http_ka http_close rss_idle cps; do
         printf '| %-34s | %10s | %12s |\n' "$(fig_name "$fig")" "$(median "$fig" kernel 4)" "$(median "$fig" kernel 5)"
     done
 }
