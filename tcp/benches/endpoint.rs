@@ -32,6 +32,11 @@ use tcp::wire::{
 };
 use tcp::{Config, ConnId, Duration, Endpoint, Event, Instant, SeqNum};
 
+/// Counts heap allocations in the timed sections (the hot path must make
+/// none per packet); divan prints them under each benchmark.
+#[global_allocator]
+static ALLOC: divan::AllocProfiler = divan::AllocProfiler::system();
+
 fn main() {
     divan::main();
 }

@@ -715,6 +715,8 @@ struct Conversation {
     ts_clock: u32,
     /// The endpoint's last TSval.
     ep_tsval: u32,
+    /// The endpoint's initial sequence number (from its SYN or SYN-ACK).
+    ep_iss: Option<SeqNum>,
 }
 
 impl Conversation {
@@ -731,6 +733,7 @@ impl Conversation {
             last_ack: SeqNum(0),
             ts_clock: 1000 + u32::from(peer) * 77,
             ep_tsval: 0,
+            ep_iss: None,
         }
     }
 }
@@ -754,6 +757,16 @@ struct Harness {
     /// The last port `connect` chose per peer.
     connected: BTreeMap<u8, u16>,
     convs: BTreeMap<(u8, u16), Conversation>,
+    /// Per connection, the next byte `recv` must return: peers send the
+    /// low byte of each byte's sequence number, so the received stream
+    /// counts up by one (mod 256) whatever the segmentation, overlaps and
+    /// retransmissions. `None` for programs that corrupt data behind the
+    /// checksum's back (`OffloadCorrupt`).
+    rx_next: Option<BTreeMap<ConnId, u8>>,
+    /// Per connection, the bytes `send` accepted: the application writes
+    /// byte `i` of its stream as `i % 251`, and every data segment the
+    /// endpoint emits must carry exactly that at its offset from the ISS.
+    tx_sent: BTreeMap<ConnId, u64>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
     digest: std::collections::hash_map::DefaultHasher,
@@ -814,6 +827,8 @@ impl Harness {
             stale: None,
             connected: BTreeMap::new(),
             convs: BTreeMap::new(),
+            rx_next: Some(BTreeMap::new()),
+            tx_sent: BTreeMap::new(),
             buf: vec![0u8; 65536 + 100],
             scratch: vec![0u8; 65536],
             digest: std::collections::hash_map::DefaultHasher::new(),
@@ -918,9 +933,11 @@ impl Harness {
         let local = local_for(remote);
         let off = tcp_payload_offset(remote.ip(), &repr);
         let len = usize::from(seg.len).min(self.buf.len() - off);
-        // A known pattern, so that a test could check the stream.
+        // Each byte is the low byte of its own sequence number (data
+        // starts after the SYN), so any mix of segments is consistent.
+        let data_seq = seq + u32::from(flags.syn());
         for (k, b) in self.buf[off..off + len].iter_mut().enumerate() {
-            *b = (seq.0 as usize).wrapping_add(k) as u8;
+            *b = (data_seq.0 as usize).wrapping_add(k) as u8;
         }
         match emit_tcp(&mut self.buf, remote.ip(), local, 64, &repr, len) {
             Some(n) => n,
@@ -1086,11 +1103,30 @@ impl Harness {
 
     fn send(&mut self, id: ConnId, len: usize) {
         let len = len.min(self.scratch.len());
+        let sent = self.tx_sent.entry(id).or_insert(0);
         for (k, b) in self.scratch[..len].iter_mut().enumerate() {
-            *b = k as u8;
+            *b = ((*sent + k as u64) % 251) as u8;
         }
         if let Ok(n) = self.ep.send(id, &self.scratch[..len]) {
             assert!(n <= len, "send took more than offered");
+            *sent += n as u64;
+        }
+    }
+
+    /// Checks received bytes against the peers' pattern.
+    fn check_rx(&mut self, id: ConnId, n: usize) {
+        let Some(rx) = self.rx_next.as_mut() else {
+            return;
+        };
+        let mut next = rx.get(&id).copied();
+        for (k, &b) in self.scratch[..n].iter().enumerate() {
+            if let Some(e) = next {
+                assert_eq!(b, e, "{id}: byte {k} of a read is {b}, expected {e}");
+            }
+            next = Some(b.wrapping_add(1));
+        }
+        if let Some(v) = next {
+            rx.insert(id, v);
         }
     }
 
@@ -1107,9 +1143,10 @@ impl Harness {
                 Ok(n) => {
                     assert!(n <= 4096, "recv wrote past the buffer");
                     n.hash(&mut self.digest);
+                    self.check_rx(id, n);
                     if self.app & app::ECHO != 0 {
-                        let echo = self.scratch[..n].to_vec();
-                        let _ = self.ep.send(id, &echo);
+                        // As many bytes back (of the application's pattern).
+                        self.send(id, n);
                     }
                 }
                 Err(_) => break,
@@ -1244,6 +1281,7 @@ impl Harness {
             .or_insert_with(|| Conversation::new(peer, seg.src_port));
         if f.syn() {
             conv.ep_nxt = seg.seq + seg.seg_len();
+            conv.ep_iss = Some(seg.seq);
         } else if !f.rst() {
             conv.ep_nxt = conv.ep_nxt.max(seg.seq + seg.seg_len());
         }
@@ -1252,6 +1290,21 @@ impl Harness {
         }
         if let Some((val, _)) = seg.options.timestamps {
             conv.ep_tsval = val;
+        }
+        // The data must be the application's stream at this offset.
+        if let (Some(iss), false) = (conv.ep_iss, f.syn() || f.rst()) {
+            let start = (seg.seq - 1).diff(iss);
+            for (k, &b) in seg.payload.iter().enumerate() {
+                let off = i64::from(start) + k as i64;
+                if off < 0 {
+                    continue; // a keep-alive's garbage byte before the stream
+                }
+                let e = (off % 251) as u8;
+                assert_eq!(
+                    b, e,
+                    "emitted byte at stream offset {off} is {b}, the application wrote {e}"
+                );
+            }
         }
     }
 
@@ -1338,6 +1391,13 @@ pub struct Outcome {
 pub fn run_endpoint(data: &[u8]) -> Outcome {
     let prog = Program::decode(data);
     let mut h = Harness::new(prog.config, prog.app);
+    if prog
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::OffloadCorrupt { .. }))
+    {
+        h.rx_next = None;
+    }
     h.drain();
     for op in &prog.ops {
         h.run_op(op);
