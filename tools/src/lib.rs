@@ -6,4 +6,5 @@
 //! This library holds what they share.
 
 pub mod pattern;
+pub mod replay;
 pub mod sys;

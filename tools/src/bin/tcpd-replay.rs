@@ -1,0 +1,116 @@
+//! `tcpd-replay`: replay and re-record tcpd's pcap fixtures (issue 4).
+//!
+//! ```text
+//! tcpd-replay check FILE     replay a tcpd capture, compare every packet
+//! tcpd-replay bless FILE     rewrite the expected outbound packets
+//! tcpd-replay show FILE      readable trace with connection states
+//! tcpd-replay play FILE      play a foreign capture's client against tcpd
+//! ```
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tools::replay::{self, play::Kind, Capture};
+
+#[derive(Parser)]
+#[command(
+    name = "tcpd-replay",
+    version,
+    about = "Replay tcpd pcap captures offline"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Feed the capture's inbound packets to a fresh endpoint configured as
+    /// the sidecar says and compare what it sends with the recorded packets.
+    Check {
+        /// Capture recorded by `tcpd --pcap FILE --seed N --workers 0`.
+        file: PathBuf,
+    },
+    /// Rewrite the capture's outbound packets from the current code.
+    Bless {
+        /// Capture recorded by `tcpd --pcap FILE`.
+        file: PathBuf,
+    },
+    /// Print a tcpdump-like trace with relative sequence numbers and the
+    /// connection state after each packet.
+    Show {
+        /// Any pcap; connection states need the tcpd sidecar.
+        file: PathBuf,
+        /// Also print each connection's windows, RTT and buffers.
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Play the client side of a foreign capture against tcpd's endpoint and
+    /// services; check delivery, acknowledgments and how connections end.
+    Play {
+        /// A pcap of TCP sessions (tcpdump, any link type with IP).
+        file: PathBuf,
+        /// Service answering every server port (echo, discard, http);
+        /// default: guessed from the client's first bytes.
+        #[arg(long, value_name = "NAME", value_parser = Kind::parse)]
+        service: Option<Kind>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.cmd) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("tcpd-replay: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<bool, String> {
+    match cmd {
+        Cmd::Check { file } => {
+            let cap = Capture::load(&file)?;
+            let o = replay::check(&cap)?;
+            match o.mismatch {
+                None => {
+                    println!(
+                        "{}: ok ({} packets in, {} packets out identical)",
+                        file.display(),
+                        o.fed,
+                        o.matched
+                    );
+                    Ok(true)
+                }
+                Some(m) => {
+                    eprintln!(
+                        "{}: MISMATCH after {} identical packets\n{m}",
+                        file.display(),
+                        o.matched
+                    );
+                    Ok(false)
+                }
+            }
+        }
+        Cmd::Bless { file } => {
+            let cap = Capture::load(&file)?;
+            let (before, after) = replay::bless(&cap)?;
+            println!(
+                "{}: rewrote the outbound packets ({before} before, {after} now)",
+                file.display()
+            );
+            Ok(true)
+        }
+        Cmd::Show { file, verbose } => {
+            print!("{}", replay::show(&file, verbose)?);
+            Ok(true)
+        }
+        Cmd::Play { file, service } => {
+            let r = replay::play::play(&file, service)?;
+            print!("{}", r.text());
+            Ok(r.ok())
+        }
+    }
+}
