@@ -582,6 +582,19 @@ impl Conn {
         self.fin_out
     }
 
+    /// The sequence number for a segment that carries no data (ACK, RST):
+    /// the highest sent, unless that lies beyond the peer's window — as
+    /// after a zero-window probe — where the peer would reject it (RFC 9293
+    /// §3.10.7.4); then the window's right edge (Linux: tcp_acceptable_seq).
+    fn acceptable_seq(&self) -> SeqNum {
+        let wnd_end = self.snd_una + self.snd_wnd;
+        if self.snd_max <= wnd_end {
+            self.snd_max
+        } else {
+            wnd_end.max(self.snd_nxt)
+        }
+    }
+
     /// Our FIN has been acknowledged.
     fn fin_acked(&self) -> bool {
         self.fin_seq_out().is_some_and(|f| self.snd_una > f)
@@ -1475,7 +1488,7 @@ impl Conn {
             | State::Established
             | State::FinWait1
             | State::FinWait2
-            | State::CloseWait => Some((self.snd_max, self.rcv_nxt)),
+            | State::CloseWait => Some((self.acceptable_seq(), self.rcv_nxt)),
             _ => None,
         };
         self.reset = true;
@@ -1534,7 +1547,7 @@ impl Conn {
             self.clear_timer(Timer::Persist);
             if now.saturating_since(self.last_rcv_time) >= cx.cfg.user_timeout {
                 cx.stats.timeouts += 1;
-                let rst = (self.snd_max, self.rcv_nxt);
+                let rst = (self.acceptable_seq(), self.rcv_nxt);
                 self.die(ev::TIMED_OUT, cx);
                 return Some(rst);
             }
@@ -1549,7 +1562,7 @@ impl Conn {
                 if idle >= k.idle {
                     if self.keepalive_probes >= k.count {
                         cx.stats.timeouts += 1;
-                        let rst = (self.snd_max, self.rcv_nxt);
+                        let rst = (self.acceptable_seq(), self.rcv_nxt);
                         self.die(ev::TIMED_OUT, cx);
                         return Some(rst);
                     }
@@ -1593,7 +1606,7 @@ impl Conn {
                 if now.saturating_since(self.progress_time) >= cx.cfg.user_timeout {
                     // RFC 9293 §3.8.3: the user timeout closes the connection.
                     cx.stats.timeouts += 1;
-                    let rst = (self.snd_max, self.rcv_nxt);
+                    let rst = (self.acceptable_seq(), self.rcv_nxt);
                     self.die(ev::TIMED_OUT, cx);
                     return Some(Some(rst));
                 }
@@ -1840,8 +1853,9 @@ impl Conn {
         }
         if self.ack_now {
             // SND.NXT in the RFC's sense: the highest sequence number sent
-            // (ours rewinds on RTO), so the ACK is acceptable to the peer.
-            return self.emit(cx, buf, self.snd_max, TcpFlags::ACK, 0, false);
+            // (ours rewinds on RTO), kept within the peer's window so the
+            // ACK is acceptable to it.
+            return self.emit(cx, buf, self.acceptable_seq(), TcpFlags::ACK, 0, false);
         }
         None
     }

@@ -133,9 +133,14 @@ fn established() -> Peer {
 #[track_caller]
 fn syn_sent_with(cfg: Config) -> Peer {
     let mut p = Peer::new(cfg);
+    let ts = p.ep.config().timestamps;
     let id = p.ep.connect(ms(0), LOCAL_ADDR.into(), p.remote()).unwrap();
     p.conn = Some(id);
-    recv!(p, time 0, our_syn());
+    let mut syn = our_syn();
+    if ts {
+        syn.options.timestamps = Some((0, 0));
+    }
+    recv!(p, time 0, syn);
     assert_eq!(p.state(), State::SynSent);
     p
 }
@@ -2168,4 +2173,287 @@ fn unlisten_resets_unaccepted_connections() {
     p.forget_iss();
     send!(p, time 3, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
     recv!(p, time 3, Seg { dst_port: REMOTE_PORT + 1, seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
+}
+
+// =====================================================================
+// SACK-based loss recovery (RFC 2018, RFC 6675)
+// =====================================================================
+
+/// ESTABLISHED with ten full segments in flight (the initial window);
+/// returns the data.
+#[track_caller]
+fn ten_segments_in_flight(p: &mut Peer) -> Vec<u8> {
+    let all = data(10 * MSS as usize);
+    p.write(&all);
+    for i in 0..10u32 {
+        let s = p.poll(ms(0)).expect("segment");
+        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * u32::from(MSS));
+    }
+    recv_nothing!(p, time 0);
+    all
+}
+
+#[test]
+fn sack_recovery_resends_holes_as_the_pipe_allows() {
+    // Segments 1 and 3 of 0..=9 are lost. Each ACK the peer sends carries
+    // SACK blocks for what arrived above the hole.
+    let mut p = established();
+    let all = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let seg = |i: u32| Seg {
+        seq: l + i * m,
+        payload: all[(i * m) as usize..((i + 1) * m) as usize].to_vec(),
+        ..recv_templ()
+    };
+    // (first, end) in segment numbers.
+    let ack = |blocks: &[(u32, u32)]| {
+        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(a, e)| (l + a * m, l + e * m)).collect();
+        Seg {
+            ack: Some(l + m),
+            options: TcpOptions {
+                sack: sack(&b),
+                ..Default::default()
+            },
+            ..send_templ()
+        }
+    };
+    send!(p, time 10, Seg { ack: Some(l + m), ..send_templ() });
+    send!(p, time 11, ack(&[(2, 3)]));
+    send!(p, time 11, ack(&[(4, 5), (2, 3)]));
+    recv_nothing!(p, time 11);
+    // Three segments SACKed above the hole: fast retransmit of segment 1
+    // (RFC 6675 §5: DupThresh segments' worth of SACKed data).
+    send!(p, time 12, ack(&[(4, 6), (2, 3)]));
+    recv!(p, time 12, seg(1));
+    recv_nothing!(p, time 12);
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // As more arrives above, the pipe shrinks below cwnd (ssthresh, half
+    // the flight) and the next hole, segment 3, is resent.
+    send!(p, time 13, ack(&[(4, 7), (2, 3)]));
+    recv_nothing!(p, time 13);
+    send!(p, time 14, ack(&[(4, 8), (2, 3)]));
+    recv!(p, time 14, seg(3));
+    recv_nothing!(p, time 14);
+    // Both holes filled: the cumulative ACK covers everything; recovery ends.
+    send!(p, time 20, Seg { ack: Some(l + 10 * m), ..send_templ() });
+    recv_nothing!(p, time 20);
+    assert_eq!(in_flight(&p), 0);
+    assert_eq!(p.ep.stats().retransmits, 2);
+    assert_eq!(p.ep.stats().rto_timeouts, 0);
+}
+
+#[test]
+fn sack_blocks_outside_the_flight_are_ignored() {
+    // SACK blocks below SND.UNA or above SND.MAX are bogus (RFC 2018 §8,
+    // RFC 6675 §5): they must not trigger a retransmission.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let bogus = sack(&[(l + 20 * m, l + 30 * m), (l - 5000, l - 100)]);
+    for t in 10..15 {
+        send!(p, time t, Seg { ack: Some(l + m), options: TcpOptions { sack: bogus, ..Default::default() }, ..send_templ() });
+    }
+    // Plain duplicate ACKs still count (RFC 5681): the third one retransmits.
+    let s = p
+        .poll(ms(14))
+        .expect("fast retransmit after duplicate ACKs");
+    assert_eq!(s.seq, l + m);
+    recv_nothing!(p, time 14);
+}
+
+// =====================================================================
+// More timers and memory
+// =====================================================================
+
+#[test]
+fn delayed_ack_timer_is_configurable() {
+    let cfg = Config {
+        delayed_ack: Duration::from_millis(100),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"x".to_vec(), ..send_templ() });
+    recv_nothing!(p, time 109);
+    recv!(p, time 110, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
+}
+
+#[test]
+fn idle_restart_returns_to_initial_window() {
+    // RFC 5681 §4.1: after an idle period longer than an RTO, cwnd restarts
+    // from min(IW, cwnd).
+    let mut p = established();
+    let m = u32::from(MSS);
+    p.write(&data(10 * MSS as usize));
+    while p.poll(ms(0)).is_some() {}
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1 + 10 * m), ..send_templ() });
+    assert!(p.ep.info(p.id()).unwrap().cwnd > 10 * m);
+    // Idle for 5 s, then a burst: only the initial window goes.
+    p.tick(ms(5010));
+    p.write(&data(20 * MSS as usize));
+    let mut n = 0;
+    while p.poll(ms(5010)).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+}
+
+#[test]
+fn zero_window_probes_give_up_after_user_timeout() {
+    // Probes unanswered (the peer vanished) for the user timeout: reset.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(2),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    let probe = Seg {
+        payload: data(1),
+        ..recv_templ()
+    };
+    recv!(p, time 200, probe.clone());
+    recv!(p, time 600, probe.clone());
+    recv!(p, time 1400, probe);
+    recv_nothing!(p, time 2999);
+    recv!(p, time 3000, Seg { flags: RST, window: 0, ..recv_templ() });
+    let id = p.id();
+    assert_eq!(p.take_events(), [Event::TimedOut(id), Event::Closed(id)]);
+}
+
+#[test]
+fn buffers_released_when_idle_and_in_time_wait() {
+    // Buffers grow on demand and go back when empty: an idle connection and
+    // a TIME-WAIT entry hold none.
+    let mut p = established();
+    assert_eq!(p.ep.buffer_bytes(), 0);
+    send!(p, time 1, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1000), ..send_templ() });
+    p.write(&data(1000));
+    assert!(p.ep.buffer_bytes() > 0);
+    recv!(p, time 2, Seg { ack: Some(REMOTE_SEQ + 1001), window: RCV_BUF as u16 - 1000, flags: PSH, payload: data(1000), ..recv_templ() });
+    assert_eq!(p.read_all().len(), 1000);
+    send!(p, time 3, Seg { seq: REMOTE_SEQ + 1001, ack: Some(LOCAL_SEQ + 1001), ..send_templ() });
+    assert_eq!(p.ep.buffer_bytes(), 0);
+    p.ep.close(p.id()).unwrap();
+    let fin = p.poll(ms(4)).expect("FIN");
+    assert!(fin.flags.fin());
+    send!(p, time 5, Seg { seq: REMOTE_SEQ + 1001, flags: FIN, ack: Some(LOCAL_SEQ + 1002), ..send_templ() });
+    assert!(p.poll(ms(5)).is_some());
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.buffer_bytes(), 0);
+}
+
+#[test]
+fn data_queued_in_syn_sent_goes_with_the_handshake_ack() {
+    let mut p = syn_sent();
+    p.write(b"early");
+    recv_nothing!(p, time 1);
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 10, Seg { flags: PSH, payload: b"early".to_vec(), ..recv_templ() });
+    recv_nothing!(p, time 10);
+}
+
+#[test]
+fn close_in_syn_sent_with_data_sends_data_then_fin() {
+    // A CLOSE queued behind data in SYN-SENT: the FIN follows the data.
+    let mut p = syn_sent();
+    p.write(b"bye");
+    p.ep.close(p.id()).unwrap();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 10, Seg { flags: FIN | PSH, payload: b"bye".to_vec(), ..recv_templ() });
+    assert_eq!(p.state(), State::FinWait1);
+}
+
+#[test]
+fn send_after_close_is_refused() {
+    let mut p = fin_wait_1();
+    assert_eq!(p.ep.send(p.id(), b"x"), Err(tcp::Error::InvalidState));
+}
+
+#[test]
+fn reassembly_range_limit_drops_extra_holes() {
+    // Config::max_ooo_ranges bounds the out-of-order state: a segment that
+    // would open one range too many is dropped (and still draws an ACK).
+    let cfg = Config {
+        max_ooo_ranges: 2,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let r = REMOTE_SEQ + 1;
+    let seg = |off: u32| Seg {
+        seq: r + off,
+        ack: Some(LOCAL_SEQ + 1),
+        payload: data(10),
+        ..send_templ()
+    };
+    let ack = |b: &[(SeqNum, SeqNum)]| Seg {
+        options: TcpOptions {
+            sack: sack(b),
+            ..Default::default()
+        },
+        ..recv_templ()
+    };
+    send!(p, time 10, seg(100));
+    recv!(p, time 10, ack(&[(r + 100, r + 110)]));
+    send!(p, time 11, seg(200));
+    recv!(p, time 11, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
+    send!(p, time 12, seg(300));
+    recv!(p, time 12, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
+    assert_eq!(p.ep.stats().ooo_segments, 2);
+}
+
+#[test]
+fn window_scale_shift_above_14_is_used_as_14() {
+    // RFC 7323 §2.3: "If a Window Scale option is received with a shift.cnt
+    // value larger than 14, the TCP SHOULD log the error but MUST use 14".
+    let mut p = listen();
+    send!(p, time 0, Seg { options: TcpOptions { window_scale: Some(20), ..syn_opts() }, ..peer_syn() });
+    recv!(p, time 0, Seg { options: TcpOptions { window_scale: Some(0), ..syn_opts() }, ..our_synack() });
+    send!(p, time 0, Seg { window: 2, ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 2 << 14);
+}
+
+#[test]
+fn timestamps_on_every_segment_and_rst_not_paws_checked() {
+    // RFC 7323 §3.2: once negotiated, every segment but a RST carries the
+    // option; our active-open SYN offers it with TSecr 0.
+    let mut p = syn_sent_with(ts_config_syn_sent());
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    send!(p, time 30, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: TcpOptions { timestamps: Some((500, 0)), ..syn_opts() }, ..send_templ() });
+    recv!(p, time 30, Seg { options: ts(30, 500), ..recv_templ() });
+    p.write(b"abc");
+    recv!(p, time 31, Seg { flags: PSH, payload: b"abc".to_vec(), options: ts(31, 500), ..recv_templ() });
+    // A pure ACK with an old TSval is dropped by PAWS and answered.
+    send!(p, time 40, Seg { ack: Some(LOCAL_SEQ + 4), options: ts(499, 31), ..send_templ() });
+    recv!(p, time 40, Seg { seq: LOCAL_SEQ + 4, options: ts(40, 500), ..recv_templ() });
+    assert_eq!(in_flight(&p), 3, "the PAWS-rejected ACK was not processed");
+    assert_eq!(p.ep.stats().drops.paws, 1);
+}
+
+/// Timestamps on, for an active open: the SYN then carries TS (0, 0) at time 0.
+fn ts_config_syn_sent() -> Config {
+    ts_config()
+}
+
+#[test]
+fn segments_stay_acceptable_while_a_probe_byte_is_out() {
+    // While a zero-window probe byte is unacknowledged, what we send must
+    // still pass the peer's acceptability test for a zero window (RFC 9293
+    // §3.10.7.4, "0 / 0: SEG.SEQ = RCV.NXT"): ACKs and RSTs carry SND.UNA,
+    // not the probe's end (Linux: tcp_acceptable_seq).
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+    send!(p, time 201, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, payload: b"x".to_vec(), ..send_templ() });
+    recv!(p, time 241, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
+    p.ep.abort(p.id()).unwrap();
+    recv!(p, time 250, Seg { ack: Some(REMOTE_SEQ + 2), flags: RST, window: 0, ..recv_templ() });
 }
