@@ -2457,3 +2457,163 @@ fn segments_stay_acceptable_while_a_probe_byte_is_out() {
     p.ep.abort(p.id()).unwrap();
     recv!(p, time 250, Seg { ack: Some(REMOTE_SEQ + 2), flags: RST, window: 0, ..recv_templ() });
 }
+
+// =====================================================================
+// IP layer details: options, extension headers, padding
+// =====================================================================
+
+#[test]
+fn ipv4_options_are_skipped() {
+    // RFC 791: IHL covers the options; the checksum covers them too.
+    let mut p = listen();
+    let pkt = p.build(&peer_syn());
+    let mut o = Vec::with_capacity(pkt.len() + 4);
+    o.extend_from_slice(&pkt[..20]);
+    o.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+    o.extend_from_slice(&pkt[20..]);
+    o[0] = 0x46;
+    let total = o.len() as u16;
+    o[2..4].copy_from_slice(&total.to_be_bytes());
+    o[10] = 0;
+    o[11] = 0;
+    let c = checksum_fold(checksum_sum(0, &o[..24]));
+    o[10..12].copy_from_slice(&c.to_be_bytes());
+    p.send_raw(ms(0), &o);
+    recv!(p, time 0, our_synack());
+}
+
+#[test]
+fn link_padding_after_the_ip_packet_is_ignored() {
+    // Short frames arrive padded; the IP total length says where the packet ends.
+    let mut p = listen();
+    let mut pkt = p.build(&peer_syn());
+    pkt.extend_from_slice(&[0u8; 6]);
+    p.send_raw(ms(0), &pkt);
+    recv!(p, time 0, our_synack());
+}
+
+#[test]
+fn ipv6_extension_headers_are_skipped() {
+    // RFC 8200 §4: a Hop-by-Hop and a Destination Options header (8 bytes
+    // each, PadN) before TCP.
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let opts = TcpOptions {
+        mss: Some(1440),
+        ..syn_opts()
+    };
+    let pkt = p.build(&Seg {
+        options: opts,
+        ..peer_syn()
+    });
+    let mut x = pkt[..40].to_vec();
+    x[6] = 0; // Hop-by-Hop
+    let plen = u16::from_be_bytes([x[4], x[5]]) + 16;
+    x[4..6].copy_from_slice(&plen.to_be_bytes());
+    x.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]); // next: Destination Options
+    x.extend_from_slice(&[6, 0, 1, 4, 0, 0, 0, 0]); // next: TCP
+    x.extend_from_slice(&pkt[40..]);
+    p.send_raw(ms(0), &x);
+    recv!(p, time 0, Seg { options: opts, ..our_synack() });
+}
+
+#[test]
+fn ipv6_extension_header_past_the_end_is_dropped() {
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let pkt = p.build(&peer_syn());
+    let mut x = pkt[..40].to_vec();
+    x[6] = 0;
+    x[4..6].copy_from_slice(&8u16.to_be_bytes());
+    x.extend_from_slice(&[6, 200, 0, 0, 0, 0, 0, 0]); // claims 1608 bytes
+    p.send_raw(ms(0), &x);
+    recv_nothing!(p, time 0);
+    assert_eq!(p.ep.stats().drops.bad_ipv6_extension, 1);
+}
+
+// =====================================================================
+// More handshake and closing corners
+// =====================================================================
+
+#[test]
+fn handshake_ack_with_fin_goes_close_wait() {
+    // RFC 9293 §3.10.7.4 eighth: "SYN-RECEIVED STATE, ESTABLISHED STATE:
+    // Enter the CLOSE-WAIT state."
+    let mut p = syn_received();
+    send!(p, time 5, Seg { flags: FIN, payload: b"q".to_vec(), ..peer_ack() });
+    recv!(p, time 5, Seg { ack: Some(REMOTE_SEQ + 3), window: RCV_BUF as u16 - 2, ..recv_templ() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all(), b"q");
+    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
+
+#[test]
+fn retransmitted_syn_ack_after_establishment_is_acked() {
+    // Our handshake ACK was lost; the peer resends its SYN-ACK. It is an old
+    // duplicate now: not acceptable, answered with an ACK (RFC 9293
+    // §3.10.7.4 first), no state change.
+    let mut p = established_active();
+    send!(p, time 1000, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 1000, recv_templ());
+    assert_eq!(p.state(), State::Established);
+    assert!(p.take_events().is_empty());
+}
+
+#[test]
+fn active_close_full_sequence() {
+    // RFC 9293 §3.6 case 1 from the active closer: FIN-WAIT-1 -> FIN-WAIT-2
+    // -> TIME-WAIT -> CLOSED after 2 MSL, on an active open.
+    let mut p = established_active();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
+    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    assert_eq!(p.state(), State::FinWait2);
+    send!(p, time 3, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    recv!(p, time 3, ack_of_peer_fin(LOCAL_SEQ + 2));
+    let id = p.id();
+    assert!(p.take_events().contains(&Event::Closed(id)));
+    assert_eq!(p.count(State::TimeWait), 1);
+    recv_nothing!(p, time 60_003);
+    assert_eq!(p.ep.connection_count(), 0);
+    // The port is free again (the test configuration has one ephemeral port).
+    assert!(p
+        .ep
+        .connect(ms(60_004), LOCAL_ADDR.into(), p.remote())
+        .is_ok());
+}
+
+#[test]
+fn time_wait_blocks_reuse_by_connect() {
+    // While the 4-tuple is in TIME-WAIT, connect picks another port (and
+    // with the single test port there is none).
+    let mut p = established_active();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
+    send!(p, time 2, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    recv!(p, time 2, ack_of_peer_fin(LOCAL_SEQ + 2));
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(
+        p.ep.connect(ms(3), LOCAL_ADDR.into(), p.remote()),
+        Err(tcp::Error::NoPortsAvailable)
+    );
+}
+
+#[test]
+fn ts_recent_follows_in_order_segments_only() {
+    // RFC 7323 §4.3: TS.Recent takes SEG.TSval only when SEG.SEQ =<
+    // Last.ACK.sent; an out-of-order segment's newer TSval is not echoed.
+    let mut p = established_ts();
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), options: ts(5000, 5), payload: data(10), ..send_templ() });
+    let dup = p.poll(ms(10)).expect("duplicate ACK");
+    assert_eq!(dup.options.timestamps, Some((10, 1001)));
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1010, 5), payload: data(100), ..send_templ() });
+    let ack = p.poll(ms(20)).expect("ACK filling the gap");
+    assert_eq!(ack.options.timestamps, Some((20, 1010)));
+    assert_eq!(ack.ack, Some(REMOTE_SEQ + 111));
+}
