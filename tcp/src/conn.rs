@@ -1010,7 +1010,12 @@ impl Conn {
         // Seventh, process the segment text; eighth, the FIN bit.
         match self.state {
             State::Established | State::FinWait1 | State::FinWait2 | State::SynReceived => {
-                if !zero_window_at_nxt && (!seg.payload.is_empty() || f.fin()) {
+                // A bare FIN at RCV.NXT is taken even into a zero window: it
+                // needs no buffer. RFC 9293 would call it unacceptable and
+                // answer with an ACK; Linux (tcp_data_queue) takes it, and so
+                // do we.
+                let bare_fin = seg.payload.is_empty() && f.fin();
+                if (!zero_window_at_nxt || bare_fin) && (!seg.payload.is_empty() || f.fin()) {
                     self.receive_data(cx, seg);
                 } else if zero_window_at_nxt && !seg.payload.is_empty() {
                     // Data into a zero window: drop it, ACK with the window.

@@ -2617,3 +2617,16 @@ fn ts_recent_follows_in_order_segments_only() {
     assert_eq!(ack.options.timestamps, Some((20, 1010)));
     assert_eq!(ack.ack, Some(REMOTE_SEQ + 111));
 }
+
+#[test]
+fn bare_fin_into_zero_window_is_taken() {
+    // The peer closes while our buffer is full. RFC 9293 would answer the
+    // unacceptable FIN with an ACK; Linux (tcp_data_queue) takes a bare FIN
+    // even into a zero window, since it needs no buffer. We do as Linux.
+    let mut p = zero_rcv_window();
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, flags: FIN, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 50, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1026), window: 0, ..recv_templ() });
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all().len(), 1024);
+    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
