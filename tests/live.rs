@@ -294,6 +294,7 @@ fn thousand_concurrent_echo_connections() {
     let t = Tcpd::start(&ns, &["--seed", "7"]);
     let n = 1000;
     let mut socks: Vec<std::net::TcpStream> = ns.within(|| {
+        // (each socket gets a read timeout below)
         (0..n)
             .map(|i| {
                 let s = std::net::TcpStream::connect_timeout(

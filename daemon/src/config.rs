@@ -159,7 +159,8 @@ pub struct Config {
     pub command_queue: usize,
     /// Largest chunk of received data handed to a service in one event. Default 64 KiB.
     pub read_chunk: usize,
-    /// Buffers kept in the shared buffer pool. Default 1024.
+    /// Buffers kept in the shared buffer pool (each at most
+    /// `4 * read_chunk` bytes). Default 256.
     pub pool_buffers: usize,
     /// How long a worker spins looking for work before it parks, µs. Default 50.
     pub worker_spin_us: u64,
@@ -209,7 +210,7 @@ impl Default for Config {
             worker_queue: 1024,
             command_queue: 4096,
             read_chunk: 64 * 1024,
-            pool_buffers: 1024,
+            pool_buffers: 256,
             worker_spin_us: 50,
             rx_budget: 128,
             pcap_queue: 8192,

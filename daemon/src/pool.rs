@@ -17,7 +17,7 @@ pub struct Pool {
 impl Pool {
     /// A pool keeping up to `buffers` buffers; new ones are made with
     /// `buf_capacity` bytes, and buffers that grew past `4 * buf_capacity`
-    /// are not kept.
+    /// are not kept: the pool holds at most `buffers * 4 * buf_capacity` bytes.
     pub fn new(buffers: usize, buf_capacity: usize) -> Pool {
         let (tx, rx) = bounded(buffers.max(1));
         Pool {
@@ -32,6 +32,15 @@ impl Pool {
         match self.rx.try_recv() {
             Ok(v) => v,
             Err(_) => Vec::with_capacity(self.buf_capacity),
+        }
+    }
+    /// An empty buffer for about `n` bytes: a pooled one if there is one,
+    /// else a new one of `n` bytes (at least 2 KiB), so that small messages
+    /// do not pin large allocations.
+    pub fn get_for(&self, n: usize) -> Vec<u8> {
+        match self.rx.try_recv() {
+            Ok(v) => v,
+            Err(_) => Vec::with_capacity(n.clamp(2048, self.buf_capacity.max(2048))),
         }
     }
     /// Returns a buffer to the pool.

@@ -79,10 +79,13 @@ pub struct Counters {
     pub timeouts: u64,
     /// Connections reset at the end of a shutdown's grace period.
     pub shutdown_resets: u64,
+    /// Packets the endpoint produced that exceed the MTU (sent anyway; a
+    /// TUN device takes them, a real link would not).
+    pub tx_oversize: u64,
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 18] {
+    fn named(&self) -> [(&'static str, u64); 19] {
         [
             ("wakeups", self.wakeups),
             ("rx_packets", self.rx_packets),
@@ -102,6 +105,7 @@ impl Counters {
             ("resets", self.resets),
             ("timeouts", self.timeouts),
             ("shutdown_resets", self.shutdown_resets),
+            ("tx_oversize", self.tx_oversize),
         ]
     }
 }
@@ -186,6 +190,7 @@ pub struct Reactor<D: Device> {
     credit_threshold: usize,
     nodelay: bool,
     rx_budget: usize,
+    mtu: usize,
 }
 
 fn hash_conn(id: ConnId) -> u64 {
@@ -276,7 +281,10 @@ impl<D: Device> Reactor<D> {
             starved: Vec::new(),
             pool,
             rxbuf: vec![0u8; 65536].into_boxed_slice(),
-            txbuf: vec![0u8; cfg.mtu.max(1280)].into_boxed_slice(),
+            // Room for a full offload segment: the endpoint sizes segments by
+            // the buffer it gets (an MTU-sized buffer used to starve it).
+            txbuf: vec![0u8; 65536].into_boxed_slice(),
+            mtu: cfg.mtu,
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
             rx_ready: true,
@@ -427,6 +435,9 @@ impl<D: Device> Reactor<D> {
                     None => return,
                 },
             };
+            if len > self.mtu {
+                self.counters.tx_oversize += 1;
+            }
             match self.dev.send(now, &self.txbuf[..len]) {
                 Ok(()) => self.counters.tx_packets += 1,
                 Err(e) if is_transient(&e) => {
@@ -750,7 +761,7 @@ impl<D: Device> Reactor<D> {
                     return;
                 }
                 Ok(n) => {
-                    let mut buf = self.pool.get();
+                    let mut buf = self.pool.get_for(n);
                     buf.extend_from_slice(&self.readbuf[..n]);
                     if let Some(c) = self.conn_mut(id) {
                         c.held += n;

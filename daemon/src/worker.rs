@@ -227,7 +227,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
                 };
                 c.credit += credit;
                 if c.driver.blocked() {
-                    let mut o = self.pool.get();
+                    let mut o = self.pool.get_for(0);
                     let step = c.driver.writable(&mut o, c.credit);
                     if !self.apply(id, step, o, out) {
                         return;
@@ -265,7 +265,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             }
             let avail = &front[c.front_off..];
             let n = avail.len().min(room);
-            let mut o = self.pool.get();
+            let mut o = self.pool.get_for(0);
             let step = c.driver.data(&avail[..n], &mut o, c.credit);
             c.front_off += n;
             if c.front_off >= front.len() {
@@ -283,7 +283,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
         };
         if c.eof && !c.eof_passed {
             c.eof_passed = true;
-            let mut o = self.pool.get();
+            let mut o = self.pool.get_for(0);
             let step = c.driver.eof(&mut o, c.credit);
             self.apply(id, step, o, out);
         }

@@ -132,7 +132,12 @@ impl Netns {
             let until = Instant::now() + Duration::from_secs(5);
             loop {
                 match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-                    Ok(s) => return s,
+                    Ok(s) => {
+                        // No test may hang on a stalled stream.
+                        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+                        s.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+                        return s;
+                    }
                     Err(e) if Instant::now() < until => {
                         let _ = e;
                         std::thread::sleep(Duration::from_millis(50));
@@ -319,6 +324,8 @@ pub fn check_pattern(start: u64, buf: &[u8]) -> Option<u64> {
 /// with the status code and the Content-Length.
 pub fn http_get(mut s: TcpStream, path: &str) -> (BufReader<TcpStream>, u16, Option<u64>) {
     use std::io::Write;
+    // No test may hang: a stalled stream fails the test instead.
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: tcpd\r\nConnection: close\r\n\r\n"
