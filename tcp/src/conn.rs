@@ -1115,7 +1115,7 @@ impl Conn {
             if self.snd_una == self.snd_max {
                 self.clear_timer(Timer::Rexmit);
             } else {
-                self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(0));
+                self.arm_rexmit(cx, self.rtt.rto(0));
             }
             if self.want_writable && self.send_space(cx.cfg) > 0 {
                 self.want_writable = false;
@@ -1174,6 +1174,12 @@ impl Conn {
             self.snd_wl2 = seg.ack;
             if opened {
                 self.persist_backoffs = 0;
+                // Nothing was in flight (at most a probe byte): the data
+                // waited on the peer's window, not for an acknowledgment, so
+                // the user timeout starts now for what goes out next.
+                if self.snd_nxt == self.snd_una {
+                    self.progress_time = cx.now;
+                }
                 if self.want_writable && self.send_space(cx.cfg) > 0 {
                     self.want_writable = false;
                     self.ev |= ev::WRITABLE;
@@ -1509,6 +1515,22 @@ impl Conn {
         }
     }
 
+    /// Arms the retransmission timer `rto` from now, but not past the user
+    /// timeout (RFC 9293 §3.8.3), so that expiring it is noticed on time and
+    /// not one long backoff later (Linux: tcp_clamp_rto_to_user_timeout).
+    fn arm_rexmit(&mut self, cx: &Ctx<'_>, rto: Duration) {
+        let deadline = (self.progress_time + cx.cfg.user_timeout).max(cx.now);
+        self.set_timer(Timer::Rexmit, (cx.now + rto).min(deadline));
+    }
+
+    /// Arms the persist timer `d` from now, likewise clamped to the user
+    /// timeout counted from the last segment received (Linux:
+    /// tcp_clamp_probe0_to_user_timeout).
+    fn arm_persist(&mut self, cx: &Ctx<'_>, d: Duration) {
+        let deadline = (self.last_rcv_time + cx.cfg.user_timeout).max(cx.now);
+        self.set_timer(Timer::Persist, (cx.now + d).min(deadline));
+    }
+
     /// Arms the persist timer when data waits on a zero window and nothing is
     /// in flight to bring a window update (RFC 9293 §3.8.6.1); disarms it otherwise.
     fn update_persist(&mut self, cx: &mut Ctx<'_>) {
@@ -1521,7 +1543,7 @@ impl Conn {
         if unsent && self.snd_nxt == self.snd_una && self.synchronized() {
             if self.timer(Timer::Persist).is_none() {
                 let d = self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto);
-                self.set_timer(Timer::Persist, cx.now + d);
+                self.arm_persist(cx, d);
             }
         } else {
             self.clear_timer(Timer::Persist);
@@ -1706,7 +1728,7 @@ impl Conn {
                     let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
                     let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
                     if self.timer(Timer::Rexmit).is_none() {
-                        self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                        self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
                     }
                     return Some(n);
                 }
@@ -1737,7 +1759,7 @@ impl Conn {
                         let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
                         self.high_rxt = start + len;
                         if self.timer(Timer::Rexmit).is_none() {
-                            self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                            self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
                         }
                         return Some(n);
                     }
@@ -1836,13 +1858,10 @@ impl Conn {
             self.snd_max = self.snd_max.max(end);
             self.last_send_time = cx.now;
             if self.timer(Timer::Rexmit).is_none() && !probe {
-                self.set_timer(Timer::Rexmit, cx.now + self.rtt.rto(self.backoffs));
+                self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
             }
             if probe {
-                self.set_timer(
-                    Timer::Persist,
-                    cx.now + self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto),
-                );
+                self.arm_persist(cx, self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto));
             } else {
                 self.update_persist(cx);
             }

@@ -1174,9 +1174,10 @@ fn user_timeout_resets_connection() {
     recv!(p, time 200, rexmit.clone());
     recv!(p, time 600, rexmit.clone());
     recv!(p, time 1400, rexmit);
-    recv_nothing!(p, time 2999);
-    // The next expiry (3000 ms) is past the 2 s user timeout.
-    recv!(p, time 3000, Seg { seq: LOCAL_SEQ + 101, flags: RST, window: 0, ..recv_templ() });
+    // The next expiry (3000 ms) would be past the 2 s user timeout: the
+    // timer is clamped to it (as Linux), so the connection ends at 2 s.
+    recv_nothing!(p, time 1999);
+    recv!(p, time 2000, Seg { seq: LOCAL_SEQ + 101, flags: RST, window: 0, ..recv_templ() });
     let id = p.id();
     assert_eq!(p.take_events(), [Event::TimedOut(id), Event::Closed(id)]);
     assert_eq!(p.ep.connection_count(), 0);
@@ -2317,8 +2318,10 @@ fn zero_window_probes_give_up_after_user_timeout() {
     recv!(p, time 200, probe.clone());
     recv!(p, time 600, probe.clone());
     recv!(p, time 1400, probe);
-    recv_nothing!(p, time 2999);
-    recv!(p, time 3000, Seg { flags: RST, window: 0, ..recv_templ() });
+    // Nothing heard since 0 ms: the persist timer is clamped to the 2 s
+    // user timeout.
+    recv_nothing!(p, time 1999);
+    recv!(p, time 2000, Seg { flags: RST, window: 0, ..recv_templ() });
     let id = p.id();
     assert_eq!(p.take_events(), [Event::TimedOut(id), Event::Closed(id)]);
 }
@@ -2629,4 +2632,47 @@ fn bare_fin_into_zero_window_is_taken() {
     assert_eq!(p.state(), State::CloseWait);
     assert_eq!(p.read_all().len(), 1024);
     assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
+
+#[test]
+fn user_timeout_not_charged_for_a_zero_window_stall() {
+    // The user timeout measures how long sent data stays unacknowledged. A
+    // peer that keeps answering zero-window probes is alive; once its window
+    // opens, the clock starts again for the data then sent.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(2),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let zero = Seg {
+        ack: Some(LOCAL_SEQ + 1),
+        window: 0,
+        ..send_templ()
+    };
+    send!(p, time 0, zero.clone());
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    let probe = Seg {
+        payload: data(1),
+        ..recv_templ()
+    };
+    // Answer every probe at once for 6 s (the probe interval backs off but
+    // stays clamped so that no 2 s pass without one).
+    let mut probes = 0;
+    while let Some(t) = p.next_timeout().filter(|t| t.as_millis() < 6000) {
+        if let Some(s) = p.poll(t) {
+            assert_eq!(s, probe);
+            probes += 1;
+            p.send(t + Duration::from_millis(1), zero.clone());
+        }
+    }
+    assert!(probes >= 6, "{probes} probes");
+    assert_eq!(p.state(), State::Established);
+    send!(p, time 6300, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 6300, Seg { flags: PSH, payload: data(10), ..recv_templ() });
+    // Lost: retransmitted at the RTO, not reset.
+    recv_nothing!(p, time 6499);
+    recv!(p, time 6500, Seg { flags: PSH, payload: data(10), ..recv_templ() });
+    send!(p, time 6510, Seg { ack: Some(LOCAL_SEQ + 11), ..send_templ() });
+    assert_eq!(p.state(), State::Established);
 }
