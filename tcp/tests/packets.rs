@@ -20,7 +20,7 @@ mod peer;
 
 use peer::*;
 use tcp::wire::{
-    checksum_fold, checksum_sum, emit_ip_header, parse_ip, pseudo_header_sum, TcpOptions,
+    checksum_fold, checksum_sum, emit_ip_header, parse_ip, pseudo_header_sum, TcpFlags, TcpOptions,
     PROTO_ICMP, PROTO_ICMPV6,
 };
 use tcp::{Config, Duration, Event, Keepalive, SeqNum, State};
@@ -2675,4 +2675,103 @@ fn user_timeout_not_charged_for_a_zero_window_stall() {
     recv!(p, time 6500, Seg { flags: PSH, payload: data(10), ..recv_templ() });
     send!(p, time 6510, Seg { ack: Some(LOCAL_SEQ + 11), ..send_templ() });
     assert_eq!(p.state(), State::Established);
+}
+
+#[test]
+fn bad_sources_ports_and_protocols_dropped() {
+    let mut p = listen();
+    // A broadcast source (RFC 1122 §3.2.1.3).
+    let mut pkt = good_packet(&mut p);
+    pkt[12..16].copy_from_slice(&[255, 255, 255, 255]);
+    fix_ip_checksum(&mut pkt);
+    p.send_raw(ms(0), &pkt);
+    // Port zero.
+    let pkt = p.build(&Seg {
+        src_port: 0,
+        ..peer_syn()
+    });
+    p.send_raw(ms(0), &pkt);
+    // UDP.
+    let mut pkt = good_packet(&mut p);
+    pkt[9] = 17;
+    fix_ip_checksum(&mut pkt);
+    p.send_raw(ms(0), &pkt);
+    recv_nothing!(p, time 0);
+    let d = p.ep.stats().drops;
+    assert_eq!(d.bad_source_address, 1);
+    assert_eq!(d.bad_tcp_flags, 1);
+    assert_eq!(d.unsupported_protocol, 1);
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn segment_at_rcv_nxt_accepted_when_reassembly_table_full() {
+    let cfg = Config {
+        max_ooo_ranges: 1,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let r = REMOTE_SEQ + 1;
+    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(10)).is_some());
+    send!(p, time 11, Seg { seq: r + 200, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(11)).is_some());
+    // The in-order segment always goes in.
+    send!(p, time 12, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(50), ..send_templ() });
+    assert_eq!(p.read_all(), data(50));
+    send!(p, time 13, Seg { seq: r + 50, ack: Some(LOCAL_SEQ + 1), payload: data(100)[50..].to_vec(), ..send_templ() });
+    // The gap filled: 50..100 and the segment held at 100..110.
+    let mut want = data(100)[50..].to_vec();
+    want.extend_from_slice(&data(10));
+    assert_eq!(p.read_all(), want);
+}
+
+#[test]
+fn held_data_keeps_the_window_closed_until_released() {
+    let cfg = Config {
+        recv_buffer: 4096,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let id = p.id();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 1461, ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    recv!(p, time 10, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096 - 2920, ..recv_templ() });
+    let mut buf = [0u8; 4096];
+    assert_eq!(p.ep.recv_hold(id, &mut buf), Ok(2920));
+    recv_nothing!(p, time 20);
+    assert_eq!(p.ep.info(id).unwrap().rcv_wnd, 4096 - 2920);
+    p.ep.release(id, 2920).unwrap();
+    recv!(p, time 30, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096, ..recv_templ() });
+}
+
+#[test]
+fn rst_in_active_syn_received_refuses() {
+    // RFC 9293 §3.10.7.4 second, SYN-RECEIVED: "If this connection was
+    // initiated with an active OPEN ... the connection was refused".
+    let mut p = syn_sent();
+    send!(p, time 10, peer_syn());
+    assert!(p.poll(ms(10)).is_some());
+    send!(p, time 20, Seg { flags: RST, ..send_templ() });
+    recv_nothing!(p, time 20);
+    let id = p.id();
+    assert_eq!(p.take_events(), [Event::Reset(id), Event::Closed(id)]);
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn urgent_data_is_delivered_inline() {
+    // RFC 6093: urgent data is delivered in line; the pointer is ignored.
+    let mut p = established();
+    send!(p, time 10, Seg { flags: TcpFlags::URG, ack: Some(LOCAL_SEQ + 1), payload: b"!".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"!");
+}
+
+#[test]
+fn segments_without_timestamps_after_negotiation_are_taken() {
+    // RFC 7323 §3.2 says such a segment SHOULD be dropped; Linux accepts it
+    // (tcp_validate_incoming does not check), and so do we.
+    let mut p = established_ts();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"no ts".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"no ts");
 }
