@@ -2775,3 +2775,122 @@ fn segments_without_timestamps_after_negotiation_are_taken() {
     send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"no ts".to_vec(), ..send_templ() });
     assert_eq!(p.read_all(), b"no ts");
 }
+
+// =====================================================================
+// Configuration switches and more option negotiation
+// =====================================================================
+
+#[test]
+fn window_scaling_and_sack_can_be_switched_off() {
+    let cfg = Config {
+        window_scaling: false,
+        sack: false,
+        recv_buffer: 1 << 20,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    let opts = TcpOptions {
+        window_scale: Some(7),
+        ..syn_opts()
+    };
+    send!(p, time 0, Seg { options: opts, ..peer_syn() });
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 0, Seg { window: 1000, ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000, "no scaling");
+    // Out-of-order data: a plain duplicate ACK, no SACK blocks.
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 11, ack: Some(LOCAL_SEQ + 1), window: 1000, payload: data(10), ..send_templ() });
+    recv!(p, time 10, recv_templ());
+}
+
+#[test]
+fn active_open_window_scaling() {
+    // RFC 7323 §2.2: the SYN-ACK's own window is unscaled; from then on the
+    // peer's windows are shifted by its scale.
+    let mut p = syn_sent();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), window: 1000, options: TcpOptions { window_scale: Some(2), ..syn_opts() }, ..send_templ() });
+    recv!(p, time 10, recv_templ());
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000);
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), window: 1000, ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 4000);
+}
+
+#[test]
+fn abort_and_close_in_syn_sent_send_nothing() {
+    // RFC 9293 §3.10.4/§3.10.5, SYN-SENT: "delete the TCB", no RST.
+    let mut p = syn_sent();
+    p.ep.abort(p.id()).unwrap();
+    recv_nothing!(p, time 1);
+    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
+    assert_eq!(p.ep.connection_count(), 0);
+    let mut p = syn_sent();
+    p.ep.close(p.id()).unwrap();
+    recv_nothing!(p, time 1);
+    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
+    assert_eq!(p.ep.connection_count(), 0);
+    // A late SYN-ACK finds no connection: RST.
+    send!(p, time 2, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 2, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+}
+
+#[test]
+fn fin_rides_with_retransmitted_data() {
+    let mut p = established();
+    p.write(&data(100));
+    p.ep.close(p.id()).unwrap();
+    let last = Seg {
+        flags: FIN | PSH,
+        payload: data(100),
+        ..recv_templ()
+    };
+    recv!(p, time 0, last.clone());
+    recv_nothing!(p, time 199);
+    recv!(p, time 200, last);
+    // The data is acknowledged, the FIN is not: the FIN alone is resent.
+    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv_nothing!(p, time 250);
+    assert_eq!(p.state(), State::FinWait1);
+    recv_nothing!(p, time 449);
+    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 101, flags: FIN, ..recv_templ() });
+}
+
+#[test]
+fn fin_waits_behind_data_blocked_by_zero_window() {
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    p.ep.close(p.id()).unwrap();
+    recv_nothing!(p, time 0);
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+    send!(p, time 210, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 210, Seg { flags: FIN | PSH, payload: data(10), ..recv_templ() });
+    send!(p, time 220, Seg { ack: Some(LOCAL_SEQ + 12), ..send_templ() });
+    assert_eq!(p.state(), State::FinWait2);
+}
+
+#[test]
+fn rto_during_fast_recovery_leaves_it() {
+    // RFC 6582 §3.2 step 6 / RFC 5681 §3.1: on an RTO, recovery ends,
+    // cwnd falls to one segment and SND.UNA's segment is resent.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    send!(p, time 10, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup);
+    let fr = p.poll(ms(11)).expect("fast retransmit");
+    assert_eq!(fr.seq, l + m);
+    recv_nothing!(p, time 11);
+    // Nothing more arrives: the RTO (200 ms from the last ACK) fires.
+    recv_nothing!(p, time 209);
+    let rto = p.poll(ms(210)).expect("RTO retransmission");
+    assert_eq!(rto.seq, l + m);
+    recv_nothing!(p, time 210);
+    assert_eq!(p.ep.info(p.id()).unwrap().cwnd, m);
+}
