@@ -475,6 +475,12 @@ impl Endpoint {
                         let id = ConnId { slot, gen };
                         if let Some(pos) = l.accept_queue.iter().position(|x| *x == id) {
                             l.accept_queue.remove(pos);
+                        } else {
+                            // A half-open connection died (reset, or out of
+                            // SYN-ACK retransmissions): free its SYN-queue
+                            // slot, or a SYN flood would leave the listener
+                            // in cookie mode (or deaf) for good.
+                            l.syn_queue = l.syn_queue.saturating_sub(1);
                         }
                     }
                     self.free_slot(slot);

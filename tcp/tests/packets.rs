@@ -2894,3 +2894,37 @@ fn rto_during_fast_recovery_leaves_it() {
     recv_nothing!(p, time 210);
     assert_eq!(p.ep.info(p.id()).unwrap().cwnd, m);
 }
+
+#[test]
+fn dead_half_open_connections_leave_the_syn_queue() {
+    // A half-open connection that dies (reset by the peer, or out of SYN-ACK
+    // retransmissions) must free its SYN-queue slot; otherwise a SYN flood
+    // would leave the listener in cookie mode (or, without cookies, deaf)
+    // for good.
+    let cfg = Config {
+        syn_backlog: 1,
+        syn_cookies: false,
+        ..test_config()
+    };
+    let mut p = syn_received_with(cfg);
+    send!(p, time 10, Seg { flags: RST, ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    // A second client is served normally.
+    p.forget_iss();
+    send!(p, time 20, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    recv!(p, time 20, Seg { dst_port: REMOTE_PORT + 1, ..our_synack() });
+    // It times out (5 SYN-ACK retransmissions, then 32 s more).
+    let mut t = 20;
+    for i in 0..5 {
+        t += 1000 << i;
+        let s = p.poll(ms(t)).expect("SYN-ACK retransmission");
+        assert_eq!(s.dst_port, REMOTE_PORT + 1);
+    }
+    t += 1000 << 5;
+    recv_nothing!(p, time t);
+    assert_eq!(p.ep.connection_count(), 0);
+    // And a third is still served.
+    p.forget_iss();
+    send!(p, time t + 1, Seg { src_port: REMOTE_PORT + 2, ..peer_syn() });
+    recv!(p, time t + 1, Seg { dst_port: REMOTE_PORT + 2, ..our_synack() });
+}
