@@ -2928,3 +2928,97 @@ fn dead_half_open_connections_leave_the_syn_queue() {
     send!(p, time t + 1, Seg { src_port: REMOTE_PORT + 2, ..peer_syn() });
     recv!(p, time t + 1, Seg { dst_port: REMOTE_PORT + 2, ..our_synack() });
 }
+
+// =====================================================================
+// Endpoint limits and the accept queue
+// =====================================================================
+
+#[test]
+fn data_before_accept_is_kept_and_reported() {
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"early bird".to_vec(), ..send_templ() });
+    send!(p, time 3, Seg { seq: REMOTE_SEQ + 11, flags: FIN, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 3, Seg { ack: Some(REMOTE_SEQ + 12), window: RCV_BUF as u16 - 11, ..recv_templ() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    let id = p.ep.accept(LOCAL_PORT).unwrap();
+    p.conn = Some(id);
+    assert_eq!(
+        p.take_events(),
+        [Event::Readable(id), Event::PeerClosed(id)]
+    );
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all(), b"early bird");
+}
+
+#[test]
+fn reset_before_accept_leaves_the_queue() {
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    send!(p, time 2, Seg { flags: RST, ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    assert_eq!(p.ep.accept(LOCAL_PORT), None);
+}
+
+#[test]
+fn connection_table_full() {
+    // Config::max_connections bounds the table: with cookies a SYN still
+    // gets an answer (but its ACK cannot be admitted and is reset); without,
+    // the SYN is dropped and counted.
+    for cookies in [true, false] {
+        let cfg = Config {
+            max_connections: 1,
+            syn_cookies: cookies,
+            ..test_config()
+        };
+        let mut p = established_with(cfg);
+        p.forget_iss();
+        send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+        if cookies {
+            let synack = p.poll(ms(1)).expect("cookie SYN-ACK");
+            assert_eq!(synack.flags, SYN);
+            assert_eq!(p.ep.stats().syn_cookies_sent, 1);
+        } else {
+            recv_nothing!(p, time 1);
+            assert_eq!(p.ep.stats().drops.table_full, 1);
+        }
+        assert_eq!(p.ep.connection_count(), 1);
+        assert_eq!(
+            p.ep.connect(ms(2), LOCAL_ADDR.into(), "10.0.0.9:80".parse().unwrap()),
+            Err(tcp::Error::TableFull)
+        );
+    }
+}
+
+#[test]
+fn connect_checks_addresses() {
+    let mut p = Peer::new(test_config());
+    assert_eq!(
+        p.ep.connect(ms(0), LOCAL_ADDR.into(), "[fd00::1]:80".parse().unwrap()),
+        Err(tcp::Error::BadAddress)
+    );
+    assert_eq!(
+        p.ep.connect(ms(0), "10.9.9.9".parse().unwrap(), p.remote()),
+        Err(tcp::Error::BadAddress)
+    );
+    recv_nothing!(p, time 0);
+}
+
+#[test]
+fn control_queue_is_bounded() {
+    // Config::max_control_queue bounds stateless replies (RSTs, echo
+    // replies, cookie SYN-ACKs) waiting for poll_transmit.
+    let cfg = Config {
+        max_control_queue: 2,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    for i in 0..5u16 {
+        let req = echo_request(&p, 1, i, b"x");
+        p.send_raw(ms(0), &req);
+    }
+    assert!(p.poll_raw(ms(0)).is_some());
+    assert!(p.poll_raw(ms(0)).is_some());
+    assert!(p.poll_raw(ms(0)).is_none());
+    assert_eq!(p.ep.stats().drops.control_queue_full, 3);
+}
