@@ -3022,3 +3022,31 @@ fn control_queue_is_bounded() {
     assert!(p.poll_raw(ms(0)).is_none());
     assert_eq!(p.ep.stats().drops.control_queue_full, 3);
 }
+
+#[test]
+fn keepalive_config_is_validated() {
+    // A zero interval would re-arm the timer at the same instant over and
+    // over inside one handle_timeout call; a zero count would drop a
+    // connection without probing. Both are refused (Linux requires
+    // TCP_KEEPINTVL, TCP_KEEPIDLE and TCP_KEEPCNT >= 1).
+    for k in [
+        Keepalive {
+            interval: Duration::ZERO,
+            ..Keepalive::default()
+        },
+        Keepalive {
+            idle: Duration::ZERO,
+            ..Keepalive::default()
+        },
+        Keepalive {
+            count: 0,
+            ..Keepalive::default()
+        },
+    ] {
+        let cfg = Config {
+            keepalive: Some(k),
+            ..test_config()
+        };
+        assert!(tcp::Endpoint::new(cfg).is_err(), "{k:?} accepted");
+    }
+}
