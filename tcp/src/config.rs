@@ -161,6 +161,11 @@ impl Config {
         if self.ephemeral_ports.0 == 0 || self.ephemeral_ports.0 > self.ephemeral_ports.1 {
             return Err("ephemeral port range is empty".into());
         }
+        // A zero initial RTO backs off to zero: the timer would fire at the
+        // same instant without end.
+        if self.initial_rto == Duration::ZERO {
+            return Err("initial_rto must be non-zero".into());
+        }
         if self.min_rto > self.max_rto || self.initial_rto > self.max_rto {
             return Err("min_rto and initial_rto must not exceed max_rto".into());
         }

@@ -3049,4 +3049,10 @@ fn keepalive_config_is_validated() {
         };
         assert!(tcp::Endpoint::new(cfg).is_err(), "{k:?} accepted");
     }
+    // Likewise a zero initial RTO (it backs off to zero).
+    let cfg = Config {
+        initial_rto: Duration::ZERO,
+        ..test_config()
+    };
+    assert!(tcp::Endpoint::new(cfg).is_err());
 }
