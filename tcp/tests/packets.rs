@@ -3056,3 +3056,42 @@ fn keepalive_config_is_validated() {
     };
     assert!(tcp::Endpoint::new(cfg).is_err());
 }
+
+#[test]
+fn time_wait_reused_by_syn_with_newer_timestamp() {
+    // RFC 6191 (and Linux): with timestamps, a SYN whose TSval is newer
+    // than TS.Recent may reopen a TIME-WAIT 4-tuple even with a lower ISN;
+    // with an older TSval it may not.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(11, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    let old_isn = REMOTE_SEQ - 50_000;
+    let syn = |tsval| Seg {
+        seq: old_isn,
+        options: TcpOptions {
+            timestamps: Some((tsval, 0)),
+            ..syn_opts()
+        },
+        ..peer_syn()
+    };
+    // Older TSval and lower ISN: an old duplicate, answered with an ACK.
+    send!(p, time 100, syn(1000));
+    let ack = p.poll(ms(100)).expect("ACK");
+    assert_eq!(ack.flags, NONE);
+    assert_eq!(p.count(State::TimeWait), 1);
+    // Newer TSval: a new connection.
+    p.forget_iss();
+    send!(p, time 200, syn(2000));
+    let synack = p.poll(ms(200)).expect("SYN-ACK");
+    assert_eq!(synack.flags, SYN);
+    assert_eq!(synack.ack, Some(old_isn + 1));
+    assert_eq!(p.count(State::TimeWait), 0);
+    assert_eq!(p.count(State::SynReceived), 1);
+}
