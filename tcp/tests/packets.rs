@@ -3095,3 +3095,46 @@ fn time_wait_reused_by_syn_with_newer_timestamp() {
     assert_eq!(p.count(State::TimeWait), 0);
     assert_eq!(p.count(State::SynReceived), 1);
 }
+
+#[test]
+fn time_wait_reuse_before_the_application_saw_closed() {
+    // The new connection must not be confused with the old one whose
+    // `Closed` event the application has not read yet.
+    let mut p = fin_wait_2();
+    let old = p.id();
+    let fin = p.build(&Seg {
+        flags: FIN,
+        ack: Some(LOCAL_SEQ + 2),
+        ..send_templ()
+    });
+    p.ep.handle(ms(1), &fin); // no event drained
+    let mut buf = vec![0u8; 2000];
+    assert!(p.ep.poll_transmit(ms(1), &mut buf).is_some(), "ACK of FIN");
+    assert_eq!(p.count(State::TimeWait), 1);
+    p.forget_iss();
+    let new_isn = REMOTE_SEQ + 1_000_000;
+    let syn = p.build(&Seg {
+        seq: new_isn,
+        ..peer_syn()
+    });
+    p.ep.handle(ms(2), &syn);
+    let synack = p.poll(ms(2)).expect("SYN-ACK for the new connection");
+    assert_eq!(synack.ack, Some(new_isn + 1));
+    // The application now reads its events: the old connection is closed...
+    let ev = p.take_events();
+    assert!(ev.contains(&Event::Closed(old)), "{ev:?}");
+    assert_eq!(p.ep.state(old), Err(tcp::Error::InvalidHandle));
+    // ...and the new one completes and works.
+    send!(p, time 3, Seg { seq: new_isn + 1, ..peer_ack() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    let new = p.ep.accept(LOCAL_PORT).unwrap();
+    assert_ne!(new, old);
+    p.conn = Some(new);
+    send!(p, time 4, Seg { seq: new_isn + 1, ack: Some(LOCAL_SEQ + 1), payload: b"again".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"again");
+    recv!(p, time 44, Seg { ack: Some(new_isn + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
+    // The old TIME-WAIT timer firing later disturbs nothing.
+    recv_nothing!(p, time 61_000);
+    assert_eq!(p.state(), State::Established);
+    assert_eq!(p.ep.connection_count(), 1);
+}
