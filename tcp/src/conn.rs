@@ -469,6 +469,10 @@ impl Conn {
         c.snd_wl2 = ack.ack;
         c.cc = NewReno::new(cx.cfg.initial_window, u32::from(c.mss));
         c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg);
+        // Born ESTABLISHED: start keep-alive as the handshake path does.
+        if let Some(k) = cx.cfg.keepalive {
+            c.set_timer(Timer::Keepalive, cx.now + k.idle);
+        }
         c
     }
 

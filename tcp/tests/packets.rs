@@ -3138,3 +3138,19 @@ fn time_wait_reuse_before_the_application_saw_closed() {
     assert_eq!(p.state(), State::Established);
     assert_eq!(p.ep.connection_count(), 1);
 }
+
+#[test]
+fn syn_cookie_connections_get_keepalive_too() {
+    let cfg = Config {
+        syn_backlog: 0,
+        ..ka_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 0, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::Established);
+    recv_nothing!(p, time 9_999);
+    recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
+}
