@@ -542,6 +542,18 @@ impl Endpoint {
         if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {
             return self.drop_packet(DropReason::NotOurAddress);
         }
+        // RFC 1122 §4.2.3.10: a SYN to a broadcast or multicast address
+        // "MUST be silently discarded", and §3.2.1.3: nothing is sent from
+        // such an address, so no RST or echo reply either (Linux ignores
+        // broadcast echo requests by default). With empty `addrs`
+        // (transparent mode) this is the only guard.
+        let group = match ip.dst {
+            IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
+            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
+        };
+        if group {
+            return self.drop_packet(DropReason::NotOurAddress);
+        }
         match (ip.protocol, ip.src) {
             (PROTO_TCP, _) => self.handle_tcp(&ip, !checksum_valid),
             (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => self.handle_icmp(&ip),

@@ -3154,3 +3154,37 @@ fn syn_cookie_connections_get_keepalive_too() {
     recv_nothing!(p, time 9_999);
     recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
 }
+
+#[test]
+fn multicast_and_broadcast_destinations_are_never_answered() {
+    // RFC 1122 §4.2.3.10: "A SYN segment ... addressed to a broadcast or
+    // multicast address MUST be silently discarded"; nothing may be sent
+    // from such an address either (RFC 1122 §3.2.1.3), so echo requests to
+    // them are ignored too (Linux: icmp_echo_ignore_broadcasts). In
+    // transparent mode (no `addrs`) this is the only guard.
+    let cfg = Config {
+        addrs: Vec::new(),
+        ..test_config()
+    };
+    for dst in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let dst: std::net::IpAddr = dst.parse().unwrap();
+        let mut p = if dst.is_ipv4() {
+            Peer::new(cfg.clone())
+        } else {
+            Peer::new_v6(cfg.clone())
+        };
+        p.ep.listen(LOCAL_PORT, 8).unwrap();
+        p.local_ip = dst;
+        let syn = p.build(&peer_syn());
+        p.send_raw(ms(0), &syn);
+        let to_closed = p.build(&Seg {
+            dst_port: 81,
+            ..peer_syn()
+        });
+        p.send_raw(ms(0), &to_closed);
+        let ping = echo_request(&p, 1, 1, b"x");
+        p.send_raw(ms(0), &ping);
+        assert!(p.poll_raw(ms(0)).is_none(), "answered a packet to {dst}");
+        assert_eq!(p.ep.connection_count(), 0);
+    }
+}
