@@ -574,3 +574,66 @@ fn no_configure_runs_without_root() {
         "--no-configure must leave the persistent interface in place"
     );
 }
+
+#[test]
+fn grace_period_then_reset_and_second_signal() {
+    if !live_ok("grace_period_then_reset_and_second_signal") {
+        return;
+    }
+    let ns = Netns::new("grace");
+    // A client that never reads: tcpd's FIN cannot get out behind the
+    // unacknowledged data, so the grace period runs out and tcpd resets.
+    let mut t = Tcpd::start(&ns, &["--seed", "13", "--grace-ms", "500"]);
+    let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000000000");
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    t.signal(libc::SIGUSR1);
+    let start = Instant::now();
+    t.signal(libc::SIGTERM);
+    let st = t
+        .wait(Duration::from_secs(5))
+        .expect("tcpd did not exit after the grace period");
+    let took = start.elapsed();
+    assert!(st.success(), "exit status {st}");
+    assert!(
+        took >= Duration::from_millis(450),
+        "exited after {took:?}, before the 500 ms grace period"
+    );
+    let err = t.stderr();
+    assert!(
+        err.contains("daemon:") && err.contains("rx_packets="),
+        "SIGUSR1 did not log counters: {err}"
+    );
+    assert!(err.contains("reset 1 connections"), "{err}");
+    // The client drains what it had, then sees the reset (not a clean EOF).
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    let end = loop {
+        match r.read(&mut buf) {
+            Ok(0) => break "eof",
+            Ok(n) => {
+                assert_eq!(check_pattern(off, &buf[..n]), None);
+                off += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break "reset",
+            Err(e) => panic!("read: {e}"),
+        }
+    };
+    assert_eq!(end, "reset");
+
+    // A second signal ends a long grace period at once.
+    let mut t = Tcpd::start(&ns, &["--seed", "14", "--grace-ms", "20000"]);
+    let (_r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000000000");
+    assert_eq!(code, 200);
+    std::thread::sleep(Duration::from_millis(200));
+    t.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    t.signal(libc::SIGINT);
+    let st = t
+        .wait(Duration::from_secs(3))
+        .expect("a second signal did not end tcpd");
+    assert!(start.elapsed() < Duration::from_secs(2));
+    assert!(!st.success(), "a forced exit reports failure ({st})");
+    assert!(!ns.has_link("tun0"), "tun0 outlived tcpd");
+}

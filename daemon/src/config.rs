@@ -164,6 +164,9 @@ pub struct Config {
     pub pool_buffers: usize,
     /// How long a worker spins looking for work before it parks, µs. Default 50.
     pub worker_spin_us: u64,
+    /// How long the reactor spins for a worker's answer before it sleeps,
+    /// µs (only right after it handed a worker events). Default 30.
+    pub reactor_spin_us: u64,
     /// Packets read from the device before the reactor transmits and reads on. Default 128.
     pub rx_budget: usize,
     /// Packets queued for the pcap writer thread. Default 8192.
@@ -212,6 +215,7 @@ impl Default for Config {
             read_chunk: 64 * 1024,
             pool_buffers: 256,
             worker_spin_us: 50,
+            reactor_spin_us: 30,
             rx_budget: 128,
             pcap_queue: 8192,
             nodelay: true,

@@ -191,6 +191,9 @@ pub struct Reactor<D: Device> {
     nodelay: bool,
     rx_budget: usize,
     mtu: usize,
+    /// Events went to a worker in the last round: its answer is near.
+    awaiting_workers: bool,
+    reactor_spin: Duration,
 }
 
 fn hash_conn(id: ConnId) -> u64 {
@@ -285,6 +288,8 @@ impl<D: Device> Reactor<D> {
             // the buffer it gets (an MTU-sized buffer used to starve it).
             txbuf: vec![0u8; 65536].into_boxed_slice(),
             mtu: cfg.mtu,
+            awaiting_workers: false,
+            reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
             rx_ready: true,
@@ -306,7 +311,25 @@ impl<D: Device> Reactor<D> {
     pub fn run(mut self) -> Result<D, Error> {
         loop {
             let now = Instant::now();
-            let timeout = self.timeout(now);
+            let mut timeout = self.timeout(now);
+            if self.awaiting_workers
+                && timeout.is_none_or(|t| !t.is_zero())
+                && !self.reactor_spin.is_zero()
+            {
+                // A worker is about to answer: a short spin is cheaper than
+                // sleeping and being woken (tens of µs on another CPU).
+                let until = now + self.reactor_spin;
+                while self.cmd_rx.is_empty() && Instant::now() < until {
+                    for _ in 0..32 {
+                        std::hint::spin_loop();
+                    }
+                    std::thread::yield_now();
+                }
+                if !self.cmd_rx.is_empty() {
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            self.awaiting_workers = false;
             let sleeping = timeout.is_none_or(|t| !t.is_zero());
             if sleeping {
                 self.wake.set_sleeping(true);
@@ -858,6 +881,7 @@ impl<D: Device> Reactor<D> {
                     match link.tx.try_send(batch) {
                         Ok(()) => {
                             self.counters.batches_out += 1;
+                            self.awaiting_workers = true;
                             link.backlogged = false;
                         }
                         Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {

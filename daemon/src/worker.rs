@@ -345,6 +345,9 @@ fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWork
             for _ in 0..64 {
                 std::hint::spin_loop();
             }
+            // Let the reactor run if it shares this CPU (pinned setups):
+            // spinning must not delay the very work it waits for.
+            std::thread::yield_now();
             match rx.try_recv() {
                 Ok(b) => return Some(b),
                 Err(TryRecvError::Disconnected) => return None,
