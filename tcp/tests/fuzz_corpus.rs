@@ -203,6 +203,7 @@ fn endpoint_seeds_reach_deep_states() {
         t.rto_timeouts += s.rto_timeouts;
         t.fast_retransmits += s.fast_retransmits;
         t.challenge_acks += s.challenge_acks;
+        t.challenge_acks_suppressed += s.challenge_acks_suppressed;
         t.ooo_segments += s.ooo_segments;
         t.icmp_echo += s.icmp_echo;
         t.timeouts += s.timeouts;
@@ -214,6 +215,10 @@ fn endpoint_seeds_reach_deep_states() {
         t.drops.bad_tcp_checksum += s.drops.bad_tcp_checksum;
         t.drops.bad_icmp += s.drops.bad_icmp;
         t.drops.listen_overflow += s.drops.listen_overflow;
+        t.drops.fragment += s.drops.fragment;
+        t.drops.icmp_ignored += s.drops.icmp_ignored;
+        t.drops.bad_ipv6_extension += s.drops.bad_ipv6_extension;
+        t.drops.unsupported_protocol += s.drops.unsupported_protocol;
     }
     println!("{total:#?}");
     let t = &total;
@@ -226,6 +231,10 @@ fn endpoint_seeds_reach_deep_states() {
         ("RTO expiries", t.rto_timeouts),
         ("fast retransmits", t.fast_retransmits),
         ("challenge ACKs", t.challenge_acks),
+        ("rate-limited challenge ACKs", t.challenge_acks_suppressed),
+        ("fragments", t.drops.fragment),
+        ("ignored ICMP", t.drops.icmp_ignored),
+        ("unsupported protocols", t.drops.unsupported_protocol),
         ("out-of-order segments", t.ooo_segments),
         ("ICMP echoes", t.icmp_echo),
         ("connection timeouts", t.timeouts),

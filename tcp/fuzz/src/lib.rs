@@ -606,7 +606,8 @@ pub mod cfg {
     pub const SMALL_BUFFERS: u8 = 32;
     /// Keep-alive on (1 s idle, 1 s interval, 3 probes).
     pub const KEEPALIVE: u8 = 64;
-    /// Tight limits: SYN backlog 2, 8 connections, control queue 4, 2 OOO ranges.
+    /// Tight limits: SYN backlog 2, 8 connections, control queue 4, 2 OOO
+    /// ranges, 2 challenge ACKs per second.
     pub const TIGHT: u8 = 128;
     /// Linux-like defaults.
     pub const DEFAULT: u8 = TS | SACK | WSCALE | COOKIES | NAGLE;
@@ -800,6 +801,7 @@ fn make_config(bits: u8, app_bits: u8) -> Config {
         max_connections: if tight { 8 } else { 256 },
         max_control_queue: if tight { 4 } else { 256 },
         max_ooo_ranges: if tight { 2 } else { 32 },
+        challenge_ack_limit: if tight { 2 } else { 1000 },
         buffer_pool_bytes: if tight { 16 << 10 } else { 4 << 20 },
         tso_max: if offload { 65535 } else { 0 },
         checksum_offload: offload,
@@ -2074,6 +2076,19 @@ pub fn endpoint_seeds() -> Vec<(String, Vec<u8>)> {
     ];
     ops.push(with(ack(0, 0, true), &|s| s.window = 1));
     add("tiny-mss-big-wscale", cfg::DEFAULT, 0, ops);
+    // Challenge ACKs past the rate limit: SYNs on an established connection.
+    let mut ops = handshake(0, 0, true);
+    for d in 1..6 {
+        ops.push(with(syn(0, 0), &|s| s.seq = SeqSel::Delta(d)));
+    }
+    add("challenge-ack-limit", cfg::DEFAULT | cfg::TIGHT, 0, ops);
+    // Every parse_packet seed as a raw packet to the endpoint (fragments,
+    // IPv6 extension headers, ICMP echo replies, bad checksums, ...).
+    let ops = parse_packet_seeds()
+        .into_iter()
+        .map(|(_, p)| Op::Raw(p))
+        .collect();
+    add("raw-packets", cfg::DEFAULT, 0, ops);
 
     progs
         .into_iter()
