@@ -248,7 +248,7 @@ foreign() {
     new_ns
     in_ns ip addr add ::1/128 dev lo 2>/dev/null || true
     rm -f "$OUT/$name.pcap"
-    ip netns exec "$NS" tcpdump -i lo -s 0 -U -w "$OUT/$name.pcap" tcp >"$WORK/$name.tcpdump" 2>&1 &
+    ip netns exec "$NS" tcpdump -Z root --immediate-mode -i lo -s 0 -U -w "$OUT/$name.pcap" tcp >"$WORK/$name.tcpdump" 2>&1 &
     DUMP_PID=$!
     sleep 0.5
     ip netns exec "$NS" bash -c "$server" &
@@ -258,9 +258,11 @@ foreign() {
     sleep 0.3
     kill -TERM "$spid" 2>/dev/null || true
     wait "$spid" 2>/dev/null || true
+    sleep 1 # let tcpdump write out what it has
     kill -TERM "$DUMP_PID"
     wait "$DUMP_PID" || true
     DUMP_PID=""
+    tail -n 3 "$WORK/$name.tcpdump"
     del_ns
 }
 
@@ -280,6 +282,8 @@ sel ping && fixture ping 7 "" "ping -c 3 -i 0.2 -q 10.0.0.2 >/dev/null && ping -
 sel fault_transfer && fixture fault_transfer 8 \
     "--fault-drop 0.02 --fault-reorder 0.03 --fault-seed 11" \
     "curl -sS -o $WORK/f http://10.0.0.2/bytes/200000 && test \$(stat -c %s $WORK/f) = 200000"
+sel fault_upload && fixture fault_upload 11 \
+    "--fault-drop 0.02 --fault-reorder 0.03 --fault-seed 12" "$C upload 10.0.0.2"
 sel syn_cookies && fixture syn_cookies 9 "" \
     "$C synflood 10.0.0.2 1100 && curl -sS -o /dev/null http://10.0.0.2/bytes/3000"
 sel ipv6_session && fixture ipv6_session 10 "" \

@@ -77,10 +77,11 @@ fn run(cmd: Cmd) -> Result<bool, String> {
             match o.mismatch {
                 None => {
                     println!(
-                        "{}: ok ({} packets in, {} packets out identical)",
+                        "{}: ok ({} packets in, {} packets out identical; {})",
                         file.display(),
                         o.fed,
-                        o.matched
+                        o.matched,
+                        o.summary()
                     );
                     Ok(true)
                 }

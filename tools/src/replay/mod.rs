@@ -68,6 +68,10 @@ pub const TURN_GUARD_US: u64 = 100;
 /// timers then run at that deadline.
 pub const LATE_TIMER_US: u64 = 300;
 
+/// An outbound packet this long after its turn's inbound packets may be a
+/// later timer turn's rather than the turn's own (see `final_transmit`).
+pub const SAME_TURN_US: u64 = 2000;
+
 /// Which way a recorded packet went.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dir {
@@ -183,6 +187,28 @@ pub struct Outcome {
     pub matched: usize,
     /// Inbound packets fed.
     pub fed: usize,
+    /// The replayed endpoint's counters at the end.
+    pub stats: tcp::Stats,
+}
+
+impl Outcome {
+    /// The counters that say what a fixture exercised, in one line.
+    pub fn summary(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "retransmits {} (rto {}, fast {}), syn cookies sent/ok {}/{}, rst out {}, \
+             icmp echo {}, out of window {}, out of order {}",
+            s.retransmits,
+            s.rto_timeouts,
+            s.fast_retransmits,
+            s.syn_cookies_sent,
+            s.syn_cookies_ok,
+            s.rst_out,
+            s.icmp_echo,
+            s.out_of_window,
+            s.ooo_segments
+        )
+    }
 }
 
 /// Trace hook: `(record index, state after it)`.
@@ -315,17 +341,28 @@ impl<'a> Checker<'a> {
         let Some(p) = self.sim.poll_transmit(pkt_time).map(|p| p.to_vec()) else {
             return Ok(false);
         };
+        self.compare_output(&p, pkt_time, strict_time)?;
+        Ok(true)
+    }
+
+    /// Compares a packet the replay emitted at `pkt_time` with record `i`.
+    fn compare_output(
+        &mut self,
+        p: &[u8],
+        pkt_time: Instant,
+        strict_time: bool,
+    ) -> Result<(), Mismatch> {
         let idx = self.i;
         let rec_ok = idx < self.cap.records.len() && self.cap.dirs[idx] == Dir::Out;
         if !rec_ok {
             return Err(self.mismatch_here(
-                Some(&p),
+                Some(p),
                 "the replay sends a packet the capture does not have here",
             ));
         }
         if strict_time && self.cap.time(idx) != pkt_time {
             return Err(self.mismatch_here(
-                Some(&p),
+                Some(p),
                 &format!(
                     "time: the capture sends it at {} µs, the replay at {} µs",
                     self.cap.time(idx).as_micros(),
@@ -339,11 +376,11 @@ impl<'a> Checker<'a> {
         if let Some(s) = seg_of(exp) {
             rel_e.learn(&s);
         }
-        if let Some(s) = seg_of(&p) {
+        if let Some(s) = seg_of(p) {
             rel_a.learn(&s);
         }
-        if let Some(d) = first_difference(exp, &p, &rel_e, &rel_a) {
-            return Err(self.mismatch_here(Some(&p), &d));
+        if let Some(d) = first_difference(exp, p, &rel_e, &rel_a) {
+            return Err(self.mismatch_here(Some(p), &d));
         }
         self.rel_e = rel_e;
         self.rel_a = rel_a;
@@ -355,7 +392,7 @@ impl<'a> Checker<'a> {
                 t(idx, st);
             }
         }
-        Ok(true)
+        Ok(())
     }
 
     /// The reactor's transmit inside a drain: everything, at the turn's `now`.
@@ -372,6 +409,22 @@ impl<'a> Checker<'a> {
         let n = self.cap.records.len();
         if self.i < n && self.cap.dirs[self.i] == Dir::Out {
             let t = self.cap.time(self.i);
+            // Is the next outbound packet this turn's, or a later timer
+            // turn's? Asking the endpoint at the packet's time would move
+            // its clock (and what it arms while sending) past that timer
+            // turn. When a timer could explain the packet and the packet
+            // came well after the turn, ask at the turn's time, as the
+            // reactor did right after its handlers ran.
+            let timer_could = self
+                .sim
+                .next_timer()
+                .is_some_and(|d| d.as_micros() <= t.as_micros() + LATE_TIMER_US);
+            if timer_could && t.as_micros() > turn.as_micros() + SAME_TURN_US {
+                match self.sim.poll_transmit(turn).map(|p| p.to_vec()) {
+                    None => return Ok(()),
+                    Some(p) => self.compare_output(&p, turn, false)?,
+                }
+            }
             while self.i < n && self.cap.dirs[self.i] == Dir::Out && self.cap.time(self.i) == t {
                 if !self.take_output(t, true)? {
                     // Maybe a later timer turn: the caller decides.
@@ -393,21 +446,32 @@ impl<'a> Checker<'a> {
         Ok(())
     }
 
-    /// When to run the timers of a turn whose first packet went out at
-    /// `t_o`, or `None` when no timer is due (see the module documentation:
-    /// [`TURN_GUARD_US`], [`LATE_TIMER_US`]).
-    fn timer_turn_time(&mut self, t_o: Instant) -> Option<Instant> {
-        let d = self.sim.next_timer()?;
-        let (d_us, t_us) = (d.as_micros(), t_o.as_micros());
-        if d_us <= t_us {
-            Some(Instant::from_micros(
-                d_us.max(t_us.saturating_sub(TURN_GUARD_US)),
-            ))
-        } else if d_us - t_us <= LATE_TIMER_US {
-            Some(d)
-        } else {
-            None
+    /// Runs the timers of a turn whose first packet went out at `t_o`;
+    /// false when no timer is due (see the module documentation:
+    /// [`TURN_GUARD_US`], [`LATE_TIMER_US`]). Every deadline up to `t_o`
+    /// runs, each at the later of its deadline and `t_o - TURN_GUARD_US`.
+    fn fire_timer_turn(&mut self, t_o: Instant) -> bool {
+        let t_us = t_o.as_micros();
+        let mut fired = false;
+        for _ in 0..64 {
+            let Some(d) = self.sim.next_timer() else {
+                break;
+            };
+            let d_us = d.as_micros();
+            let at = if d_us <= t_us {
+                d_us.max(t_us.saturating_sub(TURN_GUARD_US))
+            } else if !fired && d_us - t_us <= LATE_TIMER_US {
+                d_us
+            } else {
+                break;
+            };
+            self.sim.handle_timeout(Instant::from_micros(at));
+            fired = true;
+            if at > t_us {
+                break;
+            }
         }
+        fired
     }
 
     fn run(&mut self) -> Result<(), Mismatch> {
@@ -446,11 +510,17 @@ impl<'a> Checker<'a> {
                     }
                     self.sim.process();
                     self.final_transmit(t)?;
+                    if std::env::var_os("TCPD_REPLAY_DEBUG").is_some() {
+                        eprintln!(
+                            "debug: turn at {t:?} up to packet {}: next {:?}",
+                            self.i,
+                            self.sim.next_timer()
+                        );
+                    }
                 }
                 Dir::Out => {
                     let before = self.i;
-                    if let Some(at) = self.timer_turn_time(t) {
-                        self.sim.handle_timeout(at);
+                    if self.fire_timer_turn(t) {
                         self.sim.process();
                         self.final_transmit(t)?;
                     }
@@ -525,6 +595,7 @@ fn run_checker<'a>(
         mismatch,
         matched: c.matched,
         fed: c.fed,
+        stats: *c.sim.ep.stats(),
     })
 }
 

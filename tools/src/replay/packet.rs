@@ -215,7 +215,7 @@ pub fn line(p: &Pkt, rel: &Relative) -> String {
         Pkt::Tcp(s) => {
             let mut l = format!("{} > {}: Flags [{}]", s.src, s.dst, flags_str(s.flags));
             let rs = rel.seq(s);
-            if s.seg_len() > 0 {
+            if !s.payload.is_empty() {
                 let _ = write!(
                     l,
                     ", seq {}:{}",

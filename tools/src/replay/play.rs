@@ -111,6 +111,8 @@ pub struct ConnReport {
     pub end_play: End,
     /// Segments the player added after the recorded ones.
     pub extra_segments: usize,
+    /// Recorded pure ACKs left out (they acknowledged nothing new).
+    pub skipped_acks: usize,
     /// Problems found; empty when the connection passed.
     pub problems: Vec<String>,
 }
@@ -137,7 +139,7 @@ impl PlayReport {
                 writeln!(
                 s,
                 "{} {} -> {} ({}): {} client bytes, {} reached the service, tcpd sent {} bytes; \
-                 capture ended {}, play ended {}; {} extra segments",
+                 capture ended {}, play ended {}; {} extra segments, {} redundant ACKs left out",
                 if c.problems.is_empty() { "ok  " } else { "FAIL" },
                 c.client,
                 c.server,
@@ -147,7 +149,8 @@ impl PlayReport {
                 c.tcpd_bytes,
                 c.end_capture,
                 c.end_play,
-                c.extra_segments
+                c.extra_segments,
+                c.skipped_acks
             );
             for p in &c.problems {
                 let _ = writeln!(s, "     - {p}");
@@ -250,6 +253,8 @@ struct Live {
     client_ts: Option<u32>,
     problems: Vec<String>,
     extra: usize,
+    /// Recorded pure ACKs not sent (nothing new to acknowledge).
+    skipped: usize,
 }
 
 fn seq_lt(a: u32, b: u32) -> bool {
@@ -413,7 +418,22 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         now = now.max(t);
         let seg = &playable[ci].segs[si].1;
         let l = &mut live[ci];
+        // A pure ACK that would acknowledge nothing new and change no
+        // window (or only the window, after both FINs) answered the
+        // original server's segments, not tcpd's: sending it would make a
+        // spurious duplicate ACK (or, once tcpd closed, draw a RST).
+        let pure = seg.payload.is_empty() && !seg.syn() && !seg.fin() && !seg.rst();
+        let both_done = l.tcpd_fin && l.client_fin_sent;
+        if pure
+            && l.tcpd_isn.is_some()
+            && l.client_acked == l.tcpd_max
+            && (l.client_win == seg.window || both_done)
+        {
+            l.skipped += 1;
+            continue;
+        }
         let pkt = build(&playable[ci], l, seg, &mut buf, false)?;
+        debug_pkt(now, "client", &buf[..pkt]);
         sim.handle(now, &buf[..pkt]);
         turn(&mut sim, now, &playable, &mut live);
     }
@@ -439,6 +459,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
             let n = resend(c, l, &mut buf, need_data)?;
             l.extra += 1;
             sent = true;
+            debug_pkt(now, "extra ", &buf[..n]);
             sim.handle(now, &buf[..n]);
             turn(&mut sim, now, &playable, &mut live);
         }
@@ -510,6 +531,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
             end_capture,
             end_play,
             extra_segments: l.extra,
+            skipped_acks: l.skipped,
             problems: std::mem::take(&mut l.problems),
         });
     }
@@ -679,6 +701,7 @@ fn turn(sim: &mut Sim, now: Instant, conns: &[CapConn], live: &mut [Live]) {
     }
     sim.process();
     while let Some(p) = sim.poll_transmit(now) {
+        debug_pkt(now, "tcpd  ", p);
         let Pkt::Tcp(s) = decode(p) else { continue };
         let Some(ci) = conns
             .iter()
@@ -725,5 +748,17 @@ fn observe(l: &mut Live, c: &CapConn, s: &Seg) {
             ));
         }
         l.last_ack = Some(s.ack);
+    }
+}
+
+/// With `TCPD_REPLAY_DEBUG` set, prints every packet of a play.
+fn debug_pkt(now: Instant, who: &str, p: &[u8]) {
+    if std::env::var_os("TCPD_REPLAY_DEBUG").is_some() {
+        let rel = super::packet::Relative::default();
+        eprintln!(
+            "{:>12} {who} {}",
+            now.as_micros(),
+            super::packet::line(&decode(p), &rel)
+        );
     }
 }

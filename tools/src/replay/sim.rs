@@ -76,11 +76,14 @@ pub struct Sim {
     pub timeouts: u64,
 }
 
+/// Services by port.
+pub type ServiceList = Vec<(u16, Arc<dyn Service>)>;
+
 /// The services `tcpd` runs for `cfg`, in the order `daemon::run` builds
 /// them. The HTTP status board is frozen (uptime zero): the status pages
 /// carry live counters and are not byte-for-byte replayable anyway.
-pub fn services_for(cfg: &Config) -> Result<Vec<(u16, Arc<dyn Service>)>, String> {
-    let mut v: Vec<(u16, Arc<dyn Service>)> = Vec::new();
+pub fn services_for(cfg: &Config) -> Result<ServiceList, String> {
+    let mut v: ServiceList = Vec::new();
     if cfg.echo_port != 0 {
         v.push((cfg.echo_port, Arc::new(Echo)));
     }
@@ -107,7 +110,7 @@ pub fn services_for(cfg: &Config) -> Result<Vec<(u16, Arc<dyn Service>)>, String
 
 impl Sim {
     /// A reactor for `cfg` serving `services` (`(port, service)`).
-    pub fn new(cfg: &Config, services: Vec<(u16, Arc<dyn Service>)>) -> Result<Sim, String> {
+    pub fn new(cfg: &Config, services: ServiceList) -> Result<Sim, String> {
         let mut ep =
             Endpoint::new(cfg.tcp_config()).map_err(|e| format!("tcp configuration: {e}"))?;
         let mut ports = Vec::new();
