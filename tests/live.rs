@@ -637,3 +637,54 @@ fn grace_period_then_reset_and_second_signal() {
     assert!(!st.success(), "a forced exit reports failure ({st})");
     assert!(!ns.has_link("tun0"), "tun0 outlived tcpd");
 }
+
+/// Runs tcpd in `ns` expecting it to fail; returns its one stderr line.
+fn expect_failure(ns: &Netns, args: &[&str]) -> String {
+    let out = ns
+        .command(common::TCPD)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "tcpd {args:?}: {err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "tcpd {args:?}: want one line, got:\n{err}");
+    assert!(!err.contains("panicked"));
+    lines[0].to_string()
+}
+
+#[test]
+fn user_errors_are_one_clear_line() {
+    if !live_ok("user_errors_are_one_clear_line") {
+        return;
+    }
+    let ns = Netns::new("usererr");
+    // Interface busy: another tcpd has tun0 open.
+    let t = Tcpd::start(&ns, &["--seed", "15"]);
+    let e = expect_failure(&ns, &["tun0", "--seed", "1"]);
+    assert!(e.contains("busy"), "{e}");
+    drop(t);
+    // An interface that is not a TUN device.
+    let e = expect_failure(
+        &ns,
+        &[
+            "lo",
+            "--seed",
+            "1",
+            "--host-addr",
+            "10.0.9.1/24",
+            "--addr",
+            "10.0.9.2",
+        ],
+    );
+    assert!(e.contains("not a TUN device"), "{e}");
+    // The host address already on another interface.
+    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "lo"]);
+    let e = expect_failure(&ns, &["tun0", "--seed", "1"]);
+    assert!(
+        e.contains("10.0.0.1") && e.contains("already on interface lo"),
+        "{e}"
+    );
+    assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+}
