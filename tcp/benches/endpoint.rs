@@ -22,7 +22,20 @@
 //! Every packet is built by hand with correct checksums; the connections
 //! are established by real handshakes (SYN, SYN-ACK read back from
 //! `poll_transmit`, ACK). The setup asserts that no packet was dropped, so
-//! the timings are of the paths they claim to be.
+//! the timings are of the paths they claim to be. Divan's allocation
+//! profiler counts heap allocations inside the timed sections.
+//!
+//! Medians on the 2-core development VM, 2026-11-22 (issue #2 aims: under
+//! 300 ns per in-order segment, at most 1.5x slower at 100 000 connections):
+//!
+//! | benchmark | 1 conn | 100 000 conns |
+//! |---|---|---|
+//! | `rx_segment` (handle) | 196 ns | 195 ns |
+//! | `rx_segment_full` (handle + recv + ACK) | 265 ns | 265 ns |
+//! | `rx_segment_rotating` (1000 of the table) | 204 ns (table of 1000) | 231 ns |
+//! | `tx_pure_ack` | 81 ns | |
+//!
+//! Zero allocations per packet in the median sample of every benchmark.
 
 use divan::Bencher;
 use std::cell::RefCell;

@@ -18,7 +18,7 @@
 //! reassembly, SYN cookies, TIME-WAIT and the rest, rather than being stopped
 //! at the checksum.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tcp::wire::{
@@ -768,6 +768,14 @@ struct Harness {
     /// byte `i` of its stream as `i % 251`, and every data segment the
     /// endpoint emits must carry exactly that at its offset from the ISS.
     tx_sent: BTreeMap<ConnId, u64>,
+    /// Handles `accept` or `connect` returned: only these may get events.
+    known: BTreeSet<ConnId>,
+    /// Handles that got `Closed`: no event may follow.
+    closed: BTreeSet<ConnId>,
+    /// Handles the application aborted: `Closed` must follow.
+    aborted: BTreeSet<ConnId>,
+    /// RST segments the endpoint emitted.
+    rst_emitted: u64,
     buf: Vec<u8>,
     scratch: Vec<u8>,
     digest: std::collections::hash_map::DefaultHasher,
@@ -831,6 +839,10 @@ impl Harness {
             convs: BTreeMap::new(),
             rx_next: Some(BTreeMap::new()),
             tx_sent: BTreeMap::new(),
+            known: BTreeSet::new(),
+            closed: BTreeSet::new(),
+            aborted: BTreeSet::new(),
+            rst_emitted: 0,
             buf: vec![0u8; 65536 + 100],
             scratch: vec![0u8; 65536],
             digest: std::collections::hash_map::DefaultHasher::new(),
@@ -957,6 +969,17 @@ impl Harness {
     }
 
     fn run_op(&mut self, op: &Op) {
+        // RFC 9293 §3.10.7: a RST is never sent in answer to a RST.
+        let rst_in = matches!(op, Op::Seg(s) | Op::OffloadSeg(s) if TcpFlags(s.flags).rst());
+        let rst_before = self.rst_emitted;
+        self.run_op_inner(op);
+        self.drain();
+        if rst_in {
+            assert_eq!(self.rst_emitted, rst_before, "a RST answered a RST");
+        }
+    }
+
+    fn run_op_inner(&mut self, op: &Op) {
         match op {
             Op::Seg(seg) => {
                 let n = self.build(seg);
@@ -1034,7 +1057,7 @@ impl Harness {
                             let _ = self.ep.close(id);
                         }
                         AppAction::Abort => {
-                            let _ = self.ep.abort(id);
+                            self.abort(id);
                         }
                         AppAction::NoDelay => {
                             let _ = self.ep.set_nodelay(id, true);
@@ -1059,6 +1082,7 @@ impl Harness {
                 match self.ep.connect(self.now, local, remote) {
                     Ok(id) => {
                         assert!(p & 0x80 == 0, "connect from a foreign address succeeded");
+                        assert!(self.known.insert(id), "connect returned a live handle {id}");
                         let info = self.ep.info(id).expect("a new connection has info");
                         self.connected.insert(p & 7, info.local.port());
                         // A new conversation: forget the old one's numbers.
@@ -1079,7 +1103,6 @@ impl Harness {
                 }
             }
         }
-        self.drain();
     }
 
     fn run_timers(&mut self) {
@@ -1094,10 +1117,16 @@ impl Harness {
         }
     }
 
+    fn abort(&mut self, id: ConnId) {
+        if self.ep.abort(id).is_ok() {
+            self.aborted.insert(id);
+        }
+    }
+
     fn adopt(&mut self, id: ConnId) {
         if self.conns.len() >= MAX_APP_CONNS {
             // The application has enough: refuse.
-            let _ = self.ep.abort(id);
+            self.abort(id);
             return;
         }
         self.conns.push(id);
@@ -1157,13 +1186,31 @@ impl Harness {
     }
 
     fn on_event(&mut self, e: Event) {
+        let id = match e {
+            Event::Incoming { .. } => None,
+            Event::Connected(id)
+            | Event::Readable(id)
+            | Event::Writable(id)
+            | Event::PeerClosed(id)
+            | Event::Reset(id)
+            | Event::TimedOut(id)
+            | Event::Closed(id) => Some(id),
+        };
+        if let Some(id) = id {
+            assert!(
+                self.known.contains(&id),
+                "{e:?} for a handle never returned"
+            );
+            assert!(!self.closed.contains(&id), "{e:?} after Closed");
+        }
         match e {
             Event::Incoming { port } => {
                 (0u8, port).hash(&mut self.digest);
                 while let Some(id) = self.ep.accept(port) {
                     id.hash(&mut self.digest);
+                    assert!(self.known.insert(id), "accept returned {id} twice");
                     if self.app & app::REFUSE != 0 {
-                        let _ = self.ep.abort(id);
+                        self.abort(id);
                         continue;
                     }
                     self.adopt(id);
@@ -1203,6 +1250,7 @@ impl Harness {
             Event::TimedOut(id) => (6u8, id).hash(&mut self.digest),
             Event::Closed(id) => {
                 (7u8, id).hash(&mut self.digest);
+                self.closed.insert(id);
                 self.conns.retain(|c| *c != id);
                 self.stale = Some(id);
                 // The handle is dead: every call must say so, not panic.
@@ -1262,6 +1310,9 @@ impl Harness {
         }
         assert!(!seg.bad_options, "emitted malformed options");
         let f = seg.flags;
+        if f.rst() {
+            self.rst_emitted += 1;
+        }
         assert!(
             !(f.syn() && (f.rst() || f.fin())),
             "emitted SYN with RST/FIN"
@@ -1377,6 +1428,12 @@ impl Harness {
             self.handled,
             "packets_in does not count every handle() call"
         );
+        for id in &self.aborted {
+            assert!(
+                self.closed.contains(id),
+                "{id} was aborted but never Closed"
+            );
+        }
     }
 }
 
