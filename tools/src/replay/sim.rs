@@ -134,7 +134,9 @@ impl Sim {
             starved: Vec::new(),
             pool,
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
-            txbuf: vec![0u8; cfg.mtu.max(1500)].into_boxed_slice(),
+            // As the reactor: room for a whole offload segment (the endpoint
+            // sizes segments by the buffer it is given).
+            txbuf: vec![0u8; 65536].into_boxed_slice(),
             hold_limit: 2 * cfg.read_chunk,
             credit_threshold: (send_buffer / 4).clamp(1, 64 * 1024),
             nodelay: cfg.nodelay,
