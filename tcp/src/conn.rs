@@ -741,6 +741,7 @@ impl Conn {
             self.snd_wl1 = seg.seq;
             self.snd_wl2 = seg.ack;
             self.take_rtt_sample(cx, seg);
+            self.syn_rto_fallback(cx);
             self.backoffs = 0;
             self.clear_timer(Timer::Rexmit);
             self.set_state(
@@ -973,6 +974,8 @@ impl Conn {
                 reply = Reply::Established;
             }
             self.arm_keepalive(cx);
+            // Before the ACK processing below resets the backoff.
+            self.syn_rto_fallback(cx);
         }
 
         // RFC 5961 §5.2: "the ACK value is considered acceptable only if it
@@ -1206,6 +1209,18 @@ impl Conn {
             _ => {}
         }
         self.update_persist(cx);
+    }
+
+    /// RFC 6298 §5.7: "If the timer expires awaiting the ACK of a SYN
+    /// segment and the TCP implementation is using an RTO less than 3
+    /// seconds, the RTO MUST be re-initialized to 3 seconds when data
+    /// transmission begins" — unless an RTT sample was taken meanwhile (from
+    /// timestamps). Linux does the same (TCP_TIMEOUT_FALLBACK).
+    fn syn_rto_fallback(&mut self, cx: &Ctx<'_>) {
+        let three = Duration::from_secs(3);
+        if self.backoffs > 0 && self.rtt.srtt().is_none() && cx.cfg.initial_rto < three {
+            self.rtt = RttEstimator::new(three.min(cx.cfg.max_rto), cx.cfg.min_rto, cx.cfg.max_rto);
+        }
     }
 
     /// RTT sampling: from the echoed timestamp when timestamps are on

@@ -1122,19 +1122,43 @@ fn rto_floor_and_exponential_backoff() {
 }
 
 #[test]
-fn initial_rto_is_one_second_without_sample() {
-    // RFC 6298 §2.1: before any RTT sample, RTO = 1 s. A SYN-ACK answering a
-    // retransmitted SYN gives no sample (Karn), so data waits 1 s... backed
-    // off to 2 s by the SYN's expiry? No: §5.7 resets to 1 s... we only check
-    // that the first data RTO is the initial one, not the floor.
+fn initial_rto_is_one_second() {
+    // RFC 6298 §2.1: before any RTT sample, RTO = 1 s: the SYN-ACK is first
+    // retransmitted after 1 s (the SYN likewise, see
+    // syn_sent_retries_then_timed_out).
+    let mut p = listen();
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, our_synack());
+    recv_nothing!(p, time 999);
+    recv!(p, time 1000, our_synack());
+}
+
+#[test]
+fn rto_after_retransmitted_syn_is_three_seconds() {
+    // RFC 6298 §5.7: "If the timer expires awaiting the ACK of a SYN segment
+    // and the TCP implementation is using an RTO less than 3 seconds, the
+    // RTO MUST be re-initialized to 3 seconds when data transmission
+    // begins." Linux does the same (TCP_TIMEOUT_FALLBACK).
     let mut p = syn_sent();
     recv!(p, time 1000, our_syn());
     send!(p, time 1100, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
     recv!(p, time 1100, recv_templ());
+    assert_eq!(p.ep.info(p.id()).unwrap().srtt, None, "Karn: no sample");
+    assert_eq!(p.ep.info(p.id()).unwrap().rto, Duration::from_secs(3));
     p.write(b"abc");
     recv!(p, time 1100, Seg { flags: PSH, payload: b"abc".to_vec(), ..recv_templ() });
-    recv_nothing!(p, time 2099);
-    recv!(p, time 2100, Seg { flags: PSH, payload: b"abc".to_vec(), ..recv_templ() });
+    recv_nothing!(p, time 4099);
+    recv!(p, time 4100, Seg { flags: PSH, payload: b"abc".to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn rto_after_retransmitted_syn_ack_is_three_seconds() {
+    // The same rule for the passive side.
+    let mut p = syn_received();
+    recv!(p, time 1000, our_synack());
+    send!(p, time 1100, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().rto, Duration::from_secs(3));
 }
 
 #[test]
