@@ -879,9 +879,9 @@ impl Conn {
                 // at most one such ACK per 500 ms, so two stacks can never
                 // ping-pong ACKs; a segment with data always gets one.
                 if seg_len > 0
-                    || self.last_oow_ack.is_none_or(|t| {
-                        cx.now.saturating_since(t) >= Duration::from_millis(500)
-                    })
+                    || self
+                        .last_oow_ack
+                        .is_none_or(|t| cx.now.saturating_since(t) >= Duration::from_millis(500))
                 {
                     self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
