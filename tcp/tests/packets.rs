@@ -3212,3 +3212,30 @@ fn multicast_and_broadcast_destinations_are_never_answered() {
         assert_eq!(p.ep.connection_count(), 0);
     }
 }
+
+#[test]
+fn rto_backoff_is_capped_at_max_rto() {
+    // RFC 6298 §2.5: a maximum may be placed on RTO (at least 60 s); ours is
+    // Config::max_rto, 120 s as Linux.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(3600),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    p.write(b"x");
+    let x = Seg {
+        flags: PSH,
+        payload: b"x".to_vec(),
+        ..recv_templ()
+    };
+    recv!(p, time 0, x.clone());
+    let mut t = 0u64;
+    for i in 0..12 {
+        let gap = (200u64 << i).min(120_000);
+        t += gap;
+        recv_nothing!(p, time t - 1);
+        recv!(p, time t, x.clone());
+    }
+    // 200 ms doubled ten times is 204.8 s: the last two gaps were 120 s.
+    assert_eq!(t, 200 * 1023 + 2 * 120_000);
+}
