@@ -3239,3 +3239,75 @@ fn rto_backoff_is_capped_at_max_rto() {
     // 200 ms doubled ten times is 204.8 s: the last two gaps were 120 s.
     assert_eq!(t, 200 * 1023 + 2 * 120_000);
 }
+
+#[test]
+fn stale_window_update_is_ignored() {
+    // RFC 9293 §3.10.7.4 fifth: the window is taken from a segment only if
+    // SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK — a
+    // reordered older ACK must not reopen (or shrink) the window.
+    let mut p = established();
+    p.write(&data(100));
+    recv!(p, time 0, Seg { flags: PSH, payload: data(100), ..recv_templ() });
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 101), window: 5000, ..send_templ() });
+    send!(p, time 11, Seg { ack: Some(LOCAL_SEQ + 51), window: 60000, ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 5000);
+    // A newer segment (higher SEG.SEQ) updates it.
+    send!(p, time 12, Seg { seq: REMOTE_SEQ + 1, ack: Some(LOCAL_SEQ + 101), window: 7000, payload: b"z".to_vec(), ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 7000);
+}
+
+/// The peer's SYN with `opts` as raw option bytes (padded to 4).
+fn syn_with_raw_options(p: &mut Peer, opts: &[u8]) -> Vec<u8> {
+    let base = p.build(&Seg {
+        options: TcpOptions::default(),
+        ..peer_syn()
+    });
+    let mut o = opts.to_vec();
+    while o.len() % 4 != 0 {
+        o.push(0);
+    }
+    let mut pkt = base[..40].to_vec();
+    pkt.extend_from_slice(&o);
+    let tcp_len = 20 + o.len();
+    pkt[2..4].copy_from_slice(&((20 + tcp_len) as u16).to_be_bytes());
+    fix_ip_checksum(&mut pkt);
+    pkt[20 + 12] = ((tcp_len / 4) as u8) << 4;
+    pkt[20 + 16] = 0;
+    pkt[20 + 17] = 0;
+    let sum = checksum_sum(
+        pseudo_header_sum(p.remote_ip, p.local_ip, 6, tcp_len as u32),
+        &pkt[20..],
+    );
+    let c = checksum_fold(sum);
+    pkt[20 + 16..20 + 18].copy_from_slice(&c.to_be_bytes());
+    pkt
+}
+
+#[test]
+fn unknown_syn_options_are_skipped() {
+    // RFC 9293 §3.2: "a TCP implementation MUST be able to receive a TCP
+    // Option in any segment" and ignore unknown kinds by their length.
+    let mut p = listen();
+    let opts = [2, 4, 0x03, 0xe8, 30, 4, 0, 0, 1, 3, 3, 7, 253, 2, 4, 2];
+    let syn = syn_with_raw_options(&mut p, &opts);
+    p.send_raw(ms(0), &syn);
+    // MSS 1000, window scale 7 and SACK-permitted were all seen.
+    recv!(p, time 0, Seg { options: TcpOptions { window_scale: Some(0), ..syn_opts() }, ..our_synack() });
+    send!(p, time 1, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().mss, 1000);
+}
+
+#[test]
+fn malformed_syn_option_ends_the_walk() {
+    // A zero option length ends the walk (as Linux); what came before counts
+    // and the SYN is still answered.
+    let mut p = listen();
+    let opts = [2, 4, 0x03, 0xe8, 99, 0, 4, 2];
+    let syn = syn_with_raw_options(&mut p, &opts);
+    p.send_raw(ms(0), &syn);
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 1, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().mss, 1000);
+}
