@@ -37,6 +37,11 @@
 //! }
 //! ```
 //!
+//! With `"workers": 0` the handlers ran inline through
+//! [`crate::services::InlineHost`], as a replay runs them, so the replay
+//! sees the same handler calls in the same order; with worker threads the
+//! timing of the handlers' answers depends on the scheduler.
+//!
 //! The packets in the pcap are those the stack saw: the tap sits between
 //! the stack and the fault injector, so injected faults are already applied.
 

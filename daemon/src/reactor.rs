@@ -23,8 +23,8 @@ use crate::config::Config;
 use crate::device::{is_transient, Device};
 use crate::error::Error;
 use crate::pool::Pool;
-use crate::services::{ConnCtx, Service, Status, StatusBoard};
-use crate::worker::{Cmd, Host, ReactorWake, ToWorker};
+use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
+use crate::worker::{Cmd, ReactorWake, ToWorker};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -145,12 +145,10 @@ struct WorkerLink {
 enum Hosts {
     /// On worker threads.
     Threads(Vec<WorkerLink>),
-    /// On the reactor thread (`--workers 0`).
-    Inline {
-        host: Host,
-        out: Vec<ToWorker>,
-        cmds: Vec<Cmd>,
-    },
+    /// On the reactor thread (`--workers 0`), through the same
+    /// [`InlineHost`] the replay tool uses, so a capture made this way
+    /// replays with the same handler calls.
+    Inline(Box<InlineHost>),
 }
 
 struct Shutdown {
@@ -242,11 +240,16 @@ impl<D: Device> Reactor<D> {
         let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(cfg.command_queue);
         let hosts = if cfg.workers == 0 {
-            Hosts::Inline {
-                host: Host::new(services, pool.clone()),
-                out: Vec::new(),
-                cmds: Vec::new(),
+            let mut host = InlineHost::new(InlineConfig {
+                read_chunk: cfg.read_chunk,
+                ..InlineConfig::default()
+            });
+            for (port, idx) in &ports {
+                if let Some(svc) = services.get(*idx) {
+                    host.add_service(*port, svc.clone());
+                }
             }
+            Hosts::Inline(Box::new(host))
         } else {
             let mut links = Vec::new();
             for i in 0..cfg.workers {
@@ -390,6 +393,9 @@ impl<D: Device> Reactor<D> {
             self.ep.handle_timeout(tnow);
         }
         // Commands, events, handler rounds until nothing moves (bounded).
+        if let Hosts::Inline(host) = &mut self.hosts {
+            host.process_events(&mut self.ep);
+        }
         for _ in 0..16 {
             let mut moved = self.apply_commands();
             moved |= self.dispatch_events();
@@ -499,7 +505,7 @@ impl<D: Device> Reactor<D> {
         }
         let backlogged = match &self.hosts {
             Hosts::Threads(l) => l.iter().any(|w| w.backlogged),
-            Hosts::Inline { .. } => false,
+            Hosts::Inline(_) => false,
         };
         if self.tx_pending.is_some() || backlogged {
             deadline = deadline.min(now + Duration::from_millis(1));
@@ -517,7 +523,7 @@ impl<D: Device> Reactor<D> {
     fn worker_backlogged(&self, w: usize) -> bool {
         match &self.hosts {
             Hosts::Threads(l) => l.get(w).is_some_and(|x| x.backlogged),
-            Hosts::Inline { .. } => false,
+            Hosts::Inline(_) => false,
         }
     }
 
@@ -528,27 +534,14 @@ impl<D: Device> Reactor<D> {
                     link.out.push(ev)
                 }
             }
-            Hosts::Inline { out, .. } => out.push(ev),
+            // Inline connections are not in `conns`: nothing is delivered.
+            Hosts::Inline(_) => drop(ev),
         }
     }
 
     /// Applies the workers' commands; true if any.
     fn apply_commands(&mut self) -> bool {
         let mut any = false;
-        // Inline commands first (made in this same thread).
-        let inline = match &mut self.hosts {
-            Hosts::Inline { cmds, .. } if !cmds.is_empty() => Some(std::mem::take(cmds)),
-            _ => None,
-        };
-        if let Some(mut cmds) = inline {
-            any = true;
-            for c in cmds.drain(..) {
-                self.apply(c);
-            }
-            if let Hosts::Inline { cmds: slot, .. } = &mut self.hosts {
-                *slot = cmds;
-            }
-        }
         let mut rounds = 0;
         while let Ok(batch) = self.cmd_rx.try_recv() {
             any = true;
@@ -697,7 +690,7 @@ impl<D: Device> Reactor<D> {
             let credit = self.ep.send_capacity(id).unwrap_or(0);
             let workers = match &self.hosts {
                 Hosts::Threads(l) => l.len(),
-                Hosts::Inline { .. } => 1,
+                Hosts::Inline(_) => 1,
             };
             let worker = (hash_conn(id) % workers as u64) as usize;
             let slot = id.slot() as usize;
@@ -893,15 +886,7 @@ impl<D: Device> Reactor<D> {
                 }
                 false
             }
-            Hosts::Inline { host, out, cmds } => {
-                if out.is_empty() {
-                    return false;
-                }
-                for ev in out.drain(..) {
-                    host.handle(ev, cmds);
-                }
-                !cmds.is_empty()
-            }
+            Hosts::Inline(_) => false,
         }
     }
 
@@ -952,6 +937,9 @@ impl<D: Device> Reactor<D> {
             let _ = self.ep.close(id);
             self.deliver(w, ToWorker::Shutdown { id });
         }
+        if let Hosts::Inline(host) = &mut self.hosts {
+            host.close_all(&mut self.ep);
+        }
     }
 
     /// During a shutdown: whether every connection is finished (our FIN
@@ -976,7 +964,10 @@ impl<D: Device> Reactor<D> {
     }
 
     fn finish_shutdown(&mut self) {
-        let ids: Vec<ConnId> = self.conns.iter().flatten().map(|c| c.id).collect();
+        let ids: Vec<ConnId> = match &self.hosts {
+            Hosts::Inline(host) => host.connections(),
+            Hosts::Threads(_) => self.conns.iter().flatten().map(|c| c.id).collect(),
+        };
         for id in ids {
             let st = self.ep.info(id).map(|i| i.state);
             if let Ok(st) = st {
@@ -1023,7 +1014,11 @@ impl<D: Device> Reactor<D> {
     }
 
     fn daemon_counters(&self) -> Vec<(&'static str, u64)> {
-        let mut v: Vec<(&'static str, u64)> = self.counters.named().to_vec();
+        let mut c = self.counters;
+        if let Hosts::Inline(host) = &self.hosts {
+            c.accepted = host.accepted();
+        }
+        let mut v: Vec<(&'static str, u64)> = c.named().to_vec();
         self.dev.counters(&mut v);
         v.push(("pool_buffers", self.pool.len() as u64));
         v
@@ -1049,7 +1044,13 @@ impl<D: Device> Reactor<D> {
         for (k, v) in crate::services::stats_fields(st) {
             line.push_str(&format!(" {k}={v}"));
         }
-        info!("tcp:{line} drops={}", st.drops.total());
+        let mut drops = String::new();
+        for (k, v) in st.drops.named() {
+            if v > 0 {
+                drops.push_str(&format!(" {k}={v}"));
+            }
+        }
+        info!("tcp:{line} drops={}{drops}", st.drops.total());
         let mut d = String::new();
         for (k, v) in self.daemon_counters() {
             d.push_str(&format!(" {k}={v}"));
