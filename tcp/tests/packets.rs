@@ -3311,3 +3311,62 @@ fn malformed_syn_option_ends_the_walk() {
     p.conn = p.ep.accept(LOCAL_PORT);
     assert_eq!(p.ep.info(p.id()).unwrap().mss, 1000);
 }
+
+#[test]
+fn paws_ts_recent_expires_after_24_days() {
+    // RFC 7323 §5.5: after more than 24 days idle, TS.Recent is invalid and
+    // a segment with an older TSval (the peer's clock may have wrapped) is
+    // accepted.
+    let mut p = established_ts();
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let day = 86_400_000u64;
+    send!(p, time 25 * day, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(10, 5), payload: b"late".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"late");
+    assert_eq!(p.ep.stats().drops.paws, 0);
+    // TS.Recent is now 10: the ACK echoes it.
+    let ack = p.poll(ms(25 * day + 40)).expect("delayed ACK");
+    assert_eq!(ack.options.timestamps.map(|t| t.1), Some(10));
+}
+
+#[test]
+fn abort_per_state() {
+    // RFC 9293 §3.10.5 ABORT: a RST <SEQ=SND.NXT> in ESTABLISHED, FIN-WAIT-1,
+    // FIN-WAIT-2 and CLOSE-WAIT; in CLOSING and LAST-ACK just delete the TCB.
+    type Fixture = fn() -> Peer;
+    let cases: [(&str, Fixture, Option<(SeqNum, SeqNum)>); 5] = [
+        (
+            "FIN-WAIT-1",
+            fin_wait_1,
+            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
+        ),
+        (
+            "FIN-WAIT-2",
+            fin_wait_2,
+            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
+        ),
+        (
+            "CLOSE-WAIT",
+            close_wait,
+            Some((LOCAL_SEQ + 1, REMOTE_SEQ + 2)),
+        ),
+        ("CLOSING", closing, None),
+        ("LAST-ACK", last_ack, None),
+    ];
+    for (name, fixture, rst) in cases {
+        let mut p = fixture();
+        p.take_events();
+        p.ep.abort(p.id()).unwrap();
+        match rst {
+            Some((seq, ack)) => {
+                let s = p.poll(ms(5)).unwrap_or_else(|| panic!("{name}: no RST"));
+                assert_eq!((s.flags, s.seq, s.ack), (RST, seq, Some(ack)), "{name}");
+            }
+            None => assert!(p.poll(ms(5)).is_none(), "{name}: RST sent"),
+        }
+        assert_eq!(p.ep.connection_count(), 0, "{name}");
+        assert_eq!(p.take_events(), [Event::Closed(p.id())], "{name}");
+    }
+}
