@@ -1605,7 +1605,14 @@ impl Conn {
             self.clear_timer(Timer::Keepalive);
             if let Some(k) = cx.cfg.keepalive {
                 let idle = now.saturating_since(self.last_rcv_time);
-                if idle >= k.idle {
+                // As Linux (tcp_keepalive_timer): no probes while data is in
+                // flight or queued; retransmissions, zero-window probes and
+                // the user timeout watch the peer then.
+                let busy = self.snd_max > self.snd_una || self.send_buf.len() > 0;
+                if busy {
+                    self.keepalive_probes = 0;
+                    self.set_timer(Timer::Keepalive, now + k.idle);
+                } else if idle >= k.idle {
                     if self.keepalive_probes >= k.count {
                         cx.stats.timeouts += 1;
                         let rst = (self.acceptable_seq(), self.rcv_nxt);

@@ -3370,3 +3370,29 @@ fn abort_per_state() {
         assert_eq!(p.take_events(), [Event::Closed(p.id())], "{name}");
     }
 }
+
+#[test]
+fn keepalive_stands_aside_while_data_is_outstanding() {
+    // Linux (tcp_keepalive_timer) sends no keep-alive probes while data is
+    // in flight or queued: retransmissions and the user timeout are in
+    // charge then. A short outage during a transfer must not let keep-alive
+    // (idle 10 s + 3 x 1 s here) kill the connection.
+    let mut p = established_with(ka_config());
+    p.tick(ms(9_000));
+    p.write(b"data");
+    let d = Seg {
+        flags: PSH,
+        payload: b"data".to_vec(),
+        ..recv_templ()
+    };
+    recv!(p, time 9_000, d.clone());
+    for t in [9_200, 9_600, 10_400, 12_000, 15_200] {
+        recv_nothing!(p, time t - 1);
+        recv!(p, time t, d.clone());
+    }
+    assert_eq!(p.state(), State::Established);
+    send!(p, time 15_300, Seg { ack: Some(LOCAL_SEQ + 5), ..send_templ() });
+    // Idle again: keep-alive resumes 10 s after the last segment received.
+    recv_nothing!(p, time 25_299);
+    recv!(p, time 25_300, Seg { seq: LOCAL_SEQ + 4, ..recv_templ() });
+}
