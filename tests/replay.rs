@@ -213,7 +213,12 @@ fn broken_inputs_get_clear_errors() {
 
 #[test]
 fn show_prints_states_and_relative_numbers() {
-    let t = replay::show(&captures_dir().join("echo_halfclose.pcap"), false).unwrap();
+    let t = replay::show(
+        &captures_dir().join("echo_halfclose.pcap"),
+        false,
+        replay::sim::REACTOR_HOST,
+    )
+    .unwrap();
     assert!(t.contains("Flags [S]"), "{t}");
     assert!(t.contains("[SYN-RECEIVED]"), "{t}");
     assert!(t.contains("[ESTABLISHED]"), "{t}");

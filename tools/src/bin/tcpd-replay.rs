@@ -10,7 +10,16 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tools::replay::sim::{HostKind, REACTOR_HOST};
 use tools::replay::{self, play::Kind, Capture};
+
+fn parse_host(s: &str) -> Result<HostKind, String> {
+    match s {
+        "reactor" => Ok(HostKind::Reactor),
+        "inline" => Ok(HostKind::Inline),
+        _ => Err(format!("unknown host '{s}' (reactor or inline)")),
+    }
+}
 
 #[derive(Parser)]
 #[command(
@@ -30,11 +39,18 @@ enum Cmd {
     Check {
         /// Capture recorded by `tcpd --pcap FILE --seed N --workers 0`.
         file: PathBuf,
+        /// How the services are hosted: `reactor` (the reactor's worker
+        /// host) or `inline` (InlineHost); default: as the current daemon.
+        #[arg(long, value_name = "KIND", value_parser = parse_host)]
+        host: Option<HostKind>,
     },
     /// Rewrite the capture's outbound packets from the current code.
     Bless {
         /// Capture recorded by `tcpd --pcap FILE`.
         file: PathBuf,
+        /// As for `check`.
+        #[arg(long, value_name = "KIND", value_parser = parse_host)]
+        host: Option<HostKind>,
     },
     /// Print a tcpdump-like trace with relative sequence numbers and the
     /// connection state after each packet.
@@ -44,6 +60,9 @@ enum Cmd {
         /// Also print each connection's windows, RTT and buffers.
         #[arg(short, long)]
         verbose: bool,
+        /// As for `check`.
+        #[arg(long, value_name = "KIND", value_parser = parse_host)]
+        host: Option<HostKind>,
     },
     /// Play the client side of a foreign capture against tcpd's endpoint and
     /// services; check delivery, acknowledgments and how connections end.
@@ -71,9 +90,9 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<bool, String> {
     match cmd {
-        Cmd::Check { file } => {
+        Cmd::Check { file, host } => {
             let cap = Capture::load(&file)?;
-            let o = replay::check(&cap)?;
+            let o = replay::check_with(&cap, host.unwrap_or(REACTOR_HOST))?;
             match o.mismatch {
                 None => {
                     println!(
@@ -95,17 +114,24 @@ fn run(cmd: Cmd) -> Result<bool, String> {
                 }
             }
         }
-        Cmd::Bless { file } => {
+        Cmd::Bless { file, host } => {
             let cap = Capture::load(&file)?;
-            let (before, after) = replay::bless(&cap)?;
+            let (before, after) = replay::bless(&cap, host.unwrap_or(REACTOR_HOST))?;
             println!(
                 "{}: rewrote the outbound packets ({before} before, {after} now)",
                 file.display()
             );
             Ok(true)
         }
-        Cmd::Show { file, verbose } => {
-            print!("{}", replay::show(&file, verbose)?);
+        Cmd::Show {
+            file,
+            verbose,
+            host,
+        } => {
+            print!(
+                "{}",
+                replay::show(&file, verbose, host.unwrap_or(REACTOR_HOST))?
+            );
             Ok(true)
         }
         Cmd::Play { file, service } => {

@@ -49,7 +49,7 @@ pub mod sim;
 use packet::{decode, first_difference, line, Pkt, Relative};
 use pcapio::Record;
 use sidecar::Sidecar;
-use sim::Sim;
+use sim::{HostKind, Sim};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -561,25 +561,32 @@ fn refuse_threaded(cap: &Capture) -> Result<(), String> {
     Ok(())
 }
 
-fn new_sim(cap: &Capture) -> Result<Sim, String> {
+fn new_sim(cap: &Capture, host: HostKind) -> Result<Sim, String> {
     let services = sim::services_for(&cap.sidecar.config)?;
-    Sim::new(&cap.sidecar.config, services)
+    Sim::with_host(&cap.sidecar.config, services, host)
 }
 
-/// Replays `cap` and compares (see the module documentation).
+/// Replays `cap` and compares (see the module documentation), hosting the
+/// services as the current reactor does.
 pub fn check(cap: &Capture) -> Result<Outcome, String> {
+    check_with(cap, sim::REACTOR_HOST)
+}
+
+/// [`check`] with an explicit way of hosting the services.
+pub fn check_with(cap: &Capture, host: HostKind) -> Result<Outcome, String> {
     refuse_threaded(cap)?;
-    run_checker(cap, None, false)
+    run_checker(cap, None, false, host)
 }
 
 fn run_checker<'a>(
     cap: &'a Capture,
     trace: Option<TraceFn<'a>>,
     verbose: bool,
+    host: HostKind,
 ) -> Result<Outcome, String> {
     let mut c = Checker {
         cap,
-        sim: new_sim(cap)?,
+        sim: new_sim(cap, host)?,
         i: 0,
         rel_e: Relative::default(),
         rel_a: Relative::default(),
@@ -603,9 +610,9 @@ fn run_checker<'a>(
 /// writes the capture back (the sidecar is unchanged). Inbound packets keep
 /// their times; timers run at their deadlines; each turn transmits at its
 /// own time. Returns (outbound before, outbound after).
-pub fn bless(cap: &Capture) -> Result<(usize, usize), String> {
+pub fn bless(cap: &Capture, host: HostKind) -> Result<(usize, usize), String> {
     refuse_threaded(cap)?;
-    let mut sim = new_sim(cap)?;
+    let mut sim = new_sim(cap, host)?;
     let start = cap.sidecar.start_unix_us;
     let mut out: Vec<Record> = Vec::with_capacity(cap.records.len());
     let n = cap.records.len();
@@ -677,7 +684,7 @@ pub fn bless(cap: &Capture) -> Result<(usize, usize), String> {
 /// direction, tcpdump-like fields with relative sequence numbers and, for a
 /// tcpd capture, the connection's state after the packet (from a replay);
 /// `verbose` adds the connection's windows, RTT and buffers.
-pub fn show(path: &Path, verbose: bool) -> Result<String, String> {
+pub fn show(path: &Path, verbose: bool, host: HostKind) -> Result<String, String> {
     let (records, skipped) = pcapio::read(path).map_err(|e| e.to_string())?;
     let cap = match sidecar::load(path) {
         Ok(sc) => {
@@ -700,7 +707,7 @@ pub fn show(path: &Path, verbose: bool) -> Result<String, String> {
                 *s = st;
             }
         };
-        match run_checker(cap, Some(&mut hook), verbose) {
+        match run_checker(cap, Some(&mut hook), verbose, host) {
             Ok(o) => {
                 if let Some(m) = o.mismatch {
                     let _ = writeln!(note, "note: the replay diverges from here on; {m}");

@@ -19,7 +19,9 @@
 //! re-recorded (`tools/record-fixtures.sh`).
 
 use daemon::pool::Pool;
-use daemon::services::{ConnCtx, Discard, Echo, HttpService, Service, Status, StatusBoard};
+use daemon::services::{
+    ConnCtx, Discard, Echo, HttpService, InlineConfig, InlineHost, Service, Status, StatusBoard,
+};
 use daemon::worker::{Cmd, Host, ToWorker};
 use daemon::Config;
 use std::net::SocketAddr;
@@ -50,10 +52,27 @@ pub struct Known {
     pub id: ConnId,
 }
 
+/// How the reactor runs services with `--workers 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    /// The worker [`Host`] fed by the reactor's own connection bookkeeping
+    /// (reads with a hold limit, send credit, spill), as in the reactor up
+    /// to `b364ec8`.
+    Reactor,
+    /// [`InlineHost::process_events`] right after the timers, then the
+    /// (idle) worker rounds.
+    Inline,
+}
+
+/// What the current `daemon/src/reactor.rs` does with `--workers 0`.
+pub const REACTOR_HOST: HostKind = HostKind::Reactor;
+
 /// The simulated reactor. See the module documentation.
 pub struct Sim {
     /// The endpoint under test.
     pub ep: Endpoint,
+    kind: HostKind,
+    inline: InlineHost,
     host: Host,
     out: Vec<ToWorker>,
     cmds: Vec<Cmd>,
@@ -109,22 +128,35 @@ pub fn services_for(cfg: &Config) -> Result<ServiceList, String> {
 }
 
 impl Sim {
-    /// A reactor for `cfg` serving `services` (`(port, service)`).
+    /// A reactor for `cfg` serving `services` (`(port, service)`), with
+    /// the services hosted as the daemon does ([`REACTOR_HOST`]).
     pub fn new(cfg: &Config, services: ServiceList) -> Result<Sim, String> {
+        Sim::with_host(cfg, services, REACTOR_HOST)
+    }
+
+    /// [`Sim::new`] with an explicit way of hosting the services.
+    pub fn with_host(cfg: &Config, services: ServiceList, kind: HostKind) -> Result<Sim, String> {
         let mut ep =
             Endpoint::new(cfg.tcp_config()).map_err(|e| format!("tcp configuration: {e}"))?;
         let mut ports = Vec::new();
         let mut list: Vec<Arc<dyn Service>> = Vec::new();
+        let mut inline = InlineHost::new(InlineConfig {
+            read_chunk: cfg.read_chunk,
+            ..InlineConfig::default()
+        });
         for (port, svc) in services {
             ep.listen(port, cfg.backlog)
                 .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
             ports.push((port, list.len()));
+            inline.add_service(port, svc.clone());
             list.push(svc);
         }
         let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
         let send_buffer = cfg.tcp.send_buffer;
         Ok(Sim {
             ep,
+            kind,
+            inline,
             host: Host::new(Arc::from(list), pool.clone()),
             out: Vec::new(),
             cmds: Vec::new(),
@@ -174,6 +206,21 @@ impl Sim {
 
     /// The reactor's command/event/handler rounds (at most 16).
     pub fn process(&mut self) {
+        if self.kind == HostKind::Inline {
+            self.inline.process_events(&mut self.ep);
+            for id in self.inline.connections() {
+                if self.known.iter().any(|k| k.id == id) {
+                    continue;
+                }
+                if let Ok(info) = self.ep.info(id) {
+                    self.known.push(Known {
+                        local: info.local,
+                        remote: info.remote,
+                        id,
+                    });
+                }
+            }
+        }
         for _ in 0..16 {
             let mut moved = self.apply_commands();
             moved |= self.dispatch_events();
