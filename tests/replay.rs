@@ -228,3 +228,58 @@ fn show_prints_states_and_relative_numbers() {
     );
     assert!(!t.contains("diverges"), "{t}");
 }
+
+#[test]
+fn bless_restores_an_altered_capture_and_check_passes_after() {
+    let dir = scratch("bless");
+    let path = copy_fixture("fault_transfer.pcap", &dir);
+    let cap = Capture::load(&path).unwrap();
+    let idx = (0..cap.records.len())
+        .find(|i| cap.dirs[*i] == replay::Dir::Out && cap.records[*i].data.len() > 100)
+        .unwrap();
+    let mut records = cap.records.clone();
+    let last = records[idx].data.len() - 1;
+    records[idx].data[last] ^= 0xff;
+    pcapio::write(&path, &records).unwrap();
+    let altered = Capture::load(&path).unwrap();
+    assert!(replay::check(&altered).unwrap().mismatch.is_some());
+    let (before, after) = replay::bless(&altered, replay::sim::REACTOR_HOST).unwrap();
+    assert_eq!(before, after);
+    let blessed = Capture::load(&path).unwrap();
+    let o = replay::check(&blessed).unwrap();
+    assert!(o.mismatch.is_none(), "{}", o.mismatch.unwrap());
+    // The outbound segments are the original ones again, except for what
+    // depends on the transmit time (timestamp values, checksums): bless runs
+    // timers exactly at their deadlines and transmits at the turn's time.
+    let outs = |c: &Capture| -> Vec<(u8, u32, u32, u16, Vec<u8>)> {
+        c.records
+            .iter()
+            .zip(&c.dirs)
+            .filter(|(_, d)| **d == replay::Dir::Out)
+            .filter_map(|(r, _)| match replay::packet::decode(&r.data) {
+                replay::packet::Pkt::Tcp(s) => Some((s.flags, s.seq, s.ack, s.window, s.payload)),
+                _ => None,
+            })
+            .collect()
+    };
+    let (a, b) = (outs(&blessed), outs(&cap));
+    assert_eq!(a.len(), b.len());
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(differing, 0, "{differing} segments differ after bless");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_capture_recorded_with_worker_threads_is_refused() {
+    let dir = scratch("workers");
+    let path = copy_fixture("ping.pcap", &dir);
+    let side = replay::sidecar::path_for(&path);
+    let json = std::fs::read_to_string(&side).unwrap();
+    std::fs::write(&side, json.replace("\"workers\": 0", "\"workers\": 2")).unwrap();
+    let cap = Capture::load(&path).unwrap();
+    let e = replay::check(&cap)
+        .err()
+        .expect("workers > 0 must be refused");
+    assert!(e.contains("--workers 2"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
