@@ -21,18 +21,32 @@
 //! - an outbound packet that the previous inputs do not explain while a
 //!   timer is due is a timer turn. The reactor ran `handle_timeout` when it
 //!   woke, at or after the deadline and some µs before it took the
-//!   transmit time that the packet carries; the replay runs it
-//!   [`TURN_GUARD_US`] before the packet's time (not before the deadline).
-//!   Only the timers it re-arms can differ, by those few µs; packets are
-//!   built at transmit time, so their bytes (timestamp values included)
-//!   are not affected. A deadline up to [`LATE_TIMER_US`] after the
-//!   packet's time is accepted too (an earlier guess came out late);
+//!   transmit time that the packet carries; the replay runs each due
+//!   timer at the later of its deadline and [`TURN_GUARD_US`] before the
+//!   packet's time. Only the deadlines those timers re-arm can differ, by
+//!   those few µs; packets are built at transmit time, so their bytes
+//!   (timestamp values included) are not affected. A deadline up to
+//!   [`LATE_TIMER_US`] after the packet's time is accepted too (an earlier
+//!   guess came out late);
+//! - the turn before such a timer turn ended with a `poll_transmit` that
+//!   found nothing, right after its handlers; when the next outbound packet
+//!   comes more than [`SAME_TURN_US`] after the turn and a timer could
+//!   explain it, the replay makes that call at the turn's time (what the
+//!   endpoint arms while it finds nothing to send depends on that time),
+//!   else at the packet's time;
 //! - a timer due before an inbound packet whose turn produced no packet is
 //!   run after that packet's drain, at its time (as the reactor does when
 //!   the packet arrives before its timer wake-up). A timer turn without
 //!   output is invisible; running it later only matters if it changed how
 //!   the next packet is handled (TIME-WAIT expiring between two packets of
 //!   the same 4-tuple), which no fixture does.
+//!
+//! A device write the kernel refuses (`WouldBlock`) makes the reactor send
+//! that packet in a later turn, built at the earlier time; the replay
+//! builds it at the time it was recorded. This did not happen in any
+//! fixture (it needs a full TUN queue).
+//!
+//! Set `TCPD_REPLAY_DEBUG=1` to see the inferred turns on stderr.
 //!
 //! Everything else is compared exactly: every byte of every outbound
 //! packet (addresses, flags, sequence and acknowledgment numbers, window,
