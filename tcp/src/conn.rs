@@ -1735,7 +1735,10 @@ impl Conn {
     }
 
     fn dispatch_synchronized(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
-        let mss = u32::from(self.mss);
+        // The payload room of this segment: the effective MSS less the SACK
+        // blocks it will carry (RFC 9293 §3.7.1: options count against the
+        // MSS; Linux's tcp_current_mss does the same).
+        let mss = u32::from(self.mss) - self.sack_option_len();
         let data_start = self.data_start();
         let queued = self.send_buf.len() as u32;
         let fin_seq = self.fin_seq_out();
@@ -1817,7 +1820,7 @@ impl Conn {
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
         let room = buf.len().saturating_sub(40 + 60) as u32;
-        let mut len = avail.min(self.max_chunk(cx.cfg)).min(usable).min(room);
+        let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable).min(room);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
                 len = len.min(next.since(seq));
@@ -2015,9 +2018,11 @@ impl Conn {
             cx.cfg.checksum_offload,
         )?;
         // A data segment longer than the MSS is for the device to cut
-        // (TSO/GSO): tell it the segment size.
-        self.last_tx_segment = if len > usize::from(self.mss) {
-            self.mss
+        // (TSO/GSO): tell it the segment size (each piece repeats the
+        // options, SACK blocks included).
+        let piece = self.mss - self.sack_option_len() as u16;
+        self.last_tx_segment = if len > usize::from(piece) {
+            piece
         } else {
             0
         };
@@ -2029,6 +2034,16 @@ impl Conn {
         }
         cx.stats.segments_out += 1;
         Some(n)
+    }
+
+    /// Bytes the SACK option takes on the segments we send now (NOP, NOP,
+    /// kind, length and 8 per block), 0 when none is sent.
+    fn sack_option_len(&self) -> u32 {
+        if self.opt.sack && !self.ooo.is_empty() {
+            4 + 8 * self.sack_blocks().len() as u32
+        } else {
+            0
+        }
     }
 
     /// SACK blocks for the ACK we send (RFC 2018 §4): the block holding the
@@ -2101,8 +2116,7 @@ impl Conn {
 
     /// The most data one emitted segment may carry: the MSS, or with
     /// segmentation offload a multiple of it that fits `Config::tso_max`.
-    fn max_chunk(&self, cfg: &Config) -> u32 {
-        let mss = u32::from(self.mss);
+    fn max_chunk(&self, cfg: &Config, mss: u32) -> u32 {
         if cfg.tso_max == 0 {
             return mss;
         }

@@ -3396,3 +3396,52 @@ fn keepalive_stands_aside_while_data_is_outstanding() {
     recv_nothing!(p, time 25_299);
     recv!(p, time 25_300, Seg { seq: LOCAL_SEQ + 4, ..recv_templ() });
 }
+
+#[test]
+fn data_segments_with_sack_blocks_fit_the_mtu() {
+    // While we hold out-of-order data, every ACK-bearing segment carries
+    // SACK blocks; a data segment then has less room for payload (Linux's
+    // tcp_current_mss counts them). Found by the endpoint fuzz target
+    // (fuzz/regressions/endpoint/mtu-exceeded-by-sack-blocks).
+    let mut p = established();
+    let r = REMOTE_SEQ + 1;
+    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    let blocks = TcpOptions {
+        sack: sack(&[(r + 100, r + 110)]),
+        ..Default::default()
+    };
+    recv!(p, time 10, Seg { options: blocks, ..recv_templ() });
+    p.write(&data(3000));
+    // 1460 less the 12-byte option (NOP, NOP, kind, length, one block).
+    let m = 1448usize;
+    recv!(p, time 11, Seg { options: blocks, payload: data(m), ..recv_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + m as u32, options: blocks, payload: data(2 * m)[m..].to_vec(), ..recv_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + 2 * m as u32, flags: PSH, options: blocks, payload: data(3000)[2 * m..].to_vec(), ..recv_templ() });
+    // Once the hole is filled the full MSS is back.
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 3001), payload: data(100), ..send_templ() });
+    p.read_all();
+    p.write(&data(1460));
+    let s = p.poll(ms(21)).expect("full segment");
+    assert_eq!(s.payload.len(), 1460);
+    assert!(s.options.sack.is_empty());
+}
+
+#[test]
+fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
+    // Timestamps (12 bytes) plus three SACK blocks (28 bytes): 40 bytes of
+    // options, the most there is; the payload shrinks to fit 1500 bytes.
+    let mut p = established_ts();
+    let ts = |v| TcpOptions {
+        timestamps: Some((v, 5)),
+        ..Default::default()
+    };
+    let r = REMOTE_SEQ + 1;
+    for (i, off) in [100u32, 300, 500].into_iter().enumerate() {
+        send!(p, time 10 + i as u64, Seg { seq: r + off, ack: Some(LOCAL_SEQ + 1), options: ts(1002), payload: data(10), ..send_templ() });
+        assert!(p.poll(ms(10 + i as u64)).is_some());
+    }
+    p.write(&data(5000));
+    while let Some(pkt) = p.poll_raw(ms(20)) {
+        assert!(pkt.len() <= 1500, "{} bytes on a 1500-byte MTU", pkt.len());
+    }
+}
