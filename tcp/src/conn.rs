@@ -2021,11 +2021,7 @@ impl Conn {
         // (TSO/GSO): tell it the segment size (each piece repeats the
         // options, SACK blocks included).
         let piece = self.mss - self.sack_option_len() as u16;
-        self.last_tx_segment = if len > usize::from(piece) {
-            piece
-        } else {
-            0
-        };
+        self.last_tx_segment = if len > usize::from(piece) { piece } else { 0 };
         if flags.ack() {
             self.ack_now = false;
             self.unacked_bytes = 0;
