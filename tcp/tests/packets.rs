@@ -926,7 +926,7 @@ fn syn_on_established_draws_challenge_ack() {
 }
 
 #[test]
-fn syn_on_syn_received_after_handshake_states() {
+fn syn_in_fin_wait_2_draws_challenge_ack() {
     // A SYN in the closing states is likewise challenged, not obeyed.
     let mut p = fin_wait_2();
     send!(p, time 10, Seg { seq: REMOTE_SEQ + 1, ..peer_syn() });
@@ -2447,7 +2447,7 @@ fn window_scale_shift_above_14_is_used_as_14() {
 fn timestamps_on_every_segment_and_rst_not_paws_checked() {
     // RFC 7323 §3.2: once negotiated, every segment but a RST carries the
     // option; our active-open SYN offers it with TSecr 0.
-    let mut p = syn_sent_with(ts_config_syn_sent());
+    let mut p = syn_sent_with(ts_config());
     let ts = |v, e| TcpOptions {
         timestamps: Some((v, e)),
         ..Default::default()
@@ -2461,11 +2461,6 @@ fn timestamps_on_every_segment_and_rst_not_paws_checked() {
     recv!(p, time 40, Seg { seq: LOCAL_SEQ + 4, options: ts(40, 500), ..recv_templ() });
     assert_eq!(in_flight(&p), 3, "the PAWS-rejected ACK was not processed");
     assert_eq!(p.ep.stats().drops.paws, 1);
-}
-
-/// Timestamps on, for an active open: the SYN then carries TS (0, 0) at time 0.
-fn ts_config_syn_sent() -> Config {
-    ts_config()
 }
 
 #[test]
