@@ -3440,3 +3440,29 @@ fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
         assert!(pkt.len() <= 1500, "{} bytes on a 1500-byte MTU", pkt.len());
     }
 }
+
+#[test]
+fn ipv6_closed_port_rst_and_mtu() {
+    let mut p = Peer::new_v6(test_config());
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
+    // A v6 connection with SACK blocks in play stays within 1500 bytes.
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let opts = TcpOptions {
+        mss: Some(1440),
+        ..syn_opts()
+    };
+    send!(p, time 1, Seg { options: opts, ..peer_syn() });
+    recv!(p, time 1, Seg { options: opts, ..our_synack() });
+    send!(p, time 1, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    send!(p, time 2, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(2)).is_some());
+    p.write(&data(4000));
+    let mut n = 0;
+    while let Some(pkt) = p.poll_raw(ms(3)) {
+        assert!(pkt.len() <= 1500, "{} bytes", pkt.len());
+        n += 1;
+    }
+    assert_eq!(n, 3);
+}
