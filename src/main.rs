@@ -71,6 +71,11 @@ struct Cli {
     #[arg(long)]
     no_ipv6: bool,
 
+    /// Do not use TUN segmentation/checksum offload (64 KiB segments to and
+    /// from the kernel; off anyway with --pcap, faults or --no-configure)
+    #[arg(long)]
+    no_offload: bool,
+
     /// Serve static files from DIR (else the built-in pages)
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
@@ -173,6 +178,7 @@ fn config(cli: Cli) -> Config {
             ..d.fault
         },
         grace_ms: cli.grace_ms,
+        offload: !cli.no_offload,
         ..d
     }
 }

@@ -171,6 +171,12 @@ pub struct Config {
     pub rx_budget: usize,
     /// Packets queued for the pcap writer thread. Default 8192.
     pub pcap_queue: usize,
+    /// Segmentation and checksum offload on the TUN device (IFF_VNET_HDR:
+    /// the kernel and tcpd exchange TCP segments of up to 64 KiB and skip
+    /// checksums on the local hop). Used only when tcpd creates or
+    /// configures the device and neither `pcap` nor faults are on (those
+    /// see MTU-sized packets). Default true.
+    pub offload: bool,
     /// Disable Nagle's algorithm on accepted connections (the services write
     /// whole responses at once). Default true.
     pub nodelay: bool,
@@ -219,6 +225,7 @@ impl Default for Config {
             rx_budget: 128,
             pcap_queue: 8192,
             nodelay: true,
+            offload: true,
             tcp: tcp::Config::default(),
             http: crate::services::HttpConfig::default(),
         }
@@ -341,12 +348,21 @@ impl Config {
         v
     }
 
+    /// Whether the TUN device is opened with offload (see [`Config::offload`]).
+    pub fn effective_offload(&self) -> bool {
+        self.offload && !self.no_configure && self.pcap.is_none() && !self.fault.is_active()
+    }
+
     /// The endpoint configuration derived from this one.
     pub fn tcp_config(&self) -> tcp::Config {
         let mut t = self.tcp.clone();
         t.seed = self.seed;
         t.addrs = self.stack_addrs();
         t.mtu = self.mtu;
+        if self.effective_offload() {
+            t.tso_max = 65535;
+            t.checksum_offload = true;
+        }
         t
     }
 

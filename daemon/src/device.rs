@@ -44,6 +44,23 @@ pub trait Device {
     }
     /// Flushes buffered output (pcap records) before exit.
     fn flush(&mut self) {}
+    /// Whether the device does segmentation and checksum offload: then
+    /// [`Device::recv_offload`] may return packets larger than the MTU and
+    /// [`Device::send_offload`] takes TSO segments (see [`tcp::Transmit`]).
+    fn offload(&self) -> bool {
+        false
+    }
+    /// Like [`Device::recv`]; also says whether the device vouched for the
+    /// packet's TCP/UDP checksum (the local kernel built it).
+    fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        self.recv(now, buf).map(|n| (n, false))
+    }
+    /// Like [`Device::send`] for a packet described by `t` (segment size
+    /// for TSO, partial checksum).
+    fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
+        let _ = t;
+        self.send(now, pkt)
+    }
 }
 
 impl<D: Device + ?Sized> Device for Box<D> {
@@ -70,6 +87,15 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn flush(&mut self) {
         (**self).flush()
+    }
+    fn offload(&self) -> bool {
+        (**self).offload()
+    }
+    fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        (**self).recv_offload(now, buf)
+    }
+    fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
+        (**self).send_offload(now, pkt, t)
     }
 }
 

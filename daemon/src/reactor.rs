@@ -175,8 +175,8 @@ pub struct Reactor<D: Device> {
     rxbuf: Box<[u8]>,
     txbuf: Box<[u8]>,
     readbuf: Box<[u8]>,
-    /// Length of a packet in `txbuf` the device refused; retried first.
-    tx_pending: Option<usize>,
+    /// A packet in `txbuf` the device refused; retried first.
+    tx_pending: Option<tcp::Transmit>,
     rx_ready: bool,
     counters: Counters,
     board: Arc<StatusBoard>,
@@ -189,6 +189,8 @@ pub struct Reactor<D: Device> {
     nodelay: bool,
     rx_budget: usize,
     mtu: usize,
+    /// The device does segmentation and checksum offload.
+    offload: bool,
     /// Events went to a worker in the last round: its answer is near.
     awaiting_workers: bool,
     reactor_spin: Duration,
@@ -271,6 +273,7 @@ impl<D: Device> Reactor<D> {
         };
         drop(cmd_tx);
         let send_buffer = cfg.tcp.send_buffer;
+        let offload = dev.offload();
         Ok(Reactor {
             dev,
             ep,
@@ -291,6 +294,7 @@ impl<D: Device> Reactor<D> {
             // the buffer it gets (an MTU-sized buffer used to starve it).
             txbuf: vec![0u8; 65536].into_boxed_slice(),
             mtu: cfg.mtu,
+            offload,
             awaiting_workers: false,
             reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
@@ -424,10 +428,14 @@ impl<D: Device> Reactor<D> {
         let tnow = self.clock.tcp(now);
         let mut n = 0;
         loop {
-            match self.dev.recv(now, &mut self.rxbuf) {
-                Ok(len) => {
+            match self.dev.recv_offload(now, &mut self.rxbuf) {
+                Ok((len, csum_ok)) => {
                     self.counters.rx_packets += 1;
-                    self.ep.handle(tnow, &self.rxbuf[..len]);
+                    if self.offload {
+                        self.ep.handle_offloaded(tnow, &self.rxbuf[..len], csum_ok);
+                    } else {
+                        self.ep.handle(tnow, &self.rxbuf[..len]);
+                    }
                     n += 1;
                     if n % self.rx_budget == 0 {
                         // Let ACKs and data out before reading on.
@@ -457,21 +465,22 @@ impl<D: Device> Reactor<D> {
     fn transmit(&mut self, now: Instant) {
         let tnow = self.clock.tcp(now);
         loop {
-            let len = match self.tx_pending.take() {
-                Some(l) => l,
-                None => match self.ep.poll_transmit(tnow, &mut self.txbuf) {
-                    Some(l) => l,
+            let t = match self.tx_pending.take() {
+                Some(t) => t,
+                None => match self.ep.poll_transmit_offload(tnow, &mut self.txbuf) {
+                    Some(t) => t,
                     None => return,
                 },
             };
-            if len > self.mtu {
+            let len = t.len;
+            if len > self.mtu && t.segment_size == 0 {
                 self.counters.tx_oversize += 1;
             }
-            match self.dev.send(now, &self.txbuf[..len]) {
+            match self.dev.send_offload(now, &self.txbuf[..len], &t) {
                 Ok(()) => self.counters.tx_packets += 1,
                 Err(e) if is_transient(&e) => {
                     self.counters.tx_retries += 1;
-                    self.tx_pending = Some(len);
+                    self.tx_pending = Some(t);
                     return;
                 }
                 Err(e) => {

@@ -19,8 +19,14 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "tcpd: serving on {} (MTU {mtu}), {} worker(s)",
-        cfg.iface, cfg.workers
+        "tcpd: serving on {} (MTU {mtu}{}), {} worker(s)",
+        cfg.iface,
+        if cfg.effective_offload() {
+            ", TSO/checksum offload"
+        } else {
+            ""
+        },
+        cfg.workers
     );
     let _ = writeln!(
         s,
