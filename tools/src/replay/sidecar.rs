@@ -89,6 +89,9 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
         discard_port: 0,
         http_port: 0,
         addr6: None,
+        // The daemon recorded this capture: with `--pcap` set, which also
+        // decides device features that change the bytes (no offload).
+        pcap: Some(pcap.to_path_buf()),
         ..Config::default()
     };
     if let Some(s) = v.get("iface").and_then(Value::as_str) {

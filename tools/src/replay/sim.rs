@@ -56,16 +56,16 @@ pub struct Known {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HostKind {
     /// The worker [`Host`] fed by the reactor's own connection bookkeeping
-    /// (reads with a hold limit, send credit, spill), as in the reactor up
-    /// to `b364ec8`.
+    /// (reads with a hold limit, send credit, spill), as the reactor did
+    /// before `c90fc60`.
     Reactor,
     /// [`InlineHost::process_events`] right after the timers, then the
-    /// (idle) worker rounds.
+    /// (idle) worker rounds, as the reactor does since `c90fc60`.
     Inline,
 }
 
 /// What the current `daemon/src/reactor.rs` does with `--workers 0`.
-pub const REACTOR_HOST: HostKind = HostKind::Reactor;
+pub const REACTOR_HOST: HostKind = HostKind::Inline;
 
 /// The simulated reactor. See the module documentation.
 pub struct Sim {
@@ -572,6 +572,11 @@ impl Sim {
 
     fn flush_host(&mut self) -> bool {
         if self.out.is_empty() {
+            return false;
+        }
+        if self.kind == HostKind::Inline {
+            // As the reactor: with the inline host, worker events go nowhere.
+            self.out.clear();
             return false;
         }
         let mut out = std::mem::take(&mut self.out);
