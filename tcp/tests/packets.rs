@@ -242,6 +242,20 @@ fn data(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 + 3) as u8).collect()
 }
 
+/// ESTABLISHED with 100 bytes sent by the endpoint and not yet acknowledged.
+#[track_caller]
+fn established_with_unacked() -> Peer {
+    let mut p = established();
+    p.write(&data(100));
+    recv!(p, time 0, Seg { flags: PSH, payload: data(100), ..recv_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().in_flight, 100);
+    p
+}
+
+fn in_flight(p: &Peer) -> u32 {
+    p.ep.info(p.id()).unwrap().in_flight
+}
+
 // =====================================================================
 // Opening: passive open (RFC 9293 §3.5, §3.10.7.2)
 // =====================================================================
@@ -319,6 +333,14 @@ fn syn_received_rst_returns_to_listen() {
 }
 
 #[test]
+fn syn_received_rst_in_window_challenged() {
+    let mut p = syn_received();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 5, flags: RST, ..send_templ() });
+    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 1, ..recv_templ() });
+    assert_eq!(p.count(State::SynReceived), 1);
+}
+
+#[test]
 fn listen_ack_gets_rst() {
     // RFC 9293 §3.10.7.2 second: "Any acknowledgment is bad if it arrives on
     // a connection still in the LISTEN state ... <SEQ=SEG.ACK><CTL=RST>".
@@ -348,6 +370,42 @@ fn listen_rst_and_bare_segments_ignored() {
     send!(p, time 0, Seg { flags: FIN, ..send_templ() });
     recv_nothing!(p, time 0);
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn handshake_ack_may_carry_data() {
+    let mut p = syn_received();
+    send!(p, time 5, Seg { payload: b"GET /".to_vec(), ..peer_ack() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.read_all(), b"GET /");
+    recv!(p, time 45, Seg { ack: Some(REMOTE_SEQ + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
+}
+
+#[test]
+fn handshake_ack_with_fin_goes_close_wait() {
+    // RFC 9293 §3.10.7.4 eighth: "SYN-RECEIVED STATE, ESTABLISHED STATE:
+    // Enter the CLOSE-WAIT state."
+    let mut p = syn_received();
+    send!(p, time 5, Seg { flags: FIN, payload: b"q".to_vec(), ..peer_ack() });
+    recv!(p, time 5, Seg { ack: Some(REMOTE_SEQ + 3), window: RCV_BUF as u16 - 2, ..recv_templ() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all(), b"q");
+    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
+
+#[test]
+fn data_on_syn_is_not_acknowledged() {
+    // Without TCP Fast Open, data on a SYN is not taken (Linux): the SYN-ACK
+    // acknowledges the SYN only, and the peer sends the data again.
+    let mut p = listen();
+    send!(p, time 0, Seg { payload: b"early".to_vec(), ..peer_syn() });
+    recv!(p, time 0, our_synack());
+    send!(p, time 1, Seg { payload: b"early".to_vec(), ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.read_all(), b"early");
 }
 
 // =====================================================================
@@ -451,6 +509,57 @@ fn syn_sent_retransmitted_syn_not_timed() {
     assert_eq!(p.ep.info(p.id()).unwrap().srtt, None);
 }
 
+#[test]
+fn data_queued_in_syn_sent_goes_with_the_handshake_ack() {
+    let mut p = syn_sent();
+    p.write(b"early");
+    recv_nothing!(p, time 1);
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 10, Seg { flags: PSH, payload: b"early".to_vec(), ..recv_templ() });
+    recv_nothing!(p, time 10);
+}
+
+#[test]
+fn close_in_syn_sent_with_data_sends_data_then_fin() {
+    // A CLOSE queued behind data in SYN-SENT: the FIN follows the data.
+    let mut p = syn_sent();
+    p.write(b"bye");
+    p.ep.close(p.id()).unwrap();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 10, Seg { flags: FIN | PSH, payload: b"bye".to_vec(), ..recv_templ() });
+    assert_eq!(p.state(), State::FinWait1);
+}
+
+#[test]
+fn abort_and_close_in_syn_sent_send_nothing() {
+    // RFC 9293 §3.10.4/§3.10.5, SYN-SENT: "delete the TCB", no RST.
+    let mut p = syn_sent();
+    p.ep.abort(p.id()).unwrap();
+    recv_nothing!(p, time 1);
+    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
+    assert_eq!(p.ep.connection_count(), 0);
+    let mut p = syn_sent();
+    p.ep.close(p.id()).unwrap();
+    recv_nothing!(p, time 1);
+    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
+    assert_eq!(p.ep.connection_count(), 0);
+    // A late SYN-ACK finds no connection: RST.
+    send!(p, time 2, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 2, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+}
+
+#[test]
+fn retransmitted_syn_ack_after_establishment_is_acked() {
+    // Our handshake ACK was lost; the peer resends its SYN-ACK. It is an old
+    // duplicate now: not acceptable, answered with an ACK (RFC 9293
+    // §3.10.7.4 first), no state change.
+    let mut p = established_active();
+    send!(p, time 1000, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
+    recv!(p, time 1000, recv_templ());
+    assert_eq!(p.state(), State::Established);
+    assert!(p.take_events().is_empty());
+}
+
 // =====================================================================
 // Simultaneous open and close (RFC 9293 §3.5 figures 8 and 13)
 // =====================================================================
@@ -490,6 +599,20 @@ fn simultaneous_open_crossing_syn_acks() {
 }
 
 #[test]
+fn rst_in_active_syn_received_refuses() {
+    // RFC 9293 §3.10.7.4 second, SYN-RECEIVED: "If this connection was
+    // initiated with an active OPEN ... the connection was refused".
+    let mut p = syn_sent();
+    send!(p, time 10, peer_syn());
+    assert!(p.poll(ms(10)).is_some());
+    send!(p, time 20, Seg { flags: RST, ..send_templ() });
+    recv_nothing!(p, time 20);
+    let id = p.id();
+    assert_eq!(p.take_events(), [Event::Reset(id), Event::Closed(id)]);
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
 fn simultaneous_close() {
     // Figure 13: both FINs cross; each side goes FIN-WAIT-1 -> CLOSING ->
     // TIME-WAIT.
@@ -508,7 +631,7 @@ fn closing_fin_retransmitted() {
 }
 
 // =====================================================================
-// Closing: half-close, FIN-WAIT, LAST-ACK, TIME-WAIT (RFC 9293 §3.6)
+// Closing: half-close, FIN-WAIT, CLOSE-WAIT, LAST-ACK (RFC 9293 §3.6, §3.10.4)
 // =====================================================================
 
 #[test]
@@ -590,6 +713,114 @@ fn fin_with_data_acked_together() {
 }
 
 #[test]
+fn active_close_full_sequence() {
+    // RFC 9293 §3.6 case 1 from the active closer: FIN-WAIT-1 -> FIN-WAIT-2
+    // -> TIME-WAIT -> CLOSED after 2 MSL, on an active open.
+    let mut p = established_active();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
+    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    assert_eq!(p.state(), State::FinWait2);
+    send!(p, time 3, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    recv!(p, time 3, ack_of_peer_fin(LOCAL_SEQ + 2));
+    let id = p.id();
+    assert!(p.take_events().contains(&Event::Closed(id)));
+    assert_eq!(p.count(State::TimeWait), 1);
+    recv_nothing!(p, time 60_003);
+    assert_eq!(p.ep.connection_count(), 0);
+    // The port is free again (the test configuration has one ephemeral port).
+    assert!(p
+        .ep
+        .connect(ms(60_004), LOCAL_ADDR.into(), p.remote())
+        .is_ok());
+}
+
+#[test]
+fn fin_rides_with_retransmitted_data() {
+    let mut p = established();
+    p.write(&data(100));
+    p.ep.close(p.id()).unwrap();
+    let last = Seg {
+        flags: FIN | PSH,
+        payload: data(100),
+        ..recv_templ()
+    };
+    recv!(p, time 0, last.clone());
+    recv_nothing!(p, time 199);
+    recv!(p, time 200, last);
+    // The data is acknowledged, the FIN is not: the FIN alone is resent.
+    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv_nothing!(p, time 250);
+    assert_eq!(p.state(), State::FinWait1);
+    recv_nothing!(p, time 449);
+    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 101, flags: FIN, ..recv_templ() });
+}
+
+#[test]
+fn fin_waits_behind_data_blocked_by_zero_window() {
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    p.ep.close(p.id()).unwrap();
+    recv_nothing!(p, time 0);
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+    send!(p, time 210, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 210, Seg { flags: FIN | PSH, payload: data(10), ..recv_templ() });
+    send!(p, time 220, Seg { ack: Some(LOCAL_SEQ + 12), ..send_templ() });
+    assert_eq!(p.state(), State::FinWait2);
+}
+
+#[test]
+fn send_after_close_is_refused() {
+    let mut p = fin_wait_1();
+    assert_eq!(p.ep.send(p.id(), b"x"), Err(tcp::Error::InvalidState));
+}
+
+#[test]
+fn abort_per_state() {
+    // RFC 9293 §3.10.5 ABORT: a RST <SEQ=SND.NXT> in ESTABLISHED, FIN-WAIT-1,
+    // FIN-WAIT-2 and CLOSE-WAIT; in CLOSING and LAST-ACK just delete the TCB.
+    type Fixture = fn() -> Peer;
+    let cases: [(&str, Fixture, Option<(SeqNum, SeqNum)>); 5] = [
+        (
+            "FIN-WAIT-1",
+            fin_wait_1,
+            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
+        ),
+        (
+            "FIN-WAIT-2",
+            fin_wait_2,
+            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
+        ),
+        (
+            "CLOSE-WAIT",
+            close_wait,
+            Some((LOCAL_SEQ + 1, REMOTE_SEQ + 2)),
+        ),
+        ("CLOSING", closing, None),
+        ("LAST-ACK", last_ack, None),
+    ];
+    for (name, fixture, rst) in cases {
+        let mut p = fixture();
+        p.take_events();
+        p.ep.abort(p.id()).unwrap();
+        match rst {
+            Some((seq, ack)) => {
+                let s = p.poll(ms(5)).unwrap_or_else(|| panic!("{name}: no RST"));
+                assert_eq!((s.flags, s.seq, s.ack), (RST, seq, Some(ack)), "{name}");
+            }
+            None => assert!(p.poll(ms(5)).is_none(), "{name}: RST sent"),
+        }
+        assert_eq!(p.ep.connection_count(), 0, "{name}");
+        assert_eq!(p.take_events(), [Event::Closed(p.id())], "{name}");
+    }
+}
+
+// =====================================================================
+// TIME-WAIT (RFC 9293 §3.6, §3.10.7.4; reuse as RFC 6191 and Linux)
+// =====================================================================
+
+#[test]
 fn time_wait_expires_after_2msl() {
     // RFC 9293 §3.10.8: "If the time-wait timeout expires on a connection
     // delete the TCB"; 2 MSL = Config::time_wait, 60 s as Linux.
@@ -651,6 +882,104 @@ fn time_wait_rst_closes() {
     assert_eq!(p.ep.connection_count(), 0);
 }
 
+#[test]
+fn time_wait_blocks_reuse_by_connect() {
+    // While the 4-tuple is in TIME-WAIT, connect picks another port (and
+    // with the single test port there is none).
+    let mut p = established_active();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
+    send!(p, time 2, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    recv!(p, time 2, ack_of_peer_fin(LOCAL_SEQ + 2));
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(
+        p.ep.connect(ms(3), LOCAL_ADDR.into(), p.remote()),
+        Err(tcp::Error::NoPortsAvailable)
+    );
+}
+
+#[test]
+fn time_wait_reused_by_syn_with_newer_timestamp() {
+    // RFC 6191 (and Linux): with timestamps, a SYN whose TSval is newer
+    // than TS.Recent may reopen a TIME-WAIT 4-tuple even with a lower ISN;
+    // with an older TSval it may not.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(11, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    let old_isn = REMOTE_SEQ - 50_000;
+    let syn = |tsval| Seg {
+        seq: old_isn,
+        options: TcpOptions {
+            timestamps: Some((tsval, 0)),
+            ..syn_opts()
+        },
+        ..peer_syn()
+    };
+    // Older TSval and lower ISN: an old duplicate, answered with an ACK.
+    send!(p, time 100, syn(1000));
+    let ack = p.poll(ms(100)).expect("ACK");
+    assert_eq!(ack.flags, NONE);
+    assert_eq!(p.count(State::TimeWait), 1);
+    // Newer TSval: a new connection.
+    p.forget_iss();
+    send!(p, time 200, syn(2000));
+    let synack = p.poll(ms(200)).expect("SYN-ACK");
+    assert_eq!(synack.flags, SYN);
+    assert_eq!(synack.ack, Some(old_isn + 1));
+    assert_eq!(p.count(State::TimeWait), 0);
+    assert_eq!(p.count(State::SynReceived), 1);
+}
+
+#[test]
+fn time_wait_reuse_before_the_application_saw_closed() {
+    // The new connection must not be confused with the old one whose
+    // `Closed` event the application has not read yet.
+    let mut p = fin_wait_2();
+    let old = p.id();
+    let fin = p.build(&Seg {
+        flags: FIN,
+        ack: Some(LOCAL_SEQ + 2),
+        ..send_templ()
+    });
+    p.ep.handle(ms(1), &fin); // no event drained
+    let mut buf = vec![0u8; 2000];
+    assert!(p.ep.poll_transmit(ms(1), &mut buf).is_some(), "ACK of FIN");
+    assert_eq!(p.count(State::TimeWait), 1);
+    p.forget_iss();
+    let new_isn = REMOTE_SEQ + 1_000_000;
+    let syn = p.build(&Seg {
+        seq: new_isn,
+        ..peer_syn()
+    });
+    p.ep.handle(ms(2), &syn);
+    let synack = p.poll(ms(2)).expect("SYN-ACK for the new connection");
+    assert_eq!(synack.ack, Some(new_isn + 1));
+    // The application now reads its events: the old connection is closed...
+    let ev = p.take_events();
+    assert!(ev.contains(&Event::Closed(old)), "{ev:?}");
+    assert_eq!(p.ep.state(old), Err(tcp::Error::InvalidHandle));
+    // ...and the new one completes and works.
+    send!(p, time 3, Seg { seq: new_isn + 1, ..peer_ack() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    let new = p.ep.accept(LOCAL_PORT).unwrap();
+    assert_ne!(new, old);
+    p.conn = Some(new);
+    send!(p, time 4, Seg { seq: new_isn + 1, ack: Some(LOCAL_SEQ + 1), payload: b"again".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"again");
+    recv!(p, time 44, Seg { ack: Some(new_isn + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
+    // The old TIME-WAIT timer firing later disturbs nothing.
+    recv_nothing!(p, time 61_000);
+    assert_eq!(p.state(), State::Established);
+    assert_eq!(p.ep.connection_count(), 1);
+}
+
 // =====================================================================
 // Segment acceptability: RFC 9293 §3.10.7.4 "first, check sequence number"
 //
@@ -665,16 +994,6 @@ fn time_wait_rst_closes() {
 // data the endpoint sent) or its data; rejection through the ACK the
 // endpoint answers with and the ACK field being ignored.
 // =====================================================================
-
-/// ESTABLISHED with 100 bytes sent by the endpoint and not yet acknowledged.
-#[track_caller]
-fn established_with_unacked() -> Peer {
-    let mut p = established();
-    p.write(&data(100));
-    recv!(p, time 0, Seg { flags: PSH, payload: data(100), ..recv_templ() });
-    assert_eq!(p.ep.info(p.id()).unwrap().in_flight, 100);
-    p
-}
 
 /// ESTABLISHED with a small (1024-byte) receive buffer filled by the peer,
 /// so RCV.WND = 0, and 100 bytes of ours unacknowledged.
@@ -692,10 +1011,6 @@ fn zero_rcv_window() -> Peer {
     recv!(p, time 41, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1025), window: 0, ..recv_templ() });
     assert_eq!(p.ep.info(p.id()).unwrap().rcv_wnd, 0);
     p
-}
-
-fn in_flight(p: &Peer) -> u32 {
-    p.ep.info(p.id()).unwrap().in_flight
 }
 
 #[test]
@@ -836,6 +1151,19 @@ fn data_beyond_window_trimmed() {
     assert_eq!(&got[1000..], &data(100)[..24]);
 }
 
+#[test]
+fn bare_fin_into_zero_window_is_taken() {
+    // The peer closes while our buffer is full. RFC 9293 would answer the
+    // unacceptable FIN with an ACK; Linux (tcp_data_queue) takes a bare FIN
+    // even into a zero window, since it needs no buffer. We do as Linux.
+    let mut p = zero_rcv_window();
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, flags: FIN, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 50, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1026), window: 0, ..recv_templ() });
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all().len(), 1024);
+    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
+
 // =====================================================================
 // RST generation and RFC 5961 (blind RST/SYN/data injection)
 // =====================================================================
@@ -905,6 +1233,38 @@ fn rst_in_window_draws_challenge_ack() {
     // The peer, if it really meant it, answers with the exact sequence number.
     send!(p, time 20, Seg { seq: REMOTE_SEQ + 1, flags: RST, ..send_templ() });
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn rst_at_rcv_nxt_closes_every_state() {
+    // (fixture, RCV.NXT there, whether the application still holds the
+    // connection and is told Reset)
+    type Fixture = fn() -> Peer;
+    let cases: [(&str, Fixture, SeqNum, bool); 6] = [
+        ("FIN-WAIT-1", fin_wait_1, REMOTE_SEQ + 1, true),
+        ("FIN-WAIT-2", fin_wait_2, REMOTE_SEQ + 1, true),
+        ("CLOSE-WAIT", close_wait, REMOTE_SEQ + 2, true),
+        ("CLOSING", closing, REMOTE_SEQ + 2, false),
+        ("LAST-ACK", last_ack, REMOTE_SEQ + 2, false),
+        ("TIME-WAIT", time_wait, REMOTE_SEQ + 2, false),
+    ];
+    for (name, fixture, rcv_nxt, told) in cases {
+        let mut p = fixture();
+        p.take_events();
+        // In the window but not RCV.NXT: challenged, not obeyed.
+        send!(p, time 10, Seg { seq: rcv_nxt + 1, flags: RST, ..send_templ() });
+        let challenge = p
+            .poll(ms(10))
+            .unwrap_or_else(|| panic!("{name}: no challenge ACK"));
+        assert_eq!(challenge.ack, Some(rcv_nxt), "{name}");
+        assert_eq!(p.ep.connection_count(), 1, "{name}");
+        // At RCV.NXT: closed, nothing sent.
+        send!(p, time 20, Seg { seq: rcv_nxt, flags: RST, ..send_templ() });
+        recv_nothing!(p, time 20);
+        assert_eq!(p.ep.connection_count(), 0, "{name}");
+        let ev = p.take_events();
+        assert_eq!(ev.contains(&Event::Reset(p.id())), told, "{name}: {ev:?}");
+    }
 }
 
 #[test]
@@ -997,7 +1357,8 @@ fn abort_sends_rst() {
 }
 
 // =====================================================================
-// Receiving: delayed ACK (RFC 1122 §4.2.3.2, RFC 5681 §4.2)
+// Receiving: delayed ACK, window updates, reassembly
+// (RFC 1122 §4.2.3.2, RFC 5681 §4.2, RFC 9293 §3.8.6.2.2)
 // =====================================================================
 
 #[test]
@@ -1032,6 +1393,18 @@ fn delayed_ack_piggybacked_on_data() {
 }
 
 #[test]
+fn delayed_ack_timer_is_configurable() {
+    let cfg = Config {
+        delayed_ack: Duration::from_millis(100),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"x".to_vec(), ..send_templ() });
+    recv_nothing!(p, time 109);
+    recv!(p, time 110, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
+}
+
+#[test]
 fn out_of_order_acked_at_once_and_gap_fill_acked_at_once() {
     // RFC 5681 §4.2: "an immediate ACK when an out-of-order segment arrives"
     // and "when an incoming segment fills in all or part of a gap".
@@ -1041,6 +1414,119 @@ fn out_of_order_acked_at_once_and_gap_fill_acked_at_once() {
     send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
     recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 21), window: RCV_BUF as u16 - 20, ..recv_templ() });
     assert_eq!(p.read_all().len(), 20);
+}
+
+#[test]
+fn out_of_order_fin_waits_for_the_gap() {
+    let mut p = established();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 4, flags: FIN, ack: Some(LOCAL_SEQ + 1), payload: b"def".to_vec(), ..send_templ() });
+    recv!(p, time 10, Seg { options: TcpOptions { sack: sack(&[(REMOTE_SEQ + 4, REMOTE_SEQ + 7)]), ..Default::default() }, ..recv_templ() });
+    assert_eq!(p.state(), State::Established);
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abc".to_vec(), ..send_templ() });
+    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 8), window: RCV_BUF as u16 - 7, ..recv_templ() });
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all(), b"abcdef");
+    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
+}
+
+#[test]
+fn window_update_when_reading_frees_an_mss() {
+    let cfg = Config {
+        recv_buffer: 4096,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 1461, ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    recv!(p, time 10, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096 - 2920, ..recv_templ() });
+    // Reading 100 bytes opens less than an MSS: no update.
+    let id = p.id();
+    assert_eq!(p.ep.recv(id, &mut [0u8; 100]), Ok(100));
+    recv_nothing!(p, time 20);
+    // Reading the rest opens 2920: the update goes out at once.
+    assert_eq!(p.read_all().len(), 2820);
+    recv!(p, time 30, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096, ..recv_templ() });
+}
+
+#[test]
+fn held_data_keeps_the_window_closed_until_released() {
+    let cfg = Config {
+        recv_buffer: 4096,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let id = p.id();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 1461, ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
+    recv!(p, time 10, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096 - 2920, ..recv_templ() });
+    let mut buf = [0u8; 4096];
+    assert_eq!(p.ep.recv_hold(id, &mut buf), Ok(2920));
+    recv_nothing!(p, time 20);
+    assert_eq!(p.ep.info(id).unwrap().rcv_wnd, 4096 - 2920);
+    p.ep.release(id, 2920).unwrap();
+    recv!(p, time 30, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096, ..recv_templ() });
+}
+
+#[test]
+fn reassembly_range_limit_drops_extra_holes() {
+    // Config::max_ooo_ranges bounds the out-of-order state: a segment that
+    // would open one range too many is dropped (and still draws an ACK).
+    let cfg = Config {
+        max_ooo_ranges: 2,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let r = REMOTE_SEQ + 1;
+    let seg = |off: u32| Seg {
+        seq: r + off,
+        ack: Some(LOCAL_SEQ + 1),
+        payload: data(10),
+        ..send_templ()
+    };
+    let ack = |b: &[(SeqNum, SeqNum)]| Seg {
+        options: TcpOptions {
+            sack: sack(b),
+            ..Default::default()
+        },
+        ..recv_templ()
+    };
+    send!(p, time 10, seg(100));
+    recv!(p, time 10, ack(&[(r + 100, r + 110)]));
+    send!(p, time 11, seg(200));
+    recv!(p, time 11, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
+    send!(p, time 12, seg(300));
+    recv!(p, time 12, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
+    assert_eq!(p.ep.stats().ooo_segments, 2);
+}
+
+#[test]
+fn segment_at_rcv_nxt_accepted_when_reassembly_table_full() {
+    let cfg = Config {
+        max_ooo_ranges: 1,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let r = REMOTE_SEQ + 1;
+    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(10)).is_some());
+    send!(p, time 11, Seg { seq: r + 200, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(11)).is_some());
+    // The in-order segment always goes in.
+    send!(p, time 12, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(50), ..send_templ() });
+    assert_eq!(p.read_all(), data(50));
+    send!(p, time 13, Seg { seq: r + 50, ack: Some(LOCAL_SEQ + 1), payload: data(100)[50..].to_vec(), ..send_templ() });
+    // The gap filled: 50..100 and the segment held at 100..110.
+    let mut want = data(100)[50..].to_vec();
+    want.extend_from_slice(&data(10));
+    assert_eq!(p.read_all(), want);
+}
+
+#[test]
+fn urgent_data_is_delivered_inline() {
+    // RFC 6093: urgent data is delivered in line; the pointer is ignored.
+    let mut p = established();
+    send!(p, time 10, Seg { flags: TcpFlags::URG, ack: Some(LOCAL_SEQ + 1), payload: b"!".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"!");
 }
 
 // =====================================================================
@@ -1090,7 +1576,237 @@ fn no_sack_blocks_without_sack_permitted() {
 }
 
 // =====================================================================
-// Retransmission timer (RFC 6298)
+// Sending: MSS, windows, Nagle, SWS avoidance
+// (RFC 9293 §3.7, §3.8.6.2.1; RFC 5681 §3.1, §4.1; RFC 6928)
+// =====================================================================
+
+#[test]
+fn mss_clamps_segments_and_defaults_to_536() {
+    // RFC 9293 §3.7.1: send segments no larger than the peer's MSS; without
+    // the option, 536 on IPv4.
+    for (opt, mss) in [(Some(1000u16), 1000usize), (None, 536)] {
+        let mut p = listen();
+        let options = TcpOptions {
+            mss: opt,
+            ..Default::default()
+        };
+        send!(p, time 0, Seg { options, ..peer_syn() });
+        recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+        send!(p, time 0, peer_ack());
+        p.conn = p.ep.accept(LOCAL_PORT);
+        p.write(&data(2 * mss));
+        recv!(p, time 1, Seg { payload: data(mss), ..recv_templ() });
+        recv!(p, time 1, Seg { seq: LOCAL_SEQ + 1 + mss as u32, flags: PSH, payload: data(2 * mss)[mss..].to_vec(), ..recv_templ() });
+    }
+}
+
+#[test]
+fn data_segments_with_sack_blocks_fit_the_mtu() {
+    // While we hold out-of-order data, every ACK-bearing segment carries
+    // SACK blocks; a data segment then has less room for payload (Linux's
+    // tcp_current_mss counts them). Found by the endpoint fuzz target
+    // (fuzz/regressions/endpoint/mtu-exceeded-by-sack-blocks).
+    let mut p = established();
+    let r = REMOTE_SEQ + 1;
+    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    let blocks = TcpOptions {
+        sack: sack(&[(r + 100, r + 110)]),
+        ..Default::default()
+    };
+    recv!(p, time 10, Seg { options: blocks, ..recv_templ() });
+    p.write(&data(3000));
+    // 1460 less the 12-byte option (NOP, NOP, kind, length, one block).
+    let m = 1448usize;
+    recv!(p, time 11, Seg { options: blocks, payload: data(m), ..recv_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + m as u32, options: blocks, payload: data(2 * m)[m..].to_vec(), ..recv_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + 2 * m as u32, flags: PSH, options: blocks, payload: data(3000)[2 * m..].to_vec(), ..recv_templ() });
+    // Once the hole is filled the full MSS is back.
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 3001), payload: data(100), ..send_templ() });
+    p.read_all();
+    p.write(&data(1460));
+    let s = p.poll(ms(21)).expect("full segment");
+    assert_eq!(s.payload.len(), 1460);
+    assert!(s.options.sack.is_empty());
+}
+
+#[test]
+fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
+    // Timestamps (12 bytes) plus three SACK blocks (28 bytes): 40 bytes of
+    // options, the most there is; the payload shrinks to fit 1500 bytes.
+    let mut p = established_ts();
+    let ts = |v| TcpOptions {
+        timestamps: Some((v, 5)),
+        ..Default::default()
+    };
+    let r = REMOTE_SEQ + 1;
+    for (i, off) in [100u32, 300, 500].into_iter().enumerate() {
+        send!(p, time 10 + i as u64, Seg { seq: r + off, ack: Some(LOCAL_SEQ + 1), options: ts(1002), payload: data(10), ..send_templ() });
+        assert!(p.poll(ms(10 + i as u64)).is_some());
+    }
+    p.write(&data(5000));
+    while let Some(pkt) = p.poll_raw(ms(20)) {
+        assert!(pkt.len() <= 1500, "{} bytes on a 1500-byte MTU", pkt.len());
+    }
+}
+
+#[test]
+fn initial_window_is_ten_segments() {
+    // RFC 6928: IW = 10 segments; RFC 5681 §3.1 slow start: each ACK
+    // grows cwnd by the bytes it acknowledged (at most 2 SMSS, RFC 3465).
+    let mut p = established();
+    let m = u32::from(MSS);
+    p.write(&data(20 * MSS as usize));
+    for i in 0..10 {
+        let s = p.poll(ms(0)).expect("segment within the initial window");
+        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * m);
+    }
+    recv_nothing!(p, time 0);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1 + 2 * m), ..send_templ() });
+    // cwnd 12 segments, 8 in flight: 4 more.
+    for i in 10..14 {
+        let s = p.poll(ms(10)).expect("segment after the ACK");
+        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * m);
+    }
+    recv_nothing!(p, time 10);
+}
+
+#[test]
+fn idle_restart_returns_to_initial_window() {
+    // RFC 5681 §4.1: after an idle period longer than an RTO, cwnd restarts
+    // from min(IW, cwnd).
+    let mut p = established();
+    let m = u32::from(MSS);
+    p.write(&data(10 * MSS as usize));
+    while p.poll(ms(0)).is_some() {}
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1 + 10 * m), ..send_templ() });
+    assert!(p.ep.info(p.id()).unwrap().cwnd > 10 * m);
+    // Idle for 5 s, then a burst: only the initial window goes.
+    p.tick(ms(5010));
+    p.write(&data(20 * MSS as usize));
+    let mut n = 0;
+    while p.poll(ms(5010)).is_some() {
+        n += 1;
+    }
+    assert_eq!(n, 10);
+}
+
+#[test]
+fn peer_window_limits_what_is_sent() {
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 3000, ..send_templ() });
+    p.write(&data(10_000));
+    recv!(p, time 1, Seg { payload: data(1460), ..recv_templ() });
+    recv!(p, time 1, Seg { seq: LOCAL_SEQ + 1461, payload: data(2920)[1460..].to_vec(), ..recv_templ() });
+    // 80 bytes of window left: below an MSS and below half the largest
+    // window ever offered, so sender-side SWS avoidance waits (RFC 9293 §3.8.6.2.1).
+    recv_nothing!(p, time 1);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 2921), window: 3000, ..send_templ() });
+    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 2921, payload: data(4380)[2920..].to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn small_window_after_shrink_is_used_after_a_timeout() {
+    // RFC 9293 §3.8.6.2.1: a sender held back by SWS avoidance with nothing
+    // in flight must still send after the override timeout; Linux does it
+    // from its probe timer (tcp_write_wakeup sends what fits the window).
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 1000, ..send_templ() });
+    p.write(&data(5000));
+    recv_nothing!(p, time 0);
+    recv_nothing!(p, time 199);
+    recv!(p, time 200, Seg { payload: data(1000), ..recv_templ() });
+    recv_nothing!(p, time 200);
+    // The window stays at 1000: each ACK re-arms the timer (backoff reset).
+    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 1001), window: 1000, ..send_templ() });
+    recv_nothing!(p, time 449);
+    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 1001, payload: data(2000)[1000..].to_vec(), ..recv_templ() });
+    // An MSS worth of window: no waiting.
+    send!(p, time 460, Seg { ack: Some(LOCAL_SEQ + 2001), window: 5000, ..send_templ() });
+    recv!(p, time 460, Seg { seq: LOCAL_SEQ + 2001, payload: data(3460)[2000..].to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn stale_window_update_is_ignored() {
+    // RFC 9293 §3.10.7.4 fifth: the window is taken from a segment only if
+    // SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK — a
+    // reordered older ACK must not reopen (or shrink) the window.
+    let mut p = established();
+    p.write(&data(100));
+    recv!(p, time 0, Seg { flags: PSH, payload: data(100), ..recv_templ() });
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 101), window: 5000, ..send_templ() });
+    send!(p, time 11, Seg { ack: Some(LOCAL_SEQ + 51), window: 60000, ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 5000);
+    // A newer segment (higher SEG.SEQ) updates it.
+    send!(p, time 12, Seg { seq: REMOTE_SEQ + 1, ack: Some(LOCAL_SEQ + 101), window: 7000, payload: b"z".to_vec(), ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 7000);
+}
+
+#[test]
+fn nagle_holds_small_segment_while_data_unacked() {
+    let mut p = established();
+    p.write(b"a");
+    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
+    p.write(b"b");
+    p.write(b"c");
+    recv_nothing!(p, time 10);
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 2), ..send_templ() });
+    recv!(p, time 20, Seg { seq: LOCAL_SEQ + 2, flags: PSH, payload: b"bc".to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn nagle_sends_full_segments() {
+    let mut p = established();
+    p.write(b"a");
+    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
+    p.write(&data(MSS as usize + 10));
+    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 2, payload: data(MSS as usize), ..recv_templ() });
+    recv_nothing!(p, time 0);
+}
+
+#[test]
+fn nagle_minshall_lets_one_small_segment_follow_full_ones() {
+    // Linux runs Nagle with Minshall's variant: a short segment may go while
+    // only full-sized segments are unacknowledged, so a reply of 1.5 MSS is
+    // not held up by the peer's delayed ACK. A second short one waits.
+    let mut p = established();
+    p.write(&data(2000));
+    recv!(p, time 0, Seg { payload: data(1460), ..recv_templ() });
+    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 1461, flags: PSH, payload: data(2000)[1460..].to_vec(), ..recv_templ() });
+    p.write(b"tail");
+    recv_nothing!(p, time 1);
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 2001), ..send_templ() });
+    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 2001, flags: PSH, payload: b"tail".to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn nodelay_sends_at_once() {
+    let mut p = established();
+    p.ep.set_nodelay(p.id(), true).unwrap();
+    p.write(b"a");
+    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
+    p.write(b"b");
+    recv!(p, time 1, Seg { seq: LOCAL_SEQ + 2, flags: PSH, payload: b"b".to_vec(), ..recv_templ() });
+}
+
+#[test]
+fn writable_after_short_send() {
+    let cfg = Config {
+        send_buffer: 4096,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let id = p.id();
+    assert_eq!(p.ep.send(id, &data(10_000)), Ok(4096));
+    assert_eq!(p.ep.send(id, b"more"), Ok(0));
+    while p.poll(ms(0)).is_some() {}
+    assert!(!p.take_events().contains(&Event::Writable(id)));
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1461), ..send_templ() });
+    assert!(p.take_events().contains(&Event::Writable(id)));
+    assert_eq!(p.ep.send_capacity(id), Ok(1460));
+}
+
+// =====================================================================
+// Retransmission timer and user timeout (RFC 6298, RFC 9293 §3.8.3)
 // =====================================================================
 
 #[test]
@@ -1179,6 +1895,58 @@ fn rtt_sample_sets_rto() {
 }
 
 #[test]
+fn rto_backoff_is_capped_at_max_rto() {
+    // RFC 6298 §2.5: a maximum may be placed on RTO (at least 60 s); ours is
+    // Config::max_rto, 120 s as Linux.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(3600),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    p.write(b"x");
+    let x = Seg {
+        flags: PSH,
+        payload: b"x".to_vec(),
+        ..recv_templ()
+    };
+    recv!(p, time 0, x.clone());
+    let mut t = 0u64;
+    for i in 0..12 {
+        let gap = (200u64 << i).min(120_000);
+        t += gap;
+        recv_nothing!(p, time t - 1);
+        recv!(p, time t, x.clone());
+    }
+    // 200 ms doubled ten times is 204.8 s: the last two gaps were 120 s.
+    assert_eq!(t, 200 * 1023 + 2 * 120_000);
+}
+
+#[test]
+fn rto_resends_one_segment_then_slow_starts() {
+    // RFC 5681 §3.1: after an RTO, cwnd = 1 SMSS (the loss window); each
+    // ACK then opens it again, resending what followed (go-back-N).
+    let mut p = established();
+    let m = u32::from(MSS);
+    let all = data(3 * MSS as usize);
+    p.write(&all);
+    for _ in 0..3 {
+        assert!(p.poll(ms(0)).is_some());
+    }
+    recv_nothing!(p, time 199);
+    recv!(p, time 200, Seg { payload: all[..1460].to_vec(), ..recv_templ() });
+    recv_nothing!(p, time 200);
+    send!(p, time 210, Seg { ack: Some(LOCAL_SEQ + 1 + m), ..send_templ() });
+    recv!(p, time 210, Seg { seq: LOCAL_SEQ + 1 + m, payload: all[1460..2920].to_vec(), ..recv_templ() });
+    recv!(p, time 210, Seg { seq: LOCAL_SEQ + 1 + 2 * m, flags: PSH, payload: all[2920..].to_vec(), ..recv_templ() });
+    let info = p.ep.info(p.id()).unwrap();
+    assert_eq!(
+        info.ssthresh,
+        2 * m,
+        "ssthresh = max(FlightSize / 2, 2 SMSS)"
+    );
+}
+
+#[test]
 fn user_timeout_resets_connection() {
     // RFC 9293 §3.8.3 / §3.10.8: data unacknowledged for USER TIMEOUT closes
     // the connection. (The endpoint also sends a RST, which Linux does for
@@ -1207,9 +1975,67 @@ fn user_timeout_resets_connection() {
     assert_eq!(p.ep.connection_count(), 0);
 }
 
+#[test]
+fn user_timeout_not_charged_for_a_zero_window_stall() {
+    // The user timeout measures how long sent data stays unacknowledged. A
+    // peer that keeps answering zero-window probes is alive; once its window
+    // opens, the clock starts again for the data then sent.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(2),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let zero = Seg {
+        ack: Some(LOCAL_SEQ + 1),
+        window: 0,
+        ..send_templ()
+    };
+    send!(p, time 0, zero.clone());
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    let probe = Seg {
+        payload: data(1),
+        ..recv_templ()
+    };
+    // Answer every probe at once for 6 s (the probe interval backs off but
+    // stays clamped so that no 2 s pass without one).
+    let mut probes = 0;
+    while let Some(t) = p.next_timeout().filter(|t| t.as_millis() < 6000) {
+        if let Some(s) = p.poll(t) {
+            assert_eq!(s, probe);
+            probes += 1;
+            p.send(t + Duration::from_millis(1), zero.clone());
+        }
+    }
+    assert!(probes >= 6, "{probes} probes");
+    assert_eq!(p.state(), State::Established);
+    send!(p, time 6300, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 6300, Seg { flags: PSH, payload: data(10), ..recv_templ() });
+    // Lost: retransmitted at the RTO, not reset.
+    recv_nothing!(p, time 6499);
+    recv!(p, time 6500, Seg { flags: PSH, payload: data(10), ..recv_templ() });
+    send!(p, time 6510, Seg { ack: Some(LOCAL_SEQ + 11), ..send_templ() });
+    assert_eq!(p.state(), State::Established);
+}
+
 // =====================================================================
-// Fast retransmit and NewReno fast recovery (RFC 5681 §3.2, RFC 6582)
+// Fast retransmit and recovery: NewReno and SACK
+// (RFC 5681 §3.2, RFC 6582, RFC 6675)
 // =====================================================================
+
+/// ESTABLISHED with ten full segments in flight (the initial window);
+/// returns the data.
+#[track_caller]
+fn ten_segments_in_flight(p: &mut Peer) -> Vec<u8> {
+    let all = data(10 * MSS as usize);
+    p.write(&all);
+    for i in 0..10u32 {
+        let s = p.poll(ms(0)).expect("segment");
+        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * u32::from(MSS));
+    }
+    recv_nothing!(p, time 0);
+    all
+}
 
 #[test]
 fn fast_retransmit_and_newreno_partial_ack() {
@@ -1271,40 +2097,101 @@ fn dup_acks_with_window_change_are_not_duplicates() {
     assert_eq!(p.ep.stats().fast_retransmits, 0);
 }
 
-// =====================================================================
-// Nagle (RFC 9293 §3.7.4) and sender-side SWS avoidance
-// =====================================================================
-
 #[test]
-fn nagle_holds_small_segment_while_data_unacked() {
+fn rto_during_fast_recovery_leaves_it() {
+    // RFC 6582 §3.2 step 6 / RFC 5681 §3.1: on an RTO, recovery ends,
+    // cwnd falls to one segment and SND.UNA's segment is resent.
     let mut p = established();
-    p.write(b"a");
-    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
-    p.write(b"b");
-    p.write(b"c");
-    recv_nothing!(p, time 10);
-    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 2), ..send_templ() });
-    recv!(p, time 20, Seg { seq: LOCAL_SEQ + 2, flags: PSH, payload: b"bc".to_vec(), ..recv_templ() });
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    send!(p, time 10, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup);
+    let fr = p.poll(ms(11)).expect("fast retransmit");
+    assert_eq!(fr.seq, l + m);
+    recv_nothing!(p, time 11);
+    // Nothing more arrives: the RTO (200 ms from the last ACK) fires.
+    recv_nothing!(p, time 209);
+    let rto = p.poll(ms(210)).expect("RTO retransmission");
+    assert_eq!(rto.seq, l + m);
+    recv_nothing!(p, time 210);
+    assert_eq!(p.ep.info(p.id()).unwrap().cwnd, m);
 }
 
 #[test]
-fn nagle_sends_full_segments() {
+fn sack_recovery_resends_holes_as_the_pipe_allows() {
+    // Segments 1 and 3 of 0..=9 are lost. Each ACK the peer sends carries
+    // SACK blocks for what arrived above the hole.
     let mut p = established();
-    p.write(b"a");
-    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
-    p.write(&data(MSS as usize + 10));
-    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 2, payload: data(MSS as usize), ..recv_templ() });
-    recv_nothing!(p, time 0);
+    let all = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let seg = |i: u32| Seg {
+        seq: l + i * m,
+        payload: all[(i * m) as usize..((i + 1) * m) as usize].to_vec(),
+        ..recv_templ()
+    };
+    // (first, end) in segment numbers.
+    let ack = |blocks: &[(u32, u32)]| {
+        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(a, e)| (l + a * m, l + e * m)).collect();
+        Seg {
+            ack: Some(l + m),
+            options: TcpOptions {
+                sack: sack(&b),
+                ..Default::default()
+            },
+            ..send_templ()
+        }
+    };
+    send!(p, time 10, Seg { ack: Some(l + m), ..send_templ() });
+    send!(p, time 11, ack(&[(2, 3)]));
+    send!(p, time 11, ack(&[(4, 5), (2, 3)]));
+    recv_nothing!(p, time 11);
+    // Three segments SACKed above the hole: fast retransmit of segment 1
+    // (RFC 6675 §5: DupThresh segments' worth of SACKed data).
+    send!(p, time 12, ack(&[(4, 6), (2, 3)]));
+    recv!(p, time 12, seg(1));
+    recv_nothing!(p, time 12);
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // As more arrives above, the pipe shrinks below cwnd (ssthresh, half
+    // the flight) and the next hole, segment 3, is resent.
+    send!(p, time 13, ack(&[(4, 7), (2, 3)]));
+    recv_nothing!(p, time 13);
+    send!(p, time 14, ack(&[(4, 8), (2, 3)]));
+    recv!(p, time 14, seg(3));
+    recv_nothing!(p, time 14);
+    // Both holes filled: the cumulative ACK covers everything; recovery ends.
+    send!(p, time 20, Seg { ack: Some(l + 10 * m), ..send_templ() });
+    recv_nothing!(p, time 20);
+    assert_eq!(in_flight(&p), 0);
+    assert_eq!(p.ep.stats().retransmits, 2);
+    assert_eq!(p.ep.stats().rto_timeouts, 0);
 }
 
 #[test]
-fn nodelay_sends_at_once() {
+fn sack_blocks_outside_the_flight_are_ignored() {
+    // SACK blocks below SND.UNA or above SND.MAX are bogus (RFC 2018 §8,
+    // RFC 6675 §5): they must not trigger a retransmission.
     let mut p = established();
-    p.ep.set_nodelay(p.id(), true).unwrap();
-    p.write(b"a");
-    recv!(p, time 0, Seg { flags: PSH, payload: b"a".to_vec(), ..recv_templ() });
-    p.write(b"b");
-    recv!(p, time 1, Seg { seq: LOCAL_SEQ + 2, flags: PSH, payload: b"b".to_vec(), ..recv_templ() });
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let bogus = sack(&[(l + 20 * m, l + 30 * m), (l - 5000, l - 100)]);
+    for t in 10..15 {
+        send!(p, time t, Seg { ack: Some(l + m), options: TcpOptions { sack: bogus, ..Default::default() }, ..send_templ() });
+    }
+    // Plain duplicate ACKs still count (RFC 5681): the third one retransmits.
+    let s = p
+        .poll(ms(14))
+        .expect("fast retransmit after duplicate ACKs");
+    assert_eq!(s.seq, l + m);
+    recv_nothing!(p, time 14);
 }
 
 // =====================================================================
@@ -1377,6 +2264,49 @@ fn persist_probes_survive_lost_window_update() {
     recv!(p, time 601, Seg { seq: LOCAL_SEQ + 2, flags: PSH, payload: data(10)[1..].to_vec(), ..recv_templ() });
 }
 
+#[test]
+fn segments_stay_acceptable_while_a_probe_byte_is_out() {
+    // While a zero-window probe byte is unacknowledged, what we send must
+    // still pass the peer's acceptability test for a zero window (RFC 9293
+    // §3.10.7.4, "0 / 0: SEG.SEQ = RCV.NXT"): ACKs and RSTs carry SND.UNA,
+    // not the probe's end (Linux: tcp_acceptable_seq).
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+    send!(p, time 201, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, payload: b"x".to_vec(), ..send_templ() });
+    recv!(p, time 241, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
+    p.ep.abort(p.id()).unwrap();
+    recv!(p, time 250, Seg { ack: Some(REMOTE_SEQ + 2), flags: RST, window: 0, ..recv_templ() });
+}
+
+#[test]
+fn zero_window_probes_give_up_after_user_timeout() {
+    // Probes unanswered (the peer vanished) for the user timeout: reset.
+    let cfg = Config {
+        user_timeout: Duration::from_secs(2),
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(10));
+    recv_nothing!(p, time 0);
+    let probe = Seg {
+        payload: data(1),
+        ..recv_templ()
+    };
+    recv!(p, time 200, probe.clone());
+    recv!(p, time 600, probe.clone());
+    recv!(p, time 1400, probe);
+    // Nothing heard since 0 ms: the persist timer is clamped to the 2 s
+    // user timeout.
+    recv_nothing!(p, time 1999);
+    recv!(p, time 2000, Seg { flags: RST, window: 0, ..recv_templ() });
+    let id = p.id();
+    assert_eq!(p.take_events(), [Event::TimedOut(id), Event::Closed(id)]);
+}
+
 // =====================================================================
 // Window scaling (RFC 7323 §2)
 // =====================================================================
@@ -1435,8 +2365,55 @@ fn window_scale_offered_on_syn_dropped_when_not_returned() {
     assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000);
 }
 
+#[test]
+fn window_scale_shift_above_14_is_used_as_14() {
+    // RFC 7323 §2.3: "If a Window Scale option is received with a shift.cnt
+    // value larger than 14, the TCP SHOULD log the error but MUST use 14".
+    let mut p = listen();
+    send!(p, time 0, Seg { options: TcpOptions { window_scale: Some(20), ..syn_opts() }, ..peer_syn() });
+    recv!(p, time 0, Seg { options: TcpOptions { window_scale: Some(0), ..syn_opts() }, ..our_synack() });
+    send!(p, time 0, Seg { window: 2, ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 2 << 14);
+}
+
+#[test]
+fn active_open_window_scaling() {
+    // RFC 7323 §2.2: the SYN-ACK's own window is unscaled; from then on the
+    // peer's windows are shifted by its scale.
+    let mut p = syn_sent();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), window: 1000, options: TcpOptions { window_scale: Some(2), ..syn_opts() }, ..send_templ() });
+    recv!(p, time 10, recv_templ());
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000);
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), window: 1000, ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 4000);
+}
+
+#[test]
+fn window_scaling_and_sack_can_be_switched_off() {
+    let cfg = Config {
+        window_scaling: false,
+        sack: false,
+        recv_buffer: 1 << 20,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    let opts = TcpOptions {
+        window_scale: Some(7),
+        ..syn_opts()
+    };
+    send!(p, time 0, Seg { options: opts, ..peer_syn() });
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 0, Seg { window: 1000, ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000, "no scaling");
+    // Out-of-order data: a plain duplicate ACK, no SACK blocks.
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 11, ack: Some(LOCAL_SEQ + 1), window: 1000, payload: data(10), ..send_templ() });
+    recv!(p, time 10, recv_templ());
+}
+
 // =====================================================================
-// Timestamps and PAWS (RFC 7323 §3, §5)
+// Timestamps and PAWS (RFC 7323 §3, §4, §5)
 // =====================================================================
 
 fn ts_config() -> Config {
@@ -1475,22 +2452,23 @@ fn timestamps_negotiated_and_echoed() {
 }
 
 #[test]
-fn paws_drops_old_timestamp_and_acks() {
-    // RFC 7323 §5.3 R1: "If ... SEG.TSval < TS.Recent ... send an
-    // acknowledgment in reply and drop the segment".
-    let mut p = established_ts();
+fn timestamps_on_every_segment_and_rst_not_paws_checked() {
+    // RFC 7323 §3.2: once negotiated, every segment but a RST carries the
+    // option; our active-open SYN offers it with TSecr 0.
+    let mut p = syn_sent_with(ts_config());
     let ts = |v, e| TcpOptions {
         timestamps: Some((v, e)),
         ..Default::default()
     };
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1002, 5), payload: b"abc".to_vec(), ..send_templ() });
-    send!(p, time 20, Seg { seq: REMOTE_SEQ + 4, ack: Some(LOCAL_SEQ + 1), options: ts(999, 5), payload: b"old".to_vec(), ..send_templ() });
-    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 4), window: RCV_BUF as u16 - 3, options: ts(20, 1002), ..recv_templ() });
-    assert_eq!(p.read_all(), b"abc");
+    send!(p, time 30, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: TcpOptions { timestamps: Some((500, 0)), ..syn_opts() }, ..send_templ() });
+    recv!(p, time 30, Seg { options: ts(30, 500), ..recv_templ() });
+    p.write(b"abc");
+    recv!(p, time 31, Seg { flags: PSH, payload: b"abc".to_vec(), options: ts(31, 500), ..recv_templ() });
+    // A pure ACK with an old TSval is dropped by PAWS and answered.
+    send!(p, time 40, Seg { ack: Some(LOCAL_SEQ + 4), options: ts(499, 31), ..send_templ() });
+    recv!(p, time 40, Seg { seq: LOCAL_SEQ + 4, options: ts(40, 500), ..recv_templ() });
+    assert_eq!(in_flight(&p), 3, "the PAWS-rejected ACK was not processed");
     assert_eq!(p.ep.stats().drops.paws, 1);
-    // A RST is not subject to PAWS (R1: "and the RST bit is not set").
-    send!(p, time 30, Seg { seq: REMOTE_SEQ + 4, flags: RST, options: ts(999, 5), ..send_templ() });
-    assert_eq!(p.ep.connection_count(), 0);
 }
 
 #[test]
@@ -1513,6 +2491,62 @@ fn timestamps_rtt_sample() {
 }
 
 #[test]
+fn ts_recent_follows_in_order_segments_only() {
+    // RFC 7323 §4.3: TS.Recent takes SEG.TSval only when SEG.SEQ =<
+    // Last.ACK.sent; an out-of-order segment's newer TSval is not echoed.
+    let mut p = established_ts();
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    send!(p, time 10, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), options: ts(5000, 5), payload: data(10), ..send_templ() });
+    let dup = p.poll(ms(10)).expect("duplicate ACK");
+    assert_eq!(dup.options.timestamps, Some((10, 1001)));
+    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1010, 5), payload: data(100), ..send_templ() });
+    let ack = p.poll(ms(20)).expect("ACK filling the gap");
+    assert_eq!(ack.options.timestamps, Some((20, 1010)));
+    assert_eq!(ack.ack, Some(REMOTE_SEQ + 111));
+}
+
+#[test]
+fn paws_drops_old_timestamp_and_acks() {
+    // RFC 7323 §5.3 R1: "If ... SEG.TSval < TS.Recent ... send an
+    // acknowledgment in reply and drop the segment".
+    let mut p = established_ts();
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1002, 5), payload: b"abc".to_vec(), ..send_templ() });
+    send!(p, time 20, Seg { seq: REMOTE_SEQ + 4, ack: Some(LOCAL_SEQ + 1), options: ts(999, 5), payload: b"old".to_vec(), ..send_templ() });
+    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 4), window: RCV_BUF as u16 - 3, options: ts(20, 1002), ..recv_templ() });
+    assert_eq!(p.read_all(), b"abc");
+    assert_eq!(p.ep.stats().drops.paws, 1);
+    // A RST is not subject to PAWS (R1: "and the RST bit is not set").
+    send!(p, time 30, Seg { seq: REMOTE_SEQ + 4, flags: RST, options: ts(999, 5), ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn paws_ts_recent_expires_after_24_days() {
+    // RFC 7323 §5.5: after more than 24 days idle, TS.Recent is invalid and
+    // a segment with an older TSval (the peer's clock may have wrapped) is
+    // accepted.
+    let mut p = established_ts();
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let day = 86_400_000u64;
+    send!(p, time 25 * day, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(10, 5), payload: b"late".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"late");
+    assert_eq!(p.ep.stats().drops.paws, 0);
+    // TS.Recent is now 10: the ACK echoes it.
+    let ack = p.poll(ms(25 * day + 40)).expect("delayed ACK");
+    assert_eq!(ack.options.timestamps.map(|t| t.1), Some(10));
+}
+
+#[test]
 fn no_timestamps_when_peer_omits_them() {
     let mut p = listen_with(ts_config());
     send!(p, time 0, peer_syn());
@@ -1522,6 +2556,15 @@ fn no_timestamps_when_peer_omits_them() {
     assert_eq!(p.ep.info(p.id()).unwrap().mss, MSS);
     send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abc".to_vec(), ..send_templ() });
     recv!(p, time 50, Seg { ack: Some(REMOTE_SEQ + 4), window: RCV_BUF as u16 - 3, ..recv_templ() });
+}
+
+#[test]
+fn segments_without_timestamps_after_negotiation_are_taken() {
+    // RFC 7323 §3.2 says such a segment SHOULD be dropped; Linux accepts it
+    // (tcp_validate_incoming does not check), and so do we.
+    let mut p = established_ts();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"no ts".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"no ts");
 }
 
 // =====================================================================
@@ -1581,8 +2624,50 @@ fn keepalive_off_by_default() {
     assert_eq!(p.state(), State::Established);
 }
 
+#[test]
+fn keepalive_stands_aside_while_data_is_outstanding() {
+    // Linux (tcp_keepalive_timer) sends no keep-alive probes while data is
+    // in flight or queued: retransmissions and the user timeout are in
+    // charge then. A short outage during a transfer must not let keep-alive
+    // (idle 10 s + 3 x 1 s here) kill the connection.
+    let mut p = established_with(ka_config());
+    p.tick(ms(9_000));
+    p.write(b"data");
+    let d = Seg {
+        flags: PSH,
+        payload: b"data".to_vec(),
+        ..recv_templ()
+    };
+    recv!(p, time 9_000, d.clone());
+    for t in [9_200, 9_600, 10_400, 12_000, 15_200] {
+        recv_nothing!(p, time t - 1);
+        recv!(p, time t, d.clone());
+    }
+    assert_eq!(p.state(), State::Established);
+    send!(p, time 15_300, Seg { ack: Some(LOCAL_SEQ + 5), ..send_templ() });
+    // Idle again: keep-alive resumes 10 s after the last segment received.
+    recv_nothing!(p, time 25_299);
+    recv!(p, time 25_300, Seg { seq: LOCAL_SEQ + 4, ..recv_templ() });
+}
+
+#[test]
+fn syn_cookie_connections_get_keepalive_too() {
+    let cfg = Config {
+        syn_backlog: 0,
+        ..ka_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 0, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::Established);
+    recv_nothing!(p, time 9_999);
+    recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
+}
+
 // =====================================================================
-// Listener: SYN cookies (RFC 4987 §3.6) and backlog overflow
+// Listener: SYN cookies (RFC 4987 §3.6), backlog, accept queue
 // =====================================================================
 
 #[test]
@@ -1687,6 +2772,40 @@ fn syn_cookie_with_timestamps_keeps_wscale_and_sack() {
 }
 
 #[test]
+fn dead_half_open_connections_leave_the_syn_queue() {
+    // A half-open connection that dies (reset by the peer, or out of SYN-ACK
+    // retransmissions) must free its SYN-queue slot; otherwise a SYN flood
+    // would leave the listener in cookie mode (or, without cookies, deaf)
+    // for good.
+    let cfg = Config {
+        syn_backlog: 1,
+        syn_cookies: false,
+        ..test_config()
+    };
+    let mut p = syn_received_with(cfg);
+    send!(p, time 10, Seg { flags: RST, ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    // A second client is served normally.
+    p.forget_iss();
+    send!(p, time 20, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    recv!(p, time 20, Seg { dst_port: REMOTE_PORT + 1, ..our_synack() });
+    // It times out (5 SYN-ACK retransmissions, then 32 s more).
+    let mut t = 20;
+    for i in 0..5 {
+        t += 1000 << i;
+        let s = p.poll(ms(t)).expect("SYN-ACK retransmission");
+        assert_eq!(s.dst_port, REMOTE_PORT + 1);
+    }
+    t += 1000 << 5;
+    recv_nothing!(p, time t);
+    assert_eq!(p.ep.connection_count(), 0);
+    // And a third is still served.
+    p.forget_iss();
+    send!(p, time t + 1, Seg { src_port: REMOTE_PORT + 2, ..peer_syn() });
+    recv!(p, time t + 1, Seg { dst_port: REMOTE_PORT + 2, ..our_synack() });
+}
+
+#[test]
 fn accept_queue_overflow_drops_syn() {
     let mut p = Peer::new(test_config());
     p.ep.listen(LOCAL_PORT, 1).unwrap();
@@ -1724,6 +2843,181 @@ fn accept_queue_full_drops_handshake_ack() {
     assert!(p.ep.accept(LOCAL_PORT).is_some());
 }
 
+#[test]
+fn data_before_accept_is_kept_and_reported() {
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"early bird".to_vec(), ..send_templ() });
+    send!(p, time 3, Seg { seq: REMOTE_SEQ + 11, flags: FIN, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 3, Seg { ack: Some(REMOTE_SEQ + 12), window: RCV_BUF as u16 - 11, ..recv_templ() });
+    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
+    let id = p.ep.accept(LOCAL_PORT).unwrap();
+    p.conn = Some(id);
+    assert_eq!(
+        p.take_events(),
+        [Event::Readable(id), Event::PeerClosed(id)]
+    );
+    assert_eq!(p.state(), State::CloseWait);
+    assert_eq!(p.read_all(), b"early bird");
+}
+
+#[test]
+fn reset_before_accept_leaves_the_queue() {
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    send!(p, time 2, Seg { flags: RST, ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    assert_eq!(p.ep.accept(LOCAL_PORT), None);
+}
+
+#[test]
+fn refused_connection_is_reset() {
+    // The application refuses an incoming connection with abort: RST.
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    let id = p.ep.accept(LOCAL_PORT).unwrap();
+    p.conn = Some(id);
+    p.ep.abort(id).unwrap();
+    recv!(p, time 2, Seg { flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn unlisten_resets_unaccepted_connections() {
+    let mut p = syn_received();
+    send!(p, time 1, peer_ack());
+    p.ep.unlisten(LOCAL_PORT);
+    recv!(p, time 2, Seg { flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    // The port is closed now.
+    p.forget_iss();
+    send!(p, time 3, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    recv!(p, time 3, Seg { dst_port: REMOTE_PORT + 1, seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
+}
+
+// =====================================================================
+// Endpoint limits, memory and configuration
+// =====================================================================
+
+#[test]
+fn connection_table_full() {
+    // Config::max_connections bounds the table: with cookies a SYN still
+    // gets an answer (but its ACK cannot be admitted and is reset); without,
+    // the SYN is dropped and counted.
+    for cookies in [true, false] {
+        let cfg = Config {
+            max_connections: 1,
+            syn_cookies: cookies,
+            ..test_config()
+        };
+        let mut p = established_with(cfg);
+        p.forget_iss();
+        send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+        if cookies {
+            let synack = p.poll(ms(1)).expect("cookie SYN-ACK");
+            assert_eq!(synack.flags, SYN);
+            assert_eq!(p.ep.stats().syn_cookies_sent, 1);
+        } else {
+            recv_nothing!(p, time 1);
+            assert_eq!(p.ep.stats().drops.table_full, 1);
+        }
+        assert_eq!(p.ep.connection_count(), 1);
+        assert_eq!(
+            p.ep.connect(ms(2), LOCAL_ADDR.into(), "10.0.0.9:80".parse().unwrap()),
+            Err(tcp::Error::TableFull)
+        );
+    }
+}
+
+#[test]
+fn connect_checks_addresses() {
+    let mut p = Peer::new(test_config());
+    assert_eq!(
+        p.ep.connect(ms(0), LOCAL_ADDR.into(), "[fd00::1]:80".parse().unwrap()),
+        Err(tcp::Error::BadAddress)
+    );
+    assert_eq!(
+        p.ep.connect(ms(0), "10.9.9.9".parse().unwrap(), p.remote()),
+        Err(tcp::Error::BadAddress)
+    );
+    recv_nothing!(p, time 0);
+}
+
+#[test]
+fn control_queue_is_bounded() {
+    // Config::max_control_queue bounds stateless replies (RSTs, echo
+    // replies, cookie SYN-ACKs) waiting for poll_transmit.
+    let cfg = Config {
+        max_control_queue: 2,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    for i in 0..5u16 {
+        let req = echo_request(&p, 1, i, b"x");
+        p.send_raw(ms(0), &req);
+    }
+    assert!(p.poll_raw(ms(0)).is_some());
+    assert!(p.poll_raw(ms(0)).is_some());
+    assert!(p.poll_raw(ms(0)).is_none());
+    assert_eq!(p.ep.stats().drops.control_queue_full, 3);
+}
+
+#[test]
+fn buffers_released_when_idle_and_in_time_wait() {
+    // Buffers grow on demand and go back when empty: an idle connection and
+    // a TIME-WAIT entry hold none.
+    let mut p = established();
+    assert_eq!(p.ep.buffer_bytes(), 0);
+    send!(p, time 1, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1000), ..send_templ() });
+    p.write(&data(1000));
+    assert!(p.ep.buffer_bytes() > 0);
+    recv!(p, time 2, Seg { ack: Some(REMOTE_SEQ + 1001), window: RCV_BUF as u16 - 1000, flags: PSH, payload: data(1000), ..recv_templ() });
+    assert_eq!(p.read_all().len(), 1000);
+    send!(p, time 3, Seg { seq: REMOTE_SEQ + 1001, ack: Some(LOCAL_SEQ + 1001), ..send_templ() });
+    assert_eq!(p.ep.buffer_bytes(), 0);
+    p.ep.close(p.id()).unwrap();
+    let fin = p.poll(ms(4)).expect("FIN");
+    assert!(fin.flags.fin());
+    send!(p, time 5, Seg { seq: REMOTE_SEQ + 1001, flags: FIN, ack: Some(LOCAL_SEQ + 1002), ..send_templ() });
+    assert!(p.poll(ms(5)).is_some());
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.buffer_bytes(), 0);
+}
+
+#[test]
+fn keepalive_config_is_validated() {
+    // A zero interval would re-arm the timer at the same instant over and
+    // over inside one handle_timeout call; a zero count would drop a
+    // connection without probing. Both are refused (Linux requires
+    // TCP_KEEPINTVL, TCP_KEEPIDLE and TCP_KEEPCNT >= 1).
+    for k in [
+        Keepalive {
+            interval: Duration::ZERO,
+            ..Keepalive::default()
+        },
+        Keepalive {
+            idle: Duration::ZERO,
+            ..Keepalive::default()
+        },
+        Keepalive {
+            count: 0,
+            ..Keepalive::default()
+        },
+    ] {
+        let cfg = Config {
+            keepalive: Some(k),
+            ..test_config()
+        };
+        assert!(tcp::Endpoint::new(cfg).is_err(), "{k:?} accepted");
+    }
+    // Likewise a zero initial RTO (it backs off to zero).
+    let cfg = Config {
+        initial_rto: Duration::ZERO,
+        ..test_config()
+    };
+    assert!(tcp::Endpoint::new(cfg).is_err());
+}
+
 // =====================================================================
 // IPv6 and ICMP echo
 // =====================================================================
@@ -1759,6 +3053,32 @@ fn ipv6_default_mss_is_1220() {
     send!(p, time 0, peer_ack());
     p.conn = p.ep.accept(LOCAL_PORT);
     assert_eq!(p.ep.info(p.id()).unwrap().mss, 1220);
+}
+
+#[test]
+fn ipv6_closed_port_rst_and_mtu() {
+    let mut p = Peer::new_v6(test_config());
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
+    // A v6 connection with SACK blocks in play stays within 1500 bytes.
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let opts = TcpOptions {
+        mss: Some(1440),
+        ..syn_opts()
+    };
+    send!(p, time 1, Seg { options: opts, ..peer_syn() });
+    recv!(p, time 1, Seg { options: opts, ..our_synack() });
+    send!(p, time 1, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    send!(p, time 2, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(2)).is_some());
+    p.write(&data(4000));
+    let mut n = 0;
+    while let Some(pkt) = p.poll_raw(ms(3)) {
+        assert!(pkt.len() <= 1500, "{} bytes", pkt.len());
+        n += 1;
+    }
+    assert_eq!(n, 3);
 }
 
 /// An ICMP (v4) or ICMPv6 echo request from the peer.
@@ -1831,7 +3151,7 @@ fn icmp_echo_v6() {
 }
 
 // =====================================================================
-// Malformed packets: dropped silently, counted by reason
+// IP layer, options and malformed packets: dropped silently, counted by reason
 // =====================================================================
 
 fn good_packet(p: &mut Peer) -> Vec<u8> {
@@ -1928,561 +3248,66 @@ fn packet_to_other_address_dropped() {
     assert_eq!(p.ep.stats().drops.not_our_address, 1);
 }
 
-// =====================================================================
-// RST in every synchronized state (RFC 9293 §3.10.7.4 second, RFC 5961 §3.2)
-// =====================================================================
-
 #[test]
-fn rst_at_rcv_nxt_closes_every_state() {
-    // (fixture, RCV.NXT there, whether the application still holds the
-    // connection and is told Reset)
-    type Fixture = fn() -> Peer;
-    let cases: [(&str, Fixture, SeqNum, bool); 6] = [
-        ("FIN-WAIT-1", fin_wait_1, REMOTE_SEQ + 1, true),
-        ("FIN-WAIT-2", fin_wait_2, REMOTE_SEQ + 1, true),
-        ("CLOSE-WAIT", close_wait, REMOTE_SEQ + 2, true),
-        ("CLOSING", closing, REMOTE_SEQ + 2, false),
-        ("LAST-ACK", last_ack, REMOTE_SEQ + 2, false),
-        ("TIME-WAIT", time_wait, REMOTE_SEQ + 2, false),
-    ];
-    for (name, fixture, rcv_nxt, told) in cases {
-        let mut p = fixture();
-        p.take_events();
-        // In the window but not RCV.NXT: challenged, not obeyed.
-        send!(p, time 10, Seg { seq: rcv_nxt + 1, flags: RST, ..send_templ() });
-        let challenge = p
-            .poll(ms(10))
-            .unwrap_or_else(|| panic!("{name}: no challenge ACK"));
-        assert_eq!(challenge.ack, Some(rcv_nxt), "{name}");
-        assert_eq!(p.ep.connection_count(), 1, "{name}");
-        // At RCV.NXT: closed, nothing sent.
-        send!(p, time 20, Seg { seq: rcv_nxt, flags: RST, ..send_templ() });
-        recv_nothing!(p, time 20);
-        assert_eq!(p.ep.connection_count(), 0, "{name}");
-        let ev = p.take_events();
-        assert_eq!(ev.contains(&Event::Reset(p.id())), told, "{name}: {ev:?}");
-    }
-}
-
-#[test]
-fn syn_received_rst_in_window_challenged() {
-    let mut p = syn_received();
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 5, flags: RST, ..send_templ() });
-    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 1, ..recv_templ() });
-    assert_eq!(p.count(State::SynReceived), 1);
-}
-
-// =====================================================================
-// Handshake details
-// =====================================================================
-
-#[test]
-fn handshake_ack_may_carry_data() {
-    let mut p = syn_received();
-    send!(p, time 5, Seg { payload: b"GET /".to_vec(), ..peer_ack() });
-    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.read_all(), b"GET /");
-    recv!(p, time 45, Seg { ack: Some(REMOTE_SEQ + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
-}
-
-#[test]
-fn data_on_syn_is_not_acknowledged() {
-    // Without TCP Fast Open, data on a SYN is not taken (Linux): the SYN-ACK
-    // acknowledges the SYN only, and the peer sends the data again.
+fn bad_sources_ports_and_protocols_dropped() {
     let mut p = listen();
-    send!(p, time 0, Seg { payload: b"early".to_vec(), ..peer_syn() });
-    recv!(p, time 0, our_synack());
-    send!(p, time 1, Seg { payload: b"early".to_vec(), ..peer_ack() });
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.read_all(), b"early");
+    // A broadcast source (RFC 1122 §3.2.1.3).
+    let mut pkt = good_packet(&mut p);
+    pkt[12..16].copy_from_slice(&[255, 255, 255, 255]);
+    fix_ip_checksum(&mut pkt);
+    p.send_raw(ms(0), &pkt);
+    // Port zero.
+    let pkt = p.build(&Seg {
+        src_port: 0,
+        ..peer_syn()
+    });
+    p.send_raw(ms(0), &pkt);
+    // UDP.
+    let mut pkt = good_packet(&mut p);
+    pkt[9] = 17;
+    fix_ip_checksum(&mut pkt);
+    p.send_raw(ms(0), &pkt);
+    recv_nothing!(p, time 0);
+    let d = p.ep.stats().drops;
+    assert_eq!(d.bad_source_address, 1);
+    assert_eq!(d.bad_tcp_flags, 1);
+    assert_eq!(d.unsupported_protocol, 1);
+    assert_eq!(p.ep.connection_count(), 0);
 }
 
 #[test]
-fn mss_clamps_segments_and_defaults_to_536() {
-    // RFC 9293 §3.7.1: send segments no larger than the peer's MSS; without
-    // the option, 536 on IPv4.
-    for (opt, mss) in [(Some(1000u16), 1000usize), (None, 536)] {
-        let mut p = listen();
-        let options = TcpOptions {
-            mss: opt,
-            ..Default::default()
+fn multicast_and_broadcast_destinations_are_never_answered() {
+    // RFC 1122 §4.2.3.10: "A SYN segment ... addressed to a broadcast or
+    // multicast address MUST be silently discarded"; nothing may be sent
+    // from such an address either (RFC 1122 §3.2.1.3), so echo requests to
+    // them are ignored too (Linux: icmp_echo_ignore_broadcasts). In
+    // transparent mode (no `addrs`) this is the only guard.
+    let cfg = Config {
+        addrs: Vec::new(),
+        ..test_config()
+    };
+    for dst in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+        let dst: std::net::IpAddr = dst.parse().unwrap();
+        let mut p = if dst.is_ipv4() {
+            Peer::new(cfg.clone())
+        } else {
+            Peer::new_v6(cfg.clone())
         };
-        send!(p, time 0, Seg { options, ..peer_syn() });
-        recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
-        send!(p, time 0, peer_ack());
-        p.conn = p.ep.accept(LOCAL_PORT);
-        p.write(&data(2 * mss));
-        recv!(p, time 1, Seg { payload: data(mss), ..recv_templ() });
-        recv!(p, time 1, Seg { seq: LOCAL_SEQ + 1 + mss as u32, flags: PSH, payload: data(2 * mss)[mss..].to_vec(), ..recv_templ() });
+        p.ep.listen(LOCAL_PORT, 8).unwrap();
+        p.local_ip = dst;
+        let syn = p.build(&peer_syn());
+        p.send_raw(ms(0), &syn);
+        let to_closed = p.build(&Seg {
+            dst_port: 81,
+            ..peer_syn()
+        });
+        p.send_raw(ms(0), &to_closed);
+        let ping = echo_request(&p, 1, 1, b"x");
+        p.send_raw(ms(0), &ping);
+        assert!(p.poll_raw(ms(0)).is_none(), "answered a packet to {dst}");
+        assert_eq!(p.ep.connection_count(), 0);
     }
 }
-
-// =====================================================================
-// Sending: windows, initial window, loss recovery by RTO (RFC 5681)
-// =====================================================================
-
-#[test]
-fn initial_window_is_ten_segments() {
-    // RFC 6928: IW = 10 segments; RFC 5681 §3.1 slow start: each ACK
-    // grows cwnd by the bytes it acknowledged (at most 2 SMSS, RFC 3465).
-    let mut p = established();
-    let m = u32::from(MSS);
-    p.write(&data(20 * MSS as usize));
-    for i in 0..10 {
-        let s = p.poll(ms(0)).expect("segment within the initial window");
-        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * m);
-    }
-    recv_nothing!(p, time 0);
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1 + 2 * m), ..send_templ() });
-    // cwnd 12 segments, 8 in flight: 4 more.
-    for i in 10..14 {
-        let s = p.poll(ms(10)).expect("segment after the ACK");
-        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * m);
-    }
-    recv_nothing!(p, time 10);
-}
-
-#[test]
-fn peer_window_limits_what_is_sent() {
-    let mut p = established();
-    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 3000, ..send_templ() });
-    p.write(&data(10_000));
-    recv!(p, time 1, Seg { payload: data(1460), ..recv_templ() });
-    recv!(p, time 1, Seg { seq: LOCAL_SEQ + 1461, payload: data(2920)[1460..].to_vec(), ..recv_templ() });
-    // 80 bytes of window left: below an MSS and below half the largest
-    // window ever offered, so sender-side SWS avoidance waits (RFC 9293 §3.8.6.2.1).
-    recv_nothing!(p, time 1);
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 2921), window: 3000, ..send_templ() });
-    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 2921, payload: data(4380)[2920..].to_vec(), ..recv_templ() });
-}
-
-#[test]
-fn small_window_after_shrink_is_used_after_a_timeout() {
-    // RFC 9293 §3.8.6.2.1: a sender held back by SWS avoidance with nothing
-    // in flight must still send after the override timeout; Linux does it
-    // from its probe timer (tcp_write_wakeup sends what fits the window).
-    let mut p = established();
-    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 1000, ..send_templ() });
-    p.write(&data(5000));
-    recv_nothing!(p, time 0);
-    recv_nothing!(p, time 199);
-    recv!(p, time 200, Seg { payload: data(1000), ..recv_templ() });
-    recv_nothing!(p, time 200);
-    // The window stays at 1000: each ACK re-arms the timer (backoff reset).
-    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 1001), window: 1000, ..send_templ() });
-    recv_nothing!(p, time 449);
-    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 1001, payload: data(2000)[1000..].to_vec(), ..recv_templ() });
-    // An MSS worth of window: no waiting.
-    send!(p, time 460, Seg { ack: Some(LOCAL_SEQ + 2001), window: 5000, ..send_templ() });
-    recv!(p, time 460, Seg { seq: LOCAL_SEQ + 2001, payload: data(3460)[2000..].to_vec(), ..recv_templ() });
-}
-
-#[test]
-fn rto_resends_one_segment_then_slow_starts() {
-    // RFC 5681 §3.1: after an RTO, cwnd = 1 SMSS (the loss window); each
-    // ACK then opens it again, resending what followed (go-back-N).
-    let mut p = established();
-    let m = u32::from(MSS);
-    let all = data(3 * MSS as usize);
-    p.write(&all);
-    for _ in 0..3 {
-        assert!(p.poll(ms(0)).is_some());
-    }
-    recv_nothing!(p, time 199);
-    recv!(p, time 200, Seg { payload: all[..1460].to_vec(), ..recv_templ() });
-    recv_nothing!(p, time 200);
-    send!(p, time 210, Seg { ack: Some(LOCAL_SEQ + 1 + m), ..send_templ() });
-    recv!(p, time 210, Seg { seq: LOCAL_SEQ + 1 + m, payload: all[1460..2920].to_vec(), ..recv_templ() });
-    recv!(p, time 210, Seg { seq: LOCAL_SEQ + 1 + 2 * m, flags: PSH, payload: all[2920..].to_vec(), ..recv_templ() });
-    let info = p.ep.info(p.id()).unwrap();
-    assert_eq!(
-        info.ssthresh,
-        2 * m,
-        "ssthresh = max(FlightSize / 2, 2 SMSS)"
-    );
-}
-
-#[test]
-fn nagle_minshall_lets_one_small_segment_follow_full_ones() {
-    // Linux runs Nagle with Minshall's variant: a short segment may go while
-    // only full-sized segments are unacknowledged, so a reply of 1.5 MSS is
-    // not held up by the peer's delayed ACK. A second short one waits.
-    let mut p = established();
-    p.write(&data(2000));
-    recv!(p, time 0, Seg { payload: data(1460), ..recv_templ() });
-    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 1461, flags: PSH, payload: data(2000)[1460..].to_vec(), ..recv_templ() });
-    p.write(b"tail");
-    recv_nothing!(p, time 1);
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 2001), ..send_templ() });
-    recv!(p, time 10, Seg { seq: LOCAL_SEQ + 2001, flags: PSH, payload: b"tail".to_vec(), ..recv_templ() });
-}
-
-// =====================================================================
-// Receiving: window updates, out-of-order FIN
-// =====================================================================
-
-#[test]
-fn window_update_when_reading_frees_an_mss() {
-    let cfg = Config {
-        recv_buffer: 4096,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 1461, ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
-    recv!(p, time 10, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096 - 2920, ..recv_templ() });
-    // Reading 100 bytes opens less than an MSS: no update.
-    let id = p.id();
-    assert_eq!(p.ep.recv(id, &mut [0u8; 100]), Ok(100));
-    recv_nothing!(p, time 20);
-    // Reading the rest opens 2920: the update goes out at once.
-    assert_eq!(p.read_all().len(), 2820);
-    recv!(p, time 30, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096, ..recv_templ() });
-}
-
-#[test]
-fn writable_after_short_send() {
-    let cfg = Config {
-        send_buffer: 4096,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    let id = p.id();
-    assert_eq!(p.ep.send(id, &data(10_000)), Ok(4096));
-    assert_eq!(p.ep.send(id, b"more"), Ok(0));
-    while p.poll(ms(0)).is_some() {}
-    assert!(!p.take_events().contains(&Event::Writable(id)));
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1461), ..send_templ() });
-    assert!(p.take_events().contains(&Event::Writable(id)));
-    assert_eq!(p.ep.send_capacity(id), Ok(1460));
-}
-
-#[test]
-fn out_of_order_fin_waits_for_the_gap() {
-    let mut p = established();
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 4, flags: FIN, ack: Some(LOCAL_SEQ + 1), payload: b"def".to_vec(), ..send_templ() });
-    recv!(p, time 10, Seg { options: TcpOptions { sack: sack(&[(REMOTE_SEQ + 4, REMOTE_SEQ + 7)]), ..Default::default() }, ..recv_templ() });
-    assert_eq!(p.state(), State::Established);
-    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abc".to_vec(), ..send_templ() });
-    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 8), window: RCV_BUF as u16 - 7, ..recv_templ() });
-    assert_eq!(p.state(), State::CloseWait);
-    assert_eq!(p.read_all(), b"abcdef");
-    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
-}
-
-// =====================================================================
-// Listener management
-// =====================================================================
-
-#[test]
-fn refused_connection_is_reset() {
-    // The application refuses an incoming connection with abort: RST.
-    let mut p = syn_received();
-    send!(p, time 1, peer_ack());
-    let id = p.ep.accept(LOCAL_PORT).unwrap();
-    p.conn = Some(id);
-    p.ep.abort(id).unwrap();
-    recv!(p, time 2, Seg { flags: RST, window: 0, ..recv_templ() });
-    assert_eq!(p.ep.connection_count(), 0);
-}
-
-#[test]
-fn unlisten_resets_unaccepted_connections() {
-    let mut p = syn_received();
-    send!(p, time 1, peer_ack());
-    p.ep.unlisten(LOCAL_PORT);
-    recv!(p, time 2, Seg { flags: RST, window: 0, ..recv_templ() });
-    assert_eq!(p.ep.connection_count(), 0);
-    // The port is closed now.
-    p.forget_iss();
-    send!(p, time 3, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
-    recv!(p, time 3, Seg { dst_port: REMOTE_PORT + 1, seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
-}
-
-// =====================================================================
-// SACK-based loss recovery (RFC 2018, RFC 6675)
-// =====================================================================
-
-/// ESTABLISHED with ten full segments in flight (the initial window);
-/// returns the data.
-#[track_caller]
-fn ten_segments_in_flight(p: &mut Peer) -> Vec<u8> {
-    let all = data(10 * MSS as usize);
-    p.write(&all);
-    for i in 0..10u32 {
-        let s = p.poll(ms(0)).expect("segment");
-        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * u32::from(MSS));
-    }
-    recv_nothing!(p, time 0);
-    all
-}
-
-#[test]
-fn sack_recovery_resends_holes_as_the_pipe_allows() {
-    // Segments 1 and 3 of 0..=9 are lost. Each ACK the peer sends carries
-    // SACK blocks for what arrived above the hole.
-    let mut p = established();
-    let all = ten_segments_in_flight(&mut p);
-    let m = u32::from(MSS);
-    let l = LOCAL_SEQ + 1;
-    let seg = |i: u32| Seg {
-        seq: l + i * m,
-        payload: all[(i * m) as usize..((i + 1) * m) as usize].to_vec(),
-        ..recv_templ()
-    };
-    // (first, end) in segment numbers.
-    let ack = |blocks: &[(u32, u32)]| {
-        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(a, e)| (l + a * m, l + e * m)).collect();
-        Seg {
-            ack: Some(l + m),
-            options: TcpOptions {
-                sack: sack(&b),
-                ..Default::default()
-            },
-            ..send_templ()
-        }
-    };
-    send!(p, time 10, Seg { ack: Some(l + m), ..send_templ() });
-    send!(p, time 11, ack(&[(2, 3)]));
-    send!(p, time 11, ack(&[(4, 5), (2, 3)]));
-    recv_nothing!(p, time 11);
-    // Three segments SACKed above the hole: fast retransmit of segment 1
-    // (RFC 6675 §5: DupThresh segments' worth of SACKed data).
-    send!(p, time 12, ack(&[(4, 6), (2, 3)]));
-    recv!(p, time 12, seg(1));
-    recv_nothing!(p, time 12);
-    assert_eq!(p.ep.stats().fast_retransmits, 1);
-    // As more arrives above, the pipe shrinks below cwnd (ssthresh, half
-    // the flight) and the next hole, segment 3, is resent.
-    send!(p, time 13, ack(&[(4, 7), (2, 3)]));
-    recv_nothing!(p, time 13);
-    send!(p, time 14, ack(&[(4, 8), (2, 3)]));
-    recv!(p, time 14, seg(3));
-    recv_nothing!(p, time 14);
-    // Both holes filled: the cumulative ACK covers everything; recovery ends.
-    send!(p, time 20, Seg { ack: Some(l + 10 * m), ..send_templ() });
-    recv_nothing!(p, time 20);
-    assert_eq!(in_flight(&p), 0);
-    assert_eq!(p.ep.stats().retransmits, 2);
-    assert_eq!(p.ep.stats().rto_timeouts, 0);
-}
-
-#[test]
-fn sack_blocks_outside_the_flight_are_ignored() {
-    // SACK blocks below SND.UNA or above SND.MAX are bogus (RFC 2018 §8,
-    // RFC 6675 §5): they must not trigger a retransmission.
-    let mut p = established();
-    let _ = ten_segments_in_flight(&mut p);
-    let m = u32::from(MSS);
-    let l = LOCAL_SEQ + 1;
-    let bogus = sack(&[(l + 20 * m, l + 30 * m), (l - 5000, l - 100)]);
-    for t in 10..15 {
-        send!(p, time t, Seg { ack: Some(l + m), options: TcpOptions { sack: bogus, ..Default::default() }, ..send_templ() });
-    }
-    // Plain duplicate ACKs still count (RFC 5681): the third one retransmits.
-    let s = p
-        .poll(ms(14))
-        .expect("fast retransmit after duplicate ACKs");
-    assert_eq!(s.seq, l + m);
-    recv_nothing!(p, time 14);
-}
-
-// =====================================================================
-// More timers and memory
-// =====================================================================
-
-#[test]
-fn delayed_ack_timer_is_configurable() {
-    let cfg = Config {
-        delayed_ack: Duration::from_millis(100),
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"x".to_vec(), ..send_templ() });
-    recv_nothing!(p, time 109);
-    recv!(p, time 110, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
-}
-
-#[test]
-fn idle_restart_returns_to_initial_window() {
-    // RFC 5681 §4.1: after an idle period longer than an RTO, cwnd restarts
-    // from min(IW, cwnd).
-    let mut p = established();
-    let m = u32::from(MSS);
-    p.write(&data(10 * MSS as usize));
-    while p.poll(ms(0)).is_some() {}
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1 + 10 * m), ..send_templ() });
-    assert!(p.ep.info(p.id()).unwrap().cwnd > 10 * m);
-    // Idle for 5 s, then a burst: only the initial window goes.
-    p.tick(ms(5010));
-    p.write(&data(20 * MSS as usize));
-    let mut n = 0;
-    while p.poll(ms(5010)).is_some() {
-        n += 1;
-    }
-    assert_eq!(n, 10);
-}
-
-#[test]
-fn zero_window_probes_give_up_after_user_timeout() {
-    // Probes unanswered (the peer vanished) for the user timeout: reset.
-    let cfg = Config {
-        user_timeout: Duration::from_secs(2),
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
-    p.write(&data(10));
-    recv_nothing!(p, time 0);
-    let probe = Seg {
-        payload: data(1),
-        ..recv_templ()
-    };
-    recv!(p, time 200, probe.clone());
-    recv!(p, time 600, probe.clone());
-    recv!(p, time 1400, probe);
-    // Nothing heard since 0 ms: the persist timer is clamped to the 2 s
-    // user timeout.
-    recv_nothing!(p, time 1999);
-    recv!(p, time 2000, Seg { flags: RST, window: 0, ..recv_templ() });
-    let id = p.id();
-    assert_eq!(p.take_events(), [Event::TimedOut(id), Event::Closed(id)]);
-}
-
-#[test]
-fn buffers_released_when_idle_and_in_time_wait() {
-    // Buffers grow on demand and go back when empty: an idle connection and
-    // a TIME-WAIT entry hold none.
-    let mut p = established();
-    assert_eq!(p.ep.buffer_bytes(), 0);
-    send!(p, time 1, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1000), ..send_templ() });
-    p.write(&data(1000));
-    assert!(p.ep.buffer_bytes() > 0);
-    recv!(p, time 2, Seg { ack: Some(REMOTE_SEQ + 1001), window: RCV_BUF as u16 - 1000, flags: PSH, payload: data(1000), ..recv_templ() });
-    assert_eq!(p.read_all().len(), 1000);
-    send!(p, time 3, Seg { seq: REMOTE_SEQ + 1001, ack: Some(LOCAL_SEQ + 1001), ..send_templ() });
-    assert_eq!(p.ep.buffer_bytes(), 0);
-    p.ep.close(p.id()).unwrap();
-    let fin = p.poll(ms(4)).expect("FIN");
-    assert!(fin.flags.fin());
-    send!(p, time 5, Seg { seq: REMOTE_SEQ + 1001, flags: FIN, ack: Some(LOCAL_SEQ + 1002), ..send_templ() });
-    assert!(p.poll(ms(5)).is_some());
-    assert_eq!(p.count(State::TimeWait), 1);
-    assert_eq!(p.ep.buffer_bytes(), 0);
-}
-
-#[test]
-fn data_queued_in_syn_sent_goes_with_the_handshake_ack() {
-    let mut p = syn_sent();
-    p.write(b"early");
-    recv_nothing!(p, time 1);
-    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
-    recv!(p, time 10, Seg { flags: PSH, payload: b"early".to_vec(), ..recv_templ() });
-    recv_nothing!(p, time 10);
-}
-
-#[test]
-fn close_in_syn_sent_with_data_sends_data_then_fin() {
-    // A CLOSE queued behind data in SYN-SENT: the FIN follows the data.
-    let mut p = syn_sent();
-    p.write(b"bye");
-    p.ep.close(p.id()).unwrap();
-    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
-    recv!(p, time 10, Seg { flags: FIN | PSH, payload: b"bye".to_vec(), ..recv_templ() });
-    assert_eq!(p.state(), State::FinWait1);
-}
-
-#[test]
-fn send_after_close_is_refused() {
-    let mut p = fin_wait_1();
-    assert_eq!(p.ep.send(p.id(), b"x"), Err(tcp::Error::InvalidState));
-}
-
-#[test]
-fn reassembly_range_limit_drops_extra_holes() {
-    // Config::max_ooo_ranges bounds the out-of-order state: a segment that
-    // would open one range too many is dropped (and still draws an ACK).
-    let cfg = Config {
-        max_ooo_ranges: 2,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    let r = REMOTE_SEQ + 1;
-    let seg = |off: u32| Seg {
-        seq: r + off,
-        ack: Some(LOCAL_SEQ + 1),
-        payload: data(10),
-        ..send_templ()
-    };
-    let ack = |b: &[(SeqNum, SeqNum)]| Seg {
-        options: TcpOptions {
-            sack: sack(b),
-            ..Default::default()
-        },
-        ..recv_templ()
-    };
-    send!(p, time 10, seg(100));
-    recv!(p, time 10, ack(&[(r + 100, r + 110)]));
-    send!(p, time 11, seg(200));
-    recv!(p, time 11, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
-    send!(p, time 12, seg(300));
-    recv!(p, time 12, ack(&[(r + 200, r + 210), (r + 100, r + 110)]));
-    assert_eq!(p.ep.stats().ooo_segments, 2);
-}
-
-#[test]
-fn window_scale_shift_above_14_is_used_as_14() {
-    // RFC 7323 §2.3: "If a Window Scale option is received with a shift.cnt
-    // value larger than 14, the TCP SHOULD log the error but MUST use 14".
-    let mut p = listen();
-    send!(p, time 0, Seg { options: TcpOptions { window_scale: Some(20), ..syn_opts() }, ..peer_syn() });
-    recv!(p, time 0, Seg { options: TcpOptions { window_scale: Some(0), ..syn_opts() }, ..our_synack() });
-    send!(p, time 0, Seg { window: 2, ..peer_ack() });
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 2 << 14);
-}
-
-#[test]
-fn timestamps_on_every_segment_and_rst_not_paws_checked() {
-    // RFC 7323 §3.2: once negotiated, every segment but a RST carries the
-    // option; our active-open SYN offers it with TSecr 0.
-    let mut p = syn_sent_with(ts_config());
-    let ts = |v, e| TcpOptions {
-        timestamps: Some((v, e)),
-        ..Default::default()
-    };
-    send!(p, time 30, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: TcpOptions { timestamps: Some((500, 0)), ..syn_opts() }, ..send_templ() });
-    recv!(p, time 30, Seg { options: ts(30, 500), ..recv_templ() });
-    p.write(b"abc");
-    recv!(p, time 31, Seg { flags: PSH, payload: b"abc".to_vec(), options: ts(31, 500), ..recv_templ() });
-    // A pure ACK with an old TSval is dropped by PAWS and answered.
-    send!(p, time 40, Seg { ack: Some(LOCAL_SEQ + 4), options: ts(499, 31), ..send_templ() });
-    recv!(p, time 40, Seg { seq: LOCAL_SEQ + 4, options: ts(40, 500), ..recv_templ() });
-    assert_eq!(in_flight(&p), 3, "the PAWS-rejected ACK was not processed");
-    assert_eq!(p.ep.stats().drops.paws, 1);
-}
-
-#[test]
-fn segments_stay_acceptable_while_a_probe_byte_is_out() {
-    // While a zero-window probe byte is unacknowledged, what we send must
-    // still pass the peer's acceptability test for a zero window (RFC 9293
-    // §3.10.7.4, "0 / 0: SEG.SEQ = RCV.NXT"): ACKs and RSTs carry SND.UNA,
-    // not the probe's end (Linux: tcp_acceptable_seq).
-    let mut p = established();
-    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
-    p.write(&data(10));
-    recv_nothing!(p, time 0);
-    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
-    send!(p, time 201, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, payload: b"x".to_vec(), ..send_templ() });
-    recv!(p, time 241, Seg { ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, ..recv_templ() });
-    p.ep.abort(p.id()).unwrap();
-    recv!(p, time 250, Seg { ack: Some(REMOTE_SEQ + 2), flags: RST, window: 0, ..recv_templ() });
-}
-
-// =====================================================================
-// IP layer details: options, extension headers, padding
-// =====================================================================
 
 #[test]
 fn ipv4_options_are_skipped() {
@@ -2553,704 +3378,6 @@ fn ipv6_extension_header_past_the_end_is_dropped() {
     assert_eq!(p.ep.stats().drops.bad_ipv6_extension, 1);
 }
 
-// =====================================================================
-// More handshake and closing corners
-// =====================================================================
-
-#[test]
-fn handshake_ack_with_fin_goes_close_wait() {
-    // RFC 9293 §3.10.7.4 eighth: "SYN-RECEIVED STATE, ESTABLISHED STATE:
-    // Enter the CLOSE-WAIT state."
-    let mut p = syn_received();
-    send!(p, time 5, Seg { flags: FIN, payload: b"q".to_vec(), ..peer_ack() });
-    recv!(p, time 5, Seg { ack: Some(REMOTE_SEQ + 3), window: RCV_BUF as u16 - 2, ..recv_templ() });
-    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.state(), State::CloseWait);
-    assert_eq!(p.read_all(), b"q");
-    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
-}
-
-#[test]
-fn retransmitted_syn_ack_after_establishment_is_acked() {
-    // Our handshake ACK was lost; the peer resends its SYN-ACK. It is an old
-    // duplicate now: not acceptable, answered with an ACK (RFC 9293
-    // §3.10.7.4 first), no state change.
-    let mut p = established_active();
-    send!(p, time 1000, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
-    recv!(p, time 1000, recv_templ());
-    assert_eq!(p.state(), State::Established);
-    assert!(p.take_events().is_empty());
-}
-
-#[test]
-fn active_close_full_sequence() {
-    // RFC 9293 §3.6 case 1 from the active closer: FIN-WAIT-1 -> FIN-WAIT-2
-    // -> TIME-WAIT -> CLOSED after 2 MSL, on an active open.
-    let mut p = established_active();
-    p.ep.close(p.id()).unwrap();
-    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
-    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 2), ..send_templ() });
-    assert_eq!(p.state(), State::FinWait2);
-    send!(p, time 3, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
-    recv!(p, time 3, ack_of_peer_fin(LOCAL_SEQ + 2));
-    let id = p.id();
-    assert!(p.take_events().contains(&Event::Closed(id)));
-    assert_eq!(p.count(State::TimeWait), 1);
-    recv_nothing!(p, time 60_003);
-    assert_eq!(p.ep.connection_count(), 0);
-    // The port is free again (the test configuration has one ephemeral port).
-    assert!(p
-        .ep
-        .connect(ms(60_004), LOCAL_ADDR.into(), p.remote())
-        .is_ok());
-}
-
-#[test]
-fn time_wait_blocks_reuse_by_connect() {
-    // While the 4-tuple is in TIME-WAIT, connect picks another port (and
-    // with the single test port there is none).
-    let mut p = established_active();
-    p.ep.close(p.id()).unwrap();
-    recv!(p, time 1, Seg { flags: FIN, ..recv_templ() });
-    send!(p, time 2, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), ..send_templ() });
-    recv!(p, time 2, ack_of_peer_fin(LOCAL_SEQ + 2));
-    assert_eq!(p.count(State::TimeWait), 1);
-    assert_eq!(
-        p.ep.connect(ms(3), LOCAL_ADDR.into(), p.remote()),
-        Err(tcp::Error::NoPortsAvailable)
-    );
-}
-
-#[test]
-fn ts_recent_follows_in_order_segments_only() {
-    // RFC 7323 §4.3: TS.Recent takes SEG.TSval only when SEG.SEQ =<
-    // Last.ACK.sent; an out-of-order segment's newer TSval is not echoed.
-    let mut p = established_ts();
-    let ts = |v, e| TcpOptions {
-        timestamps: Some((v, e)),
-        ..Default::default()
-    };
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), options: ts(5000, 5), payload: data(10), ..send_templ() });
-    let dup = p.poll(ms(10)).expect("duplicate ACK");
-    assert_eq!(dup.options.timestamps, Some((10, 1001)));
-    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1010, 5), payload: data(100), ..send_templ() });
-    let ack = p.poll(ms(20)).expect("ACK filling the gap");
-    assert_eq!(ack.options.timestamps, Some((20, 1010)));
-    assert_eq!(ack.ack, Some(REMOTE_SEQ + 111));
-}
-
-#[test]
-fn bare_fin_into_zero_window_is_taken() {
-    // The peer closes while our buffer is full. RFC 9293 would answer the
-    // unacceptable FIN with an ACK; Linux (tcp_data_queue) takes a bare FIN
-    // even into a zero window, since it needs no buffer. We do as Linux.
-    let mut p = zero_rcv_window();
-    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, flags: FIN, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
-    recv!(p, time 50, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1026), window: 0, ..recv_templ() });
-    assert_eq!(p.state(), State::CloseWait);
-    assert_eq!(p.read_all().len(), 1024);
-    assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
-}
-
-#[test]
-fn user_timeout_not_charged_for_a_zero_window_stall() {
-    // The user timeout measures how long sent data stays unacknowledged. A
-    // peer that keeps answering zero-window probes is alive; once its window
-    // opens, the clock starts again for the data then sent.
-    let cfg = Config {
-        user_timeout: Duration::from_secs(2),
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    let zero = Seg {
-        ack: Some(LOCAL_SEQ + 1),
-        window: 0,
-        ..send_templ()
-    };
-    send!(p, time 0, zero.clone());
-    p.write(&data(10));
-    recv_nothing!(p, time 0);
-    let probe = Seg {
-        payload: data(1),
-        ..recv_templ()
-    };
-    // Answer every probe at once for 6 s (the probe interval backs off but
-    // stays clamped so that no 2 s pass without one).
-    let mut probes = 0;
-    while let Some(t) = p.next_timeout().filter(|t| t.as_millis() < 6000) {
-        if let Some(s) = p.poll(t) {
-            assert_eq!(s, probe);
-            probes += 1;
-            p.send(t + Duration::from_millis(1), zero.clone());
-        }
-    }
-    assert!(probes >= 6, "{probes} probes");
-    assert_eq!(p.state(), State::Established);
-    send!(p, time 6300, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
-    recv!(p, time 6300, Seg { flags: PSH, payload: data(10), ..recv_templ() });
-    // Lost: retransmitted at the RTO, not reset.
-    recv_nothing!(p, time 6499);
-    recv!(p, time 6500, Seg { flags: PSH, payload: data(10), ..recv_templ() });
-    send!(p, time 6510, Seg { ack: Some(LOCAL_SEQ + 11), ..send_templ() });
-    assert_eq!(p.state(), State::Established);
-}
-
-#[test]
-fn bad_sources_ports_and_protocols_dropped() {
-    let mut p = listen();
-    // A broadcast source (RFC 1122 §3.2.1.3).
-    let mut pkt = good_packet(&mut p);
-    pkt[12..16].copy_from_slice(&[255, 255, 255, 255]);
-    fix_ip_checksum(&mut pkt);
-    p.send_raw(ms(0), &pkt);
-    // Port zero.
-    let pkt = p.build(&Seg {
-        src_port: 0,
-        ..peer_syn()
-    });
-    p.send_raw(ms(0), &pkt);
-    // UDP.
-    let mut pkt = good_packet(&mut p);
-    pkt[9] = 17;
-    fix_ip_checksum(&mut pkt);
-    p.send_raw(ms(0), &pkt);
-    recv_nothing!(p, time 0);
-    let d = p.ep.stats().drops;
-    assert_eq!(d.bad_source_address, 1);
-    assert_eq!(d.bad_tcp_flags, 1);
-    assert_eq!(d.unsupported_protocol, 1);
-    assert_eq!(p.ep.connection_count(), 0);
-}
-
-#[test]
-fn segment_at_rcv_nxt_accepted_when_reassembly_table_full() {
-    let cfg = Config {
-        max_ooo_ranges: 1,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    let r = REMOTE_SEQ + 1;
-    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
-    assert!(p.poll(ms(10)).is_some());
-    send!(p, time 11, Seg { seq: r + 200, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
-    assert!(p.poll(ms(11)).is_some());
-    // The in-order segment always goes in.
-    send!(p, time 12, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(50), ..send_templ() });
-    assert_eq!(p.read_all(), data(50));
-    send!(p, time 13, Seg { seq: r + 50, ack: Some(LOCAL_SEQ + 1), payload: data(100)[50..].to_vec(), ..send_templ() });
-    // The gap filled: 50..100 and the segment held at 100..110.
-    let mut want = data(100)[50..].to_vec();
-    want.extend_from_slice(&data(10));
-    assert_eq!(p.read_all(), want);
-}
-
-#[test]
-fn held_data_keeps_the_window_closed_until_released() {
-    let cfg = Config {
-        recv_buffer: 4096,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    let id = p.id();
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 1461, ack: Some(LOCAL_SEQ + 1), payload: data(1460), ..send_templ() });
-    recv!(p, time 10, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096 - 2920, ..recv_templ() });
-    let mut buf = [0u8; 4096];
-    assert_eq!(p.ep.recv_hold(id, &mut buf), Ok(2920));
-    recv_nothing!(p, time 20);
-    assert_eq!(p.ep.info(id).unwrap().rcv_wnd, 4096 - 2920);
-    p.ep.release(id, 2920).unwrap();
-    recv!(p, time 30, Seg { ack: Some(REMOTE_SEQ + 2921), window: 4096, ..recv_templ() });
-}
-
-#[test]
-fn rst_in_active_syn_received_refuses() {
-    // RFC 9293 §3.10.7.4 second, SYN-RECEIVED: "If this connection was
-    // initiated with an active OPEN ... the connection was refused".
-    let mut p = syn_sent();
-    send!(p, time 10, peer_syn());
-    assert!(p.poll(ms(10)).is_some());
-    send!(p, time 20, Seg { flags: RST, ..send_templ() });
-    recv_nothing!(p, time 20);
-    let id = p.id();
-    assert_eq!(p.take_events(), [Event::Reset(id), Event::Closed(id)]);
-    assert_eq!(p.ep.connection_count(), 0);
-}
-
-#[test]
-fn urgent_data_is_delivered_inline() {
-    // RFC 6093: urgent data is delivered in line; the pointer is ignored.
-    let mut p = established();
-    send!(p, time 10, Seg { flags: TcpFlags::URG, ack: Some(LOCAL_SEQ + 1), payload: b"!".to_vec(), ..send_templ() });
-    assert_eq!(p.read_all(), b"!");
-}
-
-#[test]
-fn segments_without_timestamps_after_negotiation_are_taken() {
-    // RFC 7323 §3.2 says such a segment SHOULD be dropped; Linux accepts it
-    // (tcp_validate_incoming does not check), and so do we.
-    let mut p = established_ts();
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"no ts".to_vec(), ..send_templ() });
-    assert_eq!(p.read_all(), b"no ts");
-}
-
-// =====================================================================
-// Configuration switches and more option negotiation
-// =====================================================================
-
-#[test]
-fn window_scaling_and_sack_can_be_switched_off() {
-    let cfg = Config {
-        window_scaling: false,
-        sack: false,
-        recv_buffer: 1 << 20,
-        ..test_config()
-    };
-    let mut p = listen_with(cfg);
-    let opts = TcpOptions {
-        window_scale: Some(7),
-        ..syn_opts()
-    };
-    send!(p, time 0, Seg { options: opts, ..peer_syn() });
-    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
-    send!(p, time 0, Seg { window: 1000, ..peer_ack() });
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000, "no scaling");
-    // Out-of-order data: a plain duplicate ACK, no SACK blocks.
-    send!(p, time 10, Seg { seq: REMOTE_SEQ + 11, ack: Some(LOCAL_SEQ + 1), window: 1000, payload: data(10), ..send_templ() });
-    recv!(p, time 10, recv_templ());
-}
-
-#[test]
-fn active_open_window_scaling() {
-    // RFC 7323 §2.2: the SYN-ACK's own window is unscaled; from then on the
-    // peer's windows are shifted by its scale.
-    let mut p = syn_sent();
-    send!(p, time 10, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), window: 1000, options: TcpOptions { window_scale: Some(2), ..syn_opts() }, ..send_templ() });
-    recv!(p, time 10, recv_templ());
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 1000);
-    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), window: 1000, ..send_templ() });
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 4000);
-}
-
-#[test]
-fn abort_and_close_in_syn_sent_send_nothing() {
-    // RFC 9293 §3.10.4/§3.10.5, SYN-SENT: "delete the TCB", no RST.
-    let mut p = syn_sent();
-    p.ep.abort(p.id()).unwrap();
-    recv_nothing!(p, time 1);
-    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
-    assert_eq!(p.ep.connection_count(), 0);
-    let mut p = syn_sent();
-    p.ep.close(p.id()).unwrap();
-    recv_nothing!(p, time 1);
-    assert_eq!(p.take_events(), [Event::Closed(p.id())]);
-    assert_eq!(p.ep.connection_count(), 0);
-    // A late SYN-ACK finds no connection: RST.
-    send!(p, time 2, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
-    recv!(p, time 2, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
-}
-
-#[test]
-fn fin_rides_with_retransmitted_data() {
-    let mut p = established();
-    p.write(&data(100));
-    p.ep.close(p.id()).unwrap();
-    let last = Seg {
-        flags: FIN | PSH,
-        payload: data(100),
-        ..recv_templ()
-    };
-    recv!(p, time 0, last.clone());
-    recv_nothing!(p, time 199);
-    recv!(p, time 200, last);
-    // The data is acknowledged, the FIN is not: the FIN alone is resent.
-    send!(p, time 250, Seg { ack: Some(LOCAL_SEQ + 101), ..send_templ() });
-    recv_nothing!(p, time 250);
-    assert_eq!(p.state(), State::FinWait1);
-    recv_nothing!(p, time 449);
-    recv!(p, time 450, Seg { seq: LOCAL_SEQ + 101, flags: FIN, ..recv_templ() });
-}
-
-#[test]
-fn fin_waits_behind_data_blocked_by_zero_window() {
-    let mut p = established();
-    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
-    p.write(&data(10));
-    p.ep.close(p.id()).unwrap();
-    recv_nothing!(p, time 0);
-    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
-    send!(p, time 210, Seg { ack: Some(LOCAL_SEQ + 1), ..send_templ() });
-    recv!(p, time 210, Seg { flags: FIN | PSH, payload: data(10), ..recv_templ() });
-    send!(p, time 220, Seg { ack: Some(LOCAL_SEQ + 12), ..send_templ() });
-    assert_eq!(p.state(), State::FinWait2);
-}
-
-#[test]
-fn rto_during_fast_recovery_leaves_it() {
-    // RFC 6582 §3.2 step 6 / RFC 5681 §3.1: on an RTO, recovery ends,
-    // cwnd falls to one segment and SND.UNA's segment is resent.
-    let mut p = established();
-    let _ = ten_segments_in_flight(&mut p);
-    let m = u32::from(MSS);
-    let l = LOCAL_SEQ + 1;
-    let dup = Seg {
-        ack: Some(l + m),
-        ..send_templ()
-    };
-    send!(p, time 10, dup.clone());
-    send!(p, time 11, dup.clone());
-    send!(p, time 11, dup.clone());
-    send!(p, time 11, dup);
-    let fr = p.poll(ms(11)).expect("fast retransmit");
-    assert_eq!(fr.seq, l + m);
-    recv_nothing!(p, time 11);
-    // Nothing more arrives: the RTO (200 ms from the last ACK) fires.
-    recv_nothing!(p, time 209);
-    let rto = p.poll(ms(210)).expect("RTO retransmission");
-    assert_eq!(rto.seq, l + m);
-    recv_nothing!(p, time 210);
-    assert_eq!(p.ep.info(p.id()).unwrap().cwnd, m);
-}
-
-#[test]
-fn dead_half_open_connections_leave_the_syn_queue() {
-    // A half-open connection that dies (reset by the peer, or out of SYN-ACK
-    // retransmissions) must free its SYN-queue slot; otherwise a SYN flood
-    // would leave the listener in cookie mode (or, without cookies, deaf)
-    // for good.
-    let cfg = Config {
-        syn_backlog: 1,
-        syn_cookies: false,
-        ..test_config()
-    };
-    let mut p = syn_received_with(cfg);
-    send!(p, time 10, Seg { flags: RST, ..send_templ() });
-    assert_eq!(p.ep.connection_count(), 0);
-    // A second client is served normally.
-    p.forget_iss();
-    send!(p, time 20, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
-    recv!(p, time 20, Seg { dst_port: REMOTE_PORT + 1, ..our_synack() });
-    // It times out (5 SYN-ACK retransmissions, then 32 s more).
-    let mut t = 20;
-    for i in 0..5 {
-        t += 1000 << i;
-        let s = p.poll(ms(t)).expect("SYN-ACK retransmission");
-        assert_eq!(s.dst_port, REMOTE_PORT + 1);
-    }
-    t += 1000 << 5;
-    recv_nothing!(p, time t);
-    assert_eq!(p.ep.connection_count(), 0);
-    // And a third is still served.
-    p.forget_iss();
-    send!(p, time t + 1, Seg { src_port: REMOTE_PORT + 2, ..peer_syn() });
-    recv!(p, time t + 1, Seg { dst_port: REMOTE_PORT + 2, ..our_synack() });
-}
-
-// =====================================================================
-// Endpoint limits and the accept queue
-// =====================================================================
-
-#[test]
-fn data_before_accept_is_kept_and_reported() {
-    let mut p = syn_received();
-    send!(p, time 1, peer_ack());
-    send!(p, time 2, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"early bird".to_vec(), ..send_templ() });
-    send!(p, time 3, Seg { seq: REMOTE_SEQ + 11, flags: FIN, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
-    recv!(p, time 3, Seg { ack: Some(REMOTE_SEQ + 12), window: RCV_BUF as u16 - 11, ..recv_templ() });
-    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
-    let id = p.ep.accept(LOCAL_PORT).unwrap();
-    p.conn = Some(id);
-    assert_eq!(
-        p.take_events(),
-        [Event::Readable(id), Event::PeerClosed(id)]
-    );
-    assert_eq!(p.state(), State::CloseWait);
-    assert_eq!(p.read_all(), b"early bird");
-}
-
-#[test]
-fn reset_before_accept_leaves_the_queue() {
-    let mut p = syn_received();
-    send!(p, time 1, peer_ack());
-    send!(p, time 2, Seg { flags: RST, ..send_templ() });
-    assert_eq!(p.ep.connection_count(), 0);
-    assert_eq!(p.ep.accept(LOCAL_PORT), None);
-}
-
-#[test]
-fn connection_table_full() {
-    // Config::max_connections bounds the table: with cookies a SYN still
-    // gets an answer (but its ACK cannot be admitted and is reset); without,
-    // the SYN is dropped and counted.
-    for cookies in [true, false] {
-        let cfg = Config {
-            max_connections: 1,
-            syn_cookies: cookies,
-            ..test_config()
-        };
-        let mut p = established_with(cfg);
-        p.forget_iss();
-        send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
-        if cookies {
-            let synack = p.poll(ms(1)).expect("cookie SYN-ACK");
-            assert_eq!(synack.flags, SYN);
-            assert_eq!(p.ep.stats().syn_cookies_sent, 1);
-        } else {
-            recv_nothing!(p, time 1);
-            assert_eq!(p.ep.stats().drops.table_full, 1);
-        }
-        assert_eq!(p.ep.connection_count(), 1);
-        assert_eq!(
-            p.ep.connect(ms(2), LOCAL_ADDR.into(), "10.0.0.9:80".parse().unwrap()),
-            Err(tcp::Error::TableFull)
-        );
-    }
-}
-
-#[test]
-fn connect_checks_addresses() {
-    let mut p = Peer::new(test_config());
-    assert_eq!(
-        p.ep.connect(ms(0), LOCAL_ADDR.into(), "[fd00::1]:80".parse().unwrap()),
-        Err(tcp::Error::BadAddress)
-    );
-    assert_eq!(
-        p.ep.connect(ms(0), "10.9.9.9".parse().unwrap(), p.remote()),
-        Err(tcp::Error::BadAddress)
-    );
-    recv_nothing!(p, time 0);
-}
-
-#[test]
-fn control_queue_is_bounded() {
-    // Config::max_control_queue bounds stateless replies (RSTs, echo
-    // replies, cookie SYN-ACKs) waiting for poll_transmit.
-    let cfg = Config {
-        max_control_queue: 2,
-        ..test_config()
-    };
-    let mut p = Peer::new(cfg);
-    for i in 0..5u16 {
-        let req = echo_request(&p, 1, i, b"x");
-        p.send_raw(ms(0), &req);
-    }
-    assert!(p.poll_raw(ms(0)).is_some());
-    assert!(p.poll_raw(ms(0)).is_some());
-    assert!(p.poll_raw(ms(0)).is_none());
-    assert_eq!(p.ep.stats().drops.control_queue_full, 3);
-}
-
-#[test]
-fn keepalive_config_is_validated() {
-    // A zero interval would re-arm the timer at the same instant over and
-    // over inside one handle_timeout call; a zero count would drop a
-    // connection without probing. Both are refused (Linux requires
-    // TCP_KEEPINTVL, TCP_KEEPIDLE and TCP_KEEPCNT >= 1).
-    for k in [
-        Keepalive {
-            interval: Duration::ZERO,
-            ..Keepalive::default()
-        },
-        Keepalive {
-            idle: Duration::ZERO,
-            ..Keepalive::default()
-        },
-        Keepalive {
-            count: 0,
-            ..Keepalive::default()
-        },
-    ] {
-        let cfg = Config {
-            keepalive: Some(k),
-            ..test_config()
-        };
-        assert!(tcp::Endpoint::new(cfg).is_err(), "{k:?} accepted");
-    }
-    // Likewise a zero initial RTO (it backs off to zero).
-    let cfg = Config {
-        initial_rto: Duration::ZERO,
-        ..test_config()
-    };
-    assert!(tcp::Endpoint::new(cfg).is_err());
-}
-
-#[test]
-fn time_wait_reused_by_syn_with_newer_timestamp() {
-    // RFC 6191 (and Linux): with timestamps, a SYN whose TSval is newer
-    // than TS.Recent may reopen a TIME-WAIT 4-tuple even with a lower ISN;
-    // with an older TSval it may not.
-    let ts = |v, e| TcpOptions {
-        timestamps: Some((v, e)),
-        ..Default::default()
-    };
-    let mut p = established_ts();
-    p.ep.close(p.id()).unwrap();
-    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
-    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
-    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(11, 1005), ..recv_templ() });
-    assert_eq!(p.count(State::TimeWait), 1);
-    let old_isn = REMOTE_SEQ - 50_000;
-    let syn = |tsval| Seg {
-        seq: old_isn,
-        options: TcpOptions {
-            timestamps: Some((tsval, 0)),
-            ..syn_opts()
-        },
-        ..peer_syn()
-    };
-    // Older TSval and lower ISN: an old duplicate, answered with an ACK.
-    send!(p, time 100, syn(1000));
-    let ack = p.poll(ms(100)).expect("ACK");
-    assert_eq!(ack.flags, NONE);
-    assert_eq!(p.count(State::TimeWait), 1);
-    // Newer TSval: a new connection.
-    p.forget_iss();
-    send!(p, time 200, syn(2000));
-    let synack = p.poll(ms(200)).expect("SYN-ACK");
-    assert_eq!(synack.flags, SYN);
-    assert_eq!(synack.ack, Some(old_isn + 1));
-    assert_eq!(p.count(State::TimeWait), 0);
-    assert_eq!(p.count(State::SynReceived), 1);
-}
-
-#[test]
-fn time_wait_reuse_before_the_application_saw_closed() {
-    // The new connection must not be confused with the old one whose
-    // `Closed` event the application has not read yet.
-    let mut p = fin_wait_2();
-    let old = p.id();
-    let fin = p.build(&Seg {
-        flags: FIN,
-        ack: Some(LOCAL_SEQ + 2),
-        ..send_templ()
-    });
-    p.ep.handle(ms(1), &fin); // no event drained
-    let mut buf = vec![0u8; 2000];
-    assert!(p.ep.poll_transmit(ms(1), &mut buf).is_some(), "ACK of FIN");
-    assert_eq!(p.count(State::TimeWait), 1);
-    p.forget_iss();
-    let new_isn = REMOTE_SEQ + 1_000_000;
-    let syn = p.build(&Seg {
-        seq: new_isn,
-        ..peer_syn()
-    });
-    p.ep.handle(ms(2), &syn);
-    let synack = p.poll(ms(2)).expect("SYN-ACK for the new connection");
-    assert_eq!(synack.ack, Some(new_isn + 1));
-    // The application now reads its events: the old connection is closed...
-    let ev = p.take_events();
-    assert!(ev.contains(&Event::Closed(old)), "{ev:?}");
-    assert_eq!(p.ep.state(old), Err(tcp::Error::InvalidHandle));
-    // ...and the new one completes and works.
-    send!(p, time 3, Seg { seq: new_isn + 1, ..peer_ack() });
-    assert_eq!(p.take_events(), [Event::Incoming { port: LOCAL_PORT }]);
-    let new = p.ep.accept(LOCAL_PORT).unwrap();
-    assert_ne!(new, old);
-    p.conn = Some(new);
-    send!(p, time 4, Seg { seq: new_isn + 1, ack: Some(LOCAL_SEQ + 1), payload: b"again".to_vec(), ..send_templ() });
-    assert_eq!(p.read_all(), b"again");
-    recv!(p, time 44, Seg { ack: Some(new_isn + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
-    // The old TIME-WAIT timer firing later disturbs nothing.
-    recv_nothing!(p, time 61_000);
-    assert_eq!(p.state(), State::Established);
-    assert_eq!(p.ep.connection_count(), 1);
-}
-
-#[test]
-fn syn_cookie_connections_get_keepalive_too() {
-    let cfg = Config {
-        syn_backlog: 0,
-        ..ka_config()
-    };
-    let mut p = listen_with(cfg);
-    send!(p, time 0, peer_syn());
-    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
-    send!(p, time 0, peer_ack());
-    p.conn = p.ep.accept(LOCAL_PORT);
-    assert_eq!(p.state(), State::Established);
-    recv_nothing!(p, time 9_999);
-    recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
-}
-
-#[test]
-fn multicast_and_broadcast_destinations_are_never_answered() {
-    // RFC 1122 §4.2.3.10: "A SYN segment ... addressed to a broadcast or
-    // multicast address MUST be silently discarded"; nothing may be sent
-    // from such an address either (RFC 1122 §3.2.1.3), so echo requests to
-    // them are ignored too (Linux: icmp_echo_ignore_broadcasts). In
-    // transparent mode (no `addrs`) this is the only guard.
-    let cfg = Config {
-        addrs: Vec::new(),
-        ..test_config()
-    };
-    for dst in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
-        let dst: std::net::IpAddr = dst.parse().unwrap();
-        let mut p = if dst.is_ipv4() {
-            Peer::new(cfg.clone())
-        } else {
-            Peer::new_v6(cfg.clone())
-        };
-        p.ep.listen(LOCAL_PORT, 8).unwrap();
-        p.local_ip = dst;
-        let syn = p.build(&peer_syn());
-        p.send_raw(ms(0), &syn);
-        let to_closed = p.build(&Seg {
-            dst_port: 81,
-            ..peer_syn()
-        });
-        p.send_raw(ms(0), &to_closed);
-        let ping = echo_request(&p, 1, 1, b"x");
-        p.send_raw(ms(0), &ping);
-        assert!(p.poll_raw(ms(0)).is_none(), "answered a packet to {dst}");
-        assert_eq!(p.ep.connection_count(), 0);
-    }
-}
-
-#[test]
-fn rto_backoff_is_capped_at_max_rto() {
-    // RFC 6298 §2.5: a maximum may be placed on RTO (at least 60 s); ours is
-    // Config::max_rto, 120 s as Linux.
-    let cfg = Config {
-        user_timeout: Duration::from_secs(3600),
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
-    p.write(b"x");
-    let x = Seg {
-        flags: PSH,
-        payload: b"x".to_vec(),
-        ..recv_templ()
-    };
-    recv!(p, time 0, x.clone());
-    let mut t = 0u64;
-    for i in 0..12 {
-        let gap = (200u64 << i).min(120_000);
-        t += gap;
-        recv_nothing!(p, time t - 1);
-        recv!(p, time t, x.clone());
-    }
-    // 200 ms doubled ten times is 204.8 s: the last two gaps were 120 s.
-    assert_eq!(t, 200 * 1023 + 2 * 120_000);
-}
-
-#[test]
-fn stale_window_update_is_ignored() {
-    // RFC 9293 §3.10.7.4 fifth: the window is taken from a segment only if
-    // SND.WL1 < SEG.SEQ, or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK — a
-    // reordered older ACK must not reopen (or shrink) the window.
-    let mut p = established();
-    p.write(&data(100));
-    recv!(p, time 0, Seg { flags: PSH, payload: data(100), ..recv_templ() });
-    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 101), window: 5000, ..send_templ() });
-    send!(p, time 11, Seg { ack: Some(LOCAL_SEQ + 51), window: 60000, ..send_templ() });
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 5000);
-    // A newer segment (higher SEG.SEQ) updates it.
-    send!(p, time 12, Seg { seq: REMOTE_SEQ + 1, ack: Some(LOCAL_SEQ + 101), window: 7000, payload: b"z".to_vec(), ..send_templ() });
-    assert_eq!(p.ep.info(p.id()).unwrap().snd_wnd, 7000);
-}
-
 /// The peer's SYN with `opts` as raw option bytes (padded to 4).
 fn syn_with_raw_options(p: &mut Peer, opts: &[u8]) -> Vec<u8> {
     let base = p.build(&Seg {
@@ -3305,164 +3432,4 @@ fn malformed_syn_option_ends_the_walk() {
     send!(p, time 1, peer_ack());
     p.conn = p.ep.accept(LOCAL_PORT);
     assert_eq!(p.ep.info(p.id()).unwrap().mss, 1000);
-}
-
-#[test]
-fn paws_ts_recent_expires_after_24_days() {
-    // RFC 7323 §5.5: after more than 24 days idle, TS.Recent is invalid and
-    // a segment with an older TSval (the peer's clock may have wrapped) is
-    // accepted.
-    let mut p = established_ts();
-    let ts = |v, e| TcpOptions {
-        timestamps: Some((v, e)),
-        ..Default::default()
-    };
-    let day = 86_400_000u64;
-    send!(p, time 25 * day, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(10, 5), payload: b"late".to_vec(), ..send_templ() });
-    assert_eq!(p.read_all(), b"late");
-    assert_eq!(p.ep.stats().drops.paws, 0);
-    // TS.Recent is now 10: the ACK echoes it.
-    let ack = p.poll(ms(25 * day + 40)).expect("delayed ACK");
-    assert_eq!(ack.options.timestamps.map(|t| t.1), Some(10));
-}
-
-#[test]
-fn abort_per_state() {
-    // RFC 9293 §3.10.5 ABORT: a RST <SEQ=SND.NXT> in ESTABLISHED, FIN-WAIT-1,
-    // FIN-WAIT-2 and CLOSE-WAIT; in CLOSING and LAST-ACK just delete the TCB.
-    type Fixture = fn() -> Peer;
-    let cases: [(&str, Fixture, Option<(SeqNum, SeqNum)>); 5] = [
-        (
-            "FIN-WAIT-1",
-            fin_wait_1,
-            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
-        ),
-        (
-            "FIN-WAIT-2",
-            fin_wait_2,
-            Some((LOCAL_SEQ + 2, REMOTE_SEQ + 1)),
-        ),
-        (
-            "CLOSE-WAIT",
-            close_wait,
-            Some((LOCAL_SEQ + 1, REMOTE_SEQ + 2)),
-        ),
-        ("CLOSING", closing, None),
-        ("LAST-ACK", last_ack, None),
-    ];
-    for (name, fixture, rst) in cases {
-        let mut p = fixture();
-        p.take_events();
-        p.ep.abort(p.id()).unwrap();
-        match rst {
-            Some((seq, ack)) => {
-                let s = p.poll(ms(5)).unwrap_or_else(|| panic!("{name}: no RST"));
-                assert_eq!((s.flags, s.seq, s.ack), (RST, seq, Some(ack)), "{name}");
-            }
-            None => assert!(p.poll(ms(5)).is_none(), "{name}: RST sent"),
-        }
-        assert_eq!(p.ep.connection_count(), 0, "{name}");
-        assert_eq!(p.take_events(), [Event::Closed(p.id())], "{name}");
-    }
-}
-
-#[test]
-fn keepalive_stands_aside_while_data_is_outstanding() {
-    // Linux (tcp_keepalive_timer) sends no keep-alive probes while data is
-    // in flight or queued: retransmissions and the user timeout are in
-    // charge then. A short outage during a transfer must not let keep-alive
-    // (idle 10 s + 3 x 1 s here) kill the connection.
-    let mut p = established_with(ka_config());
-    p.tick(ms(9_000));
-    p.write(b"data");
-    let d = Seg {
-        flags: PSH,
-        payload: b"data".to_vec(),
-        ..recv_templ()
-    };
-    recv!(p, time 9_000, d.clone());
-    for t in [9_200, 9_600, 10_400, 12_000, 15_200] {
-        recv_nothing!(p, time t - 1);
-        recv!(p, time t, d.clone());
-    }
-    assert_eq!(p.state(), State::Established);
-    send!(p, time 15_300, Seg { ack: Some(LOCAL_SEQ + 5), ..send_templ() });
-    // Idle again: keep-alive resumes 10 s after the last segment received.
-    recv_nothing!(p, time 25_299);
-    recv!(p, time 25_300, Seg { seq: LOCAL_SEQ + 4, ..recv_templ() });
-}
-
-#[test]
-fn data_segments_with_sack_blocks_fit_the_mtu() {
-    // While we hold out-of-order data, every ACK-bearing segment carries
-    // SACK blocks; a data segment then has less room for payload (Linux's
-    // tcp_current_mss counts them). Found by the endpoint fuzz target
-    // (fuzz/regressions/endpoint/mtu-exceeded-by-sack-blocks).
-    let mut p = established();
-    let r = REMOTE_SEQ + 1;
-    send!(p, time 10, Seg { seq: r + 100, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
-    let blocks = TcpOptions {
-        sack: sack(&[(r + 100, r + 110)]),
-        ..Default::default()
-    };
-    recv!(p, time 10, Seg { options: blocks, ..recv_templ() });
-    p.write(&data(3000));
-    // 1460 less the 12-byte option (NOP, NOP, kind, length, one block).
-    let m = 1448usize;
-    recv!(p, time 11, Seg { options: blocks, payload: data(m), ..recv_templ() });
-    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + m as u32, options: blocks, payload: data(2 * m)[m..].to_vec(), ..recv_templ() });
-    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 1 + 2 * m as u32, flags: PSH, options: blocks, payload: data(3000)[2 * m..].to_vec(), ..recv_templ() });
-    // Once the hole is filled the full MSS is back.
-    send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 3001), payload: data(100), ..send_templ() });
-    p.read_all();
-    p.write(&data(1460));
-    let s = p.poll(ms(21)).expect("full segment");
-    assert_eq!(s.payload.len(), 1460);
-    assert!(s.options.sack.is_empty());
-}
-
-#[test]
-fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
-    // Timestamps (12 bytes) plus three SACK blocks (28 bytes): 40 bytes of
-    // options, the most there is; the payload shrinks to fit 1500 bytes.
-    let mut p = established_ts();
-    let ts = |v| TcpOptions {
-        timestamps: Some((v, 5)),
-        ..Default::default()
-    };
-    let r = REMOTE_SEQ + 1;
-    for (i, off) in [100u32, 300, 500].into_iter().enumerate() {
-        send!(p, time 10 + i as u64, Seg { seq: r + off, ack: Some(LOCAL_SEQ + 1), options: ts(1002), payload: data(10), ..send_templ() });
-        assert!(p.poll(ms(10 + i as u64)).is_some());
-    }
-    p.write(&data(5000));
-    while let Some(pkt) = p.poll_raw(ms(20)) {
-        assert!(pkt.len() <= 1500, "{} bytes on a 1500-byte MTU", pkt.len());
-    }
-}
-
-#[test]
-fn ipv6_closed_port_rst_and_mtu() {
-    let mut p = Peer::new_v6(test_config());
-    send!(p, time 0, peer_syn());
-    recv!(p, time 0, Seg { seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
-    // A v6 connection with SACK blocks in play stays within 1500 bytes.
-    p.ep.listen(LOCAL_PORT, 8).unwrap();
-    let opts = TcpOptions {
-        mss: Some(1440),
-        ..syn_opts()
-    };
-    send!(p, time 1, Seg { options: opts, ..peer_syn() });
-    recv!(p, time 1, Seg { options: opts, ..our_synack() });
-    send!(p, time 1, peer_ack());
-    p.conn = p.ep.accept(LOCAL_PORT);
-    send!(p, time 2, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
-    assert!(p.poll(ms(2)).is_some());
-    p.write(&data(4000));
-    let mut n = 0;
-    while let Some(pkt) = p.poll_raw(ms(3)) {
-        assert!(pkt.len() <= 1500, "{} bytes", pkt.len());
-        n += 1;
-    }
-    assert_eq!(n, 3);
 }
