@@ -125,6 +125,8 @@ else
     XFER=2G RTT_COUNT=100000 HTTP_SECS=5 HTTP_THREADS=16
 fi
 CPS_CONNS=8
+# A transfer slower than this is cut short and reported as failed.
+if [ "$QUICK" = 1 ]; then MAX_XFER_SECS=30; else MAX_XFER_SECS=60; fi
 NCPU=$(getconf _NPROCESSORS_ONLN)
 CLK_TCK=$(getconf CLK_TCK)
 ALL_CPUS="0-$((NCPU - 1))"
@@ -295,10 +297,10 @@ measure() {
     t0=$(cpu_ticks "$pid")
     case "$fig" in
         upload)
-            client "$sut" "$log" "$TCPLOAD" upload --addr "$ip:9" --bytes "$XFER" &&
+            client "$sut" "$log" "$TCPLOAD" upload --addr "$ip:9" --bytes "$XFER" --max-secs "$MAX_XFER_SECS" &&
                 value=$(result "$log" mbps) ;;
         download)
-            client "$sut" "$log" "$TCPLOAD" download --addr "$ip:80" --bytes "$XFER" &&
+            client "$sut" "$log" "$TCPLOAD" download --addr "$ip:80" --bytes "$XFER" --max-secs "$MAX_XFER_SECS" &&
                 value=$(result "$log" mbps) ;;
         rtt)
             pin_server "$sut" 0

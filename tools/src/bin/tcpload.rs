@@ -41,6 +41,11 @@ struct Cli {
     #[arg(long, global = true, value_name = "S", default_value_t = 10.0)]
     io_timeout: f64,
 
+    /// Give up an upload or download that takes longer than S seconds
+    /// (a peer that trickles data never trips --io-timeout)
+    #[arg(long, global = true, value_name = "S", default_value_t = 600.0)]
+    max_secs: f64,
+
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -172,10 +177,13 @@ fn clients(what: &str, n: usize) -> Result<usize, String> {
 fn run(cli: Cli) -> Result<(), String> {
     raise_nofile().map_err(|e| format!("cannot raise RLIMIT_NOFILE: {e}"))?;
     let io = secs("--io-timeout", cli.io_timeout)?;
+    let max = secs("--max-secs", cli.max_secs)?;
     match cli.cmd {
-        Cmd::Upload { addr, bytes, conns } => upload(addr, bytes, clients("--conns", conns)?, io),
+        Cmd::Upload { addr, bytes, conns } => {
+            upload(addr, bytes, clients("--conns", conns)?, io, max)
+        }
         Cmd::Download { addr, bytes, conns } => {
-            download(addr, bytes, clients("--conns", conns)?, io)
+            download(addr, bytes, clients("--conns", conns)?, io, max)
         }
         Cmd::Rtt {
             addr,
@@ -275,7 +283,13 @@ fn mbps(bytes: u64, elapsed: Duration) -> f64 {
 
 // ---------------------------------------------------------------- upload
 
-fn upload(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<(), String> {
+fn upload(
+    addr: SocketAddr,
+    bytes: u64,
+    conns: usize,
+    io: Duration,
+    max: Duration,
+) -> Result<(), String> {
     let streams = (0..conns)
         .map(|_| ctx(connect(addr, io), || format!("connect to {addr}")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -288,7 +302,7 @@ fn upload(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<()
                 let barrier = &barrier;
                 sc.spawn(move || {
                     barrier.wait();
-                    upload_one(s, n)
+                    upload_one(s, n, Instant::now() + max)
                 })
             })
             .collect();
@@ -320,10 +334,15 @@ fn upload(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<()
 
 /// Sends `n` pattern bytes, half-closes, and waits for the server's FIN,
 /// so that the time covers every byte being taken in by the service.
-fn upload_one(mut s: TcpStream, n: u64) -> Result<(), String> {
+fn upload_one(mut s: TcpStream, n: u64, deadline: Instant) -> Result<(), String> {
     let pattern = Pattern::new(IO_BUF);
     let mut sent = 0u64;
     while sent < n {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "upload: --max-secs reached after {sent} of {n} bytes"
+            ));
+        }
         let len = (n - sent).min(IO_BUF as u64) as usize;
         let chunk = pattern.slice(sent, len);
         ctx(s.write_all(chunk), || {
@@ -493,7 +512,13 @@ impl RecvBuf {
 
 // ---------------------------------------------------------------- download
 
-fn download(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<(), String> {
+fn download(
+    addr: SocketAddr,
+    bytes: u64,
+    conns: usize,
+    io: Duration,
+    max: Duration,
+) -> Result<(), String> {
     let streams = (0..conns)
         .map(|_| ctx(connect(addr, io), || format!("connect to {addr}")))
         .collect::<Result<Vec<_>, _>>()?;
@@ -506,7 +531,7 @@ fn download(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<
                 let barrier = &barrier;
                 sc.spawn(move || {
                     barrier.wait();
-                    download_one(s, addr, n)
+                    download_one(s, addr, n, Instant::now() + max)
                 })
             })
             .collect();
@@ -536,7 +561,12 @@ fn download(addr: SocketAddr, bytes: u64, conns: usize, io: Duration) -> Result<
     Ok(())
 }
 
-fn download_one(mut s: TcpStream, addr: SocketAddr, n: u64) -> Result<(), String> {
+fn download_one(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    deadline: Instant,
+) -> Result<(), String> {
     let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     ctx(s.write_all(req.as_bytes()), || "sending the request".into())?;
     let mut rb = RecvBuf::new();
@@ -552,6 +582,12 @@ fn download_one(mut s: TcpStream, addr: SocketAddr, n: u64) -> Result<(), String
     }
     let mut checker = Checker::new(IO_BUF);
     rb.read_body(&mut s, n, |chunk| {
+        if Instant::now() > deadline {
+            return Err(format!(
+                "GET /bytes/{n}: --max-secs reached after {} bytes",
+                checker.offset()
+            ));
+        }
         checker
             .check(chunk)
             .map_err(|m| format!("GET /bytes/{n}: {m}"))
