@@ -239,6 +239,16 @@ fn curl_bytes_100mb_sha256() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("download 100 MB: {d:?} ({:.0} MB/s)", mbps(n, d));
+    // By default the device uses segmentation offload: 64 KiB segments went out.
+    let out = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
+    let stats = String::from_utf8_lossy(&out.stdout);
+    let gso: u64 = stats
+        .split("\"dev_tx_gso\":")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no dev_tx_gso in /stats: {stats}"));
+    assert!(gso > 100, "only {gso} TSO segments for 100 MB: {stats}");
 }
 
 #[test]
