@@ -3498,3 +3498,30 @@ fn isn_follows_the_4us_clock_on_a_reused_tuple() {
     let second = p.seq_delta.unwrap();
     assert_eq!(second.wrapping_sub(first), 250_000);
 }
+
+#[test]
+fn stats_count_one_whole_connection() {
+    let mut p = established();
+    send!(p, time 1, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"hi".to_vec(), ..send_templ() });
+    assert_eq!(p.read_all(), b"hi");
+    p.write(b"yo");
+    recv!(p, time 2, Seg { ack: Some(REMOTE_SEQ + 3), window: RCV_BUF as u16 - 2, flags: PSH, payload: b"yo".to_vec(), ..recv_templ() });
+    send!(p, time 3, Seg { seq: REMOTE_SEQ + 3, flags: FIN, ack: Some(LOCAL_SEQ + 3), ..send_templ() });
+    let ack = p.poll(ms(3)).expect("ACK of FIN");
+    assert_eq!(ack.ack, Some(REMOTE_SEQ + 4));
+    p.ep.close(p.id()).unwrap();
+    assert!(p.poll(ms(4)).expect("FIN").flags.fin());
+    send!(p, time 5, Seg { seq: REMOTE_SEQ + 4, ack: Some(LOCAL_SEQ + 4), ..send_templ() });
+    assert_eq!(p.ep.connection_count(), 0);
+    let s = *p.ep.stats();
+    // In: SYN, ACK, "hi", FIN, ACK. Out: SYN-ACK, "yo", ACK, FIN.
+    assert_eq!((s.packets_in, s.segments_in), (5, 5));
+    assert_eq!((s.packets_out, s.segments_out), (4, 4));
+    assert_eq!((s.passive_opens, s.active_opens, s.closed), (1, 0, 1));
+    assert_eq!(
+        (s.retransmits, s.rst_in, s.rst_out, s.timeouts),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(s.drops.total(), 0);
+    assert_eq!(p.count(State::Listen), 1);
+}
