@@ -10,9 +10,9 @@ use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo, parse_ip, parse_tcp_with,
-    tcp_payload_offset, DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment,
-    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo, parse_ip,
+    parse_tcp_with, tcp_payload_offset, DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr,
+    TcpSegment, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
 };
 use core::fmt;
 use siphasher::sip::SipHasher13;
@@ -583,6 +583,19 @@ impl Endpoint {
         }
         match emit_icmp_echo_reply(&mut buf, ip.dst, ip.src, &echo) {
             Some(len) => {
+                // The wire function writes TTL 64; Config::ttl governs every
+                // packet we emit. IPv6: the hop limit is outside every
+                // checksum. IPv4: redo the header checksum (RFC 791 §3.1).
+                match ip.dst {
+                    IpAddr::V4(_) => {
+                        buf[8] = self.config.ttl;
+                        buf[10] = 0;
+                        buf[11] = 0;
+                        let c = checksum_fold(checksum_sum(0, &buf[..20]));
+                        buf[10..12].copy_from_slice(&c.to_be_bytes());
+                    }
+                    IpAddr::V6(_) => buf[7] = self.config.ttl,
+                }
                 self.stats.icmp_echo += 1;
                 self.push_control(Control::Echo { buf, len });
             }

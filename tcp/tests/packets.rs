@@ -3525,3 +3525,28 @@ fn stats_count_one_whole_connection() {
     assert_eq!(s.drops.total(), 0);
     assert_eq!(p.count(State::Listen), 1);
 }
+
+#[test]
+fn configured_ttl_on_every_packet() {
+    // Config::ttl: "TTL / hop limit of emitted packets" — TCP and echo
+    // replies alike, on both families.
+    for v6 in [false, true] {
+        let cfg = Config {
+            ttl: 17,
+            ..test_config()
+        };
+        let mut p = if v6 {
+            Peer::new_v6(cfg)
+        } else {
+            Peer::new(cfg)
+        };
+        let syn = p.build(&peer_syn());
+        p.send_raw(ms(0), &syn);
+        let rst = p.poll_raw(ms(0)).expect("RST");
+        assert_eq!(parse_ip(&rst).unwrap().ttl, 17, "TCP, v6 {v6}");
+        let ping = echo_request(&p, 1, 1, b"x");
+        p.send_raw(ms(0), &ping);
+        let reply = p.poll_raw(ms(0)).expect("echo reply");
+        assert_eq!(parse_ip(&reply).unwrap().ttl, 17, "ICMP, v6 {v6}");
+    }
+}
