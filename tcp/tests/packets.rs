@@ -2703,6 +2703,21 @@ fn syn_cookie_when_syn_backlog_exceeded() {
 }
 
 #[test]
+fn syn_cookie_ack_may_carry_data() {
+    let cfg = Config {
+        syn_backlog: 0,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    send!(p, time 1, Seg { payload: b"GET / HTTP/1.1".to_vec(), ..peer_ack() });
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.read_all(), b"GET / HTTP/1.1");
+    recv!(p, time 41, Seg { ack: Some(REMOTE_SEQ + 15), window: RCV_BUF as u16 - 14, ..recv_templ() });
+}
+
+#[test]
 fn syn_cookie_bad_cookie_gets_rst() {
     let cfg = Config {
         syn_backlog: 0,
