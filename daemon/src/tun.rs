@@ -538,3 +538,46 @@ impl Drop for TunDevice {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(len: usize, segment_size: u16, partial_checksum: bool) -> tcp::Transmit {
+        tcp::Transmit {
+            len,
+            segment_size,
+            partial_checksum,
+        }
+    }
+
+    #[test]
+    fn vnet_header_for_tso_and_checksum_offload() {
+        // IPv4 (IHL 5) + TCP with a 32-byte header (data offset 8).
+        let mut v4 = vec![0u8; 20 + 32 + 3000];
+        v4[0] = 0x45;
+        v4[20 + 12] = 8 << 4;
+        let h = vnet_header(&v4, &t(v4.len(), 1448, true));
+        assert_eq!(h[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
+        assert_eq!(h[1], VIRTIO_NET_HDR_GSO_TCPV4);
+        assert_eq!(u16::from_ne_bytes([h[2], h[3]]), 52, "hdr_len");
+        assert_eq!(u16::from_ne_bytes([h[4], h[5]]), 1448, "gso_size");
+        assert_eq!(u16::from_ne_bytes([h[6], h[7]]), 20, "csum_start");
+        assert_eq!(u16::from_ne_bytes([h[8], h[9]]), 16, "csum_offset");
+        // IPv6: fixed 40-byte header.
+        let mut v6 = vec![0u8; 40 + 20 + 100];
+        v6[0] = 0x60;
+        v6[40 + 12] = 5 << 4;
+        let h = vnet_header(&v6, &t(v6.len(), 0, true));
+        assert_eq!(h[1], VIRTIO_NET_HDR_GSO_NONE);
+        assert_eq!(u16::from_ne_bytes([h[6], h[7]]), 40);
+        // A fully checksummed packet (ICMP, or offload off) needs nothing.
+        assert_eq!(
+            vnet_header(&v4, &t(v4.len(), 0, false)),
+            [0u8; VNET_HDR_LEN]
+        );
+        // Garbage does not panic.
+        assert_eq!(vnet_header(&[], &t(0, 1000, true)), [0u8; VNET_HDR_LEN]);
+    }
+}
