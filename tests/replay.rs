@@ -285,3 +285,42 @@ fn a_capture_recorded_with_worker_threads_is_refused() {
     assert!(e.contains("--workers 2"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn play_reports_a_client_segment_missing_from_the_capture() {
+    let dir = scratch("play-hole");
+    let src = captures_dir().join("foreign_echo.pcap");
+    let (records, _) = pcapio::read(&src).unwrap();
+    // Drop the third client data segment to port 7007 (the middle of the
+    // second connection):
+    // tcpd never gets those bytes, so its acknowledgments stay short.
+    let mut seen = 0;
+    let keep: Vec<pcapio::Record> = records
+        .into_iter()
+        .filter(|r| match replay::packet::decode(&r.data) {
+            replay::packet::Pkt::Tcp(s) if s.dst.port() == 7007 && !s.payload.is_empty() => {
+                seen += 1;
+                seen != 3
+            }
+            _ => true,
+        })
+        .collect();
+    assert!(
+        seen >= 2,
+        "the capture has fewer data segments than expected"
+    );
+    let path = dir.join("hole.pcap");
+    pcapio::write(&path, &keep).unwrap();
+    let r = replay::play::play(&path, None).unwrap();
+    print!("{}", r.text());
+    assert!(!r.ok(), "a capture with a hole must not play cleanly");
+    assert!(
+        r.conns.iter().any(|c| c
+            .problems
+            .iter()
+            .any(|p| p.contains("short of what the client sent"))),
+        "{}",
+        r.text()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -301,6 +301,9 @@ sel foreign_echo6 && foreign foreign_echo6 \
 sel foreign_nc && foreign foreign_nc \
     "exec $C echo-server 127.0.0.1 7 $WORK/ready 1" \
     "printf 'one line\\ntwo lines\\n' | nc -N 127.0.0.1 7 >/dev/null"
+sel foreign_rst && foreign foreign_rst \
+    "exec $C echo-server 127.0.0.1 7 $WORK/ready 1" \
+    "$C rst 127.0.0.1"
 
 ls -l "$OUT"/*.pcap
 echo "record-fixtures: done; now run: cargo test --test replay"

@@ -483,6 +483,18 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
     for (ci, c) in playable.iter().enumerate() {
         let l = &mut live[ci];
         let expected = client_stream(c);
+        let sent_len = l
+            .client_max
+            .wrapping_sub(c.client_isn.wrapping_add(1))
+            .wrapping_sub(u32::from(l.client_fin_sent)) as usize;
+        if !l.client_rst_sent && sent_len > expected.len() {
+            l.problems.push(format!(
+                "the capture misses client bytes from byte {} on (of {}): segments were \
+                 lost before the capture point, the stream cannot be played whole",
+                expected.len(),
+                sent_len
+            ));
+        }
         let got = delivered.get(&c.client).cloned().unwrap_or_default();
         if got != expected {
             let at = got
@@ -514,6 +526,19 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
                     l.client_max.wrapping_sub(final_ack)
                 ));
             }
+        }
+        let state = sim.state_of(c.server, c.client);
+        let gone = matches!(state, None | Some(State::Closed));
+        match end_play {
+            End::ClientRst if !gone => l.problems.push(format!(
+                "tcpd kept the connection ({}) after the client's RST",
+                state.map(|s| s.name()).unwrap_or("-")
+            )),
+            End::Fin if !(gone || state == Some(State::TimeWait)) => l.problems.push(format!(
+                "both sides sent FIN but tcpd's connection is {}",
+                state.map(|s| s.name()).unwrap_or("-")
+            )),
+            _ => {}
         }
         if end_capture != end_play {
             l.problems.push(format!(
@@ -624,7 +649,8 @@ fn resend(c: &CapConn, l: &mut Live, buf: &mut [u8], data: bool) -> Result<usize
         if off < end {
             payload = &stream[off..end];
         }
-        if l.client_fin_sent && off + payload.len() == stream.len() {
+        let end = from.wrapping_add(payload.len() as u32);
+        if l.client_fin_sent && end.wrapping_add(1) == l.client_max {
             flags |= 0x01;
         }
     }
