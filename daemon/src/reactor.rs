@@ -193,6 +193,8 @@ pub struct Reactor<D: Device> {
     offload: bool,
     /// Events went to a worker in the last round: its answer is near.
     awaiting_workers: bool,
+    /// Events that draw an answer were queued for the workers.
+    answer_expected: bool,
     reactor_spin: Duration,
 }
 
@@ -296,6 +298,7 @@ impl<D: Device> Reactor<D> {
             mtu: cfg.mtu,
             offload,
             awaiting_workers: false,
+            answer_expected: false,
             reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
@@ -337,6 +340,7 @@ impl<D: Device> Reactor<D> {
                 }
             }
             self.awaiting_workers = false;
+            self.answer_expected = false;
             let sleeping = timeout.is_none_or(|t| !t.is_zero());
             if sleeping {
                 self.wake.set_sleeping(true);
@@ -537,6 +541,13 @@ impl<D: Device> Reactor<D> {
     }
 
     fn deliver(&mut self, w: usize, ev: ToWorker) {
+        if matches!(
+            ev,
+            ToWorker::Data { .. } | ToWorker::Writable { .. } | ToWorker::PeerClosed { .. }
+        ) {
+            // Handlers usually answer these (consumed bytes, output).
+            self.answer_expected = true;
+        }
         match &mut self.hosts {
             Hosts::Threads(l) => {
                 if let Some(link) = l.get_mut(w) {
@@ -883,7 +894,7 @@ impl<D: Device> Reactor<D> {
                     match link.tx.try_send(batch) {
                         Ok(()) => {
                             self.counters.batches_out += 1;
-                            self.awaiting_workers = true;
+                            self.awaiting_workers |= self.answer_expected;
                             link.backlogged = false;
                         }
                         Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
