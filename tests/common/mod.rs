@@ -29,7 +29,12 @@ pub fn live_ok(test: &str) -> bool {
             "{test}: live tests need root (network namespaces, TUN); CI=true requires them to run"
         );
     }
-    eprintln!("{test}: SKIPPED: live tests need root (ip netns, /dev/net/tun); run them with sudo");
+    // Straight to stderr, past the test harness's capture, so it shows.
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: SKIPPED: live tests need root (ip netns, /dev/net/tun); run them with sudo"
+    );
     false
 }
 
