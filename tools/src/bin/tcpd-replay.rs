@@ -6,6 +6,13 @@
 //! tcpd-replay show FILE      readable trace with connection states
 //! tcpd-replay play FILE      play a foreign capture's client against tcpd
 //! ```
+//!
+//! Exit status: 0 when the capture replays (or plays) cleanly, 1 on a
+//! difference (the first one is printed, decoded), 2 when the capture
+//! cannot be used (no sidecar, truncated, not IP, recorded with worker
+//! threads). `TCPD_REPLAY_DEBUG=1` traces the replay on stderr. The library
+//! side is `tools::replay`; fixtures and what they check are listed in
+//! `captures/README.md`.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
