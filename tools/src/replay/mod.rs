@@ -267,7 +267,7 @@ impl<'a> Checker<'a> {
             return Some(t);
         }
         // Not accepted (yet): what the segments say.
-        let guess = if s.rst() {
+        let guess = if s.rst() || !self.sim.listens_on(local.port()) {
             State::Closed.name()
         } else if s.syn() {
             State::SynReceived.name()

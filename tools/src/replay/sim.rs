@@ -239,6 +239,11 @@ impl Sim {
         self.txbuf.get(..n)
     }
 
+    /// Whether a service listens on `port`.
+    pub fn listens_on(&self, port: u16) -> bool {
+        self.ports.iter().any(|(p, _)| *p == port)
+    }
+
     /// The state of the connection between `local` and `remote`, if the
     /// reactor accepted one (the latest such).
     pub fn state_of(&self, local: SocketAddr, remote: SocketAddr) -> Option<State> {
