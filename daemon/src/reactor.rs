@@ -431,6 +431,7 @@ impl<D: Device> Reactor<D> {
     fn drain_rx(&mut self, now: Instant) {
         let tnow = self.clock.tcp(now);
         let mut n = 0;
+        let mut errors = 0;
         loop {
             match self.dev.recv_offload(now, &mut self.rxbuf) {
                 Ok((len, csum_ok)) => {
@@ -456,10 +457,21 @@ impl<D: Device> Reactor<D> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // One bad read (a short one, say) must not stop the
+                    // drain: edge-triggered readiness would not come back
+                    // for the packets still queued. Persistent errors do.
                     self.counters.rx_errors += 1;
-                    warn!("device read failed: {e}");
-                    self.rx_ready = false;
-                    return;
+                    errors += 1;
+                    if self.counters.rx_errors < 10 || self.counters.rx_errors.is_power_of_two() {
+                        warn!(
+                            "device read failed ({} so far): {e}",
+                            self.counters.rx_errors
+                        );
+                    }
+                    if errors >= 16 {
+                        self.rx_ready = false;
+                        return;
+                    }
                 }
             }
         }

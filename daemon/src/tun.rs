@@ -9,6 +9,7 @@
 use crate::config::Config;
 use crate::device::Device;
 use crate::error::Error;
+use crate::offload;
 use std::ffi::{CStr, CString};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -39,51 +40,6 @@ pub struct TunDevice {
     tx_bytes: u64,
     rx_gso: u64,
     tx_gso: u64,
-}
-
-/// Size of `struct virtio_net_hdr` (linux/virtio_net.h), which TUN puts
-/// before every packet with IFF_VNET_HDR.
-const VNET_HDR_LEN: usize = 10;
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_F_DATA_VALID: u8 = 2;
-const VIRTIO_NET_HDR_GSO_NONE: u8 = 0;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-
-/// The `virtio_net_hdr` for an outgoing packet: TSO segment size and
-/// partial-checksum location (fields in native byte order, as TUN expects
-/// without TUNSETVNETLE/BE).
-fn vnet_header(pkt: &[u8], t: &tcp::Transmit) -> [u8; VNET_HDR_LEN] {
-    let mut h = [0u8; VNET_HDR_LEN];
-    if !t.partial_checksum && t.segment_size == 0 {
-        return h;
-    }
-    let (ip_len, v6) = match pkt.first().map(|b| b >> 4) {
-        Some(4) => (usize::from(pkt[0] & 0x0f) * 4, false),
-        Some(6) => (40, true),
-        _ => return h,
-    };
-    let tcp_len = pkt
-        .get(ip_len + 12)
-        .map(|b| usize::from(b >> 4) * 4)
-        .unwrap_or(20);
-    if t.partial_checksum {
-        h[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM;
-        // csum_start: where the TCP header begins; csum_offset: the
-        // checksum field within it (RFC 9293 §3.1: bytes 16-17).
-        h[6..8].copy_from_slice(&(ip_len as u16).to_ne_bytes());
-        h[8..10].copy_from_slice(&16u16.to_ne_bytes());
-    }
-    if t.segment_size > 0 {
-        h[1] = if v6 {
-            VIRTIO_NET_HDR_GSO_TCPV6
-        } else {
-            VIRTIO_NET_HDR_GSO_TCPV4
-        };
-        h[2..4].copy_from_slice(&((ip_len + tcp_len) as u16).to_ne_bytes());
-        h[4..6].copy_from_slice(&t.segment_size.to_ne_bytes());
-    }
-    h
 }
 
 fn io_msg(e: &io::Error) -> String {
@@ -436,71 +392,28 @@ impl Device for TunDevice {
         if !self.vnet {
             return self.recv(now, buf).map(|n| (n, false));
         }
-        let mut hdr = [0u8; VNET_HDR_LEN];
-        loop {
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_mut_ptr().cast(),
-                    iov_len: hdr.len(),
-                },
-                libc::iovec {
-                    iov_base: buf.as_mut_ptr().cast(),
-                    iov_len: buf.len(),
-                },
-            ];
-            // SAFETY: both iovecs point to live, exclusively borrowed buffers of the given lengths.
-            let n = unsafe { libc::readv(self.fd, iov.as_ptr(), 2) };
-            if n >= 0 {
-                let n = (n as usize).saturating_sub(VNET_HDR_LEN);
-                self.rx_packets += 1;
-                self.rx_bytes += n as u64;
-                if hdr[1] != VIRTIO_NET_HDR_GSO_NONE {
-                    self.rx_gso += 1;
-                }
-                // The local kernel built the packet: a partial checksum
-                // (NEEDS_CSUM) or one it verified (DATA_VALID) needs no check.
-                let csum_ok =
-                    hdr[0] & (VIRTIO_NET_HDR_F_NEEDS_CSUM | VIRTIO_NET_HDR_F_DATA_VALID) != 0;
-                return Ok((n, csum_ok));
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        let (n, hdr) = offload::read_with_hdr(self.fd, buf)?;
+        self.rx_packets += 1;
+        self.rx_bytes += n as u64;
+        if hdr.gso_type != offload::GSO_NONE {
+            self.rx_gso += 1;
         }
+        // The local kernel built the packet: a partial checksum (NEEDS_CSUM)
+        // or one it verified (DATA_VALID) needs no check.
+        Ok((n, hdr.checksum_trusted()))
     }
 
-    fn send_offload(&mut self, _now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
+    fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
         if !self.vnet {
-            return self.send(_now, pkt);
+            return self.send(now, pkt);
         }
-        let hdr = vnet_header(pkt, t);
-        loop {
-            let iov = [
-                libc::iovec {
-                    iov_base: hdr.as_ptr() as *mut _,
-                    iov_len: hdr.len(),
-                },
-                libc::iovec {
-                    iov_base: pkt.as_ptr() as *mut _,
-                    iov_len: pkt.len(),
-                },
-            ];
-            // SAFETY: both iovecs point to live buffers of the given lengths; writev only reads them.
-            let n = unsafe { libc::writev(self.fd, iov.as_ptr(), 2) };
-            if n >= 0 {
-                self.tx_packets += 1;
-                self.tx_bytes += pkt.len() as u64;
-                if t.segment_size > 0 {
-                    self.tx_gso += 1;
-                }
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
+        offload::write_with_hdr(self.fd, &offload::VnetHdr::for_transmit(pkt, t), pkt)?;
+        self.tx_packets += 1;
+        self.tx_bytes += pkt.len() as u64;
+        if t.segment_size > 0 {
+            self.tx_gso += 1;
         }
+        Ok(())
     }
 
     fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
@@ -536,48 +449,5 @@ impl Drop for TunDevice {
         if self.brought_up {
             let _ = self.dev.enabled(false);
         }
-    }
-}
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    fn t(len: usize, segment_size: u16, partial_checksum: bool) -> tcp::Transmit {
-        tcp::Transmit {
-            len,
-            segment_size,
-            partial_checksum,
-        }
-    }
-
-    #[test]
-    fn vnet_header_for_tso_and_checksum_offload() {
-        // IPv4 (IHL 5) + TCP with a 32-byte header (data offset 8).
-        let mut v4 = vec![0u8; 20 + 32 + 3000];
-        v4[0] = 0x45;
-        v4[20 + 12] = 8 << 4;
-        let h = vnet_header(&v4, &t(v4.len(), 1448, true));
-        assert_eq!(h[0], VIRTIO_NET_HDR_F_NEEDS_CSUM);
-        assert_eq!(h[1], VIRTIO_NET_HDR_GSO_TCPV4);
-        assert_eq!(u16::from_ne_bytes([h[2], h[3]]), 52, "hdr_len");
-        assert_eq!(u16::from_ne_bytes([h[4], h[5]]), 1448, "gso_size");
-        assert_eq!(u16::from_ne_bytes([h[6], h[7]]), 20, "csum_start");
-        assert_eq!(u16::from_ne_bytes([h[8], h[9]]), 16, "csum_offset");
-        // IPv6: fixed 40-byte header.
-        let mut v6 = vec![0u8; 40 + 20 + 100];
-        v6[0] = 0x60;
-        v6[40 + 12] = 5 << 4;
-        let h = vnet_header(&v6, &t(v6.len(), 0, true));
-        assert_eq!(h[1], VIRTIO_NET_HDR_GSO_NONE);
-        assert_eq!(u16::from_ne_bytes([h[6], h[7]]), 40);
-        // A fully checksummed packet (ICMP, or offload off) needs nothing.
-        assert_eq!(
-            vnet_header(&v4, &t(v4.len(), 0, false)),
-            [0u8; VNET_HDR_LEN]
-        );
-        // Garbage does not panic.
-        assert_eq!(vnet_header(&[], &t(0, 1000, true)), [0u8; VNET_HDR_LEN]);
     }
 }
