@@ -298,8 +298,7 @@ impl Rx {
         let p = &mut self.peers[i];
         p.ack = p.ep_nxt;
         p.ts = 1 + (self.h.now.as_millis() as u32);
-        let seg = self.h.segment(p, TcpFlags::ACK | TcpFlags::PSH, SEG, false);
-        seg
+        self.h.segment(p, TcpFlags::ACK | TcpFlags::PSH, SEG, false)
     }
 }
 

@@ -1295,8 +1295,6 @@ impl Harness {
             }
             p => panic!("emitted protocol {p}"),
         }
-        // TCP_FUZZ_SKIP_MTU_CHECK=1 keeps fuzzing past this known bug (see
-        // the README); nothing else can be switched off.
         let seg = parse_tcp(&ip).expect("the endpoint emitted a bad TCP segment");
         let wire_len = if t.segment_size == 0 {
             n
@@ -1305,9 +1303,11 @@ impl Harness {
             // The device cuts the payload into pieces of `segment_size`.
             n - seg.payload.len() + seg.payload.len().min(usize::from(t.segment_size))
         };
-        if wire_len > self.mtu && std::env::var_os("TCP_FUZZ_SKIP_MTU_CHECK").is_none() {
-            panic!("emitted {wire_len} bytes on the wire, MTU {}", self.mtu);
-        }
+        assert!(
+            wire_len <= self.mtu,
+            "emitted {wire_len} bytes on the wire, MTU {}",
+            self.mtu
+        );
         assert!(!seg.bad_options, "emitted malformed options");
         let f = seg.flags;
         if f.rst() {
