@@ -23,8 +23,8 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tcp::wire::{
     checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp, parse_icmp_echo, parse_ip,
-    parse_tcp, pseudo_header_sum, tcp_payload_offset, DropReason, IcmpEcho, IpPacket, SackBlocks,
-    TcpFlags, TcpOptions, TcpRepr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    parse_tcp, parse_tcp_with, pseudo_header_sum, tcp_payload_offset, DropReason, IcmpEcho,
+    IpPacket, SackBlocks, TcpFlags, TcpOptions, TcpRepr, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
 };
 use tcp::{Config, ConnId, Duration, Endpoint, Event, Instant, Keepalive, SeqNum, Transmit};
 
@@ -46,6 +46,25 @@ pub fn parse_packet(data: &[u8]) {
     // Every parser must cope with every payload, whatever the protocol says.
     let tcp = parse_tcp(&ip);
     let icmp = parse_icmp_echo(&ip);
+    // Without checksum verification (a device vouched for it) the parser
+    // must still be safe, and agree with the verifying parse when that one
+    // accepts the segment.
+    let unverified = parse_tcp_with(&ip, false);
+    if let Ok(seg) = &tcp {
+        let u = unverified.expect("a segment valid with its checksum is valid without");
+        assert_eq!(
+            (u.src_port, u.dst_port, u.seq, u.ack, u.flags, u.window),
+            (
+                seg.src_port,
+                seg.dst_port,
+                seg.seq,
+                seg.ack,
+                seg.flags,
+                seg.window
+            )
+        );
+        assert_eq!((u.options, u.payload), (seg.options, seg.payload));
+    }
     if ip.protocol == PROTO_TCP {
         if let Ok(seg) = tcp {
             tcp_round_trip(&ip, &seg);
