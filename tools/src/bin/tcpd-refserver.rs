@@ -63,6 +63,10 @@ struct Cli {
     /// Largest N served by /bytes/N
     #[arg(long, value_name = "N", default_value_t = 1 << 40)]
     max_bytes_n: u64,
+    /// Size of the page at / in bytes (padded); the default is about the
+    /// size of tcpd's status page, so that GET / moves the same bytes
+    #[arg(long, value_name = "N", default_value_t = 3400)]
+    index_bytes: usize,
 }
 
 /// Which service a listener or connection belongs to.
@@ -132,6 +136,7 @@ fn run(cli: Cli) -> Result<(), String> {
     let cfg = WorkerConfig {
         max_conns: cli.max_conns,
         max_bytes_n: cli.max_bytes_n,
+        index: index_page(cli.index_bytes)?,
     };
     let results: Vec<Result<(), String>> = std::thread::scope(|sc| {
         let handles: Vec<_> = per_worker
@@ -170,6 +175,9 @@ fn listen(addr: SocketAddr, backlog: i32) -> io::Result<TcpListener> {
 /// Limits handed to every worker.
 #[derive(Clone, Copy, Debug)]
 struct WorkerConfig {
+    /// The page served at `/` (built once at start, lives as long as the
+    /// process).
+    index: &'static [u8],
     max_conns: usize,
     max_bytes_n: u64,
 }
@@ -376,6 +384,24 @@ const INDEX: &str = "<!DOCTYPE html>\n<html><head><title>tcpd-refserver</title><
 reference of tcpd's benchmark.</p>\n<ul><li>echo (RFC 862)</li><li>discard (RFC 863)</li>\
 <li>HTTP/1.1: <code>/</code>, <code>/bytes/N</code> (byte i = i % 251)</li></ul>\n\
 </body></html>\n";
+
+/// The page at `/`: [`INDEX`] padded with an HTML comment to `size`
+/// bytes (or [`INDEX`] alone if `size` is smaller).
+fn index_page(size: usize) -> Result<&'static [u8], String> {
+    const MAX: usize = 1 << 20;
+    if size > MAX {
+        return Err(format!("--index-bytes must be at most {MAX}, not {size}"));
+    }
+    let mut page = INDEX.as_bytes().to_vec();
+    let frame = "<!--\n-->\n".len();
+    if size >= page.len() + frame {
+        let fill = size - page.len() - frame;
+        page.extend_from_slice(b"<!--\n");
+        page.extend((0..fill).map(|i| if i % 64 == 63 { b'\n' } else { b'.' }));
+        page.extend_from_slice(b"-->\n");
+    }
+    Ok(Box::leak(page.into_boxed_slice()))
+}
 
 impl Conn {
     fn new(sock: TcpStream, svc: Service) -> Conn {
@@ -589,7 +615,7 @@ impl Http {
         self.req.drain(..used);
         let conn = if close { "close" } else { "keep-alive" };
         let (ctype, len) = match body {
-            Body::Page => ("text/html; charset=utf-8", INDEX.len() as u64),
+            Body::Page => ("text/html; charset=utf-8", cfg.index.len() as u64),
             Body::Bytes(n) => ("application/octet-stream", n),
         };
         write!(
@@ -598,7 +624,7 @@ impl Http {
         )?;
         if !head_only {
             match body {
-                Body::Page => self.out.extend_from_slice(INDEX.as_bytes()),
+                Body::Page => self.out.extend_from_slice(cfg.index),
                 Body::Bytes(n) => {
                     self.body_left = n;
                     self.body_off = 0;
@@ -607,5 +633,21 @@ impl Http {
         }
         self.close_after = close;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_page_is_padded_to_size() {
+        let p = index_page(3400).unwrap();
+        assert_eq!(p.len(), 3400);
+        assert!(p.starts_with(INDEX.as_bytes()));
+        assert!(p.ends_with(b"-->\n"));
+        assert_eq!(index_page(10).unwrap(), INDEX.as_bytes(), "never cut");
+        assert!(index_page(2 << 20).is_err());
     }
 }
