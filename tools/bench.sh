@@ -13,7 +13,9 @@
 # Packets go nowhere else. Only processes started here are stopped, by PID.
 #
 # Each figure is measured --runs times, alternating tcpd and kernel, and
-# the table shows medians. Round-trip figures pin client and server (all
+# the table shows medians. HTTP figures GET / by default: tcpd's status page
+# (~3.4 KB) against tcpd-refserver's page, padded to 3400 bytes so that both
+# move the same bytes; --http-path /bytes/N compares identical bodies. Round-trip figures pin client and server (all
 # threads) to CPU 0: waking the other vCPU costs ~70 µs here and would
 # swamp the stack's own latency.
 #
