@@ -781,7 +781,9 @@ fn abort_per_state() {
     // RFC 9293 §3.10.5 ABORT: a RST <SEQ=SND.NXT> in ESTABLISHED, FIN-WAIT-1,
     // FIN-WAIT-2 and CLOSE-WAIT; in CLOSING and LAST-ACK just delete the TCB.
     type Fixture = fn() -> Peer;
-    let cases: [(&str, Fixture, Option<(SeqNum, SeqNum)>); 5] = [
+    /// The expected RST's (SEQ, ACK), or `None` when ABORT sends nothing.
+    type ExpectedRst = Option<(SeqNum, SeqNum)>;
+    let cases: [(&str, Fixture, ExpectedRst); 5] = [
         (
             "FIN-WAIT-1",
             fin_wait_1,

@@ -1,5 +1,7 @@
 //! Simulation tests: two endpoints over a virtual link with seeded faults.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

@@ -3,7 +3,7 @@
 //! and corruption. `step` moves packets and jumps the clock to the next
 //! event; `run_until` fails a test that livelocks.
 
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -38,6 +38,9 @@ impl Rng {
     }
 }
 
+/// A packet on the link: (deliver at, sequence, to_b, bytes).
+type InFlight = (Instant, u64, bool, Vec<u8>);
+
 pub struct Pair {
     pub a: Endpoint,
     pub b: Endpoint,
@@ -45,8 +48,8 @@ pub struct Pair {
     pub latency: Duration,
     pub faults: Faults,
     pub rng: Rng,
-    /// (deliver at, sequence, to_b, bytes)
-    queue: BinaryHeap<Reverse<(Instant, u64, bool, Vec<u8>)>>,
+    /// Packets on the link, earliest delivery first.
+    queue: BinaryHeap<Reverse<InFlight>>,
     counter: u64,
     buf: Vec<u8>,
     pub delivered: u64,
