@@ -16,7 +16,7 @@
 //! The handler holds no timers; idle connections are ended by the TCP
 //! layer's keep-alive and user timeout.
 
-use super::{ConnCtx, Handler, Io, Service, StatusBoard, OFFER_LIMIT};
+use super::{ConnCtx, Handler, Io, Rendered, Rendering, Service, Status, StatusBoard, OFFER_LIMIT};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -531,79 +531,111 @@ impl HttpHandler {
 
     /// The HTML status page into `buf`.
     fn status_page(&mut self) {
-        let st = self.shared.board.snapshot();
         let up = self.shared.board.uptime();
+        let r = self
+            .shared
+            .board
+            .rendered(Rendering::StatusHtml, render_status_html);
         let b = &mut self.buf;
         b.clear();
-        b.extend_from_slice(b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tcpd</title></head><body>\n<h1>tcpd</h1>\n<p>Interface <b>");
-        html_escape(b, &st.iface);
-        let _ = write!(
-            b,
-            "</b>, MTU {}, up {}.{:03} s. Addresses:",
-            st.mtu,
-            up.as_secs(),
-            up.subsec_millis()
-        );
-        for a in &st.addrs {
-            let _ = write!(b, " {a}");
-        }
-        let _ = writeln!(b, ". You are {}.</p>", self.ctx.remote);
-        b.extend_from_slice(b"<h2>Services</h2>\n<table>\n");
-        for (name, port) in &st.services {
-            let _ = writeln!(b, "<tr><td>{name}</td><td>{port}</td></tr>");
-        }
-        b.extend_from_slice(b"</table>\n<h2>Open connections</h2>\n<table>\n");
-        for (state, n) in &st.states {
-            let _ = writeln!(b, "<tr><td>{}</td><td>{n}</td></tr>", state.name());
-        }
-        b.extend_from_slice(b"</table>\n<h2>TCP/IP counters</h2>\n<table>\n");
-        for (name, v) in super::stats_fields(&st.stats) {
-            let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
-        }
-        b.extend_from_slice(b"</table>\n<h2>Drops</h2>\n<table>\n");
-        for (name, v) in st.stats.drops.named() {
-            let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
-        }
-        b.extend_from_slice(b"</table>\n<h2>Daemon</h2>\n<table>\n");
-        for (name, v) in &st.daemon {
-            b.extend_from_slice(b"<tr><td>");
-            html_escape(b, name);
-            let _ = writeln!(b, "</td><td>{v}</td></tr>");
-        }
-        b.extend_from_slice(b"</table>\n</body></html>\n");
+        let [head, mid, tail] = r.parts.as_slice() else {
+            return;
+        };
+        b.extend_from_slice(head);
+        let _ = write!(b, "{}.{:03}", up.as_secs(), up.subsec_millis());
+        b.extend_from_slice(mid);
+        let _ = write!(b, "{}", self.ctx.remote);
+        b.extend_from_slice(tail);
     }
 
     /// The counters as JSON into `buf`.
     fn stats_json(&mut self) {
-        let st = self.shared.board.snapshot();
         let up = self.shared.board.uptime();
+        let r = self
+            .shared
+            .board
+            .rendered(Rendering::StatusJson, render_stats_json);
         let b = &mut self.buf;
         b.clear();
-        b.extend_from_slice(b"{\"iface\":");
-        json_string(b, &st.iface);
-        let _ = write!(
-            b,
-            ",\"mtu\":{},\"uptime_ms\":{},\"addrs\":[",
-            st.mtu,
-            up.as_millis()
-        );
-        for (i, a) in st.addrs.iter().enumerate() {
-            if i > 0 {
-                b.push(b',');
-            }
-            let _ = write!(b, "\"{a}\"");
+        let [head, tail] = r.parts.as_slice() else {
+            return;
+        };
+        b.extend_from_slice(head);
+        let _ = write!(b, "{}", up.as_millis());
+        b.extend_from_slice(tail);
+    }
+}
+
+/// The HTML status page of `st`, in three pieces: the uptime goes between
+/// the first two, the client's address between the last two.
+fn render_status_html(st: &Status) -> Rendered {
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>tcpd</title></head><body>\n<h1>tcpd</h1>\n<p>Interface <b>");
+    html_escape(&mut head, &st.iface);
+    let _ = write!(head, "</b>, MTU {}, up ", st.mtu);
+    let mut mid = Vec::with_capacity(128);
+    mid.extend_from_slice(b" s. Addresses:");
+    for a in &st.addrs {
+        let _ = write!(mid, " {a}");
+    }
+    mid.extend_from_slice(b". You are ");
+    let mut b = Vec::with_capacity(4096);
+    b.extend_from_slice(b".</p>\n<h2>Services</h2>\n<table>\n");
+    for (name, port) in &st.services {
+        let _ = writeln!(b, "<tr><td>{name}</td><td>{port}</td></tr>");
+    }
+    b.extend_from_slice(b"</table>\n<h2>Open connections</h2>\n<table>\n");
+    for (state, n) in &st.states {
+        let _ = writeln!(b, "<tr><td>{}</td><td>{n}</td></tr>", state.name());
+    }
+    b.extend_from_slice(b"</table>\n<h2>TCP/IP counters</h2>\n<table>\n");
+    for (name, v) in super::stats_fields(&st.stats) {
+        let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
+    }
+    b.extend_from_slice(b"</table>\n<h2>Drops</h2>\n<table>\n");
+    for (name, v) in st.stats.drops.named() {
+        let _ = writeln!(b, "<tr><td>{name}</td><td>{v}</td></tr>");
+    }
+    b.extend_from_slice(b"</table>\n<h2>Daemon</h2>\n<table>\n");
+    for (name, v) in &st.daemon {
+        b.extend_from_slice(b"<tr><td>");
+        html_escape(&mut b, name);
+        let _ = writeln!(b, "</td><td>{v}</td></tr>");
+    }
+    b.extend_from_slice(b"</table>\n</body></html>\n");
+    Rendered {
+        parts: vec![head, mid, b],
+    }
+}
+
+/// The `/stats` JSON document of `st`, in two pieces: the uptime in
+/// milliseconds goes between them.
+fn render_stats_json(st: &Status) -> Rendered {
+    let mut head = Vec::with_capacity(64);
+    head.extend_from_slice(b"{\"iface\":");
+    json_string(&mut head, &st.iface);
+    let _ = write!(head, ",\"mtu\":{},\"uptime_ms\":", st.mtu);
+    let mut b = Vec::with_capacity(2048);
+    b.extend_from_slice(b",\"addrs\":[");
+    for (i, a) in st.addrs.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
         }
-        b.extend_from_slice(b"],\"services\":{");
-        json_pairs(b, st.services.iter().map(|(n, p)| (*n, u64::from(*p))));
-        b.extend_from_slice(b"},\"connections\":{");
-        json_pairs(b, st.states.iter().map(|(s, n)| (s.name(), *n as u64)));
-        b.extend_from_slice(b"},\"tcp\":{");
-        json_pairs(b, super::stats_fields(&st.stats).into_iter());
-        b.extend_from_slice(b"},\"drops\":{");
-        json_pairs(b, st.stats.drops.named().into_iter());
-        b.extend_from_slice(b"},\"daemon\":{");
-        json_pairs(b, st.daemon.iter().copied());
-        b.extend_from_slice(b"}}\n");
+        let _ = write!(b, "\"{a}\"");
+    }
+    b.extend_from_slice(b"],\"services\":{");
+    json_pairs(&mut b, st.services.iter().map(|(n, p)| (*n, u64::from(*p))));
+    b.extend_from_slice(b"},\"connections\":{");
+    json_pairs(&mut b, st.states.iter().map(|(s, n)| (s.name(), *n as u64)));
+    b.extend_from_slice(b"},\"tcp\":{");
+    json_pairs(&mut b, super::stats_fields(&st.stats).into_iter());
+    b.extend_from_slice(b"},\"drops\":{");
+    json_pairs(&mut b, st.stats.drops.named().into_iter());
+    b.extend_from_slice(b"},\"daemon\":{");
+    json_pairs(&mut b, st.daemon.iter().copied());
+    b.extend_from_slice(b"}}\n");
+    Rendered {
+        parts: vec![head, b],
     }
 }
 
@@ -979,6 +1011,32 @@ mod tests {
         assert!(body.contains("<td>tun_reads</td><td>17</td>"));
         assert!(body.contains("10.0.0.1:40000"));
         assert!(!s.closed);
+    }
+
+    #[test]
+    fn status_renderings_follow_each_publication() {
+        let board = board();
+        let svc = HttpService::new(HttpConfig::default(), board.clone()).unwrap();
+        let page = |svc: &HttpService, req: &[u8]| {
+            let (_, r) = exchange(svc, req, 1 << 20);
+            String::from_utf8(r[0].body.clone()).unwrap()
+        };
+        let stats = b"GET /stats HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(page(&svc, GET_ROOT).contains("<td>passive_opens</td><td>42</td>"));
+        assert!(page(&svc, stats).contains("\"passive_opens\":42"));
+        // Requests between two publications share one rendering.
+        let a = board.rendered(Rendering::StatusHtml, |_| Rendered::default());
+        let b = board.rendered(Rendering::StatusHtml, |_| Rendered::default());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!a.parts.is_empty(), "the page rendered above was kept");
+        // A publication is visible to the next request, on both pages.
+        let mut st = board.snapshot();
+        st.stats.passive_opens = 43;
+        board.publish(st);
+        let html = page(&svc, GET_ROOT);
+        assert!(html.contains("<td>passive_opens</td><td>43</td>"), "{html}");
+        assert!(html.contains("up 61.250 s"), "{html}");
+        assert!(page(&svc, stats).contains("\"passive_opens\":43"));
     }
 
     #[test]

@@ -172,11 +172,46 @@ pub struct Status {
 }
 
 /// The shared status board: written by the reactor, read by services.
+///
+/// Besides the status itself it keeps what was rendered from it (the HTTP
+/// status page and `/stats`), made on the first request after each
+/// publication and shared by every request until the next one: the content
+/// only changes when the reactor publishes, a few times a second, so
+/// rendering it per request would only repeat the same work.
 #[derive(Debug)]
 pub struct StatusBoard {
     started: Option<StdInstant>,
     frozen_uptime: std::time::Duration,
-    inner: Mutex<Status>,
+    inner: Mutex<BoardInner>,
+}
+
+#[derive(Debug)]
+struct BoardInner {
+    status: Status,
+    /// Renderings of `status`, by [`Rendering`]; cleared on publish.
+    rendered: [Option<Arc<Rendered>>; Rendering::COUNT],
+}
+
+/// The renderings a [`StatusBoard`] keeps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rendering {
+    /// The HTML status page.
+    StatusHtml,
+    /// The `/stats` JSON document.
+    StatusJson,
+}
+
+impl Rendering {
+    const COUNT: usize = 2;
+}
+
+/// A document rendered from one published [`Status`], in pieces: the parts
+/// that change per request (the uptime, the client's address) go between
+/// them.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// The fixed pieces, in order.
+    pub parts: Vec<Vec<u8>>,
 }
 
 impl StatusBoard {
@@ -185,7 +220,7 @@ impl StatusBoard {
         Arc::new(StatusBoard {
             started: Some(StdInstant::now()),
             frozen_uptime: std::time::Duration::ZERO,
-            inner: Mutex::new(initial),
+            inner: Mutex::new(BoardInner::new(initial)),
         })
     }
     /// A board whose uptime is always `uptime` and never reads a clock: for
@@ -195,24 +230,58 @@ impl StatusBoard {
         Arc::new(StatusBoard {
             started: None,
             frozen_uptime: uptime,
-            inner: Mutex::new(initial),
+            inner: Mutex::new(BoardInner::new(initial)),
         })
     }
-    /// Replaces the status.
+    /// Replaces the status (and forgets what was rendered from the old one).
     pub fn publish(&self, s: Status) {
         if let Ok(mut g) = self.inner.lock() {
-            *g = s;
+            g.status = s;
+            g.rendered = Default::default();
         }
     }
     /// A copy of the current status.
     pub fn snapshot(&self) -> Status {
-        self.inner.lock().map(|g| g.clone()).unwrap_or_default()
+        self.inner
+            .lock()
+            .map(|g| g.status.clone())
+            .unwrap_or_default()
+    }
+    /// The rendering `which` of the current status: the one made since the
+    /// last publication, or a new one made by `render` (under the board's
+    /// lock, so it is made once per publication).
+    pub fn rendered(
+        &self,
+        which: Rendering,
+        render: impl FnOnce(&Status) -> Rendered,
+    ) -> Arc<Rendered> {
+        let Ok(mut g) = self.inner.lock() else {
+            return Arc::new(render(&Status::default()));
+        };
+        let slot = which as usize;
+        if let Some(Some(r)) = g.rendered.get(slot) {
+            return Arc::clone(r);
+        }
+        let r = Arc::new(render(&g.status));
+        if let Some(s) = g.rendered.get_mut(slot) {
+            *s = Some(Arc::clone(&r));
+        }
+        r
     }
     /// Time since the board was made (the daemon's uptime).
     pub fn uptime(&self) -> std::time::Duration {
         match self.started {
             Some(t) => t.elapsed(),
             None => self.frozen_uptime,
+        }
+    }
+}
+
+impl BoardInner {
+    fn new(status: Status) -> Self {
+        BoardInner {
+            status,
+            rendered: Default::default(),
         }
     }
 }
