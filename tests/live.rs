@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{check_pattern, http_get, live_ok, need_tool, pattern, Netns, Tcpd};
+use common::{check_pattern, http_get, live_ok, need_tool, output_within, pattern, Netns, Tcpd};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::process::{Command, Stdio};
@@ -444,9 +444,18 @@ fn sigterm_mid_transfer_closes_cleanly() {
         got += n as u64;
     }
     assert!(got < 100_000_000_000);
+    // The client closes too: with both FINs exchanged tcpd is done and
+    // exits without waiting for the rest of the 3 s grace period.
+    drop(r);
+    let closed = Instant::now();
     let st = t
         .wait(Duration::from_secs(8))
         .expect("tcpd did not exit after SIGTERM");
+    assert!(
+        closed.elapsed() < Duration::from_secs(2),
+        "tcpd took {:?} to exit after the client closed",
+        closed.elapsed()
+    );
     assert!(st.success(), "tcpd exit status {st}: {}", t.stderr());
     assert!(!ns.has_link("tun0"), "tun0 still exists after tcpd exited");
     eprintln!("SIGTERM after {got} bytes: clean FIN, exit 0, interface gone");
@@ -650,12 +659,10 @@ fn grace_period_then_reset_and_second_signal() {
 
 /// Runs tcpd in `ns` expecting it to fail; returns its one stderr line.
 fn expect_failure(ns: &Netns, args: &[&str]) -> String {
-    let out = ns
-        .command(common::TCPD)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = output_within(
+        ns.command(common::TCPD).args(args).env_remove("RUST_LOG"),
+        Duration::from_secs(20),
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "tcpd {args:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -697,4 +704,157 @@ fn user_errors_are_one_clear_line() {
         "{e}"
     );
     assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+}
+
+/// Linux's TCP_CLOSE in `tcpi_state` (include/net/tcp_states.h).
+const TCP_CLOSE: u8 = 7;
+
+/// The kernel's TCP state of `s` (TCP_INFO's first byte, `tcpi_state`).
+fn tcp_state(s: &std::net::TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into a buffer we own.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info[0]
+}
+
+/// Reads an HTTP/1.1 response with a Content-Length body off `r`; returns the body.
+fn read_response(r: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<u8> {
+    use std::io::BufRead;
+    let mut len = 0usize;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn shutdown_resets_peers_that_keep_their_side_open() {
+    if !live_ok("shutdown_resets_peers_that_keep_their_side_open") {
+        return;
+    }
+    let ns = Netns::new("halfopen");
+    let grace = Duration::from_millis(800);
+    let mut t = Tcpd::start(&ns, &["--seed", "18", "--grace-ms", "800"]);
+    // An idle echo client: it reads tcpd's FIN and never closes.
+    let mut idle = ns.connect("10.0.0.2:7");
+    idle.write_all(b"hello\n").unwrap();
+    let mut got = [0u8; 6];
+    idle.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello\n");
+    // An idle HTTP keep-alive client, after one response.
+    let ka = ns.connect("10.0.0.2:80");
+    let mut ka = std::io::BufReader::new(ka);
+    ka.get_mut()
+        .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: tcpd\r\n\r\n")
+        .unwrap();
+    assert_eq!(check_pattern(0, &read_response(&mut ka)), None);
+    // An upload still sending to discard when the signal comes.
+    let up = ns.connect("10.0.0.2:9");
+    up.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let up_state = up.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let mut up = up;
+        let buf = vec![7u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            match up.write(&buf) {
+                Ok(n) => sent += n as u64,
+                Err(e) => return (sent, e.kind()),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    t.signal(libc::SIGTERM);
+    // tcpd's FIN comes at once; the clients keep their sides open.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(idle.read(&mut got).unwrap(), 0, "no FIN from tcpd");
+    let mut rest = Vec::new();
+    ka.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(
+        start.elapsed() < grace,
+        "tcpd's FIN took {:?}",
+        start.elapsed()
+    );
+    let st = t
+        .wait(Duration::from_secs(5))
+        .expect("tcpd did not exit after the grace period");
+    let took = start.elapsed();
+    assert!(st.success(), "exit status {st}: {}", t.stderr());
+    // FIN-WAIT-2 is not closed: tcpd waited out the grace period for them...
+    assert!(
+        took >= grace - Duration::from_millis(50),
+        "exited after {took:?}, before the grace period: half-open connections counted as closed"
+    );
+    // ...and promptly after it, reset them.
+    assert!(
+        took < grace + Duration::from_millis(1500),
+        "exited only after {took:?}"
+    );
+    let err = t.stderr();
+    assert!(err.contains("reset 3 connections"), "{err}");
+    // Each client saw the RST: its socket went from CLOSE-WAIT to CLOSE
+    // with an error pending. (Linux reports a RST received in CLOSE-WAIT
+    // as EPIPE, in the other states as ECONNRESET: tcp_reset().)
+    let until = Instant::now() + Duration::from_secs(2);
+    let reset = |s: &std::net::TcpStream, who: &str| loop {
+        match tcp_state(s) {
+            TCP_CLOSE => {
+                if let Some(e) = s.take_error().unwrap() {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        ),
+                        "{who}: {e}"
+                    );
+                }
+                break;
+            }
+            st if Instant::now() < until => {
+                let _ = st;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            st => panic!("{who}: no RST came; the socket is in TCP state {st}, not CLOSE"),
+        }
+    };
+    reset(&idle, "idle echo client");
+    reset(ka.get_ref(), "keep-alive HTTP client");
+    let (sent, kind) = uploader.join().unwrap();
+    assert!(sent > 0);
+    assert!(
+        matches!(
+            kind,
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "the uploader's writes ended with {kind:?} after {sent} bytes"
+    );
+    reset(&up_state, "uploader");
+    assert!(!ns.has_link("tun0"));
 }

@@ -974,8 +974,12 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// During a shutdown: whether every connection is finished (our FIN
-    /// acknowledged: FIN-WAIT-2, TIME-WAIT or gone) or the grace period ran out.
+    /// During a shutdown: whether every connection is finished or the grace
+    /// period ran out. Finished means CLOSED or TIME-WAIT: both FINs went
+    /// and were acknowledged (RFC 9293 §3.6). FIN-WAIT-2 is not finished:
+    /// the peer has not closed its side and may still be sending (an upload)
+    /// or simply idle (a keep-alive client); it is reset when the grace
+    /// period ends, as an ABORT in FIN-WAIT-2 does (RFC 9293 §3.10.5).
     fn shutdown_done(&mut self) -> bool {
         let Some(s) = &self.shutdown else {
             return false;
@@ -984,12 +988,7 @@ impl<D: Device> Reactor<D> {
             .ep
             .state_counts()
             .iter()
-            .filter(|(st, _)| {
-                !matches!(
-                    st,
-                    State::Closed | State::Listen | State::FinWait2 | State::TimeWait
-                )
-            })
+            .filter(|(st, _)| !matches!(st, State::Closed | State::Listen | State::TimeWait))
             .map(|(_, n)| n)
             .sum();
         busy == 0 || Instant::now() >= s.deadline
@@ -1003,7 +1002,9 @@ impl<D: Device> Reactor<D> {
         for id in ids {
             let st = self.ep.info(id).map(|i| i.state);
             if let Ok(st) = st {
-                if !matches!(st, State::FinWait2 | State::TimeWait | State::Closed) {
+                // FIN-WAIT-2 too: the peer never closed; RFC 9293 §3.10.5
+                // ABORT sends it a RST (an exit leaves nothing half-open).
+                if !matches!(st, State::TimeWait | State::Closed) {
                     self.counters.shutdown_resets += 1;
                     let _ = self.ep.abort(id);
                 }
