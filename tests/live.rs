@@ -10,7 +10,9 @@
 
 mod common;
 
-use common::{check_pattern, http_get, live_ok, need_tool, output_within, pattern, Netns, Tcpd};
+use common::{
+    check_pattern, http_get, live_ok, need_tool, output_within, pattern, Netns, Tcpd, TempDir,
+};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::process::{Command, Stdio};
@@ -857,4 +859,62 @@ fn shutdown_resets_peers_that_keep_their_side_open() {
     );
     reset(&up_state, "uploader");
     assert!(!ns.has_link("tun0"));
+}
+
+#[test]
+fn second_signal_ends_a_stuck_shutdown() {
+    if !live_ok("second_signal_ends_a_stuck_shutdown") {
+        return;
+    }
+    // The pcap goes to a FIFO nobody reads: once the pipe is full the pcap
+    // writer blocks, so the last phase of the shutdown (waiting for the
+    // writer to flush) cannot finish. A second signal must end it anyway.
+    let dir = TempDir::new("live-stuck");
+    let fifo = dir.0.join("stuck.pcap");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader end that never reads (non-blocking open needs no writer).
+    let reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let ns = Netns::new("stuck");
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "27",
+            "--grace-ms",
+            "300",
+            "--pcap",
+            fifo.to_str().unwrap(),
+        ],
+    );
+    // More than the pipe holds (64 KiB), far fewer records than the queue.
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 200_000, true);
+    t.signal(libc::SIGTERM);
+    assert!(
+        t.wait(Duration::from_millis(1500)).is_none(),
+        "tcpd exited although its pcap writer is blocked: {}",
+        t.stderr()
+    );
+    let start = Instant::now();
+    t.signal(libc::SIGINT);
+    let st = t
+        .wait(Duration::from_secs(3))
+        .expect("a second signal did not end a stuck shutdown");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "exit took {:?}",
+        start.elapsed()
+    );
+    assert!(!st.success(), "a forced exit reports failure ({st})");
+    assert!(t.stderr().contains("second signal"), "{}", t.stderr());
+    assert!(!ns.has_link("tun0"));
+    drop(reader);
 }

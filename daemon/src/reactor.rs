@@ -16,7 +16,8 @@
 //!
 //! Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, FIN
 //! every connection, wait up to the grace period, RST the rest); a second
-//! one exits at once; SIGUSR1 logs the counters.
+//! one exits at once, also while the shutdown waits for workers or the pcap
+//! writer; SIGUSR1 logs the counters.
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,6 +40,9 @@ use tracing::{debug, info, warn};
 const TUN: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+
+/// How long a forced exit (second signal) lets the pcap writer finish.
+const FORCED_FLUSH_WAIT: Duration = Duration::from_millis(100);
 
 /// Daemon-level counters (the endpoint keeps its own, [`tcp::Stats`]).
 #[derive(Clone, Copy, Debug, Default)]
@@ -369,8 +373,8 @@ impl<D: Device> Reactor<D> {
                     _ => {}
                 }
             }
-            if got_signal && self.handle_signals()? {
-                break;
+            if got_signal {
+                self.handle_signals();
             }
             self.turn();
             if self.shutdown_done() {
@@ -922,17 +926,17 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// Handles pending signals; true when the daemon must stop now.
-    fn handle_signals(&mut self) -> Result<bool, Error> {
+    /// Handles pending signals (without blocking). Also called from the
+    /// waits of [`Reactor::finish_shutdown`], so that a second signal ends a
+    /// stuck shutdown phase at once.
+    fn handle_signals(&mut self) {
         let sigs: Vec<i32> = self.signals.pending().collect();
         for s in sigs {
             match s {
                 SIGUSR1 => self.log_counters(),
                 SIGINT | SIGTERM => {
                     if self.shutdown.is_some() {
-                        warn!("second signal: exiting at once");
-                        self.dev.flush();
-                        std::process::exit(130);
+                        self.forced_exit();
                     }
                     let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
                     info!(
@@ -945,7 +949,27 @@ impl<D: Device> Reactor<D> {
                 _ => {}
             }
         }
-        Ok(false)
+    }
+
+    /// A second SIGINT/SIGTERM: exit now, status 130. `process::exit` runs
+    /// no destructors, so what the device changed on the host (addresses on
+    /// a persistent interface, its link state) is undone here first; the
+    /// pcap writer gets a short, bounded moment to write what it has.
+    fn forced_exit(&mut self) -> ! {
+        warn!("second signal: exiting at once");
+        self.dev.begin_flush();
+        let until = Instant::now() + FORCED_FLUSH_WAIT;
+        while !self.dev.flushed() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.dev.restore_host();
+        std::process::exit(130);
+    }
+
+    /// Sleeps `d` in a shutdown phase, then handles signals that came.
+    fn shutdown_pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        self.handle_signals();
     }
 
     fn begin_shutdown(&mut self) {
@@ -1017,23 +1041,26 @@ impl<D: Device> Reactor<D> {
             if self.tx_pending.is_none() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            self.shutdown_pause(Duration::from_millis(1));
         }
         if let Hosts::Threads(links) = &mut self.hosts {
             for link in links.iter_mut() {
                 let (tx, _) = crossbeam_channel::bounded(1);
                 drop(std::mem::replace(&mut link.tx, tx));
             }
-            // Workers may be blocked on a full command queue: drain it.
-            for link in links.iter_mut() {
-                if let Some(t) = link.thread.take() {
-                    while !t.is_finished() {
-                        while self.cmd_rx.try_recv().is_ok() {}
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    let _ = t.join();
-                }
+        }
+        // Workers may be blocked on a full command queue: drain it. A
+        // handler stuck for good keeps this waiting, until a second signal.
+        let threads: Vec<std::thread::JoinHandle<()>> = match &mut self.hosts {
+            Hosts::Threads(links) => links.iter_mut().filter_map(|l| l.thread.take()).collect(),
+            Hosts::Inline(_) => Vec::new(),
+        };
+        for t in threads {
+            while !t.is_finished() {
+                while self.cmd_rx.try_recv().is_ok() {}
+                self.shutdown_pause(Duration::from_millis(1));
             }
+            let _ = t.join();
         }
         self.publish();
         self.log_counters();
@@ -1042,6 +1069,12 @@ impl<D: Device> Reactor<D> {
                 "reset {} connections still open after the grace period",
                 self.counters.shutdown_resets
             );
+        }
+        // The pcap writer writes what is queued and exits; wait for it
+        // watching for a second signal (a slow disk must not hang the exit).
+        self.dev.begin_flush();
+        while !self.dev.flushed() {
+            self.shutdown_pause(Duration::from_millis(1));
         }
         self.dev.flush();
     }
