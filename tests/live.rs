@@ -862,6 +862,38 @@ fn shutdown_resets_peers_that_keep_their_side_open() {
 }
 
 #[test]
+fn sigusr1_counters_show_under_quiet() {
+    if !live_ok("sigusr1_counters_show_under_quiet") {
+        return;
+    }
+    let ns = Netns::new("usr1");
+    // No RUST_LOG: -q decides, warnings only.
+    let mut t = Tcpd::start_with_log(&ns, &["--seed", "22", "-q"], None);
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+    t.signal(libc::SIGUSR1);
+    assert!(
+        t.wait_stderr(
+            &[
+                "tcp: packets_in=",
+                "daemon: wakeups=",
+                "rx_packets=",
+                "connections:"
+            ],
+            Duration::from_secs(3)
+        ),
+        "SIGUSR1 under -q printed no counters: {}",
+        t.stderr()
+    );
+    assert!(t.stop(Duration::from_secs(5)).success());
+    // -q did apply: the info lines of the shutdown are not there.
+    let err = t.stderr();
+    assert!(
+        !err.contains("SIGTERM: closing"),
+        "-q let info through: {err}"
+    );
+}
+
+#[test]
 fn second_signal_ends_a_stuck_shutdown() {
     if !live_ok("second_signal_ends_a_stuck_shutdown") {
         return;

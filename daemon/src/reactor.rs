@@ -17,7 +17,7 @@
 //! Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, FIN
 //! every connection, wait up to the grace period, RST the rest); a second
 //! one exits at once, also while the shutdown waits for workers or the pcap
-//! writer; SIGUSR1 logs the counters.
+//! writer; SIGUSR1 writes the counters to stderr.
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -933,7 +933,7 @@ impl<D: Device> Reactor<D> {
         let sigs: Vec<i32> = self.signals.pending().collect();
         for s in sigs {
             match s {
-                SIGUSR1 => self.log_counters(),
+                SIGUSR1 => self.print_counters(),
                 SIGINT | SIGTERM => {
                     if self.shutdown.is_some() {
                         self.forced_exit();
@@ -1104,30 +1104,50 @@ impl<D: Device> Reactor<D> {
         self.board.publish(s);
     }
 
-    fn log_counters(&self) {
+    /// The counters as three lines: `tcp: …`, `daemon: …`, `connections: …`.
+    fn counter_lines(&self) -> [String; 3] {
+        use std::fmt::Write as _;
         let st = self.ep.stats();
-        let mut line = String::new();
+        let mut tcp = String::from("tcp:");
         for (k, v) in crate::services::stats_fields(st) {
-            line.push_str(&format!(" {k}={v}"));
+            let _ = write!(tcp, " {k}={v}");
         }
-        let mut drops = String::new();
+        let _ = write!(tcp, " drops={}", st.drops.total());
         for (k, v) in st.drops.named() {
             if v > 0 {
-                drops.push_str(&format!(" {k}={v}"));
+                let _ = write!(tcp, " {k}={v}");
             }
         }
-        info!("tcp:{line} drops={}{drops}", st.drops.total());
-        let mut d = String::new();
+        let mut d = String::from("daemon:");
         for (k, v) in self.daemon_counters() {
-            d.push_str(&format!(" {k}={v}"));
+            let _ = write!(d, " {k}={v}");
         }
-        info!("daemon:{d}");
-        let mut c = String::new();
+        let mut c = String::from("connections:");
         for (st, n) in self.ep.state_counts() {
             if n > 0 {
-                c.push_str(&format!(" {st:?}={n}"));
+                let _ = write!(c, " {st:?}={n}");
             }
         }
-        info!("connections:{c}");
+        [tcp, d, c]
+    }
+
+    /// Logs the counters (at exit), at info level.
+    fn log_counters(&self) {
+        for line in self.counter_lines() {
+            info!("{line}");
+        }
+    }
+
+    /// SIGUSR1: the user asked for the counters, so they go straight to
+    /// stderr, whatever `-q` or `RUST_LOG` filter out. A failed write
+    /// (stderr closed) is ignored: it must not stop the daemon.
+    fn print_counters(&self) {
+        use std::io::Write as _;
+        let lines = self.counter_lines();
+        let mut err = io::stderr().lock();
+        for line in lines {
+            let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
+        }
+        let _ = err.flush();
     }
 }
