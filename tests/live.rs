@@ -861,6 +861,107 @@ fn shutdown_resets_peers_that_keep_their_side_open() {
     assert!(!ns.has_link("tun0"));
 }
 
+/// `ip link show DEV` in `ns`: its flags (inside `<…>`), MTU and qlen.
+fn link_info(ns: &Netns, dev: &str) -> (Vec<String>, u32, u32) {
+    let text = ns.ip_out(&["link", "show", dev]);
+    let flags = text
+        .split_once('<')
+        .and_then(|(_, r)| r.split_once('>'))
+        .map(|(f, _)| f.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let num = |key: &str| -> u32 {
+        let mut words = text.split_whitespace();
+        words
+            .find(|w| *w == key)
+            .and_then(|_| words.next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (flags, num("mtu"), num("qlen"))
+}
+
+fn is_up(flags: &[String]) -> bool {
+    flags.iter().any(|f| f == "UP")
+}
+
+#[test]
+fn persistent_device_keeps_the_users_configuration() {
+    if !live_ok("persistent_device_keeps_the_users_configuration") {
+        return;
+    }
+    let ns = Netns::new("persist");
+    ns.ip(&["tuntap", "add", "tun0", "mode", "tun"]);
+    let addrs = || ns.ip_out(&["addr", "show", "dev", "tun0"]);
+
+    // Configured by the user already (address, up, MTU 1400) plus an
+    // address of its own: tcpd adds only what is missing (IPv6, its MTU),
+    // and on exit puts back exactly that.
+    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tun0"]);
+    ns.ip(&["addr", "add", "192.168.77.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "mtu", "1400", "up"]);
+    let (_, _, qlen_before) = link_info(&ns, "tun0");
+    let mut t = Tcpd::start(&ns, &["--seed", "19"]);
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24") && a.contains("inet 192.168.77.1/24"),
+        "{a}"
+    );
+    assert!(a.contains("inet6 fd00::1/64"), "{a}");
+    assert_eq!(link_info(&ns, "tun0").1, 1500);
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 100_000, true);
+    assert!(t.stop(Duration::from_secs(5)).success(), "{}", t.stderr());
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24"),
+        "tcpd removed the user's address: {a}"
+    );
+    assert!(a.contains("inet 192.168.77.1/24"), "{a}");
+    assert!(
+        !a.contains("fd00::1"),
+        "tcpd left its IPv6 address behind: {a}"
+    );
+    let (flags, mtu, qlen) = link_info(&ns, "tun0");
+    assert!(
+        is_up(&flags),
+        "tcpd took down a link it found up: {flags:?}"
+    );
+    assert_eq!(mtu, 1400, "the user's MTU was not restored");
+    assert_eq!(qlen, qlen_before, "the txqueuelen was not restored");
+
+    // Bare and down: tcpd adds the addresses and brings the link up; a
+    // forced exit (second signal, no destructors) still undoes it all.
+    ns.ip(&["addr", "flush", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "down"]);
+    let mut t = Tcpd::start(&ns, &["--seed", "20", "--grace-ms", "20000"]);
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24") && a.contains("inet6 fd00::1/64"),
+        "{a}"
+    );
+    assert!(is_up(&link_info(&ns, "tun0").0));
+    // A client that keeps its side open holds the shutdown in its grace period.
+    let mut held = ns.connect("10.0.0.2:7");
+    held.write_all(b"x").unwrap();
+    held.read_exact(&mut [0u8; 1]).unwrap();
+    t.signal(libc::SIGTERM);
+    assert!(t.wait_stderr(&["SIGTERM: closing"], Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_millis(100));
+    t.signal(libc::SIGINT);
+    let st = t
+        .wait(Duration::from_secs(3))
+        .expect("a second signal did not end tcpd");
+    assert!(!st.success());
+    let a = addrs();
+    assert!(
+        !a.contains("10.0.0.1") && !a.contains("fd00::1"),
+        "a forced exit left tcpd's addresses on the persistent device: {a}"
+    );
+    let (flags, mtu, _) = link_info(&ns, "tun0");
+    assert!(!is_up(&flags), "a forced exit left the link up: {flags:?}");
+    assert_eq!(mtu, 1400);
+    assert!(ns.has_link("tun0"), "the persistent device is gone");
+}
+
 #[test]
 fn sigusr1_counters_show_under_quiet() {
     if !live_ok("sigusr1_counters_show_under_quiet") {
