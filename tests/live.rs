@@ -995,6 +995,37 @@ fn sigusr1_counters_show_under_quiet() {
 }
 
 #[test]
+fn same_subnet_on_another_interface_is_refused() {
+    if !live_ok("same_subnet_on_another_interface_is_refused") {
+        return;
+    }
+    let ns = Netns::new("subnet");
+    ns.ip(&[
+        "link", "add", "tcpdv0", "type", "veth", "peer", "name", "tcpdv1",
+    ]);
+    ns.ip(&["addr", "add", "10.0.0.5/24", "dev", "tcpdv0"]);
+    let e = expect_failure(&ns, &["tun0", "--seed", "1"]);
+    assert!(
+        e.contains("tcpdv0") && e.contains("10.0.0.5/24") && e.contains("same subnet"),
+        "{e}"
+    );
+    assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+    // Another subnet is fine.
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "26",
+            "--host-addr",
+            "10.0.1.1/24",
+            "--addr",
+            "10.0.1.2",
+        ],
+    );
+    assert!(t.stop(Duration::from_secs(5)).success());
+}
+
+#[test]
 fn second_signal_ends_a_stuck_shutdown() {
     if !live_ok("second_signal_ends_a_stuck_shutdown") {
         return;

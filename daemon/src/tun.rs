@@ -12,7 +12,7 @@
 //! `ip addr add/del` does), never by replacing the interface's primary
 //! address.
 
-use crate::config::Config;
+use crate::config::{Config, IpNet};
 use crate::device::Device;
 use crate::error::Error;
 use crate::offload;
@@ -75,8 +75,20 @@ pub fn if_index(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
-/// Every (interface, address) pair on the host, from getifaddrs(3).
-pub fn host_addresses() -> io::Result<Vec<(String, IpAddr)>> {
+/// The prefix length of a contiguous netmask (leading one bits).
+fn mask_prefix(mask: &[u8]) -> u8 {
+    let mut n = 0u8;
+    for b in mask {
+        n += b.leading_ones() as u8;
+        if *b != 0xff {
+            break;
+        }
+    }
+    n
+}
+
+/// Every (interface, address/prefix) pair on the host, from getifaddrs(3).
+pub fn host_addresses() -> io::Result<Vec<(String, IpNet)>> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
@@ -97,17 +109,31 @@ pub fn host_addresses() -> io::Result<Vec<(String, IpAddr)>> {
             .into_owned();
         // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its real type.
         let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let has_mask = !ifa.ifa_netmask.is_null();
         if family == libc::AF_INET {
             // SAFETY: family AF_INET means the storage is a sockaddr_in.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push((
-                name,
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
-            ));
+            let prefix = if has_mask {
+                // SAFETY: the netmask of an AF_INET address is a sockaddr_in.
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                mask_prefix(&m.sin_addr.s_addr.to_ne_bytes())
+            } else {
+                32
+            };
+            let addr = IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            out.push((name, IpNet { addr, prefix }));
         } else if family == libc::AF_INET6 {
             // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            out.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
+            let prefix = if has_mask {
+                // SAFETY: the netmask of an AF_INET6 address is a sockaddr_in6.
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in6) };
+                mask_prefix(&m.sin6_addr.s6_addr)
+            } else {
+                128
+            };
+            let addr = IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
+            out.push((name, IpNet { addr, prefix }));
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
@@ -482,43 +508,87 @@ impl TunDevice {
     }
 }
 
-/// Refuses host or stack addresses that another interface already holds:
-/// the kernel would answer for them itself or route them elsewhere.
+/// Refuses host or stack addresses that another interface already holds,
+/// and host subnets that overlap one on another interface: the kernel would
+/// answer for them itself or route them elsewhere.
 fn check_conflicts(cfg: &Config) -> Result<(), Error> {
-    let addrs = match host_addresses() {
-        Ok(a) => a,
+    match host_addresses() {
+        Ok(addrs) => match find_conflict(cfg, &addrs) {
+            Some(msg) => Err(Error::new(msg)),
+            None => Ok(()),
+        },
         Err(e) => {
             warn!(
-                "cannot list host addresses ({}); skipping the address conflict check",
+                "cannot list host addresses (getifaddrs: {}); skipping the address conflict check",
                 io_msg(&e)
             );
-            return Ok(());
+            Ok(())
         }
-    };
+    }
+}
+
+/// Whether two networks share addresses: the shorter prefix holds the
+/// other's address.
+fn overlaps(a: IpNet, b: IpNet) -> bool {
+    IpNet {
+        addr: a.addr,
+        prefix: a.prefix.min(b.prefix),
+    }
+    .contains(b.addr)
+}
+
+/// The conflict of `cfg` with the host's addresses `addrs`, as one line.
+fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
     let mut wanted: Vec<(IpAddr, &str)> = vec![
         (cfg.host_addr.addr, "--host-addr"),
         (IpAddr::V4(cfg.addr), "--addr"),
     ];
+    let mut nets: Vec<(IpNet, IpAddr, &str)> =
+        vec![(cfg.host_addr, IpAddr::V4(cfg.addr), "--host-addr")];
     if let Some(a6) = cfg.addr6 {
         wanted.push((cfg.host_addr6.addr, "--host-addr6"));
         wanted.push((IpAddr::V6(a6), "--addr6"));
+        nets.push((cfg.host_addr6, IpAddr::V6(a6), "--host-addr6"));
     }
-    for (ifname, a) in &addrs {
+    for (ifname, net) in addrs {
         for (w, flag) in &wanted {
-            if a == w && ifname != &cfg.iface {
-                return Err(Error::new(format!(
+            if net.addr == *w && ifname != &cfg.iface {
+                return Some(format!(
                     "address {w} ({flag}) is already on interface {ifname}; \
                      choose another with {flag} or remove it from {ifname}"
-                )));
+                ));
             }
-            if a == w && ifname == &cfg.iface && flag.starts_with("--addr") {
-                return Err(Error::new(format!(
+            if net.addr == *w && ifname == &cfg.iface && flag.starts_with("--addr") {
+                return Some(format!(
                     "address {w} ({flag}) is assigned to {ifname} itself; the kernel would answer for it"
-                )));
+                ));
             }
         }
     }
-    Ok(())
+    for (ifname, net) in addrs {
+        if ifname == &cfg.iface {
+            continue;
+        }
+        // Link-local IPv6 (fe80::/10) is scoped to its own link: every
+        // interface has one and they do not compete for routes.
+        if let IpAddr::V6(a) = net.addr {
+            if a.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+        }
+        for (ours, stack, flag) in &nets {
+            if overlaps(*ours, *net) {
+                return Some(format!(
+                    "interface {ifname} has {net}, in the same subnet as {flag} {ours}: the kernel \
+                     could route {stack} to {ifname} instead of {}; choose another subnet \
+                     ({flag} and {}) or remove {net} from {ifname}",
+                    cfg.iface,
+                    if *flag == "--host-addr" { "--addr" } else { "--addr6" },
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn open_error(name: &str, e: &io::Error) -> Error {
@@ -648,6 +718,21 @@ impl Drop for TunDevice {
 mod tests {
     use super::*;
 
+    fn net(s: &str) -> IpNet {
+        IpNet::parse(s).unwrap()
+    }
+
+    #[test]
+    fn netmask_prefix_lengths() {
+        assert_eq!(mask_prefix(&[255, 255, 255, 0]), 24);
+        assert_eq!(mask_prefix(&[255, 255, 240, 0]), 20);
+        assert_eq!(mask_prefix(&[0, 0, 0, 0]), 0);
+        assert_eq!(mask_prefix(&[255; 16]), 128);
+        let mut m = [0u8; 16];
+        m[..8].fill(255);
+        assert_eq!(mask_prefix(&m), 64);
+    }
+
     #[test]
     fn rtnetlink_request_layout() {
         let m = addr_request(AddrOp::Add, 7, "10.0.0.1".parse().unwrap(), 24, 9);
@@ -691,5 +776,46 @@ mod tests {
             None,
             "a zero length ends the walk"
         );
+    }
+
+    #[test]
+    fn conflicts_exact_and_same_subnet() {
+        let cfg = Config::default();
+        let host = |list: &[(&str, &str)]| -> Vec<(String, IpNet)> {
+            list.iter().map(|(i, n)| (i.to_string(), net(n))).collect()
+        };
+        let ok = host(&[
+            ("lo", "127.0.0.1/8"),
+            ("lo", "::1/128"),
+            ("eth0", "192.168.1.10/24"),
+            ("eth0", "fe80::1/64"),
+            ("tun0", "fe80::2/64"),
+            ("eth1", "10.0.1.5/24"),
+            ("eth1", "fd00:0:0:1::5/64"),
+            // The interface's own host address is no conflict.
+            ("tun0", "10.0.0.1/24"),
+        ]);
+        assert_eq!(find_conflict(&cfg, &ok), None);
+        let e = find_conflict(&cfg, &host(&[("lo", "10.0.0.1/32")])).unwrap();
+        assert!(e.contains("already on interface lo"), "{e}");
+        let e = find_conflict(&cfg, &host(&[("tun0", "10.0.0.2/24")])).unwrap();
+        assert!(e.contains("tun0 itself"), "{e}");
+        let e = find_conflict(&cfg, &host(&[("d0", "10.0.0.5/24")])).unwrap();
+        assert!(
+            e.contains("interface d0 has 10.0.0.5/24")
+                && e.contains("same subnet as --host-addr 10.0.0.1/24")
+                && e.contains("10.0.0.2"),
+            "{e}"
+        );
+        // A wider or narrower overlapping subnet is caught too.
+        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.0/8")])).is_some());
+        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.200/30")])).is_some());
+        let e = find_conflict(&cfg, &host(&[("d0", "fd00::9/64")])).unwrap();
+        assert!(e.contains("--host-addr6"), "{e}");
+        let no6 = Config {
+            addr6: None,
+            ..Config::default()
+        };
+        assert_eq!(find_conflict(&no6, &host(&[("d0", "fd00::9/64")])), None);
     }
 }
