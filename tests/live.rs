@@ -11,7 +11,8 @@
 mod common;
 
 use common::{
-    check_pattern, http_get, live_ok, need_tool, output_within, pattern, Netns, Tcpd, TempDir,
+    check_pattern, http_get, live_ok, need_tool, output_within, pattern, ChildGuard, Netns, Tcpd,
+    TempDir,
 };
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -992,6 +993,52 @@ fn sigusr1_counters_show_under_quiet() {
         !err.contains("SIGTERM: closing"),
         "-q let info through: {err}"
     );
+}
+
+#[test]
+fn unwritable_stdout_does_not_stop_tcpd() {
+    if !live_ok("unwritable_stdout_does_not_stop_tcpd") {
+        return;
+    }
+    let ns = Netns::new("stdout");
+    for (seed, full) in [("23", true), ("25", false)] {
+        let stdout = if full {
+            // `tcpd > /dev/full`: every write fails with ENOSPC.
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+        } else {
+            // A pipe nobody reads: writes fail with EPIPE.
+            Stdio::piped()
+        };
+        let mut child = ns
+            .command(common::TCPD)
+            .args(["tun0", "--seed", seed])
+            .env("RUST_LOG", "info")
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let err = child.stderr.take().unwrap();
+        let errs = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::BufReader::new(err).read_to_string(&mut s);
+            s
+        });
+        let mut g = ChildGuard(child);
+        // It serves (ns.connect retries while tcpd starts)...
+        echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+        // ...and stops cleanly.
+        g.signal(libc::SIGTERM);
+        let st = g.wait(Duration::from_secs(5)).expect("tcpd did not exit");
+        let err = errs.join().unwrap();
+        assert!(!err.contains("panicked"), "tcpd panicked: {err}");
+        assert!(st.success(), "exit status {st}: {err}");
+    }
 }
 
 #[test]
