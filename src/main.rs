@@ -204,6 +204,14 @@ fn init_logging(verbose: u8, quiet: u8) {
         .try_init();
 }
 
+/// One line to stderr. Unlike `eprintln!`, a stderr that cannot take it
+/// (a closed pipe, `2> /dev/full`) does not panic: the exit status still
+/// tells what happened.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -224,7 +232,7 @@ fn main() -> ExitCode {
                 }
             }
             let first = first.strip_prefix("error: ").unwrap_or(&first);
-            eprintln!("tcpd: {first} (see tcpd --help)");
+            say(&format!("tcpd: {first} (see tcpd --help)"));
             return ExitCode::from(2);
         }
     };
@@ -232,7 +240,7 @@ fn main() -> ExitCode {
     match daemon::run(config(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tcpd: {e}");
+            say(&format!("tcpd: {e}"));
             ExitCode::from(1)
         }
     }

@@ -1,19 +1,21 @@
 //! The command line: `--help` works and bad flags end in one clear line on
 //! stderr and a non-zero exit, never a panic. No root needed: every case
-//! here fails before any device is opened.
+//! here fails before any device is created. Still, nothing is left to that:
+//! each run has a timeout (the child is killed by its PID), and under root
+//! every run that takes an interface name happens in a fresh network
+//! namespace of its own (`unshare -n`), so that a case that got past the
+//! checks by mistake could not touch the host's interfaces.
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{isolated, output_within, TCPD};
 use std::process::Command;
+use std::time::Duration;
 
-const TCPD: &str = env!("CARGO_BIN_EXE_tcpd");
-
-fn run(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(TCPD)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+fn output(mut cmd: Command) -> (i32, String, String) {
+    let out = output_within(cmd.env_remove("RUST_LOG"), Duration::from_secs(20));
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -21,9 +23,23 @@ fn run(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `tcpd ARGS` in a network namespace of its own (when root).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let mut c = isolated(TCPD);
+    c.args(args);
+    output(c)
+}
+
+/// `tcpd ARGS` as is: only for runs that cannot reach a device (help, version).
+fn run_plain(args: &[&str]) -> (i32, String, String) {
+    let mut c = Command::new(TCPD);
+    c.args(args);
+    output(c)
+}
+
 #[test]
 fn help_lists_every_flag() {
-    let (code, out, err) = run(&["--help"]);
+    let (code, out, err) = run_plain(&["--help"]);
     assert_eq!(code, 0, "{err}");
     // clap wraps help to the terminal's width (100 columns without one), so
     // a default may be split across lines: compare with whitespace collapsed.
@@ -48,7 +64,12 @@ fn help_lists_every_flag() {
         "--fault-reorder <P>",
         "--fault-delay <MS>",
         "--fault-seed <N>",
+        "--fault-corrupt <P>",
         "--grace-ms <MS>",
+        "--no-ipv6",
+        "--no-offload",
+        "--verbose",
+        "--quiet",
         "[default: 10.0.0.2]",
         "[default: 10.0.0.1/24]",
         "[default: 1500]",
@@ -56,7 +77,7 @@ fn help_lists_every_flag() {
     ] {
         assert!(flat.contains(flag), "--help lacks {flag}:\n{out}");
     }
-    let (code, out, _) = run(&["--version"]);
+    let (code, out, _) = run_plain(&["--version"]);
     assert_eq!(code, 0);
     assert!(out.starts_with("tcpd "));
 }
@@ -118,4 +139,45 @@ fn no_configure_names_the_fix() {
         err.contains("sudo ip tuntap add tcpdnope8 mode tun user $USER"),
         "{err}"
     );
+}
+
+/// The long flags `tcpd --help` lists.
+fn help_flags() -> Vec<String> {
+    let (code, out, err) = run_plain(&["--help"]);
+    assert_eq!(code, 0, "{err}");
+    let mut flags: Vec<String> = out
+        .split_whitespace()
+        .filter(|w| w.starts_with("--"))
+        .map(|w| w.trim_end_matches([',', '.', ';', ')']).to_string())
+        .filter(|w| w.len() > 2 && w[2..].chars().all(|c| c.is_ascii_lowercase() || c == '-'))
+        .collect();
+    flags.sort();
+    flags.dedup();
+    flags
+}
+
+#[test]
+fn readme_lists_every_flag() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let flags = help_flags();
+    assert!(flags.len() > 20, "too few flags found in --help: {flags:?}");
+    for f in flags {
+        if f == "--help" || f == "--version" {
+            continue;
+        }
+        assert!(readme.contains(&f), "README.md does not mention {f}");
+    }
+}
+
+#[test]
+fn a_hung_run_is_killed_by_the_timeout() {
+    // The guard the cases above rely on: a child that does not finish is
+    // killed, and the test fails instead of hanging.
+    let r = std::panic::catch_unwind(|| {
+        let mut c = Command::new("sleep");
+        c.arg("30");
+        output_within(&mut c, Duration::from_millis(300))
+    });
+    assert!(r.is_err(), "a 30 s sleep finished within 300 ms");
 }

@@ -4,13 +4,16 @@
 //! failure. They need root; without it they are skipped, except under
 //! `CI=true`, where they must run.
 //!
-//! Needs: iproute2 (`ip`), iputils-ping, curl, coreutils (`sha256sum`).
+//! Needs: iproute2 (`ip`), iputils-ping, curl, tcpdump, coreutils (`sha256sum`).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{check_pattern, http_get, live_ok, need_tool, pattern, Netns, Tcpd};
+use common::{
+    check_pattern, http_get, live_ok, need_tool, output_within, pattern, stat, ChildGuard, Netns,
+    Tcpd, TempDir,
+};
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::process::{Command, Stdio};
@@ -277,6 +280,23 @@ fn upload_100mb_to_discard() {
     let d = start.elapsed();
     assert!(rest.is_empty(), "discard sent data back");
     eprintln!("upload 100 MB: {d:?} ({:.0} MB/s)", mbps(total, d));
+    // All 100 MB reached the service (not just the kernel's socket buffer):
+    // the daemon's count of bytes handed to services, published every
+    // 250 ms, covers the upload (plus the few bytes of these GET /stats).
+    let until = Instant::now() + Duration::from_secs(5);
+    let delivered = loop {
+        let stats = ns.stats();
+        let v = stat(&stats, "bytes_to_services")
+            .unwrap_or_else(|| panic!("no bytes_to_services in /stats: {stats}"));
+        if v >= total as u64 || Instant::now() >= until {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        delivered >= total as u64 && delivered < total as u64 + MB as u64,
+        "services got {delivered} bytes of a {total}-byte upload"
+    );
 }
 
 fn raise_nofile(n: u64) {
@@ -369,11 +389,27 @@ fn faults_20mb_each_way_intact() {
     let s = ns.connect("10.0.0.2:7");
     let d = echo_roundtrip(s, 20 * MB, true);
     eprintln!("20 MB each way through faults: {d:?}");
-    let out = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
-    let stats = String::from_utf8_lossy(&out.stdout);
+    let stats = ns.stats();
     assert!(
         stats.contains("fault_rx_dropped"),
         "fault counters missing from /stats: {stats}"
+    );
+    // The injector really impaired the link, both ways, and the stack
+    // really recovered (retransmitted) instead of the faults being idle.
+    let get = |k: &str| stat(&stats, k).unwrap_or_else(|| panic!("no {k} in /stats: {stats}"));
+    for what in ["dropped", "duplicated", "reordered"] {
+        let (rx, tx) = (
+            get(&format!("fault_rx_{what}")),
+            get(&format!("fault_tx_{what}")),
+        );
+        assert!(
+            rx > 0 && tx > 0,
+            "fault injector {what} rx {rx} tx {tx}: {stats}"
+        );
+    }
+    assert!(
+        get("retransmits") > 0,
+        "no retransmissions despite drops: {stats}"
     );
     drop(t);
 }
@@ -444,41 +480,27 @@ fn sigterm_mid_transfer_closes_cleanly() {
         got += n as u64;
     }
     assert!(got < 100_000_000_000);
+    // The client closes too: with both FINs exchanged tcpd is done and
+    // exits without waiting for the rest of the 3 s grace period.
+    drop(r);
+    let closed = Instant::now();
     let st = t
         .wait(Duration::from_secs(8))
         .expect("tcpd did not exit after SIGTERM");
+    assert!(
+        closed.elapsed() < Duration::from_secs(2),
+        "tcpd took {:?} to exit after the client closed",
+        closed.elapsed()
+    );
     assert!(st.success(), "tcpd exit status {st}: {}", t.stderr());
     assert!(!ns.has_link("tun0"), "tun0 still exists after tcpd exited");
     eprintln!("SIGTERM after {got} bytes: clean FIN, exit 0, interface gone");
 }
 
-#[test]
-fn pcap_holds_both_directions() {
-    if !live_ok("pcap_holds_both_directions") {
-        return;
-    }
-    let dir = std::env::temp_dir().join(format!("tcpd-live-pcap-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("run.pcap");
-    let ns = Netns::new("pcap");
-    let mut t = Tcpd::start(
-        &ns,
-        &[
-            "--seed",
-            "11",
-            "--workers",
-            "0",
-            "--pcap",
-            path.to_str().unwrap(),
-        ],
-    );
-    let s = ns.connect("10.0.0.2:7");
-    echo_roundtrip(s, 100_000, true);
-    assert!(t.stop(Duration::from_secs(5)).success());
-    let side = std::fs::read_to_string(dir.join("run.pcap.json")).unwrap();
-    assert!(side.contains("\"seed\": 11"), "{side}");
-    assert!(side.contains("\"workers\": 0"), "{side}");
-    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(&path).unwrap()).unwrap();
+/// Checks a capture of an echo session: pcap_file parses it (link type
+/// RAW, both directions, all the data) and so does `tcpdump -r`.
+fn check_capture(path: &std::path::Path, data: usize) {
+    let mut r = pcap_file::pcap::PcapReader::new(std::fs::File::open(path).unwrap()).unwrap();
     assert_eq!(r.header().datalink, pcap_file::DataLink::RAW);
     let (mut inbound, mut outbound, mut bytes_in) = (0, 0, 0usize);
     while let Some(p) = r.next_packet() {
@@ -501,10 +523,64 @@ fn pcap_holds_both_directions() {
         "in {inbound}, out {outbound}"
     );
     assert!(
-        bytes_in > 100_000,
+        bytes_in > data,
         "the pcap holds {bytes_in} inbound bytes, less than the data sent"
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    // tcpdump reads it too (it only reads a file: no packets are sent).
+    let out = output_within(
+        Command::new("tcpdump").arg("-nr").arg(path),
+        Duration::from_secs(30),
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tcpdump -r {}: {err}", path.display());
+    let mut to_stack = 0;
+    let mut from_stack = 0;
+    for line in text.lines() {
+        let Some(rest) = line.split(" IP ").nth(1) else {
+            continue;
+        };
+        if rest.starts_with("10.0.0.1.") && rest.contains(" > 10.0.0.2.7: ") {
+            to_stack += 1;
+        } else if rest.starts_with("10.0.0.2.7 > 10.0.0.1.") {
+            from_stack += 1;
+        }
+    }
+    assert!(
+        to_stack == inbound && from_stack == outbound,
+        "tcpdump shows {to_stack} packets to tcpd and {from_stack} from it \
+         (pcap_file: {inbound} / {outbound}):\n{err}\n{text}"
+    );
+}
+
+#[test]
+fn pcap_holds_both_directions() {
+    if !live_ok("pcap_holds_both_directions") {
+        return;
+    }
+    need_tool("tcpdump", "tcpdump");
+    let dir = TempDir::new("live-pcap");
+    let ns = Netns::new("pcap");
+    // Inline services (what a replay needs) and the default worker threads.
+    for (seed, workers) in [("11", Some("0")), ("24", None)] {
+        let path = dir.0.join(format!("run{seed}.pcap"));
+        let mut args = vec!["--seed", seed, "--pcap", path.to_str().unwrap()];
+        if let Some(w) = workers {
+            args.extend(["--workers", w]);
+        }
+        let mut t = Tcpd::start(&ns, &args);
+        let s = ns.connect("10.0.0.2:7");
+        echo_roundtrip(s, 100_000, true);
+        assert!(t.stop(Duration::from_secs(5)).success());
+        let side = std::fs::read_to_string(dir.0.join(format!("run{seed}.pcap.json"))).unwrap();
+        assert!(side.contains(&format!("\"seed\": {seed}")), "{side}");
+        if let Some(w) = workers {
+            assert!(side.contains(&format!("\"workers\": {w}")), "{side}");
+        } else {
+            assert!(!side.contains("\"workers\": 0"), "{side}");
+        }
+        check_capture(&path, 100_000);
+    }
 }
 
 #[test]
@@ -650,12 +726,10 @@ fn grace_period_then_reset_and_second_signal() {
 
 /// Runs tcpd in `ns` expecting it to fail; returns its one stderr line.
 fn expect_failure(ns: &Netns, args: &[&str]) -> String {
-    let out = ns
-        .command(common::TCPD)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .output()
-        .unwrap();
+    let out = output_within(
+        ns.command(common::TCPD).args(args).env_remove("RUST_LOG"),
+        Duration::from_secs(20),
+    );
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     assert_eq!(out.status.code(), Some(1), "tcpd {args:?}: {err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
@@ -697,4 +771,477 @@ fn user_errors_are_one_clear_line() {
         "{e}"
     );
     assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+}
+
+/// Linux's TCP_CLOSE in `tcpi_state` (include/net/tcp_states.h).
+const TCP_CLOSE: u8 = 7;
+
+/// The kernel's TCP state of `s` (TCP_INFO's first byte, `tcpi_state`).
+fn tcp_state(s: &std::net::TcpStream) -> u8 {
+    use std::os::fd::AsRawFd;
+    let mut info = [0u8; 256];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: TCP_INFO writes at most `len` bytes into a buffer we own.
+    let r = unsafe {
+        libc::getsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(r, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info[0]
+}
+
+/// Reads an HTTP/1.1 response with a Content-Length body off `r`; returns the body.
+fn read_response(r: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<u8> {
+    use std::io::BufRead;
+    let mut len = 0usize;
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    body
+}
+
+#[test]
+fn shutdown_resets_peers_that_keep_their_side_open() {
+    if !live_ok("shutdown_resets_peers_that_keep_their_side_open") {
+        return;
+    }
+    let ns = Netns::new("halfopen");
+    let grace = Duration::from_millis(800);
+    let mut t = Tcpd::start(&ns, &["--seed", "18", "--grace-ms", "800"]);
+    // An idle echo client: it reads tcpd's FIN and never closes.
+    let mut idle = ns.connect("10.0.0.2:7");
+    idle.write_all(b"hello\n").unwrap();
+    let mut got = [0u8; 6];
+    idle.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"hello\n");
+    // An idle HTTP keep-alive client, after one response.
+    let ka = ns.connect("10.0.0.2:80");
+    let mut ka = std::io::BufReader::new(ka);
+    ka.get_mut()
+        .write_all(b"GET /bytes/1000 HTTP/1.1\r\nHost: tcpd\r\n\r\n")
+        .unwrap();
+    assert_eq!(check_pattern(0, &read_response(&mut ka)), None);
+    // An upload still sending to discard when the signal comes.
+    let up = ns.connect("10.0.0.2:9");
+    up.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let up_state = up.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let mut up = up;
+        let buf = vec![7u8; 64 * 1024];
+        let mut sent = 0u64;
+        loop {
+            match up.write(&buf) {
+                Ok(n) => sent += n as u64,
+                Err(e) => return (sent, e.kind()),
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let start = Instant::now();
+    t.signal(libc::SIGTERM);
+    // tcpd's FIN comes at once; the clients keep their sides open.
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(idle.read(&mut got).unwrap(), 0, "no FIN from tcpd");
+    let mut rest = Vec::new();
+    ka.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    assert!(
+        start.elapsed() < grace,
+        "tcpd's FIN took {:?}",
+        start.elapsed()
+    );
+    let st = t
+        .wait(Duration::from_secs(5))
+        .expect("tcpd did not exit after the grace period");
+    let took = start.elapsed();
+    assert!(st.success(), "exit status {st}: {}", t.stderr());
+    // FIN-WAIT-2 is not closed: tcpd waited out the grace period for them...
+    assert!(
+        took >= grace - Duration::from_millis(50),
+        "exited after {took:?}, before the grace period: half-open connections counted as closed"
+    );
+    // ...and promptly after it, reset them.
+    assert!(
+        took < grace + Duration::from_millis(1500),
+        "exited only after {took:?}"
+    );
+    let err = t.stderr();
+    assert!(err.contains("reset 3 connections"), "{err}");
+    // Each client saw the RST: its socket went from CLOSE-WAIT to CLOSE
+    // with an error pending. (Linux reports a RST received in CLOSE-WAIT
+    // as EPIPE, in the other states as ECONNRESET: tcp_reset().)
+    let until = Instant::now() + Duration::from_secs(2);
+    let reset = |s: &std::net::TcpStream, who: &str| loop {
+        match tcp_state(s) {
+            TCP_CLOSE => {
+                if let Some(e) = s.take_error().unwrap() {
+                    assert!(
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                        ),
+                        "{who}: {e}"
+                    );
+                }
+                break;
+            }
+            st if Instant::now() < until => {
+                let _ = st;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            st => panic!("{who}: no RST came; the socket is in TCP state {st}, not CLOSE"),
+        }
+    };
+    reset(&idle, "idle echo client");
+    reset(ka.get_ref(), "keep-alive HTTP client");
+    let (sent, kind) = uploader.join().unwrap();
+    assert!(sent > 0);
+    assert!(
+        matches!(
+            kind,
+            std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+        ),
+        "the uploader's writes ended with {kind:?} after {sent} bytes"
+    );
+    reset(&up_state, "uploader");
+    assert!(!ns.has_link("tun0"));
+}
+
+/// `ip link show DEV` in `ns`: its flags (inside `<…>`), MTU and qlen.
+fn link_info(ns: &Netns, dev: &str) -> (Vec<String>, u32, u32) {
+    let text = ns.ip_out(&["link", "show", dev]);
+    let flags = text
+        .split_once('<')
+        .and_then(|(_, r)| r.split_once('>'))
+        .map(|(f, _)| f.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let num = |key: &str| -> u32 {
+        let mut words = text.split_whitespace();
+        words
+            .find(|w| *w == key)
+            .and_then(|_| words.next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {text}"))
+    };
+    (flags, num("mtu"), num("qlen"))
+}
+
+fn is_up(flags: &[String]) -> bool {
+    flags.iter().any(|f| f == "UP")
+}
+
+#[test]
+fn banner_mtu_and_txqueuelen() {
+    if !live_ok("banner_mtu_and_txqueuelen") {
+        return;
+    }
+    need_tool("ping", "iputils-ping");
+    let ns = Netns::new("banner");
+    let mut t = Tcpd::start(&ns, &["--seed", "21", "--mtu", "1400"]);
+    let banner = t.banner.join("\n");
+    for want in [
+        "serving on tun0 (MTU 1400",
+        "stack address     10.0.0.2  fd00::2",
+        "host side         10.0.0.1/24  fd00::1/64 on tun0",
+        "echo (RFC 862)    port 7",
+        "discard (RFC 863) port 9",
+        "HTTP/1.1          port 80",
+        "  ping 10.0.0.2",
+        "  nc 10.0.0.2 7",
+        "  curl http://10.0.0.2/",
+        "  curl http://[fd00::2]/",
+        "stop with Ctrl-C",
+    ] {
+        assert!(banner.contains(want), "banner lacks {want:?}:\n{banner}");
+    }
+    let (flags, mtu, qlen) = link_info(&ns, "tun0");
+    assert!(is_up(&flags), "tun0 is not up: {flags:?}");
+    assert_eq!(mtu, 1400, "--mtu did not reach the interface");
+    assert_eq!(
+        qlen, 10_000,
+        "txqueuelen was not raised from the kernel's 500"
+    );
+    // The MTU is the kernel's: 1400-byte packets with DF pass, 1401 do not.
+    let ok = ns.run(
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1372", "10.0.0.2"],
+    );
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let big = ns.run(
+        "ping",
+        &["-c", "1", "-W", "2", "-M", "do", "-s", "1373", "10.0.0.2"],
+    );
+    assert!(
+        !big.status.success(),
+        "a 1401-byte packet passed an MTU of 1400"
+    );
+    assert!(t.stop(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn persistent_device_keeps_the_users_configuration() {
+    if !live_ok("persistent_device_keeps_the_users_configuration") {
+        return;
+    }
+    let ns = Netns::new("persist");
+    ns.ip(&["tuntap", "add", "tun0", "mode", "tun"]);
+    let addrs = || ns.ip_out(&["addr", "show", "dev", "tun0"]);
+
+    // Configured by the user already (address, up, MTU 1400) plus an
+    // address of its own: tcpd adds only what is missing (IPv6, its MTU),
+    // and on exit puts back exactly that.
+    ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tun0"]);
+    ns.ip(&["addr", "add", "192.168.77.1/24", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "mtu", "1400", "up"]);
+    let (_, _, qlen_before) = link_info(&ns, "tun0");
+    let mut t = Tcpd::start(&ns, &["--seed", "19"]);
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24") && a.contains("inet 192.168.77.1/24"),
+        "{a}"
+    );
+    assert!(a.contains("inet6 fd00::1/64"), "{a}");
+    assert_eq!(link_info(&ns, "tun0").1, 1500);
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 100_000, true);
+    assert!(t.stop(Duration::from_secs(5)).success(), "{}", t.stderr());
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24"),
+        "tcpd removed the user's address: {a}"
+    );
+    assert!(a.contains("inet 192.168.77.1/24"), "{a}");
+    assert!(
+        !a.contains("fd00::1"),
+        "tcpd left its IPv6 address behind: {a}"
+    );
+    let (flags, mtu, qlen) = link_info(&ns, "tun0");
+    assert!(
+        is_up(&flags),
+        "tcpd took down a link it found up: {flags:?}"
+    );
+    assert_eq!(mtu, 1400, "the user's MTU was not restored");
+    assert_eq!(qlen, qlen_before, "the txqueuelen was not restored");
+
+    // Bare and down: tcpd adds the addresses and brings the link up; a
+    // forced exit (second signal, no destructors) still undoes it all.
+    ns.ip(&["addr", "flush", "dev", "tun0"]);
+    ns.ip(&["link", "set", "tun0", "down"]);
+    let mut t = Tcpd::start(&ns, &["--seed", "20", "--grace-ms", "20000"]);
+    let a = addrs();
+    assert!(
+        a.contains("inet 10.0.0.1/24") && a.contains("inet6 fd00::1/64"),
+        "{a}"
+    );
+    assert!(is_up(&link_info(&ns, "tun0").0));
+    // A client that keeps its side open holds the shutdown in its grace period.
+    let mut held = ns.connect("10.0.0.2:7");
+    held.write_all(b"x").unwrap();
+    held.read_exact(&mut [0u8; 1]).unwrap();
+    t.signal(libc::SIGTERM);
+    assert!(t.wait_stderr(&["SIGTERM: closing"], Duration::from_secs(3)));
+    std::thread::sleep(Duration::from_millis(100));
+    t.signal(libc::SIGINT);
+    let st = t
+        .wait(Duration::from_secs(3))
+        .expect("a second signal did not end tcpd");
+    assert!(!st.success());
+    let a = addrs();
+    assert!(
+        !a.contains("10.0.0.1") && !a.contains("fd00::1"),
+        "a forced exit left tcpd's addresses on the persistent device: {a}"
+    );
+    let (flags, mtu, _) = link_info(&ns, "tun0");
+    assert!(!is_up(&flags), "a forced exit left the link up: {flags:?}");
+    assert_eq!(mtu, 1400);
+    assert!(ns.has_link("tun0"), "the persistent device is gone");
+}
+
+#[test]
+fn sigusr1_counters_show_under_quiet() {
+    if !live_ok("sigusr1_counters_show_under_quiet") {
+        return;
+    }
+    let ns = Netns::new("usr1");
+    // No RUST_LOG: -q decides, warnings only.
+    let mut t = Tcpd::start_with_log(&ns, &["--seed", "22", "-q"], None);
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+    t.signal(libc::SIGUSR1);
+    assert!(
+        t.wait_stderr(
+            &[
+                "tcp: packets_in=",
+                "daemon: wakeups=",
+                "rx_packets=",
+                "connections:"
+            ],
+            Duration::from_secs(3)
+        ),
+        "SIGUSR1 under -q printed no counters: {}",
+        t.stderr()
+    );
+    assert!(t.stop(Duration::from_secs(5)).success());
+    // -q did apply: the info lines of the shutdown are not there.
+    let err = t.stderr();
+    assert!(
+        !err.contains("SIGTERM: closing"),
+        "-q let info through: {err}"
+    );
+}
+
+#[test]
+fn unwritable_stdout_does_not_stop_tcpd() {
+    if !live_ok("unwritable_stdout_does_not_stop_tcpd") {
+        return;
+    }
+    let ns = Netns::new("stdout");
+    for (seed, full) in [("23", true), ("25", false)] {
+        let stdout = if full {
+            // `tcpd > /dev/full`: every write fails with ENOSPC.
+            Stdio::from(
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open("/dev/full")
+                    .unwrap(),
+            )
+        } else {
+            // A pipe nobody reads: writes fail with EPIPE.
+            Stdio::piped()
+        };
+        let mut child = ns
+            .command(common::TCPD)
+            .args(["tun0", "--seed", seed])
+            .env("RUST_LOG", "info")
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let err = child.stderr.take().unwrap();
+        let errs = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::BufReader::new(err).read_to_string(&mut s);
+            s
+        });
+        let mut g = ChildGuard(child);
+        // It serves (ns.connect retries while tcpd starts)...
+        echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+        // ...and stops cleanly.
+        g.signal(libc::SIGTERM);
+        let st = g.wait(Duration::from_secs(5)).expect("tcpd did not exit");
+        let err = errs.join().unwrap();
+        assert!(!err.contains("panicked"), "tcpd panicked: {err}");
+        assert!(st.success(), "exit status {st}: {err}");
+    }
+}
+
+#[test]
+fn same_subnet_on_another_interface_is_refused() {
+    if !live_ok("same_subnet_on_another_interface_is_refused") {
+        return;
+    }
+    let ns = Netns::new("subnet");
+    ns.ip(&[
+        "link", "add", "tcpdv0", "type", "veth", "peer", "name", "tcpdv1",
+    ]);
+    ns.ip(&["addr", "add", "10.0.0.5/24", "dev", "tcpdv0"]);
+    let e = expect_failure(&ns, &["tun0", "--seed", "1"]);
+    assert!(
+        e.contains("tcpdv0") && e.contains("10.0.0.5/24") && e.contains("same subnet"),
+        "{e}"
+    );
+    assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+    // Another subnet is fine.
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "26",
+            "--host-addr",
+            "10.0.1.1/24",
+            "--addr",
+            "10.0.1.2",
+        ],
+    );
+    assert!(t.stop(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn second_signal_ends_a_stuck_shutdown() {
+    if !live_ok("second_signal_ends_a_stuck_shutdown") {
+        return;
+    }
+    // The pcap goes to a FIFO nobody reads: once the pipe is full the pcap
+    // writer blocks, so the last phase of the shutdown (waiting for the
+    // writer to flush) cannot finish. A second signal must end it anyway.
+    let dir = TempDir::new("live-stuck");
+    let fifo = dir.0.join("stuck.pcap");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A reader end that never reads (non-blocking open needs no writer).
+    let reader = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap()
+    };
+    let ns = Netns::new("stuck");
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "27",
+            "--grace-ms",
+            "300",
+            "--pcap",
+            fifo.to_str().unwrap(),
+        ],
+    );
+    // More than the pipe holds (64 KiB), far fewer records than the queue.
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 200_000, true);
+    t.signal(libc::SIGTERM);
+    assert!(
+        t.wait(Duration::from_millis(1500)).is_none(),
+        "tcpd exited although its pcap writer is blocked: {}",
+        t.stderr()
+    );
+    let start = Instant::now();
+    t.signal(libc::SIGINT);
+    let st = t
+        .wait(Duration::from_secs(3))
+        .expect("a second signal did not end a stuck shutdown");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "exit took {:?}",
+        start.elapsed()
+    );
+    assert!(!st.success(), "a forced exit reports failure ({st})");
+    assert!(t.stderr().contains("second signal"), "{}", t.stderr());
+    assert!(!ns.has_link("tun0"));
+    drop(reader);
 }

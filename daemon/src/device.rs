@@ -42,8 +42,21 @@ pub trait Device {
     fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
         let _ = out;
     }
-    /// Flushes buffered output (pcap records) before exit.
+    /// Flushes buffered output (pcap records) before exit; may block until
+    /// the output is written.
     fn flush(&mut self) {}
+    /// Starts the flush of [`Device::flush`] without waiting for it (the pcap
+    /// writer is told to write what is queued and stop).
+    fn begin_flush(&mut self) {}
+    /// Whether a flush begun with [`Device::begin_flush`] is complete, so
+    /// that [`Device::flush`] returns at once.
+    fn flushed(&self) -> bool {
+        true
+    }
+    /// Undoes now what the device changed on the host (addresses tcpd added
+    /// to a persistent interface, its link state, MTU), for an exit that
+    /// runs no destructors. Idempotent: `Drop` does the same afterwards.
+    fn restore_host(&mut self) {}
     /// Whether the device does segmentation and checksum offload: then
     /// [`Device::recv_offload`] may return packets larger than the MTU and
     /// [`Device::send_offload`] takes TSO segments (see [`tcp::Transmit`]).
@@ -87,6 +100,15 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn flush(&mut self) {
         (**self).flush()
+    }
+    fn begin_flush(&mut self) {
+        (**self).begin_flush()
+    }
+    fn flushed(&self) -> bool {
+        (**self).flushed()
+    }
+    fn restore_host(&mut self) {
+        (**self).restore_host()
     }
     fn offload(&self) -> bool {
         (**self).offload()

@@ -340,6 +340,18 @@ impl<D: Device> Device for FaultDevice<D> {
     fn flush(&mut self) {
         self.inner.flush()
     }
+
+    fn begin_flush(&mut self) {
+        self.inner.begin_flush()
+    }
+
+    fn flushed(&self) -> bool {
+        self.inner.flushed()
+    }
+
+    fn restore_host(&mut self) {
+        self.inner.restore_host()
+    }
 }
 
 #[cfg(test)]

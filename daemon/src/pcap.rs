@@ -226,6 +226,17 @@ impl<D: Device> Device for PcapTap<D> {
             Err(e) => warn!("pcap: {e}"),
         }
     }
+    fn begin_flush(&mut self) {
+        self.inner.begin_flush();
+        // The writer drains the channel, flushes and ends when the sender is gone.
+        self.tx = None;
+    }
+    fn flushed(&self) -> bool {
+        self.inner.flushed() && self.writer.as_ref().is_none_or(|h| h.is_finished())
+    }
+    fn restore_host(&mut self) {
+        self.inner.restore_host()
+    }
 }
 
 impl<D> Drop for PcapTap<D> {
@@ -390,6 +401,36 @@ mod tests {
         let js = sidecar_json(&cfg, &clock, 1500, 2);
         assert!(js.contains("\"seed\": 0"));
         assert!(js.contains("\"addrs\": [\"10.0.0.2\", \"fd00::2\"]"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn begin_flush_completes_without_blocking() {
+        let dir = std::env::temp_dir().join(format!("tcpd-pcap-flush-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f.pcap");
+        let clock = Clock::new();
+        let mut tap = PcapTap::new(Null, &path, clock, 64, 65535).unwrap();
+        let mut buf = [0u8; 16];
+        for _ in 0..50 {
+            tap.recv(clock.start(), &mut buf).unwrap();
+        }
+        assert!(!tap.flushed(), "the writer runs until told to stop");
+        tap.begin_flush();
+        let until = Instant::now() + Duration::from_secs(5);
+        while !tap.flushed() {
+            assert!(Instant::now() < until, "the pcap writer did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Everything queued is on disk before flush() is called.
+        let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).unwrap()).unwrap();
+        let mut n = 0;
+        while let Some(p) = r.next_packet() {
+            p.unwrap();
+            n += 1;
+        }
+        assert_eq!(n, 50);
+        tap.flush();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -16,7 +16,8 @@
 //!
 //! Signals: SIGINT/SIGTERM start a graceful shutdown (stop accepting, FIN
 //! every connection, wait up to the grace period, RST the rest); a second
-//! one exits at once; SIGUSR1 logs the counters.
+//! one exits at once, also while the shutdown waits for workers or the pcap
+//! writer; SIGUSR1 writes the counters to stderr.
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,6 +40,9 @@ use tracing::{debug, info, warn};
 const TUN: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+
+/// How long a forced exit (second signal) lets the pcap writer finish.
+const FORCED_FLUSH_WAIT: Duration = Duration::from_millis(100);
 
 /// Daemon-level counters (the endpoint keeps its own, [`tcp::Stats`]).
 #[derive(Clone, Copy, Debug, Default)]
@@ -369,8 +373,8 @@ impl<D: Device> Reactor<D> {
                     _ => {}
                 }
             }
-            if got_signal && self.handle_signals()? {
-                break;
+            if got_signal {
+                self.handle_signals();
             }
             self.turn();
             if self.shutdown_done() {
@@ -922,17 +926,17 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// Handles pending signals; true when the daemon must stop now.
-    fn handle_signals(&mut self) -> Result<bool, Error> {
+    /// Handles pending signals (without blocking). Also called from the
+    /// waits of [`Reactor::finish_shutdown`], so that a second signal ends a
+    /// stuck shutdown phase at once.
+    fn handle_signals(&mut self) {
         let sigs: Vec<i32> = self.signals.pending().collect();
         for s in sigs {
             match s {
-                SIGUSR1 => self.log_counters(),
+                SIGUSR1 => self.print_counters(),
                 SIGINT | SIGTERM => {
                     if self.shutdown.is_some() {
-                        warn!("second signal: exiting at once");
-                        self.dev.flush();
-                        std::process::exit(130);
+                        self.forced_exit();
                     }
                     let name = if s == SIGINT { "SIGINT" } else { "SIGTERM" };
                     info!(
@@ -945,7 +949,27 @@ impl<D: Device> Reactor<D> {
                 _ => {}
             }
         }
-        Ok(false)
+    }
+
+    /// A second SIGINT/SIGTERM: exit now, status 130. `process::exit` runs
+    /// no destructors, so what the device changed on the host (addresses on
+    /// a persistent interface, its link state) is undone here first; the
+    /// pcap writer gets a short, bounded moment to write what it has.
+    fn forced_exit(&mut self) -> ! {
+        warn!("second signal: exiting at once");
+        self.dev.begin_flush();
+        let until = Instant::now() + FORCED_FLUSH_WAIT;
+        while !self.dev.flushed() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.dev.restore_host();
+        std::process::exit(130);
+    }
+
+    /// Sleeps `d` in a shutdown phase, then handles signals that came.
+    fn shutdown_pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        self.handle_signals();
     }
 
     fn begin_shutdown(&mut self) {
@@ -974,8 +998,12 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// During a shutdown: whether every connection is finished (our FIN
-    /// acknowledged: FIN-WAIT-2, TIME-WAIT or gone) or the grace period ran out.
+    /// During a shutdown: whether every connection is finished or the grace
+    /// period ran out. Finished means CLOSED or TIME-WAIT: both FINs went
+    /// and were acknowledged (RFC 9293 §3.6). FIN-WAIT-2 is not finished:
+    /// the peer has not closed its side and may still be sending (an upload)
+    /// or simply idle (a keep-alive client); it is reset when the grace
+    /// period ends, as an ABORT in FIN-WAIT-2 does (RFC 9293 §3.10.5).
     fn shutdown_done(&mut self) -> bool {
         let Some(s) = &self.shutdown else {
             return false;
@@ -984,12 +1012,7 @@ impl<D: Device> Reactor<D> {
             .ep
             .state_counts()
             .iter()
-            .filter(|(st, _)| {
-                !matches!(
-                    st,
-                    State::Closed | State::Listen | State::FinWait2 | State::TimeWait
-                )
-            })
+            .filter(|(st, _)| !matches!(st, State::Closed | State::Listen | State::TimeWait))
             .map(|(_, n)| n)
             .sum();
         busy == 0 || Instant::now() >= s.deadline
@@ -1003,7 +1026,9 @@ impl<D: Device> Reactor<D> {
         for id in ids {
             let st = self.ep.info(id).map(|i| i.state);
             if let Ok(st) = st {
-                if !matches!(st, State::FinWait2 | State::TimeWait | State::Closed) {
+                // FIN-WAIT-2 too: the peer never closed; RFC 9293 §3.10.5
+                // ABORT sends it a RST (an exit leaves nothing half-open).
+                if !matches!(st, State::TimeWait | State::Closed) {
                     self.counters.shutdown_resets += 1;
                     let _ = self.ep.abort(id);
                 }
@@ -1016,23 +1041,26 @@ impl<D: Device> Reactor<D> {
             if self.tx_pending.is_none() {
                 break;
             }
-            std::thread::sleep(Duration::from_millis(1));
+            self.shutdown_pause(Duration::from_millis(1));
         }
         if let Hosts::Threads(links) = &mut self.hosts {
             for link in links.iter_mut() {
                 let (tx, _) = crossbeam_channel::bounded(1);
                 drop(std::mem::replace(&mut link.tx, tx));
             }
-            // Workers may be blocked on a full command queue: drain it.
-            for link in links.iter_mut() {
-                if let Some(t) = link.thread.take() {
-                    while !t.is_finished() {
-                        while self.cmd_rx.try_recv().is_ok() {}
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                    let _ = t.join();
-                }
+        }
+        // Workers may be blocked on a full command queue: drain it. A
+        // handler stuck for good keeps this waiting, until a second signal.
+        let threads: Vec<std::thread::JoinHandle<()>> = match &mut self.hosts {
+            Hosts::Threads(links) => links.iter_mut().filter_map(|l| l.thread.take()).collect(),
+            Hosts::Inline(_) => Vec::new(),
+        };
+        for t in threads {
+            while !t.is_finished() {
+                while self.cmd_rx.try_recv().is_ok() {}
+                self.shutdown_pause(Duration::from_millis(1));
             }
+            let _ = t.join();
         }
         self.publish();
         self.log_counters();
@@ -1041,6 +1069,12 @@ impl<D: Device> Reactor<D> {
                 "reset {} connections still open after the grace period",
                 self.counters.shutdown_resets
             );
+        }
+        // The pcap writer writes what is queued and exits; wait for it
+        // watching for a second signal (a slow disk must not hang the exit).
+        self.dev.begin_flush();
+        while !self.dev.flushed() {
+            self.shutdown_pause(Duration::from_millis(1));
         }
         self.dev.flush();
     }
@@ -1070,30 +1104,50 @@ impl<D: Device> Reactor<D> {
         self.board.publish(s);
     }
 
-    fn log_counters(&self) {
+    /// The counters as three lines: `tcp: …`, `daemon: …`, `connections: …`.
+    fn counter_lines(&self) -> [String; 3] {
+        use std::fmt::Write as _;
         let st = self.ep.stats();
-        let mut line = String::new();
+        let mut tcp = String::from("tcp:");
         for (k, v) in crate::services::stats_fields(st) {
-            line.push_str(&format!(" {k}={v}"));
+            let _ = write!(tcp, " {k}={v}");
         }
-        let mut drops = String::new();
+        let _ = write!(tcp, " drops={}", st.drops.total());
         for (k, v) in st.drops.named() {
             if v > 0 {
-                drops.push_str(&format!(" {k}={v}"));
+                let _ = write!(tcp, " {k}={v}");
             }
         }
-        info!("tcp:{line} drops={}{drops}", st.drops.total());
-        let mut d = String::new();
+        let mut d = String::from("daemon:");
         for (k, v) in self.daemon_counters() {
-            d.push_str(&format!(" {k}={v}"));
+            let _ = write!(d, " {k}={v}");
         }
-        info!("daemon:{d}");
-        let mut c = String::new();
+        let mut c = String::from("connections:");
         for (st, n) in self.ep.state_counts() {
             if n > 0 {
-                c.push_str(&format!(" {st:?}={n}"));
+                let _ = write!(c, " {st:?}={n}");
             }
         }
-        info!("connections:{c}");
+        [tcp, d, c]
+    }
+
+    /// Logs the counters (at exit), at info level.
+    fn log_counters(&self) {
+        for line in self.counter_lines() {
+            info!("{line}");
+        }
+    }
+
+    /// SIGUSR1: the user asked for the counters, so they go straight to
+    /// stderr, whatever `-q` or `RUST_LOG` filter out. A failed write
+    /// (stderr closed) is ignored: it must not stop the daemon.
+    fn print_counters(&self) {
+        use std::io::Write as _;
+        let lines = self.counter_lines();
+        let mut err = io::stderr().lock();
+        for line in lines {
+            let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
+        }
+        let _ = err.flush();
     }
 }

@@ -12,7 +12,7 @@ use crate::services::{Discard, Echo, HttpService, Service, Status, StatusBoard};
 use crate::tun::TunDevice;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{debug, info};
 
 /// What tcpd prints at start: where it is and how to reach it.
 pub fn banner(cfg: &Config, mtu: usize) -> String {
@@ -99,6 +99,17 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     s
 }
 
+/// Writes the banner to stdout. A stdout that cannot take it (closed,
+/// a full disk, `> /dev/full`) must not stop the daemon: `println!` would
+/// panic there, so the error is only logged.
+fn print_banner(text: &str) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|()| out.flush()) {
+        debug!("cannot write the banner to stdout: {e}");
+    }
+}
+
 /// Services by port.
 type ServiceList = Vec<(u16, Arc<dyn Service>)>;
 
@@ -147,7 +158,7 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
     let board = StatusBoard::new(template.clone());
     let services = services(&cfg, &board)?;
     let reactor = Reactor::new(&cfg, dev, clock, services, board, template)?;
-    println!("{}", banner(&cfg, cfg.mtu));
+    print_banner(&banner(&cfg, cfg.mtu));
     let mut dev = reactor.run()?;
     dev.flush();
     drop(dev);

@@ -2,11 +2,17 @@
 //! ioctls in-process (MTU, transmit queue length, IPv4 and IPv6 addresses,
 //! up), read and written with plain non-blocking `read`/`write` on its fd.
 //!
-//! What tcpd created it removes on drop: a device it created disappears when
-//! its fd closes (it is not persistent); on a persistent device that tcpd
-//! configured, the addresses it added are removed again.
+//! What tcpd changed it undoes on drop (and before a forced exit, see
+//! [`Device::restore_host`]): a device it created disappears when its fd
+//! closes (it is not persistent); on a persistent device it configured, it
+//! removes the addresses it added, takes the link down if it brought it up,
+//! and puts back the MTU and transmit queue length it changed. Addresses and
+//! state that were there before stay as they were. Addresses are added and
+//! removed one by one over rtnetlink (`RTM_NEWADDR`/`RTM_DELADDR`, what
+//! `ip addr add/del` does), never by replacing the interface's primary
+//! address.
 
-use crate::config::Config;
+use crate::config::{Config, IpNet};
 use crate::device::Device;
 use crate::error::Error;
 use crate::offload;
@@ -25,14 +31,19 @@ pub struct TunDevice {
     /// `virtio_net_hdr` (segmentation and checksum offload).
     vnet: bool,
     name: String,
-    /// The device existed before tcpd opened it.
+    /// The device existed before tcpd opened it (persistent): what tcpd
+    /// changed on it must be undone, the kernel will not.
     existed: bool,
-    /// IPv4 address tcpd assigned (removed on drop when `existed`).
-    added_v4: Option<Ipv4Addr>,
-    /// IPv6 address and prefix tcpd assigned.
+    /// IPv4 address and prefix tcpd added (not there before).
+    added_v4: Option<(Ipv4Addr, u8)>,
+    /// IPv6 address and prefix tcpd added (not there before).
     added_v6: Option<(Ipv6Addr, u8)>,
-    /// tcpd brought the device up.
+    /// tcpd brought the link up (it was down).
     brought_up: bool,
+    /// The MTU before tcpd changed it.
+    old_mtu: Option<u16>,
+    /// The transmit queue length before tcpd raised it.
+    old_txqueuelen: Option<u32>,
     mtu: usize,
     rx_packets: u64,
     tx_packets: u64,
@@ -64,8 +75,20 @@ pub fn if_index(name: &str) -> Option<u32> {
     (idx != 0).then_some(idx)
 }
 
-/// Every (interface, address) pair on the host, from getifaddrs(3).
-pub fn host_addresses() -> io::Result<Vec<(String, IpAddr)>> {
+/// The prefix length of a contiguous netmask (leading one bits).
+fn mask_prefix(mask: &[u8]) -> u8 {
+    let mut n = 0u8;
+    for b in mask {
+        n += b.leading_ones() as u8;
+        if *b != 0xff {
+            break;
+        }
+    }
+    n
+}
+
+/// Every (interface, address/prefix) pair on the host, from getifaddrs(3).
+pub fn host_addresses() -> io::Result<Vec<(String, IpNet)>> {
     let mut out = Vec::new();
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
@@ -86,17 +109,31 @@ pub fn host_addresses() -> io::Result<Vec<(String, IpAddr)>> {
             .into_owned();
         // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its real type.
         let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        let has_mask = !ifa.ifa_netmask.is_null();
         if family == libc::AF_INET {
             // SAFETY: family AF_INET means the storage is a sockaddr_in.
             let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            out.push((
-                name,
-                IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr))),
-            ));
+            let prefix = if has_mask {
+                // SAFETY: the netmask of an AF_INET address is a sockaddr_in.
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
+                mask_prefix(&m.sin_addr.s_addr.to_ne_bytes())
+            } else {
+                32
+            };
+            let addr = IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+            out.push((name, IpNet { addr, prefix }));
         } else if family == libc::AF_INET6 {
             // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
             let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            out.push((name, IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))));
+            let prefix = if has_mask {
+                // SAFETY: the netmask of an AF_INET6 address is a sockaddr_in6.
+                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in6) };
+                mask_prefix(&m.sin6_addr.s6_addr)
+            } else {
+                128
+            };
+            let addr = IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
+            out.push((name, IpNet { addr, prefix }));
         }
     }
     // SAFETY: `head` came from getifaddrs and is freed once.
@@ -120,22 +157,8 @@ fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
     Ok(req)
 }
 
-fn sockaddr_v4(a: Ipv4Addr) -> libc::sockaddr {
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: 0,
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(a).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: sockaddr_in and sockaddr have the same size on Linux; sockaddr is plain data.
-    unsafe { std::mem::transmute::<libc::sockaddr_in, libc::sockaddr>(sin) }
-}
-
-/// Sets (or with 0.0.0.0, removes) the IPv4 address and netmask of `name`
-/// with SIOCSIFADDR / SIOCSIFNETMASK.
-fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
+/// Whether the link `name` is administratively up (SIOCGIFFLAGS, IFF_UP).
+fn link_is_up(name: &str) -> io::Result<bool> {
     // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
     let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if raw < 0 {
@@ -144,26 +167,152 @@ fn set_ipv4(name: &str, addr: Ipv4Addr, prefix: u8) -> io::Result<()> {
     // SAFETY: `raw` is a fresh fd we own.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
     let mut req = ifreq_for(name)?;
-    req.ifr_ifru.ifru_addr = sockaddr_v4(addr);
-    // SAFETY: SIOCSIFADDR takes a pointer to an ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFADDR as _, &req) } < 0 {
+    // SAFETY: SIOCGIFFLAGS fills the flags of an ifreq we own.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    if addr.is_unspecified() {
-        return Ok(());
-    }
-    let mask = if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
+    // SAFETY: SIOCGIFFLAGS wrote ifru_flags, the union member we read.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(i32::from(flags) & libc::IFF_UP != 0)
+}
+
+/// What [`netlink_addr`] does.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum AddrOp {
+    /// `RTM_NEWADDR` with `NLM_F_EXCL`: `EEXIST` if the address is there.
+    Add,
+    /// `RTM_DELADDR`: `EADDRNOTAVAIL` if it is not.
+    Del,
+}
+
+/// Appends a route attribute (struct rtattr + data, padded to 4 bytes).
+fn push_attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
+    let len = 4 + data.len();
+    msg.extend_from_slice(&(len as u16).to_ne_bytes());
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(data);
+    msg.resize(msg.len().next_multiple_of(4), 0);
+}
+
+/// The rtnetlink request that adds or deletes `addr/prefix` on the
+/// interface with index `ifindex`: nlmsghdr, ifaddrmsg, IFA_LOCAL and
+/// IFA_ADDRESS (both the address, as `ip addr add` sends for a host
+/// without a peer), per rtnetlink(7).
+fn addr_request(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8, seq: u32) -> Vec<u8> {
+    let (family, bytes): (u8, Vec<u8>) = match addr {
+        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
+        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
     };
-    let mut req = ifreq_for(name)?;
-    req.ifr_ifru.ifru_netmask = sockaddr_v4(Ipv4Addr::from(mask));
-    // SAFETY: as above, SIOCSIFNETMASK with an ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFNETMASK as _, &req) } < 0 {
+    let (kind, flags) = match op {
+        AddrOp::Add => (
+            libc::RTM_NEWADDR,
+            libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL,
+        ),
+        AddrOp::Del => (libc::RTM_DELADDR, libc::NLM_F_REQUEST | libc::NLM_F_ACK),
+    };
+    let mut msg = Vec::with_capacity(64);
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
+    msg.extend_from_slice(&kind.to_ne_bytes());
+    msg.extend_from_slice(&(flags as u16).to_ne_bytes());
+    msg.extend_from_slice(&seq.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it
+                                                // struct ifaddrmsg: family, prefixlen, flags, scope (universe), index.
+    msg.extend_from_slice(&[family, prefix, 0, 0]);
+    msg.extend_from_slice(&ifindex.to_ne_bytes());
+    push_attr(&mut msg, libc::IFA_LOCAL, &bytes);
+    push_attr(&mut msg, libc::IFA_ADDRESS, &bytes);
+    let len = (msg.len() as u32).to_ne_bytes();
+    msg[..4].copy_from_slice(&len);
+    msg
+}
+
+/// The errno of the kernel's answer (`NLMSG_ERROR`, 0 for the ACK) to the
+/// request numbered `seq` in `buf`, if `buf` holds it.
+fn ack_errno(buf: &[u8], seq: u32) -> Option<i32> {
+    let mut off = 0;
+    while off + 16 <= buf.len() {
+        let word = |at: usize| -> Option<[u8; 4]> { buf.get(at..at + 4)?.try_into().ok() };
+        let len = u32::from_ne_bytes(word(off)?) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        let mseq = u32::from_ne_bytes(word(off + 8)?);
+        if len < 16 {
+            return None;
+        }
+        if i32::from(kind) == libc::NLMSG_ERROR && mseq == seq {
+            return Some(-i32::from_ne_bytes(word(off + 16)?));
+        }
+        off += len.next_multiple_of(4);
+    }
+    None
+}
+
+/// Adds or deletes one address of one interface over rtnetlink and waits
+/// (at most 2 s) for the kernel's answer.
+fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+    };
+    if raw < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    // SAFETY: `raw` is a fresh fd we own.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+    let tv = libc::timeval {
+        tv_sec: 2,
+        tv_usec: 0,
+    };
+    // SAFETY: SO_RCVTIMEO takes a timeval we own, of the size we pass.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    let seq = 1;
+    let msg = addr_request(op, ifindex, addr, prefix, seq);
+    // SAFETY: sockaddr_nl is plain data; all-zero with the family set
+    // addresses the kernel (pid 0, no groups).
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: sending `msg.len()` bytes of a live buffer to a sockaddr_nl we own.
+    let n = unsafe {
+        libc::sendto(
+            sock.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        // SAFETY: receiving into a live buffer of buf.len() bytes.
+        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        match ack_errno(&buf[..n as usize], seq) {
+            Some(0) => return Ok(()),
+            Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
+            None => {}
+        }
+    }
 }
 
 impl TunDevice {
@@ -200,6 +349,8 @@ impl TunDevice {
             added_v4: None,
             added_v6: None,
             brought_up: false,
+            old_mtu: None,
+            old_txqueuelen: None,
             mtu: cfg.mtu,
             rx_packets: 0,
             tx_packets: 0,
@@ -228,21 +379,34 @@ impl TunDevice {
         Ok(t)
     }
 
+    /// Sets MTU, transmit queue, addresses and link state, recording only
+    /// what it changes (on a persistent device that is what
+    /// [`Device::restore_host`] undoes).
     fn configure(&mut self, cfg: &Config) -> Result<(), Error> {
         let name = self.name.clone();
         let fail =
             |what: &str, e: io::Error| Error::new(format!("{name}: cannot {what}: {}", io_msg(&e)));
         let mtu = u16::try_from(cfg.mtu)
             .map_err(|_| Error::new(format!("--mtu {} too large", cfg.mtu)))?;
-        self.dev
-            .set_mtu(mtu)
-            .map_err(|e| fail(&format!("set MTU {mtu}"), e))?;
-        if let Err(e) = self.dev.set_tx_queue_len(cfg.txqueuelen) {
-            warn!(
-                "{name}: cannot set txqueuelen {}: {}",
-                cfg.txqueuelen,
-                io_msg(&e)
-            );
+        let old_mtu = self.dev.mtu().ok();
+        if old_mtu != Some(mtu) {
+            self.dev
+                .set_mtu(mtu)
+                .map_err(|e| fail(&format!("set MTU {mtu}"), e))?;
+            self.old_mtu = old_mtu;
+        }
+        // The kernel's default of 500 drops bursts silently: raise it, never
+        // lower a longer queue someone set.
+        let old_qlen = self.dev.tx_queue_len().ok();
+        if old_qlen.is_none_or(|q| q < cfg.txqueuelen) {
+            match self.dev.set_tx_queue_len(cfg.txqueuelen) {
+                Ok(()) => self.old_txqueuelen = old_qlen,
+                Err(e) => warn!(
+                    "{name}: cannot set txqueuelen {}: {}",
+                    cfg.txqueuelen,
+                    io_msg(&e)
+                ),
+            }
         }
         let IpAddr::V4(h4) = cfg.host_addr.addr else {
             return Err(Error::new(format!(
@@ -250,17 +414,40 @@ impl TunDevice {
                 cfg.host_addr
             )));
         };
-        set_ipv4(&name, h4, cfg.host_addr.prefix)
-            .map_err(|e| fail(&format!("assign {}", cfg.host_addr), e))?;
-        self.added_v4 = Some(h4);
-        self.dev
-            .enabled(true)
-            .map_err(|e| fail("bring the interface up", e))?;
-        self.brought_up = true;
+        let index = if_index(&name)
+            .ok_or_else(|| Error::new(format!("{name}: the interface disappeared")))?;
+        match netlink_addr(AddrOp::Add, index, cfg.host_addr.addr, cfg.host_addr.prefix) {
+            Ok(()) => self.added_v4 = Some((h4, cfg.host_addr.prefix)),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                debug!(iface = %name, "{} was already assigned; left as it is", cfg.host_addr);
+            }
+            Err(e) => return Err(fail(&format!("assign {}", cfg.host_addr), e)),
+        }
+        let was_up = match link_is_up(&name) {
+            Ok(up) => up,
+            Err(e) => {
+                debug!(iface = %name, "cannot read the link state ({}); assuming down", io_msg(&e));
+                false
+            }
+        };
+        if !was_up {
+            self.dev
+                .enabled(true)
+                .map_err(|e| fail("bring the interface up", e))?;
+            self.brought_up = true;
+        }
         if cfg.addr6.is_some() {
             if let IpAddr::V6(h6) = cfg.host_addr6.addr {
-                match self.dev.add_address_v6(h6, cfg.host_addr6.prefix) {
+                match netlink_addr(
+                    AddrOp::Add,
+                    index,
+                    cfg.host_addr6.addr,
+                    cfg.host_addr6.prefix,
+                ) {
                     Ok(()) => self.added_v6 = Some((h6, cfg.host_addr6.prefix)),
+                    Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                        debug!(iface = %name, "{} was already assigned; left as it is", cfg.host_addr6);
+                    }
                     Err(e) => warn!(
                         "{name}: cannot assign {} ({}); IPv6 will not be reachable from the host",
                         cfg.host_addr6,
@@ -273,6 +460,44 @@ impl TunDevice {
         Ok(())
     }
 
+    /// Undoes what [`TunDevice::configure`] changed on a persistent device
+    /// (a device tcpd created goes away with its fd). Each step once.
+    fn undo(&mut self) {
+        if !self.existed {
+            return;
+        }
+        let index = if_index(&self.name);
+        if let (Some((a6, p)), Some(i)) = (self.added_v6.take(), index) {
+            if let Err(e) = netlink_addr(AddrOp::Del, i, IpAddr::V6(a6), p) {
+                warn!("{}: cannot remove {a6}/{p}: {}", self.name, io_msg(&e));
+            }
+        }
+        if let (Some((a4, p)), Some(i)) = (self.added_v4.take(), index) {
+            if let Err(e) = netlink_addr(AddrOp::Del, i, IpAddr::V4(a4), p) {
+                warn!("{}: cannot remove {a4}/{p}: {}", self.name, io_msg(&e));
+            }
+        }
+        if std::mem::take(&mut self.brought_up) {
+            if let Err(e) = self.dev.enabled(false) {
+                warn!("{}: cannot take the link down: {}", self.name, io_msg(&e));
+            }
+        }
+        if let Some(m) = self.old_mtu.take() {
+            if let Err(e) = self.dev.set_mtu(m) {
+                warn!("{}: cannot restore MTU {m}: {}", self.name, io_msg(&e));
+            }
+        }
+        if let Some(q) = self.old_txqueuelen.take() {
+            if let Err(e) = self.dev.set_tx_queue_len(q) {
+                warn!(
+                    "{}: cannot restore txqueuelen {q}: {}",
+                    self.name,
+                    io_msg(&e)
+                );
+            }
+        }
+    }
+
     /// The interface name.
     pub fn name(&self) -> &str {
         &self.name
@@ -283,43 +508,87 @@ impl TunDevice {
     }
 }
 
-/// Refuses host or stack addresses that another interface already holds:
-/// the kernel would answer for them itself or route them elsewhere.
+/// Refuses host or stack addresses that another interface already holds,
+/// and host subnets that overlap one on another interface: the kernel would
+/// answer for them itself or route them elsewhere.
 fn check_conflicts(cfg: &Config) -> Result<(), Error> {
-    let addrs = match host_addresses() {
-        Ok(a) => a,
+    match host_addresses() {
+        Ok(addrs) => match find_conflict(cfg, &addrs) {
+            Some(msg) => Err(Error::new(msg)),
+            None => Ok(()),
+        },
         Err(e) => {
             warn!(
-                "cannot list host addresses ({}); skipping the address conflict check",
+                "cannot list host addresses (getifaddrs: {}); skipping the address conflict check",
                 io_msg(&e)
             );
-            return Ok(());
+            Ok(())
         }
-    };
+    }
+}
+
+/// Whether two networks share addresses: the shorter prefix holds the
+/// other's address.
+fn overlaps(a: IpNet, b: IpNet) -> bool {
+    IpNet {
+        addr: a.addr,
+        prefix: a.prefix.min(b.prefix),
+    }
+    .contains(b.addr)
+}
+
+/// The conflict of `cfg` with the host's addresses `addrs`, as one line.
+fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
     let mut wanted: Vec<(IpAddr, &str)> = vec![
         (cfg.host_addr.addr, "--host-addr"),
         (IpAddr::V4(cfg.addr), "--addr"),
     ];
+    let mut nets: Vec<(IpNet, IpAddr, &str)> =
+        vec![(cfg.host_addr, IpAddr::V4(cfg.addr), "--host-addr")];
     if let Some(a6) = cfg.addr6 {
         wanted.push((cfg.host_addr6.addr, "--host-addr6"));
         wanted.push((IpAddr::V6(a6), "--addr6"));
+        nets.push((cfg.host_addr6, IpAddr::V6(a6), "--host-addr6"));
     }
-    for (ifname, a) in &addrs {
+    for (ifname, net) in addrs {
         for (w, flag) in &wanted {
-            if a == w && ifname != &cfg.iface {
-                return Err(Error::new(format!(
+            if net.addr == *w && ifname != &cfg.iface {
+                return Some(format!(
                     "address {w} ({flag}) is already on interface {ifname}; \
                      choose another with {flag} or remove it from {ifname}"
-                )));
+                ));
             }
-            if a == w && ifname == &cfg.iface && flag.starts_with("--addr") {
-                return Err(Error::new(format!(
+            if net.addr == *w && ifname == &cfg.iface && flag.starts_with("--addr") {
+                return Some(format!(
                     "address {w} ({flag}) is assigned to {ifname} itself; the kernel would answer for it"
-                )));
+                ));
             }
         }
     }
-    Ok(())
+    for (ifname, net) in addrs {
+        if ifname == &cfg.iface {
+            continue;
+        }
+        // Link-local IPv6 (fe80::/10) is scoped to its own link: every
+        // interface has one and they do not compete for routes.
+        if let IpAddr::V6(a) = net.addr {
+            if a.segments()[0] & 0xffc0 == 0xfe80 {
+                continue;
+            }
+        }
+        for (ours, stack, flag) in &nets {
+            if overlaps(*ours, *net) {
+                return Some(format!(
+                    "interface {ifname} has {net}, in the same subnet as {flag} {ours}: the kernel \
+                     could route {stack} to {ifname} instead of {}; choose another subnet \
+                     ({flag} and {}) or remove {net} from {ifname}",
+                    cfg.iface,
+                    if *flag == "--host-addr" { "--addr" } else { "--addr6" },
+                ));
+            }
+        }
+    }
+    None
 }
 
 fn open_error(name: &str, e: &io::Error) -> Error {
@@ -426,6 +695,10 @@ impl Device for TunDevice {
             ("dev_tx_bytes", self.tx_bytes),
         ]);
     }
+
+    fn restore_host(&mut self) {
+        self.undo();
+    }
 }
 
 impl Drop for TunDevice {
@@ -436,18 +709,113 @@ impl Drop for TunDevice {
             debug!(iface = %self.name, "removing interface");
             return;
         }
-        if let Some((a6, p)) = self.added_v6.take() {
-            if let Err(e) = self.dev.remove_address_v6(a6, p) {
-                warn!("{}: cannot remove {a6}/{p}: {}", self.name, io_msg(&e));
-            }
-        }
-        if self.added_v4.take().is_some() {
-            if let Err(e) = set_ipv4(&self.name, Ipv4Addr::UNSPECIFIED, 0) {
-                warn!("{}: cannot remove IPv4 address: {}", self.name, io_msg(&e));
-            }
-        }
-        if self.brought_up {
-            let _ = self.dev.enabled(false);
-        }
+        self.undo();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn net(s: &str) -> IpNet {
+        IpNet::parse(s).unwrap()
+    }
+
+    #[test]
+    fn netmask_prefix_lengths() {
+        assert_eq!(mask_prefix(&[255, 255, 255, 0]), 24);
+        assert_eq!(mask_prefix(&[255, 255, 240, 0]), 20);
+        assert_eq!(mask_prefix(&[0, 0, 0, 0]), 0);
+        assert_eq!(mask_prefix(&[255; 16]), 128);
+        let mut m = [0u8; 16];
+        m[..8].fill(255);
+        assert_eq!(mask_prefix(&m), 64);
+    }
+
+    #[test]
+    fn rtnetlink_request_layout() {
+        let m = addr_request(AddrOp::Add, 7, "10.0.0.1".parse().unwrap(), 24, 9);
+        // nlmsghdr 16 + ifaddrmsg 8 + two attributes of 4 + 4.
+        assert_eq!(m.len(), 40);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 40);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWADDR);
+        let flags = u16::from_ne_bytes([m[6], m[7]]) as i32;
+        assert_ne!(flags & libc::NLM_F_EXCL, 0, "an add must not replace");
+        assert_ne!(flags & libc::NLM_F_ACK, 0);
+        assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 9);
+        assert_eq!(&m[16..20], &[libc::AF_INET as u8, 24, 0, 0]);
+        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
+        assert_eq!(u16::from_ne_bytes([m[24], m[25]]), 8);
+        assert_eq!(u16::from_ne_bytes([m[26], m[27]]), libc::IFA_LOCAL);
+        assert_eq!(&m[28..32], &[10, 0, 0, 1]);
+        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), libc::IFA_ADDRESS);
+        let m = addr_request(AddrOp::Del, 7, "fd00::1".parse().unwrap(), 64, 1);
+        assert_eq!(m.len(), 16 + 8 + 2 * 20);
+        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_DELADDR);
+        assert_eq!(&m[16..18], &[libc::AF_INET6 as u8, 64]);
+    }
+
+    #[test]
+    fn rtnetlink_ack_parsing() {
+        let mut ack = Vec::new();
+        ack.extend_from_slice(&36u32.to_ne_bytes());
+        ack.extend_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        ack.extend_from_slice(&0u16.to_ne_bytes());
+        ack.extend_from_slice(&5u32.to_ne_bytes());
+        ack.extend_from_slice(&0u32.to_ne_bytes());
+        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
+        ack.extend_from_slice(&[0u8; 16]);
+        assert_eq!(ack_errno(&ack, 5), Some(libc::EEXIST));
+        assert_eq!(ack_errno(&ack, 6), None, "another request's answer");
+        ack[16..20].copy_from_slice(&0i32.to_ne_bytes());
+        assert_eq!(ack_errno(&ack, 5), Some(0));
+        assert_eq!(ack_errno(&ack[..10], 5), None);
+        assert_eq!(
+            ack_errno(&[0u8; 20], 5),
+            None,
+            "a zero length ends the walk"
+        );
+    }
+
+    #[test]
+    fn conflicts_exact_and_same_subnet() {
+        let cfg = Config::default();
+        let host = |list: &[(&str, &str)]| -> Vec<(String, IpNet)> {
+            list.iter().map(|(i, n)| (i.to_string(), net(n))).collect()
+        };
+        let ok = host(&[
+            ("lo", "127.0.0.1/8"),
+            ("lo", "::1/128"),
+            ("eth0", "192.168.1.10/24"),
+            ("eth0", "fe80::1/64"),
+            ("tun0", "fe80::2/64"),
+            ("eth1", "10.0.1.5/24"),
+            ("eth1", "fd00:0:0:1::5/64"),
+            // The interface's own host address is no conflict.
+            ("tun0", "10.0.0.1/24"),
+        ]);
+        assert_eq!(find_conflict(&cfg, &ok), None);
+        let e = find_conflict(&cfg, &host(&[("lo", "10.0.0.1/32")])).unwrap();
+        assert!(e.contains("already on interface lo"), "{e}");
+        let e = find_conflict(&cfg, &host(&[("tun0", "10.0.0.2/24")])).unwrap();
+        assert!(e.contains("tun0 itself"), "{e}");
+        let e = find_conflict(&cfg, &host(&[("d0", "10.0.0.5/24")])).unwrap();
+        assert!(
+            e.contains("interface d0 has 10.0.0.5/24")
+                && e.contains("same subnet as --host-addr 10.0.0.1/24")
+                && e.contains("10.0.0.2"),
+            "{e}"
+        );
+        // A wider or narrower overlapping subnet is caught too.
+        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.0/8")])).is_some());
+        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.200/30")])).is_some());
+        let e = find_conflict(&cfg, &host(&[("d0", "fd00::9/64")])).unwrap();
+        assert!(e.contains("--host-addr6"), "{e}");
+        let no6 = Config {
+            addr6: None,
+            ..Config::default()
+        };
+        assert_eq!(find_conflict(&no6, &host(&[("d0", "fd00::9/64")])), None);
     }
 }

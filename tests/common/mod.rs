@@ -153,6 +153,34 @@ impl Netns {
         })
     }
 
+    /// `ip -n NS ARGS`'s stdout (asserting success).
+    pub fn ip_out(&self, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .arg("-n")
+            .arg(&self.name)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ip -n {} {args:?}: {}",
+            self.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// tcpd's `/stats` JSON, fetched with curl from inside the namespace.
+    pub fn stats(&self) -> String {
+        let out = self.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
+        assert!(
+            out.status.success(),
+            "curl /stats: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Whether an interface exists in the namespace.
     pub fn has_link(&self, iface: &str) -> bool {
         Command::new("ip")
@@ -177,21 +205,30 @@ pub struct Tcpd {
     child: Option<Child>,
     /// Its PID (that of `ip netns exec`, which execs tcpd).
     pub pid: u32,
+    /// The banner tcpd printed on stdout, line by line.
+    pub banner: Vec<String>,
     stdout: mpsc::Receiver<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Tcpd {
-    /// Starts `tcpd tun0 ARGS` in `ns` and waits for its banner.
+    /// Starts `tcpd tun0 ARGS` in `ns` (RUST_LOG=info, or $TCPD_LOG) and
+    /// waits for its banner.
     pub fn start(ns: &Netns, args: &[&str]) -> Tcpd {
-        let mut child = ns
-            .command(TCPD)
-            .arg("tun0")
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("TCPD_LOG").unwrap_or_else(|_| "info".into()),
-            )
+        let log = std::env::var("TCPD_LOG").unwrap_or_else(|_| "info".into());
+        Tcpd::start_with_log(ns, args, Some(&log))
+    }
+
+    /// Like [`Tcpd::start`] with RUST_LOG set to `log`, or unset (so that
+    /// `-q`/`-v` decide) with `None`.
+    pub fn start_with_log(ns: &Netns, args: &[&str], log: Option<&str>) -> Tcpd {
+        let mut cmd = ns.command(TCPD);
+        cmd.arg("tun0").args(args);
+        match log {
+            Some(l) => cmd.env("RUST_LOG", l),
+            None => cmd.env_remove("RUST_LOG"),
+        };
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -224,6 +261,7 @@ impl Tcpd {
         let mut t = Tcpd {
             child: Some(child),
             pid,
+            banner: Vec::new(),
             stdout: rx,
             stderr,
         };
@@ -235,8 +273,11 @@ impl Tcpd {
         let until = Instant::now() + Duration::from_secs(10);
         loop {
             match self.stdout.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("stop with") => return,
-                Ok(_) => {}
+                Ok(line) if line.starts_with("stop with") => {
+                    self.banner.push(line);
+                    return;
+                }
+                Ok(line) => self.banner.push(line),
                 Err(_) => {
                     if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                         panic!("tcpd exited early ({st}): {}", self.stderr());
@@ -254,6 +295,21 @@ impl Tcpd {
     /// Everything tcpd wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits up to `limit` for stderr to contain every string of `want`.
+    pub fn wait_stderr(&self, want: &[&str], limit: Duration) -> bool {
+        let until = Instant::now() + limit;
+        loop {
+            let err = self.stderr();
+            if want.iter().all(|w| err.contains(w)) {
+                return true;
+            }
+            if Instant::now() >= until {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Sends `sig` to tcpd (only to its own PID).
@@ -358,4 +414,124 @@ pub fn http_get(mut s: TcpStream, path: &str) -> (BufReader<TcpStream>, u16, Opt
         }
     }
     (r, code, len)
+}
+
+/// A child process killed (by its own PID) and reaped on drop, if it is
+/// still running: no test leaves a process behind when it fails.
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Waits up to `limit` for the child to exit.
+    pub fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(st) = self.0.try_wait().unwrap() {
+                return Some(st);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `sig` to the child (only to its own PID).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) to the PID of the child we spawned.
+        unsafe { libc::kill(self.0.id() as i32, sig) };
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` to completion with its output captured, killing it (by its
+/// PID) and failing the test if it takes longer than `limit`.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    let mut guard = ChildGuard(child);
+    let status = guard
+        .wait(limit)
+        .unwrap_or_else(|| panic!("{cmd:?} did not finish within {limit:?}; killed"));
+    drop(guard);
+    Output {
+        status,
+        stdout: out_t.join().unwrap(),
+        stderr: err_t.join().unwrap(),
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `prog` in a fresh, empty network namespace of its own when the tests
+/// run as root (`unshare -n`: it disappears with the process, so nothing
+/// it could create touches the host); as is otherwise (then it cannot
+/// create devices anyway).
+pub fn isolated(prog: &str) -> Command {
+    if is_root() {
+        let mut c = Command::new("unshare");
+        c.args(["-n", "--", prog]);
+        c
+    } else {
+        Command::new(prog)
+    }
+}
+
+/// A temporary directory, removed on drop (also when the test panics).
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    /// Creates `$TMPDIR/tcpd-<purpose>-<pid>-<random>`.
+    pub fn new(purpose: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "tcpd-{purpose}-{}-{:08x}",
+            std::process::id(),
+            rand_suffix()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The value of counter `key` in tcpd's `/stats` JSON.
+pub fn stat(json: &str, key: &str) -> Option<u64> {
+    json.split(&format!("\"{key}\":"))
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
