@@ -309,6 +309,9 @@ pub(crate) struct Conn {
     last_tx_segment: u16,
     /// The connection was reset or timed out (recv/send report it).
     pub(crate) reset: bool,
+    /// The last dispatch had a segment to send but the caller's buffer was
+    /// too short for it: the segment is still pending.
+    pub(crate) short_buffer: bool,
 }
 
 impl Conn {
@@ -385,6 +388,7 @@ impl Conn {
             retransmits: 0,
             last_tx_segment: 0,
             reset: false,
+            short_buffer: false,
         }
     }
 
@@ -1696,6 +1700,7 @@ impl Conn {
     /// returns the packet length. Sends at most one segment; call again
     /// until it returns `None`.
     pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        self.short_buffer = false;
         match self.state {
             State::Closed | State::Listen => None,
             State::TimeWait => {
@@ -1742,26 +1747,41 @@ impl Conn {
         let data_start = self.data_start();
         let queued = self.send_buf.len() as u32;
         let fin_seq = self.fin_seq_out();
+        // The payload `buf` can hold after the exact headers this segment
+        // gets (IP, TCP, timestamps, SACK blocks): a buffer of exactly the
+        // MTU carries a full-MSS segment. A buffer without room for even one
+        // byte clamps nothing: `emit` then reports it too short and the
+        // segment stays pending.
+        let room = match buf.len().saturating_sub(self.data_header_len()) {
+            0 => u32::MAX,
+            r => r as u32,
+        };
+
+        // Dispatch changes state only once `emit` has written the segment
+        // (as smoltcp's dispatch): a buffer too short for it leaves the
+        // retransmission, probe or keep-alive pending for the next call.
 
         // A fast retransmit (or NewReno partial-ACK retransmit): one segment
         // from SND.UNA, outside the congestion window (RFC 5681 §3.2 step 2).
         if self.rexmit_one {
-            self.rexmit_one = false;
             if self.snd_max > self.snd_una {
                 let off = self.snd_una.since(data_start).min(queued);
-                let len = (queued - off).min(mss);
+                let len = (queued - off).min(mss).min(room);
                 let fin = fin_seq.is_some_and(|f| f == self.snd_una + len && self.snd_max > f);
                 if len > 0 || fin {
-                    cx.stats.retransmits += 1;
-                    self.retransmits += 1;
                     let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
                     let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
+                    self.rexmit_one = false;
+                    cx.stats.retransmits += 1;
+                    self.retransmits += 1;
                     if self.timer(Timer::Rexmit).is_none() {
                         self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
                     }
                     return Some(n);
                 }
             }
+            // Nothing left to resend (acknowledged meanwhile).
+            self.rexmit_one = false;
         }
 
         // SACK-based loss recovery (RFC 6675 §5 step (C)): while the pipe
@@ -1781,11 +1801,11 @@ impl Conn {
                 if start < high {
                     let hole_end = self.sacked.next_start_after(start).unwrap_or(high);
                     let off = start.since(data_start).min(queued);
-                    let len = (queued - off).min(mss).min(hole_end.since(start));
+                    let len = (queued - off).min(mss).min(hole_end.since(start)).min(room);
                     if len > 0 {
+                        let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
                         cx.stats.retransmits += 1;
                         self.retransmits += 1;
-                        let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
                         self.high_rxt = start + len;
                         if self.timer(Timer::Rexmit).is_none() {
                             self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
@@ -1819,7 +1839,6 @@ impl Conn {
         };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
-        let room = buf.len().saturating_sub(40 + 60) as u32;
         let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable).min(room);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
@@ -1834,7 +1853,6 @@ impl Conn {
         }
         // The persist timer fired on a small, non-zero window: send what fits.
         let sws_override = self.probe_now && !probe;
-        self.probe_now = false;
         let is_retransmit = seq < self.snd_max;
         // The FIN goes with the last data, or alone once all data is sent,
         // unless it was sent already and not rewound.
@@ -1866,6 +1884,7 @@ impl Conn {
                 flags |= TcpFlags::PSH;
             }
             let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
+            self.probe_now = false;
             let end = seq + len + u32::from(fin);
             // A zero-window probe does not advance SND.NXT (as BSD): every
             // probe carries the same byte, so no more than one byte is ever
@@ -1896,13 +1915,17 @@ impl Conn {
             }
             return Some(n);
         }
+        // The persist timer found nothing it may send (the window opened
+        // and what is queued is held by Nagle or cwnd, or nothing is queued).
+        self.probe_now = false;
         self.update_persist(cx);
 
         if self.keepalive_now {
             // RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: a probe with SEG.SEQ = SND.NXT - 1
             // and no data draws an ACK from a live peer.
+            let n = self.emit(cx, buf, self.snd_una - 1, TcpFlags::ACK, 0, false)?;
             self.keepalive_now = false;
-            return self.emit(cx, buf, self.snd_una - 1, TcpFlags::ACK, 0, false);
+            return Some(n);
         }
         if self.ack_now {
             // SND.NXT in the RFC's sense: the highest sequence number sent
@@ -1951,6 +1974,8 @@ impl Conn {
         // §3.8.6.2.2 / §3.4), and apply receiver-side SWS avoidance: only
         // move the edge by at least min(MSS, buffer/2).
         let mut window = 0u32;
+        // The right edge this segment advertises; recorded once it is written.
+        let mut new_adv = self.rcv_adv;
         if flags.ack() || flags.syn() {
             let avail = self.recv_window(cx.cfg);
             let new_edge = self.rcv_nxt + avail;
@@ -1989,7 +2014,7 @@ impl Conn {
             } else {
                 window << self.opt.rcv_wscale
             };
-            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
+            new_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
         }
         let repr = TcpRepr {
             src_port: self.local.port(),
@@ -2002,6 +2027,7 @@ impl Conn {
         };
         let off = tcp_payload_offset(self.local.ip(), &repr);
         if off + len > buf.len() {
+            self.short_buffer = true;
             return None;
         }
         if len > 0 {
@@ -2017,6 +2043,7 @@ impl Conn {
             len,
             cx.cfg.checksum_offload,
         )?;
+        self.rcv_adv = new_adv;
         // A data segment longer than the MSS is for the device to cut
         // (TSO/GSO): tell it the segment size (each piece repeats the
         // options, SACK blocks included).
@@ -2030,6 +2057,15 @@ impl Conn {
         }
         cx.stats.segments_out += 1;
         Some(n)
+    }
+
+    /// The exact IP + TCP header length of a data segment sent now: the
+    /// fixed headers, the timestamp option (12 bytes with its padding) when
+    /// negotiated, and the SACK blocks while we hold out-of-order data.
+    fn data_header_len(&self) -> usize {
+        let ip = crate::wire::ip_header_len(self.local.ip());
+        let ts = if self.opt.ts { 12 } else { 0 };
+        ip + 20 + ts + self.sack_option_len() as usize
     }
 
     /// Bytes the SACK option takes on the segments we send now (NOP, NOP,
@@ -2116,7 +2152,7 @@ impl Conn {
         if cfg.tso_max == 0 {
             return mss;
         }
-        let hdrs = if self.local.is_ipv6() { 40 } else { 20 } + 60;
+        let hdrs = self.data_header_len();
         let fit = (cfg.tso_max.saturating_sub(hdrs) as u32 / mss).max(1);
         fit * mss
     }

@@ -915,7 +915,15 @@ impl Endpoint {
     /// [`Config::checksum_offload`]). `buf` should hold `tso_max` bytes.
     pub fn poll_transmit_offload(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
-        while let Some(c) = self.control.pop_front() {
+        while let Some(c) = self.control.front() {
+            // A buffer too short for the packet leaves it queued: nothing
+            // is lost, the next call with a larger buffer sends it.
+            if buf.len() < self.control_len(c) {
+                return None;
+            }
+            let Some(c) = self.control.pop_front() else {
+                break;
+            };
             let tcp = !matches!(c, Control::Echo { .. });
             if let Some(n) = self.emit_control(c, buf) {
                 self.stats.packets_out += 1;
@@ -957,6 +965,21 @@ impl Endpoint {
                     partial_checksum: self.config.checksum_offload,
                 });
             }
+            // The connection has a segment that does not fit `buf`: keep it
+            // first in line (its state is unchanged, see `Conn::dispatch`).
+            let short = self.slots[slot as usize]
+                .conn
+                .as_deref()
+                .is_some_and(|c| c.short_buffer);
+            if short {
+                let s = &mut self.slots[slot as usize];
+                if s.tx_queued && self.tx_queue.back() == Some(&(slot, gen)) {
+                    self.tx_queue.pop_back();
+                }
+                s.tx_queued = true;
+                self.tx_queue.push_front((slot, gen));
+                return None;
+            }
             // Nothing to send: `after_conn` may have queued it again if it
             // still wants to; drop that to avoid spinning.
             if let Some(s) = self.slots.get_mut(slot as usize) {
@@ -967,6 +990,17 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// The length of the packet `c` becomes.
+    fn control_len(&self, c: &Control) -> usize {
+        match c {
+            Control::Rst { local, .. } => crate::wire::ip_header_len(local.ip()) + 20,
+            Control::CookieSynAck { local, options, .. } => {
+                crate::wire::ip_header_len(local.ip()) + 20 + options.encoded_len()
+            }
+            Control::Echo { len, .. } => *len,
+        }
     }
 
     fn emit_control(&mut self, c: Control, buf: &mut [u8]) -> Option<usize> {

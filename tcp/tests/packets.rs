@@ -1651,6 +1651,116 @@ fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
     }
 }
 
+/// The next packet the endpoint emits at `now` into a buffer of exactly
+/// `size` bytes (timers due by then run first).
+fn poll_sized(p: &mut Peer, now: u64, size: usize) -> Option<Vec<u8>> {
+    p.tick(ms(now));
+    let mut buf = vec![0u8; size];
+    let n = p.ep.poll_transmit(ms(now), &mut buf)?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The TCP payload length of an emitted IP packet.
+fn payload_len(pkt: &[u8]) -> usize {
+    let ip = parse_ip(pkt).unwrap();
+    tcp::wire::parse_tcp(&ip).unwrap().payload.len()
+}
+
+#[test]
+fn bulk_send_into_an_mtu_sized_buffer_sends_full_segments() {
+    // A driver that polls with a buffer of exactly the MTU (1500) gets
+    // full-MSS segments: the room for payload is the buffer less the exact
+    // headers (20 + 20, plus 12 with timestamps, plus SACK blocks), not a
+    // fixed worst case (which left 1400 bytes, below the MSS, so Nagle and
+    // sender SWS avoidance held every segment back).
+    for (ts, mss) in [(false, 1460usize), (true, 1448)] {
+        let mut p = if ts { established_ts() } else { established() };
+        p.write(&data(10 * mss));
+        let mut sizes = Vec::new();
+        while let Some(pkt) = poll_sized(&mut p, 10, 1500) {
+            assert_eq!(pkt.len(), 1500, "timestamps {ts}: a full packet");
+            sizes.push(payload_len(&pkt));
+        }
+        assert_eq!(sizes, vec![mss; 10], "timestamps {ts}");
+        assert_eq!(in_flight(&p), 10 * mss as u32);
+    }
+    // With a SACK block on every segment (we hold out-of-order data) the
+    // payload shrinks by the option; the packet still fills the buffer.
+    let mut p = established();
+    send!(p, time 5, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(5)).is_some());
+    p.write(&data(3 * 1448));
+    for _ in 0..3 {
+        let pkt = poll_sized(&mut p, 10, 1500).expect("full segment");
+        assert_eq!((pkt.len(), payload_len(&pkt)), (1500, 1448));
+    }
+    assert!(poll_sized(&mut p, 10, 1500).is_none());
+}
+
+#[test]
+fn short_buffer_keeps_the_fast_retransmission_pending() {
+    // Dispatch changes state only after the segment was written: a buffer
+    // too short for the headers returns nothing and loses nothing.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let l = LOCAL_SEQ + 1;
+    let m = u32::from(MSS);
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    send!(p, time 10, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup);
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    assert!(poll_sized(&mut p, 11, 30).is_none());
+    let fr = p
+        .poll(ms(11))
+        .expect("the fast retransmission, still pending");
+    assert_eq!((fr.seq, fr.payload.len()), (l + m, MSS as usize));
+    // A buffer with room for part of the segment gets that part.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    // The first advances SND.UNA, three duplicates follow.
+    for _ in 0..4 {
+        send!(p, time 11, dup.clone());
+    }
+    let pkt = poll_sized(&mut p, 11, 540).expect("a shorter retransmission");
+    assert_eq!(payload_len(&pkt), 500);
+}
+
+#[test]
+fn short_buffer_keeps_the_zero_window_probe_pending() {
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(100));
+    recv_nothing!(p, time 0);
+    assert!(poll_sized(&mut p, 200, 30).is_none());
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+}
+
+#[test]
+fn short_buffer_keeps_the_keepalive_probe_pending() {
+    let mut p = established_with(ka_config());
+    assert!(poll_sized(&mut p, 10_000, 30).is_none());
+    recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
+}
+
+#[test]
+fn short_buffer_keeps_a_reset_queued() {
+    // Endpoint-level replies (here a RST to a closed port) stay queued too.
+    let mut p = listen();
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    assert!(poll_sized(&mut p, 0, 30).is_none());
+    recv!(p, time 0, Seg { src_port: 81, seq: LOCAL_SEQ, ack: None, flags: RST, window: 0, ..recv_templ() });
+}
+
 #[test]
 fn initial_window_is_ten_segments() {
     // RFC 6928: IW = 10 segments; RFC 5681 §3.1 slow start: each ACK
