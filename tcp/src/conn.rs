@@ -1148,8 +1148,12 @@ impl Conn {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
                 self.enter_recovery(cx);
-            } else if self.in_recovery && !self.sack_recovery() {
-                self.cc.on_dup_ack(self.dup_acks, mss);
+            } else if !self.sack_recovery() {
+                // RFC 5681 §3.2 step 4 / RFC 6582 §3.2 step 4: in NewReno
+                // recovery every further duplicate inflates cwnd — including
+                // the first ones after a partial ACK reset `dup_acks`. (With
+                // a SACK scoreboard the pipe, not inflation, governs.)
+                self.cc.on_dup_ack(self.dup_acks, self.in_recovery, mss);
             }
         }
 

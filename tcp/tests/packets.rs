@@ -2192,6 +2192,70 @@ fn fast_retransmit_and_newreno_partial_ack() {
     assert_eq!(p.ep.stats().rto_timeouts, 0);
 }
 
+/// ESTABLISHED without SACK: the peer's SYN offers only its MSS.
+#[track_caller]
+fn established_no_sack() -> Peer {
+    let mss_only = TcpOptions {
+        mss: Some(MSS),
+        ..Default::default()
+    };
+    let mut p = listen();
+    send!(p, time 0, Seg { options: mss_only, ..peer_syn() });
+    recv!(p, time 0, Seg { options: mss_only, ..our_synack() });
+    send!(p, time 0, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::Established);
+    p
+}
+
+#[test]
+fn newreno_inflates_on_every_dup_ack_in_recovery_also_after_a_partial_ack() {
+    // RFC 5681 §3.2 step 4: each duplicate ACK after the third inflates
+    // cwnd by SMSS; RFC 6582 §3.2: after a partial ACK (step 5: deflate by
+    // the amount acknowledged, add back one SMSS) recovery goes on, and so
+    // does the inflation for every further duplicate.
+    let mut p = established_no_sack();
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let ack = |a: SeqNum| Seg {
+        ack: Some(a),
+        ..send_templ()
+    };
+    let cwnd = |p: &Peer| p.ep.info(p.id()).unwrap().cwnd;
+    // Segments 1 and 4 are lost.
+    send!(p, time 10, ack(l + m));
+    for _ in 0..3 {
+        send!(p, time 11, ack(l + m));
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // ssthresh = FlightSize / 2 = 4.5 SMSS; cwnd = ssthresh + 3 SMSS.
+    let ssthresh = 9 * m / 2;
+    assert_eq!(p.ep.info(p.id()).unwrap().ssthresh, ssthresh);
+    assert_eq!(cwnd(&p), ssthresh + 3 * m);
+    recv!(p, time 11, Seg { seq: l + m, payload: data(10 * MSS as usize)[m as usize..2 * m as usize].to_vec(), ..recv_templ() });
+    send!(p, time 12, ack(l + m));
+    assert_eq!(cwnd(&p), ssthresh + 4 * m);
+    // Partial ACK of three segments: deflate by 3 SMSS, add back one.
+    send!(p, time 20, ack(l + 4 * m));
+    let after_partial = ssthresh + 4 * m - 3 * m + m;
+    assert_eq!(cwnd(&p), after_partial);
+    // Every duplicate of the partial ACK inflates again: 1, 2, 3, 4 SMSS.
+    for k in 1..=4 {
+        send!(p, time 21, ack(l + 4 * m));
+        assert_eq!(
+            cwnd(&p),
+            after_partial + k * m,
+            "duplicate {k} after the partial ACK"
+        );
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // The full ACK ends recovery (step 6): cwnd = min(ssthresh,
+    // max(FlightSize, SMSS) + SMSS), with nothing left in flight 2 SMSS.
+    send!(p, time 30, ack(l + 10 * m));
+    assert_eq!(cwnd(&p), 2 * m);
+}
+
 #[test]
 fn dup_acks_with_window_change_are_not_duplicates() {
     // RFC 5681 §2: a duplicate ACK has (d) the same advertised window.
