@@ -576,6 +576,19 @@ impl Conn {
         free.min(max) as u32
     }
 
+    /// What is left of the window we last advertised: RCV.ADV - RCV.NXT,
+    /// or 0 once RCV.NXT has reached or passed that edge (a bare FIN taken
+    /// into a zero window, or data taken into space the application freed
+    /// since the last window update) — where the plain difference would
+    /// wrap to a window of nearly 4 GiB.
+    fn advertised_window(&self) -> u32 {
+        if self.rcv_adv > self.rcv_nxt {
+            self.rcv_adv.since(self.rcv_nxt)
+        } else {
+            0
+        }
+    }
+
     /// The sequence number of the first byte in the send buffer.
     fn data_start(&self) -> SeqNum {
         if self.snd_una == self.iss {
@@ -861,10 +874,10 @@ impl Conn {
             }
         }
 
-        // First, check sequence number.
-        let wnd = self
-            .recv_window(cx.cfg)
-            .max(self.rcv_adv.since(self.rcv_nxt).min(1 << 30));
+        // First, check sequence number. RCV.WND is what we can take now or
+        // what we last advertised, whichever is larger (RFC 9293 §3.8.6.2.2:
+        // the window is never shrunk under the peer).
+        let wnd = self.recv_window(cx.cfg).max(self.advertised_window());
         let seg_len = seg.seg_len();
         let mut ok = self.acceptable(seg.seq, seg_len, wnd);
         // RFC 9293 §3.10.7.4: "If the RCV.WND is zero, no segments will be
@@ -1990,11 +2003,7 @@ impl Conn {
             // still follows RCV.NXT (as Linux keeps offering the full window).
             let used = self.rcv_nxt.since(self.rcv_released) as usize;
             let free = cx.cfg.recv_buffer.saturating_sub(used) as u32;
-            let cur_wnd = if self.rcv_adv > self.rcv_nxt {
-                self.rcv_adv.since(self.rcv_nxt)
-            } else {
-                0
-            };
+            let cur_wnd = self.advertised_window();
             let edge = if new_edge > self.rcv_adv
                 && (free.saturating_sub(cur_wnd) >= thresh
                     || self.rcv_adv <= self.rcv_nxt && avail >= thresh)

@@ -1166,6 +1166,49 @@ fn bare_fin_into_zero_window_is_taken() {
     assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
 }
 
+#[test]
+fn window_stays_closed_after_a_bare_fin_into_a_zero_window() {
+    // The FIN moves RCV.NXT one past the edge we advertised. The acceptance
+    // window is then zero, not RCV.ADV - RCV.NXT wrapped around (~1 GiB):
+    // an ACK 100 000 bytes ahead, or a RST there, is not acceptable.
+    // (Segments arriving together, before our ACK of the FIN goes out.)
+    let mut p = zero_rcv_window();
+    let far = REMOTE_SEQ + 1026 + 100_000;
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, flags: FIN, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    assert_eq!(p.state(), State::CloseWait);
+    send!(p, time 50, Seg { seq: far, flags: RST, ..send_templ() });
+    send!(p, time 50, Seg { seq: far, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 50, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1026), window: 0, ..recv_templ() });
+    recv_nothing!(p, time 50);
+    assert_eq!(in_flight(&p), 100, "the out-of-window ACK was ignored");
+    assert_eq!(
+        p.ep.stats().challenge_acks,
+        0,
+        "the far RST was not in the window"
+    );
+    assert_eq!(p.ep.stats().drops.unacceptable, 1);
+    assert_eq!(p.state(), State::CloseWait);
+}
+
+#[test]
+fn window_stays_closed_after_data_past_the_advertised_edge() {
+    // The application frees 100 bytes of a full 1024-byte buffer: too
+    // little for a window update (receiver SWS avoidance), so the peer
+    // still sees a zero window, but a segment at RCV.NXT is taken into the
+    // free space — past the advertised edge. The window is zero again.
+    let mut p = zero_rcv_window();
+    let mut b = [0u8; 100];
+    assert_eq!(p.ep.recv(p.id(), &mut b), Ok(100));
+    recv_nothing!(p, time 50);
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, ack: Some(LOCAL_SEQ + 1), payload: data(100), ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().recv_buffered, 1024);
+    // Our delayed ACK is not out yet: the advertised edge lags RCV.NXT.
+    let far = REMOTE_SEQ + 1125 + 100_000;
+    send!(p, time 60, Seg { seq: far, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 60, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1125), window: 0, ..recv_templ() });
+    assert_eq!(in_flight(&p), 100, "the out-of-window ACK was ignored");
+}
+
 // =====================================================================
 // RST generation and RFC 5961 (blind RST/SYN/data injection)
 // =====================================================================
