@@ -131,8 +131,9 @@ pub(crate) enum Reply {
     /// to the accept queue.
     Established,
     /// A SYN for this 4-tuple in TIME-WAIT that may start a new
-    /// connection (RFC 9293 §3.10.7.4 note, RFC 6191 with timestamps): free
-    /// this entry and hand the SYN to the listener.
+    /// connection (RFC 9293 §3.10.7.4 note, RFC 6191 with timestamps): if a
+    /// listener has the port, free this entry and hand it the SYN; if not,
+    /// TIME-WAIT stays and the SYN is answered with an ACK.
     Reincarnate,
 }
 
@@ -802,14 +803,31 @@ impl Conn {
         }
     }
 
+    /// RFC 7323 §5.3 R1: whether PAWS rejects `seg` — it carries a TSval
+    /// older than a valid TS.Recent (§5.5: one set within 24 days) and no RST.
+    fn paws_reject(&self, cx: &Ctx<'_>, seg: &TcpSegment<'_>) -> bool {
+        if !self.opt.ts || seg.flags.rst() {
+            return false;
+        }
+        let Some((val, _)) = seg.options.timestamps else {
+            return false;
+        };
+        let stale = cx.now.saturating_since(self.ts_recent_time) > Duration::from_secs(24 * 86400);
+        (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale
+    }
+
     /// RFC 9293 §3.10.7.4, every synchronized state and SYN-RECEIVED.
     fn on_segment_synchronized(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
         let f = seg.flags;
+        let paws_reject = self.paws_reject(cx, seg);
 
         // TIME-WAIT: a new SYN may reopen the connection (RFC 9293 §3.10.7.4
-        // note on TIME-WAIT; RFC 6191 with timestamps), as Linux does: its
-        // sequence number must be beyond RCV.NXT, or its timestamp newer.
-        if self.state == State::TimeWait && f.syn() && !f.ack() && !f.rst() {
+        // note on TIME-WAIT; RFC 6191 with timestamps), as Linux does
+        // (tcp_timewait_state_process): it must pass PAWS, and its sequence
+        // number must be beyond RCV.NXT or its timestamp newer than
+        // TS.Recent. A SYN that fails PAWS is an old duplicate, answered
+        // with an ACK below, whatever its sequence number (RFC 6191 §2).
+        if self.state == State::TimeWait && f.syn() && !f.ack() && !f.rst() && !paws_reject {
             let newer_ts = match (self.opt.ts, seg.options.timestamps) {
                 (true, Some((val, _))) => (val.wrapping_sub(self.ts_recent) as i32) > 0,
                 _ => false,
@@ -862,16 +880,15 @@ impl Conn {
         // the RST bit is not set, then treat the arriving segment as not
         // acceptable: send an acknowledgment in reply and drop the segment."
         // TS.Recent older than 24 days is invalid (§5.5).
-        if self.opt.ts && !f.rst() {
-            if let Some((val, _)) = seg.options.timestamps {
-                let stale =
-                    cx.now.saturating_since(self.ts_recent_time) > Duration::from_secs(24 * 86400);
-                if (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
-                    cx.stats.drops.count(crate::wire::DropReason::Paws);
-                    self.ack_now = true;
-                    return Reply::None;
-                }
+        if paws_reject {
+            cx.stats.drops.count(crate::wire::DropReason::Paws);
+            self.ack_now = true;
+            // TIME-WAIT restarts its 2 MSL timer, as Linux does for a
+            // PAWS-rejected segment (tcp_timewait_state_process).
+            if self.state == State::TimeWait {
+                self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
             }
+            return Reply::None;
         }
 
         // First, check sequence number. RCV.WND is what we can take now or

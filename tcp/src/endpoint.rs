@@ -645,9 +645,18 @@ impl Endpoint {
                 }),
                 Reply::ChallengeAck => self.challenge_ack(slot),
                 Reply::Established => self.established(slot),
-                Reply::Reincarnate => {
+                Reply::Reincarnate if self.listeners.contains_key(&local.port()) => {
                     self.free_slot_any(slot);
                     self.for_listener(local, remote, &seg);
+                }
+                // No listener to take the new connection: Linux
+                // (tcp_v4_rcv, TCP_TW_SYN falling through to TCP_TW_ACK)
+                // keeps TIME-WAIT and answers with an ACK, as RFC 9293
+                // §3.10.7.4 does for a SYN that does not reopen the
+                // connection. Destroying the entry and sending a RST would
+                // let any SYN tear TIME-WAIT down.
+                Reply::Reincarnate => {
+                    self.with_conn(slot, |c, _| c.request_ack());
                 }
             }
             return;

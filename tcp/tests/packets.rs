@@ -940,6 +940,60 @@ fn time_wait_reused_by_syn_with_newer_timestamp() {
 }
 
 #[test]
+fn time_wait_syn_with_higher_seq_but_older_timestamp_is_not_reused() {
+    // RFC 6191 §2 / Linux: reuse requires the SYN to pass PAWS first; a
+    // higher sequence number does not excuse an older TSval. The SYN is an
+    // old duplicate: it draws an ACK and TIME-WAIT stays.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(11, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    let syn = |tsval| Seg {
+        seq: REMOTE_SEQ + 100_000,
+        options: TcpOptions {
+            timestamps: Some((tsval, 0)),
+            ..syn_opts()
+        },
+        ..peer_syn()
+    };
+    send!(p, time 100, syn(1000));
+    recv!(p, time 100, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(100, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.count(State::SynReceived), 0);
+    assert_eq!(p.ep.stats().drops.paws, 1);
+    // The same SYN with a current TSval reuses the 4-tuple.
+    p.forget_iss();
+    send!(p, time 200, syn(1005));
+    let synack = p.poll(ms(200)).expect("SYN-ACK");
+    assert_eq!(synack.flags, SYN);
+    assert_eq!(p.count(State::TimeWait), 0);
+}
+
+#[test]
+fn time_wait_syn_without_a_listener_gets_ack_and_keeps_time_wait() {
+    // RFC 9293 §3.10.7.4: in TIME-WAIT a SYN is answered with an ACK unless
+    // it reopens the connection, and without a listener nothing can take
+    // it: Linux (TCP_TW_SYN falls through to TCP_TW_ACK) keeps TIME-WAIT
+    // and ACKs; it neither sends a RST nor drops the entry.
+    let mut p = time_wait();
+    p.ep.unlisten(LOCAL_PORT);
+    send!(p, time 1000, Seg { seq: REMOTE_SEQ + 100_000, ..peer_syn() });
+    recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
+    recv_nothing!(p, time 1000);
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+    // The entry still ends after 2 MSL from the FIN.
+    recv_nothing!(p, time 60_000);
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
 fn time_wait_reuse_before_the_application_saw_closed() {
     // The new connection must not be confused with the old one whose
     // `Closed` event the application has not read yet.
