@@ -730,6 +730,7 @@ impl Endpoint {
         };
         let accept_full = l.accept_queue.len() >= l.backlog;
         let syn_full = l.syn_queue >= self.config.syn_backlog;
+        let cookies_recent = l.cookies_recent(self.now);
         if f.syn() && !f.ack() {
             // "third check for a SYN"
             if accept_full {
@@ -766,17 +767,26 @@ impl Endpoint {
             // "second check for an ACK": "Any acknowledgment is bad if it
             // arrives on a connection still in the LISTEN state" — a SYN-ACK
             // included (Linux resets it too) — unless a bare ACK returns a
-            // SYN cookie (RFC 4987 §3.6).
-            if !f.syn()
-                && self.config.syn_cookies
-                && !accept_full
-                && self.table.len() < self.config.max_connections
-            {
+            // SYN cookie (RFC 4987 §3.6). Cookies are looked for only while
+            // ones we sent may still be valid (Linux:
+            // tcp_synq_no_recent_overflow).
+            if !f.syn() && self.config.syn_cookies && cookies_recent {
                 let cookie = seg.ack - 1;
                 if let Some(d) =
                     self.secrets
                         .check_cookie(self.now, local, remote, seg.seq - 1, cookie)
                 {
+                    // A valid cookie with no room for the connection: drop
+                    // the ACK, as Linux does (tcp_v4_syn_recv_sock fails on
+                    // a full accept queue): the client retransmits it, or
+                    // its data, and gets in once there is room. A RST would
+                    // kill a legitimate connection.
+                    if accept_full {
+                        return self.drop_packet(DropReason::ListenOverflow);
+                    }
+                    if self.table.len() >= self.config.max_connections {
+                        return self.drop_packet(DropReason::TableFull);
+                    }
                     self.stats.syn_cookies_ok += 1;
                     let (wscale, sack) = match seg.options.timestamps {
                         Some((_, ecr)) => cookie_ts_decode(ecr),
@@ -849,6 +859,9 @@ impl Endpoint {
             options.sack_permitted = sack;
         }
         self.stats.syn_cookies_sent += 1;
+        if let Some(l) = self.listeners.get_mut(&local.port()) {
+            l.last_cookie = Some(self.now);
+        }
         self.push_control(Control::CookieSynAck {
             local,
             remote,

@@ -2,7 +2,7 @@
 
 use crate::endpoint::ConnId;
 use crate::seq::SeqNum;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use siphasher::sip::SipHasher24;
 use std::collections::VecDeque;
 use std::hash::Hasher;
@@ -20,6 +20,10 @@ pub(crate) struct Listener {
     pub(crate) syn_queue: usize,
     /// Whether an `Incoming` event is pending.
     pub(crate) event_pending: bool,
+    /// When this listener last answered a SYN with a cookie (its SYN queue
+    /// overflowed). ACKs are checked for cookies only within
+    /// [`COOKIE_VALID`] of it, as Linux (`tcp_synq_no_recent_overflow`).
+    pub(crate) last_cookie: Option<Instant>,
 }
 
 impl Listener {
@@ -29,9 +33,27 @@ impl Listener {
             accept_queue: VecDeque::new(),
             syn_queue: 0,
             event_pending: false,
+            last_cookie: None,
         }
     }
+
+    /// Whether a cookie sent by this listener may still be valid at `now`:
+    /// otherwise an ACK to the listener is not worth checking (it is
+    /// answered with a RST as any stray ACK), and blind guesses at cookies
+    /// get no hearing while no flood is on (Linux: cookies are checked only
+    /// after a recent SYN-queue overflow).
+    pub(crate) fn cookies_recent(&self, now: Instant) -> bool {
+        self.last_cookie
+            .is_some_and(|t| now.saturating_since(t) <= COOKIE_VALID)
+    }
 }
+
+/// The period of the SYN-cookie clock: the counter t in a cookie counts
+/// these (RFC 4987 §3.6 leaves the choice; Linux uses 60 s).
+pub(crate) const COOKIE_PERIOD: Duration = Duration::from_secs(64);
+/// The longest a cookie stays valid: it is accepted in the period it was
+/// made in and the next one (Linux: MAX_SYNCOOKIE_AGE of 2 periods).
+pub(crate) const COOKIE_VALID: Duration = Duration::from_secs(2 * 64);
 
 /// Keyed hashes for ISNs, SYN cookies and timestamp offsets.
 #[derive(Clone, Debug)]
@@ -110,7 +132,7 @@ impl Secrets {
         peer_isn: SeqNum,
         mss: u16,
     ) -> SeqNum {
-        let t = (now.as_micros() / 64_000_000) as u32;
+        let t = (now.as_micros() / COOKIE_PERIOD.as_micros()) as u32;
         let idx = COOKIE_MSS.iter().rposition(|m| *m <= mss).unwrap_or(0) as u32;
         let h = hash_tuple(self.cookie, local, remote, &[peer_isn.0, t]) as u32 & 0x00ff_ffff;
         SeqNum((t & 0x1f) << 27 | idx << 24 | h)
@@ -126,7 +148,7 @@ impl Secrets {
         peer_isn: SeqNum,
         cookie: SeqNum,
     ) -> Option<CookieData> {
-        let t_now = (now.as_micros() / 64_000_000) as u32;
+        let t_now = (now.as_micros() / COOKIE_PERIOD.as_micros()) as u32;
         let c = cookie.0;
         for t in [t_now, t_now.wrapping_sub(1)] {
             if t & 0x1f != c >> 27 {

@@ -3018,8 +3018,104 @@ fn syn_cookie_expires() {
     let mut p = listen_with(cfg);
     send!(p, time 0, peer_syn());
     recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    // Another client's SYN at 129 s keeps the listener checking cookies;
+    // the first cookie, two periods old, no longer passes.
+    send!(p, time 129_000, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(129_000)).is_some());
     send!(p, time 130_000, peer_ack());
     recv!(p, time 130_000, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(p.ep.stats().syn_cookies_bad, 1);
+}
+
+#[test]
+fn syn_cookie_ack_with_accept_queue_full_is_dropped_not_reset() {
+    // Linux: a valid cookie ACK that finds the accept queue full is dropped
+    // (tcp_v4_syn_recv_sock fails); the client retransmits and gets in once
+    // the application accepted. A RST would kill a legitimate client.
+    let cfg = Config {
+        syn_backlog: 0,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    p.ep.listen(LOCAL_PORT, 1).unwrap();
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    let first = p.seq_delta;
+    // A second client takes the one accept-queue place (by cookie too).
+    p.forget_iss();
+    send!(p, time 0, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+    send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_ack() });
+    assert_eq!(p.ep.stats().syn_cookies_ok, 1);
+    // The first client's ACK: valid cookie, queue full: dropped silently.
+    p.seq_delta = first;
+    send!(p, time 2, Seg { payload: b"hello".to_vec(), ..peer_ack() });
+    recv_nothing!(p, time 2);
+    assert_eq!(p.ep.stats().drops.listen_overflow, 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+    assert_eq!(p.ep.stats().syn_cookies_bad, 0);
+    // The application accepts; the retransmitted ACK gets in.
+    assert!(p.ep.accept(LOCAL_PORT).is_some());
+    send!(p, time 200, Seg { payload: b"hello".to_vec(), ..peer_ack() });
+    assert_eq!(p.ep.stats().syn_cookies_ok, 2);
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.read_all(), b"hello");
+}
+
+#[test]
+fn syn_cookie_ack_with_connection_table_full_is_dropped_not_reset() {
+    let cfg = Config {
+        syn_backlog: 0,
+        max_connections: 1,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_syn());
+    assert!(p.poll(ms(0)).is_some());
+    let first = p.seq_delta;
+    p.forget_iss();
+    send!(p, time 0, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+    send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_ack() });
+    assert_eq!(p.ep.connection_count(), 1);
+    p.seq_delta = first;
+    send!(p, time 2, peer_ack());
+    recv_nothing!(p, time 2);
+    assert_eq!(p.ep.stats().drops.table_full, 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+}
+
+#[test]
+fn ack_to_a_listener_without_recent_cookies_is_not_checked() {
+    // Linux (tcp_synq_no_recent_overflow): cookies are validated only
+    // within two cookie lifetimes of the last one sent. Otherwise a bare
+    // ACK to a listener gets the ordinary RST (RFC 9293 §3.10.7.2) without
+    // a cookie check, so blind cookie guesses get no hearing.
+    let cfg = Config {
+        syn_backlog: 0,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_ack());
+    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(
+        p.ep.stats().syn_cookies_bad,
+        0,
+        "no cookie check without a recent overflow"
+    );
+    // After a cookie went out, ACKs are checked...
+    send!(p, time 1000, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(1000)).is_some());
+    send!(p, time 1001, peer_ack());
+    assert!(p.poll(ms(1001)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 1);
+    // ...until two cookie periods (128 s) have passed since.
+    send!(p, time 129_000, peer_ack());
+    assert!(p.poll(ms(129_000)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 2);
+    send!(p, time 129_001, peer_ack());
+    assert!(p.poll(ms(129_001)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 2);
 }
 
 #[test]
