@@ -912,11 +912,7 @@ impl Conn {
                 // As Linux (tcp_oow_rate_limited): segments without data get
                 // at most one such ACK per 500 ms, so two stacks can never
                 // ping-pong ACKs; a segment with data always gets one.
-                if seg_len > 0
-                    || self
-                        .last_oow_ack
-                        .is_none_or(|t| cx.now.saturating_since(t) >= Duration::from_millis(500))
-                {
+                if seg_len > 0 || self.oow_ack_allowed(cx.now) {
                     self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
                 }
@@ -2203,5 +2199,19 @@ impl Conn {
     /// Asks for an ACK at the next dispatch (challenge ACKs, RFC 5961).
     pub(crate) fn request_ack(&mut self) {
         self.ack_now = true;
+    }
+
+    /// The per-connection limit on ACKs answering invalid segments
+    /// (out-of-window segments without data, challenge ACKs): one per
+    /// 500 ms, as Linux (`__tcp_oow_rate_limited`, tcp_invalid_ratelimit).
+    /// Returns whether one may be sent now, and if so counts it.
+    pub(crate) fn oow_ack_allowed(&mut self, now: Instant) -> bool {
+        let ok = self
+            .last_oow_ack
+            .is_none_or(|t| now.saturating_since(t) >= Duration::from_millis(500));
+        if ok {
+            self.last_oow_ack = Some(now);
+        }
+        ok
     }
 }

@@ -5,7 +5,7 @@
 use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::conn::{ev, Conn, Ctx, Reply, State};
-use crate::listen::{cookie_ts, cookie_ts_decode, Listener, Secrets};
+use crate::listen::{cookie_ts, cookie_ts_decode, derive_key, Listener, Secrets};
 use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use core::fmt;
 use siphasher::sip::SipHasher13;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 /// A handle to a connection. Handles are never reused while the application
@@ -235,16 +235,20 @@ pub struct Endpoint {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     table: HashMap<(SocketAddr, SocketAddr), u32, KeyedState>,
-    listeners: HashMap<u16, Listener>,
+    listeners: HashMap<u16, Listener, KeyedState>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     tx_queue: VecDeque<(u32, u32)>,
     ev_queue: VecDeque<(u32, u32)>,
     incoming: VecDeque<u16>,
     control: VecDeque<Control>,
     echo_bufs: Vec<Vec<u8>>,
+    /// The current second of the challenge-ACK budget and what is left of it.
     challenge_window: (u64, u32),
+    /// Key of the per-second challenge-ACK budget draw.
+    challenge_key: (u64, u64),
     state_counts: [usize; 11],
-    next_port: u16,
+    /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
+    next_ephemeral: u32,
     now: Instant,
 }
 
@@ -265,18 +269,13 @@ impl Endpoint {
     /// An endpoint with `config`; fails when the configuration is invalid.
     pub fn new(config: Config) -> Result<Endpoint, String> {
         config.validate()?;
+        // Every secret derives from the seed under its own label (see
+        // `derive_key`): the ISN, cookie, timestamp and port keys inside
+        // `Secrets`, the two hash-table keys and the challenge-ACK budget key.
+        let config_seed = config.seed;
         let secrets = Secrets::new(config.seed);
-        let k = Secrets::new(config.seed ^ 0x7463_7064);
-        let key = KeyedState(
-            k.ts_offset(
-                "0.0.0.0:1".parse().map_err(|_| "")?,
-                "0.0.0.0:2".parse().map_err(|_| "")?,
-            ) as u64,
-            config.seed.rotate_left(17) ^ 0x5bd1_e995,
-        );
-        let (lo, hi) = config.ephemeral_ports;
-        let span = u32::from(hi - lo) + 1;
-        let next_port = lo + (config.seed % u64::from(span)) as u16;
+        let (d0, d1) = derive_key(config.seed, "demux-table");
+        let (l0, l1) = derive_key(config.seed, "listener-table");
         Ok(Endpoint {
             pool: BufPool::new(config.buffer_pool_bytes),
             config,
@@ -284,8 +283,8 @@ impl Endpoint {
             secrets,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            table: HashMap::with_hasher(key),
-            listeners: HashMap::new(),
+            table: HashMap::with_hasher(KeyedState(d0, d1)),
+            listeners: HashMap::with_hasher(KeyedState(l0, l1)),
             timers: BinaryHeap::new(),
             tx_queue: VecDeque::new(),
             ev_queue: VecDeque::new(),
@@ -293,8 +292,9 @@ impl Endpoint {
             control: VecDeque::new(),
             echo_bufs: Vec::new(),
             challenge_window: (u64::MAX, 0),
+            challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
-            next_port,
+            next_ephemeral: 0,
             now: Instant::ZERO,
         })
     }
@@ -505,19 +505,52 @@ impl Endpoint {
         self.control.push_back(c);
     }
 
+    /// Sends a challenge ACK (RFC 5961 §3.2, §4.2, §5.2) on the connection
+    /// in `slot`, subject to two limits (RFC 5961 §7 asks for one), as
+    /// Linux (tcp_send_challenge_ack):
+    ///
+    /// - per connection, at most one per 500 ms, shared with the ACKs for
+    ///   out-of-window segments (Linux: tcp_invalid_ratelimit);
+    /// - endpoint-wide, a budget per second that is not a fixed number:
+    ///   with one shared, known counter an off-path attacker can count the
+    ///   challenge ACKs it provokes and learn whether a guessed 4-tuple or
+    ///   sequence number hit (CVE-2016-5696). Each second's budget is drawn
+    ///   uniformly from [limit/2, limit/2 + limit - 1] (Linux's range), by a
+    ///   keyed hash of the second: deterministic for a seed, unpredictable
+    ///   without it.
     fn challenge_ack(&mut self, slot: u32) {
-        // RFC 5961 §7: limit challenge ACKs per second, endpoint-wide.
-        let sec = self.now.as_micros() / 1_000_000;
-        if self.challenge_window.0 != sec {
-            self.challenge_window = (sec, 0);
-        }
-        if self.challenge_window.1 >= self.config.challenge_ack_limit {
+        let now = self.now;
+        let per_conn_ok = self
+            .with_conn(slot, |c, _| c.oow_ack_allowed(now))
+            .unwrap_or(false);
+        if !per_conn_ok {
             self.stats.challenge_acks_suppressed += 1;
             return;
         }
-        self.challenge_window.1 += 1;
+        let sec = now.as_micros() / 1_000_000;
+        if self.challenge_window.0 != sec {
+            self.challenge_window = (sec, self.challenge_budget(sec));
+        }
+        if self.challenge_window.1 == 0 {
+            self.stats.challenge_acks_suppressed += 1;
+            return;
+        }
+        self.challenge_window.1 -= 1;
         self.stats.challenge_acks += 1;
         self.with_conn(slot, |c, _| c.request_ack());
+    }
+
+    /// The endpoint-wide challenge-ACK budget of second `sec` (see
+    /// [`Endpoint::challenge_ack`]).
+    fn challenge_budget(&self, sec: u64) -> u32 {
+        let limit = self.config.challenge_ack_limit;
+        if limit == 0 {
+            return 0;
+        }
+        let half = limit.div_ceil(2);
+        let mut h = SipHasher13::new_with_keys(self.challenge_key.0, self.challenge_key.1);
+        h.write_u64(sec);
+        half.saturating_add((h.finish() % u64::from(limit)) as u32)
     }
 
     // ----- inputs ----------------------------------------------------------------
@@ -1252,12 +1285,17 @@ impl Endpoint {
         if self.table.len() >= self.config.max_connections {
             return Err(Error::TableFull);
         }
+        // RFC 6056 §3.3.3, Algorithm 3: port = min + (next_ephemeral +
+        // F(local IP, remote IP, remote port, secret)) mod range. The keyed
+        // offset makes the ports seen by one destination unpredictable to
+        // every other one; the counter moves the search on between connects.
         let (lo, hi) = self.config.ephemeral_ports;
         let span = u32::from(hi - lo) + 1;
+        let offset = self.secrets.port_offset(local, remote);
         let mut port = None;
         for _ in 0..span {
-            let p = self.next_port;
-            self.next_port = if p >= hi { lo } else { p + 1 };
+            let p = lo + (self.next_ephemeral.wrapping_add(offset) % span) as u16;
+            self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
             let l = SocketAddr::new(local, p);
             if !self.listeners.contains_key(&p) && !self.table.contains_key(&(l, remote)) {
                 port = Some(p);
@@ -1370,4 +1408,34 @@ fn _assert_send() {
     fn is_send<T: Send>() {}
     is_send::<Endpoint>();
     let _ = Duration::ZERO;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_tables_are_keyed_from_the_seed_by_label() {
+        // Both tables use the crate's keyed SipHash with a key derived from
+        // the seed (no std RandomState: no OS randomness in the crate), and
+        // the two keys are independent of each other and of the ISN key.
+        let cfg = Config {
+            seed: 42,
+            ..Config::default()
+        };
+        let ep = Endpoint::new(cfg).unwrap();
+        let t = ep.table.hasher();
+        let l = ep.listeners.hasher();
+        assert_eq!((t.0, t.1), derive_key(42, "demux-table"));
+        assert_eq!((l.0, l.1), derive_key(42, "listener-table"));
+        assert_ne!((t.0, t.1), (l.0, l.1));
+        assert_ne!((t.0, t.1), derive_key(42, "isn"));
+        // Deterministic for the seed.
+        let again = Endpoint::new(Config {
+            seed: 42,
+            ..Config::default()
+        })
+        .unwrap();
+        assert_eq!(again.table.hasher().0, t.0);
+    }
 }

@@ -1370,16 +1370,21 @@ fn rst_at_rcv_nxt_closes_every_state() {
 fn syn_on_established_draws_challenge_ack() {
     // RFC 5961 §4.2: "If the SYN bit is set, irrespective of the sequence
     // number, TCP MUST send an ACK (also referred to as challenge ACK)".
+    // (Half a second apart: the per-connection limit allows one per 500 ms.)
     let mut p = established();
-    for seq in [
+    for (i, seq) in [
         REMOTE_SEQ + 1,
         REMOTE_SEQ + 500,
         REMOTE_SEQ - 100,
         REMOTE_SEQ + 200_000,
-    ] {
-        send!(p, time 10, Seg { seq, ..peer_syn() });
-        recv!(p, time 10, recv_templ());
-        recv_nothing!(p, time 10);
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = 10 + 500 * i as u64;
+        send!(p, time t, Seg { seq, ..peer_syn() });
+        recv!(p, time t, recv_templ());
+        recv_nothing!(p, time t);
         assert_eq!(p.state(), State::Established);
     }
 }
@@ -1394,13 +1399,11 @@ fn syn_in_fin_wait_2_draws_challenge_ack() {
 }
 
 #[test]
-fn challenge_ack_rate_limit() {
-    // RFC 5961 §7: at most `challenge_ack_limit` challenge ACKs per second.
-    let cfg = Config {
-        challenge_ack_limit: 2,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
+fn challenge_ack_rate_limit_per_connection() {
+    // RFC 5961 §7 rate limit, per connection as Linux (one ACK for invalid
+    // segments per 500 ms, tcp_invalid_ratelimit): a flood of in-window
+    // RSTs and SYNs on one connection draws one challenge ACK per 500 ms.
+    let mut p = established();
     let rst = Seg {
         seq: REMOTE_SEQ + 10,
         flags: RST,
@@ -1409,17 +1412,79 @@ fn challenge_ack_rate_limit() {
     send!(p, time 100, rst.clone());
     recv!(p, time 100, recv_templ());
     send!(p, time 200, rst.clone());
-    recv!(p, time 200, recv_templ());
-    send!(p, time 300, rst.clone());
-    recv_nothing!(p, time 300);
-    send!(p, time 999, Seg { seq: REMOTE_SEQ + 1, ..peer_syn() });
-    recv_nothing!(p, time 999);
-    assert_eq!(p.ep.stats().challenge_acks, 2);
+    recv_nothing!(p, time 200);
+    send!(p, time 599, Seg { seq: REMOTE_SEQ + 1, ..peer_syn() });
+    recv_nothing!(p, time 599);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
     assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
-    // A new second, a new allowance.
-    send!(p, time 1000, rst);
-    recv!(p, time 1000, recv_templ());
+    send!(p, time 600, rst);
+    recv!(p, time 600, recv_templ());
     assert_eq!(p.state(), State::Established);
+}
+
+/// Challenge ACKs drawn per second by 40 connections each sent an in-window
+/// RST once a second, for `secs` seconds, with `challenge_ack_limit` 10.
+fn challenge_acks_per_second(seed: u64, secs: u64) -> Vec<u64> {
+    let cfg = Config {
+        seed,
+        challenge_ack_limit: 10,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    p.ep.listen(LOCAL_PORT, 64).unwrap();
+    let ports: Vec<u16> = (0..40).map(|i| REMOTE_PORT + i).collect();
+    for &port in &ports {
+        p.forget_iss();
+        send!(p, time 0, Seg { src_port: port, ..peer_syn() });
+        assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+        send!(p, time 0, Seg { src_port: port, ..peer_ack() });
+        assert!(p.ep.accept(LOCAL_PORT).is_some());
+    }
+    let mut out = Vec::new();
+    for sec in 1..=secs {
+        let before = p.ep.stats().challenge_acks;
+        for &port in &ports {
+            send!(p, time sec * 1000, Seg { src_port: port, seq: REMOTE_SEQ + 10, flags: RST, ..send_templ() });
+        }
+        let mut sent = 0;
+        while let Some(s) = p.poll(ms(sec * 1000)) {
+            assert_eq!(
+                (s.flags, s.ack),
+                (NONE, Some(REMOTE_SEQ + 1)),
+                "a challenge ACK"
+            );
+            sent += 1;
+        }
+        assert_eq!(p.ep.stats().challenge_acks - before, sent);
+        out.push(sent);
+    }
+    assert_eq!(p.ep.connection_count(), 40, "no RST was obeyed");
+    out
+}
+
+#[test]
+fn challenge_ack_global_budget_is_randomized_per_second() {
+    // RFC 5961 §7 endpoint-wide limit without the CVE-2016-5696 side
+    // channel: as Linux, each second's budget is drawn from [limit/2,
+    // limit/2 + limit - 1] (here 5..=14), so an attacker counting the
+    // challenge ACKs it provokes cannot tell how many others were sent.
+    // The draw comes from the seed: same seed, same budgets.
+    let a = challenge_acks_per_second(0x5eed, 8);
+    assert!(a.iter().all(|n| (5..=14).contains(n)), "{a:?}");
+    assert!(
+        a.iter().any(|n| *n != a[0]),
+        "budgets vary from second to second: {a:?}"
+    );
+    assert_eq!(
+        challenge_acks_per_second(0x5eed, 8),
+        a,
+        "deterministic for a seed"
+    );
+    assert_ne!(
+        challenge_acks_per_second(0x5eee, 8),
+        a,
+        "another seed, other budgets"
+    );
 }
 
 #[test]
@@ -3327,6 +3392,73 @@ fn connect_checks_addresses() {
     recv_nothing!(p, time 0);
 }
 
+/// The local ports of `n` connects from one endpoint with `seed`, to the
+/// given destinations in turn.
+fn ephemeral_ports(seed: u64, dests: &[&str], n: usize) -> Vec<u16> {
+    let mut ep = tcp::Endpoint::new(Config {
+        seed,
+        ephemeral_ports: (32768, 60999),
+        ..test_config()
+    })
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let id = ep
+                .connect(
+                    ms(0),
+                    LOCAL_ADDR.into(),
+                    dests[i % dests.len()].parse().unwrap(),
+                )
+                .unwrap();
+            ep.info(id).unwrap().local.port()
+        })
+        .collect()
+}
+
+#[test]
+fn ephemeral_ports_follow_rfc_6056_algorithm_3() {
+    // RFC 6056 §3.3.3: port = min + (next_ephemeral + F(local IP, remote
+    // IP, remote port, secret)) mod range. One destination sees the counter
+    // move on; another destination's ports sit at an offset only the secret
+    // (derived from the seed) tells.
+    let a = "10.0.0.1:80";
+    let b = "10.0.0.1:443";
+    let c = "10.7.7.7:80";
+    let to_a = ephemeral_ports(1, &[a], 3);
+    assert_eq!(to_a[1], to_a[0] + 1, "{to_a:?}");
+    assert_eq!(to_a[2], to_a[0] + 2, "{to_a:?}");
+    // Interleaved with connects elsewhere, each destination's ports are not
+    // a continuation of the others'.
+    let mixed = ephemeral_ports(1, &[a, b, c], 3);
+    assert_eq!(mixed[0], to_a[0]);
+    assert_ne!(mixed[1], mixed[0] + 1, "{mixed:?}");
+    assert_ne!(mixed[2], mixed[1] + 1, "{mixed:?}");
+    assert!(mixed.iter().all(|p| (32768..=60999).contains(p)));
+    // The offset is keyed: another seed, other ports; the same seed, the same.
+    assert_ne!(ephemeral_ports(2, &[a], 1), ephemeral_ports(1, &[a], 1));
+    assert_eq!(ephemeral_ports(1, &[a, b, c], 3), mixed);
+    // Every port of the range is still found (the search covers it all).
+    let mut ep = tcp::Endpoint::new(Config {
+        ephemeral_ports: (40000, 40003),
+        ..test_config()
+    })
+    .unwrap();
+    let mut ports: Vec<u16> = (0..4)
+        .map(|_| {
+            let id = ep
+                .connect(ms(0), LOCAL_ADDR.into(), a.parse().unwrap())
+                .unwrap();
+            ep.info(id).unwrap().local.port()
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [40000, 40001, 40002, 40003]);
+    assert_eq!(
+        ep.connect(ms(0), LOCAL_ADDR.into(), a.parse().unwrap()),
+        Err(tcp::Error::NoPortsAvailable)
+    );
+}
+
 #[test]
 fn control_queue_is_bounded() {
     // Config::max_control_queue bounds stateless replies (RSTs, echo
@@ -3657,6 +3789,47 @@ fn bad_sources_ports_and_protocols_dropped() {
     assert_eq!(d.bad_tcp_flags, 1);
     assert_eq!(d.unsupported_protocol, 1);
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn syns_from_impossible_sources_are_dropped_unanswered() {
+    // RFC 1122 §3.2.1.3 (IPv4) and RFC 4291 §2.5.2–2.5.3, §2.7 (IPv6): a
+    // SYN from 0.0.0.0, "this network", loopback, multicast or broadcast
+    // (::, ::1, multicast) names no sender; a SYN-ACK or RST would go to
+    // 0.0.0.0 or to ourselves. Dropped and counted, nothing sent.
+    let mut p = listen();
+    let v4 = [
+        "0.0.0.0",
+        "0.0.0.9",
+        "127.0.0.1",
+        "224.0.0.5",
+        "255.255.255.255",
+    ];
+    for src in v4 {
+        let syn = peer_syn();
+        let mut pkt = p.build(&syn);
+        let a: std::net::Ipv4Addr = src.parse().unwrap();
+        pkt[12..16].copy_from_slice(&a.octets());
+        fix_ip_checksum(&mut pkt);
+        p.send_raw(ms(0), &pkt);
+        recv_nothing!(p, time 0);
+    }
+    assert_eq!(p.ep.stats().drops.bad_source_address, v4.len() as u64);
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let v6 = ["::", "::1", "ff02::1"];
+    for src in v6 {
+        let mut pkt = p.build(&peer_syn());
+        let a: std::net::Ipv6Addr = src.parse().unwrap();
+        pkt[8..24].copy_from_slice(&a.octets());
+        p.send_raw(ms(0), &pkt);
+        recv_nothing!(p, time 0);
+    }
+    assert_eq!(p.ep.stats().drops.bad_source_address, v6.len() as u64);
+    assert_eq!(p.ep.connection_count(), 0);
+    // An ordinary source is answered.
+    send!(p, time 1, peer_syn());
+    assert!(p.poll(ms(1)).is_some_and(|s| s.flags == SYN));
 }
 
 #[test]
