@@ -451,10 +451,12 @@ impl Endpoint {
         // Timers: push a heap entry only when the deadline moved earlier
         // than every entry already there; later ones are found when the
         // earlier entry pops (a spurious, cheap wake-up).
+        let mut pushed = false;
         if let Some(d) = conn.next_deadline() {
             if s.scheduled.is_none_or(|t| d < t) {
                 s.scheduled = Some(d);
                 self.timers.push(Reverse((d, slot, gen)));
+                pushed = true;
             }
         }
         if !s.tx_queued && conn.wants_to_send() {
@@ -473,6 +475,10 @@ impl Endpoint {
                 if state == State::Closed {
                     if let Some(l) = self.listeners.get_mut(&port) {
                         let id = ConnId { slot, gen };
+                        // O(backlog) per dying queued connection: the
+                        // accept queue is bounded by the listener's backlog
+                        // (the `listen` argument), and only a connection that
+                        // dies before `accept` pays it, once.
                         if let Some(pos) = l.accept_queue.iter().position(|x| *x == id) {
                             l.accept_queue.remove(pos);
                         } else {
@@ -491,6 +497,9 @@ impl Endpoint {
                     self.free_slot(slot);
                 }
             }
+        }
+        if pushed {
+            self.maybe_compact_timers();
         }
     }
 
@@ -940,21 +949,34 @@ impl Endpoint {
                 }
             }
         }
-        // Keep stale heap entries from piling up.
+        self.maybe_compact_timers();
+    }
+
+    /// Keeps stale heap entries from piling up: once the heap holds more
+    /// than twice the live connections plus 1024 entries, drop every entry
+    /// that is not its slot's `scheduled` one (freed slots, and deadlines
+    /// that moved earlier since). This runs on the steady-state path (a busy
+    /// endpoint keeps moving delayed-ACK deadlines earlier), so it looks
+    /// only at the heap, never at every slot ever allocated: each
+    /// compaction removes at least as many entries as it keeps, so its cost
+    /// is O(1) amortized per stale entry, whatever the peak slot count.
+    fn maybe_compact_timers(&mut self) {
         if self.timers.len() > 2 * self.table.len() + 1024 {
-            self.rebuild_timers();
+            self.compact_timers();
         }
     }
 
-    fn rebuild_timers(&mut self) {
-        self.timers.clear();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            s.scheduled = None;
-            if let Some(d) = s.conn.as_deref().and_then(|c| c.next_deadline()) {
-                s.scheduled = Some(d);
-                self.timers.push(Reverse((d, i as u32, s.gen)));
-            }
-        }
+    /// See [`Endpoint::maybe_compact_timers`]. Returns how many heap
+    /// entries it examined.
+    fn compact_timers(&mut self) -> usize {
+        let examined = self.timers.len();
+        let slots = &self.slots;
+        self.timers.retain(|Reverse((t, slot, gen))| {
+            slots
+                .get(*slot as usize)
+                .is_some_and(|s| s.gen == *gen && s.conn.is_some() && s.scheduled == Some(*t))
+        });
+        examined
     }
 
     // ----- outputs ---------------------------------------------------------------
@@ -1413,6 +1435,60 @@ fn _assert_send() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timer_compaction_looks_at_the_heap_not_at_every_slot() {
+        // 5000 connections come and go (their slots stay allocated, their
+        // heap entries go stale); one stays. Compaction examines the heap
+        // entries only, keeps exactly the live connection's, and its timer
+        // still fires.
+        let mut ep = Endpoint::new(Config {
+            addrs: Vec::new(),
+            ..Config::default()
+        })
+        .unwrap();
+        let remote: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let local: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut buf = vec![0u8; 1500];
+        let ids: Vec<ConnId> = (0..5000)
+            .map(|_| ep.connect(Instant::ZERO, local, remote).unwrap())
+            .collect();
+        while ep.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let keep = ep.connect(Instant::ZERO, local, remote).unwrap();
+        while ep.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        for id in ids {
+            ep.abort(id).unwrap();
+        }
+        while ep.poll_event().is_some() {}
+        assert_eq!(ep.connection_count(), 1);
+        assert!(ep.slots.len() > 5000);
+        // 5001 entries, 5000 of them stale: past the threshold (2 * 1 +
+        // 1024), the next timer run compacts the heap to the live entry.
+        assert_eq!(ep.timers.len(), 5001);
+        ep.handle_timeout(Instant::from_millis(1));
+        assert_eq!(ep.timers.len(), 1);
+        // More churn through the freed slots: the next compaction costs what
+        // the heap holds, not the 5001 slots.
+        for _ in 0..100 {
+            let id = ep.connect(Instant::from_millis(1), local, remote).unwrap();
+            // The SYN goes out and arms its timer: one more heap entry.
+            while ep
+                .poll_transmit(Instant::from_millis(1), &mut buf)
+                .is_some()
+            {}
+            ep.abort(id).unwrap();
+        }
+        while ep.poll_event().is_some() {}
+        assert_eq!(ep.timers.len(), 101);
+        let examined = ep.compact_timers();
+        assert_eq!(examined, 101, "the heap's entries, not the 5001 slots");
+        assert_eq!(ep.timers.len(), 1);
+        // The live SYN's retransmission timer still fires (1 s).
+        assert_eq!(ep.poll_timeout(), Some(Instant::from_secs(1)));
+        ep.handle_timeout(Instant::from_secs(1));
+        assert!(ep.poll_transmit(Instant::from_secs(1), &mut buf).is_some());
+        assert_eq!(ep.state(keep), Ok(State::SynSent));
+    }
 
     #[test]
     fn hash_tables_are_keyed_from_the_seed_by_label() {
