@@ -28,8 +28,21 @@ impl Default for Keepalive {
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Seed from which the ISN secret (RFC 6528), the SYN-cookie secret, the
-    /// hash-table keys and every other random choice derive. Two endpoints
-    /// with the same seed and the same inputs emit the same bytes.
+    /// hash-table keys, the ephemeral-port secret (RFC 6056), the
+    /// challenge-ACK budget and every other random choice derive, each
+    /// under its own label. Two endpoints with the same seed and the same
+    /// inputs emit the same bytes.
+    ///
+    /// **SECURITY: the default, 0, is for tests only.** The crate has no
+    /// source of randomness of its own (it is sans-IO), so a daemon facing
+    /// a real network MUST set this from the operating system's random
+    /// generator (e.g. `getrandom`) at every start. With a fixed or known
+    /// seed anyone can compute our initial sequence numbers (blind
+    /// injection and spoofed connections, the attacks RFC 6528 exists to
+    /// stop), forge SYN cookies (RFC 4987), choose 4-tuples that collide in
+    /// the connection table (HashDoS), predict ephemeral ports (RFC 6056)
+    /// and time the challenge-ACK budget (RFC 5961 §7, CVE-2016-5696). A
+    /// fixed seed is for tests and for replaying recorded sessions.
     pub seed: u64,
     /// The addresses this endpoint owns. Packets to other addresses are
     /// dropped ([`crate::wire::DropReason::NotOurAddress`]). Empty: accept
@@ -87,7 +100,11 @@ pub struct Config {
     /// Half-open connections per listener before SYN cookies take over.
     /// Default 1024.
     pub syn_backlog: usize,
-    /// Challenge ACKs sent per second (RFC 5961 §7). Default 1000.
+    /// Challenge ACKs per second, endpoint-wide (RFC 5961 §7). Each
+    /// second's budget is drawn from `[limit/2, limit/2 + limit - 1]` (as
+    /// Linux, so the count cannot serve as a side channel, CVE-2016-5696);
+    /// each connection is further held to one per 500 ms. 0 sends none.
+    /// Default 1000.
     pub challenge_ack_limit: u32,
     /// First and last ephemeral port for [`crate::Endpoint::connect`]
     /// (Linux: 32768–60999).
@@ -107,6 +124,8 @@ pub struct Config {
 }
 
 impl Default for Config {
+    /// Every default as documented on its field. The seed is 0: set
+    /// [`Config::seed`] from a random source outside tests.
     fn default() -> Self {
         Config {
             seed: 0,

@@ -12,8 +12,10 @@ pub trait CongestionControl {
     fn ssthresh(&self) -> u32;
     /// New data was cumulatively acknowledged (`acked` bytes), outside recovery.
     fn on_ack(&mut self, acked: u32, mss: u32);
-    /// A duplicate ACK arrived; `count` is how many in a row.
-    fn on_dup_ack(&mut self, count: u32, mss: u32);
+    /// A duplicate ACK arrived; `count` is how many in a row since SND.UNA
+    /// last advanced, `in_recovery` whether fast recovery is on. Not called
+    /// for the duplicate that triggers [`CongestionControl::on_fast_retransmit`].
+    fn on_dup_ack(&mut self, count: u32, in_recovery: bool, mss: u32);
     /// Three duplicate ACKs: fast retransmit and enter fast recovery
     /// (RFC 5681 §3.2 steps 2–3). `flight` is the data outstanding.
     fn on_fast_retransmit(&mut self, flight: u32, mss: u32);
@@ -81,9 +83,14 @@ impl CongestionControl for NewReno {
             }
         }
     }
-    fn on_dup_ack(&mut self, count: u32, mss: u32) {
-        // RFC 5681 §3.2 step 4: inflate for each further duplicate in recovery.
-        if count > 3 {
+    fn on_dup_ack(&mut self, count: u32, in_recovery: bool, mss: u32) {
+        // RFC 5681 §3.2 step 4: "For each additional duplicate ACK received
+        // (after the third), cwnd MUST be incremented by SMSS." Every
+        // duplicate during recovery is an additional one, also after a
+        // partial ACK restarted the count (RFC 6582 §3.2 step 4 keeps the
+        // inflation going); outside recovery a duplicate changes nothing.
+        let _ = count;
+        if in_recovery {
             self.cwnd = self.cwnd.saturating_add(mss);
         }
     }
@@ -149,10 +156,18 @@ mod tests {
         let mut c = NewReno::new(10, mss);
         c.on_fast_retransmit(10_000, mss);
         assert_eq!((c.cwnd(), c.ssthresh()), (8000, 5000));
-        c.on_dup_ack(4, mss);
+        c.on_dup_ack(4, true, mss);
         assert_eq!(c.cwnd(), 9000);
         c.on_partial_ack(3000, mss);
         assert_eq!(c.cwnd(), 7000);
+        // Duplicates after a partial ACK still inflate, whatever the count.
+        c.on_dup_ack(1, true, mss);
+        assert_eq!(c.cwnd(), 8000);
+        // Outside recovery a duplicate changes nothing.
+        let mut d = NewReno::new(10, mss);
+        d.on_dup_ack(1, false, mss);
+        d.on_dup_ack(5, false, mss);
+        assert_eq!(d.cwnd(), 10_000);
         c.on_recovery_end(2000, mss);
         assert_eq!(c.cwnd(), 3000);
     }

@@ -131,8 +131,9 @@ pub(crate) enum Reply {
     /// to the accept queue.
     Established,
     /// A SYN for this 4-tuple in TIME-WAIT that may start a new
-    /// connection (RFC 9293 §3.10.7.4 note, RFC 6191 with timestamps): free
-    /// this entry and hand the SYN to the listener.
+    /// connection (RFC 9293 §3.10.7.4 note, RFC 6191 with timestamps): if a
+    /// listener has the port, free this entry and hand it the SYN; if not,
+    /// TIME-WAIT stays and the SYN is answered with an ACK.
     Reincarnate,
 }
 
@@ -309,6 +310,9 @@ pub(crate) struct Conn {
     last_tx_segment: u16,
     /// The connection was reset or timed out (recv/send report it).
     pub(crate) reset: bool,
+    /// The last dispatch had a segment to send but the caller's buffer was
+    /// too short for it: the segment is still pending.
+    pub(crate) short_buffer: bool,
 }
 
 impl Conn {
@@ -385,6 +389,7 @@ impl Conn {
             retransmits: 0,
             last_tx_segment: 0,
             reset: false,
+            short_buffer: false,
         }
     }
 
@@ -570,6 +575,19 @@ impl Conn {
         // The largest window the field can say with our shift (RFC 7323 §2.3).
         let max = 65535usize << self.opt.rcv_wscale;
         free.min(max) as u32
+    }
+
+    /// What is left of the window we last advertised: RCV.ADV - RCV.NXT,
+    /// or 0 once RCV.NXT has reached or passed that edge (a bare FIN taken
+    /// into a zero window, or data taken into space the application freed
+    /// since the last window update) — where the plain difference would
+    /// wrap to a window of nearly 4 GiB.
+    fn advertised_window(&self) -> u32 {
+        if self.rcv_adv > self.rcv_nxt {
+            self.rcv_adv.since(self.rcv_nxt)
+        } else {
+            0
+        }
     }
 
     /// The sequence number of the first byte in the send buffer.
@@ -785,14 +803,31 @@ impl Conn {
         }
     }
 
+    /// RFC 7323 §5.3 R1: whether PAWS rejects `seg` — it carries a TSval
+    /// older than a valid TS.Recent (§5.5: one set within 24 days) and no RST.
+    fn paws_reject(&self, cx: &Ctx<'_>, seg: &TcpSegment<'_>) -> bool {
+        if !self.opt.ts || seg.flags.rst() {
+            return false;
+        }
+        let Some((val, _)) = seg.options.timestamps else {
+            return false;
+        };
+        let stale = cx.now.saturating_since(self.ts_recent_time) > Duration::from_secs(24 * 86400);
+        (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale
+    }
+
     /// RFC 9293 §3.10.7.4, every synchronized state and SYN-RECEIVED.
     fn on_segment_synchronized(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
         let f = seg.flags;
+        let paws_reject = self.paws_reject(cx, seg);
 
         // TIME-WAIT: a new SYN may reopen the connection (RFC 9293 §3.10.7.4
-        // note on TIME-WAIT; RFC 6191 with timestamps), as Linux does: its
-        // sequence number must be beyond RCV.NXT, or its timestamp newer.
-        if self.state == State::TimeWait && f.syn() && !f.ack() && !f.rst() {
+        // note on TIME-WAIT; RFC 6191 with timestamps), as Linux does
+        // (tcp_timewait_state_process): it must pass PAWS, and its sequence
+        // number must be beyond RCV.NXT or its timestamp newer than
+        // TS.Recent. A SYN that fails PAWS is an old duplicate, answered
+        // with an ACK below, whatever its sequence number (RFC 6191 §2).
+        if self.state == State::TimeWait && f.syn() && !f.ack() && !f.rst() && !paws_reject {
             let newer_ts = match (self.opt.ts, seg.options.timestamps) {
                 (true, Some((val, _))) => (val.wrapping_sub(self.ts_recent) as i32) > 0,
                 _ => false,
@@ -845,22 +880,21 @@ impl Conn {
         // the RST bit is not set, then treat the arriving segment as not
         // acceptable: send an acknowledgment in reply and drop the segment."
         // TS.Recent older than 24 days is invalid (§5.5).
-        if self.opt.ts && !f.rst() {
-            if let Some((val, _)) = seg.options.timestamps {
-                let stale =
-                    cx.now.saturating_since(self.ts_recent_time) > Duration::from_secs(24 * 86400);
-                if (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale {
-                    cx.stats.drops.count(crate::wire::DropReason::Paws);
-                    self.ack_now = true;
-                    return Reply::None;
-                }
+        if paws_reject {
+            cx.stats.drops.count(crate::wire::DropReason::Paws);
+            self.ack_now = true;
+            // TIME-WAIT restarts its 2 MSL timer, as Linux does for a
+            // PAWS-rejected segment (tcp_timewait_state_process).
+            if self.state == State::TimeWait {
+                self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
             }
+            return Reply::None;
         }
 
-        // First, check sequence number.
-        let wnd = self
-            .recv_window(cx.cfg)
-            .max(self.rcv_adv.since(self.rcv_nxt).min(1 << 30));
+        // First, check sequence number. RCV.WND is what we can take now or
+        // what we last advertised, whichever is larger (RFC 9293 §3.8.6.2.2:
+        // the window is never shrunk under the peer).
+        let wnd = self.recv_window(cx.cfg).max(self.advertised_window());
         let seg_len = seg.seg_len();
         let mut ok = self.acceptable(seg.seq, seg_len, wnd);
         // RFC 9293 §3.10.7.4: "If the RCV.WND is zero, no segments will be
@@ -878,11 +912,7 @@ impl Conn {
                 // As Linux (tcp_oow_rate_limited): segments without data get
                 // at most one such ACK per 500 ms, so two stacks can never
                 // ping-pong ACKs; a segment with data always gets one.
-                if seg_len > 0
-                    || self
-                        .last_oow_ack
-                        .is_none_or(|t| cx.now.saturating_since(t) >= Duration::from_millis(500))
-                {
+                if seg_len > 0 || self.oow_ack_allowed(cx.now) {
                     self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
                 }
@@ -1144,8 +1174,12 @@ impl Conn {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
                 self.enter_recovery(cx);
-            } else if self.in_recovery && !self.sack_recovery() {
-                self.cc.on_dup_ack(self.dup_acks, mss);
+            } else if !self.sack_recovery() {
+                // RFC 5681 §3.2 step 4 / RFC 6582 §3.2 step 4: in NewReno
+                // recovery every further duplicate inflates cwnd — including
+                // the first ones after a partial ACK reset `dup_acks`. (With
+                // a SACK scoreboard the pipe, not inflation, governs.)
+                self.cc.on_dup_ack(self.dup_acks, self.in_recovery, mss);
             }
         }
 
@@ -1696,6 +1730,7 @@ impl Conn {
     /// returns the packet length. Sends at most one segment; call again
     /// until it returns `None`.
     pub(crate) fn dispatch(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        self.short_buffer = false;
         match self.state {
             State::Closed | State::Listen => None,
             State::TimeWait => {
@@ -1742,26 +1777,41 @@ impl Conn {
         let data_start = self.data_start();
         let queued = self.send_buf.len() as u32;
         let fin_seq = self.fin_seq_out();
+        // The payload `buf` can hold after the exact headers this segment
+        // gets (IP, TCP, timestamps, SACK blocks): a buffer of exactly the
+        // MTU carries a full-MSS segment. A buffer without room for even one
+        // byte clamps nothing: `emit` then reports it too short and the
+        // segment stays pending.
+        let room = match buf.len().saturating_sub(self.data_header_len()) {
+            0 => u32::MAX,
+            r => r as u32,
+        };
+
+        // Dispatch changes state only once `emit` has written the segment
+        // (as smoltcp's dispatch): a buffer too short for it leaves the
+        // retransmission, probe or keep-alive pending for the next call.
 
         // A fast retransmit (or NewReno partial-ACK retransmit): one segment
         // from SND.UNA, outside the congestion window (RFC 5681 §3.2 step 2).
         if self.rexmit_one {
-            self.rexmit_one = false;
             if self.snd_max > self.snd_una {
                 let off = self.snd_una.since(data_start).min(queued);
-                let len = (queued - off).min(mss);
+                let len = (queued - off).min(mss).min(room);
                 let fin = fin_seq.is_some_and(|f| f == self.snd_una + len && self.snd_max > f);
                 if len > 0 || fin {
-                    cx.stats.retransmits += 1;
-                    self.retransmits += 1;
                     let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
                     let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
+                    self.rexmit_one = false;
+                    cx.stats.retransmits += 1;
+                    self.retransmits += 1;
                     if self.timer(Timer::Rexmit).is_none() {
                         self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
                     }
                     return Some(n);
                 }
             }
+            // Nothing left to resend (acknowledged meanwhile).
+            self.rexmit_one = false;
         }
 
         // SACK-based loss recovery (RFC 6675 §5 step (C)): while the pipe
@@ -1781,11 +1831,11 @@ impl Conn {
                 if start < high {
                     let hole_end = self.sacked.next_start_after(start).unwrap_or(high);
                     let off = start.since(data_start).min(queued);
-                    let len = (queued - off).min(mss).min(hole_end.since(start));
+                    let len = (queued - off).min(mss).min(hole_end.since(start)).min(room);
                     if len > 0 {
+                        let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
                         cx.stats.retransmits += 1;
                         self.retransmits += 1;
-                        let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
                         self.high_rxt = start + len;
                         if self.timer(Timer::Rexmit).is_none() {
                             self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
@@ -1819,7 +1869,6 @@ impl Conn {
         };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
-        let room = buf.len().saturating_sub(40 + 60) as u32;
         let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable).min(room);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
@@ -1834,7 +1883,6 @@ impl Conn {
         }
         // The persist timer fired on a small, non-zero window: send what fits.
         let sws_override = self.probe_now && !probe;
-        self.probe_now = false;
         let is_retransmit = seq < self.snd_max;
         // The FIN goes with the last data, or alone once all data is sent,
         // unless it was sent already and not rewound.
@@ -1866,6 +1914,7 @@ impl Conn {
                 flags |= TcpFlags::PSH;
             }
             let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
+            self.probe_now = false;
             let end = seq + len + u32::from(fin);
             // A zero-window probe does not advance SND.NXT (as BSD): every
             // probe carries the same byte, so no more than one byte is ever
@@ -1896,13 +1945,17 @@ impl Conn {
             }
             return Some(n);
         }
+        // The persist timer found nothing it may send (the window opened
+        // and what is queued is held by Nagle or cwnd, or nothing is queued).
+        self.probe_now = false;
         self.update_persist(cx);
 
         if self.keepalive_now {
             // RFC 9293 §3.8.4 / RFC 1122 §4.2.3.6: a probe with SEG.SEQ = SND.NXT - 1
             // and no data draws an ACK from a live peer.
+            let n = self.emit(cx, buf, self.snd_una - 1, TcpFlags::ACK, 0, false)?;
             self.keepalive_now = false;
-            return self.emit(cx, buf, self.snd_una - 1, TcpFlags::ACK, 0, false);
+            return Some(n);
         }
         if self.ack_now {
             // SND.NXT in the RFC's sense: the highest sequence number sent
@@ -1951,6 +2004,8 @@ impl Conn {
         // §3.8.6.2.2 / §3.4), and apply receiver-side SWS avoidance: only
         // move the edge by at least min(MSS, buffer/2).
         let mut window = 0u32;
+        // The right edge this segment advertises; recorded once it is written.
+        let mut new_adv = self.rcv_adv;
         if flags.ack() || flags.syn() {
             let avail = self.recv_window(cx.cfg);
             let new_edge = self.rcv_nxt + avail;
@@ -1961,11 +2016,7 @@ impl Conn {
             // still follows RCV.NXT (as Linux keeps offering the full window).
             let used = self.rcv_nxt.since(self.rcv_released) as usize;
             let free = cx.cfg.recv_buffer.saturating_sub(used) as u32;
-            let cur_wnd = if self.rcv_adv > self.rcv_nxt {
-                self.rcv_adv.since(self.rcv_nxt)
-            } else {
-                0
-            };
+            let cur_wnd = self.advertised_window();
             let edge = if new_edge > self.rcv_adv
                 && (free.saturating_sub(cur_wnd) >= thresh
                     || self.rcv_adv <= self.rcv_nxt && avail >= thresh)
@@ -1989,7 +2040,7 @@ impl Conn {
             } else {
                 window << self.opt.rcv_wscale
             };
-            self.rcv_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
+            new_adv = self.rcv_adv.max(self.rcv_nxt + advertised);
         }
         let repr = TcpRepr {
             src_port: self.local.port(),
@@ -2002,6 +2053,7 @@ impl Conn {
         };
         let off = tcp_payload_offset(self.local.ip(), &repr);
         if off + len > buf.len() {
+            self.short_buffer = true;
             return None;
         }
         if len > 0 {
@@ -2017,6 +2069,7 @@ impl Conn {
             len,
             cx.cfg.checksum_offload,
         )?;
+        self.rcv_adv = new_adv;
         // A data segment longer than the MSS is for the device to cut
         // (TSO/GSO): tell it the segment size (each piece repeats the
         // options, SACK blocks included).
@@ -2030,6 +2083,15 @@ impl Conn {
         }
         cx.stats.segments_out += 1;
         Some(n)
+    }
+
+    /// The exact IP + TCP header length of a data segment sent now: the
+    /// fixed headers, the timestamp option (12 bytes with its padding) when
+    /// negotiated, and the SACK blocks while we hold out-of-order data.
+    fn data_header_len(&self) -> usize {
+        let ip = crate::wire::ip_header_len(self.local.ip());
+        let ts = if self.opt.ts { 12 } else { 0 };
+        ip + 20 + ts + self.sack_option_len() as usize
     }
 
     /// Bytes the SACK option takes on the segments we send now (NOP, NOP,
@@ -2116,7 +2178,7 @@ impl Conn {
         if cfg.tso_max == 0 {
             return mss;
         }
-        let hdrs = if self.local.is_ipv6() { 40 } else { 20 } + 60;
+        let hdrs = self.data_header_len();
         let fit = (cfg.tso_max.saturating_sub(hdrs) as u32 / mss).max(1);
         fit * mss
     }
@@ -2137,5 +2199,19 @@ impl Conn {
     /// Asks for an ACK at the next dispatch (challenge ACKs, RFC 5961).
     pub(crate) fn request_ack(&mut self) {
         self.ack_now = true;
+    }
+
+    /// The per-connection limit on ACKs answering invalid segments
+    /// (out-of-window segments without data, challenge ACKs): one per
+    /// 500 ms, as Linux (`__tcp_oow_rate_limited`, tcp_invalid_ratelimit).
+    /// Returns whether one may be sent now, and if so counts it.
+    pub(crate) fn oow_ack_allowed(&mut self, now: Instant) -> bool {
+        let ok = self
+            .last_oow_ack
+            .is_none_or(|t| now.saturating_since(t) >= Duration::from_millis(500));
+        if ok {
+            self.last_oow_ack = Some(now);
+        }
+        ok
     }
 }

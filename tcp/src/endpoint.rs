@@ -5,7 +5,7 @@
 use crate::buffer::BufPool;
 use crate::config::Config;
 use crate::conn::{ev, Conn, Ctx, Reply, State};
-use crate::listen::{cookie_ts, cookie_ts_decode, Listener, Secrets};
+use crate::listen::{cookie_ts, cookie_ts_decode, derive_key, Listener, Secrets};
 use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use core::fmt;
 use siphasher::sip::SipHasher13;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 /// A handle to a connection. Handles are never reused while the application
@@ -235,16 +235,20 @@ pub struct Endpoint {
     slots: Vec<Slot>,
     free_slots: Vec<u32>,
     table: HashMap<(SocketAddr, SocketAddr), u32, KeyedState>,
-    listeners: HashMap<u16, Listener>,
+    listeners: HashMap<u16, Listener, KeyedState>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     tx_queue: VecDeque<(u32, u32)>,
     ev_queue: VecDeque<(u32, u32)>,
     incoming: VecDeque<u16>,
     control: VecDeque<Control>,
     echo_bufs: Vec<Vec<u8>>,
+    /// The current second of the challenge-ACK budget and what is left of it.
     challenge_window: (u64, u32),
+    /// Key of the per-second challenge-ACK budget draw.
+    challenge_key: (u64, u64),
     state_counts: [usize; 11],
-    next_port: u16,
+    /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
+    next_ephemeral: u32,
     now: Instant,
 }
 
@@ -265,18 +269,13 @@ impl Endpoint {
     /// An endpoint with `config`; fails when the configuration is invalid.
     pub fn new(config: Config) -> Result<Endpoint, String> {
         config.validate()?;
+        // Every secret derives from the seed under its own label (see
+        // `derive_key`): the ISN, cookie, timestamp and port keys inside
+        // `Secrets`, the two hash-table keys and the challenge-ACK budget key.
+        let config_seed = config.seed;
         let secrets = Secrets::new(config.seed);
-        let k = Secrets::new(config.seed ^ 0x7463_7064);
-        let key = KeyedState(
-            k.ts_offset(
-                "0.0.0.0:1".parse().map_err(|_| "")?,
-                "0.0.0.0:2".parse().map_err(|_| "")?,
-            ) as u64,
-            config.seed.rotate_left(17) ^ 0x5bd1_e995,
-        );
-        let (lo, hi) = config.ephemeral_ports;
-        let span = u32::from(hi - lo) + 1;
-        let next_port = lo + (config.seed % u64::from(span)) as u16;
+        let (d0, d1) = derive_key(config.seed, "demux-table");
+        let (l0, l1) = derive_key(config.seed, "listener-table");
         Ok(Endpoint {
             pool: BufPool::new(config.buffer_pool_bytes),
             config,
@@ -284,8 +283,8 @@ impl Endpoint {
             secrets,
             slots: Vec::new(),
             free_slots: Vec::new(),
-            table: HashMap::with_hasher(key),
-            listeners: HashMap::new(),
+            table: HashMap::with_hasher(KeyedState(d0, d1)),
+            listeners: HashMap::with_hasher(KeyedState(l0, l1)),
             timers: BinaryHeap::new(),
             tx_queue: VecDeque::new(),
             ev_queue: VecDeque::new(),
@@ -293,8 +292,9 @@ impl Endpoint {
             control: VecDeque::new(),
             echo_bufs: Vec::new(),
             challenge_window: (u64::MAX, 0),
+            challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
-            next_port,
+            next_ephemeral: 0,
             now: Instant::ZERO,
         })
     }
@@ -451,10 +451,12 @@ impl Endpoint {
         // Timers: push a heap entry only when the deadline moved earlier
         // than every entry already there; later ones are found when the
         // earlier entry pops (a spurious, cheap wake-up).
+        let mut pushed = false;
         if let Some(d) = conn.next_deadline() {
             if s.scheduled.is_none_or(|t| d < t) {
                 s.scheduled = Some(d);
                 self.timers.push(Reverse((d, slot, gen)));
+                pushed = true;
             }
         }
         if !s.tx_queued && conn.wants_to_send() {
@@ -473,6 +475,10 @@ impl Endpoint {
                 if state == State::Closed {
                     if let Some(l) = self.listeners.get_mut(&port) {
                         let id = ConnId { slot, gen };
+                        // O(backlog) per dying queued connection: the
+                        // accept queue is bounded by the listener's backlog
+                        // (the `listen` argument), and only a connection that
+                        // dies before `accept` pays it, once.
                         if let Some(pos) = l.accept_queue.iter().position(|x| *x == id) {
                             l.accept_queue.remove(pos);
                         } else {
@@ -492,6 +498,9 @@ impl Endpoint {
                 }
             }
         }
+        if pushed {
+            self.maybe_compact_timers();
+        }
     }
 
     fn push_control(&mut self, c: Control) {
@@ -505,19 +514,52 @@ impl Endpoint {
         self.control.push_back(c);
     }
 
+    /// Sends a challenge ACK (RFC 5961 §3.2, §4.2, §5.2) on the connection
+    /// in `slot`, subject to two limits (RFC 5961 §7 asks for one), as
+    /// Linux (tcp_send_challenge_ack):
+    ///
+    /// - per connection, at most one per 500 ms, shared with the ACKs for
+    ///   out-of-window segments (Linux: tcp_invalid_ratelimit);
+    /// - endpoint-wide, a budget per second that is not a fixed number:
+    ///   with one shared, known counter an off-path attacker can count the
+    ///   challenge ACKs it provokes and learn whether a guessed 4-tuple or
+    ///   sequence number hit (CVE-2016-5696). Each second's budget is drawn
+    ///   uniformly from [limit/2, limit/2 + limit - 1] (Linux's range), by a
+    ///   keyed hash of the second: deterministic for a seed, unpredictable
+    ///   without it.
     fn challenge_ack(&mut self, slot: u32) {
-        // RFC 5961 §7: limit challenge ACKs per second, endpoint-wide.
-        let sec = self.now.as_micros() / 1_000_000;
-        if self.challenge_window.0 != sec {
-            self.challenge_window = (sec, 0);
-        }
-        if self.challenge_window.1 >= self.config.challenge_ack_limit {
+        let now = self.now;
+        let per_conn_ok = self
+            .with_conn(slot, |c, _| c.oow_ack_allowed(now))
+            .unwrap_or(false);
+        if !per_conn_ok {
             self.stats.challenge_acks_suppressed += 1;
             return;
         }
-        self.challenge_window.1 += 1;
+        let sec = now.as_micros() / 1_000_000;
+        if self.challenge_window.0 != sec {
+            self.challenge_window = (sec, self.challenge_budget(sec));
+        }
+        if self.challenge_window.1 == 0 {
+            self.stats.challenge_acks_suppressed += 1;
+            return;
+        }
+        self.challenge_window.1 -= 1;
         self.stats.challenge_acks += 1;
         self.with_conn(slot, |c, _| c.request_ack());
+    }
+
+    /// The endpoint-wide challenge-ACK budget of second `sec` (see
+    /// [`Endpoint::challenge_ack`]).
+    fn challenge_budget(&self, sec: u64) -> u32 {
+        let limit = self.config.challenge_ack_limit;
+        if limit == 0 {
+            return 0;
+        }
+        let half = limit.div_ceil(2);
+        let mut h = SipHasher13::new_with_keys(self.challenge_key.0, self.challenge_key.1);
+        h.write_u64(sec);
+        half.saturating_add((h.finish() % u64::from(limit)) as u32)
     }
 
     // ----- inputs ----------------------------------------------------------------
@@ -645,9 +687,18 @@ impl Endpoint {
                 }),
                 Reply::ChallengeAck => self.challenge_ack(slot),
                 Reply::Established => self.established(slot),
-                Reply::Reincarnate => {
+                Reply::Reincarnate if self.listeners.contains_key(&local.port()) => {
                     self.free_slot_any(slot);
                     self.for_listener(local, remote, &seg);
+                }
+                // No listener to take the new connection: Linux
+                // (tcp_v4_rcv, TCP_TW_SYN falling through to TCP_TW_ACK)
+                // keeps TIME-WAIT and answers with an ACK, as RFC 9293
+                // §3.10.7.4 does for a SYN that does not reopen the
+                // connection. Destroying the entry and sending a RST would
+                // let any SYN tear TIME-WAIT down.
+                Reply::Reincarnate => {
+                    self.with_conn(slot, |c, _| c.request_ack());
                 }
             }
             return;
@@ -721,6 +772,7 @@ impl Endpoint {
         };
         let accept_full = l.accept_queue.len() >= l.backlog;
         let syn_full = l.syn_queue >= self.config.syn_backlog;
+        let cookies_recent = l.cookies_recent(self.now);
         if f.syn() && !f.ack() {
             // "third check for a SYN"
             if accept_full {
@@ -757,17 +809,26 @@ impl Endpoint {
             // "second check for an ACK": "Any acknowledgment is bad if it
             // arrives on a connection still in the LISTEN state" — a SYN-ACK
             // included (Linux resets it too) — unless a bare ACK returns a
-            // SYN cookie (RFC 4987 §3.6).
-            if !f.syn()
-                && self.config.syn_cookies
-                && !accept_full
-                && self.table.len() < self.config.max_connections
-            {
+            // SYN cookie (RFC 4987 §3.6). Cookies are looked for only while
+            // ones we sent may still be valid (Linux:
+            // tcp_synq_no_recent_overflow).
+            if !f.syn() && self.config.syn_cookies && cookies_recent {
                 let cookie = seg.ack - 1;
                 if let Some(d) =
                     self.secrets
                         .check_cookie(self.now, local, remote, seg.seq - 1, cookie)
                 {
+                    // A valid cookie with no room for the connection: drop
+                    // the ACK, as Linux does (tcp_v4_syn_recv_sock fails on
+                    // a full accept queue): the client retransmits it, or
+                    // its data, and gets in once there is room. A RST would
+                    // kill a legitimate connection.
+                    if accept_full {
+                        return self.drop_packet(DropReason::ListenOverflow);
+                    }
+                    if self.table.len() >= self.config.max_connections {
+                        return self.drop_packet(DropReason::TableFull);
+                    }
                     self.stats.syn_cookies_ok += 1;
                     let (wscale, sack) = match seg.options.timestamps {
                         Some((_, ecr)) => cookie_ts_decode(ecr),
@@ -840,6 +901,9 @@ impl Endpoint {
             options.sack_permitted = sack;
         }
         self.stats.syn_cookies_sent += 1;
+        if let Some(l) = self.listeners.get_mut(&local.port()) {
+            l.last_cookie = Some(self.now);
+        }
         self.push_control(Control::CookieSynAck {
             local,
             remote,
@@ -885,21 +949,34 @@ impl Endpoint {
                 }
             }
         }
-        // Keep stale heap entries from piling up.
+        self.maybe_compact_timers();
+    }
+
+    /// Keeps stale heap entries from piling up: once the heap holds more
+    /// than twice the live connections plus 1024 entries, drop every entry
+    /// that is not its slot's `scheduled` one (freed slots, and deadlines
+    /// that moved earlier since). This runs on the steady-state path (a busy
+    /// endpoint keeps moving delayed-ACK deadlines earlier), so it looks
+    /// only at the heap, never at every slot ever allocated: each
+    /// compaction removes at least as many entries as it keeps, so its cost
+    /// is O(1) amortized per stale entry, whatever the peak slot count.
+    fn maybe_compact_timers(&mut self) {
         if self.timers.len() > 2 * self.table.len() + 1024 {
-            self.rebuild_timers();
+            self.compact_timers();
         }
     }
 
-    fn rebuild_timers(&mut self) {
-        self.timers.clear();
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            s.scheduled = None;
-            if let Some(d) = s.conn.as_deref().and_then(|c| c.next_deadline()) {
-                s.scheduled = Some(d);
-                self.timers.push(Reverse((d, i as u32, s.gen)));
-            }
-        }
+    /// See [`Endpoint::maybe_compact_timers`]. Returns how many heap
+    /// entries it examined.
+    fn compact_timers(&mut self) -> usize {
+        let examined = self.timers.len();
+        let slots = &self.slots;
+        self.timers.retain(|Reverse((t, slot, gen))| {
+            slots
+                .get(*slot as usize)
+                .is_some_and(|s| s.gen == *gen && s.conn.is_some() && s.scheduled == Some(*t))
+        });
+        examined
     }
 
     // ----- outputs ---------------------------------------------------------------
@@ -915,7 +992,15 @@ impl Endpoint {
     /// [`Config::checksum_offload`]). `buf` should hold `tso_max` bytes.
     pub fn poll_transmit_offload(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
-        while let Some(c) = self.control.pop_front() {
+        while let Some(c) = self.control.front() {
+            // A buffer too short for the packet leaves it queued: nothing
+            // is lost, the next call with a larger buffer sends it.
+            if buf.len() < self.control_len(c) {
+                return None;
+            }
+            let Some(c) = self.control.pop_front() else {
+                break;
+            };
             let tcp = !matches!(c, Control::Echo { .. });
             if let Some(n) = self.emit_control(c, buf) {
                 self.stats.packets_out += 1;
@@ -957,6 +1042,21 @@ impl Endpoint {
                     partial_checksum: self.config.checksum_offload,
                 });
             }
+            // The connection has a segment that does not fit `buf`: keep it
+            // first in line (its state is unchanged, see `Conn::dispatch`).
+            let short = self.slots[slot as usize]
+                .conn
+                .as_deref()
+                .is_some_and(|c| c.short_buffer);
+            if short {
+                let s = &mut self.slots[slot as usize];
+                if s.tx_queued && self.tx_queue.back() == Some(&(slot, gen)) {
+                    self.tx_queue.pop_back();
+                }
+                s.tx_queued = true;
+                self.tx_queue.push_front((slot, gen));
+                return None;
+            }
             // Nothing to send: `after_conn` may have queued it again if it
             // still wants to; drop that to avoid spinning.
             if let Some(s) = self.slots.get_mut(slot as usize) {
@@ -967,6 +1067,17 @@ impl Endpoint {
             }
         }
         None
+    }
+
+    /// The length of the packet `c` becomes.
+    fn control_len(&self, c: &Control) -> usize {
+        match c {
+            Control::Rst { local, .. } => crate::wire::ip_header_len(local.ip()) + 20,
+            Control::CookieSynAck { local, options, .. } => {
+                crate::wire::ip_header_len(local.ip()) + 20 + options.encoded_len()
+            }
+            Control::Echo { len, .. } => *len,
+        }
     }
 
     fn emit_control(&mut self, c: Control, buf: &mut [u8]) -> Option<usize> {
@@ -1196,12 +1307,17 @@ impl Endpoint {
         if self.table.len() >= self.config.max_connections {
             return Err(Error::TableFull);
         }
+        // RFC 6056 §3.3.3, Algorithm 3: port = min + (next_ephemeral +
+        // F(local IP, remote IP, remote port, secret)) mod range. The keyed
+        // offset makes the ports seen by one destination unpredictable to
+        // every other one; the counter moves the search on between connects.
         let (lo, hi) = self.config.ephemeral_ports;
         let span = u32::from(hi - lo) + 1;
+        let offset = self.secrets.port_offset(local, remote);
         let mut port = None;
         for _ in 0..span {
-            let p = self.next_port;
-            self.next_port = if p >= hi { lo } else { p + 1 };
+            let p = lo + (self.next_ephemeral.wrapping_add(offset) % span) as u16;
+            self.next_ephemeral = self.next_ephemeral.wrapping_add(1);
             let l = SocketAddr::new(local, p);
             if !self.listeners.contains_key(&p) && !self.table.contains_key(&(l, remote)) {
                 port = Some(p);
@@ -1314,4 +1430,88 @@ fn _assert_send() {
     fn is_send<T: Send>() {}
     is_send::<Endpoint>();
     let _ = Duration::ZERO;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timer_compaction_looks_at_the_heap_not_at_every_slot() {
+        // 5000 connections come and go (their slots stay allocated, their
+        // heap entries go stale); one stays. Compaction examines the heap
+        // entries only, keeps exactly the live connection's, and its timer
+        // still fires.
+        let mut ep = Endpoint::new(Config {
+            addrs: Vec::new(),
+            ..Config::default()
+        })
+        .unwrap();
+        let remote: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let local: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut buf = vec![0u8; 1500];
+        let ids: Vec<ConnId> = (0..5000)
+            .map(|_| ep.connect(Instant::ZERO, local, remote).unwrap())
+            .collect();
+        while ep.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        let keep = ep.connect(Instant::ZERO, local, remote).unwrap();
+        while ep.poll_transmit(Instant::ZERO, &mut buf).is_some() {}
+        for id in ids {
+            ep.abort(id).unwrap();
+        }
+        while ep.poll_event().is_some() {}
+        assert_eq!(ep.connection_count(), 1);
+        assert!(ep.slots.len() > 5000);
+        // 5001 entries, 5000 of them stale: past the threshold (2 * 1 +
+        // 1024), the next timer run compacts the heap to the live entry.
+        assert_eq!(ep.timers.len(), 5001);
+        ep.handle_timeout(Instant::from_millis(1));
+        assert_eq!(ep.timers.len(), 1);
+        // More churn through the freed slots: the next compaction costs what
+        // the heap holds, not the 5001 slots.
+        for _ in 0..100 {
+            let id = ep.connect(Instant::from_millis(1), local, remote).unwrap();
+            // The SYN goes out and arms its timer: one more heap entry.
+            while ep
+                .poll_transmit(Instant::from_millis(1), &mut buf)
+                .is_some()
+            {}
+            ep.abort(id).unwrap();
+        }
+        while ep.poll_event().is_some() {}
+        assert_eq!(ep.timers.len(), 101);
+        let examined = ep.compact_timers();
+        assert_eq!(examined, 101, "the heap's entries, not the 5001 slots");
+        assert_eq!(ep.timers.len(), 1);
+        // The live SYN's retransmission timer still fires (1 s).
+        assert_eq!(ep.poll_timeout(), Some(Instant::from_secs(1)));
+        ep.handle_timeout(Instant::from_secs(1));
+        assert!(ep.poll_transmit(Instant::from_secs(1), &mut buf).is_some());
+        assert_eq!(ep.state(keep), Ok(State::SynSent));
+    }
+
+    #[test]
+    fn hash_tables_are_keyed_from_the_seed_by_label() {
+        // Both tables use the crate's keyed SipHash with a key derived from
+        // the seed (no std RandomState: no OS randomness in the crate), and
+        // the two keys are independent of each other and of the ISN key.
+        let cfg = Config {
+            seed: 42,
+            ..Config::default()
+        };
+        let ep = Endpoint::new(cfg).unwrap();
+        let t = ep.table.hasher();
+        let l = ep.listeners.hasher();
+        assert_eq!((t.0, t.1), derive_key(42, "demux-table"));
+        assert_eq!((l.0, l.1), derive_key(42, "listener-table"));
+        assert_ne!((t.0, t.1), (l.0, l.1));
+        assert_ne!((t.0, t.1), derive_key(42, "isn"));
+        // Deterministic for the seed.
+        let again = Endpoint::new(Config {
+            seed: 42,
+            ..Config::default()
+        })
+        .unwrap();
+        assert_eq!(again.table.hasher().0, t.0);
+    }
 }

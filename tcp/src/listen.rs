@@ -2,8 +2,9 @@
 
 use crate::endpoint::ConnId;
 use crate::seq::SeqNum;
-use crate::time::Instant;
+use crate::time::{Duration, Instant};
 use siphasher::sip::SipHasher24;
+use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24_128};
 use std::collections::VecDeque;
 use std::hash::Hasher;
 use std::net::{IpAddr, SocketAddr};
@@ -20,6 +21,10 @@ pub(crate) struct Listener {
     pub(crate) syn_queue: usize,
     /// Whether an `Incoming` event is pending.
     pub(crate) event_pending: bool,
+    /// When this listener last answered a SYN with a cookie (its SYN queue
+    /// overflowed). ACKs are checked for cookies only within
+    /// [`COOKIE_VALID`] of it, as Linux (`tcp_synq_no_recent_overflow`).
+    pub(crate) last_cookie: Option<Instant>,
 }
 
 impl Listener {
@@ -29,24 +34,50 @@ impl Listener {
             accept_queue: VecDeque::new(),
             syn_queue: 0,
             event_pending: false,
+            last_cookie: None,
         }
+    }
+
+    /// Whether a cookie sent by this listener may still be valid at `now`:
+    /// otherwise an ACK to the listener is not worth checking (it is
+    /// answered with a RST as any stray ACK), and blind guesses at cookies
+    /// get no hearing while no flood is on (Linux: cookies are checked only
+    /// after a recent SYN-queue overflow).
+    pub(crate) fn cookies_recent(&self, now: Instant) -> bool {
+        self.last_cookie
+            .is_some_and(|t| now.saturating_since(t) <= COOKIE_VALID)
     }
 }
 
-/// Keyed hashes for ISNs, SYN cookies and timestamp offsets.
+/// The period of the SYN-cookie clock: the counter t in a cookie counts
+/// these (RFC 4987 §3.6 leaves the choice; Linux uses 60 s).
+pub(crate) const COOKIE_PERIOD: Duration = Duration::from_secs(64);
+/// The longest a cookie stays valid: it is accepted in the period it was
+/// made in and the next one (Linux: MAX_SYNCOOKIE_AGE of 2 periods).
+pub(crate) const COOKIE_VALID: Duration = Duration::from_secs(2 * 64);
+
+/// Keyed hashes for ISNs, SYN cookies, timestamp offsets and ephemeral
+/// ports, each under its own key (see [`derive_key`]).
 #[derive(Clone, Debug)]
 pub(crate) struct Secrets {
     isn: (u64, u64),
     cookie: (u64, u64),
     ts: (u64, u64),
+    port: (u64, u64),
 }
 
-fn mix(seed: u64, n: u64) -> u64 {
-    // splitmix64, to spread one seed over several keys.
-    let mut z = seed.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// A 128-bit key for one purpose, derived from the configured seed:
+/// SipHash-2-4 with 128-bit output, keyed by the seed, of the purpose's
+/// label. SipHash is a PRF, so the keys for distinct labels are independent
+/// of each other (knowing the demultiplexing key, say, tells nothing of the
+/// ISN key); all of them are as secret as the seed, and no stronger than
+/// its 64 bits.
+pub(crate) fn derive_key(seed: u64, label: &str) -> (u64, u64) {
+    // The second key half is a fixed domain separator ("tcpd-kdf").
+    let mut h = SipHasher24_128::new_with_keys(seed, 0x7463_7064_2d6b_6466);
+    h.write(label.as_bytes());
+    let k = h.finish128();
+    (k.h1, k.h2)
 }
 
 fn hash_tuple(key: (u64, u64), local: SocketAddr, remote: SocketAddr, extra: &[u32]) -> u64 {
@@ -78,9 +109,10 @@ pub(crate) struct CookieData {
 impl Secrets {
     pub(crate) fn new(seed: u64) -> Self {
         Secrets {
-            isn: (mix(seed, 1), mix(seed, 2)),
-            cookie: (mix(seed, 3), mix(seed, 4)),
-            ts: (mix(seed, 5), mix(seed, 6)),
+            isn: derive_key(seed, "isn"),
+            cookie: derive_key(seed, "syn-cookie"),
+            ts: derive_key(seed, "timestamp-offset"),
+            port: derive_key(seed, "ephemeral-port"),
         }
     }
 
@@ -98,6 +130,21 @@ impl Secrets {
         hash_tuple(self.ts, local, remote, &[]) as u32
     }
 
+    /// RFC 6056 §3.3.3 (Algorithm 3, "Simple Hash-Based Port Selection"):
+    /// F(local IP, remote IP, remote port, secret key), the offset of the
+    /// ephemeral port search for connections to `remote` from `local`.
+    pub(crate) fn port_offset(&self, local: IpAddr, remote: SocketAddr) -> u32 {
+        let mut h = SipHasher24::new_with_keys(self.port.0, self.port.1);
+        for a in [local, remote.ip()] {
+            match a {
+                IpAddr::V4(v) => h.write(&v.octets()),
+                IpAddr::V6(v) => h.write(&v.octets()),
+            }
+        }
+        h.write_u16(remote.port());
+        h.finish() as u32
+    }
+
     /// A SYN cookie (RFC 4987 §3.6): the ISN of our SYN-ACK encodes
     /// t mod 32 (5 bits, t counting 64-second periods), an MSS index
     /// (3 bits) and 24 bits of a keyed hash of the 4-tuple, the peer's ISN
@@ -110,7 +157,7 @@ impl Secrets {
         peer_isn: SeqNum,
         mss: u16,
     ) -> SeqNum {
-        let t = (now.as_micros() / 64_000_000) as u32;
+        let t = (now.as_micros() / COOKIE_PERIOD.as_micros()) as u32;
         let idx = COOKIE_MSS.iter().rposition(|m| *m <= mss).unwrap_or(0) as u32;
         let h = hash_tuple(self.cookie, local, remote, &[peer_isn.0, t]) as u32 & 0x00ff_ffff;
         SeqNum((t & 0x1f) << 27 | idx << 24 | h)
@@ -126,7 +173,7 @@ impl Secrets {
         peer_isn: SeqNum,
         cookie: SeqNum,
     ) -> Option<CookieData> {
-        let t_now = (now.as_micros() / 64_000_000) as u32;
+        let t_now = (now.as_micros() / COOKIE_PERIOD.as_micros()) as u32;
         let c = cookie.0;
         for t in [t_now, t_now.wrapping_sub(1)] {
             if t & 0x1f != c >> 27 {
@@ -205,6 +252,37 @@ mod tests {
             s.check_cookie(now, l, r, SeqNum(1), c),
             Some(CookieData { mss: 536 })
         );
+    }
+
+    #[test]
+    fn secrets_are_independent_128_bit_keys_derived_by_label() {
+        let seed = 0x5eed;
+        let labels = [
+            "isn",
+            "syn-cookie",
+            "timestamp-offset",
+            "ephemeral-port",
+            "demux-table",
+            "listener-table",
+            "challenge-ack-budget",
+        ];
+        let keys: Vec<(u64, u64)> = labels.iter().map(|l| derive_key(seed, l)).collect();
+        for (i, a) in keys.iter().enumerate() {
+            // Both halves carry 64 bits (no 32-bit half, no seed rotation).
+            assert!(a.0 >> 32 != 0 && a.1 >> 32 != 0, "{}", labels[i]);
+            assert_ne!(a.0, seed.rotate_left(17) ^ 0x5bd1_e995);
+            for b in &keys[i + 1..] {
+                assert_ne!(a, b);
+                assert_ne!(a.0, b.0);
+                assert_ne!(a.1, b.1);
+            }
+        }
+        assert_ne!(derive_key(seed + 1, "isn"), derive_key(seed, "isn"));
+        let s = Secrets::new(seed);
+        assert_eq!(s.isn, keys[0]);
+        assert_eq!(s.cookie, keys[1]);
+        assert_eq!(s.ts, keys[2]);
+        assert_eq!(s.port, keys[3]);
     }
 
     #[test]

@@ -940,6 +940,60 @@ fn time_wait_reused_by_syn_with_newer_timestamp() {
 }
 
 #[test]
+fn time_wait_syn_with_higher_seq_but_older_timestamp_is_not_reused() {
+    // RFC 6191 §2 / Linux: reuse requires the SYN to pass PAWS first; a
+    // higher sequence number does not excuse an older TSval. The SYN is an
+    // old duplicate: it draws an ACK and TIME-WAIT stays.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    recv!(p, time 11, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(11, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    let syn = |tsval| Seg {
+        seq: REMOTE_SEQ + 100_000,
+        options: TcpOptions {
+            timestamps: Some((tsval, 0)),
+            ..syn_opts()
+        },
+        ..peer_syn()
+    };
+    send!(p, time 100, syn(1000));
+    recv!(p, time 100, Seg { seq: LOCAL_SEQ + 2, ack: Some(REMOTE_SEQ + 2), window: RCV_BUF as u16 - 1, options: ts(100, 1005), ..recv_templ() });
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.count(State::SynReceived), 0);
+    assert_eq!(p.ep.stats().drops.paws, 1);
+    // The same SYN with a current TSval reuses the 4-tuple.
+    p.forget_iss();
+    send!(p, time 200, syn(1005));
+    let synack = p.poll(ms(200)).expect("SYN-ACK");
+    assert_eq!(synack.flags, SYN);
+    assert_eq!(p.count(State::TimeWait), 0);
+}
+
+#[test]
+fn time_wait_syn_without_a_listener_gets_ack_and_keeps_time_wait() {
+    // RFC 9293 §3.10.7.4: in TIME-WAIT a SYN is answered with an ACK unless
+    // it reopens the connection, and without a listener nothing can take
+    // it: Linux (TCP_TW_SYN falls through to TCP_TW_ACK) keeps TIME-WAIT
+    // and ACKs; it neither sends a RST nor drops the entry.
+    let mut p = time_wait();
+    p.ep.unlisten(LOCAL_PORT);
+    send!(p, time 1000, Seg { seq: REMOTE_SEQ + 100_000, ..peer_syn() });
+    recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
+    recv_nothing!(p, time 1000);
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+    // The entry still ends after 2 MSL from the FIN.
+    recv_nothing!(p, time 60_000);
+    assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
 fn time_wait_reuse_before_the_application_saw_closed() {
     // The new connection must not be confused with the old one whose
     // `Closed` event the application has not read yet.
@@ -1166,6 +1220,49 @@ fn bare_fin_into_zero_window_is_taken() {
     assert_eq!(p.ep.recv(p.id(), &mut [0u8; 4]), Ok(0));
 }
 
+#[test]
+fn window_stays_closed_after_a_bare_fin_into_a_zero_window() {
+    // The FIN moves RCV.NXT one past the edge we advertised. The acceptance
+    // window is then zero, not RCV.ADV - RCV.NXT wrapped around (~1 GiB):
+    // an ACK 100 000 bytes ahead, or a RST there, is not acceptable.
+    // (Segments arriving together, before our ACK of the FIN goes out.)
+    let mut p = zero_rcv_window();
+    let far = REMOTE_SEQ + 1026 + 100_000;
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, flags: FIN, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    assert_eq!(p.state(), State::CloseWait);
+    send!(p, time 50, Seg { seq: far, flags: RST, ..send_templ() });
+    send!(p, time 50, Seg { seq: far, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 50, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1026), window: 0, ..recv_templ() });
+    recv_nothing!(p, time 50);
+    assert_eq!(in_flight(&p), 100, "the out-of-window ACK was ignored");
+    assert_eq!(
+        p.ep.stats().challenge_acks,
+        0,
+        "the far RST was not in the window"
+    );
+    assert_eq!(p.ep.stats().drops.unacceptable, 1);
+    assert_eq!(p.state(), State::CloseWait);
+}
+
+#[test]
+fn window_stays_closed_after_data_past_the_advertised_edge() {
+    // The application frees 100 bytes of a full 1024-byte buffer: too
+    // little for a window update (receiver SWS avoidance), so the peer
+    // still sees a zero window, but a segment at RCV.NXT is taken into the
+    // free space — past the advertised edge. The window is zero again.
+    let mut p = zero_rcv_window();
+    let mut b = [0u8; 100];
+    assert_eq!(p.ep.recv(p.id(), &mut b), Ok(100));
+    recv_nothing!(p, time 50);
+    send!(p, time 50, Seg { seq: REMOTE_SEQ + 1025, ack: Some(LOCAL_SEQ + 1), payload: data(100), ..send_templ() });
+    assert_eq!(p.ep.info(p.id()).unwrap().recv_buffered, 1024);
+    // Our delayed ACK is not out yet: the advertised edge lags RCV.NXT.
+    let far = REMOTE_SEQ + 1125 + 100_000;
+    send!(p, time 60, Seg { seq: far, ack: Some(LOCAL_SEQ + 101), ..send_templ() });
+    recv!(p, time 60, Seg { seq: LOCAL_SEQ + 101, ack: Some(REMOTE_SEQ + 1125), window: 0, ..recv_templ() });
+    assert_eq!(in_flight(&p), 100, "the out-of-window ACK was ignored");
+}
+
 // =====================================================================
 // RST generation and RFC 5961 (blind RST/SYN/data injection)
 // =====================================================================
@@ -1273,16 +1370,21 @@ fn rst_at_rcv_nxt_closes_every_state() {
 fn syn_on_established_draws_challenge_ack() {
     // RFC 5961 §4.2: "If the SYN bit is set, irrespective of the sequence
     // number, TCP MUST send an ACK (also referred to as challenge ACK)".
+    // (Half a second apart: the per-connection limit allows one per 500 ms.)
     let mut p = established();
-    for seq in [
+    for (i, seq) in [
         REMOTE_SEQ + 1,
         REMOTE_SEQ + 500,
         REMOTE_SEQ - 100,
         REMOTE_SEQ + 200_000,
-    ] {
-        send!(p, time 10, Seg { seq, ..peer_syn() });
-        recv!(p, time 10, recv_templ());
-        recv_nothing!(p, time 10);
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let t = 10 + 500 * i as u64;
+        send!(p, time t, Seg { seq, ..peer_syn() });
+        recv!(p, time t, recv_templ());
+        recv_nothing!(p, time t);
         assert_eq!(p.state(), State::Established);
     }
 }
@@ -1297,13 +1399,11 @@ fn syn_in_fin_wait_2_draws_challenge_ack() {
 }
 
 #[test]
-fn challenge_ack_rate_limit() {
-    // RFC 5961 §7: at most `challenge_ack_limit` challenge ACKs per second.
-    let cfg = Config {
-        challenge_ack_limit: 2,
-        ..test_config()
-    };
-    let mut p = established_with(cfg);
+fn challenge_ack_rate_limit_per_connection() {
+    // RFC 5961 §7 rate limit, per connection as Linux (one ACK for invalid
+    // segments per 500 ms, tcp_invalid_ratelimit): a flood of in-window
+    // RSTs and SYNs on one connection draws one challenge ACK per 500 ms.
+    let mut p = established();
     let rst = Seg {
         seq: REMOTE_SEQ + 10,
         flags: RST,
@@ -1312,17 +1412,79 @@ fn challenge_ack_rate_limit() {
     send!(p, time 100, rst.clone());
     recv!(p, time 100, recv_templ());
     send!(p, time 200, rst.clone());
-    recv!(p, time 200, recv_templ());
-    send!(p, time 300, rst.clone());
-    recv_nothing!(p, time 300);
-    send!(p, time 999, Seg { seq: REMOTE_SEQ + 1, ..peer_syn() });
-    recv_nothing!(p, time 999);
-    assert_eq!(p.ep.stats().challenge_acks, 2);
+    recv_nothing!(p, time 200);
+    send!(p, time 599, Seg { seq: REMOTE_SEQ + 1, ..peer_syn() });
+    recv_nothing!(p, time 599);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
     assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
-    // A new second, a new allowance.
-    send!(p, time 1000, rst);
-    recv!(p, time 1000, recv_templ());
+    send!(p, time 600, rst);
+    recv!(p, time 600, recv_templ());
     assert_eq!(p.state(), State::Established);
+}
+
+/// Challenge ACKs drawn per second by 40 connections each sent an in-window
+/// RST once a second, for `secs` seconds, with `challenge_ack_limit` 10.
+fn challenge_acks_per_second(seed: u64, secs: u64) -> Vec<u64> {
+    let cfg = Config {
+        seed,
+        challenge_ack_limit: 10,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    p.ep.listen(LOCAL_PORT, 64).unwrap();
+    let ports: Vec<u16> = (0..40).map(|i| REMOTE_PORT + i).collect();
+    for &port in &ports {
+        p.forget_iss();
+        send!(p, time 0, Seg { src_port: port, ..peer_syn() });
+        assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+        send!(p, time 0, Seg { src_port: port, ..peer_ack() });
+        assert!(p.ep.accept(LOCAL_PORT).is_some());
+    }
+    let mut out = Vec::new();
+    for sec in 1..=secs {
+        let before = p.ep.stats().challenge_acks;
+        for &port in &ports {
+            send!(p, time sec * 1000, Seg { src_port: port, seq: REMOTE_SEQ + 10, flags: RST, ..send_templ() });
+        }
+        let mut sent = 0;
+        while let Some(s) = p.poll(ms(sec * 1000)) {
+            assert_eq!(
+                (s.flags, s.ack),
+                (NONE, Some(REMOTE_SEQ + 1)),
+                "a challenge ACK"
+            );
+            sent += 1;
+        }
+        assert_eq!(p.ep.stats().challenge_acks - before, sent);
+        out.push(sent);
+    }
+    assert_eq!(p.ep.connection_count(), 40, "no RST was obeyed");
+    out
+}
+
+#[test]
+fn challenge_ack_global_budget_is_randomized_per_second() {
+    // RFC 5961 §7 endpoint-wide limit without the CVE-2016-5696 side
+    // channel: as Linux, each second's budget is drawn from [limit/2,
+    // limit/2 + limit - 1] (here 5..=14), so an attacker counting the
+    // challenge ACKs it provokes cannot tell how many others were sent.
+    // The draw comes from the seed: same seed, same budgets.
+    let a = challenge_acks_per_second(0x5eed, 8);
+    assert!(a.iter().all(|n| (5..=14).contains(n)), "{a:?}");
+    assert!(
+        a.iter().any(|n| *n != a[0]),
+        "budgets vary from second to second: {a:?}"
+    );
+    assert_eq!(
+        challenge_acks_per_second(0x5eed, 8),
+        a,
+        "deterministic for a seed"
+    );
+    assert_ne!(
+        challenge_acks_per_second(0x5eee, 8),
+        a,
+        "another seed, other budgets"
+    );
 }
 
 #[test]
@@ -1649,6 +1811,116 @@ fn no_packet_exceeds_the_mtu_with_timestamps_and_sack() {
     while let Some(pkt) = p.poll_raw(ms(20)) {
         assert!(pkt.len() <= 1500, "{} bytes on a 1500-byte MTU", pkt.len());
     }
+}
+
+/// The next packet the endpoint emits at `now` into a buffer of exactly
+/// `size` bytes (timers due by then run first).
+fn poll_sized(p: &mut Peer, now: u64, size: usize) -> Option<Vec<u8>> {
+    p.tick(ms(now));
+    let mut buf = vec![0u8; size];
+    let n = p.ep.poll_transmit(ms(now), &mut buf)?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+/// The TCP payload length of an emitted IP packet.
+fn payload_len(pkt: &[u8]) -> usize {
+    let ip = parse_ip(pkt).unwrap();
+    tcp::wire::parse_tcp(&ip).unwrap().payload.len()
+}
+
+#[test]
+fn bulk_send_into_an_mtu_sized_buffer_sends_full_segments() {
+    // A driver that polls with a buffer of exactly the MTU (1500) gets
+    // full-MSS segments: the room for payload is the buffer less the exact
+    // headers (20 + 20, plus 12 with timestamps, plus SACK blocks), not a
+    // fixed worst case (which left 1400 bytes, below the MSS, so Nagle and
+    // sender SWS avoidance held every segment back).
+    for (ts, mss) in [(false, 1460usize), (true, 1448)] {
+        let mut p = if ts { established_ts() } else { established() };
+        p.write(&data(10 * mss));
+        let mut sizes = Vec::new();
+        while let Some(pkt) = poll_sized(&mut p, 10, 1500) {
+            assert_eq!(pkt.len(), 1500, "timestamps {ts}: a full packet");
+            sizes.push(payload_len(&pkt));
+        }
+        assert_eq!(sizes, vec![mss; 10], "timestamps {ts}");
+        assert_eq!(in_flight(&p), 10 * mss as u32);
+    }
+    // With a SACK block on every segment (we hold out-of-order data) the
+    // payload shrinks by the option; the packet still fills the buffer.
+    let mut p = established();
+    send!(p, time 5, Seg { seq: REMOTE_SEQ + 101, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    assert!(p.poll(ms(5)).is_some());
+    p.write(&data(3 * 1448));
+    for _ in 0..3 {
+        let pkt = poll_sized(&mut p, 10, 1500).expect("full segment");
+        assert_eq!((pkt.len(), payload_len(&pkt)), (1500, 1448));
+    }
+    assert!(poll_sized(&mut p, 10, 1500).is_none());
+}
+
+#[test]
+fn short_buffer_keeps_the_fast_retransmission_pending() {
+    // Dispatch changes state only after the segment was written: a buffer
+    // too short for the headers returns nothing and loses nothing.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let l = LOCAL_SEQ + 1;
+    let m = u32::from(MSS);
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    send!(p, time 10, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup.clone());
+    send!(p, time 11, dup);
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    assert!(poll_sized(&mut p, 11, 30).is_none());
+    let fr = p
+        .poll(ms(11))
+        .expect("the fast retransmission, still pending");
+    assert_eq!((fr.seq, fr.payload.len()), (l + m, MSS as usize));
+    // A buffer with room for part of the segment gets that part.
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let dup = Seg {
+        ack: Some(l + m),
+        ..send_templ()
+    };
+    // The first advances SND.UNA, three duplicates follow.
+    for _ in 0..4 {
+        send!(p, time 11, dup.clone());
+    }
+    let pkt = poll_sized(&mut p, 11, 540).expect("a shorter retransmission");
+    assert_eq!(payload_len(&pkt), 500);
+}
+
+#[test]
+fn short_buffer_keeps_the_zero_window_probe_pending() {
+    let mut p = established();
+    send!(p, time 0, Seg { ack: Some(LOCAL_SEQ + 1), window: 0, ..send_templ() });
+    p.write(&data(100));
+    recv_nothing!(p, time 0);
+    assert!(poll_sized(&mut p, 200, 30).is_none());
+    recv!(p, time 200, Seg { payload: data(1), ..recv_templ() });
+}
+
+#[test]
+fn short_buffer_keeps_the_keepalive_probe_pending() {
+    let mut p = established_with(ka_config());
+    assert!(poll_sized(&mut p, 10_000, 30).is_none());
+    recv!(p, time 10_000, Seg { seq: LOCAL_SEQ, ..recv_templ() });
+}
+
+#[test]
+fn short_buffer_keeps_a_reset_queued() {
+    // Endpoint-level replies (here a RST to a closed port) stay queued too.
+    let mut p = listen();
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    assert!(poll_sized(&mut p, 0, 30).is_none());
+    recv!(p, time 0, Seg { src_port: 81, seq: LOCAL_SEQ, ack: None, flags: RST, window: 0, ..recv_templ() });
 }
 
 #[test]
@@ -2080,6 +2352,70 @@ fn fast_retransmit_and_newreno_partial_ack() {
     assert_eq!(info.in_flight, 0);
     assert_eq!(p.ep.stats().retransmits, 2);
     assert_eq!(p.ep.stats().rto_timeouts, 0);
+}
+
+/// ESTABLISHED without SACK: the peer's SYN offers only its MSS.
+#[track_caller]
+fn established_no_sack() -> Peer {
+    let mss_only = TcpOptions {
+        mss: Some(MSS),
+        ..Default::default()
+    };
+    let mut p = listen();
+    send!(p, time 0, Seg { options: mss_only, ..peer_syn() });
+    recv!(p, time 0, Seg { options: mss_only, ..our_synack() });
+    send!(p, time 0, peer_ack());
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.state(), State::Established);
+    p
+}
+
+#[test]
+fn newreno_inflates_on_every_dup_ack_in_recovery_also_after_a_partial_ack() {
+    // RFC 5681 §3.2 step 4: each duplicate ACK after the third inflates
+    // cwnd by SMSS; RFC 6582 §3.2: after a partial ACK (step 5: deflate by
+    // the amount acknowledged, add back one SMSS) recovery goes on, and so
+    // does the inflation for every further duplicate.
+    let mut p = established_no_sack();
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let ack = |a: SeqNum| Seg {
+        ack: Some(a),
+        ..send_templ()
+    };
+    let cwnd = |p: &Peer| p.ep.info(p.id()).unwrap().cwnd;
+    // Segments 1 and 4 are lost.
+    send!(p, time 10, ack(l + m));
+    for _ in 0..3 {
+        send!(p, time 11, ack(l + m));
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // ssthresh = FlightSize / 2 = 4.5 SMSS; cwnd = ssthresh + 3 SMSS.
+    let ssthresh = 9 * m / 2;
+    assert_eq!(p.ep.info(p.id()).unwrap().ssthresh, ssthresh);
+    assert_eq!(cwnd(&p), ssthresh + 3 * m);
+    recv!(p, time 11, Seg { seq: l + m, payload: data(10 * MSS as usize)[m as usize..2 * m as usize].to_vec(), ..recv_templ() });
+    send!(p, time 12, ack(l + m));
+    assert_eq!(cwnd(&p), ssthresh + 4 * m);
+    // Partial ACK of three segments: deflate by 3 SMSS, add back one.
+    send!(p, time 20, ack(l + 4 * m));
+    let after_partial = ssthresh + 4 * m - 3 * m + m;
+    assert_eq!(cwnd(&p), after_partial);
+    // Every duplicate of the partial ACK inflates again: 1, 2, 3, 4 SMSS.
+    for k in 1..=4 {
+        send!(p, time 21, ack(l + 4 * m));
+        assert_eq!(
+            cwnd(&p),
+            after_partial + k * m,
+            "duplicate {k} after the partial ACK"
+        );
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    // The full ACK ends recovery (step 6): cwnd = min(ssthresh,
+    // max(FlightSize, SMSS) + SMSS), with nothing left in flight 2 SMSS.
+    send!(p, time 30, ack(l + 10 * m));
+    assert_eq!(cwnd(&p), 2 * m);
 }
 
 #[test]
@@ -2747,8 +3083,104 @@ fn syn_cookie_expires() {
     let mut p = listen_with(cfg);
     send!(p, time 0, peer_syn());
     recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    // Another client's SYN at 129 s keeps the listener checking cookies;
+    // the first cookie, two periods old, no longer passes.
+    send!(p, time 129_000, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(129_000)).is_some());
     send!(p, time 130_000, peer_ack());
     recv!(p, time 130_000, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(p.ep.stats().syn_cookies_bad, 1);
+}
+
+#[test]
+fn syn_cookie_ack_with_accept_queue_full_is_dropped_not_reset() {
+    // Linux: a valid cookie ACK that finds the accept queue full is dropped
+    // (tcp_v4_syn_recv_sock fails); the client retransmits and gets in once
+    // the application accepted. A RST would kill a legitimate client.
+    let cfg = Config {
+        syn_backlog: 0,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    p.ep.listen(LOCAL_PORT, 1).unwrap();
+    send!(p, time 0, peer_syn());
+    recv!(p, time 0, Seg { options: TcpOptions { mss: Some(MSS), ..Default::default() }, ..our_synack() });
+    let first = p.seq_delta;
+    // A second client takes the one accept-queue place (by cookie too).
+    p.forget_iss();
+    send!(p, time 0, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+    send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_ack() });
+    assert_eq!(p.ep.stats().syn_cookies_ok, 1);
+    // The first client's ACK: valid cookie, queue full: dropped silently.
+    p.seq_delta = first;
+    send!(p, time 2, Seg { payload: b"hello".to_vec(), ..peer_ack() });
+    recv_nothing!(p, time 2);
+    assert_eq!(p.ep.stats().drops.listen_overflow, 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+    assert_eq!(p.ep.stats().syn_cookies_bad, 0);
+    // The application accepts; the retransmitted ACK gets in.
+    assert!(p.ep.accept(LOCAL_PORT).is_some());
+    send!(p, time 200, Seg { payload: b"hello".to_vec(), ..peer_ack() });
+    assert_eq!(p.ep.stats().syn_cookies_ok, 2);
+    p.conn = p.ep.accept(LOCAL_PORT);
+    assert_eq!(p.read_all(), b"hello");
+}
+
+#[test]
+fn syn_cookie_ack_with_connection_table_full_is_dropped_not_reset() {
+    let cfg = Config {
+        syn_backlog: 0,
+        max_connections: 1,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_syn());
+    assert!(p.poll(ms(0)).is_some());
+    let first = p.seq_delta;
+    p.forget_iss();
+    send!(p, time 0, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(0)).is_some_and(|s| s.flags == SYN));
+    send!(p, time 1, Seg { src_port: REMOTE_PORT + 1, ..peer_ack() });
+    assert_eq!(p.ep.connection_count(), 1);
+    p.seq_delta = first;
+    send!(p, time 2, peer_ack());
+    recv_nothing!(p, time 2);
+    assert_eq!(p.ep.stats().drops.table_full, 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+}
+
+#[test]
+fn ack_to_a_listener_without_recent_cookies_is_not_checked() {
+    // Linux (tcp_synq_no_recent_overflow): cookies are validated only
+    // within two cookie lifetimes of the last one sent. Otherwise a bare
+    // ACK to a listener gets the ordinary RST (RFC 9293 §3.10.7.2) without
+    // a cookie check, so blind cookie guesses get no hearing.
+    let cfg = Config {
+        syn_backlog: 0,
+        ..test_config()
+    };
+    let mut p = listen_with(cfg);
+    send!(p, time 0, peer_ack());
+    recv!(p, time 0, Seg { seq: LOCAL_SEQ + 1, ack: None, flags: RST, window: 0, ..recv_templ() });
+    assert_eq!(
+        p.ep.stats().syn_cookies_bad,
+        0,
+        "no cookie check without a recent overflow"
+    );
+    // After a cookie went out, ACKs are checked...
+    send!(p, time 1000, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    assert!(p.poll(ms(1000)).is_some());
+    send!(p, time 1001, peer_ack());
+    assert!(p.poll(ms(1001)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 1);
+    // ...until two cookie periods (128 s) have passed since.
+    send!(p, time 129_000, peer_ack());
+    assert!(p.poll(ms(129_000)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 2);
+    send!(p, time 129_001, peer_ack());
+    assert!(p.poll(ms(129_001)).is_some_and(|s| s.flags == RST));
+    assert_eq!(p.ep.stats().syn_cookies_bad, 2);
 }
 
 #[test]
@@ -2958,6 +3390,73 @@ fn connect_checks_addresses() {
         Err(tcp::Error::BadAddress)
     );
     recv_nothing!(p, time 0);
+}
+
+/// The local ports of `n` connects from one endpoint with `seed`, to the
+/// given destinations in turn.
+fn ephemeral_ports(seed: u64, dests: &[&str], n: usize) -> Vec<u16> {
+    let mut ep = tcp::Endpoint::new(Config {
+        seed,
+        ephemeral_ports: (32768, 60999),
+        ..test_config()
+    })
+    .unwrap();
+    (0..n)
+        .map(|i| {
+            let id = ep
+                .connect(
+                    ms(0),
+                    LOCAL_ADDR.into(),
+                    dests[i % dests.len()].parse().unwrap(),
+                )
+                .unwrap();
+            ep.info(id).unwrap().local.port()
+        })
+        .collect()
+}
+
+#[test]
+fn ephemeral_ports_follow_rfc_6056_algorithm_3() {
+    // RFC 6056 §3.3.3: port = min + (next_ephemeral + F(local IP, remote
+    // IP, remote port, secret)) mod range. One destination sees the counter
+    // move on; another destination's ports sit at an offset only the secret
+    // (derived from the seed) tells.
+    let a = "10.0.0.1:80";
+    let b = "10.0.0.1:443";
+    let c = "10.7.7.7:80";
+    let to_a = ephemeral_ports(1, &[a], 3);
+    assert_eq!(to_a[1], to_a[0] + 1, "{to_a:?}");
+    assert_eq!(to_a[2], to_a[0] + 2, "{to_a:?}");
+    // Interleaved with connects elsewhere, each destination's ports are not
+    // a continuation of the others'.
+    let mixed = ephemeral_ports(1, &[a, b, c], 3);
+    assert_eq!(mixed[0], to_a[0]);
+    assert_ne!(mixed[1], mixed[0] + 1, "{mixed:?}");
+    assert_ne!(mixed[2], mixed[1] + 1, "{mixed:?}");
+    assert!(mixed.iter().all(|p| (32768..=60999).contains(p)));
+    // The offset is keyed: another seed, other ports; the same seed, the same.
+    assert_ne!(ephemeral_ports(2, &[a], 1), ephemeral_ports(1, &[a], 1));
+    assert_eq!(ephemeral_ports(1, &[a, b, c], 3), mixed);
+    // Every port of the range is still found (the search covers it all).
+    let mut ep = tcp::Endpoint::new(Config {
+        ephemeral_ports: (40000, 40003),
+        ..test_config()
+    })
+    .unwrap();
+    let mut ports: Vec<u16> = (0..4)
+        .map(|_| {
+            let id = ep
+                .connect(ms(0), LOCAL_ADDR.into(), a.parse().unwrap())
+                .unwrap();
+            ep.info(id).unwrap().local.port()
+        })
+        .collect();
+    ports.sort_unstable();
+    assert_eq!(ports, [40000, 40001, 40002, 40003]);
+    assert_eq!(
+        ep.connect(ms(0), LOCAL_ADDR.into(), a.parse().unwrap()),
+        Err(tcp::Error::NoPortsAvailable)
+    );
 }
 
 #[test]
@@ -3290,6 +3789,47 @@ fn bad_sources_ports_and_protocols_dropped() {
     assert_eq!(d.bad_tcp_flags, 1);
     assert_eq!(d.unsupported_protocol, 1);
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn syns_from_impossible_sources_are_dropped_unanswered() {
+    // RFC 1122 §3.2.1.3 (IPv4) and RFC 4291 §2.5.2–2.5.3, §2.7 (IPv6): a
+    // SYN from 0.0.0.0, "this network", loopback, multicast or broadcast
+    // (::, ::1, multicast) names no sender; a SYN-ACK or RST would go to
+    // 0.0.0.0 or to ourselves. Dropped and counted, nothing sent.
+    let mut p = listen();
+    let v4 = [
+        "0.0.0.0",
+        "0.0.0.9",
+        "127.0.0.1",
+        "224.0.0.5",
+        "255.255.255.255",
+    ];
+    for src in v4 {
+        let syn = peer_syn();
+        let mut pkt = p.build(&syn);
+        let a: std::net::Ipv4Addr = src.parse().unwrap();
+        pkt[12..16].copy_from_slice(&a.octets());
+        fix_ip_checksum(&mut pkt);
+        p.send_raw(ms(0), &pkt);
+        recv_nothing!(p, time 0);
+    }
+    assert_eq!(p.ep.stats().drops.bad_source_address, v4.len() as u64);
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let v6 = ["::", "::1", "ff02::1"];
+    for src in v6 {
+        let mut pkt = p.build(&peer_syn());
+        let a: std::net::Ipv6Addr = src.parse().unwrap();
+        pkt[8..24].copy_from_slice(&a.octets());
+        p.send_raw(ms(0), &pkt);
+        recv_nothing!(p, time 0);
+    }
+    assert_eq!(p.ep.stats().drops.bad_source_address, v6.len() as u64);
+    assert_eq!(p.ep.connection_count(), 0);
+    // An ordinary source is answered.
+    send!(p, time 1, peer_syn());
+    assert!(p.poll(ms(1)).is_some_and(|s| s.flags == SYN));
 }
 
 #[test]

@@ -160,6 +160,13 @@ fn handshake_transfer_close_clean_link() {
 const TEN_MB: u64 = 10 * 1024 * 1024;
 
 fn lossy(loss: f64, seed: u64) {
+    let p = Pair::new(config(seed), config(seed + 1000));
+    lossy_on(p, "default", loss, seed);
+}
+
+/// 10 MB each way at `loss` with 1 % duplication and 5 % reordering, over
+/// the pair `p`: every byte arrives once, in order (checked by `Transfer`).
+fn lossy_on(p: Pair, label: &str, loss: f64, seed: u64) -> Pair {
     let faults = Faults {
         loss,
         dup: 0.01,
@@ -167,11 +174,12 @@ fn lossy(loss: f64, seed: u64) {
         corrupt: 0.0,
     };
     let start = std::time::Instant::now();
-    let (p, t) = run_transfer(seed, faults, TEN_MB, TEN_MB, 50_000_000);
+    let (p, t) = run_transfer_with(p, seed, faults, TEN_MB, TEN_MB, 50_000_000);
     assert_eq!(t.recvd, [TEN_MB, TEN_MB]);
+    assert_eq!(t.eof, [true, true]);
     let secs = p.now.as_micros() as f64 / 1e6;
     println!(
-        "loss {:>4.1}%: 2 x 10 MB in {:.2} s virtual ({:.2} MB/s each way), retransmits a={} b={}, fast a={} b={}, rto a={} b={} ({:.1} s real)",
+        "{label:>14} loss {:>4.1}%: 2 x 10 MB in {:.2} s virtual ({:.2} MB/s each way), retransmits a={} b={}, fast a={} b={}, rto a={} b={} ({:.1} s real)",
         loss * 100.0,
         secs,
         TEN_MB as f64 / secs / 1e6,
@@ -186,6 +194,96 @@ fn lossy(loss: f64, seed: u64) {
     if loss > 0.0 {
         assert!(p.a.stats().retransmits > 0 && p.b.stats().retransmits > 0);
     }
+    p
+}
+
+/// Both endpoints with `seed`-derived seeds and `f` applied to their
+/// configuration, driven with buffers of exactly the link MTU.
+fn pair_with(seed: u64, f: impl Fn(&mut tcp::Config)) -> Pair {
+    let mut ca = config(seed);
+    let mut cb = config(seed + 1000);
+    f(&mut ca);
+    f(&mut cb);
+    let mut p = Pair::new(ca, cb);
+    p.tx_buf_len = p.mtu;
+    p
+}
+
+/// Without SACK, loss recovery is NewReno's (RFC 6582): fast retransmit,
+/// partial ACKs, dup-ACK inflation.
+fn sack_off(loss: f64, seed: u64) {
+    let p = pair_with(seed, |c| c.sack = false);
+    let p = lossy_on(p, "SACK off", loss, seed);
+    assert!(p.a.stats().fast_retransmits > 0 && p.b.stats().fast_retransmits > 0);
+}
+
+/// Without timestamps: RTT from timed segments (Karn), no PAWS, full MSS.
+fn timestamps_off(loss: f64, seed: u64) {
+    let p = pair_with(seed, |c| c.timestamps = false);
+    lossy_on(p, "timestamps off", loss, seed);
+}
+
+/// Without window scaling: at most 64 KiB in flight each way.
+fn wscale_off(loss: f64, seed: u64) {
+    let p = pair_with(seed, |c| c.window_scaling = false);
+    lossy_on(p, "wscale off", loss, seed);
+}
+
+#[test]
+fn ten_mb_each_way_sack_off_1_percent_loss() {
+    sack_off(0.01, 61);
+}
+#[test]
+fn ten_mb_each_way_sack_off_5_percent_loss() {
+    sack_off(0.05, 62);
+}
+#[test]
+fn ten_mb_each_way_timestamps_off_1_percent_loss() {
+    timestamps_off(0.01, 63);
+}
+#[test]
+fn ten_mb_each_way_timestamps_off_5_percent_loss() {
+    timestamps_off(0.05, 64);
+}
+#[test]
+fn ten_mb_each_way_window_scaling_off_1_percent_loss() {
+    wscale_off(0.01, 65);
+}
+#[test]
+fn ten_mb_each_way_window_scaling_off_5_percent_loss() {
+    wscale_off(0.05, 66);
+}
+
+#[test]
+fn mtu_sized_transmit_buffers_carry_full_segments() {
+    // A driver whose buffers are exactly the MTU (1500) still gets
+    // full-MSS segments and a bulk transfer at link speed, not a trickle
+    // of segments that Nagle and sender SWS avoidance hold back.
+    let mut p = pair_with(70, |_| {});
+    p.latency = Duration::from_micros(500);
+    let (p, t) = run_transfer_with(p, 70, Faults::default(), 4_000_000, 4_000_000, 2_000_000);
+    assert_eq!(t.recvd, [4_000_000, 4_000_000]);
+    assert_eq!(p.max_packet, 1500, "full-size packets");
+    let secs = p.now.as_micros() as f64 / 1e6;
+    assert!(
+        secs < 2.0,
+        "4 MB each way over a 1 ms RTT took {secs:.2} s virtual"
+    );
+}
+
+#[test]
+#[should_panic(expected = "on a link with MTU 1500")]
+fn link_mtu_is_enforced() {
+    // An endpoint that emits a packet larger than the link MTU (here super-
+    // segments on a link that does not take them) fails the test at once.
+    let cfg = |seed| tcp::Config {
+        seed,
+        tso_max: 65535,
+        ..tcp::Config::default()
+    };
+    let mut p = Pair::new(cfg(80), cfg(81));
+    p.mtu = 1500;
+    let _ = run_transfer_with(p, 80, Faults::default(), 1_000_000, 0, 1_000_000);
 }
 
 #[test]

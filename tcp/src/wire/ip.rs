@@ -47,6 +47,36 @@ pub fn parse_ip(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     }
 }
 
+/// RFC 1122 §3.2.1.3: addresses that never name a sender. A reply to
+/// any of them would go to no one (0.0.0.0), to ourselves (127/8) or to a
+/// group (multicast, limited broadcast), so such packets are dropped before
+/// anything answers them, as Linux drops "martian sources":
+///
+/// - (a), (b) `{0, *}`: "this network" — only a source while a host learns
+///   its address (RFC 1122 §3.2.1.3: "MUST NOT be used ... except as a
+///   source address as part of an initialization procedure"), never for TCP;
+/// - (c) limited broadcast `{-1, -1}` and class D (multicast): "MUST NOT
+///   be used as a source address" (directed broadcast, (d), needs the
+///   netmask, which the endpoint does not know);
+/// - (g) `{127, *}`: "MUST NOT appear outside a host" — accepted only on a
+///   packet to a loopback address, where the endpoint itself plays the
+///   loopback interface (Linux accepts 127/8 sources only on `lo`).
+fn valid_source_v4(src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    let zero_net = src.octets()[0] == 0;
+    let loopback_from_outside = src.is_loopback() && !dst.is_loopback();
+    !(zero_net || src.is_broadcast() || src.is_multicast() || loopback_from_outside)
+}
+
+/// RFC 4291 §2.5.2: "The unspecified address must not be used as the
+/// source address of IPv6 packets"; §2.5.3: the loopback address "must not
+/// be used as the source address in IPv6 packets that are sent outside of a
+/// single node" (accepted, as for IPv4, only on a packet to `::1`); §2.7:
+/// "Multicast addresses must not be used as source addresses".
+fn valid_source_v6(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+    let loopback_from_outside = src.is_loopback() && !dst.is_loopback();
+    !(src.is_unspecified() || src.is_multicast() || loopback_from_outside)
+}
+
 fn parse_v4(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     if pkt.len() < 20 {
         return Err(DropReason::Truncated);
@@ -70,8 +100,7 @@ fn parse_v4(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     }
     let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
     let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-    // RFC 1122 §3.2.1.3: a source address must not be broadcast or multicast.
-    if src.is_broadcast() || src.is_multicast() {
+    if !valid_source_v4(src, dst) {
         return Err(DropReason::BadSourceAddress);
     }
     Ok(IpPacket {
@@ -100,7 +129,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     dst.copy_from_slice(&pkt[24..40]);
     let src = Ipv6Addr::from(src);
     let dst = Ipv6Addr::from(dst);
-    if src.is_multicast() {
+    if !valid_source_v6(src, dst) {
         return Err(DropReason::BadSourceAddress);
     }
     let end = 40 + plen;
@@ -248,6 +277,82 @@ mod tests {
         assert_eq!(parse_ip(&b).unwrap_err(), DropReason::Fragment);
         assert_eq!(parse_ip(&[0x50]).unwrap_err(), DropReason::BadIpVersion);
         assert_eq!(parse_ip(&[]).unwrap_err(), DropReason::Truncated);
+    }
+
+    fn v4_from(src: &str, dst: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 24];
+        emit_ip_header(
+            &mut b,
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            PROTO_TCP,
+            4,
+            64,
+            7,
+        )
+        .unwrap();
+        b
+    }
+
+    fn v6_from(src: &str, dst: &str) -> Vec<u8> {
+        let mut b = vec![0u8; 44];
+        emit_ip_header(
+            &mut b,
+            src.parse().unwrap(),
+            dst.parse().unwrap(),
+            PROTO_TCP,
+            4,
+            64,
+            0,
+        )
+        .unwrap();
+        b
+    }
+
+    #[test]
+    fn impossible_source_addresses_are_rejected() {
+        // RFC 1122 §3.2.1.3 and RFC 4291 §2.5.2, §2.5.3, §2.7.
+        for src in [
+            "0.0.0.0",
+            "0.1.2.3",
+            "127.0.0.1",
+            "127.9.9.9",
+            "224.0.0.1",
+            "239.255.255.250",
+            "255.255.255.255",
+        ] {
+            let b = v4_from(src, "10.0.0.2");
+            assert_eq!(
+                parse_ip(&b).unwrap_err(),
+                DropReason::BadSourceAddress,
+                "{src}"
+            );
+        }
+        for src in ["::", "::1", "ff02::1", "ff05::2"] {
+            let b = v6_from(src, "fd00::2");
+            assert_eq!(
+                parse_ip(&b).unwrap_err(),
+                DropReason::BadSourceAddress,
+                "{src}"
+            );
+        }
+        // Ordinary sources pass; loopback passes on a loopback packet (an
+        // endpoint that plays the loopback interface, as replays of
+        // loopback captures do).
+        for (src, dst) in [
+            ("10.0.0.1", "10.0.0.2"),
+            ("1.0.0.1", "10.0.0.2"),
+            ("127.0.0.1", "127.0.0.1"),
+        ] {
+            assert!(parse_ip(&v4_from(src, dst)).is_ok(), "{src} -> {dst}");
+        }
+        for (src, dst) in [
+            ("fd00::1", "fd00::2"),
+            ("fe80::1", "fe80::2"),
+            ("::1", "::1"),
+        ] {
+            assert!(parse_ip(&v6_from(src, dst)).is_ok(), "{src} -> {dst}");
+        }
     }
 
     #[test]

@@ -44,7 +44,9 @@ pub enum DropReason {
     BadTcpHeader,
     /// TCP checksum wrong.
     BadTcpChecksum,
-    /// A source address that must never appear (multicast, broadcast, unspecified).
+    /// A source address that never names a sender (RFC 1122 §3.2.1.3, RFC
+    /// 4291 §2.5.2–2.5.3): unspecified, "this network", multicast,
+    /// broadcast, or loopback on a packet not to a loopback address.
     BadSourceAddress,
     /// TCP segment with invalid flag combination (e.g. SYN+RST).
     BadTcpFlags,

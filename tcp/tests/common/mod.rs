@@ -60,6 +60,17 @@ pub struct Pair {
     pub offload: bool,
     /// The largest packet seen on the link.
     pub max_packet: usize,
+    /// The link MTU: the largest IP packet the link carries. An endpoint
+    /// that emits a larger one fails the test at once (a real link would
+    /// drop it, and the transfer would stall with no hint why). The
+    /// default is the larger of the two configurations' MTU (or `tso_max`
+    /// with segmentation offload, which such a link delivers whole).
+    pub mtu: usize,
+    /// The size of the buffer handed to `poll_transmit`. The default is
+    /// 64 KiB more than the MTU, so that an endpoint can write an oversized
+    /// packet and the MTU check sees it; set it to `mtu` to drive the
+    /// endpoints as a device with MTU-sized buffers does.
+    pub tx_buf_len: usize,
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -74,7 +85,10 @@ pub fn config(seed: u64) -> Config {
 
 impl Pair {
     pub fn new(ca: Config, cb: Config) -> Pair {
-        let mtu = ca.mtu.max(cb.mtu);
+        let mtu = [ca.mtu, ca.tso_max, cb.mtu, cb.tso_max]
+            .into_iter()
+            .max()
+            .unwrap_or(1500);
         Pair {
             a: Endpoint::new(ca).unwrap(),
             b: Endpoint::new(cb).unwrap(),
@@ -84,22 +98,37 @@ impl Pair {
             rng: Rng::new(1),
             queue: BinaryHeap::new(),
             counter: 0,
-            buf: vec![0u8; 65536 + mtu],
+            buf: Vec::new(),
             delivered: 0,
             dropped: 0,
             steps: 0,
             offload: false,
             max_packet: 0,
+            mtu,
+            tx_buf_len: mtu + 65536,
         }
     }
 
     fn send_from(&mut self, from_a: bool) {
+        if self.buf.len() != self.tx_buf_len {
+            self.buf = vec![0u8; self.tx_buf_len];
+        }
         loop {
             let ep = if from_a { &mut self.a } else { &mut self.b };
             let Some(n) = ep.poll_transmit(self.now, &mut self.buf) else {
                 break;
             };
             let pkt = self.buf[..n].to_vec();
+            // The link drops a packet above its MTU; the test fails at
+            // once, naming it, rather than stalling on a lost packet.
+            assert!(
+                n <= self.mtu,
+                "{} sent a {n}-byte packet on a link with MTU {} at {:?}: {}",
+                if from_a { "a" } else { "b" },
+                self.mtu,
+                self.now,
+                describe(&pkt)
+            );
             self.max_packet = self.max_packet.max(n);
             let f = self.faults;
             if self.rng.chance(f.loss) {
