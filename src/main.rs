@@ -80,7 +80,8 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
 
-    /// Worker threads; 0 runs the services on the reactor thread [default: one per core]
+    /// Worker threads for the services; 0 runs them inline on the reactor
+    /// thread, the fastest for the built-in services [default: 0]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
     workers: Option<u32>,
 

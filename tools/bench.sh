@@ -31,8 +31,8 @@ usage: tools/bench.sh [options]
   --quick            short run: 1 run per figure, smaller transfers, 2 s HTTP runs
   --runs N           runs per figure (median reported) [3; 1 with --quick]
   --workers LIST     tcpd --workers values, comma-separated; "default" means no
-                     flag [default,0: the default configuration and services
-                     inline on the reactor]
+                     flag [default,2: the default configuration (services
+                     inline on the reactor) and two worker threads]
   --kernel-only      measure only the kernel reference (no tcpd)
   --http-path PATH   path the HTTP figures GET [/]
   --hold N           idle connections for the "idle" figures [10000]
@@ -52,7 +52,7 @@ die() {
 
 QUICK=0
 RUNS=""
-WORKERS_LIST="default,0"
+WORKERS_LIST="default,2"
 KERNEL_ONLY=0
 HOLD_N=10000
 HOLD_100K=0

@@ -19,14 +19,18 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "tcpd: serving on {} (MTU {mtu}{}), {} worker(s)",
+        "tcpd: serving on {} (MTU {mtu}{}), {}",
         cfg.iface,
         if cfg.effective_offload() {
             ", TSO/checksum offload"
         } else {
             ""
         },
-        cfg.workers
+        match cfg.workers {
+            0 => "services inline on the reactor".to_string(),
+            1 => "1 worker thread".to_string(),
+            n => format!("{n} worker threads"),
+        }
     );
     let _ = writeln!(
         s,
