@@ -324,3 +324,120 @@ fn play_reports_a_client_segment_missing_from_the_capture() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A copy of fixture `name` in a scratch folder with `from` replaced by `to`
+/// in its sidecar (which must contain `from`).
+fn with_sidecar_change(dir: &Path, name: &str, from: &str, to: &str) -> Capture {
+    let path = copy_fixture(name, dir);
+    let side = replay::sidecar::path_for(&path);
+    let json = std::fs::read_to_string(&side).unwrap();
+    assert!(json.contains(from), "{name}'s sidecar has no {from}");
+    std::fs::write(&side, json.replace(from, to)).unwrap();
+    Capture::load(&path).unwrap()
+}
+
+/// The first difference of a replay that must not pass.
+fn first_difference(cap: &Capture) -> replay::Mismatch {
+    let o = replay::check(cap).unwrap();
+    let m = o.mismatch.expect("the changed copy must not replay");
+    println!("{m}");
+    m
+}
+
+/// Issue 4 review, item 1: a timer firing early used to pass whenever no
+/// inbound packet came before the recorded one (the replay ran it just
+/// before the recorded packet, whose bytes came out the same). The
+/// delayed ACKs in `delayed_ack` are sent by a timer 40 ms after each small
+/// segment; with 20 ms in the sidecar the replay's timer is 20 ms early.
+#[test]
+fn check_reports_a_timer_that_fires_early() {
+    let dir = scratch("early-timer");
+    let cap = with_sidecar_change(
+        &dir,
+        "delayed_ack.pcap",
+        "\"delayed_ack_us\": 40000",
+        "\"delayed_ack_us\": 20000",
+    );
+    let m = first_difference(&cap);
+    assert_eq!(cap.dirs[m.number - 1], replay::Dir::Out, "{m}");
+    assert!(m.field.starts_with("time:"), "{m}");
+    assert!(m.field.contains("fires too early"), "{m}");
+    assert!(m.to_string().contains("timer due at"), "{m}");
+    // 1 ms early is within how late the reactor may wake: still the same.
+    let cap = with_sidecar_change(
+        &dir,
+        "delayed_ack.pcap",
+        "\"delayed_ack_us\": 40000",
+        "\"delayed_ack_us\": 39000",
+    );
+    let o = replay::check(&cap).unwrap();
+    assert!(o.mismatch.is_none(), "{}", o.mismatch.unwrap());
+    assert!(o.timer_turns >= 10, "{} timer turns", o.timer_turns);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A timer firing late leaves the recorded packet unexplained; the message
+/// names the replay's next deadline.
+#[test]
+fn check_reports_a_timer_that_fires_late() {
+    let dir = scratch("late-timer");
+    let cap = with_sidecar_change(
+        &dir,
+        "delayed_ack.pcap",
+        "\"delayed_ack_us\": 40000",
+        "\"delayed_ack_us\": 60000",
+    );
+    let m = first_difference(&cap);
+    assert_eq!(cap.dirs[m.number - 1], replay::Dir::Out, "{m}");
+    assert!(m.field.contains("next timer is due at"), "{m}");
+    assert!(m.field.contains("fires late"), "{m}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 4 review, item 2: a packet the replay sends in an inbound
+/// packet's turn while the capture has it much later (here: the ACK that
+/// tcpd delayed by 40 ms, sent at once with a zero delayed-ACK time) used
+/// to be compared without its time.
+#[test]
+fn check_reports_a_packet_sent_in_an_earlier_turn_than_recorded() {
+    let dir = scratch("early-turn");
+    let cap = with_sidecar_change(
+        &dir,
+        "delayed_ack.pcap",
+        "\"delayed_ack_us\": 40000",
+        "\"delayed_ack_us\": 0",
+    );
+    let m = first_difference(&cap);
+    assert!(
+        m.field
+            .starts_with("time: the replay sends this packet in the turn of the inbound"),
+        "{m}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 4 review, item 5: settings that change the bytes are taken from
+/// the sidecar, not from the defaults.
+#[test]
+fn check_uses_the_sidecars_reactor_and_http_settings() {
+    let dir = scratch("settings");
+    // One request per connection: the first answer closes.
+    let cap = with_sidecar_change(
+        &dir,
+        "http_keepalive.pcap",
+        "\"max_requests\": 1000",
+        "\"max_requests\": 1",
+    );
+    let m = first_difference(&cap);
+    assert!(m.field.contains("flags"), "{m}");
+    // Transmit after every 4 packets of a drain instead of 128.
+    let cap = with_sidecar_change(
+        &dir,
+        "upload_discard.pcap",
+        "\"rx_budget\": 128",
+        "\"rx_budget\": 4",
+    );
+    let m = first_difference(&cap);
+    assert!(m.got.starts_with("out "), "{m}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
