@@ -441,3 +441,23 @@ fn check_uses_the_sidecars_reactor_and_http_settings() {
     assert!(m.got.starts_with("out "), "{m}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 4 review, item 4a: connections the server refused (SYN answered
+/// by RST) are left out of a play, which goes on with the real session.
+#[test]
+fn play_leaves_out_connections_refused_by_rst() {
+    let r = replay::play::play(&captures_dir().join("foreign_refused.pcap"), None).unwrap();
+    print!("{}", r.text());
+    assert!(r.ok(), "{}", r.text());
+    let refused: Vec<&String> = r
+        .skipped
+        .iter()
+        .filter(|k| k.contains("refused by the server"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{}", r.text());
+    assert!(refused[0].contains(":81:") && refused[1].contains(":8081:"));
+    assert_eq!(r.conns.len(), 1, "{}", r.text());
+    assert_eq!(r.conns[0].server.port(), 7007);
+    assert_eq!(r.conns[0].delivered, 3000);
+    assert_eq!(r.conns[0].end_play, replay::play::End::Fin);
+}
