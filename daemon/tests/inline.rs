@@ -464,7 +464,7 @@ fn second_small_echo_time(host_config: InlineConfig) -> Duration {
     assert_eq!(p.client.send(id, b"a").unwrap(), 1);
     p.step();
     // 10 µs later, while "a" is still on its way (50 µs latency).
-    p.now = p.now + Duration::from_micros(10);
+    p.now += Duration::from_micros(10);
     assert_eq!(p.client.send(id, b"b").unwrap(), 1);
     let mut got = Vec::new();
     p.drive_until("both echoes", |p| {
