@@ -16,7 +16,8 @@
 # records from that moment on (the shutdown's FIN/RST, if any) are cut from
 # the capture, since a replay cannot know when the signal came.
 #
-# Needs root, python3, curl, ping, tcpdump. Uses $TCPD, else
+# Needs root, python3, curl, ping, tcpdump, ip, nc (OpenBSD netcat, for
+# foreign_nc). Uses $TCPD, else
 # ${CARGO_TARGET_DIR:-target}/release/tcpd (build it with
 # `cargo build --release -p tcpd`).
 set -euo pipefail
@@ -26,7 +27,7 @@ OUT=$ROOT/captures
 TCPD=${TCPD:-${CARGO_TARGET_DIR:-$ROOT/target}/release/tcpd}
 [ "$(id -u)" = 0 ] || { echo "record-fixtures: needs root (network namespaces, TUN)" >&2; exit 1; }
 [ -x "$TCPD" ] || { echo "record-fixtures: no tcpd binary at $TCPD (cargo build --release -p tcpd)" >&2; exit 1; }
-for t in python3 curl ping tcpdump ip; do
+for t in python3 curl ping tcpdump ip nc; do
     command -v "$t" >/dev/null || { echo "record-fixtures: $t not found" >&2; exit 1; }
 done
 
@@ -95,6 +96,30 @@ elif cmd == "upload":        # 200 KB to discard, half-close, wait for tcpd's FI
     s = conn(sys.argv[2], 9)
     data = bytes(i % 253 for i in range(200_000))
     s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    assert read_all(s) == b""
+    s.close()
+elif cmd == "rst-download":  # abort a /bytes download with SO_LINGER 0
+    # A small receive buffer keeps tcpd window-limited (and the capture
+    # small); the client stops reading after 3000 bytes and resets at once,
+    # while tcpd has segments in flight and more queued to send.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.settimeout(10)
+    s.connect((sys.argv[2], 80))
+    s.sendall(b"GET /bytes/1000000 HTTP/1.1\r\nHost: tcpd\r\n\r\n")
+    got = b""
+    while len(got) < 3000:
+        b = s.recv(1000)
+        assert b, "tcpd closed early"
+        got += b
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+elif cmd == "trickle":       # small writes to discard, far apart: delayed ACKs
+    s = conn(sys.argv[2], 9)
+    for i in range(int(sys.argv[3])):
+        s.sendall(b"tick %02d\n" % i)
+        time.sleep(0.06)     # longer than tcpd's 40 ms delayed-ACK timer
     s.shutdown(socket.SHUT_WR)
     assert read_all(s) == b""
     s.close()
@@ -276,7 +301,7 @@ sel http_keepalive && fixture http_keepalive 2 "" \
 sel http_download && fixture http_download 3 "" \
     "curl -sS -o $WORK/dl http://10.0.0.2/bytes/524288 && test \$(stat -c %s $WORK/dl) = 524288"
 sel upload_discard && fixture upload_discard 4 "" "$C upload 10.0.0.2"
-sel client_rst && fixture client_rst 5 "" "$C rst 10.0.0.2"
+sel client_rst && fixture client_rst 5 "" "$C rst-download 10.0.0.2"
 sel syn_closed_port && fixture syn_closed_port 6 "" "$C closed 10.0.0.2"
 sel ping && fixture ping 7 "" "ping -c 3 -i 0.2 -q 10.0.0.2 >/dev/null && ping -6 -c 2 -i 0.2 -q fd00::2 >/dev/null"
 sel fault_transfer && fixture fault_transfer 8 \
@@ -291,6 +316,7 @@ sel syn_cookies && fixture syn_cookies 9 "" \
     "$C synflood 10.0.0.2 1100 && curl -sS -o /dev/null http://10.0.0.2/bytes/3000"
 sel ipv6_session && fixture ipv6_session 10 "" \
     "$C echo fd00::2 && curl -sS -o /dev/null 'http://[fd00::2]/bytes/30000'"
+sel delayed_ack && fixture delayed_ack 12 "" "$C trickle 10.0.0.2 20"
 
 sel foreign_http && foreign foreign_http \
     "cd $WORK && exec python3 -m http.server 8000 --bind 127.0.0.1" \
@@ -307,6 +333,11 @@ sel foreign_nc && foreign foreign_nc \
 sel foreign_rst && foreign foreign_rst \
     "exec $C echo-server 127.0.0.1 7 $WORK/ready 1" \
     "$C rst 127.0.0.1"
+# Two SYNs refused with RST (ports 81 and 8081, nobody listens), then a
+# real session: `play` leaves the refused ones out.
+sel foreign_refused && foreign foreign_refused \
+    "exec $C echo-server 127.0.0.1 7007 $WORK/ready 1" \
+    "$C closed 127.0.0.1 && $C echo-client 127.0.0.1 7007 3000"
 
 ls -l "$OUT"/*.pcap
 echo "record-fixtures: done; now run: cargo test --test replay"

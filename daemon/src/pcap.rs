@@ -30,12 +30,20 @@
 //!   "services": [{"name": "echo", "port": 7}, ...],
 //!   "http_root": null,                // or the directory
 //!   "workers": 2, "nodelay": true, "backlog": 1024,
+//!   "rx_budget": 128, "read_chunk": 65536, "pool_buffers": 256,
+//!   "http": {"max_header_bytes": 8192, "max_headers": 64,
+//!            "max_requests": 1000, "max_body_bytes": 65536,
+//!            "max_bytes_n": 1099511627776},
 //!   "fault": {"drop": 0.0, "dup": 0.0, "reorder": 0.0, "corrupt": 0.0,
 //!             "delay_ms": 0, "seed": 1},
 //!   "tcp": {"send_buffer": 262144, "recv_buffer": 262144, ... every
 //!           numeric/bool field of tcp::Config; durations in µs}
 //! }
 //! ```
+//!
+//! `rx_budget`, `read_chunk`, `pool_buffers` and `http` were added later
+//! (still version 1): a reader takes [`Config::default`]'s values when they
+//! are missing, which is what the daemon ran with before they were written.
 //!
 //! With `"workers": 0` the handlers ran inline through
 //! [`crate::services::InlineHost`], as a replay runs them, so the replay
@@ -299,6 +307,9 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
          \"start_unix_us\": {start},\n  \"iface\": {iface},\n  \"mtu\": {mtu},\n  \"addrs\": [{addrs}],\n  \
          \"host_addr\": {ha},\n  \"host_addr6\": {ha6},\n  \"services\": [{services}],\n  \
          \"http_root\": {root},\n  \"workers\": {workers},\n  \"nodelay\": {nodelay},\n  \"backlog\": {backlog},\n  \
+         \"rx_budget\": {rxb}, \"read_chunk\": {rc}, \"pool_buffers\": {pb},\n  \
+         \"http\": {{\"max_header_bytes\": {hmhb}, \"max_headers\": {hmh}, \"max_requests\": {hmr}, \
+         \"max_body_bytes\": {hmbb}, \"max_bytes_n\": {hmbn}}},\n  \
          \"fault\": {{\"drop\": {fd}, \"dup\": {fu}, \"reorder\": {fr}, \"corrupt\": {fc}, \"delay_ms\": {fdl}, \"seed\": {fs}}},\n  \
          \"tcp\": {{\"max_connections\": {mc}, \"send_buffer\": {sb}, \"recv_buffer\": {rb}, \"max_ooo_ranges\": {mo}, \
          \"buffer_pool_bytes\": {bp}, \"delayed_ack_us\": {da}, \"min_rto_us\": {minrto}, \"initial_rto_us\": {irto}, \
@@ -316,6 +327,14 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
         services = services.join(", "),
         nodelay = cfg.nodelay,
         backlog = cfg.backlog,
+        rxb = cfg.rx_budget,
+        rc = cfg.read_chunk,
+        pb = cfg.pool_buffers,
+        hmhb = cfg.http.max_header_bytes,
+        hmh = cfg.http.max_headers,
+        hmr = cfg.http.max_requests,
+        hmbb = cfg.http.max_body_bytes,
+        hmbn = cfg.http.max_bytes_n,
         fd = f.drop,
         fu = f.dup,
         fr = f.reorder,

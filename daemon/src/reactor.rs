@@ -250,6 +250,7 @@ impl<D: Device> Reactor<D> {
         let hosts = if cfg.workers == 0 {
             let mut host = InlineHost::new(InlineConfig {
                 read_chunk: cfg.read_chunk,
+                nodelay: cfg.nodelay,
                 ..InlineConfig::default()
             });
             for (port, idx) in &ports {

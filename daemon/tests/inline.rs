@@ -45,10 +45,14 @@ fn config(addr: &str, seed: u64) -> tcp::Config {
 
 impl Pair {
     fn new() -> Pair {
+        Pair::with_host(InlineConfig::default())
+    }
+
+    fn with_host(host_config: InlineConfig) -> Pair {
         let client = Endpoint::new(config(CLIENT, 1)).unwrap();
         let mut server = Endpoint::new(config(SERVER, 2)).unwrap();
         let board = StatusBoard::frozen(Status::default(), std::time::Duration::ZERO);
-        let mut host = InlineHost::new(InlineConfig::default());
+        let mut host = InlineHost::new(host_config);
         host.add_service(ECHO, Arc::new(Echo));
         host.add_service(DISCARD, Arc::new(Discard));
         host.add_service(
@@ -444,6 +448,51 @@ fn client_reset_mid_download_drops_the_handler() {
         p.host.connection_count() == 0
     });
     assert_eq!(p.server.connection_count(), 0, "no connection left behind");
+}
+
+/// Two one-byte writes to echo, the second before the first's echo is
+/// acknowledged; returns how long until both came back. With Nagle's
+/// algorithm on the server's side, the second echo waits for the client's
+/// (delayed, 40 ms) ACK of the first.
+fn second_small_echo_time(host_config: InlineConfig) -> Duration {
+    let mut p = Pair::with_host(host_config);
+    let id = p.connect(ECHO);
+    p.drive_until("connection", |p| p.take_event(Event::Connected(id)));
+    // The client must not hold its own second byte back.
+    p.client.set_nodelay(id, true).unwrap();
+    let start = p.now;
+    assert_eq!(p.client.send(id, b"a").unwrap(), 1);
+    p.step();
+    // 10 µs later, while "a" is still on its way (50 µs latency).
+    p.now += Duration::from_micros(10);
+    assert_eq!(p.client.send(id, b"b").unwrap(), 1);
+    let mut got = Vec::new();
+    p.drive_until("both echoes", |p| {
+        p.read(id, &mut got);
+        got.len() >= 2
+    });
+    assert_eq!(got, b"ab");
+    p.now.saturating_since(start)
+}
+
+/// `--workers 0` serves connections through the InlineHost; like the
+/// reactor does for worker-hosted ones, the host turns Nagle off on what it
+/// accepts (`Config::nodelay`), so an echo is never held for an ACK.
+#[test]
+fn inline_connections_get_nodelay_like_worker_hosted_ones() {
+    let fast = second_small_echo_time(InlineConfig::default());
+    assert!(
+        fast < Duration::from_millis(5),
+        "with nodelay the second echo is sent at once, took {fast:?}"
+    );
+    let slow = second_small_echo_time(InlineConfig {
+        nodelay: false,
+        ..InlineConfig::default()
+    });
+    assert!(
+        slow >= Duration::from_millis(30),
+        "with Nagle the second echo waits for the client's delayed ACK, took {slow:?}"
+    );
 }
 
 /// Wall-clock cost of the inline host with the real TCP on both sides (no

@@ -34,6 +34,12 @@ pub struct InlineConfig {
     /// [`InlineHost::process_events`] call, a guard against livelock.
     /// Default 64.
     pub max_rounds: usize,
+    /// Turn Nagle's algorithm off on every accepted connection
+    /// ([`Endpoint::set_nodelay`]), as the reactor does for connections it
+    /// hands to worker threads when `daemon::Config::nodelay` is set: the
+    /// services write whole answers at once. Default true (the daemon's
+    /// default).
+    pub nodelay: bool,
 }
 
 impl Default for InlineConfig {
@@ -42,6 +48,7 @@ impl Default for InlineConfig {
             read_chunk: OFFER_LIMIT,
             writable_divisor: 4,
             max_rounds: 64,
+            nodelay: true,
         }
     }
 }
@@ -238,6 +245,9 @@ impl InlineHost {
                     remote: unspecified,
                 },
             };
+            if self.config.nodelay {
+                let _ = ep.set_nodelay(id, true);
+            }
             let handler = service.new_handler(&ctx);
             self.accepted += 1;
             self.conns.insert(

@@ -62,7 +62,7 @@ enum Cmd {
     /// Print a tcpdump-like trace with relative sequence numbers and the
     /// connection state after each packet.
     Show {
-        /// Any pcap; connection states need the tcpd sidecar.
+        /// Any pcap or pcapng capture; connection states need the tcpd sidecar.
         file: PathBuf,
         /// Also print each connection's windows, RTT and buffers.
         #[arg(short, long)]
@@ -74,7 +74,8 @@ enum Cmd {
     /// Play the client side of a foreign capture against tcpd's endpoint and
     /// services; check delivery, acknowledgments and how connections end.
     Play {
-        /// A pcap of TCP sessions (tcpdump, any link type with IP).
+        /// A pcap or pcapng capture of TCP sessions (tcpdump, Wireshark; any
+        /// link type with IP).
         file: PathBuf,
         /// Service answering every server port (echo, discard, http);
         /// default: guessed from the client's first bytes.

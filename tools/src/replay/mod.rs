@@ -18,33 +18,56 @@
 //! whose packets share one later timestamp. The one thing a capture does
 //! not show is a turn that only ran timers; the replay infers them:
 //!
+//! - a turn's own packets go out within [`SAME_TURN_US`] of its inbound
+//!   packets (a turn's work; up to 0.75 ms in the fixtures). When the next
+//!   outbound packet comes later than that, the turn's final
+//!   `poll_transmit` is asked at the turn's own time and must find nothing
+//!   (a packet then is a difference: "time: the replay sends this packet in
+//!   the turn of ..."); the recorded packet must then come from a later
+//!   timer turn;
 //! - an outbound packet that the previous inputs do not explain while a
 //!   timer is due is a timer turn. The reactor ran `handle_timeout` when it
-//!   woke, at or after the deadline and some µs before it took the
-//!   transmit time that the packet carries; the replay runs each due
-//!   timer at the later of its deadline and [`TURN_GUARD_US`] before the
-//!   packet's time. Only the deadlines those timers re-arm can differ, by
-//!   those few µs; packets are built at transmit time, so their bytes
-//!   (timestamp values included) are not affected. A deadline up to
-//!   [`LATE_TIMER_US`] after the packet's time is accepted too (an earlier
-//!   guess came out late);
-//! - the turn before such a timer turn ended with a `poll_transmit` that
-//!   found nothing, right after its handlers; when the next outbound packet
-//!   comes more than [`SAME_TURN_US`] after the turn and a timer could
-//!   explain it, the replay makes that call at the turn's time (what the
-//!   endpoint arms while it finds nothing to send depends on that time),
-//!   else at the packet's time;
-//! - a timer due before an inbound packet whose turn produced no packet is
-//!   run after that packet's drain, at its time (as the reactor does when
-//!   the packet arrives before its timer wake-up). A timer turn without
-//!   output is invisible; running it later only matters if it changed how
+//!   woke, at or after the deadline, and took the transmit time that the
+//!   packet carries after running the timers and handlers; the replay runs
+//!   each due timer at the later of its deadline and [`TURN_GUARD_US`]
+//!   before the packet's time. The reactor's real run time lies somewhere
+//!   between the deadline and the packet's time, so the deadlines those
+//!   timers re-arm may differ from the daemon's by up to that span (at most
+//!   [`EARLY_TIMER_US`]; in the fixtures the packet follows the deadline by
+//!   99 to 343 µs, so by at most about 250 µs). Packets are built at
+//!   transmit time, so their bytes (timestamp values included) are not
+//!   affected. A deadline up to [`LATE_TIMER_US`] after the packet's time
+//!   is accepted too (an earlier guess came out late); a later one leaves
+//!   the packet unexplained, a difference that names the replay's next
+//!   deadline;
+//! - a timer's packet is recorded at most [`EARLY_TIMER_US`] after the
+//!   deadline (how late the reactor can wake: mio rounds its poll timeout
+//!   up to whole ms, see the constant). A deadline more than that before
+//!   the next recorded packet (inbound or outbound) had a reactor turn of
+//!   its own, which the capture shows sent nothing: the replay runs it at
+//!   its deadline, and a packet from it is a difference ("time: the
+//!   replay's timer due at ... fires too early"). So a change that makes a
+//!   timer fire earlier (delayed ACK, RTO, persist, keep-alive, TIME-WAIT)
+//!   is caught whether or not an inbound packet follows;
+//! - a timer due less than [`EARLY_TIMER_US`] before an inbound packet
+//!   may have run in that packet's turn, after its drain: the replay runs
+//!   it there, at the packet's time. A timer turn without output is
+//!   invisible; running it at another time only matters if it changed how
 //!   the next packet is handled (TIME-WAIT expiring between two packets of
 //!   the same 4-tuple), which no fixture does.
 //!
+//! So every outbound packet's timestamp is checked: a turn's packets
+//! within [`SAME_TURN_US`] after its inbound packets, a timer's packets
+//! within [`LATE_TIMER_US`] before to [`EARLY_TIMER_US`] after its
+//! deadline, and each packet is built at its recorded time.
+//!
 //! A device write the kernel refuses (`WouldBlock`) makes the reactor send
 //! that packet in a later turn, built at the earlier time; the replay
-//! builds it at the time it was recorded. This did not happen in any
-//! fixture (it needs a full TUN queue).
+//! builds it at the time it was recorded, so such a capture fails `check`
+//! (a time or timestamp-value difference) and has to be recorded again.
+//! This did not happen in any fixture (it needs a full TUN queue); nor
+//! did a reactor wake-up late by more than `EARLY_TIMER_US`, which fails
+//! the same way.
 //!
 //! Set `TCPD_REPLAY_DEBUG=1` to see the inferred turns on stderr.
 //!
@@ -70,11 +93,28 @@ use std::path::{Path, PathBuf};
 use tcp::{Instant, State};
 
 /// A timer turn's `handle_timeout` runs this long before its first packet
-/// went out (or at the deadline, if later): the reactor woke at the deadline
-/// or after it and spent some µs running timers and handlers before it took
-/// the transmit time, so the guess errs early by at most this much, and the
-/// timers it re-arms are early by as little, never late.
+/// went out (or at the deadline, if later): the reactor woke at the
+/// deadline or after it and spent some µs running timers and handlers
+/// before it took the transmit time. The reactor's real run time is
+/// unknown within `[deadline, packet time]`; the deadlines those timers
+/// re-arm move by the guess's error, which is at most [`EARLY_TIMER_US`]
+/// (and in the fixtures a few tens of µs: a turn's work). The packets are
+/// built at their recorded time, so their bytes do not depend on it.
 pub const TURN_GUARD_US: u64 = 100;
+
+/// How long after its deadline a timer's packet may be recorded. The
+/// reactor sleeps in mio's `poll`, whose timeout is rounded *up* to whole
+/// milliseconds (epoll_wait takes ms): it wakes up to 1 ms after a
+/// deadline, plus the kernel's timer slack (50 µs for normal threads) and
+/// scheduling delay, then runs timers and handlers before it transmits
+/// (a turn's work: up to 0.75 ms in the fixtures, typically 10-100 µs).
+/// 2 ms covers that with room for a busy machine, and is still far below
+/// any timer a change could move (delayed ACK 40 ms, min RTO 200 ms,
+/// persist 200 ms, TIME-WAIT 60 s). A replayed deadline more than this
+/// before the recorded packet is a difference: the replay's timer fires
+/// early. (A recording whose reactor overslept by more would fail `check`
+/// and has to be recorded again.)
+pub const EARLY_TIMER_US: u64 = 2000;
 
 /// A replayed deadline at most this much after a recorded timer turn's
 /// transmit time still explains the turn (the replay's deadline came out
@@ -83,7 +123,9 @@ pub const TURN_GUARD_US: u64 = 100;
 pub const LATE_TIMER_US: u64 = 300;
 
 /// An outbound packet this long after its turn's inbound packets may be a
-/// later timer turn's rather than the turn's own (see `final_transmit`).
+/// later timer turn's rather than the turn's own (see `final_transmit`);
+/// a turn's own packets go out within this time (its work, as for
+/// [`EARLY_TIMER_US`]).
 pub const SAME_TURN_US: u64 = 2000;
 
 /// Which way a recorded packet went.
@@ -201,6 +243,10 @@ pub struct Outcome {
     pub matched: usize,
     /// Inbound packets fed.
     pub fed: usize,
+    /// Inferred reactor turns that only ran timers and sent packets.
+    pub timer_turns: usize,
+    /// Inferred reactor turns that only ran timers and sent nothing.
+    pub silent_timer_turns: usize,
     /// The replayed endpoint's counters at the end.
     pub stats: tcp::Stats,
 }
@@ -210,8 +256,11 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "retransmits {} (rto {}, fast {}), syn cookies sent/ok {}/{}, rst out {}, \
-             icmp echo {}, out of window {}, out of order {}",
+            "timer turns {} (+{} silent), retransmits {} (rto {}, fast {}), \
+             syn cookies sent/ok {}/{}, rst out {}, icmp echo {}, out of window {}, \
+             out of order {}",
+            self.timer_turns,
+            self.silent_timer_turns,
             s.retransmits,
             s.rto_timeouts,
             s.fast_retransmits,
@@ -236,6 +285,8 @@ struct Checker<'a> {
     rel_a: Relative,
     matched: usize,
     fed: usize,
+    timer_turns: usize,
+    silent_timer_turns: usize,
     trace: Option<TraceFn<'a>>,
     pending_in: Vec<usize>,
     syn_seen: Vec<(std::net::SocketAddr, std::net::SocketAddr, &'static str)>,
@@ -350,22 +401,19 @@ impl<'a> Checker<'a> {
         }
     }
 
-    /// Compares one packet the replay emitted at `t` with record `i`.
-    fn take_output(&mut self, pkt_time: Instant, strict_time: bool) -> Result<bool, Mismatch> {
+    /// Compares the next packet the replay emits at `pkt_time` with record
+    /// `i`; false when it emits none.
+    fn take_output(&mut self, pkt_time: Instant) -> Result<bool, Mismatch> {
         let Some(p) = self.sim.poll_transmit(pkt_time).map(|p| p.to_vec()) else {
             return Ok(false);
         };
-        self.compare_output(&p, pkt_time, strict_time)?;
+        self.compare_output(&p, pkt_time)?;
         Ok(true)
     }
 
-    /// Compares a packet the replay emitted at `pkt_time` with record `i`.
-    fn compare_output(
-        &mut self,
-        p: &[u8],
-        pkt_time: Instant,
-        strict_time: bool,
-    ) -> Result<(), Mismatch> {
+    /// Compares a packet the replay emitted at `pkt_time` with record `i`:
+    /// direction, time, then every byte.
+    fn compare_output(&mut self, p: &[u8], pkt_time: Instant) -> Result<(), Mismatch> {
         let idx = self.i;
         let rec_ok = idx < self.cap.records.len() && self.cap.dirs[idx] == Dir::Out;
         if !rec_ok {
@@ -374,7 +422,7 @@ impl<'a> Checker<'a> {
                 "the replay sends a packet the capture does not have here",
             ));
         }
-        if strict_time && self.cap.time(idx) != pkt_time {
+        if self.cap.time(idx) != pkt_time {
             return Err(self.mismatch_here(
                 Some(p),
                 &format!(
@@ -412,35 +460,39 @@ impl<'a> Checker<'a> {
     /// The reactor's transmit inside a drain: everything, at the turn's `now`.
     fn transmit_at(&mut self, t: Instant) -> Result<(), Mismatch> {
         self.flush_trace();
-        while self.take_output(t, true)? {}
+        while self.take_output(t)? {}
         Ok(())
     }
 
     /// The turn's final transmit: the recorded packets that share the next
-    /// outbound timestamp, then nothing more.
+    /// outbound timestamp, then nothing more. A turn's own packets go out
+    /// within [`SAME_TURN_US`] of its start; a later one is a timer turn's,
+    /// so the turn must send nothing (asked at its own time, as the
+    /// reactor did right after its handlers: what the endpoint arms while
+    /// it finds nothing to send depends on that time).
     fn final_transmit(&mut self, turn: Instant) -> Result<(), Mismatch> {
         self.flush_trace();
         let n = self.cap.records.len();
         if self.i < n && self.cap.dirs[self.i] == Dir::Out {
             let t = self.cap.time(self.i);
-            // Is the next outbound packet this turn's, or a later timer
-            // turn's? Asking the endpoint at the packet's time would move
-            // its clock (and what it arms while sending) past that timer
-            // turn. When a timer could explain the packet and the packet
-            // came well after the turn, ask at the turn's time, as the
-            // reactor did right after its handlers ran.
-            let timer_could = self
-                .sim
-                .next_timer()
-                .is_some_and(|d| d.as_micros() <= t.as_micros() + LATE_TIMER_US);
-            if timer_could && t.as_micros() > turn.as_micros() + SAME_TURN_US {
-                match self.sim.poll_transmit(turn).map(|p| p.to_vec()) {
-                    None => return Ok(()),
-                    Some(p) => self.compare_output(&p, turn, false)?,
+            if t.as_micros() > turn.as_micros() + SAME_TURN_US {
+                if let Some(p) = self.sim.poll_transmit(turn).map(|p| p.to_vec()) {
+                    return Err(self.mismatch_here(
+                        Some(&p),
+                        &format!(
+                            "time: the replay sends this packet in the turn of the inbound \
+                             packets at {} µs; the capture sends it at {} µs, {} µs later \
+                             (a turn's own packets go out within {SAME_TURN_US} µs)",
+                            turn.as_micros(),
+                            t.as_micros(),
+                            t.as_micros() - turn.as_micros()
+                        ),
+                    ));
                 }
+                return Ok(());
             }
             while self.i < n && self.cap.dirs[self.i] == Dir::Out && self.cap.time(self.i) == t {
-                if !self.take_output(t, true)? {
+                if !self.take_output(t)? {
                     // Maybe a later timer turn: the caller decides.
                     return Ok(());
                 }
@@ -462,9 +514,12 @@ impl<'a> Checker<'a> {
 
     /// Runs the timers of a turn whose first packet went out at `t_o`;
     /// false when no timer is due (see the module documentation:
-    /// [`TURN_GUARD_US`], [`LATE_TIMER_US`]). Every deadline up to `t_o`
-    /// runs, each at the later of its deadline and `t_o - TURN_GUARD_US`.
-    fn fire_timer_turn(&mut self, t_o: Instant) -> bool {
+    /// [`TURN_GUARD_US`], [`LATE_TIMER_US`], [`EARLY_TIMER_US`]). A
+    /// deadline more than `EARLY_TIMER_US` before `t_o` had a turn of its
+    /// own, which must send nothing ([`Checker::silent_timer_turn`]); the
+    /// others up to `t_o` run, each at the later of its deadline and
+    /// `t_o - TURN_GUARD_US`.
+    fn fire_timer_turn(&mut self, t_o: Instant) -> Result<bool, Mismatch> {
         let t_us = t_o.as_micros();
         let mut fired = false;
         for _ in 0..64 {
@@ -472,6 +527,10 @@ impl<'a> Checker<'a> {
                 break;
             };
             let d_us = d.as_micros();
+            if d_us + EARLY_TIMER_US < t_us {
+                self.silent_timer_turn(d)?;
+                continue;
+            }
             let at = if d_us <= t_us {
                 d_us.max(t_us.saturating_sub(TURN_GUARD_US))
             } else if !fired && d_us - t_us <= LATE_TIMER_US {
@@ -485,7 +544,58 @@ impl<'a> Checker<'a> {
                 break;
             }
         }
-        fired
+        if fired {
+            self.timer_turns += 1;
+        }
+        Ok(fired)
+    }
+
+    /// A timer due at `d`, well before the next recorded packet (record
+    /// `i`, inbound or outbound, more than [`EARLY_TIMER_US`] later): the
+    /// reactor woke for it, at most `EARLY_TIMER_US` late, and since the
+    /// capture shows nothing in between, that turn sent nothing. The
+    /// replay runs it at its deadline; a packet then is a difference.
+    fn silent_timer_turn(&mut self, d: Instant) -> Result<(), Mismatch> {
+        self.sim.handle_timeout(d);
+        self.sim.process();
+        if let Some(p) = self.sim.poll_transmit(d).map(|p| p.to_vec()) {
+            let next_out = (self.i..self.cap.records.len())
+                .find(|&j| self.cap.dirs[j] == Dir::Out)
+                .map(|j| self.cap.time(j).as_micros());
+            let d_us = d.as_micros();
+            let why = match next_out {
+                Some(o) => format!(
+                    "time: the replay's timer due at {d_us} µs sends this packet then; the \
+                     capture's next packet from tcpd is at {o} µs, {} µs later, but a \
+                     timer's packet is recorded at most {EARLY_TIMER_US} µs after its \
+                     deadline: the replay's timer fires too early",
+                    o.saturating_sub(d_us)
+                ),
+                None => format!(
+                    "time: the replay's timer due at {d_us} µs sends this packet then; the \
+                     capture has no more packets from tcpd"
+                ),
+            };
+            return Err(self.mismatch_here(Some(&p), &why));
+        }
+        self.silent_timer_turns += 1;
+        Ok(())
+    }
+
+    /// Before the inbound packets at `t`: the turns of timers due more than
+    /// [`EARLY_TIMER_US`] earlier, which sent nothing (see
+    /// [`Checker::silent_timer_turn`]). Timers due later than that may have
+    /// run in the packets' own turn, after the drain.
+    fn timers_before_input(&mut self, t: Instant) -> Result<(), Mismatch> {
+        for _ in 0..1024 {
+            match self.sim.next_timer() {
+                Some(d) if d.as_micros() + EARLY_TIMER_US < t.as_micros() => {
+                    self.silent_timer_turn(d)?;
+                }
+                _ => break,
+            }
+        }
+        Ok(())
     }
 
     fn run(&mut self) -> Result<(), Mismatch> {
@@ -495,6 +605,7 @@ impl<'a> Checker<'a> {
             let t = self.cap.time(self.i);
             match self.cap.dirs[self.i] {
                 Dir::In => {
+                    self.timers_before_input(t)?;
                     let mut k = 0usize;
                     while self.i < n
                         && self.cap.dirs[self.i] == Dir::In
@@ -534,19 +645,32 @@ impl<'a> Checker<'a> {
                 }
                 Dir::Out => {
                     let before = self.i;
-                    if self.fire_timer_turn(t) {
+                    if self.fire_timer_turn(t)? {
                         self.sim.process();
                         self.final_transmit(t)?;
                     }
                     if self.i == before {
+                        let next = self.sim.next_timer();
                         if std::env::var_os("TCPD_REPLAY_DEBUG").is_some() {
-                            eprintln!("debug: next timer {:?} at t {:?}", self.sim.next_timer(), t);
+                            eprintln!("debug: next timer {next:?} at t {t:?}");
                         }
+                        let timer = match next {
+                            Some(d) if d > t => format!(
+                                "the replay's next timer is due at {} µs, {} µs after this \
+                                 packet (more than {LATE_TIMER_US} µs: fires late?)",
+                                d.as_micros(),
+                                d.as_micros() - t.as_micros()
+                            ),
+                            Some(_) => "the replay's due timers send nothing".to_string(),
+                            None => "the replay has no timer armed".to_string(),
+                        };
                         let got = self.sim.poll_transmit(t).map(|p| p.to_vec());
                         return Err(self.mismatch_here(
                             got.as_deref(),
-                            "the capture has a packet here that the replay does not send \
-                             (no inbound packet or due timer explains it)",
+                            &format!(
+                                "the capture has a packet here that the replay does not send \
+                                 (no inbound packet or due timer explains it; {timer})"
+                            ),
                         ));
                     }
                 }
@@ -606,6 +730,8 @@ fn run_checker<'a>(
         rel_a: Relative::default(),
         matched: 0,
         fed: 0,
+        timer_turns: 0,
+        silent_timer_turns: 0,
         trace,
         pending_in: Vec::new(),
         syn_seen: Vec::new(),
@@ -616,6 +742,8 @@ fn run_checker<'a>(
         mismatch,
         matched: c.matched,
         fed: c.fed,
+        timer_turns: c.timer_turns,
+        silent_timer_turns: c.silent_timer_turns,
         stats: *c.sim.ep.stats(),
     })
 }

@@ -1,12 +1,24 @@
-//! Classic pcap files (the format libpcap and tcpdump write): reading with
-//! every link type a TCP capture is likely to use, and writing link type RAW
+//! Capture files: reading classic pcap (what libpcap and tcpdump write)
+//! and pcapng (what Wireshark and dumpcap write), with every link type a TCP
+//! capture is likely to use, and writing classic pcap with link type RAW
 //! (what `tcpd --pcap` writes).
 //!
-//! Format: a 24-byte file header (magic `a1b2c3d4` for microsecond or
+//! Classic pcap: a 24-byte file header (magic `a1b2c3d4` for microsecond or
 //! `a1b23c4d` for nanosecond timestamps, in either byte order, then the
 //! version, snaplen and link type), then records of a 16-byte header
 //! (seconds, sub-second part, captured length, original length) followed by
 //! the captured bytes.
+//!
+//! pcapng (RFC draft "PCAP Next Generation Dump File Format"): a sequence
+//! of blocks, each `type, total length, body, total length` (32-bit words,
+//! padded to 4 bytes). A Section Header Block (type `0a0d0d0a`) starts each
+//! section and gives its byte order (magic `1a2b3c4d`); Interface
+//! Description Blocks (type 1) give each interface's link type and
+//! timestamp resolution (`if_tsresol`, default µs) and offset
+//! (`if_tsoffset`, seconds); packets come in Enhanced Packet Blocks (type
+//! 6), obsolete Packet Blocks (type 2) or Simple Packet Blocks (type 3, no
+//! timestamp: they get the previous packet's). Other blocks (name
+//! resolution, statistics, custom) are skipped.
 
 use std::fmt;
 use std::path::Path;
@@ -26,7 +38,7 @@ const LINKTYPE_LINUX_SLL2: u32 = 276;
 pub enum PcapError {
     /// The file could not be read.
     Io(String, std::io::Error),
-    /// Not a pcap file (wrong magic), or a pcapng file.
+    /// Not a pcap or pcapng file (wrong magic), or a malformed one.
     NotPcap(String),
     /// The file ends inside a header or a packet.
     Truncated(String),
@@ -54,8 +66,8 @@ pub struct Record {
     pub data: Vec<u8>,
 }
 
-/// Reads every record of a classic pcap file and returns the IP packets in
-/// it. Records that carry something other than IPv4/IPv6 (ARP, for
+/// Reads every record of a classic pcap or pcapng file and returns the IP
+/// packets in it. Records that carry something other than IPv4/IPv6 (ARP, for
 /// instance, on an Ethernet capture) are skipped and counted in the second
 /// value; a capture with no IP packet at all is an error.
 pub fn read(path: &Path) -> Result<(Vec<Record>, usize), PcapError> {
@@ -66,6 +78,9 @@ pub fn read(path: &Path) -> Result<(Vec<Record>, usize), PcapError> {
 
 /// [`read`] on bytes already in memory; `name` is used in messages.
 pub fn parse(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError> {
+    if bytes.starts_with(&PCAPNG_SHB) {
+        return parse_pcapng(name, bytes);
+    }
     if bytes.len() < 24 {
         if bytes.len() >= 4 && is_magic(&bytes[..4]) {
             return Err(PcapError::Truncated(format!(
@@ -84,11 +99,6 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError
         [0xa1, 0xb2, 0xc3, 0xd4] => (true, false),
         [0x4d, 0x3c, 0xb2, 0xa1] => (false, true),
         [0xa1, 0xb2, 0x3c, 0x4d] => (true, true),
-        [0x0a, 0x0d, 0x0d, 0x0a] => {
-            return Err(PcapError::NotPcap(format!(
-                "{name}: a pcapng file; convert it with `editcap -F pcap {name} out.pcap`"
-            )))
-        }
         _ => {
             return Err(PcapError::NotPcap(format!(
                 "{name}: not a pcap file (magic {:02x}{:02x}{:02x}{:02x})",
@@ -105,20 +115,7 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError
         }
     };
     let linktype = u32_at(bytes, 20) & 0x0fff_ffff;
-    let known = matches!(
-        linktype,
-        LINKTYPE_NULL
-            | LINKTYPE_ETHERNET
-            | LINKTYPE_RAW
-            | 12
-            | 14
-            | LINKTYPE_LOOP
-            | LINKTYPE_LINUX_SLL
-            | LINKTYPE_IPV4
-            | LINKTYPE_IPV6
-            | LINKTYPE_LINUX_SLL2
-    );
-    if !known {
+    if !known_linktype(linktype) {
         return Err(PcapError::NotIp(format!(
             "{name}: link type {linktype} carries no IP packets this tool can read \
              (RAW, Ethernet, Linux cooked, loopback)"
@@ -168,6 +165,294 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError
     if out.is_empty() {
         return Err(PcapError::NotIp(format!(
             "{name}: no IPv4 or IPv6 packet in the capture ({n} records)"
+        )));
+    }
+    Ok((out, skipped))
+}
+
+/// Whether [`strip_link`] can take IP packets out of this link type's frames.
+fn known_linktype(linktype: u32) -> bool {
+    matches!(
+        linktype,
+        LINKTYPE_NULL
+            | LINKTYPE_ETHERNET
+            | LINKTYPE_RAW
+            | 12
+            | 14
+            | LINKTYPE_LOOP
+            | LINKTYPE_LINUX_SLL
+            | LINKTYPE_IPV4
+            | LINKTYPE_IPV6
+            | LINKTYPE_LINUX_SLL2
+    )
+}
+
+/// The block type of a pcapng Section Header Block (a palindrome: the same
+/// in both byte orders), which starts every pcapng file.
+const PCAPNG_SHB: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+/// The byte-order magic inside a Section Header Block.
+const PCAPNG_BYTE_ORDER: u32 = 0x1a2b_3c4d;
+/// Most interfaces one pcapng section may describe (a bound on memory).
+const PCAPNG_MAX_INTERFACES: usize = 4096;
+
+/// An interface of a pcapng section, as its packets need it.
+#[derive(Clone, Copy)]
+struct NgInterface {
+    linktype: u32,
+    /// Timestamp units: `10^-n` s (`pow2` false) or `2^-n` s.
+    resol: u8,
+    pow2: bool,
+    /// Added to every timestamp, seconds (`if_tsoffset`).
+    offset_s: i64,
+}
+
+impl NgInterface {
+    /// A timestamp in this interface's units as µs since the epoch.
+    fn micros(&self, ts: u64) -> u64 {
+        let ts = u128::from(ts);
+        let us = if self.pow2 {
+            (ts * 1_000_000) >> self.resol.min(127)
+        } else if self.resol >= 6 {
+            ts / 10u128.pow(u32::from(self.resol.min(38)) - 6)
+        } else {
+            ts * 10u128.pow(6 - u32::from(self.resol))
+        };
+        let us = u64::try_from(us).unwrap_or(u64::MAX);
+        if self.offset_s >= 0 {
+            us.saturating_add(self.offset_s.unsigned_abs().saturating_mul(1_000_000))
+        } else {
+            us.saturating_sub(self.offset_s.unsigned_abs().saturating_mul(1_000_000))
+        }
+    }
+}
+
+/// Reads the options of a pcapng block (`code, length, value` padded to 4
+/// bytes, up to `opt_endofopt`), calling `f(code, value)` for each.
+fn ng_options(body: &[u8], u16_at: &dyn Fn(&[u8], usize) -> u16, f: &mut dyn FnMut(u16, &[u8])) {
+    let mut off = 0;
+    while off + 4 <= body.len() {
+        let code = u16_at(body, off);
+        let len = usize::from(u16_at(body, off + 2));
+        if code == 0 {
+            return;
+        }
+        let Some(value) = body.get(off + 4..off + 4 + len) else {
+            return;
+        };
+        f(code, value);
+        off += 4 + len.div_ceil(4) * 4;
+    }
+}
+
+/// [`parse`] for a pcapng file (see the module documentation).
+fn parse_pcapng(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError> {
+    let mut big = false;
+    let mut ifaces: Vec<NgInterface> = Vec::new();
+    let mut out = Vec::new();
+    let mut skipped = 0usize;
+    let mut unsupported: Vec<u32> = Vec::new();
+    let mut packets = 0usize;
+    let mut last_ts = 0u64;
+    let mut off = 0usize;
+    let mut n = 0usize;
+    let rd32 = |big: bool, b: &[u8], o: usize| -> u32 {
+        let a = [b[o], b[o + 1], b[o + 2], b[o + 3]];
+        if big {
+            u32::from_be_bytes(a)
+        } else {
+            u32::from_le_bytes(a)
+        }
+    };
+    while off < bytes.len() {
+        n += 1;
+        let left = bytes.len() - off;
+        if left < 12 {
+            return Err(PcapError::Truncated(format!(
+                "{name}: truncated capture: pcapng block {n} at byte {off} is cut short \
+                 ({left} bytes, a block has at least 12)"
+            )));
+        }
+        let is_shb = bytes[off..off + 4] == PCAPNG_SHB;
+        if is_shb {
+            // A new section: its byte order, from the magic after the length.
+            if left < 28 {
+                return Err(PcapError::Truncated(format!(
+                    "{name}: truncated capture: pcapng section header at byte {off} is cut \
+                     short ({left} of at least 28 bytes)"
+                )));
+            }
+            let m = [
+                bytes[off + 8],
+                bytes[off + 9],
+                bytes[off + 10],
+                bytes[off + 11],
+            ];
+            big = if u32::from_le_bytes(m) == PCAPNG_BYTE_ORDER {
+                false
+            } else if u32::from_be_bytes(m) == PCAPNG_BYTE_ORDER {
+                true
+            } else {
+                return Err(PcapError::NotPcap(format!(
+                    "{name}: pcapng section header at byte {off} has no byte-order magic \
+                     (not a pcapng file?)"
+                )));
+            };
+            ifaces.clear();
+        }
+        let btype = rd32(big, bytes, off);
+        let total = rd32(big, bytes, off + 4) as usize;
+        if total < 12 || total % 4 != 0 {
+            return Err(PcapError::NotPcap(format!(
+                "{name}: corrupt pcapng block {n} at byte {off}: length {total}"
+            )));
+        }
+        if total > left {
+            return Err(PcapError::Truncated(format!(
+                "{name}: truncated capture: pcapng block {n} needs {total} bytes, the file has \
+                 {left} left"
+            )));
+        }
+        if rd32(big, bytes, off + total - 4) as usize != total {
+            return Err(PcapError::NotPcap(format!(
+                "{name}: corrupt pcapng block {n} at byte {off}: its two lengths differ"
+            )));
+        }
+        let body = &bytes[off + 8..off + total - 4];
+        off += total;
+        let u16_at = |b: &[u8], o: usize| -> u16 {
+            let a = [b[o], b[o + 1]];
+            if big {
+                u16::from_be_bytes(a)
+            } else {
+                u16::from_le_bytes(a)
+            }
+        };
+        let u32_at = |b: &[u8], o: usize| rd32(big, b, o);
+        let short = |what: &str| {
+            PcapError::NotPcap(format!(
+                "{name}: corrupt pcapng block {n}: {what} is shorter than its fixed fields"
+            ))
+        };
+        // (interface, timestamp, captured bytes, original length)
+        let pkt: Option<(usize, Option<u64>, &[u8], usize)> = match btype {
+            0x0a0d_0d0a => None,
+            1 => {
+                if body.len() < 8 {
+                    return Err(short("an interface description"));
+                }
+                if ifaces.len() >= PCAPNG_MAX_INTERFACES {
+                    return Err(PcapError::NotPcap(format!(
+                        "{name}: more than {PCAPNG_MAX_INTERFACES} interfaces in one section"
+                    )));
+                }
+                let mut iface = NgInterface {
+                    linktype: u32::from(u16_at(body, 0)),
+                    resol: 6,
+                    pow2: false,
+                    offset_s: 0,
+                };
+                ng_options(&body[8..], &u16_at, &mut |code, v| match (code, v) {
+                    (9, [r]) => {
+                        iface.pow2 = r & 0x80 != 0;
+                        iface.resol = r & 0x7f;
+                    }
+                    (14, v) if v.len() == 8 => {
+                        let mut a = [0u8; 8];
+                        a.copy_from_slice(v);
+                        iface.offset_s = if big {
+                            i64::from_be_bytes(a)
+                        } else {
+                            i64::from_le_bytes(a)
+                        };
+                    }
+                    _ => {}
+                });
+                ifaces.push(iface);
+                None
+            }
+            6 => {
+                if body.len() < 20 {
+                    return Err(short("an enhanced packet"));
+                }
+                let ts = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
+                let cap = u32_at(body, 12) as usize;
+                let orig = u32_at(body, 16) as usize;
+                let data = body
+                    .get(20..20usize.saturating_add(cap))
+                    .ok_or_else(|| short("an enhanced packet's data"))?;
+                Some((u32_at(body, 0) as usize, Some(ts), data, orig))
+            }
+            2 => {
+                if body.len() < 20 {
+                    return Err(short("a packet block"));
+                }
+                let ts = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
+                let cap = u32_at(body, 12) as usize;
+                let orig = u32_at(body, 16) as usize;
+                let data = body
+                    .get(20..20usize.saturating_add(cap))
+                    .ok_or_else(|| short("a packet block's data"))?;
+                Some((usize::from(u16_at(body, 0)), Some(ts), data, orig))
+            }
+            3 => {
+                if body.len() < 4 {
+                    return Err(short("a simple packet"));
+                }
+                let orig = u32_at(body, 0) as usize;
+                let data = &body[4..];
+                let data = &data[..orig.min(data.len())];
+                Some((0, None, data, orig))
+            }
+            _ => None,
+        };
+        let Some((if_id, ts, data, orig)) = pkt else {
+            continue;
+        };
+        packets += 1;
+        let iface = *ifaces.get(if_id).ok_or_else(|| {
+            PcapError::NotPcap(format!(
+                "{name}: pcapng packet {packets} (block {n}) names interface {if_id}, which \
+                 its section does not describe"
+            ))
+        })?;
+        if data.len() < orig {
+            return Err(PcapError::Truncated(format!(
+                "{name}: record {packets} was cut by the snap length ({} of {orig} bytes); \
+                 record with a larger snaplen (tcpdump -s 0)",
+                data.len()
+            )));
+        }
+        let ts_us = match ts {
+            Some(t) => iface.micros(t),
+            None => last_ts,
+        };
+        last_ts = ts_us;
+        if !known_linktype(iface.linktype) {
+            if !unsupported.contains(&iface.linktype) {
+                unsupported.push(iface.linktype);
+            }
+            skipped += 1;
+            continue;
+        }
+        match strip_link(iface.linktype, data) {
+            Some(ip) if !ip.is_empty() && matches!(ip[0] >> 4, 4 | 6) => out.push(Record {
+                ts_us,
+                data: ip.to_vec(),
+            }),
+            _ => skipped += 1,
+        }
+    }
+    if out.is_empty() {
+        let why = if unsupported.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; link types {unsupported:?} carry no IP packets this tool can read \
+                 (RAW, Ethernet, Linux cooked, loopback)"
+            )
+        };
+        return Err(PcapError::NotIp(format!(
+            "{name}: no IPv4 or IPv6 packet in the capture ({packets} packets{why})"
         )));
     }
     Ok((out, skipped))
@@ -282,5 +567,136 @@ mod tests {
         let e = parse("x", &eth).unwrap_err();
         assert!(matches!(e, PcapError::NotIp(_)), "{e}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A pcapng block: type, length, body padded to 4 bytes, length.
+    fn block(big: bool, btype: u32, body: &[u8]) -> Vec<u8> {
+        let w = |v: u32| {
+            if big {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let pad = body.len().div_ceil(4) * 4;
+        let total = (12 + pad) as u32;
+        let mut b = Vec::new();
+        b.extend_from_slice(&w(btype));
+        b.extend_from_slice(&w(total));
+        b.extend_from_slice(body);
+        b.resize(8 + pad, 0);
+        b.extend_from_slice(&w(total));
+        b
+    }
+
+    /// A small pcapng by hand: two sections (little, then big endian),
+    /// binary and decimal timestamp resolutions, a timestamp offset, and
+    /// the three packet block kinds.
+    fn handmade() -> Vec<u8> {
+        let mut f = Vec::new();
+        for big in [false, true] {
+            let w16 = |v: u16| {
+                if big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                }
+            };
+            let w32 = |v: u32| {
+                if big {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                }
+            };
+            let mut shb = w32(0x1a2b_3c4d).to_vec();
+            shb.extend_from_slice(&w16(1));
+            shb.extend_from_slice(&w16(0));
+            shb.extend_from_slice(&[0xff; 8]);
+            f.extend(block(big, 0x0a0d_0d0a, &shb));
+            // Interface 0: RAW, 2^-10 s units, offset 1000 s.
+            let mut idb = w16(101).to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&w32(0));
+            idb.extend_from_slice(&w16(9));
+            idb.extend_from_slice(&w16(1));
+            idb.extend_from_slice(&[0x80 | 10, 0, 0, 0]);
+            idb.extend_from_slice(&w16(14));
+            idb.extend_from_slice(&w16(8));
+            idb.extend_from_slice(&if big {
+                1000i64.to_be_bytes()
+            } else {
+                1000i64.to_le_bytes()
+            });
+            idb.extend_from_slice(&[0, 0, 0, 0]);
+            f.extend(block(big, 1, &idb));
+            // An enhanced packet at 2048 units = 2 s (+ 1000 s offset).
+            let ip = [0x45u8, 0, 0, 20, 9, 9, 9];
+            let mut epb = w32(0).to_vec();
+            epb.extend_from_slice(&w32(0));
+            epb.extend_from_slice(&w32(2048));
+            epb.extend_from_slice(&w32(ip.len() as u32));
+            epb.extend_from_slice(&w32(ip.len() as u32));
+            epb.extend_from_slice(&ip);
+            f.extend(block(big, 6, &epb));
+            // A name resolution block: skipped.
+            f.extend(block(big, 4, &[0, 0, 0, 0]));
+            // A simple packet: no timestamp, gets the previous one.
+            let ip6 = [0x60u8, 1, 2, 3];
+            let mut spb = w32(ip6.len() as u32).to_vec();
+            spb.extend_from_slice(&ip6);
+            f.extend(block(big, 3, &spb));
+            // An obsolete packet block at 3072 units = 3 s.
+            let mut pb = w16(0).to_vec();
+            pb.extend_from_slice(&w16(0));
+            pb.extend_from_slice(&w32(0));
+            pb.extend_from_slice(&w32(3072));
+            pb.extend_from_slice(&w32(ip.len() as u32));
+            pb.extend_from_slice(&w32(ip.len() as u32));
+            pb.extend_from_slice(&ip);
+            f.extend(block(big, 2, &pb));
+        }
+        f
+    }
+
+    #[test]
+    fn pcapng_sections_resolutions_and_block_kinds() {
+        let f = handmade();
+        let (recs, skipped) = parse("x.pcapng", &f).unwrap();
+        assert_eq!(skipped, 0);
+        let ts: Vec<u64> = recs.iter().map(|r| r.ts_us).collect();
+        assert_eq!(
+            ts,
+            [1_002_000_000, 1_002_000_000, 1_003_000_000].repeat(2),
+            "{recs:?}"
+        );
+        assert_eq!(recs[0].data, [0x45, 0, 0, 20, 9, 9, 9]);
+        assert_eq!(recs[1].data, [0x60, 1, 2, 3]);
+        // A packet naming an interface its section does not have.
+        let mut bad = f.clone();
+        let epb_if = f.windows(4).position(|w| w == [6, 0, 0, 0]).unwrap() + 8;
+        bad[epb_if] = 7;
+        let e = parse("x.pcapng", &bad).unwrap_err();
+        assert!(e.to_string().contains("interface 7"), "{e}");
+        // The section header's trailing length (bytes 24..28) disagrees
+        // with its leading one.
+        let mut bad = f.clone();
+        bad[24] ^= 0x40;
+        let e = parse("x.pcapng", &bad).unwrap_err();
+        assert!(e.to_string().contains("two lengths differ"), "{e}");
+        // Truncated anywhere: an error or fewer packets, never a panic;
+        // and any single corrupted byte likewise.
+        for cut in 0..f.len() {
+            if let Ok((r, _)) = parse("x.pcapng", &f[..cut]) {
+                assert!(r.len() < recs.len());
+            }
+        }
+        for i in 0..f.len() {
+            for x in [0x01u8, 0x80, 0xff] {
+                let mut g = f.clone();
+                g[i] ^= x;
+                let _ = parse("x.pcapng", &g);
+            }
+        }
     }
 }

@@ -10,6 +10,13 @@
 //! services (echo, discard or HTTP, chosen per server port from the
 //! client's first bytes unless `--service` says).
 //!
+//! Connections the server refused (its answer to the SYN was a RST, no
+//! SYN-ACK) are listed as skipped: there is nothing to play. Connections
+//! are told apart per instance, not per address pair: a client port
+//! reused for a later connection in the same capture is a connection of
+//! its own (the n-th connection tcpd accepts between two addresses is the
+//! n-th one the player started between them).
+//!
 //! Checked per connection:
 //! - every client byte reaches the service, in order, exactly once;
 //! - tcpd's acknowledgments are consistent: never decreasing, never beyond
@@ -95,6 +102,9 @@ impl std::fmt::Display for End {
 pub struct ConnReport {
     /// Client address.
     pub client: SocketAddr,
+    /// Which connection between these two addresses this is, from 0 (a
+    /// client port reused later in the capture makes another one).
+    pub instance: usize,
     /// Server address.
     pub server: SocketAddr,
     /// The service that answered.
@@ -138,11 +148,16 @@ impl PlayReport {
             let _ =
                 writeln!(
                 s,
-                "{} {} -> {} ({}): {} client bytes, {} reached the service, tcpd sent {} bytes; \
+                "{} {} -> {}{} ({}): {} client bytes, {} reached the service, tcpd sent {} bytes; \
                  capture ended {}, play ended {}; {} extra segments, {} redundant ACKs left out",
                 if c.problems.is_empty() { "ok  " } else { "FAIL" },
                 c.client,
                 c.server,
+                if c.instance > 0 {
+                    format!(" (connection {} on this port pair)", c.instance + 1)
+                } else {
+                    String::new()
+                },
                 c.service,
                 c.client_bytes,
                 c.delivered,
@@ -168,7 +183,20 @@ impl PlayReport {
 
 // ----- a service wrapper that records what the handler consumed -----------
 
-type Log = Arc<Mutex<HashMap<SocketAddr, Vec<u8>>>>;
+/// One connection instance: client, server, and which connection between
+/// the two it is (0 for the first).
+type ConnKey = (SocketAddr, SocketAddr, usize);
+
+/// What the services consumed, per connection instance.
+#[derive(Default)]
+struct Delivered {
+    /// Connections accepted so far per (client, server).
+    accepted: HashMap<(SocketAddr, SocketAddr), usize>,
+    /// Bytes consumed, per instance.
+    bytes: HashMap<ConnKey, Vec<u8>>,
+}
+
+type Log = Arc<Mutex<Delivered>>;
 
 struct Tap {
     inner: Arc<dyn Service>,
@@ -177,7 +205,7 @@ struct Tap {
 
 struct TapHandler {
     inner: Box<dyn Handler>,
-    remote: SocketAddr,
+    key: ConnKey,
     log: Log,
 }
 
@@ -186,9 +214,18 @@ impl Service for Tap {
         self.inner.name()
     }
     fn new_handler(&self, ctx: &ConnCtx) -> Box<dyn Handler> {
+        let pair = (ctx.remote, ctx.local);
+        let instance = match self.log.lock() {
+            Ok(mut l) => {
+                let n = l.accepted.entry(pair).or_insert(0);
+                *n += 1;
+                *n - 1
+            }
+            Err(_) => 0,
+        };
         Box::new(TapHandler {
             inner: self.inner.new_handler(ctx),
-            remote: ctx.remote,
+            key: (pair.0, pair.1, instance),
             log: self.log.clone(),
         })
     }
@@ -198,7 +235,8 @@ impl Handler for TapHandler {
     fn on_data(&mut self, data: &[u8], io: &mut Io<'_>) -> usize {
         let n = self.inner.on_data(data, io).min(data.len());
         if let Ok(mut l) = self.log.lock() {
-            l.entry(self.remote)
+            l.bytes
+                .entry(self.key)
                 .or_default()
                 .extend_from_slice(&data[..n]);
         }
@@ -220,6 +258,8 @@ impl Handler for TapHandler {
 struct CapConn {
     client: SocketAddr,
     server: SocketAddr,
+    /// Which connection between `client` and `server` this is, from 0.
+    instance: usize,
     /// Client segments: (time µs since the capture's start, segment).
     segs: Vec<(u64, Seg)>,
     client_isn: u32,
@@ -227,6 +267,8 @@ struct CapConn {
     server_rst: bool,
     client_fin: bool,
     server_fin: bool,
+    /// The server answered the SYN with a SYN-ACK.
+    server_synack: bool,
 }
 
 /// The player's view of one connection against tcpd.
@@ -251,6 +293,12 @@ struct Live {
     /// Last window and timestamp value the client used.
     client_win: u16,
     client_ts: Option<u32>,
+    /// The player sent this connection's first segment to tcpd.
+    started: bool,
+    /// tcpd's state for this connection when a later connection between
+    /// the same addresses started (after that, the addresses name the
+    /// later one).
+    end_state: Option<Option<State>>,
     problems: Vec<String>,
     extra: usize,
     /// Recorded pure ACKs not sent (nothing new to acknowledge).
@@ -316,12 +364,14 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
                 conns.push(CapConn {
                     client: s.src,
                     server: s.dst,
+                    instance: 0,
                     segs: Vec::new(),
                     client_isn: s.seq,
                     client_rst: false,
                     server_rst: false,
                     client_fin: false,
                     server_fin: false,
+                    server_synack: false,
                 });
             }
         }
@@ -339,6 +389,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         } else {
             c.server_rst |= s.rst();
             c.server_fin |= s.fin();
+            c.server_synack |= s.syn() && s.has_ack();
         }
     }
     for ((a, b), n) in orphan {
@@ -346,12 +397,20 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
             "{a} -> {b}: {n} segments without a SYN in the capture"
         ));
     }
-    // Drop connections the server refused (SYN answered by RST): nothing to play.
     let mut kinds: HashMap<u16, Kind> = HashMap::new();
     let mut v4: Option<IpAddr> = None;
     let mut v6: Option<IpAddr> = None;
-    let mut playable = Vec::new();
-    for c in conns {
+    let mut playable: Vec<CapConn> = Vec::new();
+    for mut c in conns {
+        // Drop connections the server refused (SYN answered by RST, no
+        // SYN-ACK): nothing to play, and no service for that port.
+        if c.server_rst && !c.server_synack {
+            skipped.push(format!(
+                "{} -> {}: refused by the server (its SYN was answered by RST); not played",
+                c.client, c.server
+            ));
+            continue;
+        }
         let slot = if c.server.is_ipv4() { &mut v4 } else { &mut v6 };
         match slot {
             Some(a) if *a != c.server.ip() => {
@@ -365,6 +424,10 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         }
         let k = service.unwrap_or_else(|| guess_kind(&c));
         kinds.entry(c.server.port()).or_insert(k);
+        c.instance = playable
+            .iter()
+            .filter(|p| p.client == c.client && p.server == c.server)
+            .count();
         playable.push(c);
     }
     let mut cfg = Config {
@@ -380,7 +443,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
     if let Some(IpAddr::V6(a)) = v6 {
         cfg.addr6 = Some(a);
     }
-    let log: Log = Arc::new(Mutex::new(HashMap::new()));
+    let log: Log = Arc::new(Mutex::new(Delivered::default()));
     let mut services: Vec<(u16, Arc<dyn Service>)> = Vec::new();
     let mut ports: Vec<_> = kinds.iter().map(|(p, k)| (*p, *k)).collect();
     ports.sort_unstable_by_key(|(p, _)| *p);
@@ -417,6 +480,18 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         run_timers(&mut sim, t, &playable, &mut live);
         now = now.max(t);
         let seg = &playable[ci].segs[si].1;
+        if !live[ci].started {
+            // A later connection between the same addresses: from now on
+            // they name it; keep how tcpd left the earlier one.
+            let c = &playable[ci];
+            let earlier = (0..ci).rev().find(|&i| {
+                live[i].started && playable[i].client == c.client && playable[i].server == c.server
+            });
+            if let Some(e) = earlier {
+                live[e].end_state = Some(sim.state_of(c.server, c.client));
+            }
+            live[ci].started = true;
+        }
         let l = &mut live[ci];
         // A pure ACK that would acknowledge nothing new and change no
         // window (or only the window, after both FINs) answered the
@@ -445,7 +520,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         for ci in 0..playable.len() {
             let c = &playable[ci];
             let l = &mut live[ci];
-            if l.client_rst_sent || l.tcpd_rst || l.tcpd_isn.is_none() {
+            if l.client_rst_sent || l.tcpd_rst || l.tcpd_isn.is_none() || l.end_state.is_some() {
                 continue;
             }
             let acked = l.client_acked.unwrap_or(0);
@@ -470,7 +545,8 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
             l.client_rst_sent
                 || l.tcpd_rst
                 || matches!(
-                    sim.state_of(c.server, c.client),
+                    l.end_state
+                        .unwrap_or_else(|| sim.state_of(c.server, c.client)),
                     None | Some(State::Closed) | Some(State::TimeWait)
                 )
         });
@@ -478,7 +554,10 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
             break;
         }
     }
-    let delivered = log.lock().map(|l| l.clone()).unwrap_or_default();
+    let delivered = log
+        .lock()
+        .map(|mut l| std::mem::take(&mut *l))
+        .unwrap_or_default();
     let mut reports = Vec::new();
     for (ci, c) in playable.iter().enumerate() {
         let l = &mut live[ci];
@@ -495,7 +574,11 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
                 sent_len
             ));
         }
-        let got = delivered.get(&c.client).cloned().unwrap_or_default();
+        let got = delivered
+            .bytes
+            .get(&(c.client, c.server, c.instance))
+            .cloned()
+            .unwrap_or_default();
         if got != expected {
             let at = got
                 .iter()
@@ -527,7 +610,9 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
                 ));
             }
         }
-        let state = sim.state_of(c.server, c.client);
+        let state = l
+            .end_state
+            .unwrap_or_else(|| sim.state_of(c.server, c.client));
         let gone = matches!(state, None | Some(State::Closed));
         match end_play {
             End::ClientRst if !gone => l.problems.push(format!(
@@ -548,6 +633,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         let kind = kinds.get(&c.server.port()).copied().unwrap_or(Kind::Echo);
         reports.push(ConnReport {
             client: c.client,
+            instance: c.instance,
             server: c.server,
             service: kind.name(),
             client_bytes: expected.len(),
@@ -729,9 +815,10 @@ fn turn(sim: &mut Sim, now: Instant, conns: &[CapConn], live: &mut [Live]) {
     while let Some(p) = sim.poll_transmit(now) {
         debug_pkt(now, "tcpd  ", p);
         let Pkt::Tcp(s) = decode(p) else { continue };
-        let Some(ci) = conns
-            .iter()
-            .rposition(|c| c.server == s.src && c.client == s.dst)
+        // The connection between these addresses the player started last.
+        let Some(ci) = (0..conns.len())
+            .rev()
+            .find(|&i| live[i].started && conns[i].server == s.src && conns[i].client == s.dst)
         else {
             continue;
         };
@@ -786,5 +873,74 @@ fn debug_pkt(now: Instant, who: &str, p: &[u8]) {
             now.as_micros(),
             super::packet::line(&decode(p), &rel)
         );
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// `foreign_echo` has two connections to the echo server from two
+    /// client ports. Rewritten so that the second reuses the first one's
+    /// port, they must still be played and checked as two connections
+    /// (they used to share one delivery log and one acknowledgment view).
+    #[test]
+    fn a_reused_client_port_makes_two_connections() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../captures/foreign_echo.pcap");
+        let (records, _) = pcapio::read(&src).unwrap();
+        let syns: Vec<Seg> = records
+            .iter()
+            .filter_map(|r| match decode(&r.data) {
+                Pkt::Tcp(s) if s.syn() && !s.has_ack() => Some(s),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(syns.len(), 2, "foreign_echo has two connections");
+        let (first, second) = (syns[0].src, syns[1].src);
+        assert_ne!(first.port(), second.port());
+        let remap = |a: SocketAddr| if a == second { first } else { a };
+        let mut buf = vec![0u8; 70_000];
+        let rewritten: Vec<pcapio::Record> = records
+            .iter()
+            .map(|r| match decode(&r.data) {
+                Pkt::Tcp(s) => {
+                    let n = emit(
+                        remap(s.src),
+                        remap(s.dst),
+                        s.seq,
+                        s.ack,
+                        s.flags,
+                        s.window,
+                        s.options,
+                        &s.payload,
+                        &mut buf,
+                    )
+                    .unwrap();
+                    pcapio::Record {
+                        ts_us: r.ts_us,
+                        data: buf[..n].to_vec(),
+                    }
+                }
+                _ => r.clone(),
+            })
+            .collect();
+        let dir = std::env::temp_dir().join(format!("tcpd-play-reuse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("reuse.pcap");
+        pcapio::write(&path, &rewritten).unwrap();
+        let r = play(&path, None).unwrap();
+        print!("{}", r.text());
+        assert!(r.ok(), "{}", r.text());
+        assert_eq!(r.conns.len(), 2, "{}", r.text());
+        assert!(r.conns.iter().all(|c| c.client == first));
+        assert_eq!(r.conns[0].instance, 0);
+        assert_eq!(r.conns[1].instance, 1);
+        assert_eq!(r.conns[0].client_bytes, 5000);
+        assert_eq!(r.conns[0].delivered, 5000);
+        assert_eq!(r.conns[1].client_bytes, 100_000);
+        assert_eq!(r.conns[1].delivered, 100_000);
+        assert!(r.text().contains("(connection 2 on this port pair)"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

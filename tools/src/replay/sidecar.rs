@@ -49,6 +49,39 @@ fn prob(v: &Value, key: &str, path: &Path) -> Result<f64, String> {
         .ok_or_else(|| format!("{}: \"{key}\" is not a number", path.display()))
 }
 
+/// An optional unsigned field: `default` when absent (a sidecar written
+/// before the field was), an error when present but not an integer or
+/// outside `range`.
+fn num_or(
+    v: &Value,
+    key: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+    path: &Path,
+) -> Result<u64, String> {
+    let n = match v.get(key) {
+        None => return Ok(default),
+        Some(x) => x
+            .as_u64()
+            .ok_or_else(|| format!("{}: \"{key}\" is not an unsigned integer", path.display()))?,
+    };
+    if !range.contains(&n) {
+        return Err(format!(
+            "{}: \"{key}\" is {n}, outside {}..={}",
+            path.display(),
+            range.start(),
+            range.end()
+        ));
+    }
+    Ok(n)
+}
+
+/// The most a sidecar may ask for the buffers a replay allocates up front
+/// (`read_chunk` bytes, `pool_buffers` channel slots): a hostile sidecar
+/// must not make the replay allocate without bound.
+const MAX_READ_CHUNK: u64 = 16 << 20;
+const MAX_POOL_BUFFERS: u64 = 1 << 20;
+
 fn us(v: &Value, key: &str, path: &Path) -> Result<Duration, String> {
     Ok(Duration::from_micros(num(v, key, path)?))
 }
@@ -152,6 +185,61 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     c.workers = 0;
     c.nodelay = flag(&v, "nodelay", &path)?;
     c.backlog = num(&v, "backlog", &path)? as usize;
+    // Added after the first fixtures were recorded: absent means the
+    // defaults the daemon had then (and still has).
+    let d = Config::default();
+    c.rx_budget = num_or(
+        &v,
+        "rx_budget",
+        d.rx_budget as u64,
+        1..=u32::MAX.into(),
+        &path,
+    )? as usize;
+    c.read_chunk = num_or(
+        &v,
+        "read_chunk",
+        d.read_chunk as u64,
+        1..=MAX_READ_CHUNK,
+        &path,
+    )? as usize;
+    c.pool_buffers = num_or(
+        &v,
+        "pool_buffers",
+        d.pool_buffers as u64,
+        1..=MAX_POOL_BUFFERS,
+        &path,
+    )? as usize;
+    match v.get("http") {
+        None => {}
+        Some(h @ Value::Obj(_)) => {
+            let dh = &d.http;
+            c.http.max_header_bytes = num_or(
+                h,
+                "max_header_bytes",
+                dh.max_header_bytes as u64,
+                1..=u32::MAX.into(),
+                &path,
+            )? as usize;
+            c.http.max_headers = num_or(
+                h,
+                "max_headers",
+                dh.max_headers as u64,
+                1..=u32::MAX.into(),
+                &path,
+            )? as usize;
+            c.http.max_requests = num_or(
+                h,
+                "max_requests",
+                dh.max_requests.into(),
+                1..=u32::MAX.into(),
+                &path,
+            )? as u32;
+            c.http.max_body_bytes =
+                num_or(h, "max_body_bytes", dh.max_body_bytes, 0..=u64::MAX, &path)?;
+            c.http.max_bytes_n = num_or(h, "max_bytes_n", dh.max_bytes_n, 0..=u64::MAX, &path)?;
+        }
+        Some(_) => return Err(format!("{}: \"http\" is not an object", path.display())),
+    }
     let f = field(&v, "fault", &path)?;
     c.fault.drop = prob(f, "drop", &path)?;
     c.fault.dup = prob(f, "dup", &path)?;
@@ -211,4 +299,114 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
         workers,
         path,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("tcpd-sidecar-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// What the daemon writes is what the replay reads back, for every
+    /// setting that changes the bytes, including those added after the
+    /// first fixtures (rx_budget, read_chunk, pool_buffers, HTTP limits).
+    #[test]
+    fn the_daemons_sidecar_reads_back_with_every_setting() {
+        let dir = scratch("roundtrip");
+        let pcap = dir.join("x.pcap");
+        let mut cfg = Config {
+            seed: 77,
+            workers: 0,
+            rx_budget: 7,
+            read_chunk: 4096,
+            pool_buffers: 9,
+            nodelay: false,
+            backlog: 33,
+            ..Config::default()
+        };
+        cfg.http.max_header_bytes = 2000;
+        cfg.http.max_headers = 12;
+        cfg.http.max_requests = 3;
+        cfg.http.max_body_bytes = 0;
+        cfg.http.max_bytes_n = 123_456;
+        cfg.tcp.delayed_ack = Duration::from_micros(25_000);
+        cfg.tcp.min_rto = Duration::from_micros(150_000);
+        let clock = daemon::clock::Clock::new();
+        let text = daemon::pcap::sidecar_json(&cfg, &clock, cfg.mtu, 0);
+        std::fs::write(path_for(&pcap), &text).unwrap();
+        let sc = load(&pcap).unwrap();
+        let c = &sc.config;
+        assert_eq!(sc.start_unix_us, clock.start_unix_us());
+        assert_eq!(c.seed, 77);
+        assert_eq!(c.rx_budget, 7);
+        assert_eq!(c.read_chunk, 4096);
+        assert_eq!(c.pool_buffers, 9);
+        assert!(!c.nodelay);
+        assert_eq!(c.backlog, 33);
+        assert_eq!(c.http.max_header_bytes, 2000);
+        assert_eq!(c.http.max_headers, 12);
+        assert_eq!(c.http.max_requests, 3);
+        assert_eq!(c.http.max_body_bytes, 0);
+        assert_eq!(c.http.max_bytes_n, 123_456);
+        assert_eq!(c.tcp.delayed_ack.as_micros(), 25_000);
+        assert_eq!(c.tcp.min_rto.as_micros(), 150_000);
+        // Out of range: refused with the field's name.
+        let bad = text.replace("\"read_chunk\": 4096", "\"read_chunk\": 0");
+        assert_ne!(bad, text);
+        std::fs::write(path_for(&pcap), &bad).unwrap();
+        let e = load(&pcap).unwrap_err();
+        assert!(e.contains("\"read_chunk\" is 0"), "{e}");
+        let huge = text.replace("\"pool_buffers\": 9", "\"pool_buffers\": 99999999999");
+        std::fs::write(path_for(&pcap), &huge).unwrap();
+        let e = load(&pcap).unwrap_err();
+        assert!(e.contains("\"pool_buffers\""), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A sidecar written before rx_budget, read_chunk, pool_buffers and the
+    /// HTTP limits were recorded (this is one from the first fixtures)
+    /// still loads, with the defaults the daemon then ran with.
+    #[test]
+    fn an_old_sidecar_loads_with_the_defaults() {
+        let dir = scratch("old");
+        let pcap = dir.join("old.pcap");
+        let old = r#"{
+  "format": "tcpd-pcap-sidecar",
+  "version": 1,
+  "seed": 2,
+  "start_unix_us": 1795337898456002,
+  "iface": "tun0",
+  "mtu": 1500,
+  "addrs": ["10.0.0.2", "fd00::2"],
+  "host_addr": "10.0.0.1/24",
+  "host_addr6": "fd00::1/64",
+  "services": [{"name": "echo", "port": 7}, {"name": "discard", "port": 9}, {"name": "http", "port": 80}],
+  "http_root": null,
+  "workers": 0,
+  "nodelay": true,
+  "backlog": 1024,
+  "fault": {"drop": 0, "dup": 0, "reorder": 0, "corrupt": 0, "delay_ms": 0, "seed": 1},
+  "tcp": {"max_connections": 200000, "send_buffer": 262144, "recv_buffer": 262144, "max_ooo_ranges": 32, "buffer_pool_bytes": 33554432, "delayed_ack_us": 40000, "min_rto_us": 200000, "initial_rto_us": 1000000, "max_rto_us": 120000000, "time_wait_us": 60000000, "user_timeout_us": 120000000, "syn_retries": 6, "synack_retries": 5, "keepalive": null, "nagle": true, "initial_window": 10, "window_scaling": true, "timestamps": true, "sack": true, "syn_cookies": true, "syn_backlog": 1024, "challenge_ack_limit": 1000, "ephemeral_ports": [32768, 60999], "max_control_queue": 1024, "ttl": 64}
+}
+"#;
+        std::fs::write(path_for(&pcap), old).unwrap();
+        let sc = load(&pcap).unwrap();
+        let d = Config::default();
+        assert_eq!(sc.config.seed, 2);
+        assert_eq!(sc.config.rx_budget, d.rx_budget);
+        assert_eq!(sc.config.read_chunk, d.read_chunk);
+        assert_eq!(sc.config.pool_buffers, d.pool_buffers);
+        assert_eq!(sc.config.http.max_header_bytes, d.http.max_header_bytes);
+        assert_eq!(sc.config.http.max_headers, d.http.max_headers);
+        assert_eq!(sc.config.http.max_requests, d.http.max_requests);
+        assert_eq!(sc.config.http.max_body_bytes, d.http.max_body_bytes);
+        assert_eq!(sc.config.http.max_bytes_n, d.http.max_bytes_n);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -142,6 +142,7 @@ impl Sim {
         let mut list: Vec<Arc<dyn Service>> = Vec::new();
         let mut inline = InlineHost::new(InlineConfig {
             read_chunk: cfg.read_chunk,
+            nodelay: cfg.nodelay,
             ..InlineConfig::default()
         });
         for (port, svc) in services {
