@@ -1084,6 +1084,8 @@ impl<D: Device> Reactor<D> {
         let mut c = self.counters;
         if let Hosts::Inline(host) = &self.hosts {
             c.accepted = host.accepted();
+            c.bytes_to_services = host.bytes_to_services();
+            c.bytes_from_services = host.bytes_from_services();
         }
         let mut v: Vec<(&'static str, u64)> = c.named().to_vec();
         self.dev.counters(&mut v);

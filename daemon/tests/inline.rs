@@ -240,6 +240,10 @@ fn echo_one_megabyte() {
         p.host.connection_count() == 0
     });
     assert_eq!(p.host.accepted(), 1);
+    // Every byte went through a handler, both ways (the daemon publishes
+    // these as bytes_to_services / bytes_from_services).
+    assert_eq!(p.host.bytes_to_services(), 1 << 20);
+    assert_eq!(p.host.bytes_from_services(), 1 << 20);
 }
 
 #[test]
@@ -251,6 +255,8 @@ fn discard_one_megabyte() {
     p.drive_until("the server to forget the connection", |p| {
         p.host.connection_count() == 0
     });
+    assert_eq!(p.host.bytes_to_services(), 1 << 20);
+    assert_eq!(p.host.bytes_from_services(), 0);
 }
 
 /// Splits a response into (head, body) once it is complete.

@@ -85,6 +85,15 @@ pub struct InlineHost {
     out: Vec<u8>,
     /// Connections accepted so far.
     accepted: u64,
+    /// Bytes handed to handlers and bytes they wrote, so far.
+    bytes: Traffic,
+}
+
+/// Bytes between the endpoint and the handlers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Traffic {
+    to_services: u64,
+    from_services: u64,
 }
 
 impl core::fmt::Debug for InlineHost {
@@ -110,6 +119,7 @@ impl InlineHost {
             scratch: vec![0; chunk],
             out: Vec::new(),
             accepted: 0,
+            bytes: Traffic::default(),
         }
     }
 
@@ -138,6 +148,16 @@ impl InlineHost {
     /// Connections with a live handler.
     pub fn connection_count(&self) -> usize {
         self.conns.len()
+    }
+
+    /// Bytes handed to the handlers so far.
+    pub fn bytes_to_services(&self) -> u64 {
+        self.bytes.to_services
+    }
+
+    /// Bytes the handlers wrote so far.
+    pub fn bytes_from_services(&self) -> u64 {
+        self.bytes.from_services
     }
 
     /// Connections accepted since the host was made.
@@ -280,6 +300,7 @@ impl InlineHost {
         let Some(e) = self.conns.get_mut(&id) else {
             return;
         };
+        let bytes = &mut self.bytes;
         let mut eof = false;
         loop {
             let room = e.driver.room().min(self.scratch.len());
@@ -292,8 +313,10 @@ impl InlineHost {
                     break;
                 }
                 Ok(n) => {
+                    bytes.to_services += n as u64;
                     let credit = Self::credit(ep, id, e);
                     let step = e.driver.data(&self.scratch[..n], &mut self.out, credit);
+                    bytes.from_services += self.out.len() as u64;
                     if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
                         self.conns.remove(&id);
                         return;
@@ -311,6 +334,7 @@ impl InlineHost {
             e.eof_told = true;
             let credit = Self::credit(ep, id, e);
             let step = e.driver.eof(&mut self.out, credit);
+            self.bytes.from_services += self.out.len() as u64;
             if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
                 self.conns.remove(&id);
             }
@@ -328,6 +352,7 @@ impl InlineHost {
         }
         let credit = Self::credit(ep, id, e);
         let step = e.driver.writable(&mut self.out, credit);
+        self.bytes.from_services += self.out.len() as u64;
         if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
             self.conns.remove(&id);
             return;
