@@ -15,7 +15,6 @@ pub mod pool;
 pub mod reactor;
 mod run;
 pub mod services;
-pub mod steer;
 pub mod tun;
 pub mod worker;
 
