@@ -25,15 +25,18 @@
 //! the timings are of the paths they claim to be. Divan's allocation
 //! profiler counts heap allocations inside the timed sections.
 //!
-//! Medians on the 2-core development VM, 2026-11-22 (issue #2 aims: under
-//! 300 ns per in-order segment, at most 1.5x slower at 100 000 connections):
+//! Medians on the 2-core development VM, 2026-12-01 (issue #2 aims: under
+//! 300 ns per in-order segment, at most 1.5x slower at 100 000 connections);
+//! the same machine measured 196/195 ns for `rx_segment` on 2026-11-22 with
+//! the code of then, and 255 ns today with that same code, so compare
+//! figures taken in one run only:
 //!
 //! | benchmark | 1 conn | 100 000 conns |
 //! |---|---|---|
-//! | `rx_segment` (handle) | 196 ns | 195 ns |
-//! | `rx_segment_full` (handle + recv + ACK) | 265 ns | 265 ns |
-//! | `rx_segment_rotating` (1000 of the table) | 204 ns (table of 1000) | 231 ns |
-//! | `tx_pure_ack` | 81 ns | |
+//! | `rx_segment` (handle) | 263 ns | 257 ns |
+//! | `rx_segment_full` (handle + recv + ACK) | 315 ns | 300 ns |
+//! | `rx_segment_rotating` (1000 of the table) | 244 ns (table of 1000) | 251 ns |
+//! | `tx_pure_ack` | 87 ns | |
 //!
 //! Zero allocations per packet in the median sample of every benchmark.
 

@@ -61,6 +61,15 @@ pub struct Config {
     /// Most out-of-order ranges (holes) kept per connection; segments that
     /// would create more are dropped. Default 32.
     pub max_ooo_ranges: usize,
+    /// Most SACKed ranges of our own sent data remembered per connection
+    /// (the RFC 6675 scoreboard); blocks that would make more are ignored,
+    /// which only makes recovery more conservative. Default 64.
+    pub max_sack_ranges: usize,
+    /// Least time between two ACKs answering out-of-window segments that
+    /// carry no data, and between two challenge ACKs, per connection (as
+    /// Linux's `tcp_invalid_ratelimit`), so that two stacks can never
+    /// ping-pong ACKs. Default 500 ms.
+    pub oow_ack_interval: Duration,
     /// Bytes of free buffers kept in the endpoint's pool for reuse.
     /// Default 32 MiB.
     pub buffer_pool_bytes: usize,
@@ -135,6 +144,8 @@ impl Default for Config {
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
             max_ooo_ranges: 32,
+            max_sack_ranges: 64,
+            oow_ack_interval: Duration::from_millis(500),
             buffer_pool_bytes: 32 << 20,
             delayed_ack: Duration::from_millis(40),
             min_rto: Duration::from_millis(200),

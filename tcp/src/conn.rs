@@ -116,6 +116,20 @@ pub(crate) struct Ctx<'a> {
     pub(crate) now: Instant,
 }
 
+/// Where an acknowledgment number falls against the send sequence space
+/// (RFC 9293 §3.10.7.4 "fifth, check the ACK field", RFC 5961 §5.2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AckClass {
+    /// SEG.ACK < SND.UNA - MAX.SND.WND: too old to be believed.
+    TooOld,
+    /// SND.UNA - MAX.SND.WND =< SEG.ACK =< SND.UNA: nothing new.
+    Duplicate,
+    /// SND.UNA < SEG.ACK =< SND.NXT: acknowledges new data.
+    New,
+    /// SEG.ACK > SND.NXT: acknowledges something not yet sent.
+    Unsent,
+}
+
 /// What processing one segment asks the endpoint to do besides updating
 /// the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -816,6 +830,54 @@ impl Conn {
         (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale
     }
 
+    /// Where SEG.ACK falls in the send sequence space.
+    fn classify_ack(&self, ack: SeqNum) -> AckClass {
+        // RFC 5961 §5.2: acceptable is (SND.UNA - MAX.SND.WND) =< SEG.ACK
+        // =< SND.NXT; SND.NXT here is the highest sequence number sent
+        // (SND.NXT may have been pulled back for a retransmission).
+        let lo = self.snd_una - self.max_snd_wnd.max(1);
+        if ack > self.snd_max {
+            AckClass::Unsent
+        } else if ack > self.snd_una {
+            AckClass::New
+        } else if ack >= lo {
+            AckClass::Duplicate
+        } else {
+            AckClass::TooOld
+        }
+    }
+
+    /// SYN-RECEIVED to ESTABLISHED (or FIN-WAIT-1 when the application
+    /// closed first) on an acceptable ACK (RFC 9293 §3.10.7.4, fifth).
+    fn establish(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
+        // RFC 7323 §2.2: the window of the segment that completes the
+        // handshake is the first scaled one.
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        self.set_snd_wnd(u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0));
+        self.set_state(
+            if self.fin_queued {
+                State::FinWait1
+            } else {
+                State::Established
+            },
+            cx,
+        );
+        self.progress_time = cx.now;
+        let reply = if self.active {
+            cx.stats.active_opens += 1;
+            self.ev |= ev::CONNECTED;
+            Reply::None
+        } else {
+            cx.stats.passive_opens += 1;
+            Reply::Established
+        };
+        self.arm_keepalive(cx);
+        // Before the ACK processing that follows resets the backoff.
+        self.syn_rto_fallback(cx);
+        reply
+    }
+
     /// RFC 9293 §3.10.7.4, every synchronized state and SYN-RECEIVED.
     fn on_segment_synchronized(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
         let f = seg.flags;
@@ -910,9 +972,9 @@ impl Conn {
                 cx.stats.out_of_window += 1;
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
                 // As Linux (tcp_oow_rate_limited): segments without data get
-                // at most one such ACK per 500 ms, so two stacks can never
+                // at most one such ACK per `oow_ack_interval` (500 ms), so two stacks can never
                 // ping-pong ACKs; a segment with data always gets one.
-                if seg_len > 0 || self.oow_ack_allowed(cx.now) {
+                if seg_len > 0 || self.oow_ack_allowed(cx.now, cx.cfg.oow_ack_interval) {
                     self.last_oow_ack = Some(cx.now);
                     self.ack_now = true;
                 }
@@ -972,57 +1034,40 @@ impl Conn {
             return Reply::None;
         }
         let mut reply = Reply::None;
-        if self.state == State::SynReceived {
-            // "If SND.UNA < SEG.ACK =< SND.NXT, then enter ESTABLISHED state
-            // and continue processing ... If the segment acknowledgment is not
-            // acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST> and send it."
-            if !(seg.ack > self.snd_una && seg.ack <= self.snd_max) {
+        match (self.state, self.classify_ack(seg.ack)) {
+            // SYN-RECEIVED: "If SND.UNA < SEG.ACK =< SND.NXT, then enter
+            // ESTABLISHED state and continue processing".
+            (State::SynReceived, AckClass::New) => reply = self.establish(cx, seg),
+            // SYN-RECEIVED: "If the segment acknowledgment is not
+            // acceptable, form a reset segment <SEQ=SEG.ACK><CTL=RST> and
+            // send it."
+            (State::SynReceived, _) => {
                 return Reply::Rst {
                     seq: seg.ack,
                     ack: None,
-                };
+                }
             }
-            // RFC 7323 §2.2: the window of the segment that completes the
-            // handshake is the first scaled one.
-            self.snd_wl1 = seg.seq;
-            self.snd_wl2 = seg.ack;
-            self.set_snd_wnd(u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0));
-            self.set_state(
-                if self.fin_queued {
-                    State::FinWait1
-                } else {
-                    State::Established
-                },
-                cx,
-            );
-            self.progress_time = cx.now;
-            if self.active {
-                cx.stats.active_opens += 1;
-                self.ev |= ev::CONNECTED;
-            } else {
-                cx.stats.passive_opens += 1;
-                reply = Reply::Established;
-            }
-            self.arm_keepalive(cx);
-            // Before the ACK processing below resets the backoff.
-            self.syn_rto_fallback(cx);
-        }
-
-        // RFC 5961 §5.2: "the ACK value is considered acceptable only if it
-        // is in the range of ((SND.UNA - MAX.SND.WND) =< SEG.ACK =< SND.NXT).
-        // All incoming segments whose ACK value doesn't satisfy the above
-        // condition MUST be discarded and an ACK sent back."
-        let lo = self.snd_una - self.max_snd_wnd.max(1);
-        if seg.ack > self.snd_max || seg.ack < lo {
-            cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
-            return if seg.ack > self.snd_max {
-                // RFC 9293: "If the ACK acks something not yet sent
-                // (SEG.ACK > SND.NXT), then send an ACK, drop the segment, and return."
+            // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT),
+            // then send an ACK, drop the segment, and return."
+            (_, AckClass::Unsent) => {
+                cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
                 self.ack_now = true;
-                Reply::None
-            } else {
-                Reply::ChallengeAck
-            };
+                return Reply::None;
+            }
+            // RFC 5961 §5.2: "All incoming segments whose ACK value doesn't
+            // satisfy the above condition MUST be discarded and an ACK sent
+            // back" (a challenge ACK, rate-limited as §7 asks).
+            (_, AckClass::TooOld) => {
+                cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
+                return Reply::ChallengeAck;
+            }
+            // "If the ACK is a duplicate (SEG.ACK =< SND.UNA), it can be
+            // ignored" as an acknowledgment; it still counts as a duplicate
+            // ACK (RFC 5681 §3.2) and may update the window, below.
+            (_, AckClass::Duplicate) => {}
+            // "If SND.UNA < SEG.ACK =< SND.NXT, then set SND.UNA <- SEG.ACK",
+            // below.
+            (_, AckClass::New) => {}
         }
 
         // RFC 7323 §4.3: update TS.Recent if SEG.SEQ =< Last.ACK.sent < SEG.SEQ + SEG.LEN
@@ -1097,7 +1142,7 @@ impl Conn {
                     && r <= self.snd_max
                     && self.sacked.bytes_within(l, r) < r.since(l)
                 {
-                    new_sack |= self.sacked.add(l, r, 64);
+                    new_sack |= self.sacked.add(l, r, cx.cfg.max_sack_ranges);
                 }
             }
         }
@@ -1633,6 +1678,8 @@ impl Conn {
             }
             // RFC 9293 §3.8.6.1: send one byte into the zero window; back off.
             self.probe_now = true;
+            // The exponent stops at 16 (2^16 times the RTO is past any
+            // max_rto; the probe interval is capped by max_rto in `rto`).
             self.persist_backoffs = (self.persist_backoffs + 1).min(16);
         }
         if due(self.timer(Timer::Keepalive)) {
@@ -2203,12 +2250,13 @@ impl Conn {
 
     /// The per-connection limit on ACKs answering invalid segments
     /// (out-of-window segments without data, challenge ACKs): one per
-    /// 500 ms, as Linux (`__tcp_oow_rate_limited`, tcp_invalid_ratelimit).
+    /// `interval` ([`Config::oow_ack_interval`], 500 ms), as Linux
+    /// (`__tcp_oow_rate_limited`, tcp_invalid_ratelimit).
     /// Returns whether one may be sent now, and if so counts it.
-    pub(crate) fn oow_ack_allowed(&mut self, now: Instant) -> bool {
+    pub(crate) fn oow_ack_allowed(&mut self, now: Instant, interval: Duration) -> bool {
         let ok = self
             .last_oow_ack
-            .is_none_or(|t| now.saturating_since(t) >= Duration::from_millis(500));
+            .is_none_or(|t| now.saturating_since(t) >= interval);
         if ok {
             self.last_oow_ack = Some(now);
         }

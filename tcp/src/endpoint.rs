@@ -529,8 +529,9 @@ impl Endpoint {
     ///   without it.
     fn challenge_ack(&mut self, slot: u32) {
         let now = self.now;
+        let interval = self.config.oow_ack_interval;
         let per_conn_ok = self
-            .with_conn(slot, |c, _| c.oow_ack_allowed(now))
+            .with_conn(slot, |c, _| c.oow_ack_allowed(now, interval))
             .unwrap_or(false);
         if !per_conn_ok {
             self.stats.challenge_acks_suppressed += 1;

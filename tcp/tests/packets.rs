@@ -1422,6 +1422,28 @@ fn challenge_ack_rate_limit_per_connection() {
     assert_eq!(p.state(), State::Established);
 }
 
+#[test]
+fn out_of_window_ack_interval_is_configurable() {
+    // Config::oow_ack_interval (Linux's tcp_invalid_ratelimit) sets how
+    // often one connection answers invalid segments: 100 ms here.
+    let mut p = established_with(Config {
+        oow_ack_interval: Duration::from_millis(100),
+        ..test_config()
+    });
+    let rst = Seg {
+        seq: REMOTE_SEQ + 10,
+        flags: RST,
+        ..send_templ()
+    };
+    send!(p, time 100, rst.clone());
+    recv!(p, time 100, recv_templ());
+    send!(p, time 199, rst.clone());
+    recv_nothing!(p, time 199);
+    send!(p, time 200, rst);
+    recv!(p, time 200, recv_templ());
+    assert_eq!(p.ep.stats().challenge_acks, 2);
+}
+
 /// Challenge ACKs drawn per second by 40 connections each sent an in-window
 /// RST once a second, for `secs` seconds, with `challenge_ack_limit` 10.
 fn challenge_acks_per_second(seed: u64, secs: u64) -> Vec<u64> {
