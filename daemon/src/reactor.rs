@@ -200,6 +200,8 @@ pub struct Reactor<D: Device> {
     /// Events that draw an answer were queued for the workers.
     answer_expected: bool,
     reactor_spin: Duration,
+    /// The inline host stopped at its round limit with work left.
+    inline_pending: bool,
 }
 
 fn hash_conn(id: ConnId) -> u64 {
@@ -305,6 +307,7 @@ impl<D: Device> Reactor<D> {
             awaiting_workers: false,
             answer_expected: false,
             reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
+            inline_pending: false,
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
             rx_ready: true,
@@ -405,18 +408,27 @@ impl<D: Device> Reactor<D> {
         if self.ep.poll_timeout().is_some_and(|t| t <= tnow) {
             self.ep.handle_timeout(tnow);
         }
-        // Commands, events, handler rounds until nothing moves (bounded).
-        if let Hosts::Inline(host) = &mut self.hosts {
-            host.process_events(&mut self.ep);
-        }
-        for _ in 0..16 {
-            let mut moved = self.apply_commands();
-            moved |= self.dispatch_events();
-            self.read_ready();
-            self.grant_credit();
-            moved |= self.flush_hosts();
-            if !moved {
-                break;
+        match &mut self.hosts {
+            // Inline handlers take every endpoint event themselves; none may
+            // reach `dispatch_events`, which would accept connections for
+            // workers that do not exist. Work left at the host's round limit
+            // is picked up by the next turn, at once.
+            Hosts::Inline(host) => {
+                host.process_events(&mut self.ep);
+                self.inline_pending = host.saturated();
+            }
+            // Commands, events, handler rounds until nothing moves (bounded).
+            Hosts::Threads(_) => {
+                for _ in 0..16 {
+                    let mut moved = self.apply_commands();
+                    moved |= self.dispatch_events();
+                    self.read_ready();
+                    self.grant_credit();
+                    moved |= self.flush_hosts();
+                    if !moved {
+                        break;
+                    }
+                }
             }
         }
         self.transmit(Instant::now());
@@ -518,7 +530,7 @@ impl<D: Device> Reactor<D> {
     }
 
     fn timeout(&mut self, now: Instant) -> Option<Duration> {
-        if self.rx_ready {
+        if self.rx_ready || self.inline_pending {
             return Some(Duration::ZERO);
         }
         let mut deadline = self.next_publish;

@@ -33,6 +33,8 @@ struct Pair {
     buf: Vec<u8>,
     /// Events the client's application has not looked at yet.
     client_events: VecDeque<Event>,
+    /// `process_events` calls that stopped at the host's round limit.
+    saturations: u64,
 }
 
 fn config(addr: &str, seed: u64) -> tcp::Config {
@@ -71,6 +73,7 @@ impl Pair {
             to_client: VecDeque::new(),
             buf: vec![0; mtu.max(2048)],
             client_events: VecDeque::new(),
+            saturations: 0,
         }
     }
 
@@ -92,6 +95,12 @@ impl Pair {
             moved = true;
         }
         self.host.process_events(&mut self.server);
+        // Stopped at its round limit: call again before time moves on (as
+        // the reactor does).
+        if self.host.saturated() {
+            self.saturations += 1;
+            moved = true;
+        }
         while let Some(n) = self.server.poll_transmit(self.now, &mut self.buf) {
             self.to_client
                 .push_back((self.now + self.latency, self.buf[..n].to_vec()));
@@ -244,6 +253,28 @@ fn echo_one_megabyte() {
     // these as bytes_to_services / bytes_from_services).
     assert_eq!(p.host.bytes_to_services(), 1 << 20);
     assert_eq!(p.host.bytes_from_services(), 1 << 20);
+}
+
+#[test]
+fn round_limit_leaves_work_for_the_next_call() {
+    // One round per call: the host says when it stopped with work left, and
+    // calling it again (as the reactor does at once) finishes the job.
+    let mut p = Pair::with_host(InlineConfig {
+        max_rounds: 1,
+        ..InlineConfig::default()
+    });
+    let data = payload(256 * 1024);
+    let got = upload_and_collect(&mut p, ECHO, &data);
+    assert!(got == data, "echo must be byte-exact");
+    assert!(
+        p.saturations > 0,
+        "one round per call must run out at times"
+    );
+    p.drive_until("the server to forget the connection", |p| {
+        p.host.connection_count() == 0
+    });
+    p.host.process_events(&mut p.server);
+    assert!(!p.host.saturated(), "nothing left to do");
 }
 
 #[test]

@@ -87,6 +87,8 @@ pub struct InlineHost {
     accepted: u64,
     /// Bytes handed to handlers and bytes they wrote, so far.
     bytes: Traffic,
+    /// The last `process_events` ran out of rounds.
+    saturated: bool,
 }
 
 /// Bytes between the endpoint and the handlers.
@@ -120,6 +122,7 @@ impl InlineHost {
             out: Vec::new(),
             accepted: 0,
             bytes: Traffic::default(),
+            saturated: false,
         }
     }
 
@@ -180,6 +183,7 @@ impl InlineHost {
     /// drain [`Endpoint::poll_transmit`].
     pub fn process_events(&mut self, ep: &mut Endpoint) -> usize {
         let mut events = 0;
+        self.saturated = true;
         for _ in 0..self.config.max_rounds.max(1) {
             let mut progress = false;
             while let Some(ev) = ep.poll_event() {
@@ -191,10 +195,19 @@ impl InlineHost {
                 progress = true;
             }
             if !progress {
+                self.saturated = false;
                 break;
             }
         }
         events
+    }
+
+    /// Whether the last [`InlineHost::process_events`] stopped at
+    /// [`InlineConfig::max_rounds`] while handlers were still making
+    /// progress: events may be left in the endpoint, and the caller should
+    /// call it again soon (after transmitting) rather than sleep.
+    pub fn saturated(&self) -> bool {
+        self.saturated
     }
 
     /// Half-closes every connection (daemon shutdown: FIN after what is

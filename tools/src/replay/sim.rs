@@ -59,8 +59,9 @@ pub enum HostKind {
     /// (reads with a hold limit, send credit, spill), as the reactor did
     /// before `c90fc60`.
     Reactor,
-    /// [`InlineHost::process_events`] right after the timers, then the
-    /// (idle) worker rounds, as the reactor does since `c90fc60`.
+    /// [`InlineHost::process_events`] right after the timers, as the
+    /// reactor does since `c90fc60` (and, since the inline host takes every
+    /// event, without the worker rounds).
     Inline,
 }
 
@@ -221,6 +222,11 @@ impl Sim {
                     });
                 }
             }
+            // As the reactor: inline handlers take every event; no worker
+            // rounds. (The reactor comes back at once when the host stops
+            // at its round limit, `InlineHost::saturated`; at the default
+            // 64 rounds no recorded session has come near it.)
+            return;
         }
         for _ in 0..16 {
             let mut moved = self.apply_commands();
