@@ -112,13 +112,17 @@ fn echo_10mb_with_half_close() {
     echo_roundtrip(s, MB, true);
 }
 
+/// The two ways tcpd hosts its services: inline on the reactor (the
+/// default) and on worker threads.
+const HOSTINGS: [&[&str]; 2] = [&[], &["--workers", "2"]];
+
 #[test]
-fn echo_inline_workers_0() {
-    if !live_ok("echo_inline_workers_0") {
+fn echo_with_worker_threads() {
+    if !live_ok("echo_with_worker_threads") {
         return;
     }
-    let ns = Netns::new("inline");
-    let _t = Tcpd::start(&ns, &["--seed", "3", "--workers", "0"]);
+    let ns = Netns::new("workers");
+    let _t = Tcpd::start(&ns, &["--seed", "3", "--workers", "2"]);
     let s = ns.connect("10.0.0.2:7");
     echo_roundtrip(s, 4 * MB, true);
     let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000");
@@ -320,8 +324,20 @@ fn thousand_concurrent_echo_connections() {
         return;
     }
     raise_nofile(4096);
-    let ns = Netns::new("conns");
-    let t = Tcpd::start(&ns, &["--seed", "7"]);
+    for (k, hosting) in HOSTINGS.iter().enumerate() {
+        thousand_concurrent_echo_connections_with(k, hosting);
+    }
+}
+
+fn thousand_concurrent_echo_connections_with(k: usize, hosting: &[&str]) {
+    eprintln!(
+        "thousand_concurrent_echo_connections: tcpd {}",
+        hosting.join(" ")
+    );
+    let ns = Netns::new(&format!("conns{k}"));
+    let mut args = vec!["--seed", "7"];
+    args.extend_from_slice(hosting);
+    let t = Tcpd::start(&ns, &args);
     let n = 1000;
     let mut socks: Vec<std::net::TcpStream> = ns.within(|| {
         // (each socket gets a read timeout below)
@@ -370,22 +386,28 @@ fn faults_20mb_each_way_intact() {
     if !live_ok("faults_20mb_each_way_intact") {
         return;
     }
-    let ns = Netns::new("faults");
-    let t = Tcpd::start(
-        &ns,
-        &[
-            "--seed",
-            "8",
-            "--fault-drop",
-            "0.03",
-            "--fault-reorder",
-            "0.1",
-            "--fault-dup",
-            "0.01",
-            "--fault-seed",
-            "8",
-        ],
-    );
+    for (k, hosting) in HOSTINGS.iter().enumerate() {
+        faults_20mb_each_way_intact_with(k, hosting);
+    }
+}
+
+fn faults_20mb_each_way_intact_with(k: usize, hosting: &[&str]) {
+    eprintln!("faults_20mb_each_way_intact: tcpd {}", hosting.join(" "));
+    let ns = Netns::new(&format!("faults{k}"));
+    let mut args = vec![
+        "--seed",
+        "8",
+        "--fault-drop",
+        "0.03",
+        "--fault-reorder",
+        "0.1",
+        "--fault-dup",
+        "0.01",
+        "--fault-seed",
+        "8",
+    ];
+    args.extend_from_slice(hosting);
+    let t = Tcpd::start(&ns, &args);
     let s = ns.connect("10.0.0.2:7");
     let d = echo_roundtrip(s, 20 * MB, true);
     eprintln!("20 MB each way through faults: {d:?}");
@@ -419,8 +441,17 @@ fn slow_reader_keeps_rss_bounded() {
     if !live_ok("slow_reader_keeps_rss_bounded") {
         return;
     }
-    let ns = Netns::new("slow");
-    let t = Tcpd::start(&ns, &["--seed", "9"]);
+    for (k, hosting) in HOSTINGS.iter().enumerate() {
+        slow_reader_keeps_rss_bounded_with(k, hosting);
+    }
+}
+
+fn slow_reader_keeps_rss_bounded_with(k: usize, hosting: &[&str]) {
+    eprintln!("slow_reader_keeps_rss_bounded: tcpd {}", hosting.join(" "));
+    let ns = Netns::new(&format!("slow{k}"));
+    let mut args = vec!["--seed", "9"];
+    args.extend_from_slice(hosting);
+    let t = Tcpd::start(&ns, &args);
     let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/1000000000000");
     assert_eq!(code, 200);
     let mut buf = vec![0u8; 16 * 1024];

@@ -25,7 +25,7 @@ use crate::device::{is_transient, Device};
 use crate::error::Error;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
-use crate::worker::{Cmd, ReactorWake, ToWorker};
+use crate::worker::{Cmd, ReactorWake, Spares, ToWorker};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -202,6 +202,8 @@ pub struct Reactor<D: Device> {
     reactor_spin: Duration,
     /// The inline host stopped at its round limit with work left.
     inline_pending: bool,
+    /// Emptied batch vectors shared with the workers.
+    spares: Spares,
 }
 
 fn hash_conn(id: ConnId) -> u64 {
@@ -249,6 +251,7 @@ impl<D: Device> Reactor<D> {
             .map_err(|e| Error::new(format!("cannot register signals: {e}")))?;
         let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(cfg.command_queue);
+        let spares = Spares::new();
         let hosts = if cfg.workers == 0 {
             let mut host = InlineHost::new(InlineConfig {
                 read_chunk: cfg.read_chunk,
@@ -266,10 +269,11 @@ impl<D: Device> Reactor<D> {
             for i in 0..cfg.workers {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(cfg.worker_queue);
                 let (s, p, c, w) = (services.clone(), pool.clone(), cmd_tx.clone(), wake.clone());
+                let sp = spares.clone();
                 let spin = Duration::from_micros(cfg.worker_spin_us);
                 let thread = std::thread::Builder::new()
                     .name(format!("tcpd-worker-{i}"))
-                    .spawn(move || crate::worker::worker_loop(s, p, rx, c, w, spin))
+                    .spawn(move || crate::worker::worker_loop(s, p, rx, c, w, spin, sp))
                     .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
                 links.push(WorkerLink {
                     tx,
@@ -308,6 +312,7 @@ impl<D: Device> Reactor<D> {
             answer_expected: false,
             reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
             inline_pending: false,
+            spares,
             readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
             tx_pending: None,
             rx_ready: true,
@@ -592,12 +597,13 @@ impl<D: Device> Reactor<D> {
     fn apply_commands(&mut self) -> bool {
         let mut any = false;
         let mut rounds = 0;
-        while let Ok(batch) = self.cmd_rx.try_recv() {
+        while let Ok(mut batch) = self.cmd_rx.try_recv() {
             any = true;
             self.counters.batches_in += 1;
-            for c in batch {
+            for c in batch.drain(..) {
                 self.apply(c);
             }
+            self.spares.put_cmds(batch);
             rounds += 1;
             if rounds >= 256 {
                 break;
@@ -919,7 +925,7 @@ impl<D: Device> Reactor<D> {
                         link.backlogged = false;
                         continue;
                     }
-                    let batch = std::mem::take(&mut link.out);
+                    let batch = std::mem::replace(&mut link.out, self.spares.events());
                     match link.tx.try_send(batch) {
                         Ok(()) => {
                             self.counters.batches_out += 1;

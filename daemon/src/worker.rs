@@ -331,6 +331,74 @@ impl<K: Copy + Eq + Hash> Host<K> {
     }
 }
 
+/// Emptied batch vectors on their way back to the side that fills them, so
+/// that a steady exchange of batches allocates nothing: the reactor fills
+/// event batches and the workers return them; the workers fill command
+/// batches and the reactor returns them. Both queues are bounded, and only
+/// vectors of a modest capacity are kept (a spare that does not fit is
+/// freed), so the spares hold at most `SPARES * SPARE_CAPACITY` entries
+/// each way.
+#[derive(Clone)]
+pub struct Spares {
+    /// Event batches, worker → reactor.
+    pub events_tx: Sender<Vec<ToWorker>>,
+    /// Event batches, taken by the reactor.
+    pub events_rx: Receiver<Vec<ToWorker>>,
+    /// Command batches, reactor → workers.
+    pub cmds_tx: Sender<Vec<Cmd>>,
+    /// Command batches, taken by the workers.
+    pub cmds_rx: Receiver<Vec<Cmd>>,
+}
+
+/// Spare vectors kept each way.
+const SPARES: usize = 64;
+/// Largest capacity of a vector kept as a spare.
+const SPARE_CAPACITY: usize = 1024;
+
+impl Spares {
+    /// Empty spare queues.
+    pub fn new() -> Spares {
+        let (events_tx, events_rx) = crossbeam_channel::bounded(SPARES);
+        let (cmds_tx, cmds_rx) = crossbeam_channel::bounded(SPARES);
+        Spares {
+            events_tx,
+            events_rx,
+            cmds_tx,
+            cmds_rx,
+        }
+    }
+    /// Hands back an emptied event batch.
+    pub fn put_events(&self, mut v: Vec<ToWorker>) {
+        if v.capacity() <= SPARE_CAPACITY {
+            v.clear();
+            let _ = self.events_tx.try_send(v);
+        }
+    }
+    /// An empty event batch (a returned one when there is one).
+    pub fn events(&self) -> Vec<ToWorker> {
+        self.events_rx.try_recv().unwrap_or_default()
+    }
+    /// Hands back an emptied command batch.
+    pub fn put_cmds(&self, mut v: Vec<Cmd>) {
+        if v.capacity() <= SPARE_CAPACITY {
+            v.clear();
+            let _ = self.cmds_tx.try_send(v);
+        }
+    }
+    /// An empty command batch (a returned one when there is one).
+    pub fn cmds(&self) -> Vec<Cmd> {
+        self.cmds_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(256))
+    }
+}
+
+impl Default for Spares {
+    fn default() -> Self {
+        Spares::new()
+    }
+}
+
 /// Waits for the next batch: spins for up to `spin` before parking.
 /// `None` when the reactor hung up.
 fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWorker>> {
@@ -370,13 +438,15 @@ pub fn worker_loop(
     cmd_tx: Sender<Vec<Cmd>>,
     wake: Arc<ReactorWake>,
     spin: Duration,
+    spares: Spares,
 ) {
     let mut host: Host<ConnId> = Host::new(services, pool);
-    let mut cmds: Vec<Cmd> = Vec::with_capacity(256);
+    let mut cmds: Vec<Cmd> = spares.cmds();
     while let Some(mut batch) = next_batch(&rx, spin) {
         for ev in batch.drain(..) {
             host.handle(ev, &mut cmds);
         }
+        spares.put_events(batch);
         // Take whatever else is already there before answering (batching).
         while cmds.len() < 4096 {
             match rx.try_recv() {
@@ -384,12 +454,13 @@ pub fn worker_loop(
                     for ev in b.drain(..) {
                         host.handle(ev, &mut cmds);
                     }
+                    spares.put_events(b);
                 }
                 Err(_) => break,
             }
         }
         if !cmds.is_empty() {
-            let c = std::mem::replace(&mut cmds, Vec::with_capacity(256));
+            let c = std::mem::replace(&mut cmds, spares.cmds());
             // Blocks only while the reactor's command queue is full; the
             // reactor never blocks on us, so this cannot deadlock.
             if cmd_tx.send(c).is_err() {
@@ -426,6 +497,25 @@ mod tests {
         fn on_peer_close(&mut self, io: &mut Io<'_>) {
             io.close();
         }
+    }
+
+    #[test]
+    fn spares_come_back_empty_bounded_and_modest() {
+        let sp = Spares::new();
+        let v: Vec<Cmd> = Vec::with_capacity(300);
+        let cap = v.capacity();
+        sp.put_cmds(v);
+        let back = sp.cmds();
+        assert!(back.is_empty());
+        assert_eq!(back.capacity(), cap, "the same allocation is reused");
+        // Too large to keep: freed, and a fresh one comes instead.
+        sp.put_cmds(Vec::with_capacity(SPARE_CAPACITY + 1));
+        assert_eq!(sp.cmds().capacity(), 256);
+        // At most SPARES are kept.
+        for _ in 0..SPARES + 10 {
+            sp.put_events(Vec::with_capacity(8));
+        }
+        assert_eq!(sp.events_rx.len(), SPARES);
     }
 
     fn host() -> Host<u32> {
