@@ -825,24 +825,9 @@ fn tcp_state(s: &std::net::TcpStream) -> u8 {
 
 /// Reads an HTTP/1.1 response with a Content-Length body off `r`; returns the body.
 fn read_response(r: &mut std::io::BufReader<std::net::TcpStream>) -> Vec<u8> {
-    use std::io::BufRead;
-    let mut len = 0usize;
-    let mut line = String::new();
-    r.read_line(&mut line).unwrap();
-    assert!(line.starts_with("HTTP/1.1 200"), "{line:?}");
-    loop {
-        line.clear();
-        r.read_line(&mut line).unwrap();
-        if line == "\r\n" || line.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                len = v.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0u8; len];
+    let (code, len) = common::read_head(r);
+    assert_eq!(code, 200);
+    let mut body = vec![0u8; len.expect("Content-Length") as usize];
     r.read_exact(&mut body).unwrap();
     body
 }

@@ -776,15 +776,7 @@ impl Conn {
             self.syn_rto_fallback(cx);
             self.backoffs = 0;
             self.clear_timer(Timer::Rexmit);
-            self.set_state(
-                if self.fin_queued {
-                    State::FinWait1
-                } else {
-                    State::Established
-                },
-                cx,
-            );
-            self.progress_time = cx.now;
+            self.enter_synchronized(cx);
             cx.stats.active_opens += 1;
             self.ev |= ev::CONNECTED;
             self.ack_now = true;
@@ -847,14 +839,11 @@ impl Conn {
         }
     }
 
-    /// SYN-RECEIVED to ESTABLISHED (or FIN-WAIT-1 when the application
-    /// closed first) on an acceptable ACK (RFC 9293 §3.10.7.4, fifth).
-    fn establish(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
-        // RFC 7323 §2.2: the window of the segment that completes the
-        // handshake is the first scaled one.
-        self.snd_wl1 = seg.seq;
-        self.snd_wl2 = seg.ack;
-        self.set_snd_wnd(u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0));
+    /// The handshake is complete: ESTABLISHED, or FIN-WAIT-1 when the
+    /// application closed before it was (its FIN is queued, RFC 9293
+    /// §3.10.4 "Queue this until all preceding SENDs have been segmentized,
+    /// then form a FIN segment").
+    fn enter_synchronized(&mut self, cx: &mut Ctx<'_>) {
         self.set_state(
             if self.fin_queued {
                 State::FinWait1
@@ -864,6 +853,17 @@ impl Conn {
             cx,
         );
         self.progress_time = cx.now;
+    }
+
+    /// SYN-RECEIVED to ESTABLISHED (or FIN-WAIT-1 when the application
+    /// closed first) on an acceptable ACK (RFC 9293 §3.10.7.4, fifth).
+    fn establish(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Reply {
+        // RFC 7323 §2.2: the window of the segment that completes the
+        // handshake is the first scaled one.
+        self.snd_wl1 = seg.seq;
+        self.snd_wl2 = seg.ack;
+        self.set_snd_wnd(u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0));
+        self.enter_synchronized(cx);
         let reply = if self.active {
             cx.stats.active_opens += 1;
             self.ev |= ev::CONNECTED;

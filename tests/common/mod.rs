@@ -86,18 +86,7 @@ impl Netns {
 
     /// Runs `ip -n NS ARGS`, asserting success.
     pub fn ip(&self, args: &[&str]) {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.name)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.name,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.ip_out(args);
     }
 
     /// A command run inside the namespace (`ip netns exec NS PROG ARGS`).
@@ -393,6 +382,13 @@ pub fn http_get(mut s: TcpStream, path: &str) -> (BufReader<TcpStream>, u16, Opt
     )
     .unwrap();
     let mut r = BufReader::with_capacity(256 * 1024, s);
+    let (code, len) = read_head(&mut r);
+    (r, code, len)
+}
+
+/// Reads an HTTP/1.1 response head off `r`: the status code and the
+/// Content-Length, if any.
+pub fn read_head(r: &mut BufReader<TcpStream>) -> (u16, Option<u64>) {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     let code: u16 = line
@@ -413,7 +409,7 @@ pub fn http_get(mut s: TcpStream, path: &str) -> (BufReader<TcpStream>, u16, Opt
             }
         }
     }
-    (r, code, len)
+    (code, len)
 }
 
 /// A child process killed (by its own PID) and reaped on drop, if it is
