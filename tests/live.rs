@@ -603,6 +603,10 @@ fn pcap_holds_both_directions() {
         let s = ns.connect("10.0.0.2:7");
         echo_roundtrip(s, 100_000, true);
         assert!(t.stop(Duration::from_secs(5)).success());
+        // Nothing lost: the exit counters say so, and no warning came.
+        let err = t.stderr();
+        assert!(err.contains(" pcap_lost=0 "), "{err}");
+        assert!(!err.contains("incomplete"), "{err}");
         let side = std::fs::read_to_string(dir.0.join(format!("run{seed}.pcap.json"))).unwrap();
         assert!(side.contains(&format!("\"seed\": {seed}")), "{side}");
         let w = workers.unwrap_or("0");
@@ -1207,8 +1211,11 @@ fn second_signal_ends_a_stuck_shutdown() {
         return;
     }
     // The pcap goes to a FIFO nobody reads: once the pipe is full the pcap
-    // writer blocks, so the last phase of the shutdown (waiting for the
-    // writer to flush) cannot finish. A second signal must end it anyway.
+    // writer blocks, its queue fills, and the last phase of the shutdown
+    // (waiting for the writer to flush) cannot finish. The reactor must
+    // neither wait for the writer (it drops and counts what the queue
+    // cannot take) nor miss a signal; a second signal ends the shutdown and
+    // still undoes what tcpd changed on a persistent device.
     let dir = TempDir::new("live-stuck");
     let fifo = dir.0.join("stuck.pcap");
     let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
@@ -1224,6 +1231,9 @@ fn second_signal_ends_a_stuck_shutdown() {
             .unwrap()
     };
     let ns = Netns::new("stuck");
+    // Persistent, bare and down: tcpd adds the addresses and brings it up.
+    ns.ip(&["tuntap", "add", "tun0", "mode", "tun"]);
+    ns.ip(&["link", "set", "tun0", "mtu", "1400"]);
     let mut t = Tcpd::start(
         &ns,
         &[
@@ -1235,14 +1245,44 @@ fn second_signal_ends_a_stuck_shutdown() {
             fifo.to_str().unwrap(),
         ],
     );
-    // More than the pipe holds (64 KiB), far fewer records than the queue.
-    echo_roundtrip(ns.connect("10.0.0.2:7"), 200_000, true);
+    // 24 MiB each way: some 35 000 records, far more than the pipe, the
+    // writer's buffer and the queue (8192 records) hold together.
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 24 * MB, true);
+    // /stats is republished every 250 ms.
+    let until = Instant::now() + Duration::from_secs(3);
+    let mut lost = 0;
+    while lost == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(100));
+        lost = stat(&ns.stats(), "pcap_lost").unwrap_or(0);
+    }
+    assert!(
+        lost > 10_000,
+        "pcap_lost {lost}: the queue never filled: {}",
+        t.stderr()
+    );
+    assert!(
+        t.wait_stderr(
+            &["cannot keep up", "dropped from the capture"],
+            Duration::from_secs(3)
+        ),
+        "no warning about the lost records: {}",
+        t.stderr()
+    );
     t.signal(libc::SIGTERM);
+    assert!(
+        t.wait_stderr(&["SIGTERM: closing"], Duration::from_secs(3)),
+        "SIGTERM was not handled: {}",
+        t.stderr()
+    );
     assert!(
         t.wait(Duration::from_millis(1500)).is_none(),
         "tcpd exited although its pcap writer is blocked: {}",
         t.stderr()
     );
+    // The exit counters and the sum of the loss were logged.
+    let err = t.stderr();
+    assert!(err.contains("pcap_lost="), "{err}");
+    assert!(err.contains("stuck.pcap is incomplete"), "{err}");
     let start = Instant::now();
     t.signal(libc::SIGINT);
     let st = t
@@ -1255,6 +1295,13 @@ fn second_signal_ends_a_stuck_shutdown() {
     );
     assert!(!st.success(), "a forced exit reports failure ({st})");
     assert!(t.stderr().contains("second signal"), "{}", t.stderr());
-    assert!(!ns.has_link("tun0"));
+    let a = ns.ip_out(&["addr", "show", "dev", "tun0"]);
+    assert!(
+        !a.contains("10.0.0.1") && !a.contains("fd00::1"),
+        "a forced exit left tcpd's addresses on the persistent device: {a}"
+    );
+    let (flags, mtu, _) = link_info(&ns, "tun0");
+    assert!(!is_up(&flags), "a forced exit left the link up: {flags:?}");
+    assert_eq!(mtu, 1400, "a forced exit left tcpd's MTU");
     drop(reader);
 }

@@ -5,10 +5,18 @@
 //! handed over a bounded channel ([`crate::Config::pcap_queue`] records) to
 //! a writer thread, which writes classic pcap (link type RAW = 101: each
 //! record is a bare IPv4 or IPv6 packet; microsecond timestamps), flushes
-//! every 200 ms and on exit, and hands the buffers back. When the channel
-//! is full the reactor waits for the writer rather than lose a record (a
-//! capture with holes could not be replayed); such waits are counted
-//! (`pcap_stalls`).
+//! every 200 ms and on exit, and hands the buffers back.
+//!
+//! The reactor never waits for the writer: a writer that cannot keep up (a
+//! slow disk, a FIFO nobody reads) must not stop the stack, nor keep it
+//! from seeing SIGINT/SIGTERM. When the channel is full the record is
+//! dropped, as a packet capture drops what its buffer cannot take (as Linux
+//! does for a full `AF_PACKET` receive buffer, counted in `tp_drops`, which
+//! tcpdump reports as "dropped by kernel"). The loss is not silent: the
+//! first drop logs a warning, every drop counts in `pcap_lost` (in
+//! `/stats`, SIGUSR1 and the counters logged at exit), and the shutdown
+//! logs how many packets the capture lacks. A capture with holes does not
+//! replay byte for byte.
 //!
 //! A record's timestamp is `start_unix_us + now`, where `now` is exactly the
 //! endpoint time (µs) the packet was handled or produced at; see
@@ -80,10 +88,24 @@ pub struct PcapTap<D> {
     tx: Option<Sender<Record>>,
     pool: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<u64>>>,
+    /// A buffer of a record the full channel refused, for the next one.
+    spare: Option<Vec<u8>>,
+    /// Capacity of the channel, for messages.
+    queue: usize,
+    /// Records handed to the writer.
     records: u64,
-    stalls: u64,
+    /// Packets not recorded (channel full, or the writer gone).
     lost: u64,
+    /// The first loss was logged.
+    warned: bool,
+    /// The loss was summed up at the end of the capture.
+    reported: bool,
+    path: PathBuf,
 }
+
+/// How long dropping a tap waits for its writer before leaving it behind
+/// (a writer stuck on a FIFO nobody reads would wait forever).
+const DROP_JOIN_WAIT: Duration = Duration::from_secs(2);
 
 /// The sidecar's path for a pcap at `pcap`: `pcap` with `.json` appended.
 pub fn sidecar_path(pcap: &Path) -> PathBuf {
@@ -147,18 +169,33 @@ impl<D: Device> PcapTap<D> {
             tx: Some(tx),
             pool: pool_rx,
             writer: Some(writer),
+            spare: None,
+            queue,
             records: 0,
-            stalls: 0,
             lost: 0,
+            warned: false,
+            reported: false,
+            path: path.to_path_buf(),
         })
     }
 
+    /// Hands a copy of `pkt` to the writer; never blocks (see the module
+    /// documentation): a full channel drops the record and counts it.
     fn record(&mut self, now: Instant, pkt: &[u8]) {
         let Some(tx) = &self.tx else {
             self.lost += 1;
             return;
         };
-        let mut buf = self.pool.try_recv().unwrap_or_default();
+        if tx.is_full() {
+            // Spare the copy: it could not be sent.
+            self.lost_to_full_queue();
+            return;
+        }
+        let mut buf = self
+            .spare
+            .take()
+            .or_else(|| self.pool.try_recv().ok())
+            .unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(pkt);
         let rec = Record {
@@ -168,25 +205,64 @@ impl<D: Device> PcapTap<D> {
         match tx.try_send(rec) {
             Ok(()) => self.records += 1,
             Err(TrySendError::Full(rec)) => {
-                self.stalls += 1;
-                if tx.send(rec).is_ok() {
-                    self.records += 1;
-                } else {
-                    self.lost += 1;
-                }
+                self.spare = Some(rec.buf);
+                self.lost_to_full_queue();
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.lost += 1;
-                warn!("pcap writer stopped; no more packets are recorded");
+                warn!(
+                    "pcap writer stopped; no more packets are recorded in {} (the error follows at exit)",
+                    self.path.display()
+                );
                 self.tx = None;
             }
         }
+    }
+
+    /// Counts a record dropped on a full channel; the first one is logged.
+    fn lost_to_full_queue(&mut self) {
+        self.lost += 1;
+        if !self.warned {
+            self.warned = true;
+            warn!(
+                "pcap: the writer of {} cannot keep up (all {} queued records wait for it: a slow                  disk, or a pipe nobody reads); packets are now dropped from the capture, which                  will be incomplete and will not replay (counted in pcap_lost)",
+                self.path.display(),
+                self.queue
+            );
+        }
+    }
+
+    /// At the end of the capture: says how many packets it lacks (once).
+    fn report_loss(&mut self) {
+        if self.reported {
+            return;
+        }
+        self.reported = true;
+        if self.lost > 0 {
+            warn!(
+                "pcap: {} is incomplete: {} of {} packets were not recorded (pcap_lost)",
+                self.path.display(),
+                self.lost,
+                self.lost + self.records
+            );
+        }
+    }
+
+    /// Packets handed to the writer so far.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Packets not recorded so far (see the module documentation).
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 
     /// Stops the writer after it wrote everything queued; returns the
     /// number of records written.
     pub fn finish(&mut self) -> io::Result<u64> {
         self.tx = None;
+        self.report_loss();
         match self.writer.take() {
             Some(h) => h
                 .join()
@@ -221,11 +297,7 @@ impl<D: Device> Device for PcapTap<D> {
     }
     fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
         self.inner.counters(out);
-        out.extend([
-            ("pcap_records", self.records),
-            ("pcap_stalls", self.stalls),
-            ("pcap_lost", self.lost),
-        ]);
+        out.extend([("pcap_records", self.records), ("pcap_lost", self.lost)]);
     }
     fn flush(&mut self) {
         self.inner.flush();
@@ -238,6 +310,7 @@ impl<D: Device> Device for PcapTap<D> {
         self.inner.begin_flush();
         // The writer drains the channel, flushes and ends when the sender is gone.
         self.tx = None;
+        self.report_loss();
     }
     fn flushed(&self) -> bool {
         self.inner.flushed() && self.writer.as_ref().is_none_or(|h| h.is_finished())
@@ -251,7 +324,20 @@ impl<D> Drop for PcapTap<D> {
     fn drop(&mut self) {
         self.tx = None;
         if let Some(h) = self.writer.take() {
-            let _ = h.join();
+            // Bounded: the device below (restoring the host) is dropped
+            // next, and a stuck writer must not keep it from that.
+            let until = Instant::now() + DROP_JOIN_WAIT;
+            while !h.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if h.is_finished() {
+                let _ = h.join();
+            } else {
+                warn!(
+                    "pcap: the writer of {} is stuck; leaving it (the capture is incomplete)",
+                    self.path.display()
+                );
+            }
         }
     }
 }
@@ -389,13 +475,36 @@ mod tests {
         }
     }
 
+    /// A temporary directory, removed on drop (also when a test fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(tag: &str) -> TempDir {
+            use std::sync::atomic::{AtomicU32, Ordering};
+            static N: AtomicU32 = AtomicU32::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "tcpd-pcap-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
     #[test]
     fn records_both_directions_with_raw_link_type() {
-        let dir = std::env::temp_dir().join(format!("tcpd-pcap-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("t.pcap");
+        let dir = TempDir::new("test");
+        let path = dir.0.join("t.pcap");
         let clock = Clock::new();
-        let mut tap = PcapTap::new(Null, &path, clock, 2, 65535).unwrap();
+        let mut tap = PcapTap::new(Null, &path, clock, 64, 65535).unwrap();
         let mut buf = [0u8; 16];
         let t = clock.start() + Duration::from_micros(1234);
         for _ in 0..10 {
@@ -403,6 +512,7 @@ mod tests {
             tap.send(t, &[0x60, 1, 2]).unwrap();
         }
         tap.flush();
+        assert_eq!((tap.records(), tap.lost()), (20, 0));
         let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(r.header().datalink, DataLink::RAW);
         let mut n = 0;
@@ -420,14 +530,12 @@ mod tests {
         let js = sidecar_json(&cfg, &clock, 1500, 2);
         assert!(js.contains("\"seed\": 0"));
         assert!(js.contains("\"addrs\": [\"10.0.0.2\", \"fd00::2\"]"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn begin_flush_completes_without_blocking() {
-        let dir = std::env::temp_dir().join(format!("tcpd-pcap-flush-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("f.pcap");
+        let dir = TempDir::new("flush");
+        let path = dir.0.join("f.pcap");
         let clock = Clock::new();
         let mut tap = PcapTap::new(Null, &path, clock, 64, 65535).unwrap();
         let mut buf = [0u8; 16];
@@ -450,6 +558,70 @@ mod tests {
         }
         assert_eq!(n, 50);
         tap.flush();
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A writer stuck on a FIFO nobody reads: the tap drops and counts
+    /// what the full queue cannot take, and never waits for the writer.
+    #[test]
+    fn a_stuck_writer_never_blocks_the_caller() {
+        use std::io::Read as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let dir = TempDir::new("stuck");
+        let path = dir.0.join("fifo.pcap");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A reader end that reads nothing yet (a non-blocking open needs no writer).
+        let mut reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let clock = Clock::new();
+        let tap = PcapTap::new(Null, &path, clock, 4, 65535).unwrap();
+        // 2000 packets of 60 000 bytes: far more than the pipe (64 KiB),
+        // the writer's buffer (256 KiB) and the queue (4) hold.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tap = tap;
+            let pkt = vec![0x45u8; 60_000];
+            for _ in 0..2000 {
+                tap.send(clock.start(), &pkt).unwrap();
+            }
+            let _ = done_tx.send(tap);
+        });
+        let mut tap = done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the tap waited for a stuck pcap writer");
+        assert!(tap.lost() > 1000, "lost {}", tap.lost());
+        assert_eq!(tap.records() + tap.lost(), 2000);
+        let mut v = Vec::new();
+        tap.counters(&mut v);
+        assert!(v.contains(&("pcap_lost", tap.lost())), "{v:?}");
+        tap.begin_flush();
+        assert!(!tap.flushed(), "the writer is still stuck");
+        // Read the FIFO dry: the writer gets through what was queued, ends
+        // and closes its end (end of file here).
+        let until = Instant::now() + Duration::from_secs(20);
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            assert!(Instant::now() < until, "the writer did not finish");
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        while !tap.flushed() {
+            assert!(Instant::now() < until, "the writer did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let want = 24 + tap.records() as usize * (16 + 60_000);
+        assert_eq!(got, want, "the records handed over are all written");
+        assert_eq!(tap.finish().unwrap(), tap.records());
     }
 }
