@@ -206,6 +206,26 @@ pub struct Reactor<D: Device> {
     spares: Spares,
 }
 
+/// Sends `link.out` to its worker if its queue has room (true), leaving an
+/// empty spare in its place; on a full queue the batch stays in `link.out`
+/// and the link is marked backlogged, and the spare taken for it goes back
+/// to `spares` (false).
+fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
+    let batch = std::mem::replace(&mut link.out, spares.events());
+    match link.tx.try_send(batch) {
+        Ok(()) => {
+            link.backlogged = false;
+            true
+        }
+        Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
+            let spare = std::mem::replace(&mut link.out, b);
+            spares.put_events(spare);
+            link.backlogged = true;
+            false
+        }
+    }
+}
+
 fn hash_conn(id: ConnId) -> u64 {
     // Fibonacci hashing of the packed handle; stable for a connection's life.
     id.to_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
@@ -925,18 +945,11 @@ impl<D: Device> Reactor<D> {
                         link.backlogged = false;
                         continue;
                     }
-                    let batch = std::mem::replace(&mut link.out, self.spares.events());
-                    match link.tx.try_send(batch) {
-                        Ok(()) => {
-                            self.counters.batches_out += 1;
-                            self.awaiting_workers |= self.answer_expected;
-                            link.backlogged = false;
-                        }
-                        Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
-                            self.counters.worker_queue_full += 1;
-                            link.out = b;
-                            link.backlogged = true;
-                        }
+                    if offer_batch(link, &self.spares) {
+                        self.counters.batches_out += 1;
+                        self.awaiting_workers |= self.answer_expected;
+                    } else {
+                        self.counters.worker_queue_full += 1;
                     }
                 }
                 false
@@ -1170,5 +1183,41 @@ impl<D: Device> Reactor<D> {
             let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
         }
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A full worker queue keeps the batch where it was and gives the
+    /// spare vector taken for its place back to the spares (it used to be
+    /// dropped, so the worker path allocated again).
+    #[test]
+    fn a_full_worker_queue_returns_the_spare() {
+        let spares = Spares::new();
+        spares.put_events(Vec::with_capacity(16));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(1);
+        tx.try_send(Vec::new()).unwrap();
+        let mut link = WorkerLink {
+            tx,
+            out: Vec::with_capacity(8),
+            backlogged: false,
+            thread: None,
+        };
+        assert!(!offer_batch(&mut link, &spares));
+        assert!(link.backlogged);
+        assert_eq!(link.out.capacity(), 8, "the batch stays to be sent");
+        assert_eq!(spares.events_rx.len(), 1, "the spare went back");
+        assert_eq!(spares.events().capacity(), 16);
+        // With room: the batch goes, a spare (here: a new vector) takes its place.
+        spares.put_events(Vec::with_capacity(16));
+        rx.try_recv().unwrap();
+        assert!(offer_batch(&mut link, &spares));
+        assert!(!link.backlogged);
+        assert_eq!(rx.try_recv().unwrap().capacity(), 8);
+        assert_eq!(link.out.capacity(), 16);
+        assert_eq!(spares.events_rx.len(), 0);
     }
 }
