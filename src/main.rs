@@ -4,7 +4,8 @@
 //! [`daemon::Config`] and runs it. Every error ends in one line on stderr
 //! and a non-zero exit status.
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use daemon::{Config, FaultConfig, IpNet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
@@ -152,9 +153,26 @@ fn random_seed() -> u64 {
     })
 }
 
-fn config(cli: Cli) -> Config {
+/// Whether the user gave flag `id` (a field name of [`Cli`]) rather than
+/// leaving its default.
+fn given(m: &ArgMatches, id: &str) -> bool {
+    m.value_source(id)
+        .is_some_and(|s| s != ValueSource::DefaultValue)
+}
+
+/// The command line, and the matches that say which flags were given.
+fn parse() -> Result<(Cli, ArgMatches), clap::Error> {
+    let m = Cli::command().try_get_matches()?;
+    let cli = Cli::from_arg_matches(&m)?;
+    Ok((cli, m))
+}
+
+fn config(cli: Cli, m: &ArgMatches) -> Config {
     let d = Config::default();
     Config {
+        // A clash of the default IPv6 addresses only turns IPv6 off; one
+        // of addresses the user chose is refused (daemon::tun).
+        ipv6_explicit: given(m, "addr6") || given(m, "host_addr6"),
         iface: cli.iface,
         addr: cli.addr,
         host_addr: cli.host_addr,
@@ -214,7 +232,7 @@ fn say(line: &str) {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let (cli, matches) = match parse() {
         Ok(c) => c,
         Err(e) => {
             use clap::error::ErrorKind;
@@ -238,11 +256,32 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose, cli.quiet);
-    match daemon::run(config(cli)) {
+    match daemon::run(config(cli, &matches)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("tcpd: {e}"));
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(args: &[&str]) -> Config {
+        let m = Cli::command().try_get_matches_from(args).unwrap();
+        let cli = Cli::from_arg_matches(&m).unwrap();
+        config(cli, &m)
+    }
+
+    #[test]
+    fn explicit_ipv6_flags_are_told_apart_from_defaults() {
+        assert!(!cfg(&["tcpd", "tun0"]).ipv6_explicit);
+        assert!(!cfg(&["tcpd", "tun0", "--addr", "10.0.0.3"]).ipv6_explicit);
+        assert!(cfg(&["tcpd", "tun0", "--addr6", "fd00::2"]).ipv6_explicit);
+        assert!(cfg(&["tcpd", "tun0", "--host-addr6", "fd00::1/64"]).ipv6_explicit);
+        assert!(cfg(&["tcpd", "tun0", "--no-ipv6"]).addr6.is_none());
     }
 }

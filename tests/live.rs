@@ -1190,6 +1190,36 @@ fn same_subnet_on_another_interface_is_refused() {
         "{e}"
     );
     assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
+    // A wider subnet: the message says what is at risk (that part of the LAN).
+    ns.ip(&["addr", "add", "10.0.0.9/20", "dev", "tcpdv1"]);
+    ns.ip(&["addr", "del", "10.0.0.5/24", "dev", "tcpdv0"]);
+    let e = expect_failure(&ns, &["tun0", "--seed", "1"]);
+    assert!(
+        e.contains("tcpdv1") && e.contains("wider subnet") && e.contains("hide"),
+        "{e}"
+    );
+    ns.ip(&["addr", "del", "10.0.0.9/20", "dev", "tcpdv1"]);
+    // Only the default IPv6 subnet clashes: tcpd warns and runs IPv4 only.
+    ns.ip(&["addr", "add", "fd00::5/64", "dev", "tcpdv0"]);
+    let mut t = Tcpd::start(&ns, &["--seed", "28"]);
+    let banner = t.banner.join("\n");
+    assert!(!banner.contains("fd00::2"), "{banner}");
+    let a = ns.ip_out(&["addr", "show", "dev", "tun0"]);
+    assert!(
+        a.contains("inet 10.0.0.1/24") && !a.contains("fd00::1"),
+        "{a}"
+    );
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+    assert!(t.stop(Duration::from_secs(5)).success());
+    let err = t.stderr();
+    assert!(
+        err.contains("tcpdv0") && err.contains("running without IPv6"),
+        "{err}"
+    );
+    // Asked for explicitly, the same addresses are refused.
+    let e = expect_failure(&ns, &["tun0", "--seed", "1", "--addr6", "fd00::2"]);
+    assert!(e.contains("tcpdv0") && e.contains("--host-addr6"), "{e}");
+    assert!(!ns.has_link("tun0"), "a failed start left tun0 behind");
     // Another subnet is fine.
     let mut t = Tcpd::start(
         &ns,

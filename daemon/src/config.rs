@@ -126,6 +126,12 @@ pub struct Config {
     pub addr6: Option<Ipv6Addr>,
     /// IPv6 address and prefix of the kernel side. Default fd00::1/64.
     pub host_addr6: IpNet,
+    /// Whether the user chose `addr6` or `host_addr6` (`--addr6`,
+    /// `--host-addr6`) instead of leaving the defaults. IPv6 is optional:
+    /// when the default IPv6 addresses clash with another interface's,
+    /// tcpd warns and runs IPv4 only; addresses the user asked for are
+    /// refused instead. Default false.
+    pub ipv6_explicit: bool,
     /// MTU of the interface. Default 1500.
     pub mtu: usize,
     /// Transmit queue length set on the interface (the kernel default of
@@ -206,6 +212,7 @@ impl Default for Config {
                 addr: IpAddr::V6(Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
                 prefix: 64,
             },
+            ipv6_explicit: false,
             mtu: 1500,
             txqueuelen: 10_000,
             no_configure: false,

@@ -138,7 +138,7 @@ fn services(cfg: &Config, board: &Arc<StatusBoard>) -> Result<ServiceList, Error
 /// tcpd created is gone and the pcap is flushed.
 pub fn run(mut cfg: Config) -> Result<(), Error> {
     cfg.validate().map_err(Error::new)?;
-    let tun = TunDevice::open(&cfg)?;
+    let tun = TunDevice::open(&mut cfg)?;
     cfg.mtu = tun.mtu();
     let clock = Clock::new();
     let mut dev: Box<dyn Device> = Box::new(tun);

@@ -318,8 +318,13 @@ fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Resul
 impl TunDevice {
     /// Opens (and unless `--no-configure`, configures) the TUN device.
     /// Every failure a user can cause comes back as one line saying how to fix it.
-    pub fn open(cfg: &Config) -> Result<TunDevice, Error> {
-        let name = cfg.iface.as_str();
+    ///
+    /// Before it creates or configures the device it checks the host's
+    /// addresses for conflicts; a clash of only the default IPv6 addresses
+    /// turns IPv6 off in `cfg` (see [`Config::ipv6_explicit`]).
+    pub fn open(cfg: &mut Config) -> Result<TunDevice, Error> {
+        let name = cfg.iface.clone();
+        let name = name.as_str();
         let existed = if_index(name).is_some();
         if cfg.no_configure && !existed {
             return Err(Error::new(format!(
@@ -508,13 +513,33 @@ impl TunDevice {
     }
 }
 
+/// What the address check found wrong.
+#[derive(Debug, PartialEq, Eq)]
+enum Conflict {
+    /// Refuse to start, with this line.
+    Fatal(String),
+    /// Only the default IPv6 addresses clash: run without IPv6, saying why.
+    Ipv6(String),
+}
+
 /// Refuses host or stack addresses that another interface already holds,
 /// and host subnets that overlap one on another interface: the kernel would
-/// answer for them itself or route them elsewhere.
-fn check_conflicts(cfg: &Config) -> Result<(), Error> {
+/// answer for them itself or route them elsewhere. IPv6 is optional: a
+/// clash of the default IPv6 addresses only turns IPv6 off (`cfg.addr6`
+/// becomes `None`) with a warning; one of addresses the user gave
+/// (`--addr6`, `--host-addr6`, see [`Config::ipv6_explicit`]) is refused.
+fn check_conflicts(cfg: &mut Config) -> Result<(), Error> {
     match host_addresses() {
         Ok(addrs) => match find_conflict(cfg, &addrs) {
-            Some(msg) => Err(Error::new(msg)),
+            Some(Conflict::Fatal(msg)) => Err(Error::new(msg)),
+            Some(Conflict::Ipv6(msg)) => {
+                warn!(
+                    "{msg}; running without IPv6 (IPv6 is optional: give --addr6 and \
+                     --host-addr6 in a free subnet to have it, or --no-ipv6 to go without this warning)"
+                );
+                cfg.addr6 = None;
+                Ok(())
+            }
             None => Ok(()),
         },
         Err(e) => {
@@ -537,19 +562,61 @@ fn overlaps(a: IpNet, b: IpNet) -> bool {
     .contains(b.addr)
 }
 
-/// The conflict of `cfg` with the host's addresses `addrs`, as one line.
-fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
-    let mut wanted: Vec<(IpAddr, &str)> = vec![
-        (cfg.host_addr.addr, "--host-addr"),
-        (IpAddr::V4(cfg.addr), "--addr"),
-    ];
-    let mut nets: Vec<(IpNet, IpAddr, &str)> =
-        vec![(cfg.host_addr, IpAddr::V4(cfg.addr), "--host-addr")];
-    if let Some(a6) = cfg.addr6 {
-        wanted.push((cfg.host_addr6.addr, "--host-addr6"));
-        wanted.push((IpAddr::V6(a6), "--addr6"));
-        nets.push((cfg.host_addr6, IpAddr::V6(a6), "--host-addr6"));
+/// The network of `n`: its address with the host bits cleared (`10.0.0.1/24`
+/// -> `10.0.0.0/24`).
+fn network(n: IpNet) -> IpNet {
+    let addr = match n.addr {
+        IpAddr::V4(a) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(n.prefix.min(32)))
+                .unwrap_or(0);
+            IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+        }
+        IpAddr::V6(a) => {
+            let mask = u128::MAX
+                .checked_shl(128 - u32::from(n.prefix.min(128)))
+                .unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+        }
+    };
+    IpNet {
+        addr,
+        prefix: n.prefix,
     }
+}
+
+/// The conflict of `cfg` with the host's addresses `addrs`: IPv4 first
+/// (always fatal), then IPv6 (fatal only if [`Config::ipv6_explicit`]).
+fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<Conflict> {
+    if let Some(msg) = family_conflict(cfg, addrs, false) {
+        return Some(Conflict::Fatal(msg));
+    }
+    if cfg.addr6.is_some() {
+        if let Some(msg) = family_conflict(cfg, addrs, true) {
+            return Some(if cfg.ipv6_explicit {
+                Conflict::Fatal(msg)
+            } else {
+                Conflict::Ipv6(msg)
+            });
+        }
+    }
+    None
+}
+
+/// The first conflict of one address family (IPv6 if `v6`), as one line.
+fn family_conflict(cfg: &Config, addrs: &[(String, IpNet)], v6: bool) -> Option<String> {
+    let (host, stack, flag, addr_flag) = if v6 {
+        (
+            cfg.host_addr6,
+            IpAddr::V6(cfg.addr6?),
+            "--host-addr6",
+            "--addr6",
+        )
+    } else {
+        (cfg.host_addr, IpAddr::V4(cfg.addr), "--host-addr", "--addr")
+    };
+    let wanted = [(host.addr, flag), (stack, addr_flag)];
+    let nets = [(host, stack, flag, addr_flag)];
     for (ifname, net) in addrs {
         for (w, flag) in &wanted {
             if net.addr == *w && ifname != &cfg.iface {
@@ -566,7 +633,7 @@ fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
         }
     }
     for (ifname, net) in addrs {
-        if ifname == &cfg.iface {
+        if ifname == &cfg.iface || net.addr.is_ipv6() != v6 {
             continue;
         }
         // Link-local IPv6 (fe80::/10) is scoped to its own link: every
@@ -576,16 +643,46 @@ fn find_conflict(cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
                 continue;
             }
         }
-        for (ours, stack, flag) in &nets {
-            if overlaps(*ours, *net) {
-                return Some(format!(
-                    "interface {ifname} has {net}, in the same subnet as {flag} {ours}: the kernel \
-                     could route {stack} to {ifname} instead of {}; choose another subnet \
-                     ({flag} and {}) or remove {net} from {ifname}",
-                    cfg.iface,
-                    if *flag == "--host-addr" { "--addr" } else { "--addr6" },
-                ));
+        for (ours, stack, flag, addr_flag) in &nets {
+            if !overlaps(*ours, *net) {
+                continue;
             }
+            let iface = &cfg.iface;
+            let fix = format!(
+                "choose another subnet ({flag} and {addr_flag}) or remove {net} from {ifname}"
+            );
+            // The kernel picks the route with the longest matching prefix
+            // (as Linux's FIB lookup, fib_table_lookup / fib6_lookup): which
+            // side loses depends on which prefix is longer.
+            let why = if net.prefix < ours.prefix {
+                format!(
+                    "interface {ifname} has {net}, a wider subnet that holds {flag} {ours}: \
+                     longest-prefix match still routes {} to {iface}, so tcpd would hide that \
+                     part of {ifname}'s network (its hosts there become unreachable from this \
+                     machine)",
+                    network(*ours)
+                )
+            } else if net.prefix > ours.prefix {
+                if net.contains(*stack) {
+                    format!(
+                        "interface {ifname} has {net}, a narrower subnet inside {flag} {ours} \
+                         that holds {stack}: the kernel would route {stack} to {ifname} \
+                         (the longer prefix) instead of {iface}"
+                    )
+                } else {
+                    format!(
+                        "interface {ifname} has {net}, a narrower subnet inside {flag} {ours}: \
+                         the kernel routes {} to {ifname} (the longer prefix), not to {iface}",
+                        network(*net)
+                    )
+                }
+            } else {
+                format!(
+                    "interface {ifname} has {net}, in the same subnet as {flag} {ours}: the \
+                     kernel could route {stack} to {ifname} instead of {iface}"
+                )
+            };
+            return Some(format!("{why}; {fix}"));
         }
     }
     None
@@ -784,6 +881,12 @@ mod tests {
         let host = |list: &[(&str, &str)]| -> Vec<(String, IpNet)> {
             list.iter().map(|(i, n)| (i.to_string(), net(n))).collect()
         };
+        let fatal = |cfg: &Config, list: &[(&str, &str)]| -> String {
+            match find_conflict(cfg, &host(list)) {
+                Some(Conflict::Fatal(m)) => m,
+                other => panic!("{list:?}: {other:?}"),
+            }
+        };
         let ok = host(&[
             ("lo", "127.0.0.1/8"),
             ("lo", "::1/128"),
@@ -796,26 +899,75 @@ mod tests {
             ("tun0", "10.0.0.1/24"),
         ]);
         assert_eq!(find_conflict(&cfg, &ok), None);
-        let e = find_conflict(&cfg, &host(&[("lo", "10.0.0.1/32")])).unwrap();
+        let e = fatal(&cfg, &[("lo", "10.0.0.1/32")]);
         assert!(e.contains("already on interface lo"), "{e}");
-        let e = find_conflict(&cfg, &host(&[("tun0", "10.0.0.2/24")])).unwrap();
+        let e = fatal(&cfg, &[("tun0", "10.0.0.2/24")]);
         assert!(e.contains("tun0 itself"), "{e}");
-        let e = find_conflict(&cfg, &host(&[("d0", "10.0.0.5/24")])).unwrap();
+        let e = fatal(&cfg, &[("d0", "10.0.0.5/24")]);
         assert!(
             e.contains("interface d0 has 10.0.0.5/24")
                 && e.contains("same subnet as --host-addr 10.0.0.1/24")
-                && e.contains("10.0.0.2"),
+                && e.contains("could route 10.0.0.2 to d0 instead of tun0"),
             "{e}"
         );
-        // A wider or narrower overlapping subnet is caught too.
-        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.0/8")])).is_some());
-        assert!(find_conflict(&cfg, &host(&[("d0", "10.0.0.200/30")])).is_some());
-        let e = find_conflict(&cfg, &host(&[("d0", "fd00::9/64")])).unwrap();
+        // A wider subnet elsewhere: tun0 still gets its /24, and the
+        // message says what is at risk (that part of the other LAN).
+        let e = fatal(&cfg, &[("eth0", "10.0.0.9/20")]);
+        assert!(
+            e.contains("wider subnet")
+                && e.contains("still routes 10.0.0.0/24 to tun0")
+                && e.contains("hide that part of eth0's network")
+                && !e.contains("instead of tun0"),
+            "{e}"
+        );
+        // A narrower one: it wins the routes it covers.
+        let e = fatal(&cfg, &[("d0", "10.0.0.200/30")]);
+        assert!(
+            e.contains("narrower subnet") && e.contains("routes 10.0.0.200/30 to d0"),
+            "{e}"
+        );
+        let e = fatal(&cfg, &[("d0", "10.0.0.3/30")]);
+        assert!(
+            e.contains("would route 10.0.0.2 to d0 (the longer prefix) instead of tun0"),
+            "{e}"
+        );
+        // The default IPv6 addresses clash: IPv6 goes, tcpd runs.
+        for list in [
+            &[("d0", "fd00::9/64")][..],
+            &[("d0", "fd00::/48")],
+            &[("d0", "fd00::1/128")],
+            &[("tun0", "fd00::2/64")],
+        ] {
+            match find_conflict(&cfg, &host(list)) {
+                Some(Conflict::Ipv6(m)) => {
+                    assert!(m.contains("--host-addr6") || m.contains("--addr6"), "{m}")
+                }
+                other => panic!("{list:?}: {other:?}"),
+            }
+        }
+        // Addresses the user asked for are refused.
+        let asked = Config {
+            ipv6_explicit: true,
+            ..Config::default()
+        };
+        let e = fatal(&asked, &[("d0", "fd00::9/64")]);
         assert!(e.contains("--host-addr6"), "{e}");
+        // IPv4 wins over IPv6 and is fatal without regard to IPv6 flags.
+        let e = fatal(&cfg, &[("d0", "fd00::9/64"), ("d1", "10.0.0.7/24")]);
+        assert!(e.contains("d1"), "{e}");
         let no6 = Config {
             addr6: None,
             ..Config::default()
         };
         assert_eq!(find_conflict(&no6, &host(&[("d0", "fd00::9/64")])), None);
+    }
+
+    #[test]
+    fn network_clears_host_bits() {
+        assert_eq!(network(net("10.0.0.9/20")), net("10.0.0.0/20"));
+        assert_eq!(network(net("10.1.2.3/0")), net("0.0.0.0/0"));
+        assert_eq!(network(net("10.1.2.3/32")), net("10.1.2.3/32"));
+        assert_eq!(network(net("fd00::1:2/112")), net("fd00::1:0/112"));
+        assert_eq!(network(net("fd00::1/0")), net("::/0"));
     }
 }
