@@ -1096,6 +1096,41 @@ fn persistent_device_keeps_the_users_configuration() {
     assert!(ns.has_link("tun0"), "the persistent device is gone");
 }
 
+/// The kernel answers EEXIST for an IPv6 address already on the interface
+/// whatever its prefix: tcpd keeps the user's address and says what that
+/// means, and leaves it there on exit.
+#[test]
+fn ipv6_host_address_with_another_prefix_is_reported() {
+    if !live_ok("ipv6_host_address_with_another_prefix_is_reported") {
+        return;
+    }
+    let ns = Netns::new("prefix6");
+    ns.ip(&["tuntap", "add", "tun0", "mode", "tun"]);
+    ns.ip(&["addr", "add", "fd00::1/128", "dev", "tun0"]);
+    // Up already: a link tcpd brought up it takes down on exit, and the
+    // kernel flushes IPv6 addresses then (net.ipv6.conf.*.keep_addr_on_down).
+    ns.ip(&["link", "set", "tun0", "up"]);
+    let mut t = Tcpd::start(&ns, &["--seed", "29"]);
+    assert!(
+        t.wait_stderr(
+            &[
+                "fd00::1 is already assigned as fd00::1/128, not /64",
+                "no route for fd00::/64"
+            ],
+            Duration::from_secs(3)
+        ),
+        "{}",
+        t.stderr()
+    );
+    assert!(t.stop(Duration::from_secs(5)).success(), "{}", t.stderr());
+    let a = ns.ip_out(&["addr", "show", "dev", "tun0"]);
+    assert!(
+        a.contains("inet6 fd00::1/128"),
+        "the user's address went: {a}"
+    );
+    assert!(!a.contains("10.0.0.1"), "{a}");
+}
+
 #[test]
 fn sigusr1_counters_show_under_quiet() {
     if !live_ok("sigusr1_counters_show_under_quiet") {

@@ -176,6 +176,35 @@ fn link_is_up(name: &str) -> io::Result<bool> {
     Ok(i32::from(flags) & libc::IFF_UP != 0)
 }
 
+/// What [`TunDevice::configure`] does about the MTU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MtuPlan {
+    /// It is right already.
+    Keep,
+    /// Set it; on exit put back `restore` (on a persistent device).
+    Set {
+        /// The MTU to put back, if any.
+        restore: Option<u16>,
+    },
+    /// A persistent device whose MTU cannot be read: leave it, since it
+    /// could not be put back.
+    Unknown,
+}
+
+/// The plan for a device that `existed` before tcpd (persistent), whose
+/// MTU reads as `current` (`None`: cannot be read), when tcpd wants `want`.
+/// A device tcpd created goes away on exit, so its old MTU does not matter.
+fn mtu_plan(existed: bool, current: Option<u16>, want: u16) -> MtuPlan {
+    match current {
+        Some(m) if m == want => MtuPlan::Keep,
+        Some(m) => MtuPlan::Set {
+            restore: existed.then_some(m),
+        },
+        None if existed => MtuPlan::Unknown,
+        None => MtuPlan::Set { restore: None },
+    }
+}
+
 /// What [`netlink_addr`] does.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum AddrOp {
@@ -226,28 +255,73 @@ fn addr_request(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8, seq: u32) ->
     msg
 }
 
-/// The errno of the kernel's answer (`NLMSG_ERROR`, 0 for the ACK) to the
-/// request numbered `seq` in `buf`, if `buf` holds it.
-fn ack_errno(buf: &[u8], seq: u32) -> Option<i32> {
+/// The kernel's answer to a netlink request, as [`ack_errno`] finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Ack {
+    /// `NLMSG_ERROR` with this errno; 0 is the ACK.
+    Errno(i32),
+    /// An `NLMSG_ERROR` for the request, too short to hold its error code
+    /// (`struct nlmsgerr` starts with an `int error`, netlink(7)).
+    Short,
+}
+
+/// Length of `struct nlmsghdr`.
+const NLMSG_HDRLEN: usize = 16;
+
+/// The kernel's answer (`NLMSG_ERROR`) to the request numbered `seq` in
+/// `buf`, if `buf` holds it.
+fn ack_errno(buf: &[u8], seq: u32) -> Option<Ack> {
     let mut off = 0;
-    while off + 16 <= buf.len() {
+    while off + NLMSG_HDRLEN <= buf.len() {
         let word = |at: usize| -> Option<[u8; 4]> { buf.get(at..at + 4)?.try_into().ok() };
         let len = u32::from_ne_bytes(word(off)?) as usize;
         let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
         let mseq = u32::from_ne_bytes(word(off + 8)?);
-        if len < 16 {
+        if len < NLMSG_HDRLEN {
             return None;
         }
         if i32::from(kind) == libc::NLMSG_ERROR && mseq == seq {
-            return Some(-i32::from_ne_bytes(word(off + 16)?));
+            // The error code must lie inside both the message and the datagram.
+            if len < NLMSG_HDRLEN + 4 {
+                return Some(Ack::Short);
+            }
+            return Some(match word(off + NLMSG_HDRLEN) {
+                Some(w) => Ack::Errno(i32::from_ne_bytes(w).wrapping_neg()),
+                None => Ack::Short,
+            });
         }
         off += len.next_multiple_of(4);
     }
     None
 }
 
+/// How long [`netlink_addr`] waits for the kernel's answer.
+const NETLINK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sets `SO_RCVTIMEO` on `fd`: a `recv` waits at most `d`.
+fn set_recv_timeout(fd: RawFd, d: std::time::Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        tv_usec: d.subsec_micros().into(),
+    };
+    // SAFETY: SO_RCVTIMEO takes a timeval we own, of the size we pass.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Adds or deletes one address of one interface over rtnetlink and waits
-/// (at most 2 s) for the kernel's answer.
+/// (at most [`NETLINK_WAIT`]) for the kernel's answer.
 fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
     // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
     let raw = unsafe {
@@ -262,20 +336,8 @@ fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Resul
     }
     // SAFETY: `raw` is a fresh fd we own.
     let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let tv = libc::timeval {
-        tv_sec: 2,
-        tv_usec: 0,
-    };
-    // SAFETY: SO_RCVTIMEO takes a timeval we own, of the size we pass.
-    unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
+    // Without the timeout a lost answer would block the recv below forever.
+    set_recv_timeout(sock.as_raw_fd(), NETLINK_WAIT)?;
     let seq = 1;
     let msg = addr_request(op, ifindex, addr, prefix, seq);
     // SAFETY: sockaddr_nl is plain data; all-zero with the family set
@@ -296,20 +358,40 @@ fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Resul
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
+    let timed_out = || {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "no answer from the kernel (rtnetlink) in {} s",
+                NETLINK_WAIT.as_secs()
+            ),
+        )
+    };
+    let until = std::time::Instant::now() + NETLINK_WAIT;
     let mut buf = [0u8; 4096];
     loop {
+        if std::time::Instant::now() >= until {
+            return Err(timed_out());
+        }
         // SAFETY: receiving into a live buffer of buf.len() bytes.
         let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => return Err(timed_out()),
+                _ => return Err(e),
             }
-            return Err(e);
         }
         match ack_errno(&buf[..n as usize], seq) {
-            Some(0) => return Ok(()),
-            Some(errno) => return Err(io::Error::from_raw_os_error(errno)),
+            Some(Ack::Errno(0)) => return Ok(()),
+            Some(Ack::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
+            Some(Ack::Short) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the kernel's rtnetlink answer is cut short (no error code)",
+                ))
+            }
             None => {}
         }
     }
@@ -393,25 +475,43 @@ impl TunDevice {
             |what: &str, e: io::Error| Error::new(format!("{name}: cannot {what}: {}", io_msg(&e)));
         let mtu = u16::try_from(cfg.mtu)
             .map_err(|_| Error::new(format!("--mtu {} too large", cfg.mtu)))?;
-        let old_mtu = self.dev.mtu().ok();
-        if old_mtu != Some(mtu) {
-            self.dev
-                .set_mtu(mtu)
-                .map_err(|e| fail(&format!("set MTU {mtu}"), e))?;
-            self.old_mtu = old_mtu;
+        let current = self.dev.mtu();
+        if let Err(e) = &current {
+            debug!(iface = %name, "cannot read the MTU: {}", io_msg(e));
+        }
+        match mtu_plan(self.existed, current.as_ref().ok().copied(), mtu) {
+            MtuPlan::Keep => {}
+            MtuPlan::Set { restore } => {
+                self.dev
+                    .set_mtu(mtu)
+                    .map_err(|e| fail(&format!("set MTU {mtu}"), e))?;
+                self.old_mtu = restore;
+            }
+            MtuPlan::Unknown => warn!(
+                "{name}: cannot read the MTU of this persistent interface ({}); leaving it as \
+                 it is, since tcpd could not put it back on exit, and assuming {mtu}",
+                current.err().map(|e| io_msg(&e)).unwrap_or_default()
+            ),
         }
         // The kernel's default of 500 drops bursts silently: raise it, never
-        // lower a longer queue someone set.
-        let old_qlen = self.dev.tx_queue_len().ok();
-        if old_qlen.is_none_or(|q| q < cfg.txqueuelen) {
-            match self.dev.set_tx_queue_len(cfg.txqueuelen) {
-                Ok(()) => self.old_txqueuelen = old_qlen,
+        // lower a longer queue someone set. A persistent device whose queue
+        // length cannot be read is left alone: it could not be put back.
+        let old_qlen = self.dev.tx_queue_len();
+        match old_qlen {
+            Ok(q) if q >= cfg.txqueuelen => {}
+            Err(e) if self.existed => warn!(
+                "{name}: cannot read txqueuelen ({}); leaving it as it is, since tcpd could not \
+                 put it back on exit",
+                io_msg(&e)
+            ),
+            old => match self.dev.set_tx_queue_len(cfg.txqueuelen) {
+                Ok(()) => self.old_txqueuelen = old.ok(),
                 Err(e) => warn!(
                     "{name}: cannot set txqueuelen {}: {}",
                     cfg.txqueuelen,
                     io_msg(&e)
                 ),
-            }
+            },
         }
         let IpAddr::V4(h4) = cfg.host_addr.addr else {
             return Err(Error::new(format!(
@@ -423,6 +523,9 @@ impl TunDevice {
             .ok_or_else(|| Error::new(format!("{name}: the interface disappeared")))?;
         match netlink_addr(AddrOp::Add, index, cfg.host_addr.addr, cfg.host_addr.prefix) {
             Ok(()) => self.added_v4 = Some((h4, cfg.host_addr.prefix)),
+            // IPv4 answers EEXIST only for the same address with the same
+            // prefix (as Linux, __inet_insert_ifa compares the masks); with
+            // another prefix the add succeeds, as a second address.
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                 debug!(iface = %name, "{} was already assigned; left as it is", cfg.host_addr);
             }
@@ -451,7 +554,18 @@ impl TunDevice {
                 ) {
                     Ok(()) => self.added_v6 = Some((h6, cfg.host_addr6.prefix)),
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                        debug!(iface = %name, "{} was already assigned; left as it is", cfg.host_addr6);
+                        // As Linux (ipv6_add_addr: one address per interface,
+                        // whatever its prefix length), EEXIST does not mean
+                        // the same prefix: check which one is there.
+                        let had = host_addresses().unwrap_or_default();
+                        match other_prefix(&name, cfg, &had) {
+                            Some(msg) => warn!("{msg}"),
+                            None => debug!(
+                                iface = %name,
+                                "{} was already assigned; left as it is",
+                                cfg.host_addr6
+                            ),
+                        }
                     }
                     Err(e) => warn!(
                         "{name}: cannot assign {} ({}); IPv6 will not be reachable from the host",
@@ -511,6 +625,39 @@ impl TunDevice {
     pub fn mtu(&self) -> usize {
         self.mtu
     }
+}
+
+/// When `cfg.host_addr6`'s address is already on `iface` (in `addrs`) with
+/// another prefix length: the warning to give. tcpd leaves the user's
+/// address as it is, so the route it would have had (the prefix's
+/// network to `iface`) is missing or different.
+fn other_prefix(iface: &str, cfg: &Config, addrs: &[(String, IpNet)]) -> Option<String> {
+    let want = cfg.host_addr6;
+    let (_, had) = addrs
+        .iter()
+        .find(|(i, n)| i == iface && n.addr == want.addr)?;
+    if had.prefix == want.prefix {
+        return None;
+    }
+    let stack = cfg.addr6.map(IpAddr::V6)?;
+    let effect = if had.contains(stack) {
+        format!(
+            "the kernel routes {} to {iface} instead of {}",
+            network(*had),
+            network(want)
+        )
+    } else {
+        format!(
+            "the kernel has no route for {} to {iface}, so {stack} (the stack) cannot be \
+             reached over IPv6",
+            network(want)
+        )
+    };
+    Some(format!(
+        "{iface}: {} is already assigned as {had}, not /{}; left as it is, and {effect} \
+         (`ip addr del {had} dev {iface}` lets tcpd add {want})",
+        want.addr, want.prefix
+    ))
 }
 
 /// What the address check found wrong.
@@ -863,15 +1010,83 @@ mod tests {
         ack.extend_from_slice(&0u32.to_ne_bytes());
         ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
         ack.extend_from_slice(&[0u8; 16]);
-        assert_eq!(ack_errno(&ack, 5), Some(libc::EEXIST));
+        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(libc::EEXIST)));
         assert_eq!(ack_errno(&ack, 6), None, "another request's answer");
         ack[16..20].copy_from_slice(&0i32.to_ne_bytes());
-        assert_eq!(ack_errno(&ack, 5), Some(0));
+        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(0)));
         assert_eq!(ack_errno(&ack[..10], 5), None);
         assert_eq!(
             ack_errno(&[0u8; 20], 5),
             None,
             "a zero length ends the walk"
+        );
+        // Our answer, cut before its error code: an answer all the same,
+        // not a reason to wait for another one.
+        assert_eq!(ack_errno(&ack[..18], 5), Some(Ack::Short));
+        let mut short = ack[..16].to_vec();
+        short[..4].copy_from_slice(&16u32.to_ne_bytes());
+        assert_eq!(ack_errno(&short, 5), Some(Ack::Short));
+        // An errno the kernel never sends does not overflow.
+        ack[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
+        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(i32::MIN)));
+    }
+
+    #[test]
+    fn recv_timeout_errors_are_reported() {
+        let e = set_recv_timeout(-1, NETLINK_WAIT).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
+        // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(raw >= 0);
+        // SAFETY: `raw` is a fresh fd we own.
+        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+        set_recv_timeout(sock.as_raw_fd(), NETLINK_WAIT).unwrap();
+    }
+
+    #[test]
+    fn mtu_is_changed_only_where_it_can_be_put_back() {
+        assert_eq!(mtu_plan(true, Some(1500), 1500), MtuPlan::Keep);
+        assert_eq!(
+            mtu_plan(true, Some(1400), 1500),
+            MtuPlan::Set {
+                restore: Some(1400)
+            }
+        );
+        assert_eq!(
+            mtu_plan(false, Some(1400), 1500),
+            MtuPlan::Set { restore: None }
+        );
+        // A persistent device whose MTU cannot be read is left alone.
+        assert_eq!(mtu_plan(true, None, 1500), MtuPlan::Unknown);
+        // One tcpd created goes away on exit: nothing to put back.
+        assert_eq!(mtu_plan(false, None, 1500), MtuPlan::Set { restore: None });
+    }
+
+    #[test]
+    fn an_ipv6_address_already_there_with_another_prefix_is_reported() {
+        let cfg = Config::default();
+        let host = |list: &[(&str, &str)]| -> Vec<(String, IpNet)> {
+            list.iter().map(|(i, n)| (i.to_string(), net(n))).collect()
+        };
+        assert_eq!(
+            other_prefix("tun0", &cfg, &host(&[("tun0", "fd00::1/64")])),
+            None
+        );
+        assert_eq!(
+            other_prefix("tun0", &cfg, &host(&[("eth0", "fd00::1/128")])),
+            None
+        );
+        let w = other_prefix("tun0", &cfg, &host(&[("tun0", "fd00::1/128")])).unwrap();
+        assert!(
+            w.contains("already assigned as fd00::1/128, not /64")
+                && w.contains("no route for fd00::/64 to tun0")
+                && w.contains("fd00::2"),
+            "{w}"
+        );
+        let w = other_prefix("tun0", &cfg, &host(&[("tun0", "fd00::1/48")])).unwrap();
+        assert!(
+            w.contains("routes fd00::/48 to tun0 instead of fd00::/64"),
+            "{w}"
         );
     }
 
