@@ -14,6 +14,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::TempDir;
 use std::path::{Path, PathBuf};
 use tools::replay::{self, pcapio, Capture};
 
@@ -183,14 +186,12 @@ fn a_tcpd_capture_without_its_sidecar_is_an_error() {
     )
     .unwrap();
     assert_eq!(kind_of(&lone), Ok(Kind::Tcpd));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("tcpd-replay-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh scratch folder for one test, removed when the guard drops (also
+/// when the test fails).
+fn scratch(name: &str) -> TempDir {
+    TempDir::new(&format!("replay-test-{name}"))
 }
 
 /// Copies a fixture and its sidecar into `dir`.
@@ -240,7 +241,6 @@ fn check_reports_an_altered_outbound_byte() {
     assert!(text.contains("payload byte 0"), "{text}");
     assert!(text.contains("Flags ["), "{text}");
     assert!(text.contains("expected") && text.contains("got"), "{text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -262,7 +262,6 @@ fn check_reports_a_missing_packet() {
         .expect("a capture missing a packet must not pass");
     println!("{m}");
     assert!(m.number > last_out, "{m}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -297,7 +296,6 @@ fn broken_inputs_get_clear_errors() {
     std::fs::write(&txt, "this is not a capture, just some text\n").unwrap();
     let e = Capture::load(&txt).err().expect("text must fail");
     assert!(e.contains("not a pcap"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -355,7 +353,6 @@ fn bless_restores_an_altered_capture_and_check_passes_after() {
     assert_eq!(a.len(), b.len());
     let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
     assert_eq!(differing, 0, "{differing} segments differ after bless");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -370,7 +367,6 @@ fn a_capture_recorded_with_worker_threads_is_refused() {
         .err()
         .expect("workers > 0 must be refused");
     assert!(e.contains("--workers 2"), "{e}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -409,7 +405,6 @@ fn play_reports_a_client_segment_missing_from_the_capture() {
         "{}",
         r.text()
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A copy of fixture `name` in a scratch folder with `from` replaced by `to`
@@ -460,7 +455,6 @@ fn check_reports_a_timer_that_fires_early() {
     let o = replay::check(&cap).unwrap();
     assert!(o.mismatch.is_none(), "{}", o.mismatch.unwrap());
     assert!(o.timer_turns >= 10, "{} timer turns", o.timer_turns);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A timer firing late leaves the recorded packet unexplained; the message
@@ -478,7 +472,6 @@ fn check_reports_a_timer_that_fires_late() {
     assert_eq!(cap.dirs[m.number - 1], replay::Dir::Out, "{m}");
     assert!(m.field.contains("next timer is due at"), "{m}");
     assert!(m.field.contains("fires late"), "{m}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 4 review, item 2: a packet the replay sends in an inbound
@@ -500,7 +493,6 @@ fn check_reports_a_packet_sent_in_an_earlier_turn_than_recorded() {
             .starts_with("time: the replay sends this packet in the turn of the inbound"),
         "{m}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 4 review, item 5: settings that change the bytes are taken from
@@ -526,7 +518,6 @@ fn check_uses_the_sidecars_reactor_and_http_settings() {
     );
     let m = first_difference(&cap);
     assert!(m.got.starts_with("out "), "{m}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Issue 4 review, item 4a: connections the server refused (SYN answered

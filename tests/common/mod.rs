@@ -522,6 +522,13 @@ impl Drop for TempDir {
     }
 }
 
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
 /// The value of counter `key` in tcpd's `/stats` JSON.
 pub fn stat(json: &str, key: &str) -> Option<u64> {
     json.split(&format!("\"{key}\":"))

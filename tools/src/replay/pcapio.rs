@@ -534,8 +534,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_truncation() {
-        let dir = std::env::temp_dir().join(format!("tcpd-replay-pcapio-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::replay::TempDir::new("replay-pcapio");
         let p = dir.join("a.pcap");
         let recs = vec![
             Record {
@@ -566,7 +565,6 @@ mod tests {
         eth.extend_from_slice(&frame);
         let e = parse("x", &eth).unwrap_err();
         assert!(matches!(e, PcapError::NotIp(_)), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A pcapng block: type, length, body padded to 4 bytes, length.

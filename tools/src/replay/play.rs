@@ -925,8 +925,7 @@ mod tests {
                 _ => r.clone(),
             })
             .collect();
-        let dir = std::env::temp_dir().join(format!("tcpd-play-reuse-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::replay::TempDir::new("play-reuse");
         let path = dir.join("reuse.pcap");
         pcapio::write(&path, &rewritten).unwrap();
         let r = play(&path, None).unwrap();
@@ -941,6 +940,5 @@ mod tests {
         assert_eq!(r.conns[1].client_bytes, 100_000);
         assert_eq!(r.conns[1].delivered, 100_000);
         assert!(r.text().contains("(connection 2 on this port pair)"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -306,11 +306,8 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
 mod tests {
     use super::*;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("tcpd-sidecar-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn scratch(name: &str) -> crate::replay::TempDir {
+        crate::replay::TempDir::new(&format!("sidecar-{name}"))
     }
 
     /// What the daemon writes is what the replay reads back, for every
@@ -366,7 +363,6 @@ mod tests {
         std::fs::write(path_for(&pcap), &huge).unwrap();
         let e = load(&pcap).unwrap_err();
         assert!(e.contains("\"pool_buffers\""), "{e}");
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A sidecar written before rx_budget, read_chunk, pool_buffers and the
@@ -407,6 +403,5 @@ mod tests {
         assert_eq!(sc.config.http.max_requests, d.http.max_requests);
         assert_eq!(sc.config.http.max_body_bytes, d.http.max_body_bytes);
         assert_eq!(sc.config.http.max_bytes_n, d.http.max_bytes_n);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
