@@ -475,7 +475,7 @@ impl<'a> Checker<'a> {
         let n = self.cap.records.len();
         if self.i < n && self.cap.dirs[self.i] == Dir::Out {
             let t = self.cap.time(self.i);
-            if t.as_micros() > turn.as_micros() + SAME_TURN_US {
+            if t.as_micros() > turn.as_micros().saturating_add(SAME_TURN_US) {
                 if let Some(p) = self.sim.poll_transmit(turn).map(|p| p.to_vec()) {
                     return Err(self.mismatch_here(
                         Some(&p),
@@ -527,7 +527,7 @@ impl<'a> Checker<'a> {
                 break;
             };
             let d_us = d.as_micros();
-            if d_us + EARLY_TIMER_US < t_us {
+            if d_us.saturating_add(EARLY_TIMER_US) < t_us {
                 self.silent_timer_turn(d)?;
                 continue;
             }
@@ -589,7 +589,7 @@ impl<'a> Checker<'a> {
     fn timers_before_input(&mut self, t: Instant) -> Result<(), Mismatch> {
         for _ in 0..1024 {
             match self.sim.next_timer() {
-                Some(d) if d.as_micros() + EARLY_TIMER_US < t.as_micros() => {
+                Some(d) if d.as_micros().saturating_add(EARLY_TIMER_US) < t.as_micros() => {
                     self.silent_timer_turn(d)?;
                 }
                 _ => break,
@@ -762,7 +762,7 @@ pub fn bless(cap: &Capture, host: HostKind) -> Result<(usize, usize), String> {
     let emit = |sim: &mut Sim, t: Instant, out: &mut Vec<Record>| {
         while let Some(p) = sim.poll_transmit(t) {
             out.push(Record {
-                ts_us: start + t.as_micros(),
+                ts_us: start.saturating_add(t.as_micros()),
                 data: p.to_vec(),
             });
         }

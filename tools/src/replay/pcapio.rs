@@ -145,22 +145,27 @@ pub fn parse(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapError
                 bytes.len() - off
             )));
         }
+        let frame = &bytes[off..off + incl];
+        off += incl;
+        // At most (2^32 - 1) * 10^6 + 2^32: no overflow, below MAX_TS_US.
+        let ts_us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
+        // A cut frame that carries no IP (ARP) is skipped like a whole one.
+        let Some(ip) =
+            strip_link(linktype, frame).filter(|ip| !ip.is_empty() && matches!(ip[0] >> 4, 4 | 6))
+        else {
+            skipped += 1;
+            continue;
+        };
         if incl < orig {
             return Err(PcapError::Truncated(format!(
                 "{name}: record {n} was cut by the snap length ({incl} of {orig} bytes); \
                  record with a larger snaplen (tcpdump -s 0)"
             )));
         }
-        let frame = &bytes[off..off + incl];
-        off += incl;
-        let ts_us = sec * 1_000_000 + if nanos { frac / 1000 } else { frac };
-        match strip_link(linktype, frame) {
-            Some(ip) if !ip.is_empty() && matches!(ip[0] >> 4, 4 | 6) => out.push(Record {
-                ts_us,
-                data: ip.to_vec(),
-            }),
-            _ => skipped += 1,
-        }
+        out.push(Record {
+            ts_us,
+            data: ip.to_vec(),
+        });
     }
     if out.is_empty() {
         return Err(PcapError::NotIp(format!(
@@ -206,9 +211,18 @@ struct NgInterface {
     offset_s: i64,
 }
 
+/// The latest capture time a record may have, µs since the epoch: the end
+/// of the year 9999. A later one comes from a wrong `if_tsresol` or
+/// `if_tsoffset` or a corrupt file; refusing it keeps every time
+/// computation of a replay (times plus timer intervals) far from `u64`
+/// overflow. Classic pcap's 32-bit seconds end in 2106, well before.
+pub const MAX_TS_US: u64 = 253_402_300_799_999_999;
+
 impl NgInterface {
-    /// A timestamp in this interface's units as µs since the epoch.
-    fn micros(&self, ts: u64) -> u64 {
+    /// A timestamp in this interface's units as µs since the epoch; `None`
+    /// after [`MAX_TS_US`]. One before the epoch (a negative offset) is 0.
+    fn micros(&self, ts: u64) -> Option<u64> {
+        // u64 * 10^6 and the offset in µs both fit in i128 with room to spare.
         let ts = u128::from(ts);
         let us = if self.pow2 {
             (ts * 1_000_000) >> self.resol.min(127)
@@ -217,12 +231,8 @@ impl NgInterface {
         } else {
             ts * 10u128.pow(6 - u32::from(self.resol))
         };
-        let us = u64::try_from(us).unwrap_or(u64::MAX);
-        if self.offset_s >= 0 {
-            us.saturating_add(self.offset_s.unsigned_abs().saturating_mul(1_000_000))
-        } else {
-            us.saturating_sub(self.offset_s.unsigned_abs().saturating_mul(1_000_000))
-        }
+        let us = i128::try_from(us).ok()? + i128::from(self.offset_s) * 1_000_000;
+        u64::try_from(us.max(0)).ok().filter(|&us| us <= MAX_TS_US)
     }
 }
 
@@ -415,18 +425,14 @@ fn parse_pcapng(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapEr
                  its section does not describe"
             ))
         })?;
-        if data.len() < orig {
-            return Err(PcapError::Truncated(format!(
-                "{name}: record {packets} was cut by the snap length ({} of {orig} bytes); \
-                 record with a larger snaplen (tcpdump -s 0)",
-                data.len()
-            )));
-        }
+        // A time after MAX_TS_US: refused below if the record is kept.
         let ts_us = match ts {
             Some(t) => iface.micros(t),
-            None => last_ts,
+            None => Some(last_ts),
         };
-        last_ts = ts_us;
+        if let Some(t) = ts_us {
+            last_ts = t;
+        }
         if !known_linktype(iface.linktype) {
             if !unsupported.contains(&iface.linktype) {
                 unsupported.push(iface.linktype);
@@ -434,13 +440,36 @@ fn parse_pcapng(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapEr
             skipped += 1;
             continue;
         }
-        match strip_link(iface.linktype, data) {
-            Some(ip) if !ip.is_empty() && matches!(ip[0] >> 4, 4 | 6) => out.push(Record {
-                ts_us,
-                data: ip.to_vec(),
-            }),
-            _ => skipped += 1,
+        // Only records that carry IP matter: a cut frame of another kind
+        // (ARP, or anything on a non-IP interface) is skipped like whole ones.
+        let Some(ip) = strip_link(iface.linktype, data)
+            .filter(|ip| !ip.is_empty() && matches!(ip[0] >> 4, 4 | 6))
+        else {
+            skipped += 1;
+            continue;
+        };
+        if data.len() < orig {
+            return Err(PcapError::Truncated(format!(
+                "{name}: record {packets} was cut by the snap length ({} of {orig} bytes); \
+                 record with a larger snaplen (tcpdump -s 0)",
+                data.len()
+            )));
         }
+        let Some(ts_us) = ts_us else {
+            return Err(PcapError::NotPcap(format!(
+                "{name}: pcapng packet {packets} (block {n}) has a timestamp after the year \
+                 9999 ({} in units of {}{} s, offset {} s): a wrong if_tsresol or if_tsoffset, \
+                 or a corrupt file",
+                ts.unwrap_or(0),
+                if iface.pow2 { "2^-" } else { "10^-" },
+                iface.resol,
+                iface.offset_s
+            )));
+        };
+        out.push(Record {
+            ts_us,
+            data: ip.to_vec(),
+        });
     }
     if out.is_empty() {
         let why = if unsupported.is_empty() {
@@ -696,5 +725,116 @@ mod tests {
                 let _ = parse("x.pcapng", &g);
             }
         }
+    }
+
+    /// A little-endian pcapng: one section, interfaces `(link type,
+    /// if_tsoffset)` with µs timestamps, and enhanced packets
+    /// `(interface, timestamp, captured bytes, original length)`.
+    fn ng(ifaces: &[(u16, Option<i64>)], pkts: &[(u32, u64, &[u8], u32)]) -> Vec<u8> {
+        let mut f = Vec::new();
+        let mut shb = 0x1a2b_3c4du32.to_le_bytes().to_vec();
+        shb.extend_from_slice(&1u16.to_le_bytes());
+        shb.extend_from_slice(&0u16.to_le_bytes());
+        shb.extend_from_slice(&[0xff; 8]);
+        f.extend(block(false, 0x0a0d_0d0a, &shb));
+        for (lt, offset) in ifaces {
+            let mut idb = lt.to_le_bytes().to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&0u32.to_le_bytes());
+            if let Some(o) = offset {
+                idb.extend_from_slice(&14u16.to_le_bytes());
+                idb.extend_from_slice(&8u16.to_le_bytes());
+                idb.extend_from_slice(&o.to_le_bytes());
+                idb.extend_from_slice(&[0, 0, 0, 0]);
+            }
+            f.extend(block(false, 1, &idb));
+        }
+        for (i, ts, data, orig) in pkts {
+            let mut epb = i.to_le_bytes().to_vec();
+            epb.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+            epb.extend_from_slice(&(*ts as u32).to_le_bytes());
+            epb.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            epb.extend_from_slice(&orig.to_le_bytes());
+            epb.extend_from_slice(data);
+            f.extend(block(false, 6, &epb));
+        }
+        f
+    }
+
+    const IP: &[u8] = &[0x45, 0, 0, 20, 1, 2, 3, 4];
+    const USB: u16 = 189;
+
+    /// Timestamps past the year 9999 (which would overflow the replay's
+    /// time arithmetic near u64::MAX) are refused with a clear error; on a
+    /// record that is skipped anyway they do not matter.
+    #[test]
+    fn absurd_pcapng_timestamps_are_refused() {
+        let ok = ng(&[(101, None)], &[(0, MAX_TS_US, IP, 8)]);
+        assert_eq!(parse("x", &ok).unwrap().0[0].ts_us, MAX_TS_US);
+        for f in [
+            ng(&[(101, None)], &[(0, u64::MAX, IP, 8)]),
+            ng(&[(101, None)], &[(0, MAX_TS_US + 1, IP, 8)]),
+            ng(&[(101, Some(i64::MAX))], &[(0, 1, IP, 8)]),
+        ] {
+            let e = parse("x.pcapng", &f).unwrap_err();
+            assert!(matches!(e, PcapError::NotPcap(_)), "{e}");
+            assert!(e.to_string().contains("after the year 9999"), "{e}");
+        }
+        // Before the epoch: time 0.
+        let f = ng(&[(101, Some(i64::MIN))], &[(0, u64::MAX, IP, 8)]);
+        assert_eq!(parse("x", &f).unwrap().0[0].ts_us, 0);
+        // On a non-IP interface the record is skipped, its time unused.
+        let f = ng(
+            &[(USB, None), (101, None)],
+            &[(0, u64::MAX, &[0; 8], 8), (1, 5, IP, 8)],
+        );
+        let (recs, skipped) = parse("x", &f).unwrap();
+        assert_eq!((recs.len(), skipped, recs[0].ts_us), (1, 1, 5));
+    }
+
+    /// A frame cut by the snap length fails the file only if it carries IP
+    /// (the replay would miss bytes): a cut frame on a non-IP interface, or
+    /// a cut ARP frame, is skipped like a whole one.
+    #[test]
+    fn snap_length_matters_only_for_ip_records() {
+        let f = ng(
+            &[(USB, None), (101, None)],
+            &[(0, 1, &[0; 8], 64), (1, 2, IP, 8)],
+        );
+        let (recs, skipped) = parse("x", &f).unwrap();
+        assert_eq!((recs.len(), skipped), (1, 1));
+        let arp = [[0u8; 12].as_slice(), &[0x08, 0x06], &[0; 14]].concat();
+        let f = ng(
+            &[(1, None), (101, None)],
+            &[(0, 1, &arp, 42), (1, 2, IP, 8)],
+        );
+        assert_eq!(parse("x", &f).unwrap().1, 1);
+        let f = ng(&[(101, None)], &[(0, 1, IP, 9)]);
+        let e = parse("x", &f).unwrap_err();
+        assert!(matches!(e, PcapError::Truncated(_)), "{e}");
+        assert!(e.to_string().contains("snap length"), "{e}");
+        // Classic pcap likewise: a cut ARP frame on Ethernet is skipped.
+        let mut c = Vec::new();
+        c.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        c.extend_from_slice(&2u16.to_le_bytes());
+        c.extend_from_slice(&4u16.to_le_bytes());
+        c.extend_from_slice(&[0; 8]);
+        c.extend_from_slice(&65535u32.to_le_bytes());
+        c.extend_from_slice(&1u32.to_le_bytes());
+        let ip_eth = [[0u8; 12].as_slice(), &[0x08, 0x00], IP].concat();
+        for (frame, orig) in [(&arp, 42u32), (&ip_eth, ip_eth.len() as u32)] {
+            c.extend_from_slice(&[0; 8]);
+            c.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+            c.extend_from_slice(&orig.to_le_bytes());
+            c.extend_from_slice(frame);
+        }
+        let (recs, skipped) = parse("x.pcap", &c).unwrap();
+        assert_eq!((recs.len(), skipped), (1, 1));
+        assert_eq!(recs[0].data, IP);
+        // A cut IP frame there is still an error.
+        let at = c.len() - ip_eth.len() - 4;
+        c[at..at + 4].copy_from_slice(&(ip_eth.len() as u32 + 1).to_le_bytes());
+        let e = parse("x.pcap", &c).unwrap_err();
+        assert!(e.to_string().contains("snap length"), "{e}");
     }
 }

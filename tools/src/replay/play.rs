@@ -514,7 +514,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
     }
     // Let tcpd finish: acknowledge what it sends, resend what it missed.
     for _ in 0..400 {
-        now = Instant::from_micros(now.as_micros() + 10_000);
+        now = Instant::from_micros(now.as_micros().saturating_add(10_000));
         run_timers(&mut sim, now, &playable, &mut live);
         let mut sent = false;
         for ci in 0..playable.len() {
@@ -540,7 +540,7 @@ pub fn play(path: &Path, service: Option<Kind>) -> Result<PlayReport, String> {
         }
         let timers_soon = sim
             .next_timer()
-            .is_some_and(|d| d.as_micros() < now.as_micros() + 3_000_000);
+            .is_some_and(|d| d.as_micros() < now.as_micros().saturating_add(3_000_000));
         let all_done = playable.iter().zip(&live).all(|(c, l)| {
             l.client_rst_sent
                 || l.tcpd_rst

@@ -290,6 +290,12 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     tc.max_control_queue = num(t, "max_control_queue", &path)? as usize;
     tc.ttl = num(t, "ttl", &path)?.min(255) as u8;
     let start_unix_us = num(&v, "start_unix_us", &path)?;
+    if start_unix_us > crate::replay::pcapio::MAX_TS_US {
+        return Err(format!(
+            "{}: \"start_unix_us\" {start_unix_us} is after the year 9999",
+            path.display()
+        ));
+    }
     c.tcp_config()
         .validate()
         .map_err(|e| format!("{}: {e}", path.display()))?;
