@@ -30,22 +30,55 @@ fn ident(name: &str) -> String {
     s
 }
 
+/// The capture files among the names of `captures/`'s entries (`.pcap`,
+/// `.pcapng`), sorted. A capture whose name is not UTF-8 is an error: the
+/// generated test names its file in a string literal, and a lossy name
+/// would point at no file (a test failing with "file not found" while the
+/// check that every capture has its test passes).
+pub(crate) fn capture_names(
+    entries: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for e in entries {
+        let is_capture = Path::new(&e)
+            .extension()
+            .is_some_and(|x| x == "pcap" || x == "pcapng");
+        if !is_capture {
+            continue;
+        }
+        match e.into_string() {
+            Ok(n) => names.push(n),
+            Err(raw) => {
+                return Err(format!(
+                    "captures/{}: the file name is not UTF-8; rename it (a replay test \
+                     cannot name it)",
+                    raw.to_string_lossy()
+                ))
+            }
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
 fn main() {
     println!("cargo:rerun-if-changed=captures");
     println!("cargo:rerun-if-changed=build.rs");
     let root = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_default());
-    let mut names: Vec<String> = match std::fs::read_dir(root.join("captures")) {
-        Ok(d) => d
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.ends_with(".pcap") || n.ends_with(".pcapng"))
-            .collect(),
+    let names: Vec<String> = match std::fs::read_dir(root.join("captures")) {
+        Ok(d) => match capture_names(d.filter_map(|e| e.ok()).map(|e| e.file_name())) {
+            Ok(n) => n,
+            Err(msg) => {
+                println!("cargo:warning={msg}");
+                eprintln!("error: {msg}");
+                std::process::exit(1);
+            }
+        },
         Err(e) => {
             println!("cargo:warning=captures/: {e}; no replay fixtures");
             Vec::new()
         }
     };
-    names.sort();
     let mut out = String::new();
     let mut used: Vec<String> = Vec::new();
     for n in &names {

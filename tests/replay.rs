@@ -696,3 +696,34 @@ fn far_pcapng_timestamps_play_or_fail_cleanly() {
     let e = replay::play::play(&ng, None).unwrap_err();
     assert!(e.contains("after the year 9999"), "{e}");
 }
+
+/// The root package's build script, whose capture listing is tested here.
+#[allow(dead_code)]
+#[path = "../build.rs"]
+mod build_script;
+
+/// A capture whose name is not UTF-8 stops the build with a clear message
+/// (a lossy name would make a test that looks for a file that is not
+/// there); other files are no concern of the listing.
+#[test]
+fn build_script_refuses_capture_names_that_are_not_utf8() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let names =
+        |v: Vec<Vec<u8>>| -> Vec<OsString> { v.into_iter().map(OsString::from_vec).collect() };
+    let ok = build_script::capture_names(names(vec![
+        b"b.pcapng".to_vec(),
+        b"README.md".to_vec(),
+        b"a.pcap".to_vec(),
+        b"a.pcap.json".to_vec(),
+        b"notes-\xff.txt".to_vec(),
+    ]))
+    .unwrap();
+    assert_eq!(ok, ["a.pcap", "b.pcapng"]);
+    let e = build_script::capture_names(names(vec![b"a.pcap".to_vec(), b"caf\xe9.pcap".to_vec()]))
+        .unwrap_err();
+    assert!(
+        e.contains("caf\u{fffd}.pcap") && e.contains("not UTF-8"),
+        "{e}"
+    );
+}
