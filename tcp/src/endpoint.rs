@@ -195,6 +195,9 @@ struct Slot {
     owner: Owner,
     /// The earliest time this slot has an entry in the timer heap.
     scheduled: Option<Instant>,
+    /// Set while a compaction has kept this slot's heap entry (see
+    /// [`Endpoint::compact_timers`]); clear otherwise.
+    timer_kept: bool,
     tx_queued: bool,
     ev_queued: bool,
 }
@@ -237,6 +240,9 @@ pub struct Endpoint {
     table: HashMap<(SocketAddr, SocketAddr), u32, KeyedState>,
     listeners: HashMap<u16, Listener, KeyedState>,
     timers: BinaryHeap<Reverse<(Instant, u32, u32)>>,
+    /// Heap entries left by the last compaction (see
+    /// [`Endpoint::maybe_compact_timers`]).
+    timers_kept: usize,
     tx_queue: VecDeque<(u32, u32)>,
     ev_queue: VecDeque<(u32, u32)>,
     incoming: VecDeque<u16>,
@@ -250,6 +256,9 @@ pub struct Endpoint {
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
+    /// Timer-heap compactions run (for the tests' cost bounds).
+    #[cfg(test)]
+    compactions: usize,
 }
 
 impl fmt::Debug for Endpoint {
@@ -286,6 +295,7 @@ impl Endpoint {
             table: HashMap::with_hasher(KeyedState(d0, d1)),
             listeners: HashMap::with_hasher(KeyedState(l0, l1)),
             timers: BinaryHeap::new(),
+            timers_kept: 0,
             tx_queue: VecDeque::new(),
             ev_queue: VecDeque::new(),
             incoming: VecDeque::new(),
@@ -296,6 +306,8 @@ impl Endpoint {
             state_counts: [0; 11],
             next_ephemeral: 0,
             now: Instant::ZERO,
+            #[cfg(test)]
+            compactions: 0,
         })
     }
 
@@ -391,6 +403,7 @@ impl Endpoint {
                 conn: Some(Box::new(conn)),
                 owner,
                 scheduled: None,
+                timer_kept: false,
                 tx_queued: false,
                 ev_queued: false,
             });
@@ -953,16 +966,30 @@ impl Endpoint {
         self.maybe_compact_timers();
     }
 
-    /// Keeps stale heap entries from piling up: once the heap holds more
-    /// than twice the live connections plus 1024 entries, drop every entry
-    /// that is not its slot's `scheduled` one (freed slots, and deadlines
-    /// that moved earlier since). This runs on the steady-state path (a busy
-    /// endpoint keeps moving delayed-ACK deadlines earlier), so it looks
-    /// only at the heap, never at every slot ever allocated: each
-    /// compaction removes at least as many entries as it keeps, so its cost
-    /// is O(1) amortized per stale entry, whatever the peak slot count.
+    /// Keeps stale heap entries from piling up. Entries go stale when a
+    /// slot is freed, when its deadline moves earlier (a new entry is
+    /// pushed, the old one stays), and as duplicates: when a slot's
+    /// earliest entry pops (a delayed ACK cleared meanwhile, say), the next
+    /// deadline is pushed again though an identical entry is usually
+    /// already there (a keep-alive, persist or backed-off retransmission
+    /// deadline that stayed put). Once the heap holds more than twice the
+    /// live slots, or twice what the last compaction left, plus 1024
+    /// entries, a compaction keeps exactly one entry per slot with a
+    /// deadline: the one equal to its `scheduled`.
+    ///
+    /// This runs on the steady-state path, so it looks only at the heap,
+    /// never at every slot ever allocated. Every slot holding a connection
+    /// counts as live, in the table or not (a TIME-WAIT entry detached by
+    /// [`Endpoint::free_slot_any`] keeps its timer), and a compaction keeps
+    /// at most one entry per live slot: it removes more entries than it
+    /// keeps, and the next one waits for at least as many pushes as this
+    /// one kept plus 1024, so each costs O(1) amortized per push, whatever
+    /// the peak slot count, and the heap never holds more than twice the
+    /// peak live slots plus 1024 entries.
     fn maybe_compact_timers(&mut self) {
-        if self.timers.len() > 2 * self.table.len() + 1024 {
+        // Slots on the free list hold no connection; every other one does.
+        let live = self.slots.len().saturating_sub(self.free_slots.len());
+        if self.timers.len() > 2 * live.max(self.timers_kept) + 1024 {
             self.compact_timers();
         }
     }
@@ -970,13 +997,33 @@ impl Endpoint {
     /// See [`Endpoint::maybe_compact_timers`]. Returns how many heap
     /// entries it examined.
     fn compact_timers(&mut self) -> usize {
+        #[cfg(test)]
+        {
+            self.compactions += 1;
+        }
         let examined = self.timers.len();
-        let slots = &self.slots;
+        let slots = &mut self.slots;
         self.timers.retain(|Reverse((t, slot, gen))| {
-            slots
-                .get(*slot as usize)
-                .is_some_and(|s| s.gen == *gen && s.conn.is_some() && s.scheduled == Some(*t))
+            match slots.get_mut(*slot as usize) {
+                Some(s)
+                    if s.gen == *gen
+                        && s.conn.is_some()
+                        && s.scheduled == Some(*t)
+                        && !s.timer_kept =>
+                {
+                    // The first copy of the slot's entry; later ones go.
+                    s.timer_kept = true;
+                    true
+                }
+                _ => false,
+            }
         });
+        for Reverse((_, slot, _)) in self.timers.iter() {
+            if let Some(s) = self.slots.get_mut(*slot as usize) {
+                s.timer_kept = false;
+            }
+        }
+        self.timers_kept = self.timers.len();
         examined
     }
 
@@ -1489,6 +1536,215 @@ mod tests {
         ep.handle_timeout(Instant::from_secs(1));
         assert!(ep.poll_transmit(Instant::from_secs(1), &mut buf).is_some());
         assert_eq!(ep.state(keep), Ok(State::SynSent));
+    }
+
+    /// Moves every packet each endpoint has to send at `now` to the other,
+    /// until both are quiet.
+    fn exchange(a: &mut Endpoint, b: &mut Endpoint, now: Instant, buf: &mut [u8]) {
+        loop {
+            let mut moved = false;
+            while let Some(n) = a.poll_transmit(now, buf) {
+                b.handle(now, &buf[..n]);
+                moved = true;
+            }
+            while let Some(n) = b.poll_transmit(now, buf) {
+                a.handle(now, &buf[..n]);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    }
+
+    /// Runs both endpoints' timers due by `until`, one deadline at a time,
+    /// moving what they send; returns at `until`.
+    fn run_until(a: &mut Endpoint, b: &mut Endpoint, until: Instant, buf: &mut [u8]) {
+        loop {
+            let next = [a.poll_timeout(), b.poll_timeout()]
+                .into_iter()
+                .flatten()
+                .min()
+                .filter(|t| *t <= until);
+            let Some(t) = next else { break };
+            a.handle_timeout(t);
+            b.handle_timeout(t);
+            exchange(a, b, t, buf);
+        }
+        exchange(a, b, until, buf);
+    }
+
+    /// The slots holding a connection, in or out of the 4-tuple table.
+    fn live_slots(ep: &Endpoint) -> usize {
+        ep.slots.iter().filter(|s| s.conn.is_some()).count()
+    }
+
+    #[test]
+    fn timer_heap_stays_bounded_under_keepalive_and_delayed_acks() {
+        // Keep-alive on: each connection's deadline K stays fixed while
+        // requests and responses flow. Each request arms a delayed ACK
+        // (earlier than K: a heap entry), the response's ACK clears it, and
+        // when that entry pops the slot is scheduled at K again, pushing a
+        // second (K, slot, gen) beside the one already there. With 50
+        // connections taking turns, a compaction that kept every entry
+        // equal to its slot's `scheduled` would keep the copies of all the
+        // idle ones: the heap would sit at its threshold and every push
+        // would run a full compaction. Deduplicated, the heap holds one
+        // entry per live slot after each compaction, stays within twice
+        // the live slots plus 1024, and compactions stay rare (each
+        // follows at least 1024 pushes).
+        let ka = Some(crate::config::Keepalive::default());
+        let server_ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let client_ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut server = Endpoint::new(Config {
+            addrs: vec![server_ip],
+            keepalive: ka,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut client = Endpoint::new(Config {
+            seed: 1,
+            addrs: vec![client_ip],
+            keepalive: ka,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 1500];
+        server.listen(80, 64).unwrap();
+        let conns = 50;
+        let mut pairs = Vec::new();
+        for _ in 0..conns {
+            let c = client
+                .connect(Instant::ZERO, client_ip, SocketAddr::new(server_ip, 80))
+                .unwrap();
+            exchange(&mut client, &mut server, Instant::ZERO, &mut buf);
+            let s = server.accept(80).unwrap();
+            client.set_nodelay(c, true).unwrap();
+            server.set_nodelay(s, true).unwrap();
+            pairs.push((c, s));
+        }
+        let cycles = 3000u64;
+        for i in 1..=cycles {
+            // One connection at a time: the last one's delayed ACK (40 ms)
+            // and retransmission timer (200 ms) are gone when the next
+            // starts, and every other slot is scheduled at its K.
+            let t = Instant::from_millis(250 * i);
+            let (c, s) = pairs[i as usize % conns];
+            run_until(&mut client, &mut server, t, &mut buf);
+            assert_eq!(client.send(c, b"request"), Ok(7));
+            exchange(&mut client, &mut server, t, &mut buf);
+            let mut req = [0u8; 16];
+            assert_eq!(server.recv(s, &mut req), Ok(7));
+            assert_eq!(server.send(s, b"response"), Ok(8));
+            exchange(&mut client, &mut server, t, &mut buf);
+            let mut resp = [0u8; 16];
+            assert_eq!(client.recv(c, &mut resp), Ok(8));
+            for ep in [&server, &client] {
+                let live = live_slots(ep);
+                assert!(
+                    ep.timers.len() <= 2 * live + 1024,
+                    "cycle {i}: {} heap entries for {live} live slots",
+                    ep.timers.len()
+                );
+            }
+        }
+        for ep in [&mut server, &mut client] {
+            // Fewer than 4 pushes per cycle and endpoint, and at least
+            // 1024 between two compactions.
+            assert!(
+                ep.compactions <= 4 * cycles as usize / 1024 + 1,
+                "{} compactions in {cycles} cycles",
+                ep.compactions
+            );
+            // Compacted, the heap holds one entry per slot with a deadline.
+            ep.compact_timers();
+            assert_eq!(ep.timers.len(), conns, "one entry per connection");
+        }
+        for (_, s) in pairs {
+            assert_eq!(server.state(s), Ok(State::Established));
+        }
+    }
+
+    #[test]
+    fn slots_detached_by_reincarnation_count_as_live_for_compaction() {
+        // The server closes 1100 connections first (TIME-WAIT on its side)
+        // and its application never reads their `Closed`. The client
+        // reopens each 4-tuple: the SYN reincarnates it (RFC 6191), which
+        // detaches the TIME-WAIT entry from the table but leaves it in its
+        // slot with its 2 MSL timer, then aborts the new connection. The
+        // table is then empty while 1100 slots still hold a timer each:
+        // counting only the table's connections, every push would run a
+        // compaction that keeps all 1100 entries.
+        let server_ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut server = Endpoint::new(Config {
+            addrs: vec![server_ip],
+            syn_backlog: 2048,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut client = Endpoint::new(Config {
+            seed: 1,
+            addrs: Vec::new(),
+            ephemeral_ports: (40000, 40000),
+            ..Config::default()
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 1500];
+        server.listen(80, 2048).unwrap();
+        let dst = SocketAddr::new(server_ip, 80);
+        let n = 1100u32;
+        let src = |i: u32| IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+        let mut now = Instant::ZERO;
+        for i in 0..n {
+            client.connect(now, src(i), dst).unwrap();
+        }
+        exchange(&mut client, &mut server, now, &mut buf);
+        while let Some(id) = server.accept(80) {
+            server.close(id).unwrap();
+        }
+        exchange(&mut client, &mut server, now, &mut buf);
+        // The client closes on the server's FIN; its entries go away.
+        while let Some(e) = client.poll_event() {
+            if let Event::PeerClosed(id) = e {
+                client.close(id).unwrap();
+            }
+        }
+        exchange(&mut client, &mut server, now, &mut buf);
+        while client.poll_event().is_some() {}
+        assert_eq!(client.connection_count(), 0);
+        assert_eq!(server.state_counts()[10], (State::TimeWait, n as usize));
+        // Later, so that the new ISNs lie above the old connections'.
+        now = Instant::from_millis(10);
+        let ids: Vec<ConnId> = (0..n)
+            .map(|i| client.connect(now, src(i), dst).unwrap())
+            .collect();
+        exchange(&mut client, &mut server, now, &mut buf);
+        while client.poll_event().is_some() {}
+        for id in ids {
+            client.abort(id).unwrap();
+            exchange(&mut client, &mut server, now, &mut buf);
+        }
+        while client.poll_event().is_some() {}
+        assert_eq!(server.connection_count(), 0);
+        assert_eq!(
+            live_slots(&server),
+            n as usize,
+            "detached TIME-WAIT entries"
+        );
+        // A little traffic: ten connections opened and reset.
+        let before = server.compactions;
+        for _ in 0..10 {
+            let id = client.connect(now, src(0), dst).unwrap();
+            exchange(&mut client, &mut server, now, &mut buf);
+            client.abort(id).unwrap();
+            exchange(&mut client, &mut server, now, &mut buf);
+            while client.poll_event().is_some() {}
+        }
+        assert!(
+            server.compactions - before <= 1,
+            "{} compactions for ten connections",
+            server.compactions - before
+        );
     }
 
     #[test]
