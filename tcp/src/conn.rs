@@ -944,13 +944,37 @@ impl Conn {
         // TS.Recent older than 24 days is invalid (§5.5).
         if paws_reject {
             cx.stats.drops.count(crate::wire::DropReason::Paws);
-            self.ack_now = true;
             // TIME-WAIT restarts its 2 MSL timer, as Linux does for a
             // PAWS-rejected segment (tcp_timewait_state_process).
             if self.state == State::TimeWait {
                 self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
             }
+            // A SYN draws a challenge ACK (RFC 5961 §4.2, below; Linux:
+            // tcp_validate_incoming goes to syn_challenge).
+            if f.syn() {
+                return Reply::ChallengeAck;
+            }
+            self.ack_now = true;
             return Reply::None;
+        }
+
+        // RFC 5961 §4.2 (the "fourth" check of RFC 9293 §3.10.7.4, taken
+        // before the sequence check): "If the SYN bit is set, irrespective
+        // of the sequence number, TCP MUST send an ACK (also referred to as
+        // challenge ACK) to the remote peer", rate-limited as §7 asks. A
+        // SYN outside the window is no exception (Linux: tcp_validate_incoming
+        // sends it to syn_challenge). This holds in every synchronized state
+        // and in SYN-RECEIVED (a retransmission of the SYN that opened it
+        // was answered above); in TIME-WAIT, for the SYNs that may not
+        // reopen the connection.
+        if f.syn() {
+            // TIME-WAIT restarts its 2 MSL timer for a segment with an ACK,
+            // as for the out-of-window ones below (Linux:
+            // tcp_timewait_state_process).
+            if self.state == State::TimeWait && f.ack() {
+                self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
+            }
+            return Reply::ChallengeAck;
         }
 
         // First, check sequence number. RCV.WND is what we can take now or
@@ -971,13 +995,7 @@ impl Conn {
             if !f.rst() {
                 cx.stats.out_of_window += 1;
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
-                // As Linux (tcp_oow_rate_limited): segments without data get
-                // at most one such ACK per `oow_ack_interval` (500 ms), so two stacks can never
-                // ping-pong ACKs; a segment with data always gets one.
-                if seg_len > 0 || self.oow_ack_allowed(cx.now, cx.cfg.oow_ack_interval) {
-                    self.last_oow_ack = Some(cx.now);
-                    self.ack_now = true;
-                }
+                self.ack_invalid(cx, seg);
                 // TIME-WAIT: a retransmitted FIN lies below RCV.NXT, so it
                 // lands here, yet RFC 9293 §3.10.7.4 ("Acknowledge it, and
                 // restart the 2 MSL timeout") wants the timer restarted.
@@ -1023,11 +1041,8 @@ impl Conn {
             return Reply::None;
         }
 
-        // Fourth, check the SYN bit (RFC 5961 §4.2): in any synchronized
-        // state (and SYN-RECEIVED) a SYN draws a challenge ACK.
-        if f.syn() {
-            return Reply::ChallengeAck;
-        }
+        // Fourth, check the SYN bit: done above, before the sequence check
+        // (RFC 5961 §4.2).
 
         // Fifth, check the ACK field. "If the ACK bit is off, drop the segment and return."
         if !f.ack() {
@@ -2246,6 +2261,19 @@ impl Conn {
     /// Asks for an ACK at the next dispatch (challenge ACKs, RFC 5961).
     pub(crate) fn request_ack(&mut self) {
         self.ack_now = true;
+    }
+
+    /// Answers a segment that is not acceptable (out of the window) with
+    /// an ACK (RFC 9293 §3.10.7.4 first), as Linux (tcp_oow_rate_limited):
+    /// one carrying data or a FIN always gets it and leaves the limit alone
+    /// (a retransmission is no part of an ACK loop); one without is held
+    /// to [`Conn::oow_ack_allowed`], so two stacks can never ping-pong
+    /// ACKs. SYNs never come here: they draw challenge ACKs (RFC 5961 §4.2).
+    fn ack_invalid(&mut self, cx: &Ctx<'_>, seg: &TcpSegment<'_>) {
+        let data = !seg.payload.is_empty() || seg.flags.fin();
+        if data || self.oow_ack_allowed(cx.now, cx.cfg.oow_ack_interval) {
+            self.ack_now = true;
+        }
     }
 
     /// The per-connection limit on ACKs answering invalid segments

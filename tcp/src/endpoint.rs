@@ -532,7 +532,7 @@ impl Endpoint {
     /// Linux (tcp_send_challenge_ack):
     ///
     /// - per connection, at most one per 500 ms, shared with the ACKs for
-    ///   out-of-window segments (Linux: tcp_invalid_ratelimit);
+    ///   out-of-window segments without data (Linux: tcp_invalid_ratelimit);
     /// - endpoint-wide, a budget per second that is not a fixed number:
     ///   with one shared, known counter an off-path attacker can count the
     ///   challenge ACKs it provokes and learn whether a guessed 4-tuple or

@@ -551,8 +551,9 @@ fn abort_and_close_in_syn_sent_send_nothing() {
 #[test]
 fn retransmitted_syn_ack_after_establishment_is_acked() {
     // Our handshake ACK was lost; the peer resends its SYN-ACK. It is an old
-    // duplicate now: not acceptable, answered with an ACK (RFC 9293
-    // §3.10.7.4 first), no state change.
+    // duplicate now: a SYN in a synchronized state, answered with a
+    // (rate-limited) challenge ACK (RFC 5961 §4.2, as Linux), which is the
+    // ACK the peer missed; no state change.
     let mut p = established_active();
     send!(p, time 1000, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
     recv!(p, time 1000, recv_templ());
@@ -866,8 +867,10 @@ fn time_wait_new_syn_with_higher_seq_reuses_tuple() {
 
 #[test]
 fn time_wait_old_syn_gets_ack() {
-    // A SYN at or below RCV.NXT is an old duplicate: it is not acceptable
-    // and draws an ACK (Linux: TCP_TW_ACK); TIME-WAIT stays.
+    // A SYN at or below RCV.NXT is an old duplicate: it cannot reopen the
+    // connection and draws a (rate-limited) challenge ACK (RFC 5961 §4.2;
+    // Linux: TCP_TW_ACK, rate-limited by tcp_timewait_check_oow_rate_limit);
+    // TIME-WAIT stays.
     let mut p = time_wait();
     send!(p, time 1000, peer_syn());
     recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
@@ -1420,6 +1423,60 @@ fn challenge_ack_rate_limit_per_connection() {
     send!(p, time 600, rst);
     recv!(p, time 600, recv_templ());
     assert_eq!(p.state(), State::Established);
+}
+
+#[test]
+fn out_of_window_syn_draws_rate_limited_challenge_ack() {
+    // RFC 5961 §4.2: a SYN in a synchronized state draws a challenge ACK
+    // "irrespective of the sequence number", and §7 rate-limits those. A
+    // SYN outside the window is no exception: it must not get an ACK each
+    // (as Linux: tcp_validate_incoming sends it to syn_challenge, then
+    // tcp_send_challenge_ack).
+    let mut p = established();
+    let syn = |seq| Seg { seq, ..peer_syn() };
+    send!(p, time 10, syn(REMOTE_SEQ + 200_000));
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, syn(REMOTE_SEQ - 100));
+    recv_nothing!(p, time 20);
+    send!(p, time 30, syn(REMOTE_SEQ + 1_000_000));
+    recv_nothing!(p, time 30);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 510, syn(REMOTE_SEQ + 200_000));
+    recv!(p, time 510, recv_templ());
+    assert_eq!(p.ep.stats().challenge_acks, 2);
+    assert_eq!(p.state(), State::Established);
+}
+
+#[test]
+fn out_of_window_data_does_not_use_up_the_invalid_segment_limit() {
+    // Out-of-window segments with data (a spurious retransmission, say)
+    // are always ACKed and, as Linux (tcp_oow_rate_limited returns early
+    // for them), leave the per-connection limit alone: a challenge ACK
+    // (RFC 5961 §3.2) and an ACK for an out-of-window pure ACK may follow
+    // at once.
+    let mut p = established();
+    let old_data = Seg {
+        seq: REMOTE_SEQ - 9,
+        ack: Some(LOCAL_SEQ + 1),
+        payload: data(10),
+        ..send_templ()
+    };
+    send!(p, time 10, old_data.clone());
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, old_data);
+    recv!(p, time 20, recv_templ());
+    send!(p, time 30, Seg { seq: REMOTE_SEQ + 10, flags: RST, ..send_templ() });
+    recv!(p, time 30, recv_templ());
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    // The challenge ACK did count: an out-of-window pure ACK waits.
+    send!(p, time 40, Seg { seq: REMOTE_SEQ, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv_nothing!(p, time 40);
+    let mut p = established();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ - 9, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, Seg { seq: REMOTE_SEQ, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 20, recv_templ());
 }
 
 #[test]
