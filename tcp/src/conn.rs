@@ -954,7 +954,10 @@ impl Conn {
             if f.syn() {
                 return Reply::ChallengeAck;
             }
-            self.ack_now = true;
+            // The ACK is rate-limited as for out-of-window segments (as
+            // Linux: tcp_oow_rate_limited with LINUX_MIB_TCPACKSKIPPEDPAWS,
+            // and tcp_timewait_check_oow_rate_limit in TIME-WAIT).
+            self.ack_invalid(cx, seg);
             return Reply::None;
         }
 
@@ -1063,11 +1066,14 @@ impl Conn {
                 }
             }
             // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT),
-            // then send an ACK, drop the segment, and return."
+            // then send an ACK, drop the segment, and return." RFC 5961
+            // §5.2 sends that ACK as for a too-old one, and §7 limits it:
+            // a challenge ACK (as Linux: tcp_rcv_state_process answers with
+            // tcp_send_challenge_ack), with data or without, lest forged
+            // segments draw one ACK each.
             (_, AckClass::Unsent) => {
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
-                self.ack_now = true;
-                return Reply::None;
+                return Reply::ChallengeAck;
             }
             // RFC 5961 §5.2: "All incoming segments whose ACK value doesn't
             // satisfy the above condition MUST be discarded and an ACK sent
@@ -2263,8 +2269,9 @@ impl Conn {
         self.ack_now = true;
     }
 
-    /// Answers a segment that is not acceptable (out of the window) with
-    /// an ACK (RFC 9293 §3.10.7.4 first), as Linux (tcp_oow_rate_limited):
+    /// Answers a segment that is not acceptable (out of the window, RFC
+    /// 9293 §3.10.7.4 first, or rejected by PAWS, RFC 7323 §5.3 R1) with an
+    /// ACK, as Linux (tcp_oow_rate_limited):
     /// one carrying data or a FIN always gets it and leaves the limit alone
     /// (a retransmission is no part of an ACK loop); one without is held
     /// to [`Conn::oow_ack_allowed`], so two stacks can never ping-pong

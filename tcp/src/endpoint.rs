@@ -710,10 +710,11 @@ impl Endpoint {
                 // keeps TIME-WAIT and answers with an ACK, as RFC 9293
                 // §3.10.7.4 does for a SYN that does not reopen the
                 // connection. Destroying the entry and sending a RST would
-                // let any SYN tear TIME-WAIT down.
-                Reply::Reincarnate => {
-                    self.with_conn(slot, |c, _| c.request_ack());
-                }
+                // let any SYN tear TIME-WAIT down. That ACK answers a SYN
+                // on a synchronized connection: a challenge ACK (RFC 5961
+                // §4.2), under the limits of §7, or each spoofed SYN would
+                // draw one.
+                Reply::Reincarnate => self.challenge_ack(slot),
             }
             return;
         }

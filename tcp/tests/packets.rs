@@ -997,6 +997,28 @@ fn time_wait_syn_without_a_listener_gets_ack_and_keeps_time_wait() {
 }
 
 #[test]
+fn time_wait_syns_without_a_listener_draw_rate_limited_acks() {
+    // The ACK a TIME-WAIT entry sends for a SYN that no listener can take
+    // is a challenge ACK (RFC 5961 §4.2), held to the limits of §7: a flood
+    // of spoofed SYNs on the 4-tuple draws one per 500 ms, not one each.
+    let mut p = time_wait();
+    p.ep.unlisten(LOCAL_PORT);
+    let syn = |seq| Seg { seq, ..peer_syn() };
+    send!(p, time 1000, syn(REMOTE_SEQ + 100_000));
+    recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
+    send!(p, time 1010, syn(REMOTE_SEQ + 200_000));
+    recv_nothing!(p, time 1010);
+    send!(p, time 1499, syn(REMOTE_SEQ + 300_000));
+    recv_nothing!(p, time 1499);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 1500, syn(REMOTE_SEQ + 400_000));
+    recv!(p, time 1500, ack_of_peer_fin(LOCAL_SEQ + 2));
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
+}
+
+#[test]
 fn time_wait_reuse_before_the_application_saw_closed() {
     // The new connection must not be confused with the old one whose
     // `Closed` event the application has not read yet.
@@ -1575,6 +1597,30 @@ fn ack_of_unsent_data_acked_and_dropped() {
     recv!(p, time 10, Seg { seq: LOCAL_SEQ + 101, ..recv_templ() });
     assert_eq!(p.read_all(), b"", "the segment's data was dropped");
     assert_eq!(in_flight(&p), 100);
+}
+
+#[test]
+fn acks_of_unsent_data_draw_rate_limited_acks() {
+    // The ACK answering SEG.ACK > SND.NXT is held to the limit for invalid
+    // segments (RFC 5961 §5.2 sends it as for a too-old ACK, §7 limits
+    // it; Linux answers with tcp_send_challenge_ack): a stream of such
+    // segments, with data or without, draws one per 500 ms.
+    let mut p = established();
+    let bad = Seg {
+        ack: Some(LOCAL_SEQ + 2),
+        ..send_templ()
+    };
+    send!(p, time 10, bad.clone());
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, Seg { payload: b"data".to_vec(), ..bad.clone() });
+    recv_nothing!(p, time 20);
+    send!(p, time 30, bad.clone());
+    recv_nothing!(p, time 30);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 510, bad);
+    recv!(p, time 510, recv_templ());
+    assert_eq!(p.read_all(), b"", "the data was dropped");
+    assert_eq!(p.ep.stats().drops.unacceptable, 4);
 }
 
 #[test]
@@ -2942,6 +2988,77 @@ fn paws_drops_old_timestamp_and_acks() {
     // A RST is not subject to PAWS (R1: "and the RST bit is not set").
     send!(p, time 30, Seg { seq: REMOTE_SEQ + 4, flags: RST, options: ts(999, 5), ..send_templ() });
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn paws_rejected_segments_without_data_draw_rate_limited_acks() {
+    // As Linux (tcp_oow_rate_limited with the PAWS counter; in TIME-WAIT
+    // tcp_timewait_check_oow_rate_limit): PAWS-rejected segments without
+    // data are answered at most once per 500 ms, those with data always.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1002, 5), payload: b"abc".to_vec(), ..send_templ() });
+    let old = Seg {
+        seq: REMOTE_SEQ + 4,
+        ack: Some(LOCAL_SEQ + 1),
+        options: ts(999, 5),
+        ..send_templ()
+    };
+    let ack = |t| Seg {
+        ack: Some(REMOTE_SEQ + 4),
+        window: RCV_BUF as u16 - 3,
+        options: ts(t, 1002),
+        ..recv_templ()
+    };
+    send!(p, time 20, old.clone());
+    recv!(p, time 20, ack(20));
+    send!(p, time 30, old.clone());
+    recv_nothing!(p, time 30);
+    // Data is always answered, and leaves the limit alone.
+    send!(p, time 40, Seg { payload: b"old".to_vec(), ..old.clone() });
+    recv!(p, time 40, ack(40));
+    send!(p, time 50, old.clone());
+    recv_nothing!(p, time 50);
+    send!(p, time 520, old);
+    recv!(p, time 520, ack(520));
+    assert_eq!(p.ep.stats().drops.paws, 5);
+    assert_eq!(p.read_all(), b"abc");
+
+    // TIME-WAIT likewise; each rejected segment still restarts 2 MSL.
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    let tw_ack = |t| Seg {
+        seq: LOCAL_SEQ + 2,
+        ack: Some(REMOTE_SEQ + 2),
+        window: RCV_BUF as u16 - 1,
+        options: ts(t, 1005),
+        ..recv_templ()
+    };
+    recv!(p, time 11, tw_ack(11));
+    assert_eq!(p.count(State::TimeWait), 1);
+    let old = Seg {
+        seq: REMOTE_SEQ + 2,
+        ack: Some(LOCAL_SEQ + 2),
+        options: ts(1000, 10),
+        ..send_templ()
+    };
+    send!(p, time 1000, old.clone());
+    recv!(p, time 1000, tw_ack(1000));
+    send!(p, time 1100, old.clone());
+    recv_nothing!(p, time 1100);
+    send!(p, time 1200, old);
+    recv_nothing!(p, time 1200);
+    assert_eq!(p.ep.stats().drops.paws, 3);
+    // 2 MSL from the last one.
+    recv_nothing!(p, time 61_199);
+    assert_eq!(p.count(State::TimeWait), 1);
+    recv_nothing!(p, time 61_200);
+    assert_eq!(p.count(State::TimeWait), 0);
 }
 
 #[test]
