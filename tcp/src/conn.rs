@@ -1937,12 +1937,21 @@ impl Conn {
         };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
-        let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable).min(room);
+        let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
                 len = len.min(next.since(seq));
             }
         }
+        // A caller's buffer with room for less than the segment (below the
+        // MTU, which the caller should give) cuts it to what fits. That
+        // segment is short for want of buffer, not of data, window or
+        // cwnd: Nagle and sender-side SWS avoidance take it as full-sized
+        // (holding it back would stall the connection until the next ACK
+        // or the persist timer: it has left the transmit queue), and it
+        // does not count as the short segment Nagle waits on.
+        let room_limited = room < len;
+        len = len.min(room);
         let mut probe = false;
         if len == 0 && avail > 0 && self.probe_now && self.snd_wnd == 0 {
             // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
@@ -1957,7 +1966,14 @@ impl Conn {
         let fin = fin_seq.is_some_and(|f| {
             f == seq + len && seq + len >= self.snd_nxt && !(self.snd_max > f && self.snd_nxt > f)
         });
-        if len > 0 && len < mss && !fin && !probe && !is_retransmit && !sws_override {
+        if len > 0
+            && len < mss
+            && !fin
+            && !probe
+            && !is_retransmit
+            && !sws_override
+            && !room_limited
+        {
             // Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1) and
             // Nagle (§3.7.4): send a short segment only if it is all we have
             // and no short segment is unacknowledged (or Nagle is off), or it
@@ -1991,7 +2007,7 @@ impl Conn {
             // covers the byte so that an ACK of it is acceptable.
             if !probe {
                 self.snd_nxt = end;
-                if len % mss != 0 {
+                if len % mss != 0 && !room_limited {
                     self.snd_sml = end;
                 }
             }

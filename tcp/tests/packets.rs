@@ -1986,6 +1986,31 @@ fn bulk_send_into_an_mtu_sized_buffer_sends_full_segments() {
 }
 
 #[test]
+fn buffer_below_a_full_segment_gets_segments_of_what_fits() {
+    // A driver whose buffer holds less than MSS + headers (1000 bytes:
+    // room for 960 payload bytes) gets segments of what fits. It is the
+    // buffer, not the data, the window or cwnd, that makes them short, so
+    // Nagle (RFC 9293 §3.7.4) and sender-side SWS avoidance (§3.8.6.2.1)
+    // treat them as full-sized; holding them would stall the transfer until
+    // the next ACK or the persist timer, with nothing reported.
+    let mut p = established();
+    p.write(&data(3000));
+    let mut sizes = Vec::new();
+    while let Some(pkt) = poll_sized(&mut p, 10, 1000) {
+        sizes.push(payload_len(&pkt));
+    }
+    assert_eq!(sizes, [960, 960, 960, 120]);
+    assert_eq!(in_flight(&p), 3000);
+    // They do not count as short segments for Nagle either: the 120-byte
+    // tail is, and holds the next short one until it is acknowledged.
+    p.write(&data(100));
+    assert!(poll_sized(&mut p, 20, 1000).is_none());
+    send!(p, time 30, Seg { ack: Some(LOCAL_SEQ + 3001), ..send_templ() });
+    let pkt = poll_sized(&mut p, 30, 1000).expect("the held segment");
+    assert_eq!(payload_len(&pkt), 100);
+}
+
+#[test]
 fn short_buffer_keeps_the_fast_retransmission_pending() {
     // Dispatch changes state only after the segment was written: a buffer
     // too short for the headers returns nothing and loses nothing.
