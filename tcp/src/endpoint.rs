@@ -632,7 +632,26 @@ impl Endpoint {
         if self.control.len() >= self.config.max_control_queue {
             return self.drop_packet(DropReason::ControlQueueFull);
         }
-        let need = 40 + 8 + echo.data.len();
+        // Every reply fits the MTU, so it fits any transmit buffer the
+        // caller gives (`poll_transmit` asks for at least the MTU): a
+        // longer one would stay in front of the control queue for good.
+        // Fragmentation is not implemented.
+        let headers = crate::wire::ip_header_len(ip.dst) + 8;
+        let room = self.config.mtu.saturating_sub(headers);
+        let echo = if echo.data.len() <= room {
+            echo
+        } else if ip.dst.is_ipv4() {
+            // RFC 1122 §3.2.2.6: "if sending the Echo Reply requires
+            // intentional fragmentation that is not implemented, the
+            // datagram MUST be truncated to maximum transmission size".
+            let data = echo.data.get(..room).unwrap_or_default();
+            crate::wire::IcmpEcho { data, ..echo }
+        } else {
+            // RFC 4443 §4.2: the data "MUST be returned entirely and
+            // unmodified"; that takes fragmentation here (RFC 8200 §4.5).
+            return self.drop_packet(DropReason::ReplyTooLong);
+        };
+        let need = headers + echo.data.len();
         let mut buf = self.echo_bufs.pop().unwrap_or_default();
         if buf.len() < need {
             buf.resize(need.max(self.config.mtu), 0);
@@ -1032,6 +1051,10 @@ impl Endpoint {
 
     /// Writes the next packet to send into `buf` (at least MTU bytes) and
     /// returns its length; `None` when there is nothing to send.
+    ///
+    /// A shorter buffer is served as far as it goes: a packet that does not
+    /// fit it waits, nothing lost, while shorter ones queued behind it go
+    /// out, and data segments are cut to what fits.
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<usize> {
         self.poll_transmit_offload(now, buf).map(|t| t.len)
     }
@@ -1041,15 +1064,32 @@ impl Endpoint {
     /// [`Config::checksum_offload`]). `buf` should hold `tso_max` bytes.
     pub fn poll_transmit_offload(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         self.advance(now);
-        while let Some(c) = self.control.front() {
-            // A buffer too short for the packet leaves it queued: nothing
-            // is lost, the next call with a larger buffer sends it.
-            if buf.len() < self.control_len(c) {
-                return None;
-            }
+        // Endpoint-level replies first, each looked at once per call.
+        let mut left = self.control.len();
+        while left > 0 {
+            left -= 1;
             let Some(c) = self.control.pop_front() else {
                 break;
             };
+            if buf.len() < self.control_len(&c) {
+                if buf.len() < self.config.mtu {
+                    // A buffer below the documented minimum: the reply
+                    // waits at the back of the queue (the slot just freed
+                    // takes it, no allocation) and the ones behind it that
+                    // fit go first.
+                    self.control.push_back(c);
+                } else {
+                    // Every reply fits the MTU (echo replies are cut or
+                    // refused at it, `handle_icmp`), so this does not
+                    // happen; if it did, holding the reply would block
+                    // every packet behind it for good.
+                    self.drop_packet(DropReason::ReplyTooLong);
+                    if let Control::Echo { buf, .. } = c {
+                        self.echo_bufs.push(buf);
+                    }
+                }
+                continue;
+            }
             let tcp = !matches!(c, Control::Echo { .. });
             if let Some(n) = self.emit_control(c, buf) {
                 self.stats.packets_out += 1;
@@ -1061,7 +1101,13 @@ impl Endpoint {
                 });
             }
         }
-        while let Some((slot, gen)) = self.tx_queue.pop_front() {
+        // Then the connections, each looked at once per call.
+        let mut left = self.tx_queue.len();
+        while left > 0 {
+            left -= 1;
+            let Some((slot, gen)) = self.tx_queue.pop_front() else {
+                break;
+            };
             let valid = self
                 .slots
                 .get(slot as usize)
@@ -1091,20 +1137,22 @@ impl Endpoint {
                     partial_checksum: self.config.checksum_offload,
                 });
             }
-            // The connection has a segment that does not fit `buf`: keep it
-            // first in line (its state is unchanged, see `Conn::dispatch`).
+            // The connection has a segment that does not fit `buf` (only a
+            // buffer below the MTU can be that short: data is cut to the
+            // room, and headers alone stay far below the MTU). Its state
+            // is unchanged (see `Conn::dispatch`): it waits at the back of
+            // the queue, and the connections behind it go first.
             let short = self.slots[slot as usize]
                 .conn
                 .as_deref()
                 .is_some_and(|c| c.short_buffer);
             if short {
                 let s = &mut self.slots[slot as usize];
-                if s.tx_queued && self.tx_queue.back() == Some(&(slot, gen)) {
-                    self.tx_queue.pop_back();
+                if !s.tx_queued {
+                    s.tx_queued = true;
+                    self.tx_queue.push_back((slot, gen));
                 }
-                s.tx_queued = true;
-                self.tx_queue.push_front((slot, gen));
-                return None;
+                continue;
             }
             // Nothing to send: `after_conn` may have queued it again if it
             // still wants to; drop that to avoid spinning.
@@ -1746,6 +1794,29 @@ mod tests {
             "{} compactions for ten connections",
             server.compactions - before
         );
+    }
+
+    #[test]
+    fn a_queued_reply_longer_than_an_mtu_sized_buffer_is_dropped_not_held() {
+        // `handle_icmp` keeps every reply within the MTU; should one longer
+        // reach the queue anyway, a buffer of at least the MTU drops and
+        // counts it instead of holding it in front of the queue for good.
+        let mut ep = Endpoint::new(Config::default()).unwrap();
+        ep.push_control(Control::Echo {
+            buf: vec![0u8; 3000],
+            len: 3000,
+        });
+        ep.push_control(Control::Rst {
+            local: "10.0.0.2:80".parse().unwrap(),
+            remote: "10.0.0.1:1234".parse().unwrap(),
+            seq: SeqNum(1),
+            ack: None,
+        });
+        let mut buf = vec![0u8; 1500];
+        assert_eq!(ep.poll_transmit(Instant::ZERO, &mut buf), Some(40));
+        assert_eq!(ep.poll_transmit(Instant::ZERO, &mut buf), None);
+        assert_eq!(ep.stats().drops.reply_too_long, 1);
+        assert_eq!(ep.echo_bufs.len(), 1, "the buffer is kept for reuse");
     }
 
     #[test]

@@ -3887,6 +3887,98 @@ fn icmp_echo_v6() {
     assert_eq!(p.ep.stats().icmp_echo, 1);
 }
 
+#[test]
+fn icmp_echo_reply_is_cut_to_the_mtu() {
+    // RFC 1122 §3.2.2.6: the echo data "MUST be entirely included in the
+    // resulting Echo Reply. However, if sending the Echo Reply requires
+    // intentional fragmentation that is not implemented, the datagram MUST
+    // be truncated to maximum transmission size ... and sent." A request
+    // larger than the MTU (from a device with a larger one) gets a reply
+    // of exactly the MTU, and a reply never outgrows the buffer the output
+    // needs (at least the MTU): it cannot block what is queued behind it.
+    let mut p = listen();
+    let body: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let req = echo_request(&p, 7, 1, &body);
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let reply = poll_sized(&mut p, 0, 1500).expect("the echo reply");
+    assert_eq!(reply.len(), 1500);
+    let ip = parse_ip(&reply).unwrap();
+    let m = ip.payload;
+    assert_eq!((m[0], &m[8..]), (0, &body[..1472]), "an echo reply, cut");
+    assert_eq!(checksum_fold(checksum_sum(0, m)), 0, "reply checksum");
+    let rst = poll_sized(&mut p, 0, 1500).expect("the RST behind it");
+    assert_eq!(payload_len(&rst), 0);
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().icmp_echo, 1);
+}
+
+#[test]
+fn icmpv6_echo_request_too_long_for_a_whole_reply_is_dropped() {
+    // RFC 4443 §4.2: the data "MUST be returned entirely and unmodified in
+    // the ICMPv6 Echo Reply"; a reply over the MTU would need fragmentation
+    // (RFC 8200 §4.5), which is not implemented: the request is dropped
+    // and counted, and the output is not blocked.
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let req = echo_request(&p, 7, 1, &data(1500 - 48 + 1));
+    p.send_raw(ms(0), &req);
+    assert_eq!(p.ep.stats().drops.reply_too_long, 1);
+    let req = echo_request(&p, 7, 2, &data(1500 - 48));
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let reply = poll_sized(&mut p, 0, 1500).expect("the largest whole reply");
+    assert_eq!(reply.len(), 1500);
+    assert!(poll_sized(&mut p, 0, 1500).is_some(), "the RST");
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().icmp_echo, 1);
+}
+
+#[test]
+fn a_reply_too_long_for_a_short_buffer_lets_the_others_pass() {
+    // A buffer below the MTU (below what `poll_transmit` asks for) may not
+    // take the reply in front of the queue: that one waits, nothing lost,
+    // and shorter ones behind it go first.
+    let mut p = listen();
+    let req = echo_request(&p, 7, 1, &data(1000));
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let rst = poll_sized(&mut p, 0, 500).expect("the RST first");
+    assert_eq!(rst.len(), 40);
+    assert!(poll_sized(&mut p, 0, 500).is_none(), "the echo reply waits");
+    let reply = poll_sized(&mut p, 0, 1500).expect("then the echo reply");
+    assert_eq!(reply.len(), 1028);
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().drops.reply_too_long, 0, "nothing was dropped");
+}
+
+#[test]
+fn a_connection_whose_segment_does_not_fit_lets_the_others_pass() {
+    // Likewise for connections: a SYN-ACK (48 bytes with its options) that
+    // a 44-byte buffer cannot take does not hold back another
+    // connection's 40-byte ACK queued behind it.
+    let mut p = established();
+    send!(p, time 10, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    // An old duplicate on the established connection: ACKed at once.
+    send!(p, time 10, Seg { seq: REMOTE_SEQ - 9, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    let ack = poll_sized(&mut p, 10, 44).expect("the ACK first");
+    let ip = parse_ip(&ack).unwrap();
+    let t = tcp::wire::parse_tcp(&ip).unwrap();
+    assert_eq!(
+        (ack.len(), t.dst_port, t.flags),
+        (40, REMOTE_PORT, TcpFlags::ACK)
+    );
+    assert!(poll_sized(&mut p, 10, 44).is_none(), "the SYN-ACK waits");
+    let synack = poll_sized(&mut p, 10, 1500).expect("then the SYN-ACK");
+    let ip = parse_ip(&synack).unwrap();
+    let t = tcp::wire::parse_tcp(&ip).unwrap();
+    assert_eq!(
+        (t.dst_port, t.flags),
+        (REMOTE_PORT + 1, TcpFlags::SYN | TcpFlags::ACK)
+    );
+    assert!(poll_sized(&mut p, 10, 1500).is_none());
+}
+
 // =====================================================================
 // IP layer, options and malformed packets: dropped silently, counted by reason
 // =====================================================================
