@@ -1637,8 +1637,10 @@ mod tests {
         // second (K, slot, gen) beside the one already there. With 50
         // connections taking turns, a compaction that kept every entry
         // equal to its slot's `scheduled` would keep the copies of all the
-        // idle ones: the heap would sit at its threshold and every push
-        // would run a full compaction. Deduplicated, the heap holds one
+        // idle ones: the heap would sit at its threshold (22 times the
+        // live slots), and a full compaction, removing only the active
+        // connection's copies, would run every few cycles (84 here).
+        // Deduplicated, the heap holds one
         // entry per live slot after each compaction, stays within twice
         // the live slots plus 1024, and compactions stay rare (each
         // follows at least 1024 pushes).
