@@ -944,13 +944,40 @@ impl Conn {
         // TS.Recent older than 24 days is invalid (§5.5).
         if paws_reject {
             cx.stats.drops.count(crate::wire::DropReason::Paws);
-            self.ack_now = true;
             // TIME-WAIT restarts its 2 MSL timer, as Linux does for a
             // PAWS-rejected segment (tcp_timewait_state_process).
             if self.state == State::TimeWait {
                 self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
             }
+            // A SYN draws a challenge ACK (RFC 5961 §4.2, below; Linux:
+            // tcp_validate_incoming goes to syn_challenge).
+            if f.syn() {
+                return Reply::ChallengeAck;
+            }
+            // The ACK is rate-limited as for out-of-window segments (as
+            // Linux: tcp_oow_rate_limited with LINUX_MIB_TCPACKSKIPPEDPAWS,
+            // and tcp_timewait_check_oow_rate_limit in TIME-WAIT).
+            self.ack_invalid(cx, seg);
             return Reply::None;
+        }
+
+        // RFC 5961 §4.2 (the "fourth" check of RFC 9293 §3.10.7.4, taken
+        // before the sequence check): "If the SYN bit is set, irrespective
+        // of the sequence number, TCP MUST send an ACK (also referred to as
+        // challenge ACK) to the remote peer", rate-limited as §7 asks. A
+        // SYN outside the window is no exception (Linux: tcp_validate_incoming
+        // sends it to syn_challenge). This holds in every synchronized state
+        // and in SYN-RECEIVED (a retransmission of the SYN that opened it
+        // was answered above); in TIME-WAIT, for the SYNs that may not
+        // reopen the connection.
+        if f.syn() {
+            // TIME-WAIT restarts its 2 MSL timer for a segment with an ACK,
+            // as for the out-of-window ones below (Linux:
+            // tcp_timewait_state_process).
+            if self.state == State::TimeWait && f.ack() {
+                self.set_timer(Timer::TimeWait, cx.now + cx.cfg.time_wait);
+            }
+            return Reply::ChallengeAck;
         }
 
         // First, check sequence number. RCV.WND is what we can take now or
@@ -971,13 +998,7 @@ impl Conn {
             if !f.rst() {
                 cx.stats.out_of_window += 1;
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
-                // As Linux (tcp_oow_rate_limited): segments without data get
-                // at most one such ACK per `oow_ack_interval` (500 ms), so two stacks can never
-                // ping-pong ACKs; a segment with data always gets one.
-                if seg_len > 0 || self.oow_ack_allowed(cx.now, cx.cfg.oow_ack_interval) {
-                    self.last_oow_ack = Some(cx.now);
-                    self.ack_now = true;
-                }
+                self.ack_invalid(cx, seg);
                 // TIME-WAIT: a retransmitted FIN lies below RCV.NXT, so it
                 // lands here, yet RFC 9293 §3.10.7.4 ("Acknowledge it, and
                 // restart the 2 MSL timeout") wants the timer restarted.
@@ -1023,11 +1044,8 @@ impl Conn {
             return Reply::None;
         }
 
-        // Fourth, check the SYN bit (RFC 5961 §4.2): in any synchronized
-        // state (and SYN-RECEIVED) a SYN draws a challenge ACK.
-        if f.syn() {
-            return Reply::ChallengeAck;
-        }
+        // Fourth, check the SYN bit: done above, before the sequence check
+        // (RFC 5961 §4.2).
 
         // Fifth, check the ACK field. "If the ACK bit is off, drop the segment and return."
         if !f.ack() {
@@ -1048,11 +1066,14 @@ impl Conn {
                 }
             }
             // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT),
-            // then send an ACK, drop the segment, and return."
+            // then send an ACK, drop the segment, and return." RFC 5961
+            // §5.2 sends that ACK as for a too-old one, and §7 limits it:
+            // a challenge ACK (as Linux: tcp_rcv_state_process answers with
+            // tcp_send_challenge_ack), with data or without, lest forged
+            // segments draw one ACK each.
             (_, AckClass::Unsent) => {
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
-                self.ack_now = true;
-                return Reply::None;
+                return Reply::ChallengeAck;
             }
             // RFC 5961 §5.2: "All incoming segments whose ACK value doesn't
             // satisfy the above condition MUST be discarded and an ACK sent
@@ -1916,12 +1937,21 @@ impl Conn {
         };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
-        let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable).min(room);
+        let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
                 len = len.min(next.since(seq));
             }
         }
+        // A caller's buffer with room for less than the segment (below the
+        // MTU, which the caller should give) cuts it to what fits. That
+        // segment is short for want of buffer, not of data, window or
+        // cwnd: Nagle and sender-side SWS avoidance take it as full-sized
+        // (holding it back would stall the connection until the next ACK
+        // or the persist timer: it has left the transmit queue), and it
+        // does not count as the short segment Nagle waits on.
+        let room_limited = room < len;
+        len = len.min(room);
         let mut probe = false;
         if len == 0 && avail > 0 && self.probe_now && self.snd_wnd == 0 {
             // Zero-window probe: one byte beyond the window (RFC 9293 §3.8.6.1).
@@ -1936,7 +1966,14 @@ impl Conn {
         let fin = fin_seq.is_some_and(|f| {
             f == seq + len && seq + len >= self.snd_nxt && !(self.snd_max > f && self.snd_nxt > f)
         });
-        if len > 0 && len < mss && !fin && !probe && !is_retransmit && !sws_override {
+        if len > 0
+            && len < mss
+            && !fin
+            && !probe
+            && !is_retransmit
+            && !sws_override
+            && !room_limited
+        {
             // Sender-side silly window avoidance (RFC 9293 §3.8.6.2.1) and
             // Nagle (§3.7.4): send a short segment only if it is all we have
             // and no short segment is unacknowledged (or Nagle is off), or it
@@ -1970,7 +2007,7 @@ impl Conn {
             // covers the byte so that an ACK of it is acceptable.
             if !probe {
                 self.snd_nxt = end;
-                if len % mss != 0 {
+                if len % mss != 0 && !room_limited {
                     self.snd_sml = end;
                 }
             }
@@ -2246,6 +2283,20 @@ impl Conn {
     /// Asks for an ACK at the next dispatch (challenge ACKs, RFC 5961).
     pub(crate) fn request_ack(&mut self) {
         self.ack_now = true;
+    }
+
+    /// Answers a segment that is not acceptable (out of the window, RFC
+    /// 9293 §3.10.7.4 first, or rejected by PAWS, RFC 7323 §5.3 R1) with an
+    /// ACK, as Linux (tcp_oow_rate_limited):
+    /// one carrying data or a FIN always gets it and leaves the limit alone
+    /// (a retransmission is no part of an ACK loop); one without is held
+    /// to [`Conn::oow_ack_allowed`], so two stacks can never ping-pong
+    /// ACKs. SYNs never come here: they draw challenge ACKs (RFC 5961 §4.2).
+    fn ack_invalid(&mut self, cx: &Ctx<'_>, seg: &TcpSegment<'_>) {
+        let data = !seg.payload.is_empty() || seg.flags.fin();
+        if data || self.oow_ack_allowed(cx.now, cx.cfg.oow_ack_interval) {
+            self.ack_now = true;
+        }
     }
 
     /// The per-connection limit on ACKs answering invalid segments

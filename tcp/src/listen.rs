@@ -268,9 +268,22 @@ mod tests {
         ];
         let keys: Vec<(u64, u64)> = labels.iter().map(|l| derive_key(seed, l)).collect();
         for (i, a) in keys.iter().enumerate() {
-            // Both halves carry 64 bits (no 32-bit half, no seed rotation).
+            // Both halves carry 64 bits (no 32-bit half).
             assert!(a.0 >> 32 != 0 && a.1 >> 32 != 0, "{}", labels[i]);
-            assert_ne!(a.0, seed.rotate_left(17) ^ 0x5bd1_e995);
+            // Every bit of the seed reaches every key, and through the PRF:
+            // flipping any one seed bit changes about half of the key's 128
+            // bits. A derivation that dropped seed bits (a truncation to 32
+            // bits, say) or mixed them in linearly (a rotation or XOR of the
+            // seed) fails here.
+            for bit in 0..64 {
+                let f = derive_key(seed ^ (1 << bit), labels[i]);
+                let flipped = (a.0 ^ f.0).count_ones() + (a.1 ^ f.1).count_ones();
+                assert!(
+                    (32..=96).contains(&flipped),
+                    "{}: seed bit {bit} flips {flipped} of 128 key bits",
+                    labels[i]
+                );
+            }
             for b in &keys[i + 1..] {
                 assert_ne!(a, b);
                 assert_ne!(a.0, b.0);

@@ -99,6 +99,8 @@ pub struct DropCounts {
     pub table_full: u64,
     /// [`DropReason::ControlQueueFull`]
     pub control_queue_full: u64,
+    /// [`DropReason::ReplyTooLong`]
+    pub reply_too_long: u64,
 }
 
 impl DropCounts {
@@ -125,12 +127,13 @@ impl DropCounts {
             DropReason::ListenOverflow => &mut self.listen_overflow,
             DropReason::TableFull => &mut self.table_full,
             DropReason::ControlQueueFull => &mut self.control_queue_full,
+            DropReason::ReplyTooLong => &mut self.reply_too_long,
         };
         *c += 1;
     }
 
     /// Every counter with its name, for reports.
-    pub fn named(&self) -> [(&'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, u64); 21] {
         [
             ("truncated", self.truncated),
             ("bad_ip_version", self.bad_ip_version),
@@ -152,6 +155,7 @@ impl DropCounts {
             ("listen_overflow", self.listen_overflow),
             ("table_full", self.table_full),
             ("control_queue_full", self.control_queue_full),
+            ("reply_too_long", self.reply_too_long),
         ]
     }
 

@@ -551,8 +551,9 @@ fn abort_and_close_in_syn_sent_send_nothing() {
 #[test]
 fn retransmitted_syn_ack_after_establishment_is_acked() {
     // Our handshake ACK was lost; the peer resends its SYN-ACK. It is an old
-    // duplicate now: not acceptable, answered with an ACK (RFC 9293
-    // §3.10.7.4 first), no state change.
+    // duplicate now: a SYN in a synchronized state, answered with a
+    // (rate-limited) challenge ACK (RFC 5961 §4.2, as Linux), which is the
+    // ACK the peer missed; no state change.
     let mut p = established_active();
     send!(p, time 1000, Seg { seq: REMOTE_SEQ, flags: SYN, ack: Some(LOCAL_SEQ + 1), options: syn_opts(), ..send_templ() });
     recv!(p, time 1000, recv_templ());
@@ -866,8 +867,10 @@ fn time_wait_new_syn_with_higher_seq_reuses_tuple() {
 
 #[test]
 fn time_wait_old_syn_gets_ack() {
-    // A SYN at or below RCV.NXT is an old duplicate: it is not acceptable
-    // and draws an ACK (Linux: TCP_TW_ACK); TIME-WAIT stays.
+    // A SYN at or below RCV.NXT is an old duplicate: it cannot reopen the
+    // connection and draws a (rate-limited) challenge ACK (RFC 5961 §4.2;
+    // Linux: TCP_TW_ACK, rate-limited by tcp_timewait_check_oow_rate_limit);
+    // TIME-WAIT stays.
     let mut p = time_wait();
     send!(p, time 1000, peer_syn());
     recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
@@ -991,6 +994,28 @@ fn time_wait_syn_without_a_listener_gets_ack_and_keeps_time_wait() {
     // The entry still ends after 2 MSL from the FIN.
     recv_nothing!(p, time 60_000);
     assert_eq!(p.ep.connection_count(), 0);
+}
+
+#[test]
+fn time_wait_syns_without_a_listener_draw_rate_limited_acks() {
+    // The ACK a TIME-WAIT entry sends for a SYN that no listener can take
+    // is a challenge ACK (RFC 5961 §4.2), held to the limits of §7: a flood
+    // of spoofed SYNs on the 4-tuple draws one per 500 ms, not one each.
+    let mut p = time_wait();
+    p.ep.unlisten(LOCAL_PORT);
+    let syn = |seq| Seg { seq, ..peer_syn() };
+    send!(p, time 1000, syn(REMOTE_SEQ + 100_000));
+    recv!(p, time 1000, ack_of_peer_fin(LOCAL_SEQ + 2));
+    send!(p, time 1010, syn(REMOTE_SEQ + 200_000));
+    recv_nothing!(p, time 1010);
+    send!(p, time 1499, syn(REMOTE_SEQ + 300_000));
+    recv_nothing!(p, time 1499);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 1500, syn(REMOTE_SEQ + 400_000));
+    recv!(p, time 1500, ack_of_peer_fin(LOCAL_SEQ + 2));
+    assert_eq!(p.count(State::TimeWait), 1);
+    assert_eq!(p.ep.stats().rst_out, 0);
 }
 
 #[test]
@@ -1423,6 +1448,60 @@ fn challenge_ack_rate_limit_per_connection() {
 }
 
 #[test]
+fn out_of_window_syn_draws_rate_limited_challenge_ack() {
+    // RFC 5961 §4.2: a SYN in a synchronized state draws a challenge ACK
+    // "irrespective of the sequence number", and §7 rate-limits those. A
+    // SYN outside the window is no exception: it must not get an ACK each
+    // (as Linux: tcp_validate_incoming sends it to syn_challenge, then
+    // tcp_send_challenge_ack).
+    let mut p = established();
+    let syn = |seq| Seg { seq, ..peer_syn() };
+    send!(p, time 10, syn(REMOTE_SEQ + 200_000));
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, syn(REMOTE_SEQ - 100));
+    recv_nothing!(p, time 20);
+    send!(p, time 30, syn(REMOTE_SEQ + 1_000_000));
+    recv_nothing!(p, time 30);
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 510, syn(REMOTE_SEQ + 200_000));
+    recv!(p, time 510, recv_templ());
+    assert_eq!(p.ep.stats().challenge_acks, 2);
+    assert_eq!(p.state(), State::Established);
+}
+
+#[test]
+fn out_of_window_data_does_not_use_up_the_invalid_segment_limit() {
+    // Out-of-window segments with data (a spurious retransmission, say)
+    // are always ACKed and, as Linux (tcp_oow_rate_limited returns early
+    // for them), leave the per-connection limit alone: a challenge ACK
+    // (RFC 5961 §3.2) and an ACK for an out-of-window pure ACK may follow
+    // at once.
+    let mut p = established();
+    let old_data = Seg {
+        seq: REMOTE_SEQ - 9,
+        ack: Some(LOCAL_SEQ + 1),
+        payload: data(10),
+        ..send_templ()
+    };
+    send!(p, time 10, old_data.clone());
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, old_data);
+    recv!(p, time 20, recv_templ());
+    send!(p, time 30, Seg { seq: REMOTE_SEQ + 10, flags: RST, ..send_templ() });
+    recv!(p, time 30, recv_templ());
+    assert_eq!(p.ep.stats().challenge_acks, 1);
+    // The challenge ACK did count: an out-of-window pure ACK waits.
+    send!(p, time 40, Seg { seq: REMOTE_SEQ, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv_nothing!(p, time 40);
+    let mut p = established();
+    send!(p, time 10, Seg { seq: REMOTE_SEQ - 9, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, Seg { seq: REMOTE_SEQ, ack: Some(LOCAL_SEQ + 1), ..send_templ() });
+    recv!(p, time 20, recv_templ());
+}
+
+#[test]
 fn out_of_window_ack_interval_is_configurable() {
     // Config::oow_ack_interval (Linux's tcp_invalid_ratelimit) sets how
     // often one connection answers invalid segments: 100 ms here.
@@ -1518,6 +1597,30 @@ fn ack_of_unsent_data_acked_and_dropped() {
     recv!(p, time 10, Seg { seq: LOCAL_SEQ + 101, ..recv_templ() });
     assert_eq!(p.read_all(), b"", "the segment's data was dropped");
     assert_eq!(in_flight(&p), 100);
+}
+
+#[test]
+fn acks_of_unsent_data_draw_rate_limited_acks() {
+    // The ACK answering SEG.ACK > SND.NXT is held to the limit for invalid
+    // segments (RFC 5961 §5.2 sends it as for a too-old ACK, §7 limits
+    // it; Linux answers with tcp_send_challenge_ack): a stream of such
+    // segments, with data or without, draws one per 500 ms.
+    let mut p = established();
+    let bad = Seg {
+        ack: Some(LOCAL_SEQ + 2),
+        ..send_templ()
+    };
+    send!(p, time 10, bad.clone());
+    recv!(p, time 10, recv_templ());
+    send!(p, time 20, Seg { payload: b"data".to_vec(), ..bad.clone() });
+    recv_nothing!(p, time 20);
+    send!(p, time 30, bad.clone());
+    recv_nothing!(p, time 30);
+    assert_eq!(p.ep.stats().challenge_acks_suppressed, 2);
+    send!(p, time 510, bad);
+    recv!(p, time 510, recv_templ());
+    assert_eq!(p.read_all(), b"", "the data was dropped");
+    assert_eq!(p.ep.stats().drops.unacceptable, 4);
 }
 
 #[test]
@@ -1880,6 +1983,31 @@ fn bulk_send_into_an_mtu_sized_buffer_sends_full_segments() {
         assert_eq!((pkt.len(), payload_len(&pkt)), (1500, 1448));
     }
     assert!(poll_sized(&mut p, 10, 1500).is_none());
+}
+
+#[test]
+fn buffer_below_a_full_segment_gets_segments_of_what_fits() {
+    // A driver whose buffer holds less than MSS + headers (1000 bytes:
+    // room for 960 payload bytes) gets segments of what fits. It is the
+    // buffer, not the data, the window or cwnd, that makes them short, so
+    // Nagle (RFC 9293 §3.7.4) and sender-side SWS avoidance (§3.8.6.2.1)
+    // treat them as full-sized; holding them would stall the transfer until
+    // the next ACK or the persist timer, with nothing reported.
+    let mut p = established();
+    p.write(&data(3000));
+    let mut sizes = Vec::new();
+    while let Some(pkt) = poll_sized(&mut p, 10, 1000) {
+        sizes.push(payload_len(&pkt));
+    }
+    assert_eq!(sizes, [960, 960, 960, 120]);
+    assert_eq!(in_flight(&p), 3000);
+    // They do not count as short segments for Nagle either: the 120-byte
+    // tail is, and holds the next short one until it is acknowledged.
+    p.write(&data(100));
+    assert!(poll_sized(&mut p, 20, 1000).is_none());
+    send!(p, time 30, Seg { ack: Some(LOCAL_SEQ + 3001), ..send_templ() });
+    let pkt = poll_sized(&mut p, 30, 1000).expect("the held segment");
+    assert_eq!(payload_len(&pkt), 100);
 }
 
 #[test]
@@ -2888,6 +3016,77 @@ fn paws_drops_old_timestamp_and_acks() {
 }
 
 #[test]
+fn paws_rejected_segments_without_data_draw_rate_limited_acks() {
+    // As Linux (tcp_oow_rate_limited with the PAWS counter; in TIME-WAIT
+    // tcp_timewait_check_oow_rate_limit): PAWS-rejected segments without
+    // data are answered at most once per 500 ms, those with data always.
+    let ts = |v, e| TcpOptions {
+        timestamps: Some((v, e)),
+        ..Default::default()
+    };
+    let mut p = established_ts();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), options: ts(1002, 5), payload: b"abc".to_vec(), ..send_templ() });
+    let old = Seg {
+        seq: REMOTE_SEQ + 4,
+        ack: Some(LOCAL_SEQ + 1),
+        options: ts(999, 5),
+        ..send_templ()
+    };
+    let ack = |t| Seg {
+        ack: Some(REMOTE_SEQ + 4),
+        window: RCV_BUF as u16 - 3,
+        options: ts(t, 1002),
+        ..recv_templ()
+    };
+    send!(p, time 20, old.clone());
+    recv!(p, time 20, ack(20));
+    send!(p, time 30, old.clone());
+    recv_nothing!(p, time 30);
+    // Data is always answered, and leaves the limit alone.
+    send!(p, time 40, Seg { payload: b"old".to_vec(), ..old.clone() });
+    recv!(p, time 40, ack(40));
+    send!(p, time 50, old.clone());
+    recv_nothing!(p, time 50);
+    send!(p, time 520, old);
+    recv!(p, time 520, ack(520));
+    assert_eq!(p.ep.stats().drops.paws, 5);
+    assert_eq!(p.read_all(), b"abc");
+
+    // TIME-WAIT likewise; each rejected segment still restarts 2 MSL.
+    let mut p = established_ts();
+    p.ep.close(p.id()).unwrap();
+    recv!(p, time 10, Seg { flags: FIN, options: ts(10, 1001), ..recv_templ() });
+    send!(p, time 11, Seg { flags: FIN, ack: Some(LOCAL_SEQ + 2), options: ts(1005, 10), ..send_templ() });
+    let tw_ack = |t| Seg {
+        seq: LOCAL_SEQ + 2,
+        ack: Some(REMOTE_SEQ + 2),
+        window: RCV_BUF as u16 - 1,
+        options: ts(t, 1005),
+        ..recv_templ()
+    };
+    recv!(p, time 11, tw_ack(11));
+    assert_eq!(p.count(State::TimeWait), 1);
+    let old = Seg {
+        seq: REMOTE_SEQ + 2,
+        ack: Some(LOCAL_SEQ + 2),
+        options: ts(1000, 10),
+        ..send_templ()
+    };
+    send!(p, time 1000, old.clone());
+    recv!(p, time 1000, tw_ack(1000));
+    send!(p, time 1100, old.clone());
+    recv_nothing!(p, time 1100);
+    send!(p, time 1200, old);
+    recv_nothing!(p, time 1200);
+    assert_eq!(p.ep.stats().drops.paws, 3);
+    // 2 MSL from the last one.
+    recv_nothing!(p, time 61_199);
+    assert_eq!(p.count(State::TimeWait), 1);
+    recv_nothing!(p, time 61_200);
+    assert_eq!(p.count(State::TimeWait), 0);
+}
+
+#[test]
 fn paws_ts_recent_expires_after_24_days() {
     // RFC 7323 §5.5: after more than 24 days idle, TS.Recent is invalid and
     // a segment with an older TSval (the peer's clock may have wrapped) is
@@ -3686,6 +3885,98 @@ fn icmp_echo_v6() {
     p.send_raw(ms(0), &req);
     check_echo_reply(&mut p, 0xbeef, 300, b"ping6");
     assert_eq!(p.ep.stats().icmp_echo, 1);
+}
+
+#[test]
+fn icmp_echo_reply_is_cut_to_the_mtu() {
+    // RFC 1122 §3.2.2.6: the echo data "MUST be entirely included in the
+    // resulting Echo Reply. However, if sending the Echo Reply requires
+    // intentional fragmentation that is not implemented, the datagram MUST
+    // be truncated to maximum transmission size ... and sent." A request
+    // larger than the MTU (from a device with a larger one) gets a reply
+    // of exactly the MTU, and a reply never outgrows the buffer the output
+    // needs (at least the MTU): it cannot block what is queued behind it.
+    let mut p = listen();
+    let body: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
+    let req = echo_request(&p, 7, 1, &body);
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let reply = poll_sized(&mut p, 0, 1500).expect("the echo reply");
+    assert_eq!(reply.len(), 1500);
+    let ip = parse_ip(&reply).unwrap();
+    let m = ip.payload;
+    assert_eq!((m[0], &m[8..]), (0, &body[..1472]), "an echo reply, cut");
+    assert_eq!(checksum_fold(checksum_sum(0, m)), 0, "reply checksum");
+    let rst = poll_sized(&mut p, 0, 1500).expect("the RST behind it");
+    assert_eq!(payload_len(&rst), 0);
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().icmp_echo, 1);
+}
+
+#[test]
+fn icmpv6_echo_request_too_long_for_a_whole_reply_is_dropped() {
+    // RFC 4443 §4.2: the data "MUST be returned entirely and unmodified in
+    // the ICMPv6 Echo Reply"; a reply over the MTU would need fragmentation
+    // (RFC 8200 §4.5), which is not implemented: the request is dropped
+    // and counted, and the output is not blocked.
+    let mut p = Peer::new_v6(test_config());
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let req = echo_request(&p, 7, 1, &data(1500 - 48 + 1));
+    p.send_raw(ms(0), &req);
+    assert_eq!(p.ep.stats().drops.reply_too_long, 1);
+    let req = echo_request(&p, 7, 2, &data(1500 - 48));
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let reply = poll_sized(&mut p, 0, 1500).expect("the largest whole reply");
+    assert_eq!(reply.len(), 1500);
+    assert!(poll_sized(&mut p, 0, 1500).is_some(), "the RST");
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().icmp_echo, 1);
+}
+
+#[test]
+fn a_reply_too_long_for_a_short_buffer_lets_the_others_pass() {
+    // A buffer below the MTU (below what `poll_transmit` asks for) may not
+    // take the reply in front of the queue: that one waits, nothing lost,
+    // and shorter ones behind it go first.
+    let mut p = listen();
+    let req = echo_request(&p, 7, 1, &data(1000));
+    p.send_raw(ms(0), &req);
+    send!(p, time 0, Seg { dst_port: 81, ack: Some(LOCAL_SEQ), ..send_templ() });
+    let rst = poll_sized(&mut p, 0, 500).expect("the RST first");
+    assert_eq!(rst.len(), 40);
+    assert!(poll_sized(&mut p, 0, 500).is_none(), "the echo reply waits");
+    let reply = poll_sized(&mut p, 0, 1500).expect("then the echo reply");
+    assert_eq!(reply.len(), 1028);
+    assert!(poll_sized(&mut p, 0, 1500).is_none());
+    assert_eq!(p.ep.stats().drops.reply_too_long, 0, "nothing was dropped");
+}
+
+#[test]
+fn a_connection_whose_segment_does_not_fit_lets_the_others_pass() {
+    // Likewise for connections: a SYN-ACK (48 bytes with its options) that
+    // a 44-byte buffer cannot take does not hold back another
+    // connection's 40-byte ACK queued behind it.
+    let mut p = established();
+    send!(p, time 10, Seg { src_port: REMOTE_PORT + 1, ..peer_syn() });
+    // An old duplicate on the established connection: ACKed at once.
+    send!(p, time 10, Seg { seq: REMOTE_SEQ - 9, ack: Some(LOCAL_SEQ + 1), payload: data(10), ..send_templ() });
+    let ack = poll_sized(&mut p, 10, 44).expect("the ACK first");
+    let ip = parse_ip(&ack).unwrap();
+    let t = tcp::wire::parse_tcp(&ip).unwrap();
+    assert_eq!(
+        (ack.len(), t.dst_port, t.flags),
+        (40, REMOTE_PORT, TcpFlags::ACK)
+    );
+    assert!(poll_sized(&mut p, 10, 44).is_none(), "the SYN-ACK waits");
+    let synack = poll_sized(&mut p, 10, 1500).expect("then the SYN-ACK");
+    let ip = parse_ip(&synack).unwrap();
+    let t = tcp::wire::parse_tcp(&ip).unwrap();
+    assert_eq!(
+        (t.dst_port, t.flags),
+        (REMOTE_PORT + 1, TcpFlags::SYN | TcpFlags::ACK)
+    );
+    assert!(poll_sized(&mut p, 10, 1500).is_none());
 }
 
 // =====================================================================

@@ -272,6 +272,24 @@ fn mtu_sized_transmit_buffers_carry_full_segments() {
 }
 
 #[test]
+fn transmit_buffers_below_the_mss_carry_a_bulk_transfer() {
+    // A driver whose buffers hold less than a full segment (1000 bytes,
+    // the MSS being 1448 with timestamps) gets segments of what fits, one
+    // after the other, not one per persist timeout.
+    let mut p = pair_with(71, |_| {});
+    p.latency = Duration::from_micros(500);
+    p.tx_buf_len = 1000;
+    let (p, t) = run_transfer_with(p, 71, Faults::default(), 1_000_000, 1_000_000, 2_000_000);
+    assert_eq!(t.recvd, [1_000_000, 1_000_000]);
+    assert_eq!(p.max_packet, 1000, "packets fill the buffer");
+    let secs = p.now.as_micros() as f64 / 1e6;
+    assert!(
+        secs < 2.0,
+        "1 MB each way over a 1 ms RTT took {secs:.2} s virtual"
+    );
+}
+
+#[test]
 #[should_panic(expected = "on a link with MTU 1500")]
 fn link_mtu_is_enforced() {
     // An endpoint that emits a packet larger than the link MTU (here super-

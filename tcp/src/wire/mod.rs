@@ -67,4 +67,9 @@ pub enum DropReason {
     TableFull,
     /// The endpoint's queue of control replies was full.
     ControlQueueFull,
+    /// A reply that cannot go out within the MTU: an ICMPv6 echo request
+    /// whose reply would exceed it (RFC 4443 §4.2 wants the data back
+    /// whole, and replies are not fragmented), or a queued reply larger
+    /// than a transmit buffer of at least the MTU.
+    ReplyTooLong,
 }
