@@ -600,14 +600,12 @@ impl Endpoint {
         }
         // RFC 1122 §4.2.3.10: a SYN to a broadcast or multicast address
         // "MUST be silently discarded", and §3.2.1.3: nothing is sent from
-        // such an address, so no RST or echo reply either (Linux ignores
-        // broadcast echo requests by default). With empty `addrs`
-        // (transparent mode) this is the only guard.
-        let group = match ip.dst {
-            IpAddr::V4(a) => a.is_multicast() || a.is_broadcast() || a.is_unspecified(),
-            IpAddr::V6(a) => a.is_multicast() || a.is_unspecified(),
-        };
-        if group {
+        // such an address (nor from 0/8), so no RST or echo reply either
+        // (Linux ignores broadcast echo requests by default). Whatever we
+        // send from `ip.dst` must pass the source check we apply to what we
+        // receive. With empty `addrs` (transparent mode) this is the only
+        // guard.
+        if !crate::wire::valid_source(ip.dst, ip.src) {
             return self.drop_packet(DropReason::NotOurAddress);
         }
         match (ip.protocol, ip.src) {

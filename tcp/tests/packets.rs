@@ -4156,7 +4156,9 @@ fn multicast_and_broadcast_destinations_are_never_answered() {
         addrs: Vec::new(),
         ..test_config()
     };
-    for dst in ["224.0.0.1", "255.255.255.255", "ff02::1"] {
+    // 0/8 too: "this network" is never a source (§3.2.1.3 (a), (b)), and
+    // a reply from it would fail our own source check (found by fuzzing).
+    for dst in ["224.0.0.1", "255.255.255.255", "0.0.10.1", "ff02::1"] {
         let dst: std::net::IpAddr = dst.parse().unwrap();
         let mut p = if dst.is_ipv4() {
             Peer::new(cfg.clone())

@@ -132,6 +132,12 @@ fn tcp_round_trip(ip: &IpPacket<'_>, seg: &tcp::wire::TcpSegment<'_>) {
 }
 
 fn icmp_round_trip(ip: &IpPacket<'_>, echo: &IcmpEcho<'_>) {
+    // A request to an address nothing may send from (0/8, broadcast,
+    // multicast) gets no reply: the endpoint drops it (`valid_source`), and
+    // `parse_ip` would drop the reply.
+    if !tcp::wire::valid_source(ip.dst, ip.src) {
+        return;
+    }
     let iph = if ip.src.is_ipv4() { 20 } else { 40 };
     let mut buf = vec![0u8; iph + 8 + echo.data.len()];
     let Some(n) = emit_icmp_echo_reply(&mut buf, ip.dst, ip.src, echo) else {

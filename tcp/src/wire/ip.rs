@@ -77,6 +77,20 @@ fn valid_source_v6(src: Ipv6Addr, dst: Ipv6Addr) -> bool {
     !(src.is_unspecified() || src.is_multicast() || loopback_from_outside)
 }
 
+/// Whether `src` may be the source address of a packet to `dst` (the rules
+/// above, RFC 1122 §3.2.1.3 and RFC 4291 §2.5.2, §2.5.3, §2.7). [`parse_ip`]
+/// drops what breaks them; the endpoint uses the same test before it
+/// answers, with its own address as the source, so that nothing it sends
+/// would be dropped by such a check (a request to 0.0.10.1 in transparent
+/// mode, say).
+pub fn valid_source(src: IpAddr, dst: IpAddr) -> bool {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => valid_source_v4(s, d),
+        (IpAddr::V6(s), IpAddr::V6(d)) => valid_source_v6(s, d),
+        _ => false,
+    }
+}
+
 fn parse_v4(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     if pkt.len() < 20 {
         return Err(DropReason::Truncated);
