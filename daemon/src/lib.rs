@@ -15,6 +15,8 @@ pub mod pool;
 pub mod reactor;
 mod run;
 pub mod services;
+#[cfg(test)]
+mod testdir;
 pub mod tun;
 pub mod worker;
 

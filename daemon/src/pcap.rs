@@ -475,33 +475,11 @@ mod tests {
         }
     }
 
-    /// A temporary directory, removed on drop (also when a test fails).
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(tag: &str) -> TempDir {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "tcpd-pcap-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            let _ = std::fs::remove_dir_all(&p);
-            std::fs::create_dir_all(&p).unwrap();
-            TempDir(p)
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testdir::TempDir;
 
     #[test]
     fn records_both_directions_with_raw_link_type() {
-        let dir = TempDir::new("test");
+        let dir = TempDir::new("pcap-test");
         let path = dir.0.join("t.pcap");
         let clock = Clock::new();
         let mut tap = PcapTap::new(Null, &path, clock, 64, 65535).unwrap();
@@ -534,7 +512,7 @@ mod tests {
 
     #[test]
     fn begin_flush_completes_without_blocking() {
-        let dir = TempDir::new("flush");
+        let dir = TempDir::new("pcap-flush");
         let path = dir.0.join("f.pcap");
         let clock = Clock::new();
         let mut tap = PcapTap::new(Null, &path, clock, 64, 65535).unwrap();
@@ -566,7 +544,7 @@ mod tests {
     fn a_stuck_writer_never_blocks_the_caller() {
         use std::io::Read as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        let dir = TempDir::new("stuck");
+        let dir = TempDir::new("pcap-stuck");
         let path = dir.0.join("fifo.pcap");
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         // SAFETY: mkfifo with a valid NUL-terminated path.

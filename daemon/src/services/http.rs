@@ -1453,31 +1453,10 @@ GET /bytes/20 HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(parse_decimal(b""), None);
     }
 
-    /// A temporary directory tree, removed on drop.
-    struct TempTree(PathBuf);
-
-    impl TempTree {
-        fn new(tag: &str) -> TempTree {
-            use std::sync::atomic::{AtomicU32, Ordering};
-            static N: AtomicU32 = AtomicU32::new(0);
-            let p = std::env::temp_dir().join(format!(
-                "tcpd-http-{tag}-{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            TempTree(p)
-        }
-    }
-
-    impl Drop for TempTree {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use crate::testdir::TempDir as TempTree;
 
     fn static_setup() -> (TempTree, HttpService) {
-        let t = TempTree::new("static");
+        let t = TempTree::new("http-static");
         let root = t.0.join("www");
         std::fs::create_dir_all(root.join("sub")).unwrap();
         std::fs::create_dir_all(root.join("noindex")).unwrap();

@@ -380,29 +380,30 @@ fn parse_pcapng(name: &str, bytes: &[u8]) -> Result<(Vec<Record>, usize), PcapEr
                 ifaces.push(iface);
                 None
             }
-            6 => {
+            // Enhanced Packet Block (6), and the obsolete Packet Block (2)
+            // whose 16-bit interface id is followed by a drop count: the
+            // same fixed fields otherwise.
+            6 | 2 => {
+                let what = if btype == 6 {
+                    "an enhanced packet"
+                } else {
+                    "a packet block"
+                };
                 if body.len() < 20 {
-                    return Err(short("an enhanced packet"));
+                    return Err(short(what));
                 }
+                let iface = if btype == 6 {
+                    u32_at(body, 0) as usize
+                } else {
+                    usize::from(u16_at(body, 0))
+                };
                 let ts = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
                 let cap = u32_at(body, 12) as usize;
                 let orig = u32_at(body, 16) as usize;
                 let data = body
                     .get(20..20usize.saturating_add(cap))
-                    .ok_or_else(|| short("an enhanced packet's data"))?;
-                Some((u32_at(body, 0) as usize, Some(ts), data, orig))
-            }
-            2 => {
-                if body.len() < 20 {
-                    return Err(short("a packet block"));
-                }
-                let ts = (u64::from(u32_at(body, 4)) << 32) | u64::from(u32_at(body, 8));
-                let cap = u32_at(body, 12) as usize;
-                let orig = u32_at(body, 16) as usize;
-                let data = body
-                    .get(20..20usize.saturating_add(cap))
-                    .ok_or_else(|| short("a packet block's data"))?;
-                Some((usize::from(u16_at(body, 0)), Some(ts), data, orig))
+                    .ok_or_else(|| short(&format!("{what}'s data")))?;
+                Some((iface, Some(ts), data, orig))
             }
             3 => {
                 if body.len() < 4 {
