@@ -701,6 +701,11 @@ fn grace_period_then_reset_and_second_signal() {
     let ns = Netns::new("grace");
     // A client that never reads: tcpd's FIN cannot get out behind the
     // unacknowledged data, so the grace period runs out and tcpd resets.
+    // The client's receive buffer is kept small (in this namespace only):
+    // a large one could take all of tcpd's queued data and let the FIN
+    // through, and the client would see a clean end of stream.
+    let out = ns.run("sysctl", &["-qw", "net.ipv4.tcp_rmem=4096 16384 16384"]);
+    assert!(out.status.success(), "sysctl: {out:?}");
     let mut t = Tcpd::start(&ns, &["--seed", "13", "--grace-ms", "500"]);
     let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/100000000000");
     assert_eq!(code, 200);
