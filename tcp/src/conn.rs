@@ -237,6 +237,11 @@ pub(crate) struct Conn {
     rcv_read: SeqNum,
     /// The right edge of the window we last advertised (RCV.NXT + RCV.WND then).
     rcv_adv: SeqNum,
+    /// The right edge the peer has surely taken: advertised on a segment it
+    /// updates its send window from (RFC 9293 §3.10.7.4: SND.WL1 < SEG.SEQ).
+    /// A retransmission (SEG.SEQ below SND.MAX) may not qualify, so an
+    /// opening it carried is repeated in a pure ACK.
+    rcv_told: SeqNum,
     /// Received bytes from `rcv_released`, out-of-order ones beyond RCV.NXT.
     recv_buf: RingBuf,
     /// Out-of-order ranges above RCV.NXT.
@@ -361,6 +366,7 @@ impl Conn {
             rcv_released: SeqNum(0),
             rcv_read: SeqNum(0),
             rcv_adv: SeqNum(0),
+            rcv_told: SeqNum(0),
             recv_buf: RingBuf::default(),
             ooo: Ranges::default(),
             last_ooo: None,
@@ -488,6 +494,7 @@ impl Conn {
         c.snd_wl2 = ack.ack;
         c.cc = NewReno::new(cx.cfg.initial_window, u32::from(c.mss));
         c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg);
+        c.rcv_told = c.rcv_adv;
         // Born ESTABLISHED: start keep-alive as the handshake path does.
         if let Some(k) = cx.cfg.keepalive {
             c.set_timer(Timer::Keepalive, cx.now + k.idle);
@@ -501,6 +508,7 @@ impl Conn {
         self.rcv_released = irs + 1;
         self.rcv_read = irs + 1;
         self.rcv_adv = irs + 1;
+        self.rcv_told = irs + 1;
         self.last_ack_sent = irs + 1;
     }
 
@@ -2154,13 +2162,39 @@ impl Conn {
             cx.cfg.checksum_offload,
         )?;
         self.rcv_adv = new_adv;
+        // Whether the peer will take this segment's window (RFC 9293
+        // §3.10.7.4): a segment at or above SND.MAX (new data, a pure ACK)
+        // passes its SND.WL1 test; a retransmission may not.
+        let wnd_usable = seq >= self.snd_max || flags.syn();
+        let window_opened = if flags.ack() && !wnd_usable && (len > 0 || flags.fin()) {
+            // A retransmission carried the window. If the peer's last sure
+            // view of it leaves less than a segment (it may be stalled on
+            // our zero window) and this one offers at least that, the
+            // opening must reach it: a pure ACK follows (and, being itself
+            // no retransmission, does not loop).
+            let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
+            let told = if self.rcv_told > self.rcv_nxt {
+                self.rcv_told.since(self.rcv_nxt)
+            } else {
+                0
+            };
+            told < thresh && new_adv > self.rcv_nxt && new_adv.since(self.rcv_nxt) >= thresh
+        } else {
+            false
+        };
+        if flags.ack() && wnd_usable {
+            self.rcv_told = new_adv;
+        }
         // A data segment longer than the MSS is for the device to cut
         // (TSO/GSO): tell it the segment size (each piece repeats the
         // options, SACK blocks included).
         let piece = self.mss - self.sack_option_len() as u16;
         self.last_tx_segment = if len > usize::from(piece) { piece } else { 0 };
+        if window_opened {
+            cx.stats.window_updates_repeated += 1;
+        }
         if flags.ack() {
-            self.ack_now = false;
+            self.ack_now = window_opened;
             self.unacked_bytes = 0;
             self.clear_timer(Timer::DelAck);
             self.last_ack_sent = self.rcv_nxt;

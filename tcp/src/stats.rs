@@ -52,6 +52,9 @@ pub struct Stats {
     pub ooo_segments: u64,
     /// Segments trimmed or dropped because they fell outside the window.
     pub out_of_window: u64,
+    /// Window openings repeated in a pure ACK because they had ridden on a
+    /// retransmission, which the peer may not take its window from.
+    pub window_updates_repeated: u64,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
 }

@@ -1757,6 +1757,49 @@ fn held_data_keeps_the_window_closed_until_released() {
 }
 
 #[test]
+fn window_update_riding_a_retransmission_is_repeated_in_a_pure_ack() {
+    // RFC 9293 §3.10.7.4: the peer takes SEG.WND only from a segment with
+    // SND.WL1 < SEG.SEQ (or SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK). A
+    // retransmission's SEG.SEQ lies below what we sent before, so a window
+    // opening that rides on one is ignored; a peer stalled on our zero
+    // window would wait for its next, backed-off persist probe. A pure ACK
+    // at SND.MAX repeats the update.
+    let cfg = Config {
+        recv_buffer: 4096,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let id = p.id();
+    // The peer fills our window; the application holds all of it.
+    for (off, len) in [(0u32, 1460usize), (1460, 1460), (2920, 1176)] {
+        send!(p, time 10, Seg { seq: REMOTE_SEQ + 1 + off, ack: Some(LOCAL_SEQ + 1), payload: data(len), ..send_templ() });
+    }
+    while p.poll(ms(10)).is_some() {}
+    let mut buf = [0u8; 4096];
+    assert_eq!(p.ep.recv_hold(id, &mut buf), Ok(4096));
+    assert_eq!(p.ep.info(id).unwrap().rcv_wnd, 0);
+    // We send 3000 bytes; none is acknowledged.
+    p.write(&data(3000));
+    let mut sent = 0;
+    while let Some(s) = p.poll(ms(20)) {
+        assert_eq!(s.window, 0);
+        sent += s.payload.len();
+    }
+    assert_eq!(sent, 3000);
+    // The retransmission timer fires; before the retransmission goes out,
+    // the application releases everything: the window opens fully.
+    p.tick(ms(5000));
+    p.ep.release(id, 4096).unwrap();
+    let rexmit = p.poll(ms(5000)).expect("a retransmission");
+    assert_eq!(rexmit.seq, LOCAL_SEQ + 1, "the retransmission comes first");
+    assert_eq!(rexmit.payload.len(), 1460);
+    // cwnd is one segment after an RTO: nothing more data-wise; the window
+    // update follows as a pure ACK at SND.MAX, which the peer will take.
+    recv!(p, time 5000, Seg { seq: LOCAL_SEQ + 3001, ack: Some(REMOTE_SEQ + 4097), window: 4096, ..recv_templ() });
+    recv_nothing!(p, time 5000);
+}
+
+#[test]
 fn reassembly_range_limit_drops_extra_holes() {
     // Config::max_ooo_ranges bounds the out-of-order state: a segment that
     // would open one range too many is dropped (and still draws an ACK).
