@@ -11,8 +11,8 @@
 mod common;
 
 use common::{
-    check_pattern, http_get, live_ok, need_tool, output_within, pattern, stat, ChildGuard, Netns,
-    Tcpd, TempDir,
+    check_pattern, http_get, live_ok, need_tool, output_within, pattern, read_some, stat,
+    ChildGuard, Netns, Tcpd, TempDir,
 };
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -24,6 +24,17 @@ const MB: usize = 1 << 20;
 /// Writes `total` pattern bytes to `w` (from another thread) while reading
 /// them back from `r`; checks every byte. Returns the elapsed time.
 fn echo_roundtrip(s: std::net::TcpStream, total: usize, half_close: bool) -> Duration {
+    echo_roundtrip_diag(s, total, half_close, &String::new)
+}
+
+/// [`echo_roundtrip`] that, when the stream stalls, adds `diag()` (the
+/// daemon's counters, the kernel socket's state) to the failure message.
+fn echo_roundtrip_diag(
+    s: std::net::TcpStream,
+    total: usize,
+    half_close: bool,
+    diag: &dyn Fn() -> String,
+) -> Duration {
     let start = Instant::now();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let mut w = s.try_clone().unwrap();
@@ -47,9 +58,8 @@ fn echo_roundtrip(s: std::net::TcpStream, total: usize, half_close: bool) -> Dur
         if !half_close && got == total {
             break;
         }
-        let n = r
-            .read(&mut buf)
-            .unwrap_or_else(|e| panic!("read after {got} of {total} bytes: {e}"));
+        let n = read_some(&mut r, &mut buf)
+            .unwrap_or_else(|e| panic!("read after {got} of {total} bytes: {e}\n{}", diag()));
         if n == 0 {
             break;
         }
@@ -409,7 +419,18 @@ fn faults_20mb_each_way_intact_with(k: usize, hosting: &[&str]) {
     args.extend_from_slice(hosting);
     let t = Tcpd::start(&ns, &args);
     let s = ns.connect("10.0.0.2:7");
-    let d = echo_roundtrip(s, 20 * MB, true);
+    let diag = || {
+        let ss = ns.run("ss", &["-tinoem"]);
+        let stats = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
+        format!(
+            "kernel sockets (ss -tinoem):\n{}\ntcpd /stats: {}{}\ntcpd stderr:\n{}",
+            String::from_utf8_lossy(&ss.stdout),
+            String::from_utf8_lossy(&stats.stdout),
+            String::from_utf8_lossy(&stats.stderr),
+            t.stderr()
+        )
+    };
+    let d = echo_roundtrip_diag(s, 20 * MB, true, &diag);
     eprintln!("20 MB each way through faults: {d:?}");
     let stats = ns.stats();
     assert!(
@@ -459,7 +480,7 @@ fn slow_reader_keeps_rss_bounded_with(k: usize, hosting: &[&str]) {
     let mut samples = Vec::new();
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(4) {
-        let n = r.get_mut().read(&mut buf).unwrap();
+        let n = read_some(r.get_mut(), &mut buf).unwrap();
         assert!(n > 0);
         // Checks only bytes read straight off the socket (BufReader may hold some).
         got += n as u64;
@@ -492,7 +513,7 @@ fn sigterm_mid_transfer_closes_cleanly() {
     let mut buf = vec![0u8; 256 * 1024];
     let mut got = 0u64;
     while got < 5_000_000 {
-        let n = r.read(&mut buf).unwrap();
+        let n = read_some(&mut r, &mut buf).unwrap();
         assert!(n > 0);
         assert_eq!(check_pattern(got, &buf[..n]), None);
         got += n as u64;
@@ -501,8 +522,7 @@ fn sigterm_mid_transfer_closes_cleanly() {
     // The client keeps reading: every byte up to the FIN is right, and the
     // stream ends with a FIN (EOF), not a reset.
     loop {
-        let n = r
-            .read(&mut buf)
+        let n = read_some(&mut r, &mut buf)
             .unwrap_or_else(|e| panic!("after SIGTERM, read at byte {got}: {e}"));
         if n == 0 {
             break;
@@ -732,7 +752,7 @@ fn grace_period_then_reset_and_second_signal() {
     let mut buf = vec![0u8; 1 << 20];
     let mut off = 0u64;
     let end = loop {
-        match r.read(&mut buf) {
+        match read_some(&mut r, &mut buf) {
             Ok(0) => break "eof",
             Ok(n) => {
                 assert_eq!(check_pattern(off, &buf[..n]), None);
@@ -882,7 +902,7 @@ fn shutdown_resets_peers_that_keep_their_side_open() {
     t.signal(libc::SIGTERM);
     // tcpd's FIN comes at once; the clients keep their sides open.
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(idle.read(&mut got).unwrap(), 0, "no FIN from tcpd");
+    assert_eq!(read_some(&mut idle, &mut got).unwrap(), 0, "no FIN from tcpd");
     let mut rest = Vec::new();
     ka.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());

@@ -355,6 +355,18 @@ impl Drop for Tcpd {
     }
 }
 
+/// `r.read(buf)`, retried on `Interrupted`: a socket with a receive
+/// timeout returns EINTR for any interruption (even a stop and continue of
+/// the test process), which says nothing about the stream.
+pub fn read_some(r: &mut impl std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match r.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            other => return other,
+        }
+    }
+}
+
 /// Byte `i` of the `/bytes/N` body and of the test patterns.
 pub fn pattern(start: u64, buf: &mut [u8]) {
     for (k, b) in buf.iter_mut().enumerate() {
