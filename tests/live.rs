@@ -420,6 +420,9 @@ fn faults_20mb_each_way_intact_with(k: usize, hosting: &[&str]) {
     let t = Tcpd::start(&ns, &args);
     let s = ns.connect("10.0.0.2:7");
     let diag = || {
+        // tcpd's view of the connection (SIGUSR1), next to the kernel's.
+        t.signal(libc::SIGUSR1);
+        t.wait_stderr(&["SIGUSR1 conn "], Duration::from_secs(3));
         let ss = ns.run("ss", &["-tinoem"]);
         let stats = ns.run("curl", &["-sS", "-m", "10", "http://10.0.0.2/stats"]);
         format!(
@@ -902,7 +905,11 @@ fn shutdown_resets_peers_that_keep_their_side_open() {
     t.signal(libc::SIGTERM);
     // tcpd's FIN comes at once; the clients keep their sides open.
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(read_some(&mut idle, &mut got).unwrap(), 0, "no FIN from tcpd");
+    assert_eq!(
+        read_some(&mut idle, &mut got).unwrap(),
+        0,
+        "no FIN from tcpd"
+    );
     let mut rest = Vec::new();
     ka.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
@@ -1165,20 +1172,27 @@ fn sigusr1_counters_show_under_quiet() {
     // No RUST_LOG: -q decides, warnings only.
     let mut t = Tcpd::start_with_log(&ns, &["--seed", "22", "-q"], None);
     echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
+    // One connection stays open: SIGUSR1 lists it.
+    let open = ns.connect("10.0.0.2:7");
+    let port = open.local_addr().unwrap().port();
     t.signal(libc::SIGUSR1);
+    let conn_line = format!("conn 10.0.0.1:{port} > 10.0.0.2:7 Established snd_wnd=");
     assert!(
         t.wait_stderr(
             &[
                 "tcp: packets_in=",
                 "daemon: wakeups=",
                 "rx_packets=",
-                "connections:"
+                "connections:",
+                &conn_line,
+                "rto_backoffs=0",
             ],
             Duration::from_secs(3)
         ),
-        "SIGUSR1 under -q printed no counters: {}",
+        "SIGUSR1 under -q printed no counters or no connection: {}",
         t.stderr()
     );
+    drop(open);
     assert!(t.stop(Duration::from_secs(5)).success());
     // -q did apply: the info lines of the shutdown are not there.
     let err = t.stderr();

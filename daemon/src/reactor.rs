@@ -115,6 +115,9 @@ impl Counters {
 }
 
 /// Per-connection state the reactor keeps next to the endpoint's.
+/// The most connections SIGUSR1 lists one per line.
+const SIGUSR1_CONN_LINES: usize = 64;
+
 struct Conn {
     id: ConnId,
     worker: usize,
@@ -1182,7 +1185,75 @@ impl<D: Device> Reactor<D> {
         for line in lines {
             let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
         }
+        let conns = self.conn_lines(SIGUSR1_CONN_LINES);
+        for line in conns {
+            let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
+        }
         let _ = err.flush();
+    }
+
+    /// One line per open connection (at most `limit`, then how many more):
+    /// what `ss -ti` shows for the kernel's sockets, for tcpd's own — the
+    /// windows, what is in flight, congestion state, timers and backoffs,
+    /// and with worker threads what the reactor holds for the worker.
+    fn conn_lines(&self, limit: usize) -> Vec<String> {
+        use std::fmt::Write as _;
+        let tnow = self.clock.tcp(Instant::now());
+        let mut out = Vec::new();
+        let mut more = 0usize;
+        for id in self.ep.connections() {
+            if out.len() >= limit {
+                more += 1;
+                continue;
+            }
+            let Ok(i) = self.ep.info(id) else { continue };
+            let mut l = format!(
+                "conn {} > {} {:?} snd_wnd={} rcv_wnd={} in_flight={} send_buffered={} \
+                 recv_buffered={} cwnd={} ssthresh={} mss={} rto_ms={} rto_backoffs={} \
+                 persist_backoffs={} retransmits={}",
+                i.remote,
+                i.local,
+                i.state,
+                i.snd_wnd,
+                i.rcv_wnd,
+                i.in_flight,
+                i.send_buffered,
+                i.recv_buffered,
+                i.cwnd,
+                i.ssthresh,
+                i.mss,
+                i.rto.as_millis(),
+                i.rto_backoffs,
+                i.persist_backoffs,
+                i.retransmits,
+            );
+            if let Some(s) = i.srtt {
+                let _ = write!(l, " srtt_us={}", s.as_micros());
+            }
+            if let Some(t) = i.next_timer {
+                let ms = if t > tnow { (t - tnow).as_millis() } else { 0 };
+                let _ = write!(l, " timer_in_ms={ms}");
+            }
+            if let Some(Some(c)) = self.conns.get(id.slot() as usize) {
+                if c.id == id {
+                    let _ = write!(
+                        l,
+                        " worker={} held={} granted={} spill={} readable={} eof_sent={}",
+                        c.worker,
+                        c.held,
+                        c.granted,
+                        c.spill.len(),
+                        c.readable,
+                        c.eof_sent
+                    );
+                }
+            }
+            out.push(l);
+        }
+        if more > 0 {
+            out.push(format!("conn ... and {more} more"));
+        }
+        out
     }
 }
 

@@ -98,7 +98,7 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
     }
     let _ = write!(
         s,
-        "stop with Ctrl-C (SIGINT) or SIGTERM; SIGUSR1 logs the counters"
+        "stop with Ctrl-C (SIGINT) or SIGTERM; SIGUSR1 logs the counters and connections"
     );
     s
 }

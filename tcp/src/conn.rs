@@ -567,6 +567,14 @@ impl Conn {
     pub(crate) fn rto(&self) -> Duration {
         self.rtt.rto(self.backoffs)
     }
+    /// Consecutive retransmission timeouts (RFC 6298 §5.5 backoffs).
+    pub(crate) fn rto_backoffs(&self) -> u32 {
+        self.backoffs
+    }
+    /// Consecutive zero-window probes without the window opening.
+    pub(crate) fn persist_backoffs(&self) -> u32 {
+        self.persist_backoffs
+    }
     pub(crate) fn cwnd(&self) -> u32 {
         self.cc.cwnd()
     }

@@ -163,6 +163,13 @@ pub struct ConnInfo {
     pub mss: u16,
     /// Segments retransmitted on this connection.
     pub retransmits: u64,
+    /// Consecutive retransmission timeouts now (RFC 6298 §5.5); 0 once an
+    /// acknowledgment of new data came.
+    pub rto_backoffs: u32,
+    /// Consecutive zero-window probes now (the peer's window stayed shut).
+    pub persist_backoffs: u32,
+    /// When this connection's next timer fires, if one is armed.
+    pub next_timer: Option<Instant>,
 }
 
 /// A hasher factory keyed from the seed: the connection table's keys come
@@ -356,6 +363,19 @@ impl Endpoint {
             recv_buffered: c.recv_buffered(),
             mss: c.mss(),
             retransmits: c.retransmits,
+            rto_backoffs: c.rto_backoffs(),
+            persist_backoffs: c.persist_backoffs(),
+            next_timer: c.next_deadline(),
+        })
+    }
+    /// The connections the application holds (accepted or connected, not
+    /// yet `Closed`), in table order.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.slots.iter().enumerate().filter_map(|(i, s)| {
+            (s.owner == Owner::App && s.conn.is_some()).then_some(ConnId {
+                slot: i as u32,
+                gen: s.gen,
+            })
         })
     }
     /// Bytes of buffer storage held by connections plus the pool (for memory reports).
