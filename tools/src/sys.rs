@@ -25,6 +25,18 @@ pub fn raise_nofile() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// Restores the default action of SIGPIPE, so that a tool whose output
+/// goes to a pipe that closed (`tcpd-replay show FILE | head`) ends quietly,
+/// as Unix tools do, instead of panicking in `println!` (Rust ignores
+/// SIGPIPE, which turns the closed pipe into an error on every write).
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL installs no handler;
+    // called at the start of `main`, before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 /// The `p`-th percentile (0..=100) of `sorted` (ascending), by the
 /// nearest-rank method; `None` when empty.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {

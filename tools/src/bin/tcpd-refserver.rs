@@ -78,6 +78,7 @@ enum Service {
 }
 
 fn main() -> ExitCode {
+    tools::sys::default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -85,6 +85,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    tools::sys::default_sigpipe();
     let cli = Cli::parse();
     match run(cli.cmd) {
         Ok(true) => ExitCode::SUCCESS,

@@ -148,6 +148,7 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    tools::sys::default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
