@@ -1172,9 +1172,14 @@ fn sigusr1_counters_show_under_quiet() {
     // No RUST_LOG: -q decides, warnings only.
     let mut t = Tcpd::start_with_log(&ns, &["--seed", "22", "-q"], None);
     echo_roundtrip(ns.connect("10.0.0.2:7"), 10_000, true);
-    // One connection stays open: SIGUSR1 lists it.
-    let open = ns.connect("10.0.0.2:7");
+    // One connection stays open: SIGUSR1 lists it. A byte echoed first
+    // makes sure tcpd has it ESTABLISHED (connect returns before tcpd has
+    // read the handshake's last ACK).
+    let mut open = ns.connect("10.0.0.2:7");
     let port = open.local_addr().unwrap().port();
+    open.write_all(b"x").unwrap();
+    let mut one = [0u8; 1];
+    assert_eq!(read_some(&mut open, &mut one).unwrap(), 1);
     t.signal(libc::SIGUSR1);
     let conn_line = format!("conn 10.0.0.1:{port} > 10.0.0.2:7 Established snd_wnd=");
     assert!(

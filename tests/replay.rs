@@ -457,6 +457,31 @@ fn check_reports_a_timer_that_fires_early() {
     assert!(o.timer_turns >= 10, "{} timer turns", o.timer_turns);
 }
 
+/// The persist timer's probes in `zero_window` come 200, 400 and 800 ms
+/// apart (min RTO 200 ms, doubling). With a min RTO of 300 ms in the sidecar
+/// the replay's first probe is late: `check` must say so, at a probe.
+#[test]
+fn check_reports_a_persist_timer_that_moved() {
+    let cap = Capture::load(&captures_dir().join("zero_window.pcap")).unwrap();
+    let o = replay::check(&cap).unwrap();
+    assert!(o.mismatch.is_none(), "{}", o.mismatch.unwrap());
+    assert!(
+        o.timer_turns >= 4,
+        "{} timer turns: no persist probes?",
+        o.timer_turns
+    );
+    let dir = scratch("persist-timer");
+    let cap = with_sidecar_change(
+        &dir,
+        "zero_window.pcap",
+        "\"min_rto_us\": 200000",
+        "\"min_rto_us\": 300000",
+    );
+    let m = first_difference(&cap);
+    assert_eq!(cap.dirs[m.number - 1], replay::Dir::Out, "{m}");
+    assert!(m.field.contains("fires late"), "{m}");
+}
+
 /// A timer firing late leaves the recorded packet unexplained; the message
 /// names the replay's next deadline.
 #[test]

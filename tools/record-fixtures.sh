@@ -115,6 +115,20 @@ elif cmd == "rst-download":  # abort a /bytes download with SO_LINGER 0
         got += b
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     s.close()
+elif cmd == "stall-download":  # a reader that stops: tcpd probes a zero window
+    # A small receive buffer fills after a few segments; the client reads
+    # nothing for 1.7 s, so tcpd's persist timer probes the closed window
+    # (200, 400, 800 ms apart), then it reads everything.
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect((sys.argv[2], 80))
+    s.sendall(b"GET /bytes/60000 HTTP/1.1\r\nHost: tcpd\r\nConnection: close\r\n\r\n")
+    time.sleep(1.7)
+    got = read_all(s)
+    body = got.split(b"\r\n\r\n", 1)[1]
+    assert body == bytes(i % 251 for i in range(60000)), len(body)
+    s.close()
 elif cmd == "trickle":       # small writes to discard, far apart: delayed ACKs
     s = conn(sys.argv[2], 9)
     for i in range(int(sys.argv[3])):
@@ -317,6 +331,7 @@ sel syn_cookies && fixture syn_cookies 9 "" \
 sel ipv6_session && fixture ipv6_session 10 "" \
     "$C echo fd00::2 && curl -sS -o /dev/null 'http://[fd00::2]/bytes/30000'"
 sel delayed_ack && fixture delayed_ack 12 "" "$C trickle 10.0.0.2 20"
+sel zero_window && fixture zero_window 13 "" "$C stall-download 10.0.0.2"
 
 sel foreign_http && foreign foreign_http \
     "cd $WORK && exec python3 -m http.server 8000 --bind 127.0.0.1" \
