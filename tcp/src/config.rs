@@ -211,6 +211,7 @@ impl Config {
         if self.initial_window == 0 {
             return Err("initial_window must be at least 1".into());
         }
+
         // A zero interval would re-arm the keep-alive timer at the same
         // instant without end; Linux likewise requires each to be >= 1.
         if let Some(k) = self.keepalive {

@@ -29,6 +29,10 @@ pub trait CongestionControl {
     fn on_rto(&mut self, flight: u32, mss: u32);
     /// The connection was idle for longer than an RTO (RFC 5681 §4.1).
     fn on_idle_restart(&mut self, mss: u32);
+    /// Every retransmission of a recovery episode proved needless (the peer
+    /// reported each as a duplicate, RFC 3708): undo the reduction, back to
+    /// the window and threshold from before it (RFC 4015 §3.2's response).
+    fn on_undo(&mut self, prior_cwnd: u32, prior_ssthresh: u32);
 }
 
 /// NewReno: slow start, congestion avoidance, fast retransmit and fast
@@ -123,6 +127,12 @@ impl CongestionControl for NewReno {
         // RFC 5681 §4.1: restart window = min(IW, cwnd).
         let _ = mss;
         self.cwnd = self.cwnd.min(self.initial_window);
+    }
+    fn on_undo(&mut self, prior_cwnd: u32, prior_ssthresh: u32) {
+        // RFC 4015 §3.2: restore what the false loss signal took; keep what
+        // grew since (as Linux's tcp_undo_cwnd_reduction takes the max).
+        self.cwnd = self.cwnd.max(prior_cwnd);
+        self.ssthresh = self.ssthresh.max(prior_ssthresh);
     }
 }
 

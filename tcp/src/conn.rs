@@ -190,6 +190,25 @@ pub(crate) struct Negotiated {
 /// 2 - sequence numbers allowed for new reception
 /// 3 - future sequence numbers that are not yet allowed
 /// ```
+/// What a loss-recovery episode (a fast retransmit or an RTO) needs to be
+/// undone when every retransmission in it proves needless: the peer reports
+/// each as a duplicate in a D-SACK block (RFC 3708 §3 detection, RFC 4015
+/// §3.2-style response). The ranges keep their storage between episodes.
+#[derive(Debug, Default)]
+struct Undo {
+    /// An episode is open for undo.
+    active: bool,
+    prior_cwnd: u32,
+    prior_ssthresh: u32,
+    /// SND.MAX when the (last nested) episode began: data below it is the
+    /// episode's.
+    end: SeqNum,
+    /// Ranges retransmitted in the episode.
+    rexmit: Ranges,
+    /// Ranges the peer reported received twice.
+    dsacked: Ranges,
+}
+
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// The RFC 9293 state.
@@ -249,6 +268,9 @@ pub(crate) struct Conn {
     /// The range holding the most recent out-of-order segment (first SACK
     /// block, RFC 2018 §4).
     last_ooo: Option<(SeqNum, SeqNum)>,
+    /// A duplicate segment's range to report as the first SACK block of
+    /// the next ACK (D-SACK, RFC 2883 §4), cleared once sent.
+    dsack: Option<(SeqNum, SeqNum)>,
     /// The sequence number of the peer's FIN, once seen (maybe out of order).
     fin_seq: Option<SeqNum>,
     /// The peer's FIN has been received in order.
@@ -280,6 +302,8 @@ pub(crate) struct Conn {
     recover: SeqNum,
     /// Send one segment from SND.UNA at the next dispatch (fast retransmit).
     rexmit_one: bool,
+    /// The undo record of the current recovery episode.
+    undo: Undo,
     /// The SACK scoreboard: ranges above SND.UNA the peer reported holding
     /// (RFC 2018 §3, RFC 6675 §3).
     sacked: Ranges,
@@ -370,6 +394,7 @@ impl Conn {
             recv_buf: RingBuf::default(),
             ooo: Ranges::default(),
             last_ooo: None,
+            dsack: None,
             fin_seq: None,
             fin_rcvd: false,
             opt: Negotiated {
@@ -388,6 +413,7 @@ impl Conn {
             in_recovery: false,
             recover: iss - 1,
             rexmit_one: false,
+            undo: Undo::default(),
             sacked: Ranges::default(),
             high_rxt: iss,
             backoffs: 0,
@@ -1014,6 +1040,13 @@ impl Conn {
             if !f.rst() {
                 cx.stats.out_of_window += 1;
                 cx.stats.drops.count(crate::wire::DropReason::Unacceptable);
+                // RFC 2883 §4: data that had all arrived before is reported
+                // in the ACK as a D-SACK block (the sender learns that its
+                // retransmission was unnecessary).
+                let end = seg.seq + seg.payload.len() as u32;
+                if !seg.payload.is_empty() && end <= self.rcv_nxt {
+                    self.note_dsack(seg.seq, end);
+                }
                 self.ack_invalid(cx, seg);
                 // TIME-WAIT: a retransmitted FIN lies below RCV.NXT, so it
                 // lands here, yet RFC 9293 §3.10.7.4 ("Acknowledge it, and
@@ -1171,7 +1204,23 @@ impl Conn {
         let wnd = u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0);
         // RFC 2018 §3 / RFC 6675 §5: record SACK blocks on the scoreboard.
         let mut new_sack = false;
+        let mut dsack = false;
+        let una_before = self.snd_una;
         if self.opt.sack {
+            // RFC 2883 §4: the first block is a D-SACK when it lies below
+            // the cumulative ACK or within the second block.
+            let blocks = seg.options.sack.as_slice();
+            if let Some(&(l, r)) = blocks.first() {
+                let below = r <= seg.ack;
+                let within = blocks.get(1).is_some_and(|&(l2, r2)| l2 <= l && r <= r2);
+                if l < r && r <= self.snd_max && (below || within) {
+                    dsack = true;
+                    cx.stats.dsacks_in += 1;
+                    if self.undo.active && !self.undo.dsacked.add(l, r, cx.cfg.max_sack_ranges) {
+                        self.undo.active = false;
+                    }
+                }
+            }
             let lo = self.snd_una.max(seg.ack);
             for &(l, r) in seg.options.sack.as_slice() {
                 if lo <= l
@@ -1283,6 +1332,13 @@ impl Conn {
                 self.enter_recovery(cx);
             }
         }
+        // On a D-SACK, and when the cumulative ACK completes the episode
+        // (its D-SACKs may all have come before).
+        if dsack
+            || (self.undo.active && una_before < self.undo.end && self.snd_una >= self.undo.end)
+        {
+            self.try_undo(cx);
+        }
 
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
         // updated. If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and
@@ -1378,6 +1434,10 @@ impl Conn {
         // RCV.NXT is old).
         if seq < self.rcv_nxt {
             let skip = self.rcv_nxt.since(seq) as usize;
+            // RFC 2883 §4: the part that had arrived before goes in a D-SACK.
+            if !data.is_empty() {
+                self.note_dsack(seq, seq + skip.min(data.len()) as u32);
+            }
             if skip >= data.len() {
                 // Only a (possibly retransmitted) FIN or nothing new.
                 let fin_at = seq + data.len() as u32;
@@ -1783,6 +1843,7 @@ impl Conn {
                 }
                 cx.stats.rto_timeouts += 1;
                 // RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS), cwnd = 1 SMSS.
+                self.begin_undo();
                 self.cc.on_rto(self.in_flight(), u32::from(self.mss));
                 self.in_recovery = false;
                 self.recover = self.snd_max;
@@ -1886,6 +1947,7 @@ impl Conn {
                     let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
                     let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
                     self.rexmit_one = false;
+                    self.note_rexmit(cx, self.snd_una, self.snd_una + len);
                     cx.stats.retransmits += 1;
                     self.retransmits += 1;
                     if self.timer(Timer::Rexmit).is_none() {
@@ -1918,6 +1980,7 @@ impl Conn {
                     let len = (queued - off).min(mss).min(hole_end.since(start)).min(room);
                     if len > 0 {
                         let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
+                        self.note_rexmit(cx, start, start + len);
                         cx.stats.retransmits += 1;
                         self.retransmits += 1;
                         self.high_rxt = start + len;
@@ -2028,6 +2091,7 @@ impl Conn {
                 }
             }
             if is_retransmit && !probe {
+                self.note_rexmit(cx, seq, (seq + len).min(self.snd_max));
                 cx.stats.retransmits += 1;
                 self.retransmits += 1;
             } else if self.rtt_probe.is_none() && self.backoffs == 0 && len > 0 && !probe {
@@ -2096,7 +2160,7 @@ impl Conn {
             if self.opt.ts {
                 options.timestamps = Some((now_ts, self.ts_recent));
             }
-            if self.opt.sack && !self.ooo.is_empty() && flags.ack() {
+            if self.opt.sack && (!self.ooo.is_empty() || self.dsack.is_some()) && flags.ack() {
                 options.sack = self.sack_blocks();
             }
         }
@@ -2203,6 +2267,7 @@ impl Conn {
         }
         if flags.ack() {
             self.ack_now = window_opened;
+            self.dsack = None;
             self.unacked_bytes = 0;
             self.clear_timer(Timer::DelAck);
             self.last_ack_sent = self.rcv_nxt;
@@ -2223,7 +2288,7 @@ impl Conn {
     /// Bytes the SACK option takes on the segments we send now (NOP, NOP,
     /// kind, length and 8 per block), 0 when none is sent.
     fn sack_option_len(&self) -> u32 {
-        if self.opt.sack && !self.ooo.is_empty() {
+        if self.opt.sack && (!self.ooo.is_empty() || self.dsack.is_some()) {
             4 + 8 * self.sack_blocks().len() as u32
         } else {
             0
@@ -2235,6 +2300,10 @@ impl Conn {
     fn sack_blocks(&self) -> SackBlocks {
         let mut b = SackBlocks::default();
         let max = if self.opt.ts { 3 } else { 4 };
+        // RFC 2883 §4: a D-SACK block comes first.
+        if let Some(r) = self.dsack {
+            b.push(r.0, r.1);
+        }
         if let Some(r) = self.last_ooo {
             b.push(r.0, r.1);
         }
@@ -2248,6 +2317,25 @@ impl Conn {
         }
         b.truncate(max);
         b
+    }
+
+    /// Records a duplicate range for the next ACK's D-SACK block (RFC 2883
+    /// §4), extending the pending one when the two touch; only when SACK
+    /// was negotiated.
+    fn note_dsack(&mut self, start: SeqNum, end: SeqNum) {
+        // Only bytes of this connection's stream (from IRS + 1): a segment
+        // reaching back before the peer's SYN is no duplicate of ours.
+        let start = start.max(self.irs + 1);
+        if !self.opt.sack || start >= end {
+            return;
+        }
+        self.dsack = match self.dsack {
+            Some((s, e)) if start <= e && s <= end => Some((s.min(start), e.max(end))),
+            _ => Some((start, end)),
+        };
+        // At once, not after the delayed-ACK timer: the sender may be
+        // waiting for it to undo a needless window reduction (RFC 3708).
+        self.ack_now = true;
     }
 
     /// Whether in-order data waits to be read.
@@ -2264,6 +2352,7 @@ impl Conn {
     /// §3.2 step 2, RFC 6675 §5 step 4).
     fn enter_recovery(&mut self, cx: &mut Ctx<'_>) {
         let mss = u32::from(self.mss);
+        self.begin_undo();
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.cc.on_fast_retransmit(self.in_flight(), mss);
@@ -2276,6 +2365,66 @@ impl Conn {
         } else {
             self.rexmit_one = true;
         }
+    }
+
+    /// A loss-recovery episode begins (fast retransmit or RTO): remember
+    /// the window to restore should each of its retransmissions prove
+    /// needless. Called before the congestion controller cuts.
+    fn begin_undo(&mut self) {
+        let u = &mut self.undo;
+        if u.active && self.snd_una < u.end {
+            // Nested (an RTO during recovery): undo must cover both
+            // episodes, back to the window from before the first.
+            u.end = self.snd_max;
+            return;
+        }
+        u.active = true;
+        u.prior_cwnd = self.cc.cwnd();
+        u.prior_ssthresh = self.cc.ssthresh();
+        u.end = self.snd_max;
+        u.rexmit.list.clear();
+        u.dsacked.list.clear();
+    }
+
+    /// Records a retransmission of `[start, end)` in the open episode.
+    fn note_rexmit(&mut self, cx: &Ctx<'_>, start: SeqNum, end: SeqNum) {
+        let u = &mut self.undo;
+        if !u.active || start >= u.end {
+            return;
+        }
+        let end = end.min(u.end);
+        if start < end && !u.rexmit.add(start, end, cx.cfg.max_sack_ranges) {
+            // Too scattered to track: this episode stays as it is.
+            u.active = false;
+        }
+    }
+
+    /// RFC 3708 §3: when D-SACKs have covered every retransmission of the
+    /// episode, none was needed (the originals arrived): undo the window
+    /// reduction (RFC 4015 §3.2). The duplicate-ACK threshold stays at 3:
+    /// raising it with the reordering seen (as Linux does, next to RACK's
+    /// time-based loss detection) made loss detection late enough here that
+    /// the simulated faulty link ran 1.7x slower, RTOs doubling.
+    fn try_undo(&mut self, cx: &mut Ctx<'_>) {
+        let u = &self.undo;
+        // Only once the episode is over (as Linux's tcp_try_undo_recovery
+        // and tcp_try_undo_dsack): while it runs, other holes may be real
+        // losses, which leaving recovery early would leave to the RTO.
+        if !u.active || u.rexmit.is_empty() || self.in_recovery || self.snd_una < u.end {
+            return;
+        }
+        let all = u
+            .rexmit
+            .list
+            .iter()
+            .all(|&(s, e)| u.dsacked.bytes_within(s, e) == e.since(s));
+        if !all {
+            return;
+        }
+        let (cwnd, ssthresh) = (u.prior_cwnd, u.prior_ssthresh);
+        self.undo.active = false;
+        self.cc.on_undo(cwnd, ssthresh);
+        cx.stats.spurious_recoveries += 1;
     }
 
     /// In fast recovery with a SACK scoreboard to steer it (RFC 6675).

@@ -55,6 +55,12 @@ pub struct Stats {
     /// Window openings repeated in a pure ACK because they had ridden on a
     /// retransmission, which the peer may not take its window from.
     pub window_updates_repeated: u64,
+    /// Recovery episodes undone: every retransmission in them was reported
+    /// needless by the peer's D-SACK (RFC 3708), so the window reduction was
+    /// reverted (RFC 4015).
+    pub spurious_recoveries: u64,
+    /// D-SACK blocks received (RFC 2883): data the peer got twice.
+    pub dsacks_in: u64,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
 }

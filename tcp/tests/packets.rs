@@ -1200,8 +1200,33 @@ fn reject_len_gt0_wnd_gt0_old_duplicate() {
     let mut p = established();
     send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abcd".to_vec(), ..send_templ() });
     send!(p, time 20, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abcd".to_vec(), ..send_templ() });
-    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 5), window: RCV_BUF as u16 - 4, ..recv_templ() });
+    // RFC 2883 §4: the duplicate is reported in a D-SACK block.
+    let dsack = TcpOptions {
+        sack: sack(&[(REMOTE_SEQ + 1, REMOTE_SEQ + 5)]),
+        ..Default::default()
+    };
+    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 5), window: RCV_BUF as u16 - 4, options: dsack, ..recv_templ() });
     assert_eq!(p.read_all(), b"abcd");
+    // Reported once: the next ACK carries no SACK option.
+    send!(p, time 30, Seg { seq: REMOTE_SEQ + 5, ack: Some(LOCAL_SEQ + 1), payload: b"e".to_vec(), ..send_templ() });
+    // (The edge moved by less than an MSS when "abcd" was read: receiver
+    // SWS avoidance keeps it where it was.)
+    recv!(p, time 70, Seg { ack: Some(REMOTE_SEQ + 6), window: RCV_BUF as u16 - 5, ..recv_templ() });
+}
+
+#[test]
+fn partial_duplicate_reported_in_a_dsack_block() {
+    // RFC 2883 §4: a segment that starts before RCV.NXT delivers its new
+    // part, and the ACK reports the old part as the first SACK block.
+    let mut p = established();
+    send!(p, time 10, Seg { ack: Some(LOCAL_SEQ + 1), payload: b"abcd".to_vec(), ..send_templ() });
+    send!(p, time 20, Seg { seq: REMOTE_SEQ + 3, ack: Some(LOCAL_SEQ + 1), payload: b"cdef".to_vec(), ..send_templ() });
+    let dsack = TcpOptions {
+        sack: sack(&[(REMOTE_SEQ + 3, REMOTE_SEQ + 5)]),
+        ..Default::default()
+    };
+    recv!(p, time 20, Seg { ack: Some(REMOTE_SEQ + 7), window: RCV_BUF as u16 - 6, options: dsack, ..recv_templ() });
+    assert_eq!(p.read_all(), b"abcdef");
 }
 
 #[test]
@@ -2703,6 +2728,105 @@ fn sack_recovery_resends_holes_as_the_pipe_allows() {
     assert_eq!(in_flight(&p), 0);
     assert_eq!(p.ep.stats().retransmits, 2);
     assert_eq!(p.ep.stats().rto_timeouts, 0);
+}
+
+#[test]
+fn needless_fast_retransmit_is_undone_by_dsack() {
+    // Segment 1 of 0..=9 is only reordered: three SACKed segments above it
+    // trigger a fast retransmit, then the original arrives, then the
+    // retransmission, which the peer reports as a duplicate (D-SACK, RFC
+    // 2883). RFC 3708 §3: every retransmission of the episode was needless;
+    // the window reduction is undone (RFC 4015 §3.2).
+    let mut p = established();
+    let all = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let seg = |i: u32| Seg {
+        seq: l + i * m,
+        payload: all[(i * m) as usize..((i + 1) * m) as usize].to_vec(),
+        ..recv_templ()
+    };
+    let ack = |a: u32, blocks: &[(u32, u32)]| {
+        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
+        Seg {
+            ack: Some(l + a * m),
+            options: TcpOptions {
+                sack: sack(&b),
+                ..Default::default()
+            },
+            ..send_templ()
+        }
+    };
+    send!(p, time 10, ack(1, &[]));
+    let before = p.ep.info(p.id()).unwrap();
+    send!(p, time 11, ack(1, &[(2, 3)]));
+    send!(p, time 11, ack(1, &[(2, 4)]));
+    send!(p, time 12, ack(1, &[(2, 5)]));
+    recv!(p, time 12, seg(1));
+    let cut = p.ep.info(p.id()).unwrap();
+    assert!(
+        cut.ssthresh < before.ssthresh,
+        "the fast retransmit cut ssthresh"
+    );
+    // The original arrives: all acknowledged, recovery over. Nothing says
+    // yet that the retransmission was needless.
+    send!(p, time 13, ack(10, &[]));
+    assert_eq!(p.ep.stats().spurious_recoveries, 0);
+    // A D-SACK for data that was never retransmitted (a duplicate made by
+    // the network) proves nothing.
+    send!(p, time 14, ack(10, &[(5, 6)]));
+    assert_eq!(p.ep.stats().dsacks_in, 1);
+    assert_eq!(p.ep.stats().spurious_recoveries, 0);
+    assert!(p.ep.info(p.id()).unwrap().ssthresh < before.ssthresh);
+    // The retransmission's D-SACK: undone.
+    send!(p, time 15, ack(10, &[(1, 2)]));
+    assert_eq!(p.ep.stats().dsacks_in, 2);
+    assert_eq!(p.ep.stats().spurious_recoveries, 1);
+    let after = p.ep.info(p.id()).unwrap();
+    assert_eq!(after.ssthresh, before.ssthresh, "ssthresh restored");
+    assert!(
+        after.cwnd >= before.cwnd,
+        "cwnd {} < {}",
+        after.cwnd,
+        before.cwnd
+    );
+    recv_nothing!(p, time 15);
+}
+
+#[test]
+fn dsack_for_part_of_the_retransmissions_undoes_nothing() {
+    // Two holes resent (segments 1 and 3); only segment 1's retransmission
+    // comes back as a duplicate: segment 3 was really lost, the reduction
+    // stands (RFC 3708 §3 wants every retransmission reported).
+    let mut p = established();
+    let _ = ten_segments_in_flight(&mut p);
+    let m = u32::from(MSS);
+    let l = LOCAL_SEQ + 1;
+    let ack = |a: u32, blocks: &[(u32, u32)]| {
+        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
+        Seg {
+            ack: Some(l + a * m),
+            options: TcpOptions {
+                sack: sack(&b),
+                ..Default::default()
+            },
+            ..send_templ()
+        }
+    };
+    send!(p, time 10, ack(1, &[]));
+    let before = p.ep.info(p.id()).unwrap();
+    send!(p, time 11, ack(1, &[(2, 3)]));
+    send!(p, time 11, ack(1, &[(4, 5), (2, 3)]));
+    send!(p, time 12, ack(1, &[(4, 6), (2, 3)]));
+    send!(p, time 13, ack(1, &[(4, 7), (2, 3)]));
+    send!(p, time 14, ack(1, &[(4, 8), (2, 3)]));
+    while p.poll(ms(14)).is_some() {}
+    assert_eq!(p.ep.stats().retransmits, 2);
+    send!(p, time 20, ack(10, &[]));
+    send!(p, time 21, ack(10, &[(1, 2)]));
+    assert_eq!(p.ep.stats().dsacks_in, 1);
+    assert_eq!(p.ep.stats().spurious_recoveries, 0);
+    assert!(p.ep.info(p.id()).unwrap().ssthresh < before.ssthresh);
 }
 
 #[test]

@@ -461,11 +461,15 @@ fn tun_like_link_with_faults() {
     assert_eq!(t.recvd, [20 << 20, 20 << 20]);
     let secs = p.now.as_micros() as f64 / 1e6;
     println!(
-        "tun-like link: 2 x 20 MB in {secs:.2} s virtual; rto a={} b={}, fast a={} b={}",
+        "tun-like link: 2 x 20 MB in {secs:.2} s virtual; rto a={} b={}, fast a={} b={}, undone a={} b={}, dsacks a={} b={}",
         p.a.stats().rto_timeouts,
         p.b.stats().rto_timeouts,
         p.a.stats().fast_retransmits,
-        p.b.stats().fast_retransmits
+        p.b.stats().fast_retransmits,
+        p.a.stats().spurious_recoveries,
+        p.b.stats().spurious_recoveries,
+        p.a.stats().dsacks_in,
+        p.b.stats().dsacks_in
     );
     assert!(secs < 30.0, "recovery too slow: {secs:.1} s");
 }
