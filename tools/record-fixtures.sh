@@ -332,6 +332,11 @@ sel ipv6_session && fixture ipv6_session 10 "" \
     "$C echo fd00::2 && curl -sS -o /dev/null 'http://[fd00::2]/bytes/30000'"
 sel delayed_ack && fixture delayed_ack 12 "" "$C trickle 10.0.0.2 20"
 sel zero_window && fixture zero_window 13 "" "$C stall-download 10.0.0.2"
+# Reordering without loss: fast retransmits that prove needless, reported by
+# the kernel's D-SACKs, and undone.
+sel reorder_transfer && fixture reorder_transfer 14 \
+    "--fault-reorder 0.08 --fault-seed 15" \
+    "curl -sS -o $WORK/r http://10.0.0.2/bytes/200000 && test \$(stat -c %s $WORK/r) = 200000"
 
 sel foreign_http && foreign foreign_http \
     "cd $WORK && exec python3 -m http.server 8000 --bind 127.0.0.1" \

@@ -256,14 +256,16 @@ impl Outcome {
     pub fn summary(&self) -> String {
         let s = &self.stats;
         format!(
-            "timer turns {} (+{} silent), retransmits {} (rto {}, fast {}), \
-             syn cookies sent/ok {}/{}, rst out {}, icmp echo {}, out of window {}, \
-             out of order {}",
+            "timer turns {} (+{} silent), retransmits {} (rto {}, fast {}, undone {}), \
+             d-sacks in {}, syn cookies sent/ok {}/{}, rst out {}, icmp echo {}, \
+             out of window {}, out of order {}",
             self.timer_turns,
             self.silent_timer_turns,
             s.retransmits,
             s.rto_timeouts,
             s.fast_retransmits,
+            s.spurious_recoveries,
+            s.dsacks_in,
             s.syn_cookies_sent,
             s.syn_cookies_ok,
             s.rst_out,
