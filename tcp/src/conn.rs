@@ -166,6 +166,27 @@ pub(crate) struct Negotiated {
     pub(crate) sack: bool,
 }
 
+/// What a loss-recovery episode (a fast retransmit or an RTO) needs to be
+/// undone when every retransmission in it proves needless: the peer reports
+/// each as a duplicate in a D-SACK block (RFC 3708 §3 detection, RFC 4015
+/// §3.2-style response). The ranges keep their storage between episodes.
+#[derive(Debug, Default)]
+struct Undo {
+    /// An episode is open for undo.
+    active: bool,
+    /// cwnd before the episode's cut.
+    prior_cwnd: u32,
+    /// ssthresh before the episode's cut.
+    prior_ssthresh: u32,
+    /// SND.MAX when the (last nested) episode began: data below it is the
+    /// episode's.
+    end: SeqNum,
+    /// Ranges retransmitted in the episode.
+    rexmit: Ranges,
+    /// Ranges the peer reported received twice.
+    dsacked: Ranges,
+}
+
 /// One TCP connection: the transmission control block of RFC 9293 §3.3.1.
 ///
 /// ```text
@@ -190,25 +211,6 @@ pub(crate) struct Negotiated {
 /// 2 - sequence numbers allowed for new reception
 /// 3 - future sequence numbers that are not yet allowed
 /// ```
-/// What a loss-recovery episode (a fast retransmit or an RTO) needs to be
-/// undone when every retransmission in it proves needless: the peer reports
-/// each as a duplicate in a D-SACK block (RFC 3708 §3 detection, RFC 4015
-/// §3.2-style response). The ranges keep their storage between episodes.
-#[derive(Debug, Default)]
-struct Undo {
-    /// An episode is open for undo.
-    active: bool,
-    prior_cwnd: u32,
-    prior_ssthresh: u32,
-    /// SND.MAX when the (last nested) episode began: data below it is the
-    /// episode's.
-    end: SeqNum,
-    /// Ranges retransmitted in the episode.
-    rexmit: Ranges,
-    /// Ranges the peer reported received twice.
-    dsacked: Ranges,
-}
-
 #[derive(Debug)]
 pub(crate) struct Conn {
     /// The RFC 9293 state.
