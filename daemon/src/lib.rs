@@ -15,8 +15,7 @@ pub mod pool;
 pub mod reactor;
 mod run;
 pub mod services;
-#[cfg(test)]
-mod testdir;
+pub mod testdir;
 pub mod tun;
 pub mod worker;
 

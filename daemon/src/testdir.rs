@@ -1,16 +1,21 @@
-//! A temporary directory for unit tests, removed on drop (also when the
-//! test fails).
+//! A temporary directory for tests, removed on drop (also when the test
+//! fails). Shared by the daemon's unit tests, the tools' tests and the
+//! integration tests in `tests/`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// `$TMPDIR/tcpd-<tag>-<pid>-<n>`, made afresh; removed on drop.
-pub(crate) struct TempDir(pub(crate) PathBuf);
+pub struct TempDir(pub PathBuf);
 
 impl TempDir {
-    /// Creates the directory (panics if it cannot: a test failure).
+    /// Creates the directory.
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be created: meant for tests, where that is a failure.
     #[allow(clippy::unwrap_used)]
-    pub(crate) fn new(tag: &str) -> TempDir {
+    pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let p = std::env::temp_dir().join(format!(
             "tcpd-{tag}-{}-{}",
@@ -26,5 +31,12 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
     }
 }

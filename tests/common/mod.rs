@@ -512,34 +512,8 @@ pub fn isolated(prog: &str) -> Command {
     }
 }
 
-/// A temporary directory, removed on drop (also when the test panics).
-pub struct TempDir(pub std::path::PathBuf);
-
-impl TempDir {
-    /// Creates `$TMPDIR/tcpd-<purpose>-<pid>-<random>`.
-    pub fn new(purpose: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!(
-            "tcpd-{purpose}-{}-{:08x}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
+#[allow(unused_imports)] // not every test binary uses it
+pub use daemon::testdir::TempDir;
 
 /// The value of counter `key` in tcpd's `/stats` JSON.
 pub fn stat(json: &str, key: &str) -> Option<u64> {

@@ -901,43 +901,8 @@ pub fn show(path: &Path, verbose: bool, host: HostKind) -> Result<String, String
     Ok(s)
 }
 
-/// A temporary directory for unit tests, removed on drop (also when the
-/// test fails).
 #[cfg(test)]
-pub(crate) struct TempDir(pub(crate) PathBuf);
-
-#[cfg(test)]
-impl TempDir {
-    /// Creates `$TMPDIR/tcpd-<tag>-<pid>-<n>` afresh.
-    #[allow(clippy::unwrap_used)]
-    pub(crate) fn new(tag: &str) -> TempDir {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "tcpd-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-#[cfg(test)]
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[cfg(test)]
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
+pub(crate) use daemon::testdir::TempDir;
 
 #[cfg(test)]
 mod temp_dir_tests {
