@@ -2529,6 +2529,21 @@ fn ten_segments_in_flight(p: &mut Peer) -> Vec<u8> {
     all
 }
 
+/// The peer's ACK of the first `acked` segments of a [`ten_segments_in_flight`]
+/// flight, with SACK blocks `(first, end)` in segment numbers.
+fn sack_ack(acked: u32, blocks: &[(u32, u32)]) -> Seg {
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
+    Seg {
+        ack: Some(l + acked * m),
+        options: TcpOptions {
+            sack: sack(&b),
+            ..Default::default()
+        },
+        ..send_templ()
+    }
+}
+
 #[test]
 fn fast_retransmit_and_newreno_partial_ack() {
     let mut p = established();
@@ -2746,17 +2761,7 @@ fn needless_fast_retransmit_is_undone_by_dsack() {
         payload: all[(i * m) as usize..((i + 1) * m) as usize].to_vec(),
         ..recv_templ()
     };
-    let ack = |a: u32, blocks: &[(u32, u32)]| {
-        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
-        Seg {
-            ack: Some(l + a * m),
-            options: TcpOptions {
-                sack: sack(&b),
-                ..Default::default()
-            },
-            ..send_templ()
-        }
-    };
+    let ack = sack_ack;
     send!(p, time 10, ack(1, &[]));
     let before = p.ep.info(p.id()).unwrap();
     send!(p, time 11, ack(1, &[(2, 3)]));
@@ -2800,19 +2805,7 @@ fn dsack_for_part_of_the_retransmissions_undoes_nothing() {
     // stands (RFC 3708 §3 wants every retransmission reported).
     let mut p = established();
     let _ = ten_segments_in_flight(&mut p);
-    let m = u32::from(MSS);
-    let l = LOCAL_SEQ + 1;
-    let ack = |a: u32, blocks: &[(u32, u32)]| {
-        let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
-        Seg {
-            ack: Some(l + a * m),
-            options: TcpOptions {
-                sack: sack(&b),
-                ..Default::default()
-            },
-            ..send_templ()
-        }
-    };
+    let ack = sack_ack;
     send!(p, time 10, ack(1, &[]));
     let before = p.ep.info(p.id()).unwrap();
     send!(p, time 11, ack(1, &[(2, 3)]));
