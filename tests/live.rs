@@ -643,18 +643,20 @@ fn missing_permission_is_explained() {
     if !live_ok("missing_permission_is_explained") {
         return;
     }
+    // nobody must be able to run the binary, wherever the clone is.
+    let bin = common::SharedBinary::tcpd().unwrap_or_else(|e| panic!("{e}"));
     let ns = Netns::new("perm");
     // Run tcpd as nobody from a thread inside the namespace: the child
     // inherits the namespace, and has no right to create tun0.
     let out = ns.within(|| {
         use std::os::unix::process::CommandExt;
-        Command::new(common::TCPD)
+        Command::new(&bin.path)
             .args(["tun0", "--seed", "1"])
             .uid(65534)
             .gid(65534)
             .output()
-            .unwrap()
     });
+    let out = out.unwrap_or_else(|e| panic!("cannot run {} as uid 65534: {e}", bin.path.display()));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let lines: Vec<&str> = err.lines().filter(|l| !l.is_empty()).collect();
@@ -669,6 +671,7 @@ fn no_configure_runs_without_root() {
     if !live_ok("no_configure_runs_without_root") {
         return;
     }
+    let bin = common::SharedBinary::tcpd().unwrap_or_else(|e| panic!("{e}"));
     let ns = Netns::new("noconf");
     ns.ip(&["tuntap", "add", "tun0", "mode", "tun", "user", "65534"]);
     ns.ip(&["addr", "add", "10.0.0.1/24", "dev", "tun0"]);
@@ -679,7 +682,7 @@ fn no_configure_runs_without_root() {
     let script = format!(
         "mount -t tmpfs tcpd-test /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && \
          exec setpriv --reuid=65534 --regid=65534 --clear-groups {} tun0 --no-configure --seed 12 --no-ipv6",
-        common::TCPD
+        bin.path.display()
     );
     let mut child = ns
         .command("unshare")

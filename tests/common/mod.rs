@@ -38,6 +38,76 @@ pub fn live_ok(test: &str) -> bool {
     false
 }
 
+/// A copy of the tcpd binary that another user (uid 65534 in the tests that
+/// drop privileges) can execute, in a scratch folder removed on drop.
+///
+/// The binary under test lives in the clone's `target/`, and a clone inside
+/// a 0700 folder (`/root`, any `mktemp -d`) cannot be entered by another
+/// uid: `execve` fails with `EACCES` before tcpd runs. The copy goes to the
+/// first of `$TMPDIR` and `/tmp` whose every ancestor is searchable by
+/// others. Returns why when none is.
+pub struct SharedBinary {
+    dir: std::path::PathBuf,
+    /// Path of the world-executable copy.
+    pub path: std::path::PathBuf,
+}
+
+impl SharedBinary {
+    /// Copies [`TCPD`] (mode 0755, in a folder of mode 0755).
+    pub fn tcpd() -> Result<SharedBinary, String> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut tried = Vec::new();
+        let mut bases = vec![std::env::temp_dir()];
+        if bases[0] != std::path::Path::new("/tmp") {
+            bases.push("/tmp".into());
+        }
+        for base in bases {
+            if let Some(blocker) = base.ancestors().find(|a| {
+                std::fs::metadata(a).map_or(true, |m| m.permissions().mode() & 0o001 == 0)
+            }) {
+                tried.push(format!(
+                    "{} is not searchable by other users",
+                    blocker.display()
+                ));
+                continue;
+            }
+            let dir = base.join(format!(
+                "tcpd-shared-bin-{}-{}",
+                std::process::id(),
+                rand_suffix()
+            ));
+            let made = std::fs::create_dir(&dir).and_then(|()| {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            });
+            if let Err(e) = made {
+                tried.push(format!("cannot make {}: {e}", dir.display()));
+                continue;
+            }
+            let path = dir.join("tcpd");
+            let copied = std::fs::copy(TCPD, &path).and_then(|_| {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            });
+            match copied {
+                Ok(()) => return Ok(SharedBinary { dir, path }),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    tried.push(format!("cannot copy {TCPD} to {}: {e}", path.display()));
+                }
+            }
+        }
+        Err(format!(
+            "no folder where another user may run a copy of tcpd: {}",
+            tried.join("; ")
+        ))
+    }
+}
+
+impl Drop for SharedBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 /// Requires an external tool (e.g. `ping`, `curl`); fails with the package to install.
 pub fn need_tool(tool: &str, package: &str) {
     let ok = Command::new("sh")
