@@ -147,7 +147,7 @@ impl Netns {
         let st = Command::new("ip")
             .args(["netns", "add", &name])
             .status()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run `ip` ({e}): install iproute2"));
         assert!(st.success(), "ip netns add {name} failed");
         let ns = Netns { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -168,7 +168,10 @@ impl Netns {
 
     /// Runs `prog args` inside the namespace and returns its output.
     pub fn run(&self, prog: &str, args: &[&str]) -> Output {
-        self.command(prog).args(args).output().unwrap()
+        self.command(prog)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {prog} in {}: {e}", self.name))
     }
 
     /// Runs `f` on a fresh thread that entered the namespace; sockets it
@@ -219,7 +222,7 @@ impl Netns {
             .arg(&self.name)
             .args(args)
             .output()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot run `ip` ({e}): install iproute2"));
         assert!(
             out.status.success(),
             "ip -n {} {args:?}: {}",
@@ -291,7 +294,7 @@ impl Tcpd {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("cannot start {TCPD}: {e}"));
         let pid = child.id();
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().unwrap();
@@ -537,7 +540,7 @@ pub fn output_within(cmd: &mut Command, limit: Duration) -> Output {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
     let mut out = child.stdout.take().unwrap();
     let mut err = child.stderr.take().unwrap();
     let out_t = std::thread::spawn(move || {
