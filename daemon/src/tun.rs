@@ -1,6 +1,17 @@
-//! The TUN device: created (or attached to) through tun-rs, configured with
-//! ioctls in-process (MTU, transmit queue length, IPv4 and IPv6 addresses,
-//! up), read and written with plain non-blocking `read`/`write` on its fd.
+//! The TUN device: created (or attached to) through tun-rs, configured
+//! in-process, read and written with plain non-blocking `read`/`write` on
+//! its fd.
+//!
+//! Who does what, so that no `unsafe` is left here: tun-rs opens the device
+//! and reads, writes and sets its MTU, transmit queue length and up state
+//! (the SIOCxIF* ioctls); addresses are added and removed, and the link
+//! state read, over rtnetlink with messages built and parsed by
+//! `netlink-packet-route` on a `netlink-sys` socket; `nix` lists the
+//! host's addresses (getifaddrs(3)), resolves interface names and sets the
+//! socket's receive timeout. By hand is only the synchronous exchange
+//! (`rtnetlink`, `wait_answer`, `read_answer`: send one request, wait a bounded time for its ACK): the
+//! netlink crates give messages and sockets, and the one crate with a
+//! request/answer API (`rtnetlink`) needs an async runtime.
 //!
 //! What tcpd changed it undoes on drop (and before a forced exit, see
 //! [`Device::restore_host`]): a device it created disappears when its fd
@@ -16,11 +27,20 @@ use crate::config::{Config, IpNet};
 use crate::device::Device;
 use crate::error::Error;
 use crate::offload;
-use std::ffi::{CStr, CString};
+use netlink_packet_core::{
+    DecodeError, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::link::{LinkFlags, LinkHeader, LinkMessage};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+use nix::sys::socket::{setsockopt, sockopt};
+use nix::sys::time::TimeVal;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, RawFd};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// A configured TUN device (IFF_TUN | IFF_NO_PI, non-blocking).
@@ -67,12 +87,9 @@ fn io_msg(e: &io::Error) -> String {
     }
 }
 
-/// The interface index of `name`, if it exists.
+/// The interface index of `name`, if it exists (if_nametoindex(3)).
 pub fn if_index(name: &str) -> Option<u32> {
-    let c = CString::new(name).ok()?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    (idx != 0).then_some(idx)
+    nix::net::if_::if_nametoindex(name).ok()
 }
 
 /// The prefix length of a contiguous netmask (leading one bits).
@@ -88,92 +105,34 @@ fn mask_prefix(mask: &[u8]) -> u8 {
 }
 
 /// Every (interface, address/prefix) pair on the host, from getifaddrs(3).
+/// IPv4 addresses carry their label as the name, as getifaddrs gives it.
 pub fn host_addresses() -> io::Result<Vec<(String, IpNet)>> {
     let mut out = Vec::new();
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs writes a list head we free with freeifaddrs below.
-    if unsafe { libc::getifaddrs(&mut head) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: `cur` is a node of the list getifaddrs returned, alive until freeifaddrs.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+    for ifa in nix::ifaddrs::getifaddrs()? {
+        let Some(addr) = ifa.address else { continue };
+        let mask = ifa.netmask.as_ref();
+        let net = if let Some(sin) = addr.as_sockaddr_in() {
+            let prefix = mask
+                .and_then(|m| m.as_sockaddr_in())
+                .map_or(32, |m| mask_prefix(&m.ip().octets()));
+            IpNet {
+                addr: IpAddr::V4(sin.ip()),
+                prefix,
+            }
+        } else if let Some(sin6) = addr.as_sockaddr_in6() {
+            let prefix = mask
+                .and_then(|m| m.as_sockaddr_in6())
+                .map_or(128, |m| mask_prefix(&m.ip().octets()));
+            IpNet {
+                addr: IpAddr::V6(sin6.ip()),
+                prefix,
+            }
+        } else {
             continue;
-        }
-        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-        let name = unsafe { CStr::from_ptr(ifa.ifa_name) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: ifa_addr is non-null and points to a sockaddr whose family says its real type.
-        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
-        let has_mask = !ifa.ifa_netmask.is_null();
-        if family == libc::AF_INET {
-            // SAFETY: family AF_INET means the storage is a sockaddr_in.
-            let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
-            let prefix = if has_mask {
-                // SAFETY: the netmask of an AF_INET address is a sockaddr_in.
-                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in) };
-                mask_prefix(&m.sin_addr.s_addr.to_ne_bytes())
-            } else {
-                32
-            };
-            let addr = IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-            out.push((name, IpNet { addr, prefix }));
-        } else if family == libc::AF_INET6 {
-            // SAFETY: family AF_INET6 means the storage is a sockaddr_in6.
-            let sin6 = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in6) };
-            let prefix = if has_mask {
-                // SAFETY: the netmask of an AF_INET6 address is a sockaddr_in6.
-                let m = unsafe { &*(ifa.ifa_netmask as *const libc::sockaddr_in6) };
-                mask_prefix(&m.sin6_addr.s6_addr)
-            } else {
-                128
-            };
-            let addr = IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr));
-            out.push((name, IpNet { addr, prefix }));
-        }
+        };
+        out.push((ifa.interface_name, net));
     }
-    // SAFETY: `head` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
     Ok(out)
-}
-
-fn ifreq_for(name: &str) -> io::Result<libc::ifreq> {
-    // SAFETY: ifreq is plain data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    let bytes = name.as_bytes();
-    if bytes.len() >= req.ifr_name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "interface name too long",
-        ));
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(bytes) {
-        *d = *s as libc::c_char;
-    }
-    Ok(req)
-}
-
-/// Whether the link `name` is administratively up (SIOCGIFFLAGS, IFF_UP).
-fn link_is_up(name: &str) -> io::Result<bool> {
-    // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
-    let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh fd we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let mut req = ifreq_for(name)?;
-    // SAFETY: SIOCGIFFLAGS fills the flags of an ifreq we own.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS wrote ifru_flags, the union member we read.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    Ok(i32::from(flags) & libc::IFF_UP != 0)
 }
 
 /// What [`TunDevice::configure`] does about the MTU.
@@ -214,187 +173,170 @@ enum AddrOp {
     Del,
 }
 
-/// Appends a route attribute (struct rtattr + data, padded to 4 bytes).
-fn push_attr(msg: &mut Vec<u8>, kind: u16, data: &[u8]) {
-    let len = 4 + data.len();
-    msg.extend_from_slice(&(len as u16).to_ne_bytes());
-    msg.extend_from_slice(&kind.to_ne_bytes());
-    msg.extend_from_slice(data);
-    msg.resize(msg.len().next_multiple_of(4), 0);
-}
-
 /// The rtnetlink request that adds or deletes `addr/prefix` on the
-/// interface with index `ifindex`: nlmsghdr, ifaddrmsg, IFA_LOCAL and
-/// IFA_ADDRESS (both the address, as `ip addr add` sends for a host
-/// without a peer), per rtnetlink(7).
-fn addr_request(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8, seq: u32) -> Vec<u8> {
-    let (family, bytes): (u8, Vec<u8>) = match addr {
-        IpAddr::V4(a) => (libc::AF_INET as u8, a.octets().to_vec()),
-        IpAddr::V6(a) => (libc::AF_INET6 as u8, a.octets().to_vec()),
+/// interface with index `ifindex`, and its netlink flags: an ifaddrmsg with
+/// IFA_LOCAL and IFA_ADDRESS (both the address, as `ip addr add` sends for
+/// a host without a peer), per rtnetlink(7). An add never replaces
+/// (`NLM_F_EXCL`): an address already there is the user's, not ours.
+fn addr_request(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> (RouteNetlinkMessage, u16) {
+    let mut msg = AddressMessage::default();
+    msg.header.family = match addr {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     };
-    let (kind, flags) = match op {
+    msg.header.prefix_len = prefix;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = ifindex;
+    msg.attributes = vec![
+        AddressAttribute::Local(addr),
+        AddressAttribute::Address(addr),
+    ];
+    match op {
         AddrOp::Add => (
-            libc::RTM_NEWADDR,
-            libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_EXCL,
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
         ),
-        AddrOp::Del => (libc::RTM_DELADDR, libc::NLM_F_REQUEST | libc::NLM_F_ACK),
+        AddrOp::Del => (
+            RouteNetlinkMessage::DelAddress(msg),
+            NLM_F_REQUEST | NLM_F_ACK,
+        ),
+    }
+}
+
+/// How long an rtnetlink request waits for the kernel's answer.
+const NETLINK_WAIT: Duration = Duration::from_secs(2);
+
+/// The most an answer to our requests takes: an `RTM_NEWLINK` with all its
+/// attributes is a few KiB (rtnl_link_get_size); a longer one is refused,
+/// not cut.
+const NETLINK_ANSWER_MAX: usize = 32 * 1024;
+
+/// The messages of one answer the kernel sent to the request numbered
+/// `seq`: (message type, payload) for each, in order.
+type Answers = Vec<(u16, Vec<u8>)>;
+
+/// By hand (netlink-packet-core parses one message; walking a datagram's
+/// messages to find the answer to our request is the caller's job).
+/// Reads the netlink messages of one datagram `buf`, appending those that
+/// answer the request numbered `seq` to `got`. `Ok(true)`: the answer is
+/// complete (the ACK, `NLMSG_ERROR` with code 0, or `NLMSG_DONE`); an
+/// `NLMSG_ERROR` with an errno is that errno as an error, and a malformed
+/// message an `InvalidData` error (never a reason to wait for more).
+fn read_answer(buf: &[u8], seq: u32, got: &mut Answers) -> io::Result<bool> {
+    let bad = |e: DecodeError| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the kernel's rtnetlink answer cannot be read ({e})"),
+        )
     };
-    let mut msg = Vec::with_capacity(64);
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_len, set below
-    msg.extend_from_slice(&kind.to_ne_bytes());
-    msg.extend_from_slice(&(flags as u16).to_ne_bytes());
-    msg.extend_from_slice(&seq.to_ne_bytes());
-    msg.extend_from_slice(&0u32.to_ne_bytes()); // nlmsg_pid: the kernel fills it
-                                                // struct ifaddrmsg: family, prefixlen, flags, scope (universe), index.
-    msg.extend_from_slice(&[family, prefix, 0, 0]);
-    msg.extend_from_slice(&ifindex.to_ne_bytes());
-    push_attr(&mut msg, libc::IFA_LOCAL, &bytes);
-    push_attr(&mut msg, libc::IFA_ADDRESS, &bytes);
-    let len = (msg.len() as u32).to_ne_bytes();
-    msg[..4].copy_from_slice(&len);
-    msg
-}
-
-/// The kernel's answer to a netlink request, as [`ack_errno`] finds it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Ack {
-    /// `NLMSG_ERROR` with this errno; 0 is the ACK.
-    Errno(i32),
-    /// An `NLMSG_ERROR` for the request, too short to hold its error code
-    /// (`struct nlmsgerr` starts with an `int error`, netlink(7)).
-    Short,
-}
-
-/// Length of `struct nlmsghdr`.
-const NLMSG_HDRLEN: usize = 16;
-
-/// The kernel's answer (`NLMSG_ERROR`) to the request numbered `seq` in
-/// `buf`, if `buf` holds it.
-fn ack_errno(buf: &[u8], seq: u32) -> Option<Ack> {
     let mut off = 0;
-    while off + NLMSG_HDRLEN <= buf.len() {
-        let word = |at: usize| -> Option<[u8; 4]> { buf.get(at..at + 4)?.try_into().ok() };
-        let len = u32::from_ne_bytes(word(off)?) as usize;
-        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-        let mseq = u32::from_ne_bytes(word(off + 8)?);
-        if len < NLMSG_HDRLEN {
-            return None;
-        }
-        if i32::from(kind) == libc::NLMSG_ERROR && mseq == seq {
-            // The error code must lie inside both the message and the datagram.
-            if len < NLMSG_HDRLEN + 4 {
-                return Some(Ack::Short);
+    while off < buf.len() {
+        let msg = NetlinkBuffer::new_checked(&buf[off..]).map_err(bad)?;
+        let len = msg.length() as usize;
+        if msg.sequence_number() == seq {
+            match msg.message_type() {
+                NLMSG_ERROR => {
+                    let err = ErrorBuffer::new_checked(msg.payload()).map_err(bad)?;
+                    return match err.code() {
+                        None => Ok(true),
+                        // The kernel sends -errno (netlink(7)).
+                        Some(code) => Err(io::Error::from_raw_os_error(code.get().wrapping_neg())),
+                    };
+                }
+                NLMSG_DONE => return Ok(true),
+                kind => got.push((kind, msg.payload().to_vec())),
             }
-            return Some(match word(off + NLMSG_HDRLEN) {
-                Some(w) => Ack::Errno(i32::from_ne_bytes(w).wrapping_neg()),
-                None => Ack::Short,
-            });
         }
-        off += len.next_multiple_of(4);
+        off += len.next_multiple_of(usize::from(NLMSG_ALIGNTO));
     }
-    None
+    Ok(false)
 }
 
-/// How long [`netlink_addr`] waits for the kernel's answer.
-const NETLINK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Sets `SO_RCVTIMEO` on `fd`: a `recv` waits at most `d`.
-fn set_recv_timeout(fd: RawFd, d: std::time::Duration) -> io::Result<()> {
-    let tv = libc::timeval {
-        tv_sec: d.as_secs().try_into().unwrap_or(libc::time_t::MAX),
-        tv_usec: d.subsec_micros().into(),
-    };
-    // SAFETY: SO_RCVTIMEO takes a timeval we own, of the size we pass.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Adds or deletes one address of one interface over rtnetlink and waits
-/// (at most [`NETLINK_WAIT`]) for the kernel's answer.
-fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
-    // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_NETLINK,
-            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-            libc::NETLINK_ROUTE,
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a fresh fd we own.
-    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
+/// Waits (at most `wait`) for the whole answer to the request numbered
+/// `seq` on `sock`.
+fn wait_answer(sock: &Socket, seq: u32, wait: Duration) -> io::Result<Answers> {
     // Without the timeout a lost answer would block the recv below forever.
-    set_recv_timeout(sock.as_raw_fd(), NETLINK_WAIT)?;
-    let seq = 1;
-    let msg = addr_request(op, ifindex, addr, prefix, seq);
-    // SAFETY: sockaddr_nl is plain data; all-zero with the family set
-    // addresses the kernel (pid 0, no groups).
-    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    // SAFETY: sending `msg.len()` bytes of a live buffer to a sockaddr_nl we own.
-    let n = unsafe {
-        libc::sendto(
-            sock.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            0,
-            (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-        )
-    };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let tv = TimeVal::new(
+        wait.as_secs().try_into().unwrap_or(libc::time_t::MAX),
+        wait.subsec_micros().into(),
+    );
+    setsockopt(sock, sockopt::ReceiveTimeout, &tv)?;
     let timed_out = || {
         io::Error::new(
             io::ErrorKind::TimedOut,
             format!(
-                "no answer from the kernel (rtnetlink) in {} s",
-                NETLINK_WAIT.as_secs()
+                "no answer from the kernel (rtnetlink) in {} ms",
+                wait.as_millis()
             ),
         )
     };
-    let until = std::time::Instant::now() + NETLINK_WAIT;
-    let mut buf = [0u8; 4096];
+    let until = Instant::now() + wait;
+    let mut buf = vec![0u8; NETLINK_ANSWER_MAX];
+    let mut got = Vec::new();
     loop {
-        if std::time::Instant::now() >= until {
+        if Instant::now() >= until {
             return Err(timed_out());
         }
-        // SAFETY: receiving into a live buffer of buf.len() bytes.
-        let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            match e.kind() {
+        // MSG_TRUNC: the datagram's real length, so that a cut one is seen.
+        let n = match sock.recv(&mut &mut buf[..], libc::MSG_TRUNC) {
+            Ok(n) => n,
+            Err(e) => match e.kind() {
                 io::ErrorKind::Interrupted => continue,
                 io::ErrorKind::WouldBlock => return Err(timed_out()),
                 _ => return Err(e),
-            }
+            },
+        };
+        if n > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the kernel's rtnetlink answer is too long ({n} bytes)"),
+            ));
         }
-        match ack_errno(&buf[..n as usize], seq) {
-            Some(Ack::Errno(0)) => return Ok(()),
-            Some(Ack::Errno(errno)) => return Err(io::Error::from_raw_os_error(errno)),
-            Some(Ack::Short) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "the kernel's rtnetlink answer is cut short (no error code)",
-                ))
-            }
-            None => {}
+        if read_answer(&buf[..n], seq, &mut got)? {
+            return Ok(got);
         }
     }
+}
+
+/// Sends one rtnetlink request (`flags` with `NLM_F_ACK`, so that the
+/// kernel says when it is done) and waits at most [`NETLINK_WAIT`] for the
+/// answer.
+fn rtnetlink(request: RouteNetlinkMessage, flags: u16) -> io::Result<Answers> {
+    let sock = Socket::new(NETLINK_ROUTE)?;
+    // Port 0: the kernel.
+    sock.connect(&SocketAddr::new(0, 0))?;
+    let seq = 1;
+    let mut msg = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(request));
+    msg.header.flags = flags;
+    msg.header.sequence_number = seq;
+    msg.finalize();
+    let mut bytes = vec![0u8; msg.buffer_len()];
+    msg.serialize(&mut bytes);
+    sock.send(&bytes, 0)?;
+    wait_answer(&sock, seq, NETLINK_WAIT)
+}
+
+/// Adds or deletes one address of one interface over rtnetlink (what
+/// `ip addr add/del` does).
+fn netlink_addr(op: AddrOp, ifindex: u32, addr: IpAddr, prefix: u8) -> io::Result<()> {
+    let (request, flags) = addr_request(op, ifindex, addr, prefix);
+    rtnetlink(request, flags).map(drop)
+}
+
+/// Whether the link with index `ifindex` is administratively up
+/// (`IFF_UP` in the `RTM_NEWLINK` the kernel answers `RTM_GETLINK` with).
+fn link_is_up(ifindex: u32) -> io::Result<bool> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    let answers = rtnetlink(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST | NLM_F_ACK)?;
+    let (_, link) = answers
+        .iter()
+        .find(|(kind, _)| *kind == libc::RTM_NEWLINK)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "the kernel sent no link"))?;
+    // Only the header: its flags are all we need, whatever attributes follow.
+    let header = LinkHeader::parse(link)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(header.flags.contains(LinkFlags::Up))
 }
 
 impl TunDevice {
@@ -471,8 +413,7 @@ impl TunDevice {
     /// [`Device::restore_host`] undoes).
     fn configure(&mut self, cfg: &Config) -> Result<(), Error> {
         let name = self.name.clone();
-        let fail =
-            |what: &str, e: io::Error| Error::new(format!("{name}: cannot {what}: {}", io_msg(&e)));
+        let fail = |what: &str, e: io::Error| config_error(&name, what, &e);
         let mtu = u16::try_from(cfg.mtu)
             .map_err(|_| Error::new(format!("--mtu {} too large", cfg.mtu)))?;
         let current = self.dev.mtu();
@@ -531,7 +472,7 @@ impl TunDevice {
             }
             Err(e) => return Err(fail(&format!("assign {}", cfg.host_addr), e)),
         }
-        let was_up = match link_is_up(&name) {
+        let was_up = match link_is_up(index) {
             Ok(up) => up,
             Err(e) => {
                 debug!(iface = %name, "cannot read the link state ({}); assuming down", io_msg(&e));
@@ -835,6 +776,12 @@ fn family_conflict(cfg: &Config, addrs: &[(String, IpNet)], v6: bool) -> Option<
     None
 }
 
+/// A change of the interface's configuration the kernel refused, as the
+/// user's one line: `tun0: cannot assign 10.0.0.1/24: Operation not permitted`.
+fn config_error(iface: &str, what: &str, e: &io::Error) -> Error {
+    Error::new(format!("{iface}: cannot {what}: {}", io_msg(e)))
+}
+
 fn open_error(name: &str, e: &io::Error) -> Error {
     let fix = format!(
         "run tcpd as root, or create the interface once with `sudo ip tuntap add {name} mode tun user $USER` \
@@ -863,32 +810,30 @@ fn open_error(name: &str, e: &io::Error) -> Error {
 impl Device for TunDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            // SAFETY: reading into a live, exclusively borrowed buffer of buf.len() bytes.
-            let n = unsafe { libc::read(self.fd, buf.as_mut_ptr().cast(), buf.len()) };
-            if n >= 0 {
-                self.rx_packets += 1;
-                self.rx_bytes += n as u64;
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            // tun-rs's recv is one read(2) on the fd (no lock, no copy).
+            match self.dev.recv(buf) {
+                Ok(n) => {
+                    self.rx_packets += 1;
+                    self.rx_bytes += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }
 
     fn send(&mut self, _now: Instant, pkt: &[u8]) -> io::Result<()> {
         loop {
-            // SAFETY: writing from a live buffer of pkt.len() bytes.
-            let n = unsafe { libc::write(self.fd, pkt.as_ptr().cast(), pkt.len()) };
-            if n >= 0 {
-                self.tx_packets += 1;
-                self.tx_bytes += pkt.len() as u64;
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+            // tun-rs's send is one write(2) on the fd (no lock, no copy).
+            match self.dev.send(pkt) {
+                Ok(_) => {
+                    self.tx_packets += 1;
+                    self.tx_bytes += pkt.len() as u64;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
             }
         }
     }
@@ -978,71 +923,142 @@ mod tests {
     }
 
     #[test]
-    fn rtnetlink_request_layout() {
-        let m = addr_request(AddrOp::Add, 7, "10.0.0.1".parse().unwrap(), 24, 9);
-        // nlmsghdr 16 + ifaddrmsg 8 + two attributes of 4 + 4.
-        assert_eq!(m.len(), 40);
-        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().unwrap()), 40);
-        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_NEWADDR);
-        let flags = u16::from_ne_bytes([m[6], m[7]]) as i32;
-        assert_ne!(flags & libc::NLM_F_EXCL, 0, "an add must not replace");
-        assert_ne!(flags & libc::NLM_F_ACK, 0);
-        assert_eq!(u32::from_ne_bytes(m[8..12].try_into().unwrap()), 9);
-        assert_eq!(&m[16..20], &[libc::AF_INET as u8, 24, 0, 0]);
-        assert_eq!(u32::from_ne_bytes(m[20..24].try_into().unwrap()), 7);
-        assert_eq!(u16::from_ne_bytes([m[24], m[25]]), 8);
-        assert_eq!(u16::from_ne_bytes([m[26], m[27]]), libc::IFA_LOCAL);
-        assert_eq!(&m[28..32], &[10, 0, 0, 1]);
-        assert_eq!(u16::from_ne_bytes([m[34], m[35]]), libc::IFA_ADDRESS);
-        let m = addr_request(AddrOp::Del, 7, "fd00::1".parse().unwrap(), 64, 1);
-        assert_eq!(m.len(), 16 + 8 + 2 * 20);
-        assert_eq!(u16::from_ne_bytes([m[4], m[5]]), libc::RTM_DELADDR);
-        assert_eq!(&m[16..18], &[libc::AF_INET6 as u8, 64]);
+    fn address_requests_never_replace() {
+        let (req, flags) = addr_request(AddrOp::Add, 7, "10.0.0.1".parse().unwrap(), 24);
+        let want = |m: &AddressMessage, family, prefix, addr: &str| {
+            let a: IpAddr = addr.parse().unwrap();
+            assert_eq!(m.header.family, family);
+            assert_eq!(m.header.prefix_len, prefix);
+            assert_eq!(m.header.index, 7);
+            assert_eq!(m.header.scope, AddressScope::Universe);
+            assert_eq!(
+                m.attributes,
+                vec![AddressAttribute::Local(a), AddressAttribute::Address(a)]
+            );
+        };
+        match &req {
+            RouteNetlinkMessage::NewAddress(m) => want(m, AddressFamily::Inet, 24, "10.0.0.1"),
+            other => panic!("{other:?}"),
+        }
+        assert_ne!(flags & NLM_F_EXCL, 0, "an add must not replace");
+        assert_ne!(flags & NLM_F_CREATE, 0);
+        assert_ne!(flags & NLM_F_ACK, 0, "the answer bounds the wait");
+        assert_eq!(flags & netlink_packet_core::NLM_F_REPLACE, 0);
+        let (req, flags) = addr_request(AddrOp::Del, 7, "fd00::1".parse().unwrap(), 64);
+        match &req {
+            RouteNetlinkMessage::DelAddress(m) => want(m, AddressFamily::Inet6, 64, "fd00::1"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(flags, NLM_F_REQUEST | NLM_F_ACK);
+    }
+
+    /// One netlink datagram of `msgs`, as the kernel would send it.
+    fn datagram(msgs: Vec<(u32, NetlinkPayload<RouteNetlinkMessage>)>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (seq, payload) in msgs {
+            let mut m = NetlinkMessage::new(NetlinkHeader::default(), payload);
+            m.header.sequence_number = seq;
+            m.finalize();
+            let at = out.len();
+            out.resize(at + m.buffer_len(), 0);
+            m.serialize(&mut out[at..]);
+            out.resize(out.len().next_multiple_of(4), 0);
+        }
+        out
+    }
+
+    fn nlerr(errno: i32) -> NetlinkPayload<RouteNetlinkMessage> {
+        let mut e = netlink_packet_core::ErrorMessage::default();
+        e.code = std::num::NonZeroI32::new(errno.wrapping_neg());
+        e.header = vec![0; 16];
+        NetlinkPayload::Error(e)
     }
 
     #[test]
-    fn rtnetlink_ack_parsing() {
-        let mut ack = Vec::new();
-        ack.extend_from_slice(&36u32.to_ne_bytes());
-        ack.extend_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
-        ack.extend_from_slice(&0u16.to_ne_bytes());
-        ack.extend_from_slice(&5u32.to_ne_bytes());
-        ack.extend_from_slice(&0u32.to_ne_bytes());
-        ack.extend_from_slice(&(-libc::EEXIST).to_ne_bytes());
-        ack.extend_from_slice(&[0u8; 16]);
-        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(libc::EEXIST)));
-        assert_eq!(ack_errno(&ack, 6), None, "another request's answer");
-        ack[16..20].copy_from_slice(&0i32.to_ne_bytes());
-        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(0)));
-        assert_eq!(ack_errno(&ack[..10], 5), None);
-        assert_eq!(
-            ack_errno(&[0u8; 20], 5),
-            None,
-            "a zero length ends the walk"
-        );
-        // Our answer, cut before its error code: an answer all the same,
-        // not a reason to wait for another one.
-        assert_eq!(ack_errno(&ack[..18], 5), Some(Ack::Short));
-        let mut short = ack[..16].to_vec();
-        short[..4].copy_from_slice(&16u32.to_ne_bytes());
-        assert_eq!(ack_errno(&short, 5), Some(Ack::Short));
+    fn kernel_answers_end_the_wait_or_fail_it() {
+        let mut got = Answers::new();
+        assert!(read_answer(&datagram(vec![(5, nlerr(0))]), 5, &mut got).unwrap());
+        let e = read_answer(&datagram(vec![(5, nlerr(libc::EEXIST))]), 5, &mut got).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        // Another request's answer is not ours.
+        assert!(!read_answer(&datagram(vec![(6, nlerr(libc::EEXIST))]), 5, &mut got).unwrap());
+        assert!(got.is_empty());
+        // A link, then the ACK, in one datagram: the link is kept.
+        let mut link = LinkMessage::default();
+        link.header.index = 3;
+        link.header.flags = LinkFlags::Up | LinkFlags::Running;
+        let dg = datagram(vec![
+            (5, NetlinkPayload::from(RouteNetlinkMessage::NewLink(link))),
+            (5, nlerr(0)),
+        ]);
+        assert!(read_answer(&dg, 5, &mut got).unwrap());
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, libc::RTM_NEWLINK);
+        let h = LinkHeader::parse(&got[0].1).unwrap();
+        assert_eq!(h.index, 3);
+        assert!(h.flags.contains(LinkFlags::Up));
+        // The link alone: more is to come.
+        let mut got = Answers::new();
+        assert!(!read_answer(&dg[..dg.len() - 36], 5, &mut got).unwrap());
+        // Our answer cut short: an error of one line, not a reason to wait.
+        let ack = datagram(vec![(5, nlerr(0))]);
+        for cut in [&ack[..10], &ack[..18]] {
+            let e = read_answer(cut, 5, &mut Answers::new()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+        // A zero length cannot make the walk loop.
+        assert!(read_answer(&[0u8; 20], 5, &mut Answers::new()).is_err());
         // An errno the kernel never sends does not overflow.
-        ack[16..20].copy_from_slice(&i32::MIN.to_ne_bytes());
-        assert_eq!(ack_errno(&ack, 5), Some(Ack::Errno(i32::MIN)));
+        let e = read_answer(&datagram(vec![(5, nlerr(i32::MIN))]), 5, &mut got).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(i32::MIN));
     }
 
     #[test]
-    fn recv_timeout_errors_are_reported() {
-        let e = set_recv_timeout(-1, NETLINK_WAIT).unwrap_err();
-        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
-        // SAFETY: plain socket(2) call; the fd is owned by `sock` below.
-        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-        assert!(raw >= 0);
-        // SAFETY: `raw` is a fresh fd we own.
-        let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-        set_recv_timeout(sock.as_raw_fd(), NETLINK_WAIT).unwrap();
+    fn a_refused_change_is_one_line_naming_the_interface() {
+        let e = read_answer(
+            &datagram(vec![(1, nlerr(libc::EPERM))]),
+            1,
+            &mut Answers::new(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            config_error("tun0", "assign 10.0.0.1/24", &e).to_string(),
+            "tun0: cannot assign 10.0.0.1/24: Operation not permitted"
+        );
     }
 
+    #[test]
+    fn netlink_answers_are_bounded_by_the_timeout() {
+        // A real rtnetlink socket that was asked nothing: no answer comes.
+        let sock = Socket::new(NETLINK_ROUTE).unwrap();
+        sock.connect(&SocketAddr::new(0, 0)).unwrap();
+        let start = Instant::now();
+        let e = wait_answer(&sock, 1, Duration::from_millis(100)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut, "{e}");
+        assert!(e.to_string().contains("no answer from the kernel"), "{e}");
+        assert!(start.elapsed() >= Duration::from_millis(100));
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    #[test]
+    fn link_state_is_the_kernels() {
+        // Reading a link needs no privilege: lo, as getifaddrs sees it.
+        let lo = if_index("lo").unwrap();
+        let up = nix::ifaddrs::getifaddrs()
+            .unwrap()
+            .find(|a| a.interface_name == "lo")
+            .map(|a| a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
+            .unwrap();
+        assert_eq!(link_is_up(lo).unwrap(), up);
+        let e = link_is_up(0x7fff_fff0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENODEV), "{e}");
+        assert_eq!(if_index("no-such-if0"), None);
+    }
     #[test]
     fn mtu_is_changed_only_where_it_can_be_put_back() {
         assert_eq!(mtu_plan(true, Some(1500), 1500), MtuPlan::Keep);
