@@ -488,14 +488,7 @@ impl HttpHandler {
                 return;
             }
             let len = self.buf.len() as u64;
-            self.start(
-                200,
-                ctype,
-                len,
-                keep,
-                v10,
-                "Cache-Control: no-store\r\n",
-            );
+            self.start(200, ctype, len, keep, v10, "Cache-Control: no-store\r\n");
             self.body = if head_only {
                 Body::None
             } else {
@@ -1096,7 +1089,8 @@ mod tests {
 
     #[test]
     fn metrics_text() {
-        let req = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let req =
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
         let (_, r) = exchange(&default_service(), req, 1 << 20);
         assert_eq!(r.len(), 2);
         assert_eq!(r[0].code, 200);
@@ -1106,9 +1100,18 @@ mod tests {
         );
         let body = String::from_utf8(r[0].body.clone()).unwrap();
         assert!(body.contains("\ntcpd_uptime_seconds 61.250\n"), "{body}");
-        assert!(body.contains("\ntcpd_tcp_passive_opens_total 42\n"), "{body}");
-        assert!(body.contains("\ntcpd_tcp_drops_total{reason=\"paws\"} 9\n"), "{body}");
-        assert!(body.contains("\ntcpd_service_port{service=\"http\"} 80\n"), "{body}");
+        assert!(
+            body.contains("\ntcpd_tcp_passive_opens_total 42\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ntcpd_tcp_drops_total{reason=\"paws\"} 9\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ntcpd_service_port{service=\"http\"} 80\n"),
+            "{body}"
+        );
         assert_eq!(r[1].header("Content-Length"), r[0].header("Content-Length"));
         assert!(r[1].body.is_empty());
     }
@@ -1122,7 +1125,10 @@ mod tests {
         let mut b = Vec::new();
         write_stats_json(&st, 0, &mut b).unwrap();
         let text = String::from_utf8(b).unwrap();
-        assert!(text.starts_with("{\"iface\":\"a\\\"b\\\\c\\nd\\u0001é\","), "{text}");
+        assert!(
+            text.starts_with("{\"iface\":\"a\\\"b\\\\c\\nd\\u0001é\","),
+            "{text}"
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["iface"], "a\"b\\c\nd\u{1}é");
     }

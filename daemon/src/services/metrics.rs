@@ -55,74 +55,266 @@ impl Kind {
 pub const TCP_HELP: &[(&str, &str)] = &[
     ("packets_in", "IP packets handed to the endpoint."),
     ("packets_out", "IP packets the endpoint produced."),
-    ("bytes_in", "Bytes handed to the endpoint, IP headers included."),
-    ("bytes_out", "Bytes the endpoint produced, IP headers included."),
-    ("segments_in", "TCP segments received and processed by a connection or listener."),
+    (
+        "bytes_in",
+        "Bytes handed to the endpoint, IP headers included.",
+    ),
+    (
+        "bytes_out",
+        "Bytes the endpoint produced, IP headers included.",
+    ),
+    (
+        "segments_in",
+        "TCP segments received and processed by a connection or listener.",
+    ),
     ("segments_out", "TCP segments emitted."),
-    ("retransmits", "Segments retransmitted (RTO, fast retransmit, SYN and FIN)."),
-    ("rto_timeouts", "Retransmission timeouts that fired (RFC 6298)."),
-    ("fast_retransmits", "Fast retransmits (RFC 5681 section 3.2)."),
+    (
+        "retransmits",
+        "Segments retransmitted (RTO, fast retransmit, SYN and FIN).",
+    ),
+    (
+        "rto_timeouts",
+        "Retransmission timeouts that fired (RFC 6298).",
+    ),
+    (
+        "fast_retransmits",
+        "Fast retransmits (RFC 5681 section 3.2).",
+    ),
     ("rst_out", "RST segments sent."),
     ("rst_in", "RST segments received."),
     ("challenge_acks", "Challenge ACKs sent (RFC 5961)."),
-    ("challenge_acks_suppressed", "Challenge ACKs suppressed by the rate limit (RFC 5961 section 7)."),
+    (
+        "challenge_acks_suppressed",
+        "Challenge ACKs suppressed by the rate limit (RFC 5961 section 7).",
+    ),
     ("syn_cookies_sent", "SYN cookies sent (RFC 4987)."),
-    ("syn_cookies_ok", "Connections established from a valid SYN cookie."),
-    ("syn_cookies_bad", "ACKs to a listener that carried an invalid SYN cookie."),
+    (
+        "syn_cookies_ok",
+        "Connections established from a valid SYN cookie.",
+    ),
+    (
+        "syn_cookies_bad",
+        "ACKs to a listener that carried an invalid SYN cookie.",
+    ),
     ("icmp_echo", "ICMP echo requests answered."),
-    ("passive_opens", "Connections opened passively (LISTEN to ESTABLISHED)."),
+    (
+        "passive_opens",
+        "Connections opened passively (LISTEN to ESTABLISHED).",
+    ),
     ("active_opens", "Connections opened actively."),
     ("closed", "Connections that reached CLOSED, any way."),
-    ("timeouts", "Connections reset by user timeout, retransmission limit or keep-alive."),
-    ("ooo_segments", "Out-of-order segments queued for reassembly."),
-    ("out_of_window", "Segments trimmed or dropped because they fell outside the window."),
-    ("window_updates_repeated", "Window openings repeated in a pure ACK after riding on a retransmission."),
-    ("dsacks_in", "D-SACK blocks received (RFC 2883): data the peer got twice."),
-    ("spurious_recoveries", "Recoveries undone because D-SACK showed them needless (RFC 3708, RFC 4015)."),
+    (
+        "timeouts",
+        "Connections reset by user timeout, retransmission limit or keep-alive.",
+    ),
+    (
+        "ooo_segments",
+        "Out-of-order segments queued for reassembly.",
+    ),
+    (
+        "out_of_window",
+        "Segments trimmed or dropped because they fell outside the window.",
+    ),
+    (
+        "window_updates_repeated",
+        "Window openings repeated in a pure ACK after riding on a retransmission.",
+    ),
+    (
+        "dsacks_in",
+        "D-SACK blocks received (RFC 2883): data the peer got twice.",
+    ),
+    (
+        "spurious_recoveries",
+        "Recoveries undone because D-SACK showed them needless (RFC 3708, RFC 4015).",
+    ),
 ];
 
 /// One-line descriptions and kinds of the daemon's figures (the reactor's
 /// counters, the device layers' counters, the buffer pool).
 pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
     ("wakeups", Kind::Counter, "Reactor wake-ups."),
-    ("rx_packets", Kind::Counter, "Packets read from the device and handed to the endpoint."),
-    ("tx_packets", Kind::Counter, "Packets the endpoint produced that the device took."),
-    ("tx_retries", Kind::Counter, "Device writes refused for now, kept and retried."),
-    ("tx_errors", Kind::Counter, "Packets the device refused with a hard error (dropped)."),
-    ("rx_errors", Kind::Counter, "Device read errors other than WouldBlock."),
-    ("accepted", Kind::Counter, "Connections accepted and handed to a service."),
-    ("refused", Kind::Counter, "Connections refused at accept (shutting down, no service)."),
-    ("worker_batches_out", Kind::Counter, "Event batches handed to worker threads."),
-    ("worker_batches_in", Kind::Counter, "Command batches received from worker threads."),
-    ("worker_queue_full", Kind::Counter, "Times a worker's event queue was full (reading paused)."),
-    ("bytes_to_services", Kind::Counter, "Payload bytes handed to the services."),
-    ("bytes_from_services", Kind::Counter, "Payload bytes the services sent."),
-    ("short_sends", Kind::Counter, "Sends the endpoint took only in part (kept and retried)."),
-    ("credit_grants", Kind::Counter, "Send credit grants (writable events) to workers."),
+    (
+        "rx_packets",
+        Kind::Counter,
+        "Packets read from the device and handed to the endpoint.",
+    ),
+    (
+        "tx_packets",
+        Kind::Counter,
+        "Packets the endpoint produced that the device took.",
+    ),
+    (
+        "tx_retries",
+        Kind::Counter,
+        "Device writes refused for now, kept and retried.",
+    ),
+    (
+        "tx_errors",
+        Kind::Counter,
+        "Packets the device refused with a hard error (dropped).",
+    ),
+    (
+        "rx_errors",
+        Kind::Counter,
+        "Device read errors other than WouldBlock.",
+    ),
+    (
+        "accepted",
+        Kind::Counter,
+        "Connections accepted and handed to a service.",
+    ),
+    (
+        "refused",
+        Kind::Counter,
+        "Connections refused at accept (shutting down, no service).",
+    ),
+    (
+        "worker_batches_out",
+        Kind::Counter,
+        "Event batches handed to worker threads.",
+    ),
+    (
+        "worker_batches_in",
+        Kind::Counter,
+        "Command batches received from worker threads.",
+    ),
+    (
+        "worker_queue_full",
+        Kind::Counter,
+        "Times a worker's event queue was full (reading paused).",
+    ),
+    (
+        "bytes_to_services",
+        Kind::Counter,
+        "Payload bytes handed to the services.",
+    ),
+    (
+        "bytes_from_services",
+        Kind::Counter,
+        "Payload bytes the services sent.",
+    ),
+    (
+        "short_sends",
+        Kind::Counter,
+        "Sends the endpoint took only in part (kept and retried).",
+    ),
+    (
+        "credit_grants",
+        Kind::Counter,
+        "Send credit grants (writable events) to workers.",
+    ),
     ("resets", Kind::Counter, "Connections reset by the peer."),
     ("timeouts", Kind::Counter, "Connections that timed out."),
-    ("shutdown_resets", Kind::Counter, "Connections reset at the end of a shutdown's grace period."),
-    ("tx_oversize", Kind::Counter, "Packets the endpoint produced that exceed the MTU."),
-    ("dev_rx_gso", Kind::Counter, "Coalesced (GRO) packets read from the TUN device."),
-    ("dev_tx_gso", Kind::Counter, "Segmentation-offload (TSO/GSO) packets written to the TUN device."),
-    ("dev_rx_packets", Kind::Counter, "Packets read from the TUN device."),
-    ("dev_tx_packets", Kind::Counter, "Packets written to the TUN device."),
-    ("dev_rx_bytes", Kind::Counter, "Bytes read from the TUN device."),
-    ("dev_tx_bytes", Kind::Counter, "Bytes written to the TUN device."),
-    ("pcap_records", Kind::Counter, "Packets recorded to the pcap capture."),
-    ("pcap_lost", Kind::Counter, "Packets the pcap capture lacks because its writer fell behind."),
-    ("fault_rx_dropped", Kind::Counter, "Inbound packets the fault injector dropped."),
-    ("fault_tx_dropped", Kind::Counter, "Outbound packets the fault injector dropped."),
-    ("fault_rx_duplicated", Kind::Counter, "Inbound packets the fault injector duplicated."),
-    ("fault_tx_duplicated", Kind::Counter, "Outbound packets the fault injector duplicated."),
-    ("fault_rx_reordered", Kind::Counter, "Inbound packets the fault injector reordered."),
-    ("fault_tx_reordered", Kind::Counter, "Outbound packets the fault injector reordered."),
-    ("fault_rx_corrupted", Kind::Counter, "Inbound packets the fault injector corrupted."),
-    ("fault_tx_corrupted", Kind::Counter, "Outbound packets the fault injector corrupted."),
-    ("fault_rx_delayed", Kind::Counter, "Inbound packets the fault injector delayed."),
-    ("fault_tx_delayed", Kind::Counter, "Outbound packets the fault injector delayed."),
-    ("fault_queue_full", Kind::Counter, "Packets passed undelayed because the fault injector's queue was full."),
-    ("pool_buffers", Kind::Gauge, "Free packet buffers in the reactor's pool."),
+    (
+        "shutdown_resets",
+        Kind::Counter,
+        "Connections reset at the end of a shutdown's grace period.",
+    ),
+    (
+        "tx_oversize",
+        Kind::Counter,
+        "Packets the endpoint produced that exceed the MTU.",
+    ),
+    (
+        "dev_rx_gso",
+        Kind::Counter,
+        "Coalesced (GRO) packets read from the TUN device.",
+    ),
+    (
+        "dev_tx_gso",
+        Kind::Counter,
+        "Segmentation-offload (TSO/GSO) packets written to the TUN device.",
+    ),
+    (
+        "dev_rx_packets",
+        Kind::Counter,
+        "Packets read from the TUN device.",
+    ),
+    (
+        "dev_tx_packets",
+        Kind::Counter,
+        "Packets written to the TUN device.",
+    ),
+    (
+        "dev_rx_bytes",
+        Kind::Counter,
+        "Bytes read from the TUN device.",
+    ),
+    (
+        "dev_tx_bytes",
+        Kind::Counter,
+        "Bytes written to the TUN device.",
+    ),
+    (
+        "pcap_records",
+        Kind::Counter,
+        "Packets recorded to the pcap capture.",
+    ),
+    (
+        "pcap_lost",
+        Kind::Counter,
+        "Packets the pcap capture lacks because its writer fell behind.",
+    ),
+    (
+        "fault_rx_dropped",
+        Kind::Counter,
+        "Inbound packets the fault injector dropped.",
+    ),
+    (
+        "fault_tx_dropped",
+        Kind::Counter,
+        "Outbound packets the fault injector dropped.",
+    ),
+    (
+        "fault_rx_duplicated",
+        Kind::Counter,
+        "Inbound packets the fault injector duplicated.",
+    ),
+    (
+        "fault_tx_duplicated",
+        Kind::Counter,
+        "Outbound packets the fault injector duplicated.",
+    ),
+    (
+        "fault_rx_reordered",
+        Kind::Counter,
+        "Inbound packets the fault injector reordered.",
+    ),
+    (
+        "fault_tx_reordered",
+        Kind::Counter,
+        "Outbound packets the fault injector reordered.",
+    ),
+    (
+        "fault_rx_corrupted",
+        Kind::Counter,
+        "Inbound packets the fault injector corrupted.",
+    ),
+    (
+        "fault_tx_corrupted",
+        Kind::Counter,
+        "Outbound packets the fault injector corrupted.",
+    ),
+    (
+        "fault_rx_delayed",
+        Kind::Counter,
+        "Inbound packets the fault injector delayed.",
+    ),
+    (
+        "fault_tx_delayed",
+        Kind::Counter,
+        "Outbound packets the fault injector delayed.",
+    ),
+    (
+        "fault_queue_full",
+        Kind::Counter,
+        "Packets passed undelayed because the fault injector's queue was full.",
+    ),
+    (
+        "pool_buffers",
+        Kind::Gauge,
+        "Free packet buffers in the reactor's pool.",
+    ),
 ];
 
 /// The metric name of the endpoint counter `name`.
@@ -135,7 +327,13 @@ pub fn tcp_metric(name: &str) -> String {
 pub fn daemon_metric(name: &str) -> (String, Kind, &'static str) {
     let clean: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let name = clean.as_str();
     match DAEMON_HELP.iter().find(|(n, _, _)| *n == name) {
@@ -164,8 +362,18 @@ pub fn render(st: &Status) -> Rendered {
     head.extend_from_slice(b"tcpd_uptime_seconds ");
     let mut b = Vec::with_capacity(16 * 1024);
     b.push(b'\n');
-    family(&mut b, "tcpd_mtu_bytes", Kind::Gauge, "MTU of the TUN device.");
-    sample(&mut b, "tcpd_mtu_bytes", Some(("iface", &st.iface)), st.mtu as u64);
+    family(
+        &mut b,
+        "tcpd_mtu_bytes",
+        Kind::Gauge,
+        "MTU of the TUN device.",
+    );
+    sample(
+        &mut b,
+        "tcpd_mtu_bytes",
+        Some(("iface", &st.iface)),
+        st.mtu as u64,
+    );
     family(
         &mut b,
         "tcpd_address_info",
@@ -173,7 +381,12 @@ pub fn render(st: &Status) -> Rendered {
         "An address the stack answers on (always 1).",
     );
     for a in &st.addrs {
-        sample(&mut b, "tcpd_address_info", Some(("address", &a.to_string())), 1);
+        sample(
+            &mut b,
+            "tcpd_address_info",
+            Some(("address", &a.to_string())),
+            1,
+        );
     }
     family(
         &mut b,
@@ -182,7 +395,12 @@ pub fn render(st: &Status) -> Rendered {
         "The TCP port a service listens on.",
     );
     for (name, port) in &st.services {
-        sample(&mut b, "tcpd_service_port", Some(("service", name)), u64::from(*port));
+        sample(
+            &mut b,
+            "tcpd_service_port",
+            Some(("service", name)),
+            u64::from(*port),
+        );
     }
     family(
         &mut b,
@@ -191,7 +409,12 @@ pub fn render(st: &Status) -> Rendered {
         "Open connections by RFC 9293 state.",
     );
     for (state, n) in &st.states {
-        sample(&mut b, "tcpd_connections", Some(("state", state.name())), *n as u64);
+        sample(
+            &mut b,
+            "tcpd_connections",
+            Some(("state", state.name())),
+            *n as u64,
+        );
     }
     for (name, v) in super::stats_fields(&st.stats) {
         let metric = tcp_metric(name);
@@ -364,7 +587,10 @@ mod tests {
             stats["uptime_ms"].as_f64().unwrap() / 1000.0
         );
         assert_eq!(
-            gauge("tcpd_mtu_bytes", Some(("iface", stats["iface"].as_str().unwrap()))),
+            gauge(
+                "tcpd_mtu_bytes",
+                Some(("iface", stats["iface"].as_str().unwrap()))
+            ),
             stats["mtu"].as_f64().unwrap()
         );
         for a in stats["addrs"].as_array().unwrap() {
@@ -389,7 +615,11 @@ mod tests {
         for (k, v) in &tcp {
             assert_eq!(counter(&tcp_metric(k), None), v.as_f64().unwrap(), "{k}");
         }
-        assert_eq!(families("tcpd_tcp_"), tcp.len() + 1, "tcp counters and drops");
+        assert_eq!(
+            families("tcpd_tcp_"),
+            tcp.len() + 1,
+            "tcp counters and drops"
+        );
         let drops = obj("drops");
         assert_eq!(typed["tcpd_tcp_drops_total"], drops.len());
         for (k, v) in &drops {
@@ -420,7 +650,10 @@ mod tests {
             ..st
         };
         let t = text(&odd, up);
-        assert!(t.contains("tcpd_mtu_bytes{iface=\"tun\\\"0\\\\\\n\"} 1400\n"), "{t}");
+        assert!(
+            t.contains("tcpd_mtu_bytes{iface=\"tun\\\"0\\\\\\n\"} 1400\n"),
+            "{t}"
+        );
     }
 
     /// Every counter the endpoint and the daemon's own layers name has its
@@ -433,13 +666,20 @@ mod tests {
             })
         };
         for (name, _) in super::super::stats_fields(&tcp::Stats::default()) {
-            assert!(TCP_HELP.iter().any(|(n, _)| *n == name), "no help for {name}");
+            assert!(
+                TCP_HELP.iter().any(|(n, _)| *n == name),
+                "no help for {name}"
+            );
             assert!(valid(&tcp_metric(name)));
         }
         /// A device that never has a packet: only its counters matter.
         struct Null;
         impl crate::device::Device for Null {
-            fn recv(&mut self, _now: std::time::Instant, _buf: &mut [u8]) -> std::io::Result<usize> {
+            fn recv(
+                &mut self,
+                _now: std::time::Instant,
+                _buf: &mut [u8],
+            ) -> std::io::Result<usize> {
                 Err(std::io::ErrorKind::WouldBlock.into())
             }
             fn send(&mut self, _now: std::time::Instant, _pkt: &[u8]) -> std::io::Result<()> {
@@ -454,7 +694,10 @@ mod tests {
         crate::device::Device::counters(&fault, &mut names);
         names.extend([("pcap_records", 0), ("pcap_lost", 0), ("pool_buffers", 0)]);
         for (name, _) in names {
-            assert!(DAEMON_HELP.iter().any(|(n, _, _)| *n == name), "no help for {name}");
+            assert!(
+                DAEMON_HELP.iter().any(|(n, _, _)| *n == name),
+                "no help for {name}"
+            );
         }
         for (name, _, help) in DAEMON_HELP {
             assert!(valid(&daemon_metric(name).0), "{name}");
