@@ -221,7 +221,15 @@ fn curl_metrics_is_prometheus_text_matching_stats() {
     let json = |text: &str| -> serde_json::Value {
         serde_json::from_str(text).unwrap_or_else(|e| panic!("/stats: {e}: {text}"))
     };
-    let before = json(&ns.stats());
+    // The status is published every 250 ms: wait for one after the traffic.
+    let until = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let v = json(&ns.stats());
+        if v["tcp"]["packets_in"].as_u64().unwrap_or(0) > 0 || Instant::now() >= until {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let out = ns.run(
         "curl",
         &[
