@@ -22,7 +22,8 @@ Examples:
   sudo tcpd tun0 --fault-drop 0.03 --fault-reorder 0.1   impair the link
 
 Logging: -v/-vv for more, -q/-qq for less; RUST_LOG (e.g. RUST_LOG=daemon=debug) overrides.
-HTTP paths: / status page, /stats counters as JSON, /bytes/N N bytes (byte i = i % 251).";
+HTTP paths: / status page, /stats counters as JSON, /metrics the same for Prometheus,
+/bytes/N N bytes (byte i = i % 251).";
 
 /// A user-space TCP/IP stack serving echo, discard and HTTP on a TUN device.
 #[derive(Parser, Debug)]

@@ -203,6 +203,135 @@ fn curl_status_page_and_stats() {
     );
 }
 
+/// `/metrics`, fetched with curl inside the namespace, is Prometheus text
+/// (0.0.4) that prometheus-parse reads: every line a HELP, TYPE or sample
+/// line, every family with HELP and TYPE, the content type of the format,
+/// and the figures of `/stats` fetched around it (counters between the two
+/// `/stats` readings, the services' ports and the MTU equal).
+#[test]
+fn curl_metrics_is_prometheus_text_matching_stats() {
+    if !live_ok("curl_metrics_is_prometheus_text_matching_stats") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let ns = Netns::new("metrics");
+    let _t = Tcpd::start(&ns, &["--seed", "8"]);
+    // Some traffic, so that the counters are not all zero.
+    echo_roundtrip(ns.connect("10.0.0.2:7"), 100_000, true);
+    let json = |text: &str| -> serde_json::Value {
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("/stats: {e}: {text}"))
+    };
+    // The status is published every 250 ms: wait for one after the traffic.
+    let until = Instant::now() + Duration::from_secs(5);
+    let before = loop {
+        let v = json(&ns.stats());
+        if v["tcp"]["packets_in"].as_u64().unwrap_or(0) > 0 || Instant::now() >= until {
+            break v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-w",
+            "\n%{http_code} %{content_type}",
+            "http://10.0.0.2/metrics",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "curl /metrics: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = json(&ns.stats());
+    let all = String::from_utf8(out.stdout).unwrap();
+    let (text, tail) = all.rsplit_once('\n').unwrap();
+    assert_eq!(tail, "200 text/plain; version=0.0.4; charset=utf-8");
+    let mut families = std::collections::HashSet::new();
+    for line in text.lines() {
+        match prometheus_parse::LineInfo::parse(line) {
+            prometheus_parse::LineInfo::Type { metric_name, .. } => {
+                assert!(families.insert(metric_name.clone()), "TYPE twice: {line}");
+            }
+            prometheus_parse::LineInfo::Doc { .. } => {}
+            prometheus_parse::LineInfo::Sample { metric_name, .. } => {
+                assert!(families.contains(metric_name), "untyped: {line}");
+            }
+            other => panic!("not Prometheus text: {line:?} ({other:?})"),
+        }
+    }
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
+    for f in &families {
+        assert!(scrape.docs.contains_key(f), "no HELP for {f}");
+    }
+    let value = |name: &str, label: Option<(&str, &str)>| -> (f64, bool) {
+        let s = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+            .unwrap_or_else(|| panic!("no {name} {label:?} in /metrics:\n{text}"));
+        match s.value {
+            prometheus_parse::Value::Counter(v) => (v, true),
+            prometheus_parse::Value::Gauge(v) => (v, false),
+            ref v => panic!("{name}: {v:?}"),
+        }
+    };
+    let tcp = before["tcp"].as_object().unwrap();
+    assert!(tcp["packets_in"].as_u64().unwrap() > 0);
+    for (k, v) in tcp {
+        let (got, is_counter) = value(&format!("tcpd_tcp_{k}_total"), None);
+        assert!(is_counter, "{k}");
+        let hi = after["tcp"][k].as_f64().unwrap();
+        assert!(
+            v.as_f64().unwrap() <= got && got <= hi,
+            "{k}: {v} <= {got} <= {hi}"
+        );
+    }
+    for (k, v) in before["drops"].as_object().unwrap() {
+        let (got, is_counter) = value("tcpd_tcp_drops_total", Some(("reason", k)));
+        assert!(is_counter);
+        assert!(v.as_f64().unwrap() <= got && got <= after["drops"][k].as_f64().unwrap());
+    }
+    for (k, v) in before["daemon"].as_object().unwrap() {
+        let counter = format!("tcpd_daemon_{k}_total");
+        let name = if families.contains(&counter) {
+            counter
+        } else {
+            format!("tcpd_daemon_{k}")
+        };
+        let (got, is_counter) = value(&name, None);
+        if is_counter {
+            let hi = after["daemon"][k].as_f64().unwrap();
+            assert!(
+                v.as_f64().unwrap() <= got && got <= hi,
+                "{k}: {v} <= {got} <= {hi}"
+            );
+        }
+    }
+    for (k, v) in before["services"].as_object().unwrap() {
+        assert_eq!(
+            value("tcpd_service_port", Some(("service", k))).0,
+            v.as_f64().unwrap()
+        );
+    }
+    assert_eq!(
+        value("tcpd_service_port", Some(("service", "http"))).0,
+        80.0
+    );
+    let iface = before["iface"].as_str().unwrap();
+    let (mtu, _) = value("tcpd_mtu_bytes", Some(("iface", iface)));
+    assert_eq!(mtu, before["mtu"].as_f64().unwrap());
+    let (up, _) = value("tcpd_uptime_seconds", None);
+    let (lo, hi) = (
+        before["uptime_ms"].as_f64().unwrap(),
+        after["uptime_ms"].as_f64().unwrap(),
+    );
+    assert!(lo / 1000.0 <= up && up <= hi / 1000.0, "{lo} {up} {hi}");
+}
+
 /// sha256 of `n` bytes of the `/bytes/N` pattern, by sha256sum.
 fn pattern_sha256(n: usize) -> String {
     let mut child = Command::new("sha256sum")

@@ -4,8 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
-/// An address with a prefix length (`10.0.0.1/24`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// An address with a prefix length (`10.0.0.1/24`); (de)serializes as
+/// that string.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub struct IpNet {
     /// The address.
     pub addr: IpAddr,
@@ -61,6 +63,19 @@ impl IpNet {
     }
 }
 
+impl From<IpNet> for String {
+    fn from(n: IpNet) -> String {
+        n.to_string()
+    }
+}
+
+impl TryFrom<String> for IpNet {
+    type Error = String;
+    fn try_from(s: String) -> Result<IpNet, String> {
+        IpNet::parse(&s)
+    }
+}
+
 impl std::fmt::Display for IpNet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.addr, self.prefix)
@@ -68,7 +83,9 @@ impl std::fmt::Display for IpNet {
 }
 
 /// Seeded fault injection on the device, both directions (see [`crate::fault`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// (De)serializes with the fields' names; a missing field takes its default.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct FaultConfig {
     /// Probability that a packet is dropped.
     pub drop: f64,

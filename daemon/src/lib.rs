@@ -15,6 +15,7 @@ pub mod pool;
 pub mod reactor;
 mod run;
 pub mod services;
+pub mod sidecar;
 pub mod testdir;
 pub mod tun;
 pub mod worker;

@@ -25,33 +25,8 @@
 //! # Sidecar file
 //!
 //! Next to `FILE` tcpd writes `FILE.json` ([`sidecar_path`]) with what a
-//! replay needs to rebuild the same endpoint and services. One JSON object:
-//!
-//! ```json
-//! {
-//!   "format": "tcpd-pcap-sidecar", "version": 1,
-//!   "seed": 42,                      // tcp::Config::seed
-//!   "start_unix_us": 1763800000000000, // pcap ts - this = endpoint now (µs)
-//!   "iface": "tun0", "mtu": 1500,
-//!   "addrs": ["10.0.0.2", "fd00::2"], // the stack's addresses
-//!   "host_addr": "10.0.0.1/24", "host_addr6": "fd00::1/64",
-//!   "services": [{"name": "echo", "port": 7}, ...],
-//!   "http_root": null,                // or the directory
-//!   "workers": 2, "nodelay": true, "backlog": 1024,
-//!   "rx_budget": 128, "read_chunk": 65536, "pool_buffers": 256,
-//!   "http": {"max_header_bytes": 8192, "max_headers": 64,
-//!            "max_requests": 1000, "max_body_bytes": 65536,
-//!            "max_bytes_n": 1099511627776},
-//!   "fault": {"drop": 0.0, "dup": 0.0, "reorder": 0.0, "corrupt": 0.0,
-//!             "delay_ms": 0, "seed": 1},
-//!   "tcp": {"send_buffer": 262144, "recv_buffer": 262144, ... every
-//!           numeric/bool field of tcp::Config; durations in µs}
-//! }
-//! ```
-//!
-//! `rx_budget`, `read_chunk`, `pool_buffers` and `http` were added later
-//! (still version 1): a reader takes [`Config::default`]'s values when they
-//! are missing, which is what the daemon ran with before they were written.
+//! replay needs to rebuild the same endpoint and services: a
+//! [`crate::sidecar::Sidecar`] (the format is described there).
 //!
 //! With `"workers": 0` the handlers ran inline through
 //! [`crate::services::InlineHost`], as a replay runs them, so the replay
@@ -67,7 +42,6 @@ use crate::device::Device;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
-use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{self, BufWriter};
 use std::os::fd::RawFd;
@@ -342,118 +316,9 @@ impl<D> Drop for PcapTap<D> {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-/// The sidecar JSON for a capture (format in the module documentation).
+/// The sidecar JSON for a capture ([`crate::sidecar::Sidecar`]).
 pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> String {
-    let t = cfg.tcp_config();
-    let addrs: Vec<String> = cfg
-        .stack_addrs()
-        .iter()
-        .map(|a| json_str(&a.to_string()))
-        .collect();
-    let services: Vec<String> = cfg
-        .service_ports()
-        .iter()
-        .map(|(n, p)| format!("{{\"name\": {}, \"port\": {p}}}", json_str(n)))
-        .collect();
-    let root = match &cfg.http_root {
-        Some(p) => json_str(&p.display().to_string()),
-        None => "null".into(),
-    };
-    let f = &cfg.fault;
-    let ka = match t.keepalive {
-        Some(k) => format!(
-            "{{\"idle_us\": {}, \"interval_us\": {}, \"count\": {}}}",
-            k.idle.as_micros(),
-            k.interval.as_micros(),
-            k.count
-        ),
-        None => "null".into(),
-    };
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        "{{\n  \"format\": \"tcpd-pcap-sidecar\",\n  \"version\": 1,\n  \"seed\": {seed},\n  \
-         \"start_unix_us\": {start},\n  \"iface\": {iface},\n  \"mtu\": {mtu},\n  \"addrs\": [{addrs}],\n  \
-         \"host_addr\": {ha},\n  \"host_addr6\": {ha6},\n  \"services\": [{services}],\n  \
-         \"http_root\": {root},\n  \"workers\": {workers},\n  \"nodelay\": {nodelay},\n  \"backlog\": {backlog},\n  \
-         \"rx_budget\": {rxb}, \"read_chunk\": {rc}, \"pool_buffers\": {pb},\n  \
-         \"http\": {{\"max_header_bytes\": {hmhb}, \"max_headers\": {hmh}, \"max_requests\": {hmr}, \
-         \"max_body_bytes\": {hmbb}, \"max_bytes_n\": {hmbn}}},\n  \
-         \"fault\": {{\"drop\": {fd}, \"dup\": {fu}, \"reorder\": {fr}, \"corrupt\": {fc}, \"delay_ms\": {fdl}, \"seed\": {fs}}},\n  \
-         \"tcp\": {{\"max_connections\": {mc}, \"send_buffer\": {sb}, \"recv_buffer\": {rb}, \"max_ooo_ranges\": {mo}, \
-         \"buffer_pool_bytes\": {bp}, \"delayed_ack_us\": {da}, \"min_rto_us\": {minrto}, \"initial_rto_us\": {irto}, \
-         \"max_rto_us\": {maxrto}, \"time_wait_us\": {tw}, \"user_timeout_us\": {ut}, \"syn_retries\": {sr}, \
-         \"synack_retries\": {sar}, \"keepalive\": {ka}, \"nagle\": {nagle}, \"initial_window\": {iw}, \
-         \"window_scaling\": {ws}, \"timestamps\": {ts}, \"sack\": {sack}, \"syn_cookies\": {sc}, \
-         \"syn_backlog\": {sbl}, \"challenge_ack_limit\": {cal}, \"ephemeral_ports\": [{ep0}, {ep1}], \
-         \"max_control_queue\": {mcq}, \"ttl\": {ttl}}}\n}}\n",
-        seed = cfg.seed,
-        start = clock.start_unix_us(),
-        iface = json_str(&cfg.iface),
-        ha = json_str(&cfg.host_addr.to_string()),
-        ha6 = json_str(&cfg.host_addr6.to_string()),
-        addrs = addrs.join(", "),
-        services = services.join(", "),
-        nodelay = cfg.nodelay,
-        backlog = cfg.backlog,
-        rxb = cfg.rx_budget,
-        rc = cfg.read_chunk,
-        pb = cfg.pool_buffers,
-        hmhb = cfg.http.max_header_bytes,
-        hmh = cfg.http.max_headers,
-        hmr = cfg.http.max_requests,
-        hmbb = cfg.http.max_body_bytes,
-        hmbn = cfg.http.max_bytes_n,
-        fd = f.drop,
-        fu = f.dup,
-        fr = f.reorder,
-        fc = f.corrupt,
-        fdl = f.delay_ms,
-        fs = f.seed,
-        mc = t.max_connections,
-        sb = t.send_buffer,
-        rb = t.recv_buffer,
-        mo = t.max_ooo_ranges,
-        bp = t.buffer_pool_bytes,
-        da = t.delayed_ack.as_micros(),
-        minrto = t.min_rto.as_micros(),
-        irto = t.initial_rto.as_micros(),
-        maxrto = t.max_rto.as_micros(),
-        tw = t.time_wait.as_micros(),
-        ut = t.user_timeout.as_micros(),
-        sr = t.syn_retries,
-        sar = t.synack_retries,
-        nagle = t.nagle,
-        iw = t.initial_window,
-        ws = t.window_scaling,
-        ts = t.timestamps,
-        sack = t.sack,
-        sc = t.syn_cookies,
-        sbl = t.syn_backlog,
-        cal = t.challenge_ack_limit,
-        ep0 = t.ephemeral_ports.0,
-        ep1 = t.ephemeral_ports.1,
-        mcq = t.max_control_queue,
-        ttl = t.ttl,
-    );
-    s
+    crate::sidecar::Sidecar::of(cfg, clock.start_unix_us(), mtu, workers).to_json()
 }
 
 #[cfg(test)]
@@ -506,8 +371,11 @@ mod tests {
         assert_eq!(n, 20);
         let cfg = Config::default();
         let js = sidecar_json(&cfg, &clock, 1500, 2);
-        assert!(js.contains("\"seed\": 0"));
-        assert!(js.contains("\"addrs\": [\"10.0.0.2\", \"fd00::2\"]"));
+        let sc = crate::sidecar::Sidecar::parse(&js).unwrap();
+        assert_eq!(sc.seed, 0);
+        assert_eq!(sc.workers, 2);
+        let addrs: Vec<String> = sc.addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.2", "fd00::2"]);
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub struct Counters {
 }
 
 impl Counters {
-    fn named(&self) -> [(&'static str, u64); 19] {
+    /// Every counter with its name, for `/stats` and `/metrics`.
+    pub(crate) fn named(&self) -> [(&'static str, u64); 19] {
         [
             ("wakeups", self.wakeups),
             ("rx_packets", self.rx_packets),

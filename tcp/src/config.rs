@@ -4,11 +4,21 @@ use crate::time::Duration;
 use std::net::IpAddr;
 
 /// TCP keep-alive parameters (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6).
+///
+/// With the `serde` feature: durations in µs under `idle_us` and
+/// `interval_us`; a missing field takes its default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default)
+)]
 pub struct Keepalive {
     /// Idle time before the first probe. Linux default: 7200 s.
+    #[cfg_attr(feature = "serde", serde(rename = "idle_us"))]
     pub idle: Duration,
     /// Time between unanswered probes. Linux default: 75 s.
+    #[cfg_attr(feature = "serde", serde(rename = "interval_us"))]
     pub interval: Duration,
     /// Unanswered probes before the connection is dropped. Linux default: 9.
     pub count: u32,
@@ -25,7 +35,20 @@ impl Default for Keepalive {
 }
 
 /// Configuration of an [`crate::Endpoint`].
+///
+/// With the `serde` feature it (de)serializes as one object with the
+/// fields' names; durations are whole microseconds under the field's name
+/// with `_us` appended (`delayed_ack_us`, ...; a field added later without
+/// that suffix is still a [`Duration`], so still µs). Every field is
+/// optional: a missing one takes its [`Config::default`] value, so that a
+/// configuration written before a field existed reads back with the
+/// behaviour it had then.
 #[derive(Clone, Debug)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default)
+)]
 pub struct Config {
     /// Seed from which the ISN secret (RFC 6528), the SYN-cookie secret, the
     /// hash-table keys, the ephemeral-port secret (RFC 6056), the
@@ -69,23 +92,30 @@ pub struct Config {
     /// carry no data, and between two challenge ACKs, per connection (as
     /// Linux's `tcp_invalid_ratelimit`), so that two stacks can never
     /// ping-pong ACKs. Default 500 ms.
+    #[cfg_attr(feature = "serde", serde(rename = "oow_ack_interval_us"))]
     pub oow_ack_interval: Duration,
     /// Bytes of free buffers kept in the endpoint's pool for reuse.
     /// Default 32 MiB.
     pub buffer_pool_bytes: usize,
     /// Delayed-ACK timer (RFC 1122 §4.2.3.2: at most 500 ms). Default 40 ms, as Linux.
+    #[cfg_attr(feature = "serde", serde(rename = "delayed_ack_us"))]
     pub delayed_ack: Duration,
     /// Lower bound of the retransmission timeout. RFC 6298 §2.4 says 1 s;
     /// Linux uses 200 ms, and so do we by default.
+    #[cfg_attr(feature = "serde", serde(rename = "min_rto_us"))]
     pub min_rto: Duration,
     /// RTO before any RTT sample (RFC 6298 §2.1: 1 s).
+    #[cfg_attr(feature = "serde", serde(rename = "initial_rto_us"))]
     pub initial_rto: Duration,
     /// Upper bound of the RTO (RFC 6298 §2.5 allows >= 60 s; Linux 120 s).
+    #[cfg_attr(feature = "serde", serde(rename = "max_rto_us"))]
     pub max_rto: Duration,
     /// Time spent in TIME-WAIT: 2 MSL (RFC 9293 §3.4.2). Default 60 s, as Linux.
+    #[cfg_attr(feature = "serde", serde(rename = "time_wait_us"))]
     pub time_wait: Duration,
     /// User timeout (RFC 9293 §3.8.3 "USER TIMEOUT"): a connection that
     /// cannot get data acknowledged for this long is reset. Default 120 s.
+    #[cfg_attr(feature = "serde", serde(rename = "user_timeout_us"))]
     pub user_timeout: Duration,
     /// SYN retransmissions before an active open fails. Linux: 6.
     pub syn_retries: u32,

@@ -11,7 +11,15 @@ use core::ops::{Add, AddAssign, Sub};
 pub struct Instant(u64);
 
 /// A span of time in microseconds.
+///
+/// With the `serde` feature it (de)serializes as the bare number of
+/// microseconds.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct Duration(u64);
 
 impl Instant {

@@ -588,12 +588,15 @@ pub fn isolated(prog: &str) -> Command {
 #[allow(unused_imports)] // not every test binary uses it
 pub use daemon::testdir::TempDir;
 
-/// The value of counter `key` in tcpd's `/stats` JSON.
+/// The value of counter `key` in tcpd's `/stats` JSON: a top-level number
+/// or one in a section, looked up in the document's order (`tcp`, `drops`,
+/// `daemon`, ...); `None` if the text is not JSON or has no such number.
 pub fn stat(json: &str, key: &str) -> Option<u64> {
-    json.split(&format!("\"{key}\":"))
-        .nth(1)?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .parse()
-        .ok()
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let found = v.get(key).and_then(serde_json::Value::as_u64);
+    found.or_else(|| {
+        ["tcp", "drops", "daemon", "connections", "services"]
+            .iter()
+            .find_map(|s| v.get(s)?.get(key)?.as_u64())
+    })
 }

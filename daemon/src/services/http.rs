@@ -5,6 +5,7 @@
 //! - `/`: an HTML status page (interface, addresses, uptime, counters, open
 //!   connections by state) from the [`StatusBoard`];
 //! - `/stats`: the same as JSON;
+//! - `/metrics`: the same in the Prometheus text format ([`super::metrics`]);
 //! - `/bytes/N`: `N` bytes where byte `i` is `i % 251`, generated as send
 //!   credit allows (never buffered, `N` up to [`HttpConfig::max_bytes_n`]);
 //! - with [`HttpConfig::root`], files under that directory. A file wins over
@@ -32,10 +33,14 @@ pub const SERVER: &str = "tcpd/0.1";
 /// by it.
 const HEADER_SLOTS: usize = 128;
 
-/// Limits and options of the HTTP service.
-#[derive(Clone, Debug)]
+/// Limits and options of the HTTP service. (De)serializes (for the pcap
+/// sidecar) with the fields' names, a missing one taking its default;
+/// `root` is left out (the sidecar records it as `http_root`).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct HttpConfig {
     /// Serve static files from this directory (`--http-root`). Default none.
+    #[serde(skip)]
     pub root: Option<PathBuf>,
     /// Largest request head (request line and header fields) in bytes;
     /// larger ones get 431 (RFC 6585 §5) and the connection closes.
@@ -470,17 +475,20 @@ impl HttpHandler {
             } else {
                 Body::Buf { pos: 0 }
             };
-        } else if path == "/stats" {
-            self.stats_json();
+        } else if path == "/stats" || path == "/metrics" {
+            let ctype = if path == "/stats" {
+                self.stats_json();
+                "application/json"
+            } else {
+                self.metrics_text();
+                super::metrics::CONTENT_TYPE
+            };
+            if self.buf.is_empty() {
+                self.simple(500, keep, v10, head_only, "");
+                return;
+            }
             let len = self.buf.len() as u64;
-            self.start(
-                200,
-                "application/json",
-                len,
-                keep,
-                v10,
-                "Cache-Control: no-store\r\n",
-            );
+            self.start(200, ctype, len, keep, v10, "Cache-Control: no-store\r\n");
             self.body = if head_only {
                 Body::None
             } else {
@@ -548,20 +556,39 @@ impl HttpHandler {
         b.extend_from_slice(tail);
     }
 
-    /// The counters as JSON into `buf`.
+    /// The counters as JSON into `buf` (empty if they could not be
+    /// serialized). Serialized per request from the published status,
+    /// under the board's lock: it is a few hundred numbers, and the uptime
+    /// in it changes with every request.
     fn stats_json(&mut self) {
+        let up = self.shared.board.uptime().as_millis() as u64;
+        let buf = &mut self.buf;
+        buf.clear();
+        let ok = self
+            .shared
+            .board
+            .with_status(|st| write_stats_json(st, up, buf).is_ok());
+        if ok {
+            buf.push(b'\n');
+        } else {
+            buf.clear();
+        }
+    }
+
+    /// The counters in the Prometheus text format into `buf`.
+    fn metrics_text(&mut self) {
         let up = self.shared.board.uptime();
         let r = self
             .shared
             .board
-            .rendered(Rendering::StatusJson, render_stats_json);
+            .rendered(Rendering::Metrics, super::metrics::render);
         let b = &mut self.buf;
         b.clear();
         let [head, tail] = r.parts.as_slice() else {
             return;
         };
         b.extend_from_slice(head);
-        let _ = write!(b, "{}", up.as_millis());
+        super::metrics::write_uptime(b, up);
         b.extend_from_slice(tail);
     }
 }
@@ -608,35 +635,59 @@ fn render_status_html(st: &Status) -> Rendered {
     }
 }
 
-/// The `/stats` JSON document of `st`, in two pieces: the uptime in
-/// milliseconds goes between them.
-fn render_stats_json(st: &Status) -> Rendered {
-    let mut head = Vec::with_capacity(64);
-    head.extend_from_slice(b"{\"iface\":");
-    json_string(&mut head, &st.iface);
-    let _ = write!(head, ",\"mtu\":{},\"uptime_ms\":", st.mtu);
-    let mut b = Vec::with_capacity(2048);
-    b.extend_from_slice(b",\"addrs\":[");
-    for (i, a) in st.addrs.iter().enumerate() {
-        if i > 0 {
-            b.push(b',');
-        }
-        let _ = write!(b, "\"{a}\"");
+/// A map serialized from the pairs a function yields each time it is
+/// called (so that a borrowed [`Status`] needs no copy).
+struct MapOf<F>(F);
+
+impl<F, I, K, V> serde::Serialize for MapOf<F>
+where
+    F: Fn() -> I,
+    I: IntoIterator<Item = (K, V)>,
+    K: serde::Serialize,
+    V: serde::Serialize,
+{
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map((self.0)())
     }
-    b.extend_from_slice(b"],\"services\":{");
-    json_pairs(&mut b, st.services.iter().map(|(n, p)| (*n, u64::from(*p))));
-    b.extend_from_slice(b"},\"connections\":{");
-    json_pairs(&mut b, st.states.iter().map(|(s, n)| (s.name(), *n as u64)));
-    b.extend_from_slice(b"},\"tcp\":{");
-    json_pairs(&mut b, super::stats_fields(&st.stats).into_iter());
-    b.extend_from_slice(b"},\"drops\":{");
-    json_pairs(&mut b, st.stats.drops.named().into_iter());
-    b.extend_from_slice(b"},\"daemon\":{");
-    json_pairs(&mut b, st.daemon.iter().copied());
-    b.extend_from_slice(b"}}\n");
-    Rendered {
-        parts: vec![head, b],
+}
+
+/// The `/stats` document: `{"iface", "mtu", "uptime_ms", "addrs",
+/// "services": {name: port}, "connections": {state: n}, "tcp": {counter: n},
+/// "drops": {reason: n}, "daemon": {counter: n}}`.
+struct StatsDoc<'a> {
+    st: &'a Status,
+    uptime_ms: u64,
+}
+
+impl serde::Serialize for StatsDoc<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let st = self.st;
+        let mut m = s.serialize_struct("Stats", 9)?;
+        m.serialize_field("iface", &st.iface)?;
+        m.serialize_field("mtu", &st.mtu)?;
+        m.serialize_field("uptime_ms", &self.uptime_ms)?;
+        m.serialize_field("addrs", &st.addrs)?;
+        m.serialize_field("services", &MapOf(|| st.services.iter().copied()))?;
+        m.serialize_field(
+            "connections",
+            &MapOf(|| st.states.iter().map(|(s, n)| (s.name(), *n))),
+        )?;
+        m.serialize_field("tcp", &MapOf(|| super::stats_fields(&st.stats)))?;
+        m.serialize_field("drops", &MapOf(|| st.stats.drops.named()))?;
+        m.serialize_field("daemon", &MapOf(|| st.daemon.iter().copied()))?;
+        m.end()
     }
+}
+
+/// Appends the `/stats` JSON document of `st` (without the final newline)
+/// to `out`.
+pub(crate) fn write_stats_json(
+    st: &Status,
+    uptime_ms: u64,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    serde_json::to_writer(out, &StatsDoc { st, uptime_ms })
 }
 
 impl Handler for HttpHandler {
@@ -845,35 +896,6 @@ fn html_escape(b: &mut Vec<u8>, s: &str) {
     }
 }
 
-/// A JSON string literal (RFC 8259 §7).
-fn json_string(b: &mut Vec<u8>, s: &str) {
-    b.push(b'"');
-    for c in s.chars() {
-        match c {
-            '"' => b.extend_from_slice(b"\\\""),
-            '\\' => b.extend_from_slice(b"\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(b, "\\u{:04x}", c as u32);
-            }
-            c => {
-                let mut tmp = [0u8; 4];
-                b.extend_from_slice(c.encode_utf8(&mut tmp).as_bytes());
-            }
-        }
-    }
-    b.push(b'"');
-}
-
-fn json_pairs<'a>(b: &mut Vec<u8>, pairs: impl Iterator<Item = (&'a str, u64)>) {
-    for (i, (k, v)) in pairs.enumerate() {
-        if i > 0 {
-            b.push(b',');
-        }
-        json_string(b, k);
-        let _ = write!(b, ":{v}");
-    }
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -1066,10 +1088,49 @@ mod tests {
     }
 
     #[test]
+    fn metrics_text() {
+        let req =
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nHEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+        let (_, r) = exchange(&default_service(), req, 1 << 20);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].code, 200);
+        assert_eq!(
+            r[0].header("Content-Type"),
+            Some("text/plain; version=0.0.4; charset=utf-8")
+        );
+        let body = String::from_utf8(r[0].body.clone()).unwrap();
+        assert!(body.contains("\ntcpd_uptime_seconds 61.250\n"), "{body}");
+        assert!(
+            body.contains("\ntcpd_tcp_passive_opens_total 42\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ntcpd_tcp_drops_total{reason=\"paws\"} 9\n"),
+            "{body}"
+        );
+        assert!(
+            body.contains("\ntcpd_service_port{service=\"http\"} 80\n"),
+            "{body}"
+        );
+        assert_eq!(r[1].header("Content-Length"), r[0].header("Content-Length"));
+        assert!(r[1].body.is_empty());
+    }
+
+    #[test]
     fn json_strings_are_escaped() {
+        let st = Status {
+            iface: "a\"b\\c\nd\u{1}é".into(),
+            ..Status::default()
+        };
         let mut b = Vec::new();
-        json_string(&mut b, "a\"b\\c\nd\u{1}é");
-        assert_eq!(b, "\"a\\\"b\\\\c\\u000ad\\u0001é\"".as_bytes());
+        write_stats_json(&st, 0, &mut b).unwrap();
+        let text = String::from_utf8(b).unwrap();
+        assert!(
+            text.starts_with("{\"iface\":\"a\\\"b\\\\c\\nd\\u0001é\","),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["iface"], "a\"b\\c\nd\u{1}é");
     }
 
     #[test]

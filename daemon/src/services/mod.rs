@@ -17,6 +17,7 @@ pub mod driver;
 pub mod echo;
 pub mod http;
 pub mod inline;
+pub mod metrics;
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod testkit;
@@ -174,7 +175,7 @@ pub struct Status {
 /// The shared status board: written by the reactor, read by services.
 ///
 /// Besides the status itself it keeps what was rendered from it (the HTTP
-/// status page and `/stats`), made on the first request after each
+/// status page and `/metrics`), made on the first request after each
 /// publication and shared by every request until the next one: the content
 /// only changes when the reactor publishes, a few times a second, so
 /// rendering it per request would only repeat the same work.
@@ -197,8 +198,8 @@ struct BoardInner {
 pub enum Rendering {
     /// The HTML status page.
     StatusHtml,
-    /// The `/stats` JSON document.
-    StatusJson,
+    /// The `/metrics` Prometheus text ([`metrics`]).
+    Metrics,
 }
 
 impl Rendering {
@@ -246,6 +247,14 @@ impl StatusBoard {
             .lock()
             .map(|g| g.status.clone())
             .unwrap_or_default()
+    }
+    /// `f` of the current status, under the board's lock (for a reader
+    /// that would otherwise copy the status out).
+    pub fn with_status<R>(&self, f: impl FnOnce(&Status) -> R) -> R {
+        match self.inner.lock() {
+            Ok(g) => f(&g.status),
+            Err(_) => f(&Status::default()),
+        }
     }
     /// The rendering `which` of the current status: the one made since the
     /// last publication, or a new one made by `render` (under the board's

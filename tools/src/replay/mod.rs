@@ -76,7 +76,6 @@
 //! every option including timestamp values, payload, checksums), their
 //! order, their number and their timestamps.
 
-pub mod json;
 pub mod packet;
 pub mod pcapio;
 pub mod play;

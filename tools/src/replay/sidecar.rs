@@ -2,10 +2,10 @@
 //! (format: `daemon::pcap`), turned back into the [`daemon::Config`] the
 //! daemon ran with.
 
-use super::json::{self, Value};
-use daemon::{Config, IpNet};
-use std::net::IpAddr;
+use daemon::sidecar::Sidecar as File;
+use daemon::Config;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
 use tcp::time::Duration;
 
 /// What a replay needs from the sidecar.
@@ -26,67 +26,9 @@ pub fn path_for(pcap: &Path) -> PathBuf {
     daemon::pcap::sidecar_path(pcap)
 }
 
-fn field<'a>(v: &'a Value, key: &str, path: &Path) -> Result<&'a Value, String> {
-    v.get(key)
-        .ok_or_else(|| format!("{}: missing field \"{key}\"", path.display()))
-}
-
-fn num(v: &Value, key: &str, path: &Path) -> Result<u64, String> {
-    field(v, key, path)?
-        .as_u64()
-        .ok_or_else(|| format!("{}: \"{key}\" is not an unsigned integer", path.display()))
-}
-
-fn flag(v: &Value, key: &str, path: &Path) -> Result<bool, String> {
-    field(v, key, path)?
-        .as_bool()
-        .ok_or_else(|| format!("{}: \"{key}\" is not true/false", path.display()))
-}
-
-fn prob(v: &Value, key: &str, path: &Path) -> Result<f64, String> {
-    field(v, key, path)?
-        .as_f64()
-        .ok_or_else(|| format!("{}: \"{key}\" is not a number", path.display()))
-}
-
-/// An optional unsigned field: `default` when absent (a sidecar written
-/// before the field was), an error when present but not an integer or
-/// outside `range`.
-fn num_or(
-    v: &Value,
-    key: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-    path: &Path,
-) -> Result<u64, String> {
-    let n = match v.get(key) {
-        None => return Ok(default),
-        Some(x) => x
-            .as_u64()
-            .ok_or_else(|| format!("{}: \"{key}\" is not an unsigned integer", path.display()))?,
-    };
-    if !range.contains(&n) {
-        return Err(format!(
-            "{}: \"{key}\" is {n}, outside {}..={}",
-            path.display(),
-            range.start(),
-            range.end()
-        ));
-    }
-    Ok(n)
-}
-
-/// The most a sidecar may ask for the buffers a replay allocates up front
-/// (`read_chunk` bytes, `pool_buffers` channel slots): a hostile sidecar
-/// must not make the replay allocate without bound.
-const MAX_READ_CHUNK: u64 = 16 << 20;
-const MAX_POOL_BUFFERS: u64 = 1 << 20;
-
-fn us(v: &Value, key: &str, path: &Path) -> Result<Duration, String> {
-    Ok(Duration::from_micros(num(v, key, path)?))
-}
-
-/// Reads the sidecar of the capture at `pcap`.
+/// Reads the sidecar of the capture at `pcap` (format and defaults of
+/// missing fields: [`daemon::sidecar`]). An error is one line naming the
+/// file and the field.
 pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     let path = path_for(pcap);
     let text = match std::fs::read_to_string(&path) {
@@ -101,208 +43,23 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
         }
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let v = json::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if v.get("format").and_then(Value::as_str) != Some("tcpd-pcap-sidecar") {
-        return Err(format!(
-            "{}: not a tcpd capture sidecar (no \"format\": \"tcpd-pcap-sidecar\")",
-            path.display()
-        ));
+    let at = |e: String| format!("{}: {e}", path.display());
+    let file = File::parse(&text).map_err(at)?;
+    if file.start_unix_us > crate::replay::pcapio::MAX_TS_US {
+        return Err(at(format!(
+            "\"start_unix_us\" {} is after the year 9999",
+            file.start_unix_us
+        )));
     }
-    let version = num(&v, "version", &path)?;
-    if version != 1 {
-        return Err(format!(
-            "{}: sidecar version {version}; this tcpd-replay reads version 1",
-            path.display()
-        ));
-    }
-    let mut c = Config {
-        seed: num(&v, "seed", &path)?,
-        mtu: num(&v, "mtu", &path)? as usize,
-        echo_port: 0,
-        discard_port: 0,
-        http_port: 0,
-        addr6: None,
-        // The daemon recorded this capture: with `--pcap` set, which also
-        // decides device features that change the bytes (no offload).
-        pcap: Some(pcap.to_path_buf()),
-        ..Config::default()
-    };
-    if let Some(s) = v.get("iface").and_then(Value::as_str) {
-        c.iface = s.to_string();
-    }
-    let addrs = field(&v, "addrs", &path)?
-        .as_array()
-        .ok_or_else(|| format!("{}: \"addrs\" is not an array", path.display()))?;
-    let mut have4 = false;
-    for a in addrs {
-        let ip: IpAddr = a
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("{}: bad address in \"addrs\"", path.display()))?;
-        match ip {
-            IpAddr::V4(a) if !have4 => {
-                c.addr = a;
-                have4 = true;
-            }
-            IpAddr::V6(a) if c.addr6.is_none() => c.addr6 = Some(a),
-            _ => {
-                return Err(format!(
-                    "{}: \"addrs\" has more than one address per family",
-                    path.display()
-                ))
-            }
-        }
-    }
-    for (key, slot) in [
-        ("host_addr", &mut c.host_addr),
-        ("host_addr6", &mut c.host_addr6),
-    ] {
-        if let Some(s) = v.get(key).and_then(Value::as_str) {
-            *slot = IpNet::parse(s).map_err(|e| format!("{}: {key}: {e}", path.display()))?;
-        }
-    }
-    let services = field(&v, "services", &path)?
-        .as_array()
-        .ok_or_else(|| format!("{}: \"services\" is not an array", path.display()))?;
-    for s in services {
-        let name = s.get("name").and_then(Value::as_str).unwrap_or("");
-        let port = s
-            .get("port")
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok())
-            .ok_or_else(|| format!("{}: a service without a valid port", path.display()))?;
-        match name {
-            "echo" => c.echo_port = port,
-            "discard" => c.discard_port = port,
-            "http" => c.http_port = port,
-            other => return Err(format!("{}: unknown service \"{other}\"", path.display())),
-        }
-    }
-    if let Some(r) = v.get("http_root").and_then(Value::as_str) {
-        c.http_root = Some(PathBuf::from(r));
-    }
-    let workers = num(&v, "workers", &path)? as usize;
+    let mut c = file.config().map_err(at)?;
     c.workers = 0;
-    c.nodelay = flag(&v, "nodelay", &path)?;
-    c.backlog = num(&v, "backlog", &path)? as usize;
-    // Added after the first fixtures were recorded: absent means the
-    // defaults the daemon had then (and still has).
-    let d = Config::default();
-    c.rx_budget = num_or(
-        &v,
-        "rx_budget",
-        d.rx_budget as u64,
-        1..=u32::MAX.into(),
-        &path,
-    )? as usize;
-    c.read_chunk = num_or(
-        &v,
-        "read_chunk",
-        d.read_chunk as u64,
-        1..=MAX_READ_CHUNK,
-        &path,
-    )? as usize;
-    c.pool_buffers = num_or(
-        &v,
-        "pool_buffers",
-        d.pool_buffers as u64,
-        1..=MAX_POOL_BUFFERS,
-        &path,
-    )? as usize;
-    match v.get("http") {
-        None => {}
-        Some(h @ Value::Obj(_)) => {
-            let dh = &d.http;
-            c.http.max_header_bytes = num_or(
-                h,
-                "max_header_bytes",
-                dh.max_header_bytes as u64,
-                1..=u32::MAX.into(),
-                &path,
-            )? as usize;
-            c.http.max_headers = num_or(
-                h,
-                "max_headers",
-                dh.max_headers as u64,
-                1..=u32::MAX.into(),
-                &path,
-            )? as usize;
-            c.http.max_requests = num_or(
-                h,
-                "max_requests",
-                dh.max_requests.into(),
-                1..=u32::MAX.into(),
-                &path,
-            )? as u32;
-            c.http.max_body_bytes =
-                num_or(h, "max_body_bytes", dh.max_body_bytes, 0..=u64::MAX, &path)?;
-            c.http.max_bytes_n = num_or(h, "max_bytes_n", dh.max_bytes_n, 0..=u64::MAX, &path)?;
-        }
-        Some(_) => return Err(format!("{}: \"http\" is not an object", path.display())),
-    }
-    let f = field(&v, "fault", &path)?;
-    c.fault.drop = prob(f, "drop", &path)?;
-    c.fault.dup = prob(f, "dup", &path)?;
-    c.fault.reorder = prob(f, "reorder", &path)?;
-    c.fault.corrupt = prob(f, "corrupt", &path)?;
-    c.fault.delay_ms = num(f, "delay_ms", &path)?;
-    c.fault.seed = num(f, "seed", &path)?;
-    let t = field(&v, "tcp", &path)?;
-    let tc = &mut c.tcp;
-    tc.max_connections = num(t, "max_connections", &path)? as usize;
-    tc.send_buffer = num(t, "send_buffer", &path)? as usize;
-    tc.recv_buffer = num(t, "recv_buffer", &path)? as usize;
-    tc.max_ooo_ranges = num(t, "max_ooo_ranges", &path)? as usize;
-    tc.buffer_pool_bytes = num(t, "buffer_pool_bytes", &path)? as usize;
-    tc.delayed_ack = us(t, "delayed_ack_us", &path)?;
-    tc.min_rto = us(t, "min_rto_us", &path)?;
-    tc.initial_rto = us(t, "initial_rto_us", &path)?;
-    tc.max_rto = us(t, "max_rto_us", &path)?;
-    tc.time_wait = us(t, "time_wait_us", &path)?;
-    tc.user_timeout = us(t, "user_timeout_us", &path)?;
-    tc.syn_retries = num(t, "syn_retries", &path)? as u32;
-    tc.synack_retries = num(t, "synack_retries", &path)? as u32;
-    tc.keepalive = match field(t, "keepalive", &path)? {
-        Value::Null => None,
-        k => Some(tcp::Keepalive {
-            idle: us(k, "idle_us", &path)?,
-            interval: us(k, "interval_us", &path)?,
-            count: num(k, "count", &path)? as u32,
-        }),
-    };
-    tc.nagle = flag(t, "nagle", &path)?;
-    tc.initial_window = num(t, "initial_window", &path)? as u32;
-    tc.window_scaling = flag(t, "window_scaling", &path)?;
-    tc.timestamps = flag(t, "timestamps", &path)?;
-    tc.sack = flag(t, "sack", &path)?;
-    tc.syn_cookies = flag(t, "syn_cookies", &path)?;
-    tc.syn_backlog = num(t, "syn_backlog", &path)? as usize;
-    tc.challenge_ack_limit = num(t, "challenge_ack_limit", &path)? as u32;
-    let ep = field(t, "ephemeral_ports", &path)?
-        .as_array()
-        .filter(|a| a.len() == 2)
-        .ok_or_else(|| format!("{}: \"ephemeral_ports\" is not a pair", path.display()))?;
-    let port = |v: &Value| v.as_u64().and_then(|p| u16::try_from(p).ok());
-    tc.ephemeral_ports = match (port(&ep[0]), port(&ep[1])) {
-        (Some(a), Some(b)) => (a, b),
-        _ => return Err(format!("{}: bad \"ephemeral_ports\"", path.display())),
-    };
-    tc.max_control_queue = num(t, "max_control_queue", &path)? as usize;
-    tc.ttl = num(t, "ttl", &path)?.min(255) as u8;
-    let start_unix_us = num(&v, "start_unix_us", &path)?;
-    if start_unix_us > crate::replay::pcapio::MAX_TS_US {
-        return Err(format!(
-            "{}: \"start_unix_us\" {start_unix_us} is after the year 9999",
-            path.display()
-        ));
-    }
-    c.tcp_config()
-        .validate()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    // The daemon recorded this capture: with `--pcap` set, which also
+    // decides device features that change the bytes (no offload).
+    c.pcap = Some(pcap.to_path_buf());
     Ok(Sidecar {
         config: c,
-        start_unix_us,
-        workers,
+        start_unix_us: file.start_unix_us,
+        workers: file.workers,
         path,
     })
 }
