@@ -1,5 +1,6 @@
 //! Endpoint configuration: every limit is a field with a documented default.
 
+use crate::congestion::Congestion;
 use crate::time::Duration;
 use std::net::IpAddr;
 
@@ -97,6 +98,16 @@ pub struct Config {
     pub nagle: bool,
     /// Initial congestion window in segments (RFC 6928). Default 10.
     pub initial_window: u32,
+    /// The congestion control of new connections. Default
+    /// [`Congestion::Cubic`] (RFC 9438), as Linux.
+    pub congestion: Congestion,
+    /// HyStart++ (RFC 9406) in the initial slow start, with either
+    /// algorithm. Default on.
+    pub hystart: bool,
+    /// Proportional Rate Reduction (RFC 6937, PRR-SSRB) paces the sending
+    /// during fast recovery. Off: RFC 6675's pipe against ssthresh with
+    /// SACK, RFC 6582's window inflation without. Default on.
+    pub prr: bool,
     /// Offer and accept window scaling (RFC 7323 §2). Default on.
     pub window_scaling: bool,
     /// Offer and accept timestamps (RFC 7323 §3). Default on.
@@ -158,6 +169,9 @@ impl Default for Config {
             keepalive: None,
             nagle: true,
             initial_window: 10,
+            congestion: Congestion::Cubic,
+            hystart: true,
+            prr: true,
             window_scaling: true,
             timestamps: true,
             sack: true,
