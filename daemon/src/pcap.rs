@@ -403,7 +403,8 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
          \"synack_retries\": {sar}, \"keepalive\": {ka}, \"nagle\": {nagle}, \"initial_window\": {iw}, \
          \"window_scaling\": {ws}, \"timestamps\": {ts}, \"sack\": {sack}, \"syn_cookies\": {sc}, \
          \"syn_backlog\": {sbl}, \"challenge_ack_limit\": {cal}, \"ephemeral_ports\": [{ep0}, {ep1}], \
-         \"max_control_queue\": {mcq}, \"ttl\": {ttl}}}\n}}\n",
+         \"max_control_queue\": {mcq}, \"ttl\": {ttl}, \
+         \"congestion\": \"{cc}\", \"hystart\": {hystart}, \"prr\": {prr}}}\n}}\n",
         seed = cfg.seed,
         start = clock.start_unix_us(),
         iface = json_str(&cfg.iface),
@@ -452,6 +453,9 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
         ep1 = t.ephemeral_ports.1,
         mcq = t.max_control_queue,
         ttl = t.ttl,
+        cc = t.congestion.name(),
+        hystart = t.hystart,
+        prr = t.prr,
     );
     s
 }

@@ -320,6 +320,70 @@ mod tests {
         }
     }
 
+    /// Rounds of ACKs, one per MSS of cwnd, each an RTT sample of `rtt`;
+    /// returns cwnd growth per round and ssthresh after each.
+    fn rounds(c: &mut Cc, una: &mut SeqNum, rtts: &[u64]) -> Vec<(u32, u32)> {
+        let mss = 1000;
+        let mut t = Instant::ZERO;
+        rtts.iter()
+            .map(|&r| {
+                let before = c.cwnd();
+                let n = before / mss;
+                let snd_nxt = *una + n * mss + 1;
+                for _ in 0..n {
+                    *una += mss;
+                    t += Duration::from_millis(1);
+                    c.on_ack(&AckInfo {
+                        now: t,
+                        acked: mss,
+                        mss,
+                        ack: *una,
+                        snd_nxt,
+                        rtt: Some(Duration::from_millis(r)),
+                        srtt: Some(Duration::from_millis(r)),
+                    });
+                }
+                (c.cwnd() - before, c.ssthresh())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hystart_leaves_slow_start_through_css_into_avoidance() {
+        // RFC 9406 with each algorithm: slow start doubles per round; an
+        // RTT rise (40 -> 50 ms) moves to CSS, whose growth is a quarter;
+        // after CSS_ROUNDS rounds ssthresh = cwnd (avoidance).
+        for kind in [Congestion::NewReno, Congestion::Cubic] {
+            let mut c = Cc::new(kind, 10, 1000, true);
+            let mut una = SeqNum(1);
+            let r = rounds(&mut c, &mut una, &[40, 40, 50]);
+            assert_eq!(r[0], (10_000, u32::MAX), "{kind:?} slow start");
+            assert_eq!(r[1], (20_000, u32::MAX));
+            // The 8th sample of the third round triggers the exit: 7 ACKs
+            // at slow start's rate (2 MSS each, ABC), 33 at CSS's (500 B).
+            assert_eq!(r[2], (7 * 1000 + 33 * 250, u32::MAX), "{kind:?} into CSS");
+            for _ in 1..crate::hystart::CSS_ROUNDS {
+                // A quarter of slow start's growth: 250 B per 1000 B ACK.
+                let before = c.cwnd();
+                let r = rounds(&mut c, &mut una, &[50]);
+                assert_eq!(r[0], (before / 1000 * 250, u32::MAX), "{kind:?} CSS");
+            }
+            // The first ACK of the next round ends CSS: ssthresh = cwnd.
+            let before = c.cwnd();
+            let r = rounds(&mut c, &mut una, &[50]);
+            assert_eq!(r[0].1, before, "{kind:?} avoidance after CSS_ROUNDS");
+            assert!(r[0].0 < 2000, "{kind:?} avoidance grows slowly: {r:?}");
+        }
+        // Off: slow start goes on whatever the RTT does.
+        let mut c = Cc::new(Congestion::NewReno, 10, 1000, false);
+        let mut una = SeqNum(1);
+        let r = rounds(&mut c, &mut una, &[40, 40, 80, 160]);
+        assert_eq!(
+            r.iter().map(|x| x.0).collect::<Vec<_>>(),
+            [10_000, 20_000, 40_000, 80_000]
+        );
+    }
+
     #[test]
     fn slow_start_then_avoidance() {
         let mss = 1000;

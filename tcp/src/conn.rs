@@ -303,6 +303,10 @@ pub(crate) struct Conn {
     /// The window during PRR-paced recovery: RFC 6675 pipe at the last ACK
     /// plus PRR's sndcnt (RFC 6937 §3, "cwnd = pipe + sndcnt").
     prr_cwnd: u32,
+    /// Without a SACK scoreboard, what PRR still lets out since the last
+    /// ACK: its sndcnt less what was sent since (the retransmission of
+    /// SND.UNA included, which the estimate of the pipe cannot see).
+    prr_quota: u32,
     /// Without SACK: bytes the duplicate ACKs since SND.UNA last advanced
     /// stand for (one SMSS each, RFC 6937 §3's estimate of DeliveredData),
     /// taken off the next cumulative advance so no byte counts twice.
@@ -429,6 +433,7 @@ impl Conn {
             ),
             prr: Prr::default(),
             prr_cwnd: 0,
+            prr_quota: 0,
             dup_delivered: 0,
             dup_acks: 0,
             in_recovery: false,
@@ -1352,7 +1357,7 @@ impl Conn {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
                 self.enter_recovery(cx);
-            } else if !self.sack_recovery() && !(cx.cfg.prr && self.in_recovery) {
+            } else if !(self.sack_recovery() || (cx.cfg.prr && self.in_recovery)) {
                 // RFC 5681 §3.2 step 4 / RFC 6582 §3.2 step 4: in NewReno
                 // recovery every further duplicate inflates cwnd — including
                 // the first ones after a partial ACK reset `dup_acks`. (With
@@ -2006,6 +2011,7 @@ impl Conn {
                     self.rexmit_one = false;
                     if self.in_recovery {
                         self.prr.on_sent(len);
+                        self.prr_quota = self.prr_quota.saturating_sub(len);
                     }
                     self.note_rexmit(cx, self.snd_una, self.snd_una + len);
                     cx.stats.retransmits += 1;
@@ -2087,11 +2093,9 @@ impl Conn {
                 .saturating_sub(in_flight)
                 .min(cwnd.saturating_sub(pipe))
         } else if prr {
-            // PRR without a scoreboard (RFC 6937 §3): its window against
-            // what is outstanding less what the duplicates delivered.
-            self.snd_wnd
-                .saturating_sub(in_flight)
-                .min(self.prr_cwnd.saturating_sub(self.recovery_pipe()))
+            // PRR without a scoreboard (RFC 6937 §3): what its sndcnt
+            // leaves after what was sent since the ACK.
+            self.snd_wnd.saturating_sub(in_flight).min(self.prr_quota)
         } else {
             self.snd_wnd.min(self.cc.cwnd()).saturating_sub(in_flight)
         };
@@ -2173,6 +2177,7 @@ impl Conn {
             }
             if self.in_recovery {
                 self.prr.on_sent(len);
+                self.prr_quota = self.prr_quota.saturating_sub(len);
             }
             if is_retransmit && !probe {
                 self.note_rexmit(cx, seq, (seq + len).min(self.snd_max));
@@ -2443,6 +2448,7 @@ impl Conn {
         // RFC 6937 §3 "At the beginning of recovery": RecoverFS = FlightSize.
         self.prr.start(self.in_flight());
         self.prr_cwnd = 0;
+        self.prr_quota = 0;
         self.rtt_probe = None;
         cx.stats.fast_retransmits += 1;
         if self.sack_recovery() {
@@ -2572,6 +2578,7 @@ impl Conn {
         let delivered = delivered.clamp(0, i64::from(u32::MAX)) as u32;
         let sndcnt = self.prr.on_ack(delivered, pipe, self.cc.ssthresh(), mss);
         self.prr_cwnd = pipe.saturating_add(sndcnt);
+        self.prr_quota = sndcnt;
     }
 
     /// The data in flight during recovery: RFC 6675's pipe with a SACK

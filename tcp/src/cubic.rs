@@ -86,7 +86,10 @@ fn icbrt(n: u128) -> u64 {
     let mut r: u64 = 0;
     for b in (0..43).rev() {
         let c = u128::from(r | (1 << b));
-        if c.checked_mul(c).and_then(|c2| c2.checked_mul(c)).is_some_and(|c3| c3 <= n) {
+        if c.checked_mul(c)
+            .and_then(|c2| c2.checked_mul(c))
+            .is_some_and(|c3| c3 <= n)
+        {
             r |= 1 << b;
         }
     }
@@ -107,7 +110,8 @@ pub(crate) fn k_us(w_max: u32, cwnd_epoch: u32, mss: u32) -> u64 {
 /// and `k` in µs, `origin` W_max in bytes; floored at 0.
 pub(crate) fn w_cubic(t_us: u64, k_us: u64, origin: u32, mss: u32) -> u64 {
     let dt = (i128::from(t_us) - i128::from(k_us)).clamp(-MAX_DT_US, MAX_DT_US);
-    let grow = dt * dt * dt * C_NUM as i128 * i128::from(mss) / (C_DEN as i128 * US3_PER_S3 as i128);
+    let grow =
+        dt * dt * dt * C_NUM as i128 * i128::from(mss) / (C_DEN as i128 * US3_PER_S3 as i128);
     (i128::from(origin) + grow).clamp(0, i128::from(u32::MAX)) as u64
 }
 
@@ -153,7 +157,11 @@ impl Cubic {
         if let Some(h) = &mut self.hystart {
             h.on_loss();
         }
-        let w = if flight > 0 { self.cwnd.min(flight) } else { self.cwnd };
+        let w = if flight > 0 {
+            self.cwnd.min(flight)
+        } else {
+            self.cwnd
+        };
         self.epoch = None;
         self.cwnd_prior = w;
         // §4.7 fast convergence: a window below the last W_max means a new
@@ -231,8 +239,8 @@ impl Cubic {
             // §4.4 concave and §4.5 convex regions: target =
             // W_cubic(t + RTT) within [cwnd, 1.5·cwnd]; cwnd grows by
             // (target − cwnd)/cwnd segments per segment acknowledged.
-            let target = w_cubic(t + srtt.as_micros(), e.k_us, e.origin, mss)
-                .clamp(cwnd, cwnd * 3 / 2);
+            let target =
+                w_cubic(t + srtt.as_micros(), e.k_us, e.origin, mss).clamp(cwnd, cwnd * 3 / 2);
             e.cwnd_acc += (target - cwnd) * u64::from(a.acked);
             let grow = e.cwnd_acc / cwnd;
             e.cwnd_acc %= cwnd;
@@ -387,7 +395,10 @@ mod tests {
     #[test]
     fn reduction_and_fast_convergence() {
         let mut c = after_loss(100);
-        assert_eq!((c.cwnd(), c.ssthresh(), c.w_max()), (70_000, 70_000, 100_000));
+        assert_eq!(
+            (c.cwnd(), c.ssthresh(), c.w_max()),
+            (70_000, 70_000, 100_000)
+        );
         // The next loss at 80 segments, below W_max: fast convergence
         // (§4.7) remembers 80 · 0.85 = 68 segments; ssthresh 56.
         c.cwnd = 80 * MSS;
@@ -423,7 +434,10 @@ mod tests {
             // window is within 1 % (and 2 segments) of W_cubic(t).
             let w = w_cubic(t, k, 1_000_000, MSS) as f64;
             let err = (f64::from(cwnd) - w).abs();
-            assert!(err <= w * 0.01 + 2000.0, "t {t} µs: cwnd {cwnd}, W_cubic {w}");
+            assert!(
+                err <= w * 0.01 + 2000.0,
+                "t {t} µs: cwnd {cwnd}, W_cubic {w}"
+            );
         }
         // Concave below K (growth slowing), plateau at W_max, convex after.
         let at = |secs: f64| trace[(secs * 10.0) as usize - 1].1;
@@ -444,7 +458,10 @@ mod tests {
         let k = c.k().unwrap().as_micros();
         let (t, cwnd) = *trace.last().unwrap();
         let w_t = w_cubic(t, k, 20 * MSS, MSS);
-        assert!(u64::from(cwnd) > w_t + 20 * u64::from(MSS), "cwnd {cwnd} W_cubic {w_t}");
+        assert!(
+            u64::from(cwnd) > w_t + 20 * u64::from(MSS),
+            "cwnd {cwnd} W_cubic {w_t}"
+        );
         assert_eq!(c.w_est(), Some(cwnd), "cwnd is W_est");
         // 200 RTTs: up from 14 segments at α = 9/17 per RTT until
         // cwnd_prior (20 segments), then at 1 per RTT: about 188 + 14.
@@ -480,6 +497,9 @@ mod tests {
         c.on_recovery_end(0, MSS);
         assert!(c.cwnd() < cwnd && c.w_max() != w_max);
         c.on_undo(cwnd, ssthresh);
-        assert_eq!((c.cwnd(), c.ssthresh(), c.w_max(), c.k()), (cwnd, ssthresh, w_max, k));
+        assert_eq!(
+            (c.cwnd(), c.ssthresh(), c.w_max(), c.k()),
+            (cwnd, ssthresh, w_max, k)
+        );
     }
 }

@@ -130,9 +130,11 @@ impl HyStart {
                 // been obtained and currentRoundMinRTT and lastRoundMinRTT
                 // are valid, check to see if delay increase triggers slow
                 // start exit."
-                if let (true, Some(cur), Some(last)) =
-                    (self.samples >= N_RTT_SAMPLE, self.cur_round_min, self.last_round_min)
-                {
+                if let (true, Some(cur), Some(last)) = (
+                    self.samples >= N_RTT_SAMPLE,
+                    self.cur_round_min,
+                    self.last_round_min,
+                ) {
                     let thresh = Duration::from_micros(last.as_micros() / MIN_RTT_DIVISOR)
                         .max(MIN_RTT_THRESH)
                         .min(MAX_RTT_THRESH);
@@ -147,9 +149,11 @@ impl HyStart {
             Phase::Css { .. } => {
                 // "If the currentRoundMinRTT is less than cssBaselineMinRtt,
                 // the slow start exit was spurious: ... resume slow start."
-                if let (true, Some(cur), Some(base)) =
-                    (self.samples >= N_RTT_SAMPLE, self.cur_round_min, self.css_baseline)
-                {
+                if let (true, Some(cur), Some(base)) = (
+                    self.samples >= N_RTT_SAMPLE,
+                    self.cur_round_min,
+                    self.css_baseline,
+                ) {
                     if cur < base {
                         self.css_baseline = None;
                         self.phase = Phase::SlowStart;
@@ -188,7 +192,9 @@ mod tests {
         let ms = Duration::from_millis;
         // Steady 40 ms rounds: slow start.
         for _ in 0..3 {
-            assert!(round(&mut h, &mut una, 10, ms(40)).iter().all(|&g| g == Growth::SlowStart));
+            assert!(round(&mut h, &mut una, 10, ms(40))
+                .iter()
+                .all(|&g| g == Growth::SlowStart));
         }
         // A rise of 5 ms = 40/8, the threshold: exits on the 8th sample.
         let g = round(&mut h, &mut una, 10, ms(45));
@@ -197,7 +203,9 @@ mod tests {
         assert_eq!(h.phase(), Phase::Css { rounds: 0 });
         // CSS_ROUNDS rounds of CSS (the RTT stays high), then avoidance.
         for r in 1..CSS_ROUNDS {
-            assert!(round(&mut h, &mut una, 10, ms(46)).iter().all(|&g| g == Growth::Css));
+            assert!(round(&mut h, &mut una, 10, ms(46))
+                .iter()
+                .all(|&g| g == Growth::Css));
             assert_eq!(h.phase(), Phase::Css { rounds: r });
         }
         let g = round(&mut h, &mut una, 10, ms(46));
@@ -223,7 +231,9 @@ mod tests {
         // With a 1 ms RTT it is MIN_RTT_THRESH (4 ms): a 3 ms rise is no exit.
         let mut h = HyStart::new();
         round(&mut h, &mut una, 10, ms(1));
-        assert!(round(&mut h, &mut una, 10, ms(4)).iter().all(|&g| g == Growth::SlowStart));
+        assert!(round(&mut h, &mut una, 10, ms(4))
+            .iter()
+            .all(|&g| g == Growth::SlowStart));
         // Fewer than N_RTT_SAMPLE samples in a round: not judged.
         let mut h = HyStart::new();
         round(&mut h, &mut una, 10, ms(40));
@@ -246,7 +256,9 @@ mod tests {
         assert_eq!(h.phase(), Phase::SlowStart);
         // A loss ends it for good.
         h.on_loss();
-        assert!(round(&mut h, &mut una, 10, ms(100)).iter().all(|&g| g == Growth::SlowStart));
+        assert!(round(&mut h, &mut una, 10, ms(100))
+            .iter()
+            .all(|&g| g == Growth::SlowStart));
         assert_eq!(h.phase(), Phase::Done);
     }
 }

@@ -62,7 +62,11 @@ impl Prr {
         };
         // Linux's tcp_cwnd_reduction: the fast retransmit goes out on the
         // ACK that starts recovery, whatever the ratio says.
-        let sndcnt = if self.out == 0 { sndcnt.max(u64::from(mss)) } else { sndcnt };
+        let sndcnt = if self.out == 0 {
+            sndcnt.max(u64::from(mss))
+        } else {
+            sndcnt
+        };
         sndcnt.min(u64::from(u32::MAX)) as u32
     }
 }

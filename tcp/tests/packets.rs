@@ -2587,13 +2587,7 @@ fn fast_retransmit_and_newreno_partial_ack() {
     assert_eq!(p.ep.stats().rto_timeouts, 0);
 }
 
-/// ESTABLISHED without SACK: the peer's SYN offers only its MSS.
-#[track_caller]
-fn established_no_sack() -> Peer {
-    established_no_sack_with(test_config())
-}
-
-/// [`established_no_sack`] with `cfg`.
+/// ESTABLISHED without SACK (the peer's SYN offers only its MSS), with `cfg`.
 #[track_caller]
 fn established_no_sack_with(cfg: Config) -> Peer {
     let mss_only = TcpOptions {
@@ -4681,6 +4675,68 @@ fn prr_ssrb_after_a_burst_loss_sends_two_per_ack() {
     let s = prr_example(test_config(), 15, 3);
     assert_eq!(
         s,
-        [vec![l, l + m], vec![l + 2 * m, l + 3 * m], vec![l + 4 * m, l + 5 * m]]
+        [
+            vec![l, l + m],
+            vec![l + 2 * m, l + 3 * m],
+            vec![l + 4 * m, l + 5 * m]
+        ]
+    );
+}
+
+#[test]
+fn prr_without_sack_counts_each_duplicate_as_one_segment_delivered() {
+    // RFC 6937 §3 without SACK: each duplicate ACK stands for one SMSS
+    // delivered. NewReno (ssthresh = FlightSize / 2): the retransmission
+    // on the third duplicate, then one new segment per two duplicates,
+    // where RFC 5681 §3.2's inflation sends nothing until the duplicates
+    // pass the deflated window, then one per duplicate.
+    let cfg = Config {
+        congestion: tcp::Congestion::NewReno,
+        ..test_config()
+    };
+    let mut p = established_no_sack_with(cfg);
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    p.write(&data(30 * MSS as usize));
+    for i in 0..10u32 {
+        assert_eq!(p.poll(ms(0)).expect("segment").seq, l + i * m);
+    }
+    recv_nothing!(p, time 0);
+    let ack = |a: SeqNum| Seg {
+        ack: Some(a),
+        ..send_templ()
+    };
+    // Segment 0 arrives (slow start: two more go out), segment 1 is lost.
+    send!(p, time 10, ack(l + m));
+    assert_eq!(p.poll(ms(10)).expect("new").seq, l + 10 * m);
+    assert_eq!(p.poll(ms(10)).expect("new").seq, l + 11 * m);
+    recv_nothing!(p, time 10);
+    let mut sent = Vec::new();
+    for k in 0..9u64 {
+        send!(p, time 11 + k, ack(l + m));
+        let mut now = Vec::new();
+        while let Some(s) = p.poll(ms(11 + k)) {
+            now.push(s.seq);
+        }
+        sent.push(now);
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    let e: Vec<SeqNum> = Vec::new();
+    assert_eq!(
+        sent,
+        [
+            e.clone(),
+            e.clone(),
+            vec![l + m],
+            e.clone(),
+            vec![l + 12 * m],
+            e.clone(),
+            // The 7th duplicate takes the pipe (12 outstanding less 7
+            // delivered) below ssthresh (5.5 segments): PRR-SSRB, at most
+            // ssthresh − pipe, half a segment here, so nothing; then one
+            // per duplicate.
+            e.clone(),
+            vec![l + 13 * m],
+            vec![l + 14 * m],
+        ]
     );
 }

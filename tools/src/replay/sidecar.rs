@@ -289,6 +289,26 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     };
     tc.max_control_queue = num(t, "max_control_queue", &path)? as usize;
     tc.ttl = num(t, "ttl", &path)?.min(255) as u8;
+    // Recordings from before CUBIC, HyStart++ and PRR lack these fields:
+    // they ran NewReno with RFC 6675's (or RFC 6582's) recovery window and
+    // plain slow start, and replay so.
+    tc.congestion = match t.get("congestion") {
+        None => tcp::Congestion::NewReno,
+        Some(c) => c.as_str().and_then(tcp::Congestion::parse).ok_or_else(|| {
+            format!(
+                "{}: \"congestion\" is not \"cubic\" or \"newreno\"",
+                path.display()
+            )
+        })?,
+    };
+    tc.hystart = match t.get("hystart") {
+        None => false,
+        Some(_) => flag(t, "hystart", &path)?,
+    };
+    tc.prr = match t.get("prr") {
+        None => false,
+        Some(_) => flag(t, "prr", &path)?,
+    };
     let start_unix_us = num(&v, "start_unix_us", &path)?;
     if start_unix_us > crate::replay::pcapio::MAX_TS_US {
         return Err(format!(
@@ -359,6 +379,21 @@ mod tests {
         assert_eq!(c.http.max_bytes_n, 123_456);
         assert_eq!(c.tcp.delayed_ack.as_micros(), 25_000);
         assert_eq!(c.tcp.min_rto.as_micros(), 150_000);
+        // New recordings say which congestion control and recovery ran.
+        assert_eq!(c.tcp.congestion, tcp::Congestion::Cubic);
+        assert!(c.tcp.hystart && c.tcp.prr);
+        let mut reno = cfg.clone();
+        reno.tcp.congestion = tcp::Congestion::NewReno;
+        reno.tcp.prr = false;
+        let t2 = daemon::pcap::sidecar_json(&reno, &clock, reno.mtu, 0);
+        std::fs::write(path_for(&pcap), &t2).unwrap();
+        let c2 = load(&pcap).unwrap().config;
+        assert_eq!(c2.tcp.congestion, tcp::Congestion::NewReno);
+        assert!(c2.tcp.hystart && !c2.tcp.prr);
+        let bad = text.replace("\"congestion\": \"cubic\"", "\"congestion\": \"vegas\"");
+        assert_ne!(bad, text);
+        std::fs::write(path_for(&pcap), &bad).unwrap();
+        assert!(load(&pcap).unwrap_err().contains("\"congestion\""));
         // Out of range: refused with the field's name.
         let bad = text.replace("\"read_chunk\": 4096", "\"read_chunk\": 0");
         assert_ne!(bad, text);
@@ -409,5 +444,8 @@ mod tests {
         assert_eq!(sc.config.http.max_requests, d.http.max_requests);
         assert_eq!(sc.config.http.max_body_bytes, d.http.max_body_bytes);
         assert_eq!(sc.config.http.max_bytes_n, d.http.max_bytes_n);
+        // Recorded before CUBIC, HyStart++ and PRR: replays as it ran.
+        assert_eq!(sc.config.tcp.congestion, tcp::Congestion::NewReno);
+        assert!(!sc.config.tcp.hystart && !sc.config.tcp.prr);
     }
 }
