@@ -1386,7 +1386,7 @@ impl Conn {
             }
         }
         if cx.cfg.prr {
-            self.prr_on_ack(cx, una_before, sacked_before, dup, new_sack);
+            self.prr_on_ack(una_before, sacked_before, dup, new_sack);
         }
         // On a D-SACK, and when the cumulative ACK completes the episode
         // (its D-SACKs may all have come before).
@@ -2547,14 +2547,7 @@ impl Conn {
     /// duplicate ACK stands for one SMSS, taken off the next cumulative
     /// advance), then PRR's sndcnt and the window pipe + sndcnt that
     /// dispatch sends against. Linux: tcp_cwnd_reduction.
-    fn prr_on_ack(
-        &mut self,
-        cx: &Ctx<'_>,
-        una_before: SeqNum,
-        sacked_before: u32,
-        dup: bool,
-        new_sack: bool,
-    ) {
+    fn prr_on_ack(&mut self, una_before: SeqNum, sacked_before: u32, dup: bool, new_sack: bool) {
         let mss = u32::from(self.mss);
         let sacked_after = self.sacked.bytes_within(self.snd_una, self.snd_max);
         let mut delivered = i64::from(self.snd_una.since(una_before)) + i64::from(sacked_after)
@@ -2573,7 +2566,6 @@ impl Conn {
         if !self.in_recovery {
             return;
         }
-        let _ = cx;
         let pipe = self.recovery_pipe();
         let delivered = delivered.clamp(0, i64::from(u32::MAX)) as u32;
         let sndcnt = self.prr.on_ack(delivered, pipe, self.cc.ssthresh(), mss);
