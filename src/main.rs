@@ -123,6 +123,12 @@ struct Cli {
     #[arg(long, value_name = "MS", default_value_t = 2000)]
     grace_ms: u64,
 
+    /// Congestion control of new connections: cubic (RFC 9438, as Linux) or
+    /// newreno (RFC 5681/6582); either with HyStart++ (RFC 9406) and PRR (RFC 6937)
+    #[arg(long, value_name = "ALG", default_value = "cubic",
+          value_parser = clap::builder::PossibleValuesParser::new(["cubic", "newreno"]))]
+    congestion: String,
+
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -199,6 +205,10 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         },
         grace_ms: cli.grace_ms,
         offload: !cli.no_offload,
+        tcp: tcp::Config {
+            congestion: tcp::Congestion::parse(&cli.congestion).unwrap_or_default(),
+            ..d.tcp.clone()
+        },
         ..d
     }
 }

@@ -1,5 +1,6 @@
 //! Endpoint configuration: every limit is a field with a documented default.
 
+use crate::congestion::Congestion;
 use crate::time::Duration;
 use std::net::IpAddr;
 
@@ -42,7 +43,9 @@ impl Default for Keepalive {
 /// that suffix is still a [`Duration`], so still µs). Every field is
 /// optional: a missing one takes its [`Config::default`] value, so that a
 /// configuration written before a field existed reads back with the
-/// behaviour it had then.
+/// behaviour it had then. Where the default changed when the field came
+/// (`congestion`, `hystart`, `prr`: NewReno without either ran before), a
+/// missing field reads as the old behaviour, not as today's default.
 #[derive(Clone, Debug)]
 #[cfg_attr(
     feature = "serde",
@@ -127,6 +130,19 @@ pub struct Config {
     pub nagle: bool,
     /// Initial congestion window in segments (RFC 6928). Default 10.
     pub initial_window: u32,
+    /// The congestion control of new connections. Default
+    /// [`Congestion::Cubic`] (RFC 9438), as Linux.
+    #[cfg_attr(feature = "serde", serde(default = "serde_legacy::congestion"))]
+    pub congestion: Congestion,
+    /// HyStart++ (RFC 9406) in the initial slow start, with either
+    /// algorithm. Default on.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub hystart: bool,
+    /// Proportional Rate Reduction (RFC 6937, PRR-SSRB) paces the sending
+    /// during fast recovery. Off: RFC 6675's pipe against ssthresh with
+    /// SACK, RFC 6582's window inflation without. Default on.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub prr: bool,
     /// Offer and accept window scaling (RFC 7323 §2). Default on.
     pub window_scaling: bool,
     /// Offer and accept timestamps (RFC 7323 §3). Default on.
@@ -188,6 +204,9 @@ impl Default for Config {
             keepalive: None,
             nagle: true,
             initial_window: 10,
+            congestion: Congestion::Cubic,
+            hystart: true,
+            prr: true,
             window_scaling: true,
             timestamps: true,
             sack: true,
@@ -266,5 +285,17 @@ impl Config {
             s += 1;
         }
         s
+    }
+}
+
+/// What a serialized configuration that predates a field ran with, where
+/// that differs from today's [`Config::default`].
+#[cfg(feature = "serde")]
+mod serde_legacy {
+    use crate::congestion::Congestion;
+
+    /// Before `congestion` existed every connection ran NewReno.
+    pub(super) fn congestion() -> Congestion {
+        Congestion::NewReno
     }
 }

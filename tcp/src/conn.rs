@@ -71,7 +71,8 @@ impl fmt::Display for State {
 
 use crate::buffer::{BufPool, Ranges, RingBuf};
 use crate::config::Config;
-use crate::congestion::{CongestionControl, NewReno};
+use crate::congestion::{AckInfo, Cc, CongestionControl};
+use crate::prr::Prr;
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
 use crate::stats::Stats;
@@ -295,7 +296,21 @@ pub(crate) struct Conn {
     /// its end sequence number and send time (Karn's rule: never a
     /// retransmitted one).
     rtt_probe: Option<(SeqNum, Instant)>,
-    cc: NewReno,
+    /// The congestion controller ([`Config::congestion`]).
+    cc: Cc,
+    /// PRR's state in the current fast recovery (RFC 6937).
+    prr: Prr,
+    /// The window during PRR-paced recovery: RFC 6675 pipe at the last ACK
+    /// plus PRR's sndcnt (RFC 6937 §3, "cwnd = pipe + sndcnt").
+    prr_cwnd: u32,
+    /// Without a SACK scoreboard, what PRR still lets out since the last
+    /// ACK: its sndcnt less what was sent since (the retransmission of
+    /// SND.UNA included, which the estimate of the pipe cannot see).
+    prr_quota: u32,
+    /// Without SACK: bytes the duplicate ACKs since SND.UNA last advanced
+    /// stand for (one SMSS each, RFC 6937 §3's estimate of DeliveredData),
+    /// taken off the next cumulative advance so no byte counts twice.
+    dup_delivered: u32,
     /// Consecutive duplicate ACKs (RFC 5681 §2).
     dup_acks: u32,
     /// In NewReno fast recovery until `recover` is acknowledged (RFC 6582).
@@ -410,7 +425,16 @@ impl Conn {
             last_ack_sent: SeqNum(0),
             rtt: RttEstimator::new(cx.cfg.initial_rto, cx.cfg.min_rto, cx.cfg.max_rto),
             rtt_probe: None,
-            cc: NewReno::new(cx.cfg.initial_window, u32::from(default_mss)),
+            cc: Cc::new(
+                cx.cfg.congestion,
+                cx.cfg.initial_window,
+                u32::from(default_mss),
+                cx.cfg.hystart,
+            ),
+            prr: Prr::default(),
+            prr_cwnd: 0,
+            prr_quota: 0,
+            dup_delivered: 0,
             dup_acks: 0,
             in_recovery: false,
             recover: iss - 1,
@@ -520,7 +544,12 @@ impl Conn {
         c.set_snd_wnd(u32::from(ack.window) << c.opt.snd_wscale.unwrap_or(0));
         c.snd_wl1 = ack.seq;
         c.snd_wl2 = ack.ack;
-        c.cc = NewReno::new(cx.cfg.initial_window, u32::from(c.mss));
+        c.cc = Cc::new(
+            cx.cfg.congestion,
+            cx.cfg.initial_window,
+            u32::from(c.mss),
+            cx.cfg.hystart,
+        );
         c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg);
         c.rcv_told = c.rcv_adv;
         // Born ESTABLISHED: start keep-alive as the handshake path does.
@@ -567,7 +596,12 @@ impl Conn {
         }
         self.opt.sack = cfg.sack && o.sack_permitted;
         self.update_mss(cfg);
-        self.cc = NewReno::new(cfg.initial_window, u32::from(self.mss));
+        self.cc = Cc::new(
+            cfg.congestion,
+            cfg.initial_window,
+            u32::from(self.mss),
+            cfg.hystart,
+        );
     }
 
     /// Effective send MSS: the smaller of the peer's MSS and ours, less the
@@ -1208,6 +1242,10 @@ impl Conn {
         let mut new_sack = false;
         let mut dsack = false;
         let una_before = self.snd_una;
+        // RFC 6937 §3's DeliveredData: the change in SND.UNA plus the
+        // change in SACKed bytes, measured across this ACK.
+        let sacked_before = self.sacked.bytes_within(self.snd_una, self.snd_max);
+        let mut dup = false;
         if self.opt.sack {
             // RFC 2883 §4: the first block is a D-SACK when it lies below
             // the cumulative ACK or within the second block.
@@ -1259,7 +1297,7 @@ impl Conn {
             if self.send_buf.len() == 0 {
                 self.send_buf.shrink_if_empty(cx.pool);
             }
-            self.take_rtt_sample(cx, seg);
+            let rtt_sample = self.take_rtt_sample(cx, seg);
             self.backoffs = 0;
             self.persist_backoffs = 0;
             self.progress_time = cx.now;
@@ -1272,13 +1310,24 @@ impl Conn {
                 } else if !self.sack_recovery() {
                     // Step 4 (partial acknowledgment): retransmit the first
                     // unacknowledged segment, deflate, reset the timer.
+                    // With PRR (RFC 6937) the window is PRR's, not deflated.
                     self.rexmit_one = true;
-                    self.cc.on_partial_ack(acked, mss);
+                    if !cx.cfg.prr {
+                        self.cc.on_partial_ack(acked, mss);
+                    }
                 }
                 // With SACK (RFC 6675 §5), a partial ACK needs nothing
                 // special: the scoreboard says which holes to resend.
             } else {
-                self.cc.on_ack(acked, mss);
+                self.cc.on_ack(&AckInfo {
+                    now: cx.now,
+                    acked,
+                    mss,
+                    ack: seg.ack,
+                    snd_nxt: self.snd_max,
+                    rtt: rtt_sample,
+                    srtt: self.rtt.srtt(),
+                });
             }
             // RFC 6298 §5.2/5.3: stop the timer when all is acknowledged,
             // else restart it.
@@ -1303,15 +1352,17 @@ impl Conn {
             // SYN/FIN, same ACK, same window (RFC 6675 §2: or new SACK
             // information).
             self.dup_acks += 1;
+            dup = true;
             if self.dup_acks == 3 && !self.in_recovery && seg.ack - 1 > self.recover {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
                 self.enter_recovery(cx);
-            } else if !self.sack_recovery() {
+            } else if !(self.sack_recovery() || (cx.cfg.prr && self.in_recovery)) {
                 // RFC 5681 §3.2 step 4 / RFC 6582 §3.2 step 4: in NewReno
                 // recovery every further duplicate inflates cwnd — including
                 // the first ones after a partial ACK reset `dup_acks`. (With
-                // a SACK scoreboard the pipe, not inflation, governs.)
+                // a SACK scoreboard the pipe, and with PRR PRR's window,
+                // not inflation, governs.)
                 self.cc.on_dup_ack(self.dup_acks, self.in_recovery, mss);
             }
         }
@@ -1333,6 +1384,9 @@ impl Conn {
             if sacked >= thresh {
                 self.enter_recovery(cx);
             }
+        }
+        if cx.cfg.prr {
+            self.prr_on_ack(una_before, sacked_before, dup, new_sack);
         }
         // On a D-SACK, and when the cumulative ACK completes the episode
         // (its D-SACKs may all have come before).
@@ -1400,7 +1454,8 @@ impl Conn {
     /// RTT sampling: from the echoed timestamp when timestamps are on
     /// (RFC 7323 §4.1), else from one timed segment (RFC 6298 §3, Karn's
     /// rule: never from a retransmitted segment).
-    fn take_rtt_sample(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) {
+    /// Returns the sample taken, if any (HyStart++ watches them).
+    fn take_rtt_sample(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>) -> Option<Duration> {
         if let (true, Some((_, ecr))) = (self.opt.ts, seg.options.timestamps) {
             let ms = self.ts_now(cx.now).wrapping_sub(ecr);
             // Ignore echoes from the future or absurdly old ones.
@@ -1414,15 +1469,17 @@ impl Conn {
                 if matches!(self.rtt_probe, Some((end, _)) if seg.ack >= end) {
                     self.rtt_probe = None;
                 }
-                return;
+                return Some(sample);
             }
         }
         if let Some((end, sent)) = self.rtt_probe {
             if seg.ack >= end {
                 self.rtt.sample(cx.now - sent);
                 self.rtt_probe = None;
+                return Some(cx.now - sent);
             }
         }
+        None
     }
 
     /// Places the segment's data (and FIN) in the receive buffer, in order or
@@ -1850,6 +1907,7 @@ impl Conn {
                 self.in_recovery = false;
                 self.recover = self.snd_max;
                 self.dup_acks = 0;
+                self.dup_delivered = 0;
                 // RFC 6298 §5.5: back off; §5.4: retransmit the earliest
                 // unacknowledged segment (we go back to SND.UNA).
                 self.backoffs = (self.backoffs + 1).min(30);
@@ -1942,6 +2000,8 @@ impl Conn {
         // from SND.UNA, outside the congestion window (RFC 5681 §3.2 step 2).
         if self.rexmit_one {
             if self.snd_max > self.snd_una {
+                // Always sent (RFC 5681 §3.2 step 2, RFC 6582 step 4); with
+                // PRR it counts in prr_out, so the next ACKs send less.
                 let off = self.snd_una.since(data_start).min(queued);
                 let len = (queued - off).min(mss).min(room);
                 let fin = fin_seq.is_some_and(|f| f == self.snd_una + len && self.snd_max > f);
@@ -1949,6 +2009,10 @@ impl Conn {
                     let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
                     let n = self.emit(cx, buf, self.snd_una, flags, len as usize, false)?;
                     self.rexmit_one = false;
+                    if self.in_recovery {
+                        self.prr.on_sent(len);
+                        self.prr_quota = self.prr_quota.saturating_sub(len);
+                    }
                     self.note_rexmit(cx, self.snd_una, self.snd_una + len);
                     cx.stats.retransmits += 1;
                     self.retransmits += 1;
@@ -1967,9 +2031,19 @@ impl Conn {
         // highest SACKed byte; then new data.
         let sack_rec = self.sack_recovery();
         let pipe = if sack_rec { self.sack_pipe() } else { 0 };
+        let prr = cx.cfg.prr && self.in_recovery;
         if sack_rec {
-            let cwnd = self.cc.ssthresh().min(self.cc.cwnd()).max(mss);
-            let first = self.high_rxt == self.snd_una;
+            // With PRR (RFC 6937) the window is PRR's pipe + sndcnt, which
+            // lets the fast retransmit out on the first ACK; without, RFC
+            // 6675's ssthresh, the first hole sent whatever the pipe.
+            let (cwnd, first) = if prr {
+                (self.prr_cwnd, false)
+            } else {
+                (
+                    self.cc.ssthresh().min(self.cc.cwnd()).max(mss),
+                    self.high_rxt == self.snd_una,
+                )
+            };
             if pipe + mss <= cwnd || first {
                 let mut start = self.high_rxt.max(self.snd_una);
                 while let Some(end) = self.sacked.covering(start) {
@@ -1982,6 +2056,7 @@ impl Conn {
                     let len = (queued - off).min(mss).min(hole_end.since(start)).min(room);
                     if len > 0 {
                         let n = self.emit(cx, buf, start, TcpFlags::ACK, len as usize, false)?;
+                        self.prr.on_sent(len);
                         self.note_rexmit(cx, start, start + len);
                         cx.stats.retransmits += 1;
                         self.retransmits += 1;
@@ -2009,10 +2084,18 @@ impl Conn {
         let in_flight = self.snd_nxt.since(self.snd_una);
         let usable = if sack_rec {
             // In SACK recovery the pipe, not SND.NXT - SND.UNA, is what is in flight.
-            let cwnd = self.cc.ssthresh().min(self.cc.cwnd());
+            let cwnd = if prr {
+                self.prr_cwnd
+            } else {
+                self.cc.ssthresh().min(self.cc.cwnd())
+            };
             self.snd_wnd
                 .saturating_sub(in_flight)
                 .min(cwnd.saturating_sub(pipe))
+        } else if prr {
+            // PRR without a scoreboard (RFC 6937 §3): what its sndcnt
+            // leaves after what was sent since the ACK.
+            self.snd_wnd.saturating_sub(in_flight).min(self.prr_quota)
         } else {
             self.snd_wnd.min(self.cc.cwnd()).saturating_sub(in_flight)
         };
@@ -2091,6 +2174,10 @@ impl Conn {
                 if len % mss != 0 && !room_limited {
                     self.snd_sml = end;
                 }
+            }
+            if self.in_recovery {
+                self.prr.on_sent(len);
+                self.prr_quota = self.prr_quota.saturating_sub(len);
             }
             if is_retransmit && !probe {
                 self.note_rexmit(cx, seq, (seq + len).min(self.snd_max));
@@ -2358,6 +2445,10 @@ impl Conn {
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.cc.on_fast_retransmit(self.in_flight(), mss);
+        // RFC 6937 §3 "At the beginning of recovery": RecoverFS = FlightSize.
+        self.prr.start(self.in_flight());
+        self.prr_cwnd = 0;
+        self.prr_quota = 0;
         self.rtt_probe = None;
         cx.stats.fast_retransmits += 1;
         if self.sack_recovery() {
@@ -2381,6 +2472,8 @@ impl Conn {
             return;
         }
         u.active = true;
+        self.cc.save_for_undo();
+        let u = &mut self.undo;
         u.prior_cwnd = self.cc.cwnd();
         u.prior_ssthresh = self.cc.ssthresh();
         u.end = self.snd_max;
@@ -2447,6 +2540,50 @@ impl Conn {
         let rxt_end = self.high_rxt.max(self.snd_una).min(high);
         let resent = rxt_end.since(self.snd_una) - self.sacked.bytes_within(self.snd_una, rxt_end);
         above + resent
+    }
+
+    /// RFC 6937 §3 "On every ACK during recovery": DeliveredData from the
+    /// change in SND.UNA and in SACKed bytes (without SACK information, a
+    /// duplicate ACK stands for one SMSS, taken off the next cumulative
+    /// advance), then PRR's sndcnt and the window pipe + sndcnt that
+    /// dispatch sends against. Linux: tcp_cwnd_reduction.
+    fn prr_on_ack(&mut self, una_before: SeqNum, sacked_before: u32, dup: bool, new_sack: bool) {
+        let mss = u32::from(self.mss);
+        let sacked_after = self.sacked.bytes_within(self.snd_una, self.snd_max);
+        let mut delivered = i64::from(self.snd_una.since(una_before)) + i64::from(sacked_after)
+            - i64::from(sacked_before);
+        if dup && !new_sack {
+            // At most one window's worth, so that a peer splitting or
+            // inventing duplicates cannot clock out data at its own rate.
+            self.dup_delivered = (self.dup_delivered + mss).min(self.in_flight());
+            delivered += i64::from(mss);
+        }
+        if self.snd_una > una_before {
+            let credit = i64::from(self.dup_delivered).min(delivered.max(0));
+            delivered -= credit;
+            self.dup_delivered = 0;
+        }
+        if !self.in_recovery {
+            return;
+        }
+        let pipe = self.recovery_pipe();
+        let delivered = delivered.clamp(0, i64::from(u32::MAX)) as u32;
+        let sndcnt = self.prr.on_ack(delivered, pipe, self.cc.ssthresh(), mss);
+        self.prr_cwnd = pipe.saturating_add(sndcnt);
+        self.prr_quota = sndcnt;
+    }
+
+    /// The data in flight during recovery: RFC 6675's pipe with a SACK
+    /// scoreboard; without one, what is outstanding less what the
+    /// duplicate ACKs say has left the network.
+    fn recovery_pipe(&self) -> u32 {
+        if self.sack_recovery() {
+            self.sack_pipe()
+        } else {
+            self.snd_nxt
+                .since(self.snd_una)
+                .saturating_sub(self.dup_delivered)
+        }
     }
 
     /// The most data one emitted segment may carry: the MSS, or with

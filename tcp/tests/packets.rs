@@ -2433,8 +2433,8 @@ fn rto_resends_one_segment_then_slow_starts() {
     let info = p.ep.info(p.id()).unwrap();
     assert_eq!(
         info.ssthresh,
-        2 * m,
-        "ssthresh = max(FlightSize / 2, 2 SMSS)"
+        3 * m * 7 / 10,
+        "CUBIC: ssthresh = max(0.7 FlightSize, 2 SMSS) (RFC 9438 §4.6, §4.8)"
     );
 }
 
@@ -2587,14 +2587,14 @@ fn fast_retransmit_and_newreno_partial_ack() {
     assert_eq!(p.ep.stats().rto_timeouts, 0);
 }
 
-/// ESTABLISHED without SACK: the peer's SYN offers only its MSS.
+/// ESTABLISHED without SACK (the peer's SYN offers only its MSS), with `cfg`.
 #[track_caller]
-fn established_no_sack() -> Peer {
+fn established_no_sack_with(cfg: Config) -> Peer {
     let mss_only = TcpOptions {
         mss: Some(MSS),
         ..Default::default()
     };
-    let mut p = listen();
+    let mut p = listen_with(cfg);
     send!(p, time 0, Seg { options: mss_only, ..peer_syn() });
     recv!(p, time 0, Seg { options: mss_only, ..our_synack() });
     send!(p, time 0, peer_ack());
@@ -2608,8 +2608,9 @@ fn newreno_inflates_on_every_dup_ack_in_recovery_also_after_a_partial_ack() {
     // RFC 5681 §3.2 step 4: each duplicate ACK after the third inflates
     // cwnd by SMSS; RFC 6582 §3.2: after a partial ACK (step 5: deflate by
     // the amount acknowledged, add back one SMSS) recovery goes on, and so
-    // does the inflation for every further duplicate.
-    let mut p = established_no_sack();
+    // does the inflation for every further duplicate. (NewReno's own
+    // recovery, without PRR: what old recordings replay with.)
+    let mut p = established_no_sack_with(legacy_recovery());
     let _ = ten_segments_in_flight(&mut p);
     let m = u32::from(MSS);
     let l = LOCAL_SEQ + 1;
@@ -2695,11 +2696,24 @@ fn rto_during_fast_recovery_leaves_it() {
     assert_eq!(p.ep.info(p.id()).unwrap().cwnd, m);
 }
 
+/// NewReno with RFC 6675's window in recovery, no PRR, no HyStart++: the
+/// behaviour before PRR and CUBIC, which recordings without those sidecar
+/// fields replay with.
+fn legacy_recovery() -> Config {
+    Config {
+        congestion: tcp::Congestion::NewReno,
+        prr: false,
+        hystart: false,
+        ..test_config()
+    }
+}
+
 #[test]
 fn sack_recovery_resends_holes_as_the_pipe_allows() {
     // Segments 1 and 3 of 0..=9 are lost. Each ACK the peer sends carries
-    // SACK blocks for what arrived above the hole.
-    let mut p = established();
+    // SACK blocks for what arrived above the hole. (RFC 6675's window
+    // without PRR; with PRR, prr_* below.)
+    let mut p = established_with(legacy_recovery());
     let all = ten_segments_in_flight(&mut p);
     let m = u32::from(MSS);
     let l = LOCAL_SEQ + 1;
@@ -4581,4 +4595,148 @@ fn configured_ttl_on_every_packet() {
         let reply = p.poll_raw(ms(0)).expect("echo reply");
         assert_eq!(parse_ip(&reply).unwrap().ttl, 17, "ICMP, v6 {v6}");
     }
+}
+
+// ----- PRR (RFC 6937) -------------------------------------------------------
+
+/// RFC 6937 §3.1's sender: 20 segments in flight (cwnd = FlightSize = 20),
+/// NewReno (ssthresh = 10 at the start of recovery), 40 segments queued.
+/// The peer's ACK `k` SACKs segments `first..first + k + 2` while SND.UNA's
+/// segments below `first` are lost; returns the sequence numbers sent on
+/// each of `acks` such ACKs (recovery starts on the first, the third
+/// duplicate: RFC 6675's DupThresh).
+fn prr_example(cfg: Config, first: u32, acks: u32) -> Vec<Vec<SeqNum>> {
+    let cfg = Config {
+        congestion: tcp::Congestion::NewReno,
+        initial_window: 20,
+        ..cfg
+    };
+    let mut p = established_with(cfg);
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    p.write(&data(40 * MSS as usize));
+    for i in 0..20u32 {
+        assert_eq!(p.poll(ms(0)).expect("segment").seq, l + i * m);
+    }
+    recv_nothing!(p, time 0);
+    // The first two duplicates (one and two segments SACKed) send nothing:
+    // cwnd is full (no Limited Transmit).
+    for k in 1..=2 {
+        send!(p, time 10, Seg { ack: Some(l), options: TcpOptions { sack: sack(&[(l + first * m, l + (first + k) * m)]), ..Default::default() }, ..send_templ() });
+        recv_nothing!(p, time 10);
+    }
+    let mut sent = Vec::new();
+    for k in 0..acks {
+        let t = 11 + u64::from(k);
+        let end = l + (first + 3 + k) * m;
+        send!(p, time t, Seg { ack: Some(l), options: TcpOptions { sack: sack(&[(l + first * m, end)]), ..Default::default() }, ..send_templ() });
+        let mut now = Vec::new();
+        while let Some(s) = p.poll(ms(t)) {
+            now.push(s.seq);
+        }
+        sent.push(now);
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    sent
+}
+
+#[test]
+fn prr_single_loss_sends_on_every_other_ack() {
+    // RFC 6937 §3.1, one loss (segment 0): PRR sends the retransmission on
+    // the ACK that starts recovery, then one new segment on every second
+    // ACK (sndcnt = CEIL(prr_delivered * ssthresh / RecoverFS) - prr_out,
+    // ssthresh / RecoverFS = 1/2): neither a pause nor a burst.
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    let s = prr_example(test_config(), 1, 10);
+    let mut want: Vec<Vec<SeqNum>> = Vec::new();
+    for k in 0..10u32 {
+        want.push(match k {
+            0 => vec![l],
+            k if k % 2 == 0 => vec![l + (20 + k / 2 - 1) * m],
+            _ => vec![],
+        });
+    }
+    assert_eq!(s, want);
+    // Without PRR (RFC 6675's window = ssthresh against a pipe of 16), the
+    // sender idles for half a round trip after the retransmission.
+    let s = prr_example(legacy_recovery(), 1, 10);
+    assert_eq!(s[0], [l]);
+    assert!(s[1..8].iter().all(Vec::is_empty), "{s:?}");
+    assert_eq!(s[8], [l + 20 * m]);
+}
+
+#[test]
+fn prr_ssrb_after_a_burst_loss_sends_two_per_ack() {
+    // RFC 6937 §3.1, a burst of 15 losses: segments 0..15 lost, 15..20
+    // arrive. The pipe (what is above the highest SACKed segment and what
+    // was resent) is far below ssthresh; PRR-SSRB sends DeliveredData + 1
+    // MSS = two segments per ACK, the holes in order (a slow start back to
+    // ssthresh), not ssthresh - pipe at once.
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    let s = prr_example(test_config(), 15, 3);
+    assert_eq!(
+        s,
+        [
+            vec![l, l + m],
+            vec![l + 2 * m, l + 3 * m],
+            vec![l + 4 * m, l + 5 * m]
+        ]
+    );
+}
+
+#[test]
+fn prr_without_sack_counts_each_duplicate_as_one_segment_delivered() {
+    // RFC 6937 §3 without SACK: each duplicate ACK stands for one SMSS
+    // delivered. NewReno (ssthresh = FlightSize / 2): the retransmission
+    // on the third duplicate, then one new segment per two duplicates,
+    // where RFC 5681 §3.2's inflation sends nothing until the duplicates
+    // pass the deflated window, then one per duplicate.
+    let cfg = Config {
+        congestion: tcp::Congestion::NewReno,
+        ..test_config()
+    };
+    let mut p = established_no_sack_with(cfg);
+    let (l, m) = (LOCAL_SEQ + 1, u32::from(MSS));
+    p.write(&data(30 * MSS as usize));
+    for i in 0..10u32 {
+        assert_eq!(p.poll(ms(0)).expect("segment").seq, l + i * m);
+    }
+    recv_nothing!(p, time 0);
+    let ack = |a: SeqNum| Seg {
+        ack: Some(a),
+        ..send_templ()
+    };
+    // Segment 0 arrives (slow start: two more go out), segment 1 is lost.
+    send!(p, time 10, ack(l + m));
+    assert_eq!(p.poll(ms(10)).expect("new").seq, l + 10 * m);
+    assert_eq!(p.poll(ms(10)).expect("new").seq, l + 11 * m);
+    recv_nothing!(p, time 10);
+    let mut sent = Vec::new();
+    for k in 0..9u64 {
+        send!(p, time 11 + k, ack(l + m));
+        let mut now = Vec::new();
+        while let Some(s) = p.poll(ms(11 + k)) {
+            now.push(s.seq);
+        }
+        sent.push(now);
+    }
+    assert_eq!(p.ep.stats().fast_retransmits, 1);
+    let e: Vec<SeqNum> = Vec::new();
+    assert_eq!(
+        sent,
+        [
+            e.clone(),
+            e.clone(),
+            vec![l + m],
+            e.clone(),
+            vec![l + 12 * m],
+            e.clone(),
+            // The 7th duplicate takes the pipe (12 outstanding less 7
+            // delivered) below ssthresh (5.5 segments): PRR-SSRB, at most
+            // ssthresh − pipe, half a segment here, so nothing; then one
+            // per duplicate.
+            e.clone(),
+            vec![l + 13 * m],
+            vec![l + 14 * m],
+        ]
+    );
 }

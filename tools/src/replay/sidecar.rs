@@ -116,6 +116,22 @@ mod tests {
         assert_eq!(c.http.max_bytes_n, 123_456);
         assert_eq!(c.tcp.delayed_ack.as_micros(), 25_000);
         assert_eq!(c.tcp.min_rto.as_micros(), 150_000);
+        // New recordings say which congestion control and recovery ran.
+        assert_eq!(c.tcp.congestion, tcp::Congestion::Cubic);
+        assert!(c.tcp.hystart && c.tcp.prr);
+        let mut reno = cfg.clone();
+        reno.tcp.congestion = tcp::Congestion::NewReno;
+        reno.tcp.prr = false;
+        let t2 = daemon::pcap::sidecar_json(&reno, &clock, reno.mtu, 0);
+        std::fs::write(path_for(&pcap), &t2).unwrap();
+        let c2 = load(&pcap).unwrap().config;
+        assert_eq!(c2.tcp.congestion, tcp::Congestion::NewReno);
+        assert!(c2.tcp.hystart && !c2.tcp.prr);
+        let bad = text.replace("\"congestion\": \"cubic\"", "\"congestion\": \"vegas\"");
+        assert_ne!(bad, text);
+        std::fs::write(path_for(&pcap), &bad).unwrap();
+        let e = load(&pcap).unwrap_err();
+        assert!(e.contains("congestion"), "{e}");
         // Out of range: refused with the field's name.
         let bad = text.replace("\"read_chunk\": 4096", "\"read_chunk\": 0");
         assert_ne!(bad, text);
@@ -166,5 +182,8 @@ mod tests {
         assert_eq!(sc.config.http.max_requests, d.http.max_requests);
         assert_eq!(sc.config.http.max_body_bytes, d.http.max_body_bytes);
         assert_eq!(sc.config.http.max_bytes_n, d.http.max_bytes_n);
+        // Recorded before CUBIC, HyStart++ and PRR: replays as it ran.
+        assert_eq!(sc.config.tcp.congestion, tcp::Congestion::NewReno);
+        assert!(!sc.config.tcp.hystart && !sc.config.tcp.prr);
     }
 }
