@@ -176,6 +176,119 @@ pub fn write_with_hdr(fd: RawFd, hdr: &VnetHdr, pkt: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Completes a partial transport checksum: `seg` starts at the transport
+/// header and the field at `at` holds the pseudo-header sum (folded, not
+/// complemented, as Linux leaves it for `CHECKSUM_PARTIAL`); the result is
+/// the RFC 1071 checksum over pseudo-header and segment.
+fn complete_checksum(seg: &mut [u8], at: usize) {
+    let initial = u32::from(u16::from_be_bytes([seg[at], seg[at + 1]]));
+    seg[at] = 0;
+    seg[at + 1] = 0;
+    let mut sum = initial;
+    let mut chunks = seg.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    seg[at..at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// Most segments one packet is cut into; a packet that would give more
+/// (a `gso_size` below 64 bytes: no kernel or tcpd sends that) is recorded
+/// whole. Bounds the [`Segmenter`]'s buffers.
+pub const MAX_SEGMENTS: usize = 1024;
+
+/// Cuts TSO/GSO super-packets into the segments the wire carries, and
+/// completes partial checksums, as Linux's GSO does for a device without
+/// offload (`tcp_gso_segment` and `inet_gso_segment` / `ipv6_gso_segment`):
+/// each segment carries `gso_size` payload bytes (the last one the rest),
+/// its sequence number advances by the payload before it, CWR stays only on
+/// the first segment and FIN and PSH only on the last, the IPv4 identifier
+/// increments per segment, the IPv4 total length / IPv6 payload length and
+/// both checksums (IPv4 header, TCP) are those of the segment. The cutting
+/// itself is tun-rs's `gso_split` (the same cut as the kernel's); this type
+/// decides what to cut and keeps the output buffers, so that a pcap writer
+/// allocates nothing per packet once they have grown.
+#[derive(Default)]
+pub struct Segmenter {
+    bufs: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl Segmenter {
+    /// A segmenter with no buffers yet (they grow to the largest packet cut).
+    pub fn new() -> Segmenter {
+        Segmenter::default()
+    }
+
+    /// Calls `out` with each packet the wire carries for `pkt`: the segments
+    /// of a TCP packet of more than `gso_size` payload bytes (`gso_size` 0:
+    /// no segmentation), else `pkt` itself with its TCP checksum completed
+    /// when `partial` (the field holds only the pseudo-header sum,
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`). A packet the cut does not apply to
+    /// (not TCP, malformed, IPv6 extension headers) goes out as it is.
+    /// Returns the number of packets passed to `out`; stops at `out`'s
+    /// first error.
+    pub fn segment<E>(
+        &mut self,
+        pkt: &mut [u8],
+        gso_size: u16,
+        partial: bool,
+        mut out: impl FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let Some((iph, proto, v6)) = ip_info(pkt) else {
+            return out(pkt).map(|()| 1);
+        };
+        let Some(&off) = pkt.get(iph + 12) else {
+            return out(pkt).map(|()| 1);
+        };
+        let hdr_len = iph + usize::from(off >> 4) * 4;
+        if proto != 6 || iph < 20 || off >> 4 < 5 || pkt.len() < hdr_len {
+            return out(pkt).map(|()| 1);
+        }
+        let payload = pkt.len() - hdr_len;
+        let gso = usize::from(gso_size);
+        if gso > 0 && payload > gso && payload.div_ceil(gso) <= MAX_SEGMENTS {
+            let count = payload.div_ceil(gso);
+            if self.bufs.len() < count {
+                self.bufs.resize_with(count, Vec::new);
+                self.sizes.resize(count, 0);
+            }
+            for b in &mut self.bufs[..count] {
+                if b.len() < hdr_len + gso {
+                    b.resize(hdr_len + gso, 0);
+                }
+            }
+            // The kernel's `hdr_len` may cover payload (it is
+            // `skb_headlen`); the cut needs the headers' real length.
+            let hdr = tun_rs::VirtioNetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+                hdr_len: hdr_len as u16,
+                gso_size,
+                csum_start: iph as u16,
+                csum_offset: 16,
+            };
+            if let Ok(n) = tun_rs::gso_split(pkt, hdr, &mut self.bufs, &mut self.sizes, 0, v6) {
+                for (b, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
+                    out(&b[..len])?;
+                }
+                return Ok(n);
+            }
+            // A packet the cut refuses goes out as it is.
+        } else if partial && pkt.len() >= iph + 18 {
+            complete_checksum(&mut pkt[iph..], 16);
+        }
+        out(pkt).map(|()| 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,5 +350,156 @@ mod tests {
             (h.flags, h.gso_type, h.csum_start, h.csum_offset),
             (F_NEEDS_CSUM, GSO_NONE, 40, 16)
         );
+    }
+
+    /// A TCP packet as the endpoint emits it with offload: `payload` bytes
+    /// (byte i is `i % 251`), the checksum partial, IPv4 identifier 77.
+    fn super_packet(v6: bool, payload: usize, flags: tcp::wire::TcpFlags) -> Vec<u8> {
+        use tcp::wire::{emit_tcp_with, TcpOptions, TcpRepr};
+        let (src, dst): (std::net::IpAddr, std::net::IpAddr) = if v6 {
+            ("fd00::2".parse().unwrap(), "fd00::1".parse().unwrap())
+        } else {
+            ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap())
+        };
+        let repr = TcpRepr {
+            src_port: 80,
+            dst_port: 40000,
+            seq: tcp::SeqNum(0xffff_f000),
+            ack: tcp::SeqNum(5),
+            flags,
+            window: 1000,
+            options: TcpOptions {
+                timestamps: Some((7, 8)),
+                ..TcpOptions::default()
+            },
+        };
+        let iph = if v6 { 40 } else { 20 };
+        let mut p = vec![0u8; iph + repr.header_len() + payload];
+        emit_tcp_with(&mut p, src, dst, 64, &repr, payload, true).unwrap();
+        if !v6 {
+            // The identifier the kernel's GSO counts up from; the header
+            // checksum again.
+            p[4..6].copy_from_slice(&77u16.to_be_bytes());
+            p[10..12].fill(0);
+            let h = etherparse::Ipv4Header::from_slice(&p).unwrap().0;
+            p[10..12].copy_from_slice(&h.calc_header_checksum().to_be_bytes());
+        }
+        let hl = p.len() - payload;
+        for (i, b) in p[hl..].iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+        p
+    }
+
+    /// Checks one segment with etherparse (an independent implementation):
+    /// IPv4 header checksum, TCP checksum; returns (IPv4 id or 0, seq,
+    /// FIN, PSH, CWR, payload).
+    fn verify(seg: &[u8]) -> (u16, u32, bool, bool, bool, Vec<u8>) {
+        use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+        let s = SlicedPacket::from_ip(seg).unwrap();
+        let Some(TransportSlice::Tcp(t)) = &s.transport else {
+            panic!("not TCP");
+        };
+        let payload = t.payload().to_vec();
+        let (id, calc) = match &s.net {
+            Some(NetSlice::Ipv4(ip)) => {
+                let h = ip.header().to_header();
+                assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+                assert_eq!(usize::from(h.total_len), seg.len());
+                let c = t.to_header().calc_checksum_ipv4(&h, &payload).unwrap();
+                (h.identification, c)
+            }
+            Some(NetSlice::Ipv6(ip)) => {
+                let h = ip.header().to_header();
+                assert_eq!(usize::from(h.payload_length) + 40, seg.len());
+                (0, t.to_header().calc_checksum_ipv6(&h, &payload).unwrap())
+            }
+            _ => panic!("not IP"),
+        };
+        assert_eq!(calc, t.checksum(), "TCP checksum");
+        (id, t.sequence_number(), t.fin(), t.psh(), t.cwr(), payload)
+    }
+
+    #[test]
+    fn a_super_packet_is_cut_as_the_kernels_gso_cuts_it() {
+        use tcp::wire::TcpFlags;
+        let flags = TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN | TcpFlags(0x80);
+        for v6 in [false, true] {
+            let mut pkt = super_packet(v6, 3 * 1448 + 500, flags);
+            let mut segs: Vec<Vec<u8>> = Vec::new();
+            let mut seg = Segmenter::new();
+            let n = seg
+                .segment(&mut pkt, 1448, true, |s| {
+                    segs.push(s.to_vec());
+                    Ok::<(), ()>(())
+                })
+                .unwrap();
+            assert_eq!((n, segs.len()), (4, 4));
+            let mut data = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                let (id, seq, fin, psh, cwr, payload) = verify(s);
+                let last = i == 3;
+                assert!(s.len() <= if v6 { 40 } else { 20 } + 32 + 1448);
+                assert_eq!(id, if v6 { 0 } else { 77 + i as u16 }, "v6 {v6} seg {i}");
+                // The sequence number wraps past 2^32 in the second segment.
+                assert_eq!(seq, 0xffff_f000u32.wrapping_add(1448 * i as u32));
+                assert_eq!((fin, psh, cwr), (last, last, i == 0), "v6 {v6} seg {i}");
+                assert_eq!(payload.len(), if last { 500 } else { 1448 });
+                data.extend_from_slice(&payload);
+            }
+            assert!(data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+            // The buffers are kept: a second cut allocates nothing new.
+            let ptrs: Vec<*const u8> = seg.bufs.iter().map(|b| b.as_ptr()).collect();
+            let mut pkt = super_packet(v6, 2 * 1448, flags);
+            let n = seg.segment(&mut pkt, 1448, true, |s| {
+                verify(s);
+                Ok::<(), ()>(())
+            });
+            assert_eq!(n, Ok(2));
+            assert_eq!(ptrs, seg.bufs.iter().map(|b| b.as_ptr()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn a_packet_within_one_segment_gets_its_checksum_completed() {
+        use tcp::wire::TcpFlags;
+        for v6 in [false, true] {
+            // No GSO, partial checksum; and GSO with a payload that fits.
+            for gso in [0u16, 1448] {
+                let mut pkt = super_packet(v6, 1001, TcpFlags::ACK | TcpFlags::PSH);
+                let orig = pkt.clone();
+                let mut out = Vec::new();
+                let n = Segmenter::new().segment(&mut pkt, gso, true, |s| {
+                    out = s.to_vec();
+                    Ok::<(), ()>(())
+                });
+                assert_eq!(n, Ok(1));
+                let (_, _, _, psh, _, payload) = verify(&out);
+                assert!(psh);
+                assert_eq!(payload.len(), 1001);
+                // Only the checksum changed.
+                let at = if v6 { 40 } else { 20 } + 16;
+                assert_eq!(out[..at], orig[..at]);
+                assert_eq!(out[at + 2..], orig[at + 2..]);
+            }
+        }
+    }
+
+    #[test]
+    fn what_is_not_a_tcp_super_packet_goes_out_as_it_is() {
+        for mut p in [vec![0x45u8, 0, 0, 4], vec![], vec![0x60; 30], {
+            let mut icmp = vec![0u8; 3000];
+            icmp[0] = 0x45;
+            icmp[9] = 1;
+            icmp
+        }] {
+            let orig = p.clone();
+            let mut got = Vec::new();
+            let n = Segmenter::new().segment(&mut p, 1448, true, |s| {
+                got.push(s.to_vec());
+                Ok::<(), ()>(())
+            });
+            assert_eq!((n, got), (Ok(1), vec![orig]));
+        }
     }
 }

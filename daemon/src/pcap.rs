@@ -53,6 +53,15 @@
 //! (still version 1): a reader takes [`Config::default`]'s values when they
 //! are missing, which is what the daemon ran with before they were written.
 //!
+//! So were `"offload"` (top level: the device did TSO/GSO and checksum
+//! offload) and `tcp.tso_max`, `tcp.checksum_offload` (the endpoint's side
+//! of it). Missing, they mean no offload: captures were recorded without it
+//! before. With offload the stack read and wrote super-packets of up to
+//! 64 KiB with partial checksums; the capture holds what the wire carries
+//! instead (each cut into MTU-sized segments with real checksums, see
+//! [`Segmenter`]), and the companion file [`gso_path`] says which records
+//! were one packet for the stack.
+//!
 //! With `"workers": 0` the handlers ran inline through
 //! [`crate::services::InlineHost`], as a replay runs them, so the replay
 //! sees the same handler calls in the same order; with worker threads the
@@ -64,6 +73,10 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::Device;
+use crate::offload::Segmenter;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
@@ -79,6 +92,32 @@ use tracing::warn;
 struct Record {
     ts_us: u64,
     buf: Vec<u8>,
+    /// TSO/GSO segment size of a super-packet (0: none), see [`Segmenter`].
+    gso_size: u16,
+    /// The TCP checksum is partial (pseudo-header sum only).
+    partial: bool,
+}
+
+/// The bytes of record buffers (queued, pooled or spare) a tap may hold per
+/// record of its queue: with offload a record may be a 64 KiB super-packet,
+/// and the queue's memory stays bounded by `queue * RECORD_BYTES` (32 MiB
+/// for the default queue) rather than `queue * 64 KiB`. A record that would
+/// need more is dropped and counted as lost.
+const RECORD_BYTES: usize = 4096;
+
+/// The companion file of a capture recorded with offload: `pcap` with
+/// `.gso` appended. One line `FIRST COUNT` per packet the stack read or
+/// wrote as one TSO/GSO super-packet and the capture holds as `COUNT`
+/// segments, records `FIRST..FIRST+COUNT` (0-based, in file order); a
+/// replay feeds and compares such a group as the one packet the stack saw.
+pub fn gso_path(pcap: &Path) -> PathBuf {
+    let mut s = pcap.as_os_str().to_owned();
+    s.push(".gso");
+    PathBuf::from(s)
+}
+
+fn err(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
 }
 
 /// The pcap-recording middleware.
@@ -96,6 +135,9 @@ pub struct PcapTap<D> {
     records: u64,
     /// Packets not recorded (channel full, or the writer gone).
     lost: u64,
+    /// Capacity of all record buffers in existence (the writer subtracts
+    /// what it frees), bounded by `queue * RECORD_BYTES`.
+    held: Arc<AtomicUsize>,
     /// The first loss was logged.
     warned: bool,
     /// The loss was summed up at the end of the capture.
@@ -131,36 +173,67 @@ impl<D: Device> PcapTap<D> {
         };
         let mut w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
             .map_err(|e| io::Error::other(e.to_string()))?;
+        // With offload the stack's packets are TSO/GSO super-packets: the
+        // writer cuts them into the segments the wire carries (so the capture
+        // reads like one without offload) and lists the groups in the
+        // companion file, for replays. A stale one from an earlier run goes.
+        let gso = gso_path(path);
+        let mut groups = if inner.offload() {
+            let f = File::create(&gso).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", gso.display()))
+            })?;
+            Some(BufWriter::new(f))
+        } else {
+            let _ = std::fs::remove_file(&gso);
+            None
+        };
         let (tx, rx) = bounded::<Record>(queue);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + 64);
+        let held = Arc::new(AtomicUsize::new(0));
+        let freed = held.clone();
         let writer = std::thread::Builder::new()
             .name("tcpd-pcap".into())
             .spawn(move || {
+                let mut seg = Segmenter::new();
                 let mut written = 0u64;
                 let mut dirty = false;
                 let mut last_flush = Instant::now();
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(r) => {
-                            let secs = Duration::from_micros(r.ts_us);
-                            let pkt = PcapPacket::new(secs, r.buf.len() as u32, &r.buf[..])
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                            w.write_packet(&pkt)
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                            written += 1;
+                        Ok(mut r) => {
+                            let ts = Duration::from_micros(r.ts_us);
+                            let n = seg.segment(&mut r.buf, r.gso_size, r.partial, |p| {
+                                let pkt = PcapPacket::new(ts, p.len() as u32, p).map_err(err)?;
+                                w.write_packet(&pkt).map(|_| ()).map_err(err)
+                            })?;
+                            if n > 1 {
+                                if let Some(g) = &mut groups {
+                                    writeln!(g, "{written} {n}")?;
+                                }
+                            }
+                            written += n as u64;
                             dirty = true;
-                            let _ = pool_tx.try_send(r.buf);
+                            let cap = r.buf.capacity();
+                            if pool_tx.try_send(r.buf).is_err() {
+                                freed.fetch_sub(cap, Ordering::Relaxed);
+                            }
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                     if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
-                        w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                        w.flush().map_err(err)?;
+                        if let Some(g) = &mut groups {
+                            g.flush()?;
+                        }
                         dirty = false;
                         last_flush = Instant::now();
                     }
                 }
-                w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                w.flush().map_err(err)?;
+                if let Some(g) = &mut groups {
+                    g.flush()?;
+                }
                 Ok(written)
             })?;
         Ok(PcapTap {
@@ -173,6 +246,7 @@ impl<D: Device> PcapTap<D> {
             queue,
             records: 0,
             lost: 0,
+            held,
             warned: false,
             reported: false,
             path: path.to_path_buf(),
@@ -181,7 +255,9 @@ impl<D: Device> PcapTap<D> {
 
     /// Hands a copy of `pkt` to the writer; never blocks (see the module
     /// documentation): a full channel drops the record and counts it.
-    fn record(&mut self, now: Instant, pkt: &[u8]) {
+    /// `gso_size` and `partial` describe a super-packet (see [`Segmenter`]),
+    /// which the writer cuts into segments.
+    fn record(&mut self, now: Instant, pkt: &[u8], gso_size: u16, partial: bool) {
         let Some(tx) = &self.tx else {
             self.lost += 1;
             return;
@@ -197,10 +273,26 @@ impl<D: Device> PcapTap<D> {
             .or_else(|| self.pool.try_recv().ok())
             .unwrap_or_default();
         buf.clear();
+        if buf.capacity() < pkt.len() {
+            // Growing a buffer (or making a new one): within the budget only.
+            let grow = pkt.len() - buf.capacity();
+            let held = self.held.load(Ordering::Relaxed);
+            if held + grow > self.queue.max(1) * RECORD_BYTES {
+                self.spare = Some(buf);
+                self.lost_to_full_queue();
+                return;
+            }
+            let before = buf.capacity();
+            buf.reserve_exact(pkt.len());
+            self.held
+                .fetch_add(buf.capacity() - before, Ordering::Relaxed);
+        }
         buf.extend_from_slice(pkt);
         let rec = Record {
             ts_us: self.clock.unix_us(now),
             buf,
+            gso_size,
+            partial,
         };
         match tx.try_send(rec) {
             Ok(()) => self.records += 1,
@@ -208,7 +300,8 @@ impl<D: Device> PcapTap<D> {
                 self.spare = Some(rec.buf);
                 self.lost_to_full_queue();
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Disconnected(rec)) => {
+                self.spare = Some(rec.buf);
                 self.lost += 1;
                 warn!(
                     "pcap writer stopped; no more packets are recorded in {} (the error follows at exit)",
@@ -275,12 +368,34 @@ impl<D: Device> PcapTap<D> {
 impl<D: Device> Device for PcapTap<D> {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.recv(now, buf)?;
-        self.record(now, &buf[..n]);
+        self.record(now, &buf[..n], 0, false);
         Ok(n)
     }
     fn send(&mut self, now: Instant, pkt: &[u8]) -> io::Result<()> {
         self.inner.send(now, pkt)?;
-        self.record(now, pkt);
+        self.record(now, pkt, 0, false);
+        Ok(())
+    }
+    fn offload(&self) -> bool {
+        self.inner.offload()
+    }
+    fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let (n, trusted) = self.inner.recv_offload(now, buf)?;
+        let h = self.inner.last_rx_hdr();
+        let gso = if h.gso_type == crate::offload::GSO_NONE {
+            0
+        } else {
+            h.gso_size
+        };
+        self.record(now, &buf[..n], gso, h.flags & crate::offload::F_NEEDS_CSUM != 0);
+        Ok((n, trusted))
+    }
+    fn last_rx_hdr(&self) -> crate::offload::VnetHdr {
+        self.inner.last_rx_hdr()
+    }
+    fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
+        self.inner.send_offload(now, pkt, t)?;
+        self.record(now, pkt, t.segment_size, t.partial_checksum);
         Ok(())
     }
     fn raw_fd(&self) -> RawFd {
@@ -403,7 +518,8 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
          \"synack_retries\": {sar}, \"keepalive\": {ka}, \"nagle\": {nagle}, \"initial_window\": {iw}, \
          \"window_scaling\": {ws}, \"timestamps\": {ts}, \"sack\": {sack}, \"syn_cookies\": {sc}, \
          \"syn_backlog\": {sbl}, \"challenge_ack_limit\": {cal}, \"ephemeral_ports\": [{ep0}, {ep1}], \
-         \"max_control_queue\": {mcq}, \"ttl\": {ttl}}}\n}}\n",
+         \"max_control_queue\": {mcq}, \"ttl\": {ttl}, \"tso_max\": {tso}, \"checksum_offload\": {cso}}},\n  \
+         \"offload\": {offload}\n}}\n",
         seed = cfg.seed,
         start = clock.start_unix_us(),
         iface = json_str(&cfg.iface),
@@ -452,6 +568,9 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
         ep1 = t.ephemeral_ports.1,
         mcq = t.max_control_queue,
         ttl = t.ttl,
+        tso = t.tso_max,
+        cso = t.checksum_offload,
+        offload = cfg.effective_offload(),
     );
     s
 }

@@ -122,8 +122,7 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
         discard_port: 0,
         http_port: 0,
         addr6: None,
-        // The daemon recorded this capture: with `--pcap` set, which also
-        // decides device features that change the bytes (no offload).
+        // The daemon recorded this capture: with `--pcap` set.
         pcap: Some(pcap.to_path_buf()),
         ..Config::default()
     };
@@ -289,6 +288,16 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     };
     tc.max_control_queue = num(t, "max_control_queue", &path)? as usize;
     tc.ttl = num(t, "ttl", &path)?.min(255) as u8;
+    // Offload (added later, still version 1; see `daemon::pcap`): absent,
+    // the capture was recorded without it, as every one was before.
+    c.offload = match v.get("offload") {
+        None => false,
+        Some(x) => x
+            .as_bool()
+            .ok_or_else(|| format!("{}: \"offload\" is not true/false", path.display()))?,
+    };
+    c.tcp.tso_max = num_or(t, "tso_max", 0, 0..=65535, &path)? as usize;
+    c.tcp.checksum_offload = t.get("checksum_offload").and_then(Value::as_bool) == Some(true);
     let start_unix_us = num(&v, "start_unix_us", &path)?;
     if start_unix_us > crate::replay::pcapio::MAX_TS_US {
         return Err(format!(
