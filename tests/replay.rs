@@ -222,11 +222,17 @@ fn an_offload_capture_replays_the_super_packets_the_stack_saw() {
     let cap = Capture::load(&path).unwrap();
     assert!(cap.sidecar.config.effective_offload());
     let mtu = cap.sidecar.config.mtu;
-    assert!(raw.iter().all(|r| r.data.len() <= mtu), "a record exceeds the MTU");
+    assert!(
+        raw.iter().all(|r| r.data.len() <= mtu),
+        "a record exceeds the MTU"
+    );
     let big = |d: replay::Dir| {
         (0..cap.records.len()).any(|i| cap.dirs[i] == d && cap.records[i].data.len() > mtu)
     };
-    assert!(big(replay::Dir::In) && big(replay::Dir::Out), "no super-packet both ways");
+    assert!(
+        big(replay::Dir::In) && big(replay::Dir::Out),
+        "no super-packet both ways"
+    );
     assert!(cap.records.len() < raw.len());
     let o = replay::check(&cap).unwrap();
     if let Some(m) = &o.mismatch {

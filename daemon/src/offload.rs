@@ -404,7 +404,11 @@ mod tests {
         let (id, calc) = match &s.net {
             Some(NetSlice::Ipv4(ip)) => {
                 let h = ip.header().to_header();
-                assert_eq!(h.header_checksum, h.calc_header_checksum(), "IPv4 header checksum");
+                assert_eq!(
+                    h.header_checksum,
+                    h.calc_header_checksum(),
+                    "IPv4 header checksum"
+                );
                 assert_eq!(usize::from(h.total_len), seg.len());
                 let c = t.to_header().calc_checksum_ipv4(&h, &payload).unwrap();
                 (h.identification, c)
@@ -456,7 +460,10 @@ mod tests {
                 Ok::<(), ()>(())
             });
             assert_eq!(n, Ok(2));
-            assert_eq!(ptrs, seg.bufs.iter().map(|b| b.as_ptr()).collect::<Vec<_>>());
+            assert_eq!(
+                ptrs,
+                seg.bufs.iter().map(|b| b.as_ptr()).collect::<Vec<_>>()
+            );
         }
     }
 

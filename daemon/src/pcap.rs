@@ -74,17 +74,17 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::Device;
 use crate::offload::Segmenter;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::DataLink;
 use std::fmt::Write as _;
 use std::fs::File;
+use std::io::Write as _;
 use std::io::{self, BufWriter};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -387,7 +387,12 @@ impl<D: Device> Device for PcapTap<D> {
         } else {
             h.gso_size
         };
-        self.record(now, &buf[..n], gso, h.flags & crate::offload::F_NEEDS_CSUM != 0);
+        self.record(
+            now,
+            &buf[..n],
+            gso,
+            h.flags & crate::offload::F_NEEDS_CSUM != 0,
+        );
         Ok((n, trusted))
     }
     fn last_rx_hdr(&self) -> crate::offload::VnetHdr {

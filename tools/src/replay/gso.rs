@@ -252,7 +252,13 @@ mod tests {
         std::fs::write(&gso, "3 2\n7 45\n").unwrap();
         assert_eq!(
             load_groups(&p).unwrap(),
-            vec![Group { first: 3, count: 2 }, Group { first: 7, count: 45 }]
+            vec![
+                Group { first: 3, count: 2 },
+                Group {
+                    first: 7,
+                    count: 45
+                }
+            ]
         );
         for bad in ["3 1\n", "3 2\n4 2\n", "x 2\n", "1 2 3\n"] {
             std::fs::write(&gso, bad).unwrap();
