@@ -176,33 +176,40 @@ pub fn write_with_hdr(fd: RawFd, hdr: &VnetHdr, pkt: &[u8]) -> io::Result<()> {
     }
 }
 
-/// Completes a partial transport checksum: `seg` starts at the transport
-/// header and the field at `at` holds the pseudo-header sum (folded, not
-/// complemented, as Linux leaves it for `CHECKSUM_PARTIAL`); the result is
-/// the RFC 1071 checksum over pseudo-header and segment.
-fn complete_checksum(seg: &mut [u8], at: usize) {
-    let initial = u32::from(u16::from_be_bytes([seg[at], seg[at + 1]]));
-    seg[at] = 0;
-    seg[at + 1] = 0;
-    let mut sum = initial;
-    let mut chunks = seg.chunks_exact(2);
-    for c in &mut chunks {
-        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        sum = (sum & 0xffff) + (sum >> 16);
+/// The 16-bit one's complement sum of `b` (RFC 1071), unfolded: 32-bit
+/// big-endian words summed into a 64-bit accumulator (folding them later
+/// gives the same result as summing 16-bit words), eight bytes a step.
+fn sum_be(b: &[u8]) -> u64 {
+    let mut acc = 0u64;
+    let mut c = b.chunks_exact(8);
+    for w in &mut c {
+        let w = u64::from_be_bytes([w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7]]);
+        acc += (w >> 32) + (w & 0xffff_ffff);
     }
-    if let [last] = chunks.remainder() {
-        sum += u32::from(*last) << 8;
+    let r = c.remainder();
+    let mut tail = [0u8; 8];
+    tail[..r.len()].copy_from_slice(r);
+    let w = u64::from_be_bytes(tail);
+    acc + (w >> 32) + (w & 0xffff_ffff)
+}
+
+/// Folds an unfolded sum to 16 bits and complements it: the checksum field.
+fn fold(mut acc: u64) -> u16 {
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
     }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    seg[at..at + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    !(acc as u16)
 }
 
 /// Most segments one packet is cut into; a packet that would give more
 /// (a `gso_size` below 64 bytes: no kernel or tcpd sends that) is recorded
 /// whole. Bounds the [`Segmenter`]'s buffers.
 pub const MAX_SEGMENTS: usize = 1024;
+
+/// TCP flags the cut treats specially.
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
 
 /// Cuts TSO/GSO super-packets into the segments the wire carries, and
 /// completes partial checksums, as Linux's GSO does for a device without
@@ -211,14 +218,16 @@ pub const MAX_SEGMENTS: usize = 1024;
 /// its sequence number advances by the payload before it, CWR stays only on
 /// the first segment and FIN and PSH only on the last, the IPv4 identifier
 /// increments per segment, the IPv4 total length / IPv6 payload length and
-/// both checksums (IPv4 header, TCP) are those of the segment. The cutting
-/// itself is tun-rs's `gso_split` (the same cut as the kernel's); this type
-/// decides what to cut and keeps the output buffers, so that a pcap writer
-/// allocates nothing per packet once they have grown.
+/// both checksums (IPv4 header, TCP) are those of the segment.
+///
+/// [`Segmenter::segment_parts`] hands out each segment as its headers (in a
+/// buffer kept here) and its payload (a slice of the packet), so that a
+/// pcap writer copies the payload only once, into its output; nothing is
+/// allocated per packet once the header buffer has grown.
 #[derive(Default)]
 pub struct Segmenter {
-    bufs: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
+    hdr: Vec<u8>,
+    joined: Vec<u8>,
 }
 
 impl Segmenter {
@@ -227,14 +236,95 @@ impl Segmenter {
         Segmenter::default()
     }
 
-    /// Calls `out` with each packet the wire carries for `pkt`: the segments
-    /// of a TCP packet of more than `gso_size` payload bytes (`gso_size` 0:
-    /// no segmentation), else `pkt` itself with its TCP checksum completed
-    /// when `partial` (the field holds only the pseudo-header sum,
-    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM`). A packet the cut does not apply to
-    /// (not TCP, malformed, IPv6 extension headers) goes out as it is.
-    /// Returns the number of packets passed to `out`; stops at `out`'s
+    /// Calls `out(headers, payload)` for each packet the wire carries for
+    /// `pkt`: the segments of a TCP packet of more than `gso_size` payload
+    /// bytes (`gso_size` 0: no segmentation), else `pkt` itself (with an
+    /// empty payload part) with its TCP checksum completed when `partial`
+    /// (the field holds only the pseudo-header sum, folded, not
+    /// complemented, as Linux leaves it for `CHECKSUM_PARTIAL` and
+    /// `VIRTIO_NET_HDR_F_NEEDS_CSUM` means). A packet the cut does not
+    /// apply to (not TCP, malformed, IPv6 extension headers) goes out as it
+    /// is. Returns the number of packets passed to `out`; stops at `out`'s
     /// first error.
+    pub fn segment_parts<E>(
+        &mut self,
+        pkt: &mut [u8],
+        gso_size: u16,
+        partial: bool,
+        mut out: impl FnMut(&[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let Some((iph, hl, v6)) = tcp_headers(pkt) else {
+            return out(pkt, &[]).map(|()| 1);
+        };
+        let payload_len = pkt.len() - hl;
+        let gso = usize::from(gso_size);
+        if gso == 0 || payload_len <= gso || payload_len.div_ceil(gso) > MAX_SEGMENTS {
+            if partial {
+                // RFC 9293 §3.1: the checksum covers the pseudo-header
+                // (already in the field) and the whole segment.
+                let seed = u64::from(u16::from_be_bytes([pkt[iph + 16], pkt[iph + 17]]));
+                pkt[iph + 16] = 0;
+                pkt[iph + 17] = 0;
+                let c = fold(seed + sum_be(&pkt[iph..]));
+                pkt[iph + 16..iph + 18].copy_from_slice(&c.to_be_bytes());
+            }
+            return out(pkt, &[]).map(|()| 1);
+        }
+        let (head, payload) = pkt.split_at(hl);
+        self.hdr.clear();
+        self.hdr.extend_from_slice(head);
+        let h = &mut self.hdr[..];
+        // The pseudo-header's addresses and protocol, the same for every
+        // segment (RFC 9293 §3.1; RFC 8200 §8.1 for IPv6).
+        let addrs = if v6 {
+            sum_be(&head[8..40])
+        } else {
+            sum_be(&head[12..20])
+        } + 6;
+        let id0 = u16::from_be_bytes([head[4], head[5]]);
+        let seq0 = u32::from_be_bytes([head[iph + 4], head[iph + 5], head[iph + 6], head[iph + 7]]);
+        let flags0 = head[iph + 13];
+        let count = payload_len.div_ceil(gso);
+        for (i, chunk) in payload.chunks(gso).enumerate() {
+            let last = i + 1 == count;
+            let tcp_len = hl - iph + chunk.len();
+            if v6 {
+                h[4..6].copy_from_slice(&((tcp_len + iph - 40) as u16).to_be_bytes());
+            } else {
+                // `inet_gso_segment`: the identifier counts up per segment.
+                h[2..4].copy_from_slice(&((iph + tcp_len) as u16).to_be_bytes());
+                h[4..6].copy_from_slice(&id0.wrapping_add(i as u16).to_be_bytes());
+                h[10] = 0;
+                h[11] = 0;
+                let c = fold(sum_be(&h[..iph]));
+                h[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+            // `tcp_gso_segment`: the sequence number advances by the payload
+            // before; CWR only on the first segment, FIN and PSH only on the
+            // last.
+            let seq = seq0.wrapping_add((i * gso) as u32);
+            h[iph + 4..iph + 8].copy_from_slice(&seq.to_be_bytes());
+            let mut f = flags0;
+            if i > 0 {
+                f &= !TCP_CWR;
+            }
+            if !last {
+                f &= !(TCP_FIN | TCP_PSH);
+            }
+            h[iph + 13] = f;
+            h[iph + 16] = 0;
+            h[iph + 17] = 0;
+            // The TCP header is a whole number of 32-bit words, so the
+            // payload's sum lines up with the segment's.
+            let sum = addrs + tcp_len as u64 + sum_be(&h[iph..hl]) + sum_be(chunk);
+            h[iph + 16..iph + 18].copy_from_slice(&fold(sum).to_be_bytes());
+            out(h, chunk)?;
+        }
+        Ok(count)
+    }
+
+    /// [`Segmenter::segment_parts`] with each packet handed out whole
+    /// (copied into a buffer kept here).
     pub fn segment<E>(
         &mut self,
         pkt: &mut [u8],
@@ -242,51 +332,28 @@ impl Segmenter {
         partial: bool,
         mut out: impl FnMut(&[u8]) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let Some((iph, proto, v6)) = ip_info(pkt) else {
-            return out(pkt).map(|()| 1);
-        };
-        let Some(&off) = pkt.get(iph + 12) else {
-            return out(pkt).map(|()| 1);
-        };
-        let hdr_len = iph + usize::from(off >> 4) * 4;
-        if proto != 6 || iph < 20 || off >> 4 < 5 || pkt.len() < hdr_len {
-            return out(pkt).map(|()| 1);
-        }
-        let payload = pkt.len() - hdr_len;
-        let gso = usize::from(gso_size);
-        if gso > 0 && payload > gso && payload.div_ceil(gso) <= MAX_SEGMENTS {
-            let count = payload.div_ceil(gso);
-            if self.bufs.len() < count {
-                self.bufs.resize_with(count, Vec::new);
-                self.sizes.resize(count, 0);
-            }
-            for b in &mut self.bufs[..count] {
-                if b.len() < hdr_len + gso {
-                    b.resize(hdr_len + gso, 0);
-                }
-            }
-            // The kernel's `hdr_len` may cover payload (it is
-            // `skb_headlen`); the cut needs the headers' real length.
-            let hdr = tun_rs::VirtioNetHdr {
-                flags: F_NEEDS_CSUM,
-                gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
-                hdr_len: hdr_len as u16,
-                gso_size,
-                csum_start: iph as u16,
-                csum_offset: 16,
-            };
-            if let Ok(n) = tun_rs::gso_split(pkt, hdr, &mut self.bufs, &mut self.sizes, 0, v6) {
-                for (b, &len) in self.bufs.iter().zip(&self.sizes).take(n) {
-                    out(&b[..len])?;
-                }
-                return Ok(n);
-            }
-            // A packet the cut refuses goes out as it is.
-        } else if partial && pkt.len() >= iph + 18 {
-            complete_checksum(&mut pkt[iph..], 16);
-        }
-        out(pkt).map(|()| 1)
+        let mut joined = std::mem::take(&mut self.joined);
+        let r = self.segment_parts(pkt, gso_size, partial, |h, p| {
+            joined.clear();
+            joined.extend_from_slice(h);
+            joined.extend_from_slice(p);
+            out(&joined)
+        });
+        self.joined = joined;
+        r
     }
+}
+
+/// IP header length, IP + TCP header length and family of a TCP packet
+/// (IPv6 without extension headers: neither tcpd nor the local kernel sends
+/// TCP behind any), or `None`.
+fn tcp_headers(p: &[u8]) -> Option<(usize, usize, bool)> {
+    let (iph, proto, v6) = ip_info(p)?;
+    if proto != 6 || iph < 20 || p.len() < iph + 20 {
+        return None;
+    }
+    let hl = iph + usize::from(p[iph + 12] >> 4) * 4;
+    (hl >= iph + 20 && hl <= p.len()).then_some((iph, hl, v6))
 }
 
 #[cfg(test)]
@@ -452,18 +519,23 @@ mod tests {
                 data.extend_from_slice(&payload);
             }
             assert!(data.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
-            // The buffers are kept: a second cut allocates nothing new.
-            let ptrs: Vec<*const u8> = seg.bufs.iter().map(|b| b.as_ptr()).collect();
-            let mut pkt = super_packet(v6, 2 * 1448, flags);
-            let n = seg.segment(&mut pkt, 1448, true, |s| {
-                verify(s);
-                Ok::<(), ()>(())
-            });
-            assert_eq!(n, Ok(2));
-            assert_eq!(
-                ptrs,
-                seg.bufs.iter().map(|b| b.as_ptr()).collect::<Vec<_>>()
-            );
+            // The same cut as tun-rs's `gso_split` (a port of wireguard-go's).
+            let mut pkt = super_packet(v6, 3 * 1448 + 500, flags);
+            let hdr = tun_rs::VirtioNetHdr {
+                flags: F_NEEDS_CSUM,
+                gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+                hdr_len: (pkt.len() - 3 * 1448 - 500) as u16,
+                gso_size: 1448,
+                csum_start: if v6 { 40 } else { 20 },
+                csum_offset: 16,
+            };
+            let mut bufs = vec![vec![0u8; 1600]; 4];
+            let mut sizes = [0usize; 4];
+            let n = tun_rs::gso_split(&mut pkt, hdr, &mut bufs, &mut sizes, 0, v6).unwrap();
+            assert_eq!(n, 4);
+            for (i, s) in segs.iter().enumerate() {
+                assert_eq!(&bufs[i][..sizes[i]], &s[..], "v6 {v6} seg {i}");
+            }
         }
     }
 

@@ -75,8 +75,9 @@ use crate::config::Config;
 use crate::device::Device;
 use crate::offload::Segmenter;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapWriter};
 use pcap_file::DataLink;
+use pcap_file::Endianness;
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::Write as _;
@@ -114,10 +115,6 @@ pub fn gso_path(pcap: &Path) -> PathBuf {
     let mut s = pcap.as_os_str().to_owned();
     s.push(".gso");
     PathBuf::from(s)
-}
-
-fn err(e: impl std::fmt::Display) -> io::Error {
-    io::Error::other(e.to_string())
 }
 
 /// The pcap-recording middleware.
@@ -171,8 +168,14 @@ impl<D: Device> PcapTap<D> {
             snaplen,
             ..PcapHeader::default()
         };
-        let mut w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
+        // pcap-file writes the file header; the records the writer thread
+        // writes itself, each from its parts (a segment's headers and its
+        // payload, a slice of the super-packet), so that the payload is
+        // copied once, into the buffer.
+        let w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
             .map_err(|e| io::Error::other(e.to_string()))?;
+        let big_endian = w.endianness() == Endianness::Big;
+        let mut w = w.into_inner();
         // With offload the stack's packets are TSO/GSO super-packets: the
         // writer cuts them into the segments the wire carries (so the capture
         // reads like one without offload) and lists the groups in the
@@ -202,10 +205,25 @@ impl<D: Device> PcapTap<D> {
                     match rx.recv_timeout(Duration::from_millis(200)) {
                         Ok(mut r) => {
                             let ts = Duration::from_micros(r.ts_us);
-                            let n = seg.segment(&mut r.buf, r.gso_size, r.partial, |p| {
-                                let pkt = PcapPacket::new(ts, p.len() as u32, p).map_err(err)?;
-                                w.write_packet(&pkt).map(|_| ()).map_err(err)
-                            })?;
+                            let n =
+                                seg.segment_parts(&mut r.buf, r.gso_size, r.partial, |h, p| {
+                                    // A classic pcap record header: seconds,
+                                    // microseconds, captured and original length.
+                                    let len = (h.len() + p.len()) as u32;
+                                    let f = [ts.as_secs() as u32, ts.subsec_micros(), len, len];
+                                    let mut rh = [0u8; 16];
+                                    for (i, v) in f.iter().enumerate() {
+                                        let b = if big_endian {
+                                            v.to_be_bytes()
+                                        } else {
+                                            v.to_le_bytes()
+                                        };
+                                        rh[4 * i..4 * i + 4].copy_from_slice(&b);
+                                    }
+                                    w.write_all(&rh)?;
+                                    w.write_all(h)?;
+                                    w.write_all(p)
+                                })?;
                             if n > 1 {
                                 if let Some(g) = &mut groups {
                                     writeln!(g, "{written} {n}")?;
@@ -222,7 +240,7 @@ impl<D: Device> PcapTap<D> {
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                     if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
-                        w.flush().map_err(err)?;
+                        w.flush()?;
                         if let Some(g) = &mut groups {
                             g.flush()?;
                         }
@@ -230,7 +248,7 @@ impl<D: Device> PcapTap<D> {
                         last_flush = Instant::now();
                     }
                 }
-                w.flush().map_err(err)?;
+                w.flush()?;
                 if let Some(g) = &mut groups {
                     g.flush()?;
                 }
