@@ -1467,6 +1467,10 @@ fn second_signal_ends_a_stuck_shutdown() {
             "300",
             "--pcap",
             fifo.to_str().unwrap(),
+            // MTU-sized records, so that their number fills the queue (with
+            // offload 24 MiB are some 800 super-packets, and the queue's
+            // byte budget fills instead).
+            "--no-offload",
         ],
     );
     // 24 MiB each way: some 35 000 records, far more than the pipe, the

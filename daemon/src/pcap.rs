@@ -106,6 +106,10 @@ struct Record {
 /// need more is dropped and counted as lost.
 const RECORD_BYTES: usize = 4096;
 
+/// With offload, the size of the buffers for records that are not
+/// super-packets (an MTU-sized packet fits).
+const SMALL_RECORD: usize = 2048;
+
 /// The companion file of a capture recorded with offload: `pcap` with
 /// `.gso` appended. One line `FIRST COUNT` per packet the stack read or
 /// wrote as one TSO/GSO super-packet and the capture holds as `COUNT`
@@ -123,6 +127,10 @@ pub struct PcapTap<D> {
     clock: Clock,
     tx: Option<Sender<Record>>,
     pool: Receiver<Vec<u8>>,
+    /// With offload: buffers of `record_max` bytes, for super-packets (the
+    /// small ones, of [`SMALL_RECORD`] bytes, go back to `pool`), so that
+    /// an ACK does not hold 64 KiB of the budget.
+    big_pool: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<u64>>>,
     /// A buffer of a record the full channel refused, for the next one.
     spare: Option<Vec<u8>>,
@@ -140,6 +148,9 @@ pub struct PcapTap<D> {
     /// The loss was summed up at the end of the capture.
     reported: bool,
     path: PathBuf,
+    /// Capacity given to a buffer that grows: 64 KiB with offload (any
+    /// super-packet), else 0 (the packet's own size).
+    record_max: usize,
 }
 
 /// How long dropping a tap waits for its writer before leaving it behind
@@ -190,8 +201,10 @@ impl<D: Device> PcapTap<D> {
             let _ = std::fs::remove_file(&gso);
             None
         };
+        let record_max = if inner.offload() { 1 << 16 } else { 0 };
         let (tx, rx) = bounded::<Record>(queue);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + 64);
+        let (big_tx, big_rx) = bounded::<Vec<u8>>(queue + 64);
         let held = Arc::new(AtomicUsize::new(0));
         let freed = held.clone();
         let writer = std::thread::Builder::new()
@@ -232,7 +245,12 @@ impl<D: Device> PcapTap<D> {
                             written += n as u64;
                             dirty = true;
                             let cap = r.buf.capacity();
-                            if pool_tx.try_send(r.buf).is_err() {
+                            let back = if record_max > 0 && cap >= record_max {
+                                &big_tx
+                            } else {
+                                &pool_tx
+                            };
+                            if back.try_send(r.buf).is_err() {
                                 freed.fetch_sub(cap, Ordering::Relaxed);
                             }
                         }
@@ -259,6 +277,7 @@ impl<D: Device> PcapTap<D> {
             clock,
             tx: Some(tx),
             pool: pool_rx,
+            big_pool: big_rx,
             writer: Some(writer),
             spare: None,
             queue,
@@ -268,6 +287,7 @@ impl<D: Device> PcapTap<D> {
             warned: false,
             reported: false,
             path: path.to_path_buf(),
+            record_max,
         })
     }
 
@@ -285,23 +305,40 @@ impl<D: Device> PcapTap<D> {
             self.lost_to_full_queue();
             return;
         }
-        let mut buf = self
-            .spare
-            .take()
-            .or_else(|| self.pool.try_recv().ok())
-            .unwrap_or_default();
+        let big = self.record_max > 0 && pkt.len() > SMALL_RECORD;
+        let pool = if big { &self.big_pool } else { &self.pool };
+        let mut buf = match self.spare.take() {
+            Some(b) if b.capacity() >= pkt.len() => b,
+            Some(b) => {
+                self.held.fetch_sub(b.capacity(), Ordering::Relaxed);
+                drop(b);
+                pool.try_recv().unwrap_or_default()
+            }
+            None => pool.try_recv().unwrap_or_default(),
+        };
         buf.clear();
         if buf.capacity() < pkt.len() {
             // Growing a buffer (or making a new one): within the budget only.
-            let grow = pkt.len() - buf.capacity();
+            // With offload a buffer grows at once to the largest record, so
+            // that every buffer in the pool takes any record: otherwise, with
+            // the budget spent, small buffers would be refused their growth
+            // again and again while the queue is empty.
+            let cap = match (big, self.record_max) {
+                (true, max) => pkt.len().max(max),
+                (false, 0) => pkt.len(),
+                (false, _) => SMALL_RECORD,
+            };
+            let grow = cap - buf.capacity();
             let held = self.held.load(Ordering::Relaxed);
             if held + grow > self.queue.max(1) * RECORD_BYTES {
-                self.spare = Some(buf);
+                // Not kept as the spare: the next record takes a pool buffer.
+                self.held.fetch_sub(buf.capacity(), Ordering::Relaxed);
+                drop(buf);
                 self.lost_to_full_queue();
                 return;
             }
             let before = buf.capacity();
-            buf.reserve_exact(pkt.len());
+            buf.reserve_exact(cap);
             self.held
                 .fetch_add(buf.capacity() - before, Ordering::Relaxed);
         }
@@ -336,9 +373,12 @@ impl<D: Device> PcapTap<D> {
         if !self.warned {
             self.warned = true;
             warn!(
-                "pcap: the writer of {} cannot keep up (all {} queued records wait for it: a slow                  disk, or a pipe nobody reads); packets are now dropped from the capture, which                  will be incomplete and will not replay (counted in pcap_lost)",
+                "pcap: the writer of {} cannot keep up (its queue of {} records or {} MiB is \
+                 full: a slow disk, or a pipe nobody reads); packets are now dropped from the \
+                 capture, which will be incomplete and will not replay (counted in pcap_lost)",
                 self.path.display(),
-                self.queue
+                self.queue,
+                self.queue.max(1) * RECORD_BYTES >> 20
             );
         }
     }
@@ -650,6 +690,66 @@ mod tests {
         let js = sidecar_json(&cfg, &clock, 1500, 2);
         assert!(js.contains("\"seed\": 0"));
         assert!(js.contains("\"addrs\": [\"10.0.0.2\", \"fd00::2\"]"));
+    }
+
+    /// A device with offload: what the stack writes as one super-packet
+    /// is recorded as its segments, listed as one group in `FILE.gso`.
+    struct Offload;
+    impl Device for Offload {
+        fn recv(&mut self, _now: Instant, _buf: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn send(&mut self, _now: Instant, _pkt: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn raw_fd(&self) -> RawFd {
+            -1
+        }
+        fn offload(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn super_packets_are_recorded_as_their_segments() {
+        let dir = TempDir::new("pcap-gso");
+        let path = dir.0.join("g.pcap");
+        let clock = Clock::new();
+        let mut tap = PcapTap::new(Offload, &path, clock, 64, 65535).unwrap();
+        assert!(tap.offload());
+        // An ACK, then a 3-segment IPv4 TCP super-packet (20 + 20 + 3000).
+        let mut ack = vec![0u8; 40];
+        ack[0] = 0x45;
+        ack[3] = 40;
+        ack[9] = 6;
+        ack[32] = 5 << 4;
+        let mut big = vec![0u8; 3040];
+        big[0] = 0x45;
+        big[2..4].copy_from_slice(&3040u16.to_be_bytes());
+        big[9] = 6;
+        big[32] = 5 << 4;
+        let t = tcp::Transmit {
+            len: big.len(),
+            segment_size: 1000,
+            partial_checksum: true,
+        };
+        let none = tcp::Transmit {
+            len: ack.len(),
+            segment_size: 0,
+            partial_checksum: false,
+        };
+        tap.send_offload(clock.start(), &ack, &none).unwrap();
+        tap.send_offload(clock.start(), &big, &t).unwrap();
+        tap.send_offload(clock.start(), &ack, &none).unwrap();
+        tap.flush();
+        assert_eq!((tap.records(), tap.lost()), (3, 0));
+        let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).unwrap()).unwrap();
+        let mut lens = Vec::new();
+        while let Some(p) = r.next_packet() {
+            lens.push(p.unwrap().data().len());
+        }
+        assert_eq!(lens, [40, 1040, 1040, 1040, 40]);
+        assert_eq!(std::fs::read_to_string(gso_path(&path)).unwrap(), "1 3\n");
     }
 
     #[test]
