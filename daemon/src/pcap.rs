@@ -378,7 +378,7 @@ impl<D: Device> PcapTap<D> {
                  capture, which will be incomplete and will not replay (counted in pcap_lost)",
                 self.path.display(),
                 self.queue,
-                self.queue.max(1) * RECORD_BYTES >> 20
+                (self.queue.max(1) * RECORD_BYTES) >> 20
             );
         }
     }
