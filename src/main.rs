@@ -74,7 +74,8 @@ struct Cli {
     no_ipv6: bool,
 
     /// Do not use TUN segmentation/checksum offload (64 KiB segments to and
-    /// from the kernel; off anyway with --pcap, faults or --no-configure)
+    /// from the kernel; also with --pcap and --no-configure, but off anyway
+    /// with fault injection)
     #[arg(long)]
     no_offload: bool,
 

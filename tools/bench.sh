@@ -3,11 +3,20 @@
 # veth pair, in one run, side by side, and a table of the ratios.
 #
 #   sudo tools/bench.sh [--quick] [--runs N] [--workers N[,N...]] ...
+#   sudo tools/bench.sh --quick --figures upload,download   # just the transfers
 #
 # Everything happens in network namespaces this script creates (names
 # tcpd-bench-<pid>-<random>-*) and removes again on every exit path:
 #   - tcpd:   one namespace per tcpd configuration holds the TUN device,
 #             tcpd (10.0.0.2) and the clients (kernel side 10.0.0.1);
+#   - the offload configurations (--configs, issue 7): "rootless" is tcpd
+#             --no-configure as uid 65534 on a persistent TUN device that
+#             root created for that uid and gave its addresses (a private
+#             mount namespace holds a world-usable /dev/net/tun node), and
+#             "pcap" is the default configuration recording --pcap to a
+#             file in /dev/shm (tmpfs; emptied after each figure, removed at
+#             exit); both measured on upload and download only, and shown
+#             beside the default configuration's ratios (target: within 10 %);
 #   - kernel: a server namespace (tcpd-refserver on 10.9.0.2) and a client
 #             namespace (10.9.0.1) joined by a veth pair, MTU 1500.
 # Packets go nowhere else. Only processes started here are stopped, by PID.
@@ -34,6 +43,10 @@ usage: tools/bench.sh [options]
                      flag [default,2: the default configuration (services
                      inline on the reactor) and two worker threads]
   --kernel-only      measure only the kernel reference (no tcpd)
+  --figures LIST     figures to measure, comma-separated, of upload, download, rtt,
+                     idle, http_ka, http_close, cps [all]
+  --configs LIST     offload configurations beside the default one, measured on
+                     upload and download: rootless, pcap, or none [rootless,pcap]
   --http-path PATH   path the HTTP figures GET [/]
   --hold N           idle connections for the "idle" figures [10000]
   --hold-100k        also hold 100 000 idle connections on tcpd and report its RSS
@@ -60,6 +73,8 @@ BIN_DIR=""
 BUILD=1
 KEEP_LOGS=""
 HTTP_PATH="/"
+FIGURES_LIST="upload,download,rtt,idle,http_ka,http_close,cps"
+CONFIGS_LIST="rootless,pcap"
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -67,6 +82,8 @@ while [ $# -gt 0 ]; do
         --runs) RUNS="${2:?--runs needs a number}"; shift ;;
         --workers) WORKERS_LIST="${2:?--workers needs a value}"; shift ;;
         --kernel-only) KERNEL_ONLY=1 ;;
+        --figures) FIGURES_LIST="${2:?--figures needs a list}"; shift ;;
+        --configs) CONFIGS_LIST="${2:?--configs needs a list}"; shift ;;
         --http-path) HTTP_PATH="${2:?--http-path needs a path}"; shift ;;
         --hold) HOLD_N="${2:?--hold needs a number}"; shift ;;
         --hold-100k) HOLD_100K=1 ;;
@@ -87,6 +104,17 @@ is_uint "$RUNS" && [ "$RUNS" -ge 1 ] && [ "$RUNS" -le 50 ] || die "--runs must b
 is_uint "$HOLD_N" && [ "$HOLD_N" -ge 1 ] && [ "$HOLD_N" -le 19000 ] ||
     die "--hold must be 1..19000 (one client process; the fd limit here is 20000), not $HOLD_N"
 IFS=',' read -r -a WORKERS <<<"$WORKERS_LIST"
+IFS=',' read -r -a FIGURES <<<"$FIGURES_LIST"
+for f in "${FIGURES[@]}"; do
+    case "$f" in upload | download | rtt | idle | http_ka | http_close | cps) ;;
+        *) die "--figures takes upload, download, rtt, idle, http_ka, http_close, cps, not '$f'" ;;
+    esac
+done
+CONFIGS=()
+[ "$CONFIGS_LIST" = none ] || IFS=',' read -r -a CONFIGS <<<"$CONFIGS_LIST"
+for c in "${CONFIGS[@]}"; do
+    case "$c" in rootless | pcap) ;; *) die "--configs takes rootless, pcap or none, not '$c'" ;; esac
+done
 for w in "${WORKERS[@]}"; do
     [ "$w" = default ] || is_uint "$w" || die "--workers takes numbers or 'default', not '$w'"
 done
@@ -140,6 +168,8 @@ NS_PREFIX="tcpd-bench-$ID"
 TMP="$(mktemp -d "/tmp/tcpd-bench-$ID.XXXXXX")"
 CREATED_NS=()
 STARTED_PIDS=()
+SHARED_BIN=""
+PCAP_DIR=""
 
 stop_pid() {
     # Stops one process this script started: SIGTERM, up to 5 s, then SIGKILL.
@@ -171,6 +201,8 @@ cleanup() {
         mkdir -p "$KEEP_LOGS" && cp -r "$TMP"/. "$KEEP_LOGS"/ && echo "bench.sh: logs in $KEEP_LOGS" >&2
     fi
     rm -rf "$TMP"
+    [ -z "$SHARED_BIN" ] || rm -rf "$SHARED_BIN"
+    [ -z "$PCAP_DIR" ] || rm -rf "$PCAP_DIR"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -239,6 +271,92 @@ setup_tcpd() {
         die "tcpd ($key) did not come up: $(tail -n 5 "$TMP/$key.server.log")"
     fi
     SUTS+=("$key")
+}
+
+# ---------------------------------------------------------------- offload configurations (issue 7)
+
+# Keys of the offload configurations set up (measured on upload/download).
+EXTRA_SUTS=()
+is_extra() { [[ " ${EXTRA_SUTS[*]} " == *" $1 "* ]]; }
+
+# rootless: what the README's "Running without root" describes. Root creates
+# a persistent device owned by uid 65534 and gives it its addresses (and the
+# transmit queue tcpd sets when it configures a device itself); tcpd attaches
+# with --no-configure as that uid. A clone's target/ may be in a folder other
+# users cannot enter: the uid runs a world-executable copy of the binary.
+# /dev/net/tun may be root-only: a private mount namespace gets its own
+# world-usable node (as tests/live.rs does); nothing outside changes.
+setup_tcpd_rootless() {
+    local key=tcpd-rootless ns
+    new_ns tun-rootless
+    ns=$NEW_NS
+    ip -n "$ns" tuntap add tun0 mode tun user 65534
+    ip -n "$ns" addr add 10.0.0.1/24 dev tun0
+    ip -n "$ns" link set tun0 txqueuelen 10000
+    ip -n "$ns" link set tun0 up
+    SHARED_BIN=$(mktemp -d /tmp/tcpd-bench-bin-XXXXXX)
+    chmod 0755 "$SHARED_BIN"
+    install -m 0755 "$TCPD" "$SHARED_BIN/tcpd"
+    # unshare, sh and setpriv exec: $! is tcpd itself.
+    start_bg "$TMP/$key.server.log" ip netns exec "$ns" unshare -m --propagation private sh -c \
+        "mount -t tmpfs tcpd-bench /dev/net && mknod -m 0666 /dev/net/tun c 10 200 && \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups $SHARED_BIN/tcpd tun0 --no-configure --no-ipv6"
+    SUT_NS[$key]=$ns SUT_IP[$key]=10.0.0.2 SUT_PID[$key]=$LAST_PID SUT_LABEL[$key]="tcpd rootless"
+    if ! ip netns exec "$ns" timeout 20 "$TCPLOAD" wait --addr 10.0.0.2:7 --timeout 10 >/dev/null; then
+        die "tcpd ($key) did not come up: $(tail -n 5 "$TMP/$key.server.log")"
+    fi
+    grep -q 'offload=true' "$TMP/$key.server.log" ||
+        echo "bench.sh: tcpd rootless runs without offload: $(grep -i offload "$TMP/$key.server.log" | tail -n 1)" >&2
+    SUTS+=("$key")
+    EXTRA_SUTS+=("$key")
+}
+
+# pcap: the default configuration recording every packet to a tmpfs file.
+setup_tcpd_pcap() {
+    local key=tcpd-pcap ns
+    new_ns tun-pcap
+    ns=$NEW_NS
+    PCAP_DIR=$(mktemp -d /dev/shm/tcpd-bench-pcap-XXXXXX)
+    start_bg "$TMP/$key.server.log" ip netns exec "$ns" "$TCPD" tun0 -q --mtu 1500 --pcap "$PCAP_DIR/bench.pcap"
+    SUT_NS[$key]=$ns SUT_IP[$key]=10.0.0.2 SUT_PID[$key]=$LAST_PID SUT_LABEL[$key]="tcpd --pcap"
+    if ! ip netns exec "$ns" timeout 20 "$TCPLOAD" wait --addr 10.0.0.2:7 --timeout 10 >/dev/null; then
+        die "tcpd ($key) did not come up: $(tail -n 5 "$TMP/$key.server.log")"
+    fi
+    SUTS+=("$key")
+    EXTRA_SUTS+=("$key")
+}
+
+# After each figure: the capture file is emptied (tcpd's writer goes on at
+# its offset; tmpfs keeps the hole sparse), so RAM holds one figure's capture.
+pcap_trim() { [ -z "$PCAP_DIR" ] || truncate -s 0 "$PCAP_DIR/bench.pcap" 2>/dev/null || true; }
+
+# The offload configurations' upload and download beside the default one's.
+print_offload_configs() {
+    local base=tcpd-wdefault fig t kv bv tv br tr rel verdict
+    [ "${#EXTRA_SUTS[@]}" -gt 0 ] || return 0
+    echo
+    echo "## offload configurations: medians of $RUNS run(s); ratio = tcpd / kernel of the same run"
+    printf '| %-26s | %-15s | %10s | %6s | %13s | %8s | %-4s |\n' figure configuration tcpd ratio "default ratio" relative "±10%"
+    printf '|%s|%s|%s|%s|%s|%s|%s|\n' ---------------------------- ----------------- ------------ -------- --------------- ---------- ------
+    for fig in upload download; do
+        kv=$(median "$fig" kernel 4)
+        bv=$(median "$fig" "$base" 4)
+        br=$(awk -v a="$bv" -v b="$kv" 'BEGIN { if (a == "NA" || b == "NA" || b + 0 == 0) print "NA"; else printf "%.2f", a / b }')
+        for t in "${EXTRA_SUTS[@]}"; do
+            tv=$(median "$fig" "$t" 4)
+            tr=$(awk -v a="$tv" -v b="$kv" 'BEGIN { if (a == "NA" || b == "NA" || b + 0 == 0) print "NA"; else printf "%.2f", a / b }')
+            rel=$(awk -v a="$tv" -v b="$bv" 'BEGIN { if (a == "NA" || b == "NA" || b + 0 == 0) print "NA"; else printf "%.2f", a / b }')
+            verdict=$(awk -v r="$rel" 'BEGIN { if (r == "NA") print "?"; else print (r + 0 >= 0.9 ? "pass" : "FAIL") }')
+            printf '| %-26s | %-15s | %10s | %6s | %13s | %8s | %-4s |\n' "$(fig_name "$fig")" "${SUT_LABEL[$t]}" "$tv" "$tr" "$br" "$rel" "$verdict"
+        done
+    done
+    # What the capture holds: a writer thread that cannot keep up drops
+    # records (counted in pcap_lost) rather than slow the stack down.
+    if is_extra tcpd-pcap && kill -0 "${SUT_PID[tcpd-pcap]}" 2>/dev/null; then
+        kill -USR1 "${SUT_PID[tcpd-pcap]}"
+        sleep 0.5
+        echo "tcpd --pcap capture: $(grep -o 'pcap_records=[0-9]* pcap_lost=[0-9]*' "$TMP/tcpd-pcap.server.log" | tail -n 1) (over all figures)"
+    fi
 }
 
 # ---------------------------------------------------------------- measuring
@@ -407,11 +525,11 @@ echo "   load average at start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on 
 setup_kernel
 if [ "$KERNEL_ONLY" = 0 ]; then
     for w in "${WORKERS[@]}"; do setup_tcpd "$w"; done
+    for c in "${CONFIGS[@]}"; do "setup_tcpd_$c"; done
 fi
 TCPD_SUTS=()
 for s in "${SUTS[@]}"; do [ "$s" = kernel ] || TCPD_SUTS+=("$s"); done
 
-FIGURES=(upload download rtt idle http_ka http_close cps)
 for fig in "${FIGURES[@]}"; do
     for run in $(seq "$RUNS"); do
         # Alternate which system goes first.
@@ -421,13 +539,17 @@ for fig in "${FIGURES[@]}"; do
             for ((i = ${#SUTS[@]} - 1; i >= 0; i--)); do order+=("${SUTS[$i]}"); done
         fi
         for sut in "${order[@]}"; do
+            if is_extra "$sut"; then
+                case "$fig" in upload | download) ;; *) continue ;; esac
+            fi
             measure "$fig" "$sut" "$run" || true
+            [ "$sut" != tcpd-pcap ] || pcap_trim
         done
     done
 done
 
 HOLD100K_LINE=""
-if [ "$HOLD_100K" = 1 ] && [ "${#TCPD_SUTS[@]}" -gt 0 ]; then
+if [ "$HOLD_100K" = 1 ] && [ "${#TCPD_SUTS[@]}" -gt 0 ]; then  # TCPD_SUTS[0]: a --workers one
     hold_100k "${TCPD_SUTS[0]}"
 fi
 
@@ -521,7 +643,8 @@ print_kernel_only() {
 if [ "${#TCPD_SUTS[@]}" = 0 ]; then
     print_kernel_only
 else
-    for t in "${TCPD_SUTS[@]}"; do print_table "$t"; done
+    for t in "${TCPD_SUTS[@]}"; do is_extra "$t" || print_table "$t"; done
+    print_offload_configs
 fi
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "(kernel RSS is tcpd-refserver's; the kernel's socket memory is not in it. CPU s: server process user+system time during the figure, all runs' median.)"

@@ -201,9 +201,12 @@ pub struct Config {
     pub pcap_queue: usize,
     /// Segmentation and checksum offload on the TUN device (IFF_VNET_HDR:
     /// the kernel and tcpd exchange TCP segments of up to 64 KiB and skip
-    /// checksums on the local hop). Used only when tcpd creates or
-    /// configures the device and neither `pcap` nor faults are on (those
-    /// see MTU-sized packets). Default true.
+    /// checksums on the local hop). Also with `no_configure` (the owner of
+    /// a persistent device may set it; when the kernel refuses, tcpd runs
+    /// without it, see [`crate::tun::TunDevice::open`]) and with `pcap`
+    /// (the tap records the segments the wire carries, see [`crate::pcap`]).
+    /// Off when faults are injected (the injector works on MTU-sized
+    /// packets). Default true.
     pub offload: bool,
     /// Disable Nagle's algorithm on accepted connections (the services write
     /// whole responses at once). Default true.
@@ -377,7 +380,7 @@ impl Config {
 
     /// Whether the TUN device is opened with offload (see [`Config::offload`]).
     pub fn effective_offload(&self) -> bool {
-        self.offload && !self.no_configure && self.pcap.is_none() && !self.fault.is_active()
+        self.offload && !self.fault.is_active()
     }
 
     /// The endpoint configuration derived from this one.

@@ -68,6 +68,12 @@ pub trait Device {
     fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         self.recv(now, buf).map(|n| (n, false))
     }
+    /// The virtio-net header of the packet the last [`Device::recv_offload`]
+    /// returned (its GSO segment size, whether its checksum is partial), for
+    /// a pcap tap that records the segments the wire carried. Default: none.
+    fn last_rx_hdr(&self) -> crate::offload::VnetHdr {
+        crate::offload::VnetHdr::default()
+    }
     /// Like [`Device::send`] for a packet described by `t` (segment size
     /// for TSO, partial checksum).
     fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
@@ -115,6 +121,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
         (**self).recv_offload(now, buf)
+    }
+    fn last_rx_hdr(&self) -> crate::offload::VnetHdr {
+        (**self).last_rx_hdr()
     }
     fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
         (**self).send_offload(now, pkt, t)

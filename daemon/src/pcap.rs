@@ -28,6 +28,15 @@
 //! replay needs to rebuild the same endpoint and services: a
 //! [`crate::sidecar::Sidecar`] (the format is described there).
 //!
+//! So were `"offload"` (top level: the device did TSO/GSO and checksum
+//! offload) and `tcp.tso_max`, `tcp.checksum_offload` (the endpoint's side
+//! of it). Missing, they mean no offload: captures were recorded without it
+//! before. With offload the stack read and wrote super-packets of up to
+//! 64 KiB with partial checksums; the capture holds what the wire carries
+//! instead (each cut into MTU-sized segments with real checksums, see
+//! [`Segmenter`]), and the companion file [`gso_path`] says which records
+//! were one packet for the stack.
+//!
 //! With `"workers": 0` the handlers ran inline through
 //! [`crate::services::InlineHost`], as a replay runs them, so the replay
 //! sees the same handler calls in the same order; with worker threads the
@@ -39,13 +48,18 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::Device;
+use crate::offload::Segmenter;
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcap::{PcapHeader, PcapWriter};
 use pcap_file::DataLink;
+use pcap_file::Endianness;
 use std::fs::File;
+use std::io::Write as _;
 use std::io::{self, BufWriter};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use tracing::warn;
@@ -53,6 +67,32 @@ use tracing::warn;
 struct Record {
     ts_us: u64,
     buf: Vec<u8>,
+    /// TSO/GSO segment size of a super-packet (0: none), see [`Segmenter`].
+    gso_size: u16,
+    /// The TCP checksum is partial (pseudo-header sum only).
+    partial: bool,
+}
+
+/// The bytes of record buffers (queued, pooled or spare) a tap may hold per
+/// record of its queue: with offload a record may be a 64 KiB super-packet,
+/// and the queue's memory stays bounded by `queue * RECORD_BYTES` (32 MiB
+/// for the default queue) rather than `queue * 64 KiB`. A record that would
+/// need more is dropped and counted as lost.
+const RECORD_BYTES: usize = 4096;
+
+/// With offload, the size of the buffers for records that are not
+/// super-packets (an MTU-sized packet fits).
+const SMALL_RECORD: usize = 2048;
+
+/// The companion file of a capture recorded with offload: `pcap` with
+/// `.gso` appended. One line `FIRST COUNT` per packet the stack read or
+/// wrote as one TSO/GSO super-packet and the capture holds as `COUNT`
+/// segments, records `FIRST..FIRST+COUNT` (0-based, in file order); a
+/// replay feeds and compares such a group as the one packet the stack saw.
+pub fn gso_path(pcap: &Path) -> PathBuf {
+    let mut s = pcap.as_os_str().to_owned();
+    s.push(".gso");
+    PathBuf::from(s)
 }
 
 /// The pcap-recording middleware.
@@ -61,6 +101,10 @@ pub struct PcapTap<D> {
     clock: Clock,
     tx: Option<Sender<Record>>,
     pool: Receiver<Vec<u8>>,
+    /// With offload: buffers of `record_max` bytes, for super-packets (the
+    /// small ones, of [`SMALL_RECORD`] bytes, go back to `pool`), so that
+    /// an ACK does not hold 64 KiB of the budget.
+    big_pool: Receiver<Vec<u8>>,
     writer: Option<JoinHandle<io::Result<u64>>>,
     /// A buffer of a record the full channel refused, for the next one.
     spare: Option<Vec<u8>>,
@@ -70,11 +114,17 @@ pub struct PcapTap<D> {
     records: u64,
     /// Packets not recorded (channel full, or the writer gone).
     lost: u64,
+    /// Capacity of all record buffers in existence (the writer subtracts
+    /// what it frees), bounded by `queue * RECORD_BYTES`.
+    held: Arc<AtomicUsize>,
     /// The first loss was logged.
     warned: bool,
     /// The loss was summed up at the end of the capture.
     reported: bool,
     path: PathBuf,
+    /// Capacity given to a buffer that grows: 64 KiB with offload (any
+    /// super-packet), else 0 (the packet's own size).
+    record_max: usize,
 }
 
 /// How long dropping a tap waits for its writer before leaving it behind
@@ -103,38 +153,97 @@ impl<D: Device> PcapTap<D> {
             snaplen,
             ..PcapHeader::default()
         };
-        let mut w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
+        // pcap-file writes the file header; the records the writer thread
+        // writes itself, each from its parts (a segment's headers and its
+        // payload, a slice of the super-packet), so that the payload is
+        // copied once, into the buffer.
+        let w = PcapWriter::with_header(BufWriter::with_capacity(256 * 1024, file), header)
             .map_err(|e| io::Error::other(e.to_string()))?;
+        let big_endian = w.endianness() == Endianness::Big;
+        let mut w = w.into_inner();
+        // With offload the stack's packets are TSO/GSO super-packets: the
+        // writer cuts them into the segments the wire carries (so the capture
+        // reads like one without offload) and lists the groups in the
+        // companion file, for replays. A stale one from an earlier run goes.
+        let gso = gso_path(path);
+        let mut groups = if inner.offload() {
+            let f = File::create(&gso).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot create {}: {e}", gso.display()))
+            })?;
+            Some(BufWriter::new(f))
+        } else {
+            let _ = std::fs::remove_file(&gso);
+            None
+        };
+        let record_max = if inner.offload() { 1 << 16 } else { 0 };
         let (tx, rx) = bounded::<Record>(queue);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + 64);
+        let (big_tx, big_rx) = bounded::<Vec<u8>>(queue + 64);
+        let held = Arc::new(AtomicUsize::new(0));
+        let freed = held.clone();
         let writer = std::thread::Builder::new()
             .name("tcpd-pcap".into())
             .spawn(move || {
+                let mut seg = Segmenter::new();
                 let mut written = 0u64;
                 let mut dirty = false;
                 let mut last_flush = Instant::now();
                 loop {
                     match rx.recv_timeout(Duration::from_millis(200)) {
-                        Ok(r) => {
-                            let secs = Duration::from_micros(r.ts_us);
-                            let pkt = PcapPacket::new(secs, r.buf.len() as u32, &r.buf[..])
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                            w.write_packet(&pkt)
-                                .map_err(|e| io::Error::other(e.to_string()))?;
-                            written += 1;
+                        Ok(mut r) => {
+                            let ts = Duration::from_micros(r.ts_us);
+                            let n =
+                                seg.segment_parts(&mut r.buf, r.gso_size, r.partial, |h, p| {
+                                    // A classic pcap record header: seconds,
+                                    // microseconds, captured and original length.
+                                    let len = (h.len() + p.len()) as u32;
+                                    let f = [ts.as_secs() as u32, ts.subsec_micros(), len, len];
+                                    let mut rh = [0u8; 16];
+                                    for (i, v) in f.iter().enumerate() {
+                                        let b = if big_endian {
+                                            v.to_be_bytes()
+                                        } else {
+                                            v.to_le_bytes()
+                                        };
+                                        rh[4 * i..4 * i + 4].copy_from_slice(&b);
+                                    }
+                                    w.write_all(&rh)?;
+                                    w.write_all(h)?;
+                                    w.write_all(p)
+                                })?;
+                            if n > 1 {
+                                if let Some(g) = &mut groups {
+                                    writeln!(g, "{written} {n}")?;
+                                }
+                            }
+                            written += n as u64;
                             dirty = true;
-                            let _ = pool_tx.try_send(r.buf);
+                            let cap = r.buf.capacity();
+                            let back = if record_max > 0 && cap >= record_max {
+                                &big_tx
+                            } else {
+                                &pool_tx
+                            };
+                            if back.try_send(r.buf).is_err() {
+                                freed.fetch_sub(cap, Ordering::Relaxed);
+                            }
                         }
                         Err(RecvTimeoutError::Timeout) => {}
                         Err(RecvTimeoutError::Disconnected) => break,
                     }
                     if dirty && last_flush.elapsed() >= Duration::from_millis(200) {
-                        w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                        w.flush()?;
+                        if let Some(g) = &mut groups {
+                            g.flush()?;
+                        }
                         dirty = false;
                         last_flush = Instant::now();
                     }
                 }
-                w.flush().map_err(|e| io::Error::other(e.to_string()))?;
+                w.flush()?;
+                if let Some(g) = &mut groups {
+                    g.flush()?;
+                }
                 Ok(written)
             })?;
         Ok(PcapTap {
@@ -142,20 +251,25 @@ impl<D: Device> PcapTap<D> {
             clock,
             tx: Some(tx),
             pool: pool_rx,
+            big_pool: big_rx,
             writer: Some(writer),
             spare: None,
             queue,
             records: 0,
             lost: 0,
+            held,
             warned: false,
             reported: false,
             path: path.to_path_buf(),
+            record_max,
         })
     }
 
     /// Hands a copy of `pkt` to the writer; never blocks (see the module
     /// documentation): a full channel drops the record and counts it.
-    fn record(&mut self, now: Instant, pkt: &[u8]) {
+    /// `gso_size` and `partial` describe a super-packet (see [`Segmenter`]),
+    /// which the writer cuts into segments.
+    fn record(&mut self, now: Instant, pkt: &[u8], gso_size: u16, partial: bool) {
         let Some(tx) = &self.tx else {
             self.lost += 1;
             return;
@@ -165,16 +279,49 @@ impl<D: Device> PcapTap<D> {
             self.lost_to_full_queue();
             return;
         }
-        let mut buf = self
-            .spare
-            .take()
-            .or_else(|| self.pool.try_recv().ok())
-            .unwrap_or_default();
+        let big = self.record_max > 0 && pkt.len() > SMALL_RECORD;
+        let pool = if big { &self.big_pool } else { &self.pool };
+        let mut buf = match self.spare.take() {
+            Some(b) if b.capacity() >= pkt.len() => b,
+            Some(b) => {
+                self.held.fetch_sub(b.capacity(), Ordering::Relaxed);
+                drop(b);
+                pool.try_recv().unwrap_or_default()
+            }
+            None => pool.try_recv().unwrap_or_default(),
+        };
         buf.clear();
+        if buf.capacity() < pkt.len() {
+            // Growing a buffer (or making a new one): within the budget only.
+            // With offload a buffer grows at once to the largest record, so
+            // that every buffer in the pool takes any record: otherwise, with
+            // the budget spent, small buffers would be refused their growth
+            // again and again while the queue is empty.
+            let cap = match (big, self.record_max) {
+                (true, max) => pkt.len().max(max),
+                (false, 0) => pkt.len(),
+                (false, _) => SMALL_RECORD,
+            };
+            let grow = cap - buf.capacity();
+            let held = self.held.load(Ordering::Relaxed);
+            if held + grow > self.queue.max(1) * RECORD_BYTES {
+                // Not kept as the spare: the next record takes a pool buffer.
+                self.held.fetch_sub(buf.capacity(), Ordering::Relaxed);
+                drop(buf);
+                self.lost_to_full_queue();
+                return;
+            }
+            let before = buf.capacity();
+            buf.reserve_exact(cap);
+            self.held
+                .fetch_add(buf.capacity() - before, Ordering::Relaxed);
+        }
         buf.extend_from_slice(pkt);
         let rec = Record {
             ts_us: self.clock.unix_us(now),
             buf,
+            gso_size,
+            partial,
         };
         match tx.try_send(rec) {
             Ok(()) => self.records += 1,
@@ -182,7 +329,8 @@ impl<D: Device> PcapTap<D> {
                 self.spare = Some(rec.buf);
                 self.lost_to_full_queue();
             }
-            Err(TrySendError::Disconnected(_)) => {
+            Err(TrySendError::Disconnected(rec)) => {
+                self.spare = Some(rec.buf);
                 self.lost += 1;
                 warn!(
                     "pcap writer stopped; no more packets are recorded in {} (the error follows at exit)",
@@ -199,9 +347,12 @@ impl<D: Device> PcapTap<D> {
         if !self.warned {
             self.warned = true;
             warn!(
-                "pcap: the writer of {} cannot keep up (all {} queued records wait for it: a slow                  disk, or a pipe nobody reads); packets are now dropped from the capture, which                  will be incomplete and will not replay (counted in pcap_lost)",
+                "pcap: the writer of {} cannot keep up (its queue of {} records or {} MiB is \
+                 full: a slow disk, or a pipe nobody reads); packets are now dropped from the \
+                 capture, which will be incomplete and will not replay (counted in pcap_lost)",
                 self.path.display(),
-                self.queue
+                self.queue,
+                (self.queue.max(1) * RECORD_BYTES) >> 20
             );
         }
     }
@@ -249,12 +400,39 @@ impl<D: Device> PcapTap<D> {
 impl<D: Device> Device for PcapTap<D> {
     fn recv(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.recv(now, buf)?;
-        self.record(now, &buf[..n]);
+        self.record(now, &buf[..n], 0, false);
         Ok(n)
     }
     fn send(&mut self, now: Instant, pkt: &[u8]) -> io::Result<()> {
         self.inner.send(now, pkt)?;
-        self.record(now, pkt);
+        self.record(now, pkt, 0, false);
+        Ok(())
+    }
+    fn offload(&self) -> bool {
+        self.inner.offload()
+    }
+    fn recv_offload(&mut self, now: Instant, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+        let (n, trusted) = self.inner.recv_offload(now, buf)?;
+        let h = self.inner.last_rx_hdr();
+        let gso = if h.gso_type == crate::offload::GSO_NONE {
+            0
+        } else {
+            h.gso_size
+        };
+        self.record(
+            now,
+            &buf[..n],
+            gso,
+            h.flags & crate::offload::F_NEEDS_CSUM != 0,
+        );
+        Ok((n, trusted))
+    }
+    fn last_rx_hdr(&self) -> crate::offload::VnetHdr {
+        self.inner.last_rx_hdr()
+    }
+    fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {
+        self.inner.send_offload(now, pkt, t)?;
+        self.record(now, pkt, t.segment_size, t.partial_checksum);
         Ok(())
     }
     fn raw_fd(&self) -> RawFd {
@@ -376,6 +554,66 @@ mod tests {
         assert_eq!(sc.workers, 2);
         let addrs: Vec<String> = sc.addrs.iter().map(|a| a.to_string()).collect();
         assert_eq!(addrs, ["10.0.0.2", "fd00::2"]);
+    }
+
+    /// A device with offload: what the stack writes as one super-packet
+    /// is recorded as its segments, listed as one group in `FILE.gso`.
+    struct Offload;
+    impl Device for Offload {
+        fn recv(&mut self, _now: Instant, _buf: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+        fn send(&mut self, _now: Instant, _pkt: &[u8]) -> io::Result<()> {
+            Ok(())
+        }
+        fn raw_fd(&self) -> RawFd {
+            -1
+        }
+        fn offload(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn super_packets_are_recorded_as_their_segments() {
+        let dir = TempDir::new("pcap-gso");
+        let path = dir.0.join("g.pcap");
+        let clock = Clock::new();
+        let mut tap = PcapTap::new(Offload, &path, clock, 64, 65535).unwrap();
+        assert!(tap.offload());
+        // An ACK, then a 3-segment IPv4 TCP super-packet (20 + 20 + 3000).
+        let mut ack = vec![0u8; 40];
+        ack[0] = 0x45;
+        ack[3] = 40;
+        ack[9] = 6;
+        ack[32] = 5 << 4;
+        let mut big = vec![0u8; 3040];
+        big[0] = 0x45;
+        big[2..4].copy_from_slice(&3040u16.to_be_bytes());
+        big[9] = 6;
+        big[32] = 5 << 4;
+        let t = tcp::Transmit {
+            len: big.len(),
+            segment_size: 1000,
+            partial_checksum: true,
+        };
+        let none = tcp::Transmit {
+            len: ack.len(),
+            segment_size: 0,
+            partial_checksum: false,
+        };
+        tap.send_offload(clock.start(), &ack, &none).unwrap();
+        tap.send_offload(clock.start(), &big, &t).unwrap();
+        tap.send_offload(clock.start(), &ack, &none).unwrap();
+        tap.flush();
+        assert_eq!((tap.records(), tap.lost()), (3, 0));
+        let mut r = pcap_file::pcap::PcapReader::new(File::open(&path).unwrap()).unwrap();
+        let mut lens = Vec::new();
+        while let Some(p) = r.next_packet() {
+            lens.push(p.unwrap().data().len());
+        }
+        assert_eq!(lens, [40, 1040, 1040, 1040, 40]);
+        assert_eq!(std::fs::read_to_string(gso_path(&path)).unwrap(), "1 3\n");
     }
 
     #[test]

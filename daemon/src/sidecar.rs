@@ -112,6 +112,12 @@ pub struct Sidecar {
     pub http: HttpConfig,
     /// The fault injector's settings.
     pub fault: FaultConfig,
+    /// Whether the device ran with segmentation and checksum offload
+    /// ([`Config::effective_offload`]); then `FILE.gso` says which records
+    /// were one super-packet for the stack. Added later: absent, the
+    /// capture was recorded without offload, as every one was before.
+    #[serde(default)]
+    pub offload: bool,
     /// The endpoint's configuration as it ran ([`Config::tcp_config`]).
     pub tcp: tcp::Config,
 }
@@ -184,6 +190,7 @@ impl Sidecar {
             pool_buffers: cfg.pool_buffers,
             http: cfg.http.clone(),
             fault: cfg.fault,
+            offload: cfg.effective_offload(),
             tcp: cfg.tcp_config(),
         }
     }
@@ -254,6 +261,7 @@ impl Sidecar {
             pool_buffers: in_range("pool_buffers", self.pool_buffers, 1, MAX_POOL_BUFFERS)?,
             http: self.http.clone(),
             fault: self.fault,
+            offload: self.offload,
             tcp: self.tcp.clone(),
             ..d
         };

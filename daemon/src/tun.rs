@@ -71,6 +71,8 @@ pub struct TunDevice {
     tx_bytes: u64,
     rx_gso: u64,
     tx_gso: u64,
+    /// The virtio-net header of the last packet read (for the pcap tap).
+    last_rx: offload::VnetHdr,
 }
 
 fn io_msg(e: &io::Error) -> String {
@@ -359,13 +361,35 @@ impl TunDevice {
         if !cfg.no_configure {
             check_conflicts(cfg)?;
         }
-        let vnet = cfg.effective_offload();
-        let dev = tun_rs::DeviceBuilder::new()
-            .name(name)
-            .inherit_enable_state()
-            .offload(vnet)
-            .build_sync()
-            .map_err(|e| open_error(name, &e))?;
+        let build = |offload: bool| {
+            tun_rs::DeviceBuilder::new()
+                .name(name)
+                .inherit_enable_state()
+                .offload(offload)
+                .build_sync()
+        };
+        let mut vnet = cfg.effective_offload();
+        let dev = match build(vnet) {
+            Ok(dev) => dev,
+            // The owner of a persistent device may attach with IFF_VNET_HDR
+            // and set TUNSETOFFLOAD (Linux `tun_set_iff` only checks
+            // ownership, `set_offload` nothing more), but an older kernel or
+            // a device someone else holds may refuse either: then tcpd runs
+            // without offload (one line says why) rather than not at all.
+            // An error that is not about offload comes back from the retry.
+            Err(e) if vnet => {
+                let dev = build(false).map_err(|e| open_error(name, &e))?;
+                warn!(
+                    "{name}: cannot attach with segmentation/checksum offload (IFF_VNET_HDR, \
+                     TUNSETOFFLOAD: {}); running without it, at lower throughput",
+                    io_msg(&e)
+                );
+                vnet = false;
+                cfg.offload = false;
+                dev
+            }
+            Err(e) => return Err(open_error(name, &e)),
+        };
         dev.set_nonblocking(true)
             .map_err(|e| Error::new(format!("{name}: cannot make non-blocking: {}", io_msg(&e))))?;
         let fd = dev.as_raw_fd();
@@ -387,6 +411,7 @@ impl TunDevice {
             tx_bytes: 0,
             rx_gso: 0,
             tx_gso: 0,
+            last_rx: offload::VnetHdr::default(),
         };
         if cfg.no_configure {
             match t.dev.mtu() {
@@ -400,6 +425,7 @@ impl TunDevice {
             info!(
                 iface = name,
                 mtu = t.mtu,
+                offload = t.vnet,
                 "attached to existing interface without configuring it"
             );
             return Ok(t);
@@ -851,6 +877,7 @@ impl Device for TunDevice {
             return self.recv(now, buf).map(|n| (n, false));
         }
         let (n, hdr) = offload::read_with_hdr(self.fd, buf)?;
+        self.last_rx = hdr;
         self.rx_packets += 1;
         self.rx_bytes += n as u64;
         if hdr.gso_type != offload::GSO_NONE {
@@ -859,6 +886,10 @@ impl Device for TunDevice {
         // The local kernel built the packet: a partial checksum (NEEDS_CSUM)
         // or one it verified (DATA_VALID) needs no check.
         Ok((n, hdr.checksum_trusted()))
+    }
+
+    fn last_rx_hdr(&self) -> offload::VnetHdr {
+        self.last_rx
     }
 
     fn send_offload(&mut self, now: Instant, pkt: &[u8], t: &tcp::Transmit) -> io::Result<()> {

@@ -53,8 +53,8 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     }
     let mut c = file.config().map_err(at)?;
     c.workers = 0;
-    // The daemon recorded this capture: with `--pcap` set, which also
-    // decides device features that change the bytes (no offload).
+    // The daemon recorded this capture: with `--pcap` set. Offload (which
+    // changes the bytes the stack saw) is what the sidecar says.
     c.pcap = Some(pcap.to_path_buf());
     Ok(Sidecar {
         config: c,

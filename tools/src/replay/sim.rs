@@ -240,10 +240,16 @@ impl Sim {
         }
     }
 
-    /// The next packet the endpoint sends at `now`.
+    /// The next packet the endpoint sends at `now`. With checksum offload
+    /// its TCP checksum is completed, as the capture's records have theirs
+    /// (see [`super::gso`]); a TSO super-packet stays whole.
     pub fn poll_transmit(&mut self, now: Instant) -> Option<&[u8]> {
-        let n = self.ep.poll_transmit(now, &mut self.txbuf)?;
-        self.txbuf.get(..n)
+        let t = self.ep.poll_transmit_offload(now, &mut self.txbuf)?;
+        let p = self.txbuf.get_mut(..t.len)?;
+        if t.partial_checksum {
+            super::gso::fill_tcp_checksum(p);
+        }
+        Some(p)
     }
 
     /// Whether a service listens on `port`.
