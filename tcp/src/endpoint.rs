@@ -10,9 +10,9 @@ use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo, parse_ip,
-    parse_tcp_with, tcp_payload_offset, DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr,
-    TcpSegment, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo,
+    parse_icmp_error, parse_ip, parse_tcp_with, tcp_payload_offset, DropReason, IcmpError,
+    IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
 };
 use core::fmt;
 use siphasher::sip::SipHasher13;
@@ -20,6 +20,8 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
+
+mod icmp_err;
 
 /// A handle to a connection. Handles are never reused while the application
 /// may still hold them: a slot's generation changes when it is freed.
@@ -75,6 +77,10 @@ pub enum Event {
     /// The connection was dropped: retransmissions, the user timeout or
     /// keep-alive probes went unanswered.
     TimedOut(ConnId),
+    /// An ICMP error ended the connection attempt (SYN-SENT, or a
+    /// half-open passive connection): the destination is unreachable for
+    /// the reason given (RFC 1122 §4.2.3.9). `Closed` follows.
+    Unreachable(ConnId, IcmpError),
     /// The connection is finished (both directions closed, reset, timed out
     /// or aborted). The handle is invalid from now on. Always the last event
     /// of a connection that was accepted or connected.
@@ -170,6 +176,11 @@ pub struct ConnInfo {
     pub persist_backoffs: u32,
     /// When this connection's next timer fires, if one is armed.
     pub next_timer: Option<Instant>,
+    /// The path MTU the connection sends within (RFC 1191, RFC 8201).
+    pub path_mtu: usize,
+    /// The last soft ICMP error (RFC 1122 §4.2.3.9, RFC 5461 §4) since data
+    /// was last acknowledged: what to report when the connection times out.
+    pub soft_error: Option<IcmpError>,
 }
 
 /// A hasher factory keyed from the seed: the connection table's keys come
@@ -260,6 +271,8 @@ pub struct Endpoint {
     /// Key of the per-second challenge-ACK budget draw.
     challenge_key: (u64, u64),
     state_counts: [usize; 11],
+    /// Learned path MTUs (RFC 1191, RFC 8201).
+    pmtu: icmp_err::PmtuCache,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
@@ -289,6 +302,7 @@ impl Endpoint {
         // `derive_key`): the ISN, cookie, timestamp and port keys inside
         // `Secrets`, the two hash-table keys and the challenge-ACK budget key.
         let config_seed = config.seed;
+        let pmtu_cache_size = config.pmtu_cache_size;
         let secrets = Secrets::new(config.seed);
         let (d0, d1) = derive_key(config.seed, "demux-table");
         let (l0, l1) = derive_key(config.seed, "listener-table");
@@ -311,6 +325,7 @@ impl Endpoint {
             challenge_window: (u64::MAX, 0),
             challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
+            pmtu: icmp_err::PmtuCache::new(pmtu_cache_size, derive_key(config_seed, "pmtu-cache")),
             next_ephemeral: 0,
             now: Instant::ZERO,
             #[cfg(test)]
@@ -327,6 +342,14 @@ impl Endpoint {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+    /// Destinations in the path MTU cache (RFC 1191, RFC 8201).
+    pub fn pmtu_cache_len(&self) -> usize {
+        self.pmtu.len()
+    }
+    /// The learned path MTU to `dst`, if the cache holds a live one.
+    pub fn path_mtu(&mut self, dst: IpAddr) -> Option<usize> {
+        self.pmtu.get(dst, self.now).map(|(m, _)| m)
     }
     /// Connections in the table (every state, TIME-WAIT included).
     pub fn connection_count(&self) -> usize {
@@ -366,6 +389,8 @@ impl Endpoint {
             rto_backoffs: c.rto_backoffs(),
             persist_backoffs: c.persist_backoffs(),
             next_timer: c.next_deadline(),
+            path_mtu: c.icmp.path_mtu(),
+            soft_error: c.icmp.soft_error,
         })
     }
     /// The connections the application holds (accepted or connected, not
@@ -406,7 +431,8 @@ impl Endpoint {
         self.stats.drops.count(r);
     }
 
-    fn alloc_slot(&mut self, conn: Conn, owner: Owner) -> u32 {
+    fn alloc_slot(&mut self, mut conn: Conn, owner: Owner) -> u32 {
+        self.apply_cached_pmtu(&mut conn);
         let key = (conn.local, conn.remote);
         let st = conn.state;
         let slot = if let Some(i) = self.free_slots.pop() {
@@ -643,6 +669,11 @@ impl Endpoint {
     }
 
     fn handle_icmp(&mut self, ip: &IpPacket<'_>) {
+        match parse_icmp_error(ip) {
+            Ok(Some(m)) => return self.handle_icmp_error(ip, m),
+            Ok(None) => {}
+            Err(r) => return self.drop_packet(r),
+        }
         let echo = match parse_icmp_echo(ip) {
             Ok(e) => e,
             Err(r) => return self.drop_packet(r),
@@ -1305,6 +1336,10 @@ impl Endpoint {
                 (ev::WRITABLE, Event::Writable(id)),
                 (ev::RESET, Event::Reset(id)),
                 (ev::TIMED_OUT, Event::TimedOut(id)),
+                (
+                    ev::UNREACHABLE,
+                    Event::Unreachable(id, conn.icmp.error.unwrap_or(IcmpError::HostUnreachable)),
+                ),
                 (ev::CLOSED, Event::Closed(id)),
             ];
             // `Closed` waits until the application has read what arrived
