@@ -145,6 +145,20 @@ pub struct Config {
     /// Most destinations in the path MTU cache; when full, the entry that
     /// expires first gives way. Default 4096.
     pub pmtu_cache_size: usize,
+    /// Bytes all fragment reassembly may hold at once (RFC 791 §3.2, RFC
+    /// 8200 §4.5). Default 4 MiB, as Linux's `ipfrag_high_thresh`. 0
+    /// disables reassembly: fragments are dropped
+    /// ([`crate::wire::DropReason::Fragment`]).
+    pub reasm_max_bytes: usize,
+    /// Bytes the fragments of one source may hold, so that one flooding
+    /// source fills only its own share. Default 1 MiB.
+    pub reasm_per_source_bytes: usize,
+    /// Time an IPv4 datagram has to arrive whole. Default 30 s (Linux
+    /// `ipfrag_time`).
+    pub reasm_timeout_v4: Duration,
+    /// Time an IPv6 datagram has to arrive whole. Default 60 s (RFC 8200
+    /// §4.5; Linux `ip6frag_time`).
+    pub reasm_timeout_v6: Duration,
 }
 
 impl Default for Config {
@@ -188,6 +202,10 @@ impl Default for Config {
             pmtu_expires: Duration::from_secs(600),
             min_pmtu: 552,
             pmtu_cache_size: 4096,
+            reasm_max_bytes: 4 << 20,
+            reasm_per_source_bytes: 1 << 20,
+            reasm_timeout_v4: Duration::from_secs(30),
+            reasm_timeout_v6: Duration::from_secs(60),
         }
     }
 }

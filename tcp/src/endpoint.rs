@@ -22,6 +22,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 mod icmp_err;
+mod reasm;
 
 /// A handle to a connection. Handles are never reused while the application
 /// may still hold them: a slot's generation changes when it is freed.
@@ -273,6 +274,8 @@ pub struct Endpoint {
     state_counts: [usize; 11],
     /// Learned path MTUs (RFC 1191, RFC 8201).
     pmtu: icmp_err::PmtuCache,
+    /// Fragments awaiting reassembly.
+    reasm: reasm::Reassembler,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
@@ -326,6 +329,10 @@ impl Endpoint {
             challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
             pmtu: icmp_err::PmtuCache::new(pmtu_cache_size, derive_key(config_seed, "pmtu-cache")),
+            reasm: reasm::Reassembler::new(
+                derive_key(config_seed, "reasm-queues"),
+                derive_key(config_seed, "reasm-sources"),
+            ),
             next_ephemeral: 0,
             now: Instant::ZERO,
             #[cfg(test)]
@@ -639,6 +646,9 @@ impl Endpoint {
         self.stats.bytes_in += packet.len() as u64;
         let ip = match parse_ip(packet) {
             Ok(ip) => ip,
+            Err(DropReason::Fragment) if self.config.reasm_max_bytes > 0 => {
+                return self.handle_fragment(packet)
+            }
             Err(r) => return self.drop_packet(r),
         };
         if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {
@@ -659,6 +669,27 @@ impl Endpoint {
             (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => self.handle_icmp(&ip),
             _ => self.drop_packet(DropReason::UnsupportedProtocol),
         }
+    }
+
+    /// A fragment: into reassembly; a datagram it completes is handled as
+    /// if it had come whole (one level: it is no fragment any more).
+    fn handle_fragment(&mut self, packet: &[u8]) {
+        let mut out = std::mem::take(&mut self.reasm.out);
+        let now = self.now;
+        let done = self
+            .reasm
+            .insert(&self.config, now, packet, &mut out, &mut self.stats.reasm);
+        if let Some(n) = done {
+            if let Some(whole) = out.get(..n) {
+                self.handle_offloaded(now, whole, false);
+            }
+        }
+        self.reasm.out = out;
+    }
+
+    /// Bytes fragment reassembly holds now.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reasm.used()
     }
 
     fn advance(&mut self, now: Instant) {

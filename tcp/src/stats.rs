@@ -61,10 +61,54 @@ pub struct Stats {
     pub spurious_recoveries: u64,
     /// D-SACK blocks received (RFC 2883): data the peer got twice.
     pub dsacks_in: u64,
+    /// Fragment reassembly (RFC 791 §3.2, RFC 8200 §4.5).
+    pub reasm: ReasmStats,
     /// ICMP errors and what they did (path MTU discovery, RFC 5927 checks).
     pub icmp: IcmpStats,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
+}
+
+/// What became of the IPv4 and IPv6 fragments received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasmStats {
+    /// Fragments received.
+    pub fragments_in: u64,
+    /// Datagrams reassembled whole.
+    pub reassembled: u64,
+    /// Datagrams discarded whole for an overlap or an inconsistent length
+    /// (RFC 5722 §4), or for more than 64 fragments.
+    pub overlaps: u64,
+    /// Exact duplicate fragments ignored (RFC 5722 erratum 3089).
+    pub duplicates: u64,
+    /// Tiny or TCP-header-overlapping fragments refused (RFC 1858 §3).
+    pub tiny: u64,
+    /// Fragments dropped because the global or per-source budget was full.
+    pub budget_drops: u64,
+    /// Datagrams whose reassembly timed out.
+    pub timeouts: u64,
+    /// Datagrams evicted early, oldest first, to bound the queue.
+    pub evicted: u64,
+    /// Malformed fragments (length not a multiple of 8, beyond 65535 bytes,
+    /// bad source, not to us).
+    pub bad: u64,
+}
+
+impl ReasmStats {
+    /// Every counter with its name (prefixed `reasm_`), for reports.
+    pub fn named(&self) -> [(&'static str, u64); 9] {
+        [
+            ("reasm_fragments_in", self.fragments_in),
+            ("reasm_reassembled", self.reassembled),
+            ("reasm_overlaps", self.overlaps),
+            ("reasm_duplicates", self.duplicates),
+            ("reasm_tiny", self.tiny),
+            ("reasm_budget_drops", self.budget_drops),
+            ("reasm_timeouts", self.timeouts),
+            ("reasm_evicted", self.evicted),
+            ("reasm_bad", self.bad),
+        ]
+    }
 }
 
 /// What became of the ICMP and ICMPv6 error messages received.

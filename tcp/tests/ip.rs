@@ -416,3 +416,210 @@ fn errors_for_time_wait_are_ignored() {
     assert_eq!(p.count(State::TimeWait), 1);
     assert_eq!(p.ep.stats().icmp.out_of_window, 1);
 }
+
+// =====================================================================
+// Reassembly (RFC 791 §3.2, RFC 8200 §4.5)
+// =====================================================================
+
+/// `pkt` (a whole IPv4 or IPv6 packet without extension headers) cut into
+/// fragments of at most `chunk` data bytes (a multiple of 8), with
+/// identification `id`. Returns (offset, fragment) pairs.
+fn fragment(pkt: &[u8], chunk: usize, id: u32) -> Vec<(usize, Vec<u8>)> {
+    let v6 = pkt[0] >> 4 == 6;
+    let iph = if v6 { 40 } else { 20 };
+    let data = &pkt[iph..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + chunk).min(data.len());
+        out.push((off, frag_at(pkt, off, end, end < data.len(), id)));
+        off = end;
+    }
+    out
+}
+
+/// One fragment of `pkt` holding its data bytes `off..end`.
+fn frag_at(pkt: &[u8], off: usize, end: usize, more: bool, id: u32) -> Vec<u8> {
+    let v6 = pkt[0] >> 4 == 6;
+    let iph = if v6 { 40 } else { 20 };
+    let data = &pkt[iph + off..iph + end];
+    if v6 {
+        let mut f = pkt[..40].to_vec();
+        let next = f[6];
+        f[6] = 44;
+        f[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+        let word = ((off / 8) as u16) << 3 | u16::from(more);
+        f.extend_from_slice(&[next, 0]);
+        f.extend_from_slice(&word.to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    } else {
+        let mut f = pkt[..20].to_vec();
+        f[2..4].copy_from_slice(&((20 + data.len()) as u16).to_be_bytes());
+        f[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+        let word = (off / 8) as u16 | if more { 0x2000 } else { 0 };
+        f[6..8].copy_from_slice(&word.to_be_bytes());
+        f.extend_from_slice(data);
+        fix_v4_checksum(&mut f);
+        f
+    }
+}
+
+fn fix_v4_checksum(f: &mut [u8]) {
+    f[10] = 0;
+    f[11] = 0;
+    let c = checksum_fold(checksum_sum(0, &f[..20]));
+    f[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// A data segment of `n` pattern bytes from the peer at the start of its stream.
+fn data_segment(p: &mut Peer, n: usize) -> (Vec<u8>, Vec<u8>) {
+    let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+    let pkt = p.build(&Seg {
+        ack: Some(LOCAL_SEQ + 1),
+        payload: data.clone(),
+        ..send_templ()
+    });
+    (pkt, data)
+}
+
+#[test]
+fn fragments_are_reassembled_in_any_order() {
+    for v6 in [false, true] {
+        let mut p = established(v6, 1460);
+        let (pkt, data) = data_segment(&mut p, 3000);
+        let mut frags = fragment(&pkt, 1208, 0x1234);
+        assert_eq!(frags.len(), 3);
+        frags.swap(0, 2);
+        for (_, f) in &frags {
+            p.send_raw(ms(1), f);
+        }
+        assert_eq!(p.read_all(), data, "v6 {v6}");
+        let st = p.ep.stats().reasm;
+        assert_eq!((st.fragments_in, st.reassembled), (3, 1));
+        assert_eq!(p.ep.reassembly_bytes(), 0);
+    }
+}
+
+#[test]
+fn overlapping_fragments_discard_the_whole_datagram() {
+    for v6 in [false, true] {
+        let mut p = established(v6, 1460);
+        let (pkt, data) = data_segment(&mut p, 3000);
+        let iph = if v6 { 40 } else { 20 };
+        let len = pkt.len() - iph;
+        // 0..1208, then an overlapping 1200..2408, then the rest: nothing
+        // is delivered (RFC 5722 §4), the overlap kills the datagram.
+        p.send_raw(ms(1), &frag_at(&pkt, 0, 1208, true, 7));
+        p.send_raw(ms(1), &frag_at(&pkt, 1200, 2408, true, 7));
+        p.send_raw(ms(1), &frag_at(&pkt, 2408, len, false, 7));
+        p.send_raw(ms(1), &frag_at(&pkt, 1208, 2408, true, 7));
+        assert!(p.read_all().is_empty(), "v6 {v6}");
+        assert_eq!(p.ep.stats().reasm.overlaps, 1);
+        assert_eq!(p.ep.stats().reasm.reassembled, 0);
+        // An exact duplicate is only ignored (RFC 5722 erratum 3089).
+        for (_, f) in fragment(&pkt, 1208, 8)
+            .iter()
+            .chain(fragment(&pkt, 1208, 8).iter().take(1))
+        {
+            p.send_raw(ms(2), f);
+        }
+        assert_eq!(p.read_all(), data);
+        assert_eq!(p.ep.stats().reasm.reassembled, 1);
+    }
+}
+
+#[test]
+fn tiny_fragments_splitting_the_tcp_header_are_refused() {
+    for v6 in [false, true] {
+        let mut p = established(v6, 1460);
+        let (pkt, _) = data_segment(&mut p, 3000);
+        let iph = if v6 { 40 } else { 20 };
+        let len = pkt.len() - iph;
+        // RFC 1858 §3.1: the first fragment holds 16 bytes of a 20-byte header.
+        p.send_raw(ms(1), &frag_at(&pkt, 0, 16, true, 9));
+        p.send_raw(ms(1), &frag_at(&pkt, 16, len, false, 9));
+        // §3.2: a fragment at offset 8 (it could rewrite the flags).
+        p.send_raw(ms(1), &frag_at(&pkt, 0, 8, true, 10));
+        p.send_raw(ms(1), &frag_at(&pkt, 8, len, false, 10));
+        assert!(p.read_all().is_empty());
+        let st = p.ep.stats().reasm;
+        // Both first fragments and the fragment at offset 8.
+        assert_eq!(st.tiny, 3, "v6 {v6}: {st:?}");
+        assert_eq!(st.reassembled, 0);
+    }
+}
+
+#[test]
+fn incomplete_datagrams_time_out() {
+    for (v6, secs) in [(false, 30), (true, 60)] {
+        let mut p = established(v6, 1460);
+        let (pkt, _) = data_segment(&mut p, 3000);
+        let frags = fragment(&pkt, 1208, 11);
+        p.send_raw(ms(1), &frags[0].1);
+        p.send_raw(ms(1), &frags[1].1);
+        assert!(p.ep.reassembly_bytes() > 0);
+        p.send_raw(ms(secs * 1000 + 2), &frags[2].1);
+        assert!(p.read_all().is_empty());
+        assert_eq!(p.ep.stats().reasm.timeouts, 1, "v6 {v6}");
+    }
+}
+
+#[test]
+fn a_flood_of_first_fragments_fills_only_its_own_budget() {
+    for v6 in [false, true] {
+        let mut p = established(v6, 1460);
+        let (pkt, data) = data_segment(&mut p, 3000);
+        // 20 000 first fragments from another source, each a datagram of
+        // its own that never completes.
+        let mut flood = frag_at(&pkt, 0, 1208, true, 0);
+        if v6 {
+            flood[23] = 0x66;
+        } else {
+            flood[15] = 66;
+        }
+        for id in 0..20_000u32 {
+            if v6 {
+                flood[44..48].copy_from_slice(&id.to_be_bytes());
+            } else {
+                flood[4..6].copy_from_slice(&(id as u16).to_be_bytes());
+                fix_v4_checksum(&mut flood);
+            }
+            p.send_raw(ms(1), &flood);
+        }
+        let cfg = p.ep.config().clone();
+        assert!(p.ep.reassembly_bytes() <= cfg.reasm_per_source_bytes);
+        assert!(p.ep.stats().reasm.budget_drops > 10_000);
+        // The peer's own fragmented segment still gets through, and so
+        // does its unfragmented traffic.
+        for (_, f) in fragment(&pkt, 1208, 5) {
+            p.send_raw(ms(2), &f);
+        }
+        assert_eq!(p.read_all(), data, "v6 {v6}");
+        assert!(p.ep.reassembly_bytes() <= cfg.reasm_per_source_bytes);
+    }
+}
+
+#[test]
+fn reassembly_off_drops_fragments_as_before() {
+    let cfg = Config {
+        reasm_max_bytes: 0,
+        ..test_config()
+    };
+    let mut p = Peer::new(cfg);
+    p.ep.listen(LOCAL_PORT, 8).unwrap();
+    let syn = p.build(&Seg {
+        seq: REMOTE_SEQ,
+        flags: SYN,
+        options: syn_opts(),
+        ..send_templ()
+    });
+    let frags = fragment(&syn, 8, 3);
+    for (_, f) in &frags {
+        p.send_raw(ms(0), f);
+    }
+    assert_eq!(p.ep.stats().drops.fragment, frags.len() as u64);
+    assert_eq!(p.ep.stats().reasm.fragments_in, 0);
+    recv_nothing!(p, time 0);
+}
