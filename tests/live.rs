@@ -1515,3 +1515,38 @@ fn pmtu_narrow_hop_20mb_download() {
         eprintln!("{family}: 20 MB through a 1280-byte hop, icmp_pmtu_lowered {lowered}, rto_timeouts {:?}", stat(&stats, "rto_timeouts"));
     }
 }
+
+/// Real fragments: the kernel fragments a 4000-byte ping over tcpd's TUN
+/// (MTU 1500); tcpd reassembles it and answers in fragments, which the
+/// kernel reassembles and ping checks (data included) — IPv4 and IPv6.
+#[test]
+fn fragmented_ping_4000_answered() {
+    if !live_ok("fragmented_ping_4000_answered") {
+        return;
+    }
+    need_tool("ping", "iputils-ping");
+    let ns = ip_ns("frag");
+    let _t = Tcpd::start(&ns, &["--seed", "8"]);
+    for (dst, v6) in [("10.0.0.2", false), ("fd00::2", true)] {
+        let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", "-s", "4000"];
+        if v6 {
+            args.insert(0, "-6");
+        }
+        args.push(dst);
+        let out = ns.run("ping", &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 received"),
+            "ping -s 4000 {dst}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("4008 bytes from"), "{text}");
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut n = 0;
+    while n < 6 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        n = stat(&ns.stats(), "reasm_reassembled").unwrap_or(0);
+    }
+    assert!(n >= 6, "reasm_reassembled {n}");
+}

@@ -159,6 +159,10 @@ pub struct Config {
     /// Time an IPv6 datagram has to arrive whole. Default 60 s (RFC 8200
     /// §4.5; Linux `ip6frag_time`).
     pub reasm_timeout_v6: Duration,
+    /// Fragment the replies we build (ICMP echo replies) that exceed the
+    /// MTU (RFC 791 §3.2, RFC 8200 §4.5), as Linux; off, IPv4 replies are
+    /// cut to the MTU (RFC 1122 §3.2.2.6) and IPv6 ones dropped. Default on.
+    pub fragment_replies: bool,
 }
 
 impl Default for Config {
@@ -206,6 +210,7 @@ impl Default for Config {
             reasm_per_source_bytes: 1 << 20,
             reasm_timeout_v4: Duration::from_secs(30),
             reasm_timeout_v6: Duration::from_secs(60),
+            fragment_replies: true,
         }
     }
 }

@@ -21,6 +21,7 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
+mod frag_out;
 mod icmp_err;
 mod reasm;
 
@@ -276,6 +277,8 @@ pub struct Endpoint {
     pmtu: icmp_err::PmtuCache,
     /// Fragments awaiting reassembly.
     reasm: reasm::Reassembler,
+    /// Identification of the last datagram we fragmented.
+    frag_ident: u32,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
@@ -333,6 +336,7 @@ impl Endpoint {
                 derive_key(config_seed, "reasm-queues"),
                 derive_key(config_seed, "reasm-sources"),
             ),
+            frag_ident: 0,
             next_ephemeral: 0,
             now: Instant::ZERO,
             #[cfg(test)]
@@ -718,7 +722,10 @@ impl Endpoint {
         // Fragmentation is not implemented.
         let headers = crate::wire::ip_header_len(ip.dst) + 8;
         let room = self.config.mtu.saturating_sub(headers);
-        let echo = if echo.data.len() <= room {
+        // Fragmented when larger than the MTU (as Linux), up to the most
+        // an IP datagram holds.
+        let fragment = self.config.fragment_replies && headers + echo.data.len() <= 65535;
+        let echo = if echo.data.len() <= room || fragment {
             echo
         } else if ip.dst.is_ipv4() {
             // RFC 1122 §3.2.2.6: "if sending the Echo Reply requires
@@ -752,7 +759,11 @@ impl Endpoint {
                     IpAddr::V6(_) => buf[7] = self.config.ttl,
                 }
                 self.stats.icmp_echo += 1;
-                self.push_control(Control::Echo { buf, len });
+                if len > self.config.mtu {
+                    self.push_fragmented(buf, len);
+                } else {
+                    self.push_control(Control::Echo { buf, len });
+                }
             }
             None => self.echo_bufs.push(buf),
         }

@@ -623,3 +623,64 @@ fn reassembly_off_drops_fragments_as_before() {
     assert_eq!(p.ep.stats().reasm.fragments_in, 0);
     recv_nothing!(p, time 0);
 }
+
+/// An echo request from the peer with `n` bytes of data.
+fn big_echo_request(p: &Peer, n: usize) -> Vec<u8> {
+    let v6 = p.remote_ip.is_ipv6();
+    let iph = if v6 { 40 } else { 20 };
+    let len = 8 + n;
+    let mut b = vec![0u8; iph + len];
+    let proto = if v6 { PROTO_ICMPV6 } else { PROTO_ICMP };
+    emit_ip_header(&mut b, p.remote_ip, p.local_ip, proto, len, 64, 7).unwrap();
+    let m = &mut b[iph..];
+    m[0] = if v6 { 128 } else { 8 };
+    m[4..8].copy_from_slice(&[0, 9, 0, 1]);
+    for (i, x) in m[8..].iter_mut().enumerate() {
+        *x = (i % 253) as u8;
+    }
+    let init = if v6 {
+        pseudo_header_sum(p.remote_ip, p.local_ip, PROTO_ICMPV6, len as u32)
+    } else {
+        0
+    };
+    let c = checksum_fold(checksum_sum(init, m));
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    b
+}
+
+#[test]
+fn a_fragmented_4000_byte_ping_is_answered_whole_in_fragments() {
+    for v6 in [false, true] {
+        let mut p = if v6 {
+            Peer::new_v6(test_config())
+        } else {
+            Peer::new(test_config())
+        };
+        let req = big_echo_request(&p, 4000);
+        for (_, f) in fragment(&req, 1448, 77) {
+            p.send_raw(ms(0), &f);
+        }
+        assert_eq!(p.ep.stats().reasm.reassembled, 1);
+        assert_eq!(p.ep.stats().icmp_echo, 1);
+        let mut frags = Vec::new();
+        while let Some(pkt) = p.poll_raw(ms(0)) {
+            assert!(pkt.len() <= 1500, "{}", pkt.len());
+            frags.push(pkt);
+        }
+        assert_eq!(frags.len(), 3, "v6 {v6}");
+        // The peer's side reassembles them into a valid echo reply: a
+        // second endpoint playing the peer counts it reassembled and then
+        // ignores it as an echo reply (a bad checksum would count as bad_icmp).
+        let mut peer = tcp::Endpoint::new(Config {
+            addrs: vec![p.remote_ip],
+            ..test_config()
+        })
+        .unwrap();
+        for f in frags.iter().rev() {
+            peer.handle(ms(0), f);
+        }
+        let st = peer.stats();
+        assert_eq!(st.reasm.reassembled, 1, "v6 {v6}: {:?}", st.reasm);
+        assert_eq!((st.drops.icmp_ignored, st.drops.bad_icmp), (1, 0));
+    }
+}
