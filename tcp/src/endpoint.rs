@@ -685,6 +685,10 @@ impl Endpoint {
             .insert(&self.config, now, packet, &mut out, &mut self.stats.reasm);
         if let Some(n) = done {
             if let Some(whole) = out.get(..n) {
+                // The fragments were counted in; the datagram is not a
+                // packet of its own.
+                self.stats.packets_in -= 1;
+                self.stats.bytes_in -= whole.len() as u64;
                 self.handle_offloaded(now, whole, false);
             }
         }

@@ -662,6 +662,8 @@ fn a_fragmented_4000_byte_ping_is_answered_whole_in_fragments() {
         }
         assert_eq!(p.ep.stats().reasm.reassembled, 1);
         assert_eq!(p.ep.stats().icmp_echo, 1);
+        // Three packets came in, not four: the datagram is not counted again.
+        assert_eq!(p.ep.stats().packets_in, 3);
         let mut frags = Vec::new();
         while let Some(pkt) = p.poll_raw(ms(0)) {
             assert!(pkt.len() <= 1500, "{}", pkt.len());
