@@ -1662,3 +1662,136 @@ fn second_signal_ends_a_stuck_shutdown() {
     assert_eq!(mtu, 1400, "a forced exit left tcpd's MTU");
     drop(reader);
 }
+
+/// A namespace named `h-ip-<purpose>-<pid>-<random>`, deleted on drop.
+fn ip_ns(purpose: &str) -> Netns {
+    let name = format!(
+        "h-ip-{purpose}-{}-{:04x}",
+        std::process::id(),
+        Instant::now().elapsed().subsec_nanos() & 0xffff
+    );
+    let st = Command::new("ip")
+        .args(["netns", "add", &name])
+        .status()
+        .unwrap();
+    assert!(st.success(), "ip netns add {name}");
+    let ns = Netns { name };
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns
+}
+
+/// Path MTU discovery through a real narrower hop (RFC 1191): client —
+/// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
+/// (MTU 1500). The client announces MSS 1460, so only router B's "need to
+/// frag (mtu 1280)" can tell tcpd; a 20 MB download must complete intact
+/// and the ICMP be counted in /stats.
+#[test]
+fn pmtu_narrow_hop_20mb_download() {
+    if !live_ok("pmtu_narrow_hop_20mb_download") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let n = 20 * MB;
+    let expected = pattern_sha256(n);
+    let client = ip_ns("cl");
+    let ra = ip_ns("ra");
+    let rb = ip_ns("rb");
+    // client <-> A, MTU 1500.
+    client.ip(&[
+        "link", "add", "c0", "type", "veth", "peer", "name", "a0", "netns", &ra.name,
+    ]);
+    client.ip(&["addr", "add", "10.1.0.2/24", "dev", "c0"]);
+    client.ip(&["addr", "add", "fd01::2/64", "dev", "c0", "nodad"]);
+    client.ip(&["link", "set", "c0", "up"]);
+    client.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    client.ip(&["-6", "route", "add", "default", "via", "fd01::1"]);
+    ra.ip(&["addr", "add", "10.1.0.1/24", "dev", "a0"]);
+    ra.ip(&["addr", "add", "fd01::1/64", "dev", "a0", "nodad"]);
+    ra.ip(&["link", "set", "a0", "up"]);
+    // A <-> B, MTU 1280.
+    ra.ip(&[
+        "link", "add", "a1", "mtu", "1280", "type", "veth", "peer", "name", "b0", "mtu", "1280",
+        "netns", &rb.name,
+    ]);
+    ra.ip(&["addr", "add", "10.2.0.1/24", "dev", "a1"]);
+    ra.ip(&["addr", "add", "fd02::1/64", "dev", "a1", "nodad"]);
+    ra.ip(&["link", "set", "a1", "up"]);
+    ra.ip(&["route", "add", "10.0.0.0/24", "via", "10.2.0.2"]);
+    ra.ip(&["-6", "route", "add", "fd00::/64", "via", "fd02::2"]);
+    rb.ip(&["addr", "add", "10.2.0.2/24", "dev", "b0"]);
+    rb.ip(&["addr", "add", "fd02::2/64", "dev", "b0", "nodad"]);
+    rb.ip(&["link", "set", "b0", "up"]);
+    rb.ip(&["route", "add", "10.1.0.0/24", "via", "10.2.0.1"]);
+    rb.ip(&["-6", "route", "add", "fd01::/64", "via", "fd02::1"]);
+    for ns in [&ra, &rb] {
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            assert!(ns.run("sysctl", &["-qw", k]).status.success(), "sysctl {k}");
+        }
+    }
+    // tcpd on router B's TUN (MTU 1500).
+    let _t = Tcpd::start(&rb, &["--seed", "7"]);
+    for (url, family) in [("http://10.0.0.2", "v4"), ("http://[fd00::2]", "v6")] {
+        let out = client
+            .command("sh")
+            .arg("-c")
+            .arg(format!("curl -sS -m 60 {url}/bytes/{n} | sha256sum"))
+            .output()
+            .unwrap();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got.split_whitespace().next().unwrap_or(""),
+            expected,
+            "{family}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // /stats is a snapshot the reactor publishes now and then.
+        let want = if family == "v4" { 1 } else { 2 };
+        let until = Instant::now() + Duration::from_secs(5);
+        let (mut stats, mut lowered) = (String::new(), 0);
+        while lowered < want && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            stats = rb.stats();
+            lowered = stat(&stats, "icmp_pmtu_lowered").unwrap_or(0);
+        }
+        assert!(
+            lowered >= want,
+            "{family}: icmp_pmtu_lowered {lowered}: {stats}"
+        );
+        eprintln!("{family}: 20 MB through a 1280-byte hop, icmp_pmtu_lowered {lowered}, rto_timeouts {:?}", stat(&stats, "rto_timeouts"));
+    }
+}
+
+/// Real fragments: the kernel fragments a 4000-byte ping over tcpd's TUN
+/// (MTU 1500); tcpd reassembles it and answers in fragments, which the
+/// kernel reassembles and ping checks (data included) — IPv4 and IPv6.
+#[test]
+fn fragmented_ping_4000_answered() {
+    if !live_ok("fragmented_ping_4000_answered") {
+        return;
+    }
+    need_tool("ping", "iputils-ping");
+    let ns = ip_ns("frag");
+    let _t = Tcpd::start(&ns, &["--seed", "8"]);
+    for (dst, v6) in [("10.0.0.2", false), ("fd00::2", true)] {
+        let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", "-s", "4000"];
+        if v6 {
+            args.insert(0, "-6");
+        }
+        args.push(dst);
+        let out = ns.run("ping", &args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("3 received"),
+            "ping -s 4000 {dst}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("4008 bytes from"), "{text}");
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut n = 0;
+    while n < 6 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        n = stat(&ns.stats(), "reasm_reassembled").unwrap_or(0);
+    }
+    assert!(n >= 6, "reasm_reassembled {n}");
+}

@@ -738,6 +738,9 @@ impl<D: Device> Reactor<D> {
                 }
                 Event::Reset(_) => self.counters.resets += 1,
                 Event::TimedOut(_) => self.counters.timeouts += 1,
+                // Only active opens and half-open passive connections (which
+                // raise no events) end this way; the daemon makes no active opens.
+                Event::Unreachable(..) => self.counters.resets += 1,
                 Event::Closed(id) => self.forget(id),
             }
         }

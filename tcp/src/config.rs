@@ -176,6 +176,39 @@ pub struct Config {
     /// Checksum offload: emitted TCP segments carry only the pseudo-header
     /// sum in their checksum field, for the device to complete. Default off.
     pub checksum_offload: bool,
+    /// Path MTU discovery (RFC 1191, RFC 8201): ICMP "fragmentation
+    /// needed" and ICMPv6 "packet too big" lower the path MTU of their
+    /// destination. Default on (Linux: `ip_no_pmtu_disc` 0).
+    pub pmtu_discovery: bool,
+    /// How long a learned path MTU is kept before the device MTU is tried
+    /// again (RFC 1191 §6.3, RFC 8201 §4). Default 600 s, as Linux's
+    /// `ip_rt_mtu_expires`.
+    pub pmtu_expires: Duration,
+    /// Lowest IPv4 path MTU believed; a smaller one from an ICMP message is
+    /// raised to this. Default 552, as Linux's `min_pmtu`. IPv6 always uses
+    /// 1280 (RFC 8200 §5, RFC 8201 §4).
+    pub min_pmtu: usize,
+    /// Most destinations in the path MTU cache; when full, the entry that
+    /// expires first gives way. Default 4096.
+    pub pmtu_cache_size: usize,
+    /// Bytes all fragment reassembly may hold at once (RFC 791 §3.2, RFC
+    /// 8200 §4.5). Default 4 MiB, as Linux's `ipfrag_high_thresh`. 0
+    /// disables reassembly: fragments are dropped
+    /// ([`crate::wire::DropReason::Fragment`]).
+    pub reasm_max_bytes: usize,
+    /// Bytes the fragments of one source may hold, so that one flooding
+    /// source fills only its own share. Default 1 MiB.
+    pub reasm_per_source_bytes: usize,
+    /// Time an IPv4 datagram has to arrive whole. Default 30 s (Linux
+    /// `ipfrag_time`).
+    pub reasm_timeout_v4: Duration,
+    /// Time an IPv6 datagram has to arrive whole. Default 60 s (RFC 8200
+    /// §4.5; Linux `ip6frag_time`).
+    pub reasm_timeout_v6: Duration,
+    /// Fragment the replies we build (ICMP echo replies) that exceed the
+    /// MTU (RFC 791 §3.2, RFC 8200 §4.5), as Linux; off, IPv4 replies are
+    /// cut to the MTU (RFC 1122 §3.2.2.6) and IPv6 ones dropped. Default on.
+    pub fragment_replies: bool,
 }
 
 impl Default for Config {
@@ -218,6 +251,15 @@ impl Default for Config {
             ttl: 64,
             tso_max: 0,
             checksum_offload: false,
+            pmtu_discovery: true,
+            pmtu_expires: Duration::from_secs(600),
+            min_pmtu: 552,
+            pmtu_cache_size: 4096,
+            reasm_max_bytes: 4 << 20,
+            reasm_per_source_bytes: 1 << 20,
+            reasm_timeout_v4: Duration::from_secs(30),
+            reasm_timeout_v6: Duration::from_secs(60),
+            fragment_replies: true,
         }
     }
 }
@@ -256,6 +298,15 @@ impl Config {
                 "tso_max {} must be 0 or within mtu..=65535",
                 self.tso_max
             ));
+        }
+        if !(68..=self.mtu).contains(&self.min_pmtu) {
+            return Err(format!(
+                "min_pmtu {} out of range 68..=mtu ({})",
+                self.min_pmtu, self.mtu
+            ));
+        }
+        if self.pmtu_cache_size == 0 || self.pmtu_expires == Duration::ZERO {
+            return Err("pmtu_cache_size and pmtu_expires must be non-zero".into());
         }
         if self.initial_window == 0 {
             return Err("initial_window must be at least 1".into());

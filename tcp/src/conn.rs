@@ -82,6 +82,8 @@ use crate::wire::{
 };
 use std::net::SocketAddr;
 
+mod pmtu;
+
 /// Event bits a connection raises for the application (see [`crate::Event`]).
 pub(crate) mod ev {
     pub(crate) const CONNECTED: u8 = 1;
@@ -91,6 +93,8 @@ pub(crate) mod ev {
     pub(crate) const RESET: u8 = 16;
     pub(crate) const TIMED_OUT: u8 = 32;
     pub(crate) const CLOSED: u8 = 64;
+    /// An ICMP error ended the connection attempt (see `Conn::error`).
+    pub(crate) const UNREACHABLE: u8 = 128;
 }
 
 /// The connection's timers, indexing [`Conn::timers`].
@@ -283,6 +287,8 @@ pub(crate) struct Conn {
     pub(crate) opt: Negotiated,
     /// Effective send MSS: payload bytes per full segment, options excluded.
     mss: u16,
+    /// Path MTU discovery state and ICMP errors (see `conn/pmtu.rs`).
+    pub(crate) icmp: pmtu::ConnIcmp,
     /// TS.Recent (RFC 7323 §4.3) and when it was set.
     ts_recent: u32,
     ts_recent_time: Instant,
@@ -419,6 +425,7 @@ impl Conn {
                 ..Default::default()
             },
             mss: default_mss,
+            icmp: pmtu::ConnIcmp::new(cx.cfg),
             ts_recent: 0,
             ts_recent_time: cx.now,
             ts_offset,
@@ -607,7 +614,9 @@ impl Conn {
     /// Effective send MSS: the smaller of the peer's MSS and ours, less the
     /// timestamp option that rides on every segment (RFC 9293 §3.7.1, RFC 6691).
     fn update_mss(&mut self, cfg: &Config) {
-        let ours = cfg.local_mss(self.local.is_ipv6());
+        let ours = cfg
+            .local_mss(self.local.is_ipv6())
+            .min(self.icmp.path_mss(self.local));
         let ts = if self.opt.ts { 12 } else { 0 };
         self.mss = self.opt.peer_mss.min(ours).saturating_sub(ts).max(64);
     }
@@ -1301,6 +1310,8 @@ impl Conn {
             self.backoffs = 0;
             self.persist_backoffs = 0;
             self.progress_time = cx.now;
+            // Data got through: forget the soft error (Linux, tcp_ack).
+            self.icmp.soft_error = None;
             self.dup_acks = 0;
             if self.in_recovery {
                 if seg.ack >= self.recover {
@@ -1975,6 +1986,7 @@ impl Conn {
     }
 
     fn dispatch_synchronized(&mut self, cx: &mut Ctx<'_>, buf: &mut [u8]) -> Option<usize> {
+        self.pmtu_expiry(cx);
         // The payload room of this segment: the effective MSS less the SACK
         // blocks it will carry (RFC 9293 §3.7.1: options count against the
         // MSS; Linux's tcp_current_mss does the same).

@@ -10,9 +10,9 @@ use crate::seq::SeqNum;
 use crate::stats::Stats;
 use crate::time::{Duration, Instant};
 use crate::wire::{
-    checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo, parse_ip,
-    parse_tcp_with, tcp_payload_offset, DropReason, IpPacket, TcpFlags, TcpOptions, TcpRepr,
-    TcpSegment, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
+    checksum_fold, checksum_sum, emit_icmp_echo_reply, emit_tcp_with, parse_icmp_echo,
+    parse_icmp_error, parse_ip, parse_tcp_with, tcp_payload_offset, DropReason, IcmpError,
+    IpPacket, TcpFlags, TcpOptions, TcpRepr, TcpSegment, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
 };
 use core::fmt;
 use siphasher::sip::SipHasher13;
@@ -20,6 +20,10 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
+
+mod frag_out;
+mod icmp_err;
+mod reasm;
 
 /// A handle to a connection. Handles are never reused while the application
 /// may still hold them: a slot's generation changes when it is freed.
@@ -75,6 +79,10 @@ pub enum Event {
     /// The connection was dropped: retransmissions, the user timeout or
     /// keep-alive probes went unanswered.
     TimedOut(ConnId),
+    /// An ICMP error ended the connection attempt (SYN-SENT, or a
+    /// half-open passive connection): the destination is unreachable for
+    /// the reason given (RFC 1122 §4.2.3.9). `Closed` follows.
+    Unreachable(ConnId, IcmpError),
     /// The connection is finished (both directions closed, reset, timed out
     /// or aborted). The handle is invalid from now on. Always the last event
     /// of a connection that was accepted or connected.
@@ -170,6 +178,11 @@ pub struct ConnInfo {
     pub persist_backoffs: u32,
     /// When this connection's next timer fires, if one is armed.
     pub next_timer: Option<Instant>,
+    /// The path MTU the connection sends within (RFC 1191, RFC 8201).
+    pub path_mtu: usize,
+    /// The last soft ICMP error (RFC 1122 §4.2.3.9, RFC 5461 §4) since data
+    /// was last acknowledged: what to report when the connection times out.
+    pub soft_error: Option<IcmpError>,
 }
 
 /// A hasher factory keyed from the seed: the connection table's keys come
@@ -260,6 +273,12 @@ pub struct Endpoint {
     /// Key of the per-second challenge-ACK budget draw.
     challenge_key: (u64, u64),
     state_counts: [usize; 11],
+    /// Learned path MTUs (RFC 1191, RFC 8201).
+    pmtu: icmp_err::PmtuCache,
+    /// Fragments awaiting reassembly.
+    reasm: reasm::Reassembler,
+    /// Identification of the last datagram we fragmented.
+    frag_ident: u32,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
@@ -289,6 +308,7 @@ impl Endpoint {
         // `derive_key`): the ISN, cookie, timestamp and port keys inside
         // `Secrets`, the two hash-table keys and the challenge-ACK budget key.
         let config_seed = config.seed;
+        let pmtu_cache_size = config.pmtu_cache_size;
         let secrets = Secrets::new(config.seed);
         let (d0, d1) = derive_key(config.seed, "demux-table");
         let (l0, l1) = derive_key(config.seed, "listener-table");
@@ -311,6 +331,12 @@ impl Endpoint {
             challenge_window: (u64::MAX, 0),
             challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
+            pmtu: icmp_err::PmtuCache::new(pmtu_cache_size, derive_key(config_seed, "pmtu-cache")),
+            reasm: reasm::Reassembler::new(
+                derive_key(config_seed, "reasm-queues"),
+                derive_key(config_seed, "reasm-sources"),
+            ),
+            frag_ident: 0,
             next_ephemeral: 0,
             now: Instant::ZERO,
             #[cfg(test)]
@@ -327,6 +353,14 @@ impl Endpoint {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+    /// Destinations in the path MTU cache (RFC 1191, RFC 8201).
+    pub fn pmtu_cache_len(&self) -> usize {
+        self.pmtu.len()
+    }
+    /// The learned path MTU to `dst`, if the cache holds a live one.
+    pub fn path_mtu(&mut self, dst: IpAddr) -> Option<usize> {
+        self.pmtu.get(dst, self.now).map(|(m, _)| m)
     }
     /// Connections in the table (every state, TIME-WAIT included).
     pub fn connection_count(&self) -> usize {
@@ -366,6 +400,8 @@ impl Endpoint {
             rto_backoffs: c.rto_backoffs(),
             persist_backoffs: c.persist_backoffs(),
             next_timer: c.next_deadline(),
+            path_mtu: c.icmp.path_mtu(),
+            soft_error: c.icmp.soft_error,
         })
     }
     /// The connections the application holds (accepted or connected, not
@@ -406,7 +442,8 @@ impl Endpoint {
         self.stats.drops.count(r);
     }
 
-    fn alloc_slot(&mut self, conn: Conn, owner: Owner) -> u32 {
+    fn alloc_slot(&mut self, mut conn: Conn, owner: Owner) -> u32 {
+        self.apply_cached_pmtu(&mut conn);
         let key = (conn.local, conn.remote);
         let st = conn.state;
         let slot = if let Some(i) = self.free_slots.pop() {
@@ -613,6 +650,9 @@ impl Endpoint {
         self.stats.bytes_in += packet.len() as u64;
         let ip = match parse_ip(packet) {
             Ok(ip) => ip,
+            Err(DropReason::Fragment) if self.config.reasm_max_bytes > 0 => {
+                return self.handle_fragment(packet)
+            }
             Err(r) => return self.drop_packet(r),
         };
         if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {
@@ -635,6 +675,31 @@ impl Endpoint {
         }
     }
 
+    /// A fragment: into reassembly; a datagram it completes is handled as
+    /// if it had come whole (one level: it is no fragment any more).
+    fn handle_fragment(&mut self, packet: &[u8]) {
+        let mut out = std::mem::take(&mut self.reasm.out);
+        let now = self.now;
+        let done = self
+            .reasm
+            .insert(&self.config, now, packet, &mut out, &mut self.stats.reasm);
+        if let Some(n) = done {
+            if let Some(whole) = out.get(..n) {
+                // The fragments were counted in; the datagram is not a
+                // packet of its own.
+                self.stats.packets_in -= 1;
+                self.stats.bytes_in -= whole.len() as u64;
+                self.handle_offloaded(now, whole, false);
+            }
+        }
+        self.reasm.out = out;
+    }
+
+    /// Bytes fragment reassembly holds now.
+    pub fn reassembly_bytes(&self) -> usize {
+        self.reasm.used()
+    }
+
     fn advance(&mut self, now: Instant) {
         // Time never goes backwards; a caller's regression is ignored.
         if now > self.now {
@@ -643,6 +708,11 @@ impl Endpoint {
     }
 
     fn handle_icmp(&mut self, ip: &IpPacket<'_>) {
+        match parse_icmp_error(ip) {
+            Ok(Some(m)) => return self.handle_icmp_error(ip, m),
+            Ok(None) => {}
+            Err(r) => return self.drop_packet(r),
+        }
         let echo = match parse_icmp_echo(ip) {
             Ok(e) => e,
             Err(r) => return self.drop_packet(r),
@@ -656,7 +726,10 @@ impl Endpoint {
         // Fragmentation is not implemented.
         let headers = crate::wire::ip_header_len(ip.dst) + 8;
         let room = self.config.mtu.saturating_sub(headers);
-        let echo = if echo.data.len() <= room {
+        // Fragmented when larger than the MTU (as Linux), up to the most
+        // an IP datagram holds.
+        let fragment = self.config.fragment_replies && headers + echo.data.len() <= 65535;
+        let echo = if echo.data.len() <= room || fragment {
             echo
         } else if ip.dst.is_ipv4() {
             // RFC 1122 §3.2.2.6: "if sending the Echo Reply requires
@@ -690,7 +763,11 @@ impl Endpoint {
                     IpAddr::V6(_) => buf[7] = self.config.ttl,
                 }
                 self.stats.icmp_echo += 1;
-                self.push_control(Control::Echo { buf, len });
+                if len > self.config.mtu {
+                    self.push_fragmented(buf, len);
+                } else {
+                    self.push_control(Control::Echo { buf, len });
+                }
             }
             None => self.echo_bufs.push(buf),
         }
@@ -1305,6 +1382,10 @@ impl Endpoint {
                 (ev::WRITABLE, Event::Writable(id)),
                 (ev::RESET, Event::Reset(id)),
                 (ev::TIMED_OUT, Event::TimedOut(id)),
+                (
+                    ev::UNREACHABLE,
+                    Event::Unreachable(id, conn.icmp.error.unwrap_or(IcmpError::HostUnreachable)),
+                ),
                 (ev::CLOSED, Event::Closed(id)),
             ];
             // `Closed` waits until the application has read what arrived

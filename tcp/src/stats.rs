@@ -61,8 +61,98 @@ pub struct Stats {
     pub spurious_recoveries: u64,
     /// D-SACK blocks received (RFC 2883): data the peer got twice.
     pub dsacks_in: u64,
+    /// Fragment reassembly (RFC 791 §3.2, RFC 8200 §4.5).
+    pub reasm: ReasmStats,
+    /// ICMP errors and what they did (path MTU discovery, RFC 5927 checks).
+    pub icmp: IcmpStats,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
+}
+
+/// What became of the IPv4 and IPv6 fragments received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReasmStats {
+    /// Fragments received.
+    pub fragments_in: u64,
+    /// Datagrams reassembled whole.
+    pub reassembled: u64,
+    /// Datagrams discarded whole for an overlap or an inconsistent length
+    /// (RFC 5722 §4), or for more than 64 fragments.
+    pub overlaps: u64,
+    /// Exact duplicate fragments ignored (RFC 5722 erratum 3089).
+    pub duplicates: u64,
+    /// Tiny or TCP-header-overlapping fragments refused (RFC 1858 §3).
+    pub tiny: u64,
+    /// Fragments dropped because the global or per-source budget was full.
+    pub budget_drops: u64,
+    /// Datagrams whose reassembly timed out.
+    pub timeouts: u64,
+    /// Datagrams evicted early, oldest first, to bound the queue.
+    pub evicted: u64,
+    /// Malformed fragments (length not a multiple of 8, beyond 65535 bytes,
+    /// bad source, not to us).
+    pub bad: u64,
+}
+
+impl ReasmStats {
+    /// Every counter with its name (prefixed `reasm_`), for reports.
+    pub fn named(&self) -> [(&'static str, u64); 9] {
+        [
+            ("reasm_fragments_in", self.fragments_in),
+            ("reasm_reassembled", self.reassembled),
+            ("reasm_overlaps", self.overlaps),
+            ("reasm_duplicates", self.duplicates),
+            ("reasm_tiny", self.tiny),
+            ("reasm_budget_drops", self.budget_drops),
+            ("reasm_timeouts", self.timeouts),
+            ("reasm_evicted", self.evicted),
+            ("reasm_bad", self.bad),
+        ]
+    }
+}
+
+/// What became of the ICMP and ICMPv6 error messages received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpStats {
+    /// Well-formed ICMP errors quoting a TCP segment.
+    pub errors_in: u64,
+    /// "Fragmentation needed" / "packet too big" that lowered a path MTU.
+    pub pmtu_lowered: u64,
+    /// Of those, how many named an MTU below the floor and were raised to it.
+    pub pmtu_clamped: u64,
+    /// "Too big" messages whose MTU was not below the path MTU known (ignored).
+    pub pmtu_not_lower: u64,
+    /// Connections whose MSS was lowered by a path MTU change.
+    pub mss_lowered: u64,
+    /// Errors quoting a 4-tuple of no connection (ignored, RFC 5927 §4.1).
+    pub no_connection: u64,
+    /// Errors whose quoted sequence number lay outside SND.UNA..SND.NXT
+    /// (ignored, RFC 5927 §4.1; Linux's `OutOfWindowIcmps`).
+    pub out_of_window: u64,
+    /// Errors quoting a packet not from the address they were sent to (ignored).
+    pub bad_quote: u64,
+    /// Connection attempts ended by an ICMP error (RFC 1122 §4.2.3.9).
+    pub aborted: u64,
+    /// Soft errors recorded on synchronized connections (RFC 5461).
+    pub soft_errors: u64,
+}
+
+impl IcmpStats {
+    /// Every counter with its name (prefixed `icmp_`), for reports.
+    pub fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("icmp_errors_in", self.errors_in),
+            ("icmp_pmtu_lowered", self.pmtu_lowered),
+            ("icmp_pmtu_clamped", self.pmtu_clamped),
+            ("icmp_pmtu_not_lower", self.pmtu_not_lower),
+            ("icmp_mss_lowered", self.mss_lowered),
+            ("icmp_no_connection", self.no_connection),
+            ("icmp_out_of_window", self.out_of_window),
+            ("icmp_bad_quote", self.bad_quote),
+            ("icmp_aborted", self.aborted),
+            ("icmp_soft_errors", self.soft_errors),
+        ]
+    }
 }
 
 /// One counter per [`DropReason`].

@@ -225,7 +225,8 @@ fn endpoint_seeds_reach_deep_states() {
         t.drops.bad_tcp_checksum += s.drops.bad_tcp_checksum;
         t.drops.bad_icmp += s.drops.bad_icmp;
         t.drops.listen_overflow += s.drops.listen_overflow;
-        t.drops.fragment += s.drops.fragment;
+        // Fragments dropped, or taken into reassembly.
+        t.drops.fragment += s.drops.fragment + s.reasm.fragments_in;
         t.drops.icmp_ignored += s.drops.icmp_ignored;
         t.drops.bad_ipv6_extension += s.drops.bad_ipv6_extension;
         t.drops.unsupported_protocol += s.drops.unsupported_protocol;

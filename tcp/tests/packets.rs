@@ -4070,7 +4070,11 @@ fn icmp_echo_reply_is_cut_to_the_mtu() {
     // larger than the MTU (from a device with a larger one) gets a reply
     // of exactly the MTU, and a reply never outgrows the buffer the output
     // needs (at least the MTU): it cannot block what is queued behind it.
-    let mut p = listen();
+    // (With `fragment_replies`, the default, it is fragmented instead.)
+    let mut p = listen_with(Config {
+        fragment_replies: false,
+        ..test_config()
+    });
     let body: Vec<u8> = (0..2000u32).map(|i| i as u8).collect();
     let req = echo_request(&p, 7, 1, &body);
     p.send_raw(ms(0), &req);
@@ -4092,8 +4096,12 @@ fn icmpv6_echo_request_too_long_for_a_whole_reply_is_dropped() {
     // RFC 4443 §4.2: the data "MUST be returned entirely and unmodified in
     // the ICMPv6 Echo Reply"; a reply over the MTU would need fragmentation
     // (RFC 8200 §4.5), which is not implemented: the request is dropped
-    // and counted, and the output is not blocked.
-    let mut p = Peer::new_v6(test_config());
+    // and counted, and the output is not blocked. (With `fragment_replies`,
+    // the default, it is fragmented instead.)
+    let mut p = Peer::new_v6(Config {
+        fragment_replies: false,
+        ..test_config()
+    });
     p.ep.listen(LOCAL_PORT, 8).unwrap();
     let req = echo_request(&p, 7, 1, &data(1500 - 48 + 1));
     p.send_raw(ms(0), &req);
@@ -4174,7 +4182,12 @@ fn fix_ip_checksum(pkt: &mut [u8]) {
 
 #[test]
 fn malformed_packets_counted_by_reason() {
-    let mut p = listen();
+    // Reassembly off: fragments are dropped and counted (tests/ip.rs has
+    // reassembly).
+    let mut p = listen_with(Config {
+        reasm_max_bytes: 0,
+        ..test_config()
+    });
     // Bad TCP checksum.
     let mut pkt = good_packet(&mut p);
     let n = pkt.len();
@@ -4225,7 +4238,11 @@ fn malformed_packets_counted_by_reason() {
 
 #[test]
 fn ipv6_fragment_dropped() {
-    let mut p = Peer::new_v6(test_config());
+    // Reassembly off (tests/ip.rs has reassembly).
+    let mut p = Peer::new_v6(Config {
+        reasm_max_bytes: 0,
+        ..test_config()
+    });
     p.ep.listen(LOCAL_PORT, 8).unwrap();
     let pkt = p.build(&peer_syn());
     // Insert a fragment header (next header 44) in front of the TCP header.

@@ -247,7 +247,10 @@ impl InlineHost {
                 }
                 self.drive_read(ep, id);
             }
-            Event::Reset(id) | Event::TimedOut(id) | Event::Closed(id) => {
+            Event::Reset(id)
+            | Event::TimedOut(id)
+            | Event::Unreachable(id, _)
+            | Event::Closed(id) => {
                 if let Some(mut e) = self.conns.remove(&id) {
                     e.driver.closed();
                 }

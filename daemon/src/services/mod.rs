@@ -296,8 +296,12 @@ impl BoardInner {
 }
 
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
-/// counters are in [`tcp::Stats::drops`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
+/// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
+/// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
+/// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 45] {
+    let i = s.icmp.named();
+    let r = s.reasm.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -325,5 +329,24 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
         ("window_updates_repeated", s.window_updates_repeated),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
+        i[0],
+        i[1],
+        i[2],
+        i[3],
+        i[4],
+        i[5],
+        i[6],
+        i[7],
+        i[8],
+        i[9],
+        r[0],
+        r[1],
+        r[2],
+        r[3],
+        r[4],
+        r[5],
+        r[6],
+        r[7],
+        r[8],
     ]
 }

@@ -1219,6 +1219,7 @@ impl Harness {
             | Event::PeerClosed(id)
             | Event::Reset(id)
             | Event::TimedOut(id)
+            | Event::Unreachable(id, _)
             | Event::Closed(id) => Some(id),
         };
         if let Some(id) = id {
@@ -1273,6 +1274,7 @@ impl Harness {
             }
             Event::Reset(id) => (5u8, id).hash(&mut self.digest),
             Event::TimedOut(id) => (6u8, id).hash(&mut self.digest),
+            Event::Unreachable(id, why) => (8u8, id, why).hash(&mut self.digest),
             Event::Closed(id) => {
                 (7u8, id).hash(&mut self.digest);
                 self.closed.insert(id);

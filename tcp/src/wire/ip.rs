@@ -135,7 +135,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
     if 40 + plen > pkt.len() || plen == 0 {
         return Err(DropReason::BadIpLength);
     }
-    let mut next = pkt[6];
+    let next = pkt[6];
     let hop = pkt[7];
     let mut src = [0u8; 16];
     src.copy_from_slice(&pkt[8..24]);
@@ -147,36 +147,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
         return Err(DropReason::BadSourceAddress);
     }
     let end = 40 + plen;
-    let mut off = 40;
-    // RFC 8200 §4: walk the extension headers. Each is at least 8 bytes, so
-    // the walk ends within the packet.
-    loop {
-        match next {
-            // Hop-by-Hop, Routing, Destination Options: (len + 1) * 8 bytes.
-            0 | 43 | 60 => {
-                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
-                let len = (usize::from(h[1]) + 1) * 8;
-                if off + len > end {
-                    return Err(DropReason::BadIpv6Extension);
-                }
-                next = h[0];
-                off += len;
-            }
-            // Fragment header.
-            44 => return Err(DropReason::Fragment),
-            // Authentication header: (len + 2) * 4 bytes (RFC 4302 §2.2).
-            51 => {
-                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
-                let len = (usize::from(h[1]) + 2) * 4;
-                if off + len > end {
-                    return Err(DropReason::BadIpv6Extension);
-                }
-                next = h[0];
-                off += len;
-            }
-            _ => break,
-        }
-    }
+    let (next, off) = walk_v6_extensions(pkt, next, end)?;
     Ok(IpPacket {
         src: IpAddr::V6(src),
         dst: IpAddr::V6(dst),
@@ -184,6 +155,99 @@ fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
         ttl: hop,
         payload: &pkt[off..end],
     })
+}
+
+/// Most IPv6 extension headers walked before a packet is dropped (RFC
+/// 8200 §4.1 names at most eight in a well-formed packet; RFC 9098 and
+/// RFC 8504 §5.3 want a limit on the chain a host walks).
+pub const MAX_IPV6_EXTENSIONS: usize = 8;
+
+/// RFC 8200 §4: walks the extension headers from offset 40 with `first`
+/// as the first Next Header value, to the upper-layer header. Returns its
+/// protocol number and offset.
+///
+/// - Hop-by-Hop Options only right after the IPv6 header (§4.3), and its
+///   options and those of a Destination Options header processed as
+///   §4.2 says: an unrecognized option whose type's two high bits are not
+///   00 means "discard the packet" (tcpd sends no Parameter Problem back).
+/// - A Routing header with Segments Left 0 is ignored and the walk goes on;
+///   with Segments Left > 0 the packet is discarded, since a host that is
+///   the final destination of none of the types (type 0 is deprecated,
+///   RFC 5095) cannot process it (§4.4).
+/// - A Fragment header of offset 0 without More Fragments is an atomic
+///   fragment: processed as the whole datagram it is (RFC 6946 §4, as
+///   Linux); any other fragment is dropped ([`DropReason::Fragment`]).
+/// - More than [`MAX_IPV6_EXTENSIONS`] headers, or one running past the
+///   packet: [`DropReason::BadIpv6Extension`].
+///
+/// An unknown Next Header value ends the walk: the endpoint drops it as an
+/// unsupported protocol.
+fn walk_v6_extensions(pkt: &[u8], first: u8, end: usize) -> Result<(u8, usize), DropReason> {
+    let mut next = first;
+    let mut off = 40;
+    for count in 0..=MAX_IPV6_EXTENSIONS {
+        let hlen = match next {
+            0 | 43 | 60 | 44 | 51 if count == MAX_IPV6_EXTENSIONS => {
+                return Err(DropReason::BadIpv6Extension)
+            }
+            // Hop-by-Hop (§4.3), Routing (§4.4), Destination Options
+            // (§4.6): (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
+                (usize::from(h[1]) + 1) * 8
+            }
+            // Fragment (§4.5): 8 bytes.
+            44 => 8,
+            // Authentication header: (len + 2) * 4 bytes (RFC 4302 §2.2).
+            51 => {
+                let h = pkt.get(off..off + 2).ok_or(DropReason::BadIpv6Extension)?;
+                (usize::from(h[1]) + 2) * 4
+            }
+            _ => return Ok((next, off)),
+        };
+        if off + hlen > end {
+            return Err(DropReason::BadIpv6Extension);
+        }
+        let h = &pkt[off..off + hlen];
+        match next {
+            0 if count != 0 => return Err(DropReason::BadIpv6Extension),
+            0 | 60 => check_v6_options(&h[2..])?,
+            43 if h.get(3).is_some_and(|&left| left != 0) => {
+                return Err(DropReason::BadIpv6Extension)
+            }
+            44 => {
+                let frag = u16::from_be_bytes([h[2], h[3]]);
+                if frag >> 3 != 0 || frag & 1 != 0 {
+                    return Err(DropReason::Fragment);
+                }
+            }
+            _ => {}
+        }
+        next = h[0];
+        off += hlen;
+    }
+    Err(DropReason::BadIpv6Extension)
+}
+
+/// The options of a Hop-by-Hop or Destination Options header (RFC 8200
+/// §4.2): Pad1, PadN and Router Alert (RFC 2711) are known; an unknown
+/// option is skipped only when its type's two high bits are 00.
+fn check_v6_options(mut o: &[u8]) -> Result<(), DropReason> {
+    while let Some(&t) = o.first() {
+        if t == 0 {
+            o = &o[1..];
+            continue;
+        }
+        let len = usize::from(*o.get(1).ok_or(DropReason::BadIpv6Extension)?);
+        if o.len() < 2 + len {
+            return Err(DropReason::BadIpv6Extension);
+        }
+        if !matches!(t, 1 | 5) && t >> 6 != 0 {
+            return Err(DropReason::BadIpv6Extension);
+        }
+        o = &o[2 + len..];
+    }
+    Ok(())
 }
 
 /// Writes an IP header for a packet from `src` to `dst` carrying
@@ -391,8 +455,75 @@ mod tests {
         // An extension header claiming to run past the packet.
         b[41] = 5;
         assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
-        // A fragment header.
+        // A fragment header (offset 1).
         b[6] = 44;
+        b[41] = 0;
+        b[42] = 0;
+        b[43] = 8;
         assert_eq!(parse_ip(&b).unwrap_err(), DropReason::Fragment);
+    }
+
+    /// A packet `fd00::1 -> fd00::2` whose extension headers are `ext`
+    /// (each whole, its Next Header byte filled in here) then `data` as TCP.
+    fn v6_with(ext: &[(u8, Vec<u8>)], data: &[u8]) -> Vec<u8> {
+        let elen: usize = ext.iter().map(|(_, h)| h.len()).sum();
+        let mut b = vec![0u8; 40 + elen + data.len()];
+        let first = ext.first().map_or(PROTO_TCP, |(t, _)| *t);
+        emit_ip_header(
+            &mut b,
+            "fd00::1".parse().unwrap(),
+            "fd00::2".parse().unwrap(),
+            first,
+            elen + data.len(),
+            64,
+            0,
+        )
+        .unwrap();
+        let mut off = 40;
+        for (i, (_, h)) in ext.iter().enumerate() {
+            b[off..off + h.len()].copy_from_slice(h);
+            b[off] = ext.get(i + 1).map_or(PROTO_TCP, |(t, _)| *t);
+            off += h.len();
+        }
+        b[off..].copy_from_slice(data);
+        b
+    }
+
+    #[test]
+    fn v6_extension_rules_of_rfc_8200() {
+        let pad = |t: u8| (t, vec![0, 0, 1, 4, 0, 0, 0, 0]); // PadN(4)
+                                                             // Hop-by-hop, destination options, routing with Segments Left 0.
+        let ok = v6_with(
+            &[pad(0), pad(60), (43, vec![0, 0, 4, 0, 0, 0, 0, 0])],
+            b"tcp!",
+        );
+        let p = parse_ip(&ok).unwrap();
+        assert_eq!((p.protocol, p.payload), (PROTO_TCP, &b"tcp!"[..]));
+        // Hop-by-hop anywhere but first (§4.3).
+        let b = v6_with(&[pad(60), pad(0)], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
+        // Routing with Segments Left 1 (§4.4).
+        let b = v6_with(&[(43, vec![0, 0, 0, 1, 0, 0, 0, 0])], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
+        // Unknown option 0x3e (action 00): skipped; 0x7e (01): discard (§4.2).
+        let b = v6_with(&[(60, vec![0, 0, 0x3e, 4, 0, 0, 0, 0])], b"tcp!");
+        assert!(parse_ip(&b).is_ok());
+        let b = v6_with(&[(60, vec![0, 0, 0x7e, 4, 0, 0, 0, 0])], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
+        // An option running past its header.
+        let b = v6_with(&[(60, vec![0, 0, 1, 9, 0, 0, 0, 0])], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
+        // Atomic fragment (RFC 6946): processed whole.
+        let b = v6_with(&[(44, vec![0, 0, 0, 0, 1, 2, 3, 4])], b"tcp!");
+        let p = parse_ip(&b).unwrap();
+        assert_eq!((p.protocol, p.payload), (PROTO_TCP, &b"tcp!"[..]));
+        // A first fragment with More Fragments set is not.
+        let b = v6_with(&[(44, vec![0, 0, 0, 1, 1, 2, 3, 4])], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::Fragment);
+        // The count limit: 8 destination options headers pass, 9 do not.
+        let b = v6_with(&vec![pad(60); MAX_IPV6_EXTENSIONS], b"tcp!");
+        assert!(parse_ip(&b).is_ok());
+        let b = v6_with(&vec![pad(60); MAX_IPV6_EXTENSIONS + 1], b"tcp!");
+        assert_eq!(parse_ip(&b).unwrap_err(), DropReason::BadIpv6Extension);
     }
 }

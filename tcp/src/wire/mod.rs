@@ -7,14 +7,16 @@
 
 mod checksum;
 mod icmp;
+mod icmp_err;
 mod ip;
 mod tcp;
 
 pub use checksum::{checksum_fold, checksum_sum, pseudo_header_sum};
 pub use icmp::{emit_icmp_echo_reply, parse_icmp_echo, IcmpEcho};
+pub use icmp_err::{parse_icmp_error, plateau_below, IcmpError, IcmpErrorKind, IcmpErrorMsg};
 pub use ip::{
-    emit_ip_header, ip_header_len, parse_ip, valid_source, IpPacket, PROTO_ICMP, PROTO_ICMPV6,
-    PROTO_TCP, PROTO_UDP,
+    emit_ip_header, ip_header_len, parse_ip, valid_source, IpPacket, MAX_IPV6_EXTENSIONS,
+    PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 };
 pub use tcp::{
     emit_tcp, emit_tcp_with, parse_tcp, parse_tcp_with, tcp_payload_offset, SackBlocks, TcpFlags,

@@ -407,6 +407,7 @@ impl Sim {
                 }
                 Event::Reset(_) => self.resets += 1,
                 Event::TimedOut(_) => self.timeouts += 1,
+                Event::Unreachable(..) => self.resets += 1,
                 Event::Closed(id) => self.forget(id),
             }
         }

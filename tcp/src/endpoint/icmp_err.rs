@@ -1,0 +1,174 @@
+//! ICMP errors at the endpoint: RFC 5927 validation, the path MTU cache
+//! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9).
+
+use super::{Endpoint, KeyedState};
+use crate::time::Instant;
+use crate::wire::{plateau_below, IcmpErrorKind, IcmpErrorMsg, IpPacket};
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+/// IPv6's minimum link MTU (RFC 8200 §5): no path MTU estimate goes
+/// below it (RFC 8201 §4).
+pub(crate) const IPV6_MIN_MTU: usize = 1280;
+
+/// Learned path MTUs by destination, bounded, each with its expiry (Linux
+/// keeps them as route exceptions for `ip_rt_mtu_expires`).
+#[derive(Debug)]
+pub(crate) struct PmtuCache {
+    map: HashMap<IpAddr, (usize, Instant), KeyedState>,
+    max: usize,
+}
+
+impl PmtuCache {
+    pub(crate) fn new(max: usize, key: (u64, u64)) -> PmtuCache {
+        PmtuCache {
+            map: HashMap::with_hasher(KeyedState(key.0, key.1)),
+            max,
+        }
+    }
+
+    /// The path MTU to `dst` and when it expires, if one is known and live.
+    pub(crate) fn get(&mut self, dst: IpAddr, now: Instant) -> Option<(usize, Instant)> {
+        if self.map.is_empty() {
+            return None;
+        }
+        match self.map.get(&dst) {
+            Some(&(mtu, exp)) if exp > now => Some((mtu, exp)),
+            Some(_) => {
+                self.map.remove(&dst);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records `mtu` for `dst` until `exp`. When the cache is full, expired
+    /// entries go first, then the one that expires soonest: O(size), paid
+    /// only when a validated ICMP message lowers a path MTU.
+    pub(crate) fn insert(&mut self, dst: IpAddr, mtu: usize, exp: Instant, now: Instant) {
+        if !self.map.contains_key(&dst) && self.map.len() >= self.max {
+            self.map.retain(|_, &mut (_, e)| e > now);
+            if self.map.len() >= self.max {
+                if let Some(k) = self
+                    .map
+                    .iter()
+                    .min_by_key(|(_, &(_, e))| e)
+                    .map(|(k, _)| *k)
+                {
+                    self.map.remove(&k);
+                }
+            }
+        }
+        self.map.insert(dst, (mtu, exp));
+    }
+
+    /// Destinations held.
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+impl Endpoint {
+    /// An ICMP or ICMPv6 error quoting one of our TCP segments.
+    ///
+    /// RFC 5927 §4.1 (Linux tcp_v4_err / tcp_v6_err): it must name a
+    /// connection of ours by the quoted 4-tuple, and the quoted sequence
+    /// number must lie within SND.UNA..SND.NXT; anything else is ignored
+    /// and counted. An accepted "fragmentation needed" (RFC 1191 §4) or
+    /// "packet too big" (RFC 8201 §4) lowers the path MTU of the quoted
+    /// destination in the cache, never below the floor, and every
+    /// connection to that destination lowers its MSS and resends at once
+    /// (Linux lowers the route's MTU; its other sockets notice at their
+    /// next send in tcp_current_mss, we tell them now). Other errors go to
+    /// the quoted connection (RFC 1122 §4.2.3.9).
+    pub(super) fn handle_icmp_error(&mut self, ip: &IpPacket<'_>, m: IcmpErrorMsg) {
+        self.stats.icmp.errors_in += 1;
+        // The quoted packet was ours: sent from the address this error
+        // came back to.
+        if m.local.ip() != ip.dst {
+            self.stats.icmp.bad_quote += 1;
+            return;
+        }
+        let Some(&slot) = self.table.get(&(m.local, m.remote)) else {
+            self.stats.icmp.no_connection += 1;
+            return;
+        };
+        let in_window = self.slots[slot as usize]
+            .conn
+            .as_deref()
+            .is_some_and(|c| c.icmp_seq_ok(m.seq));
+        if !in_window {
+            self.stats.icmp.out_of_window += 1;
+            return;
+        }
+        match m.kind {
+            IcmpErrorKind::Error(e) => {
+                self.with_conn(slot, |c, cx| c.icmp_error(cx, e));
+            }
+            IcmpErrorKind::TooBig(_) if !self.config.pmtu_discovery => {
+                self.stats.icmp.pmtu_not_lower += 1;
+            }
+            IcmpErrorKind::TooBig(mtu) => self.path_mtu_lowered(slot, &m, mtu),
+        }
+    }
+
+    fn path_mtu_lowered(&mut self, slot: u32, m: &IcmpErrorMsg, mtu: u32) {
+        let dst = m.remote.ip();
+        let v6 = dst.is_ipv6();
+        let mut mtu = usize::try_from(mtu).unwrap_or(usize::MAX);
+        // RFC 1191 §5: a router older than RFC 1191 reports 0; guess the
+        // plateau below the length of the packet it dropped.
+        if !v6 && mtu == 0 {
+            mtu = plateau_below(m.quoted_len) as usize;
+        }
+        // The floor: Linux's min_pmtu for IPv4 (__ip_rt_update_pmtu raises a
+        // smaller MTU to it), the IPv6 minimum link MTU for IPv6 (RFC 8201
+        // §4: "MUST NOT reduce ... below the IPv6 minimum link MTU").
+        let floor = if v6 {
+            IPV6_MIN_MTU
+        } else {
+            self.config.min_pmtu
+        }
+        .min(self.config.mtu);
+        let clamped = mtu < floor;
+        mtu = mtu.max(floor);
+        let now = self.now;
+        let known = self
+            .slots
+            .get(slot as usize)
+            .and_then(|s| s.conn.as_deref())
+            .map_or(self.config.mtu, |c| c.icmp.path_mtu());
+        let known = self.pmtu.get(dst, now).map_or(known, |(k, _)| k.min(known));
+        // RFC 1191 §6.3 / RFC 8201 §4: only a decrease is believed from a
+        // "too big" message; an increase comes from the expiry.
+        if mtu >= known {
+            self.stats.icmp.pmtu_not_lower += 1;
+            return;
+        }
+        self.stats.icmp.pmtu_lowered += 1;
+        if clamped {
+            self.stats.icmp.pmtu_clamped += 1;
+        }
+        let exp = now + self.config.pmtu_expires;
+        self.pmtu.insert(dst, mtu, exp, now);
+        // Every connection to the destination, O(connections): paid only
+        // on a decrease, which needs a validated quote and can happen only
+        // a bounded number of times per destination (down to the floor).
+        for s in 0..self.slots.len() as u32 {
+            let to_dst = self.slots[s as usize]
+                .conn
+                .as_deref()
+                .is_some_and(|c| c.remote.ip() == dst);
+            if to_dst {
+                self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp));
+            }
+        }
+    }
+
+    /// Gives a new connection the cached path MTU of its destination.
+    pub(super) fn apply_cached_pmtu(&mut self, conn: &mut crate::conn::Conn) {
+        if let Some((mtu, exp)) = self.pmtu.get(conn.remote.ip(), self.now) {
+            conn.set_path_mtu(&self.config, mtu, exp);
+        }
+    }
+}
