@@ -288,7 +288,7 @@ impl BoardInner {
 
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
 /// counters are in [`tcp::Stats::drops`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 27] {
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -314,6 +314,7 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
         ("ooo_segments", s.ooo_segments),
         ("out_of_window", s.out_of_window),
         ("window_updates_repeated", s.window_updates_repeated),
+        ("paws_disordered_acks", s.paws_disordered_acks),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
     ]
