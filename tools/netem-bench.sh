@@ -192,6 +192,7 @@ for cell in "${SELECTED[@]}"; do
     done
 done
 echo
+echo "tcpd totals over the run: ACKs dropped by PAWS $(tcpd_stat paws), disordered ACKs taken $(tcpd_stat paws_disordered_acks), D-SACKs $(tcpd_stat dsacks_in), undone recoveries $(tcpd_stat spurious_recoveries)"
 echo "(medians of $RUNS runs, $BYTES each, netem seed $SEED; retrans/RTOs are the server's: tcpd /stats, Linux nstat)"
 
 if [ -n "$SVG" ]; then
