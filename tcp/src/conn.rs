@@ -909,6 +909,54 @@ impl Conn {
         (val.wrapping_sub(self.ts_recent) as i32) < 0 && !stale
     }
 
+    /// Whether `seg`, which PAWS would reject, is a reordered duplicate ACK
+    /// to be taken anyway (Linux: `tcp_disordered_ack`, consulted by
+    /// `tcp_paws_discard`).
+    ///
+    /// RFC 7323 §5.3 R1 drops every segment whose TSval is below TS.Recent.
+    /// That is right for data (an old duplicate must not be taken for new
+    /// bytes), but a pure ACK carries no bytes: when ACKs overtake each
+    /// other on the way (reordering, or ACK-path multipathing), the letter of
+    /// R1 throws away the later-sent one together with its SACK blocks, and
+    /// the sender loses exactly the loss information it recovers with. We
+    /// depart from the letter here, as Linux does, for a segment that cannot
+    /// change the connection's state beyond what its SACK blocks and its
+    /// count as a duplicate ACK say:
+    ///
+    /// 1. a pure ACK (no data, SYN, FIN or RST) at SEG.SEQ = RCV.NXT;
+    /// 2. a duplicate: SEG.ACK = SND.UNA;
+    /// 3. it would not update the send window by Linux's rule
+    ///    (`tcp_may_update_window`): SEG.SEQ is not beyond SND.WL1, and at
+    ///    SND.WL1 its window is neither larger than SND.WND nor zero;
+    /// 4. its TSval lies behind TS.Recent by no more than the replay window,
+    ///    one RTO in timestamp ticks (Linux: `icsk_rto` scaled to ~1 ms
+    ///    ticks; the peer's clock rate is unknown, RFC 7323 §5.4 suggests 1 ms
+    ///    to 1 s, and 1 ms is the common one and the conservative choice).
+    ///
+    /// Such an ACK neither moves TS.Recent back (§4.3) nor touches the window
+    /// (see `process_ack`). An older one stays dropped and counted as PAWS.
+    fn disordered_ack(&self, seg: &TcpSegment<'_>) -> bool {
+        let f = seg.flags;
+        let Some((val, _)) = seg.options.timestamps else {
+            return false;
+        };
+        if !f.ack() || f.syn() || f.fin() || f.rst() || !seg.payload.is_empty() {
+            return false;
+        }
+        if seg.seq != self.rcv_nxt || seg.ack != self.snd_una {
+            return false;
+        }
+        let wnd = u32::from(seg.window) << self.opt.snd_wscale.unwrap_or(0);
+        let may_update_window =
+            seg.seq > self.snd_wl1 || (seg.seq == self.snd_wl1 && (wnd > self.snd_wnd || wnd == 0));
+        if may_update_window {
+            return false;
+        }
+        let behind = self.ts_recent.wrapping_sub(val);
+        let window_ms = u32::try_from(self.rto().as_millis()).unwrap_or(u32::MAX);
+        (behind as i32) >= 0 && behind <= window_ms
+    }
+
     /// Where SEG.ACK falls in the send sequence space.
     fn classify_ack(&self, ack: SeqNum) -> AckClass {
         // RFC 5961 §5.2: acceptable is (SND.UNA - MAX.SND.WND) =< SEG.ACK
@@ -1029,7 +1077,11 @@ impl Conn {
         // the RST bit is not set, then treat the arriving segment as not
         // acceptable: send an acknowledgment in reply and drop the segment."
         // TS.Recent older than 24 days is invalid (§5.5).
-        if paws_reject {
+        // Reordered duplicate ACKs within the replay window are the
+        // exception, as in Linux (`tcp_paws_discard`): see `disordered_ack`.
+        if paws_reject && self.disordered_ack(seg) {
+            cx.stats.paws_disordered_acks += 1;
+        } else if paws_reject {
             cx.stats.drops.count(crate::wire::DropReason::Paws);
             // TIME-WAIT restarts its 2 MSL timer, as Linux does for a
             // PAWS-rejected segment (tcp_timewait_state_process).
@@ -1187,7 +1239,9 @@ impl Conn {
 
         // RFC 7323 §4.3: update TS.Recent if SEG.SEQ =< Last.ACK.sent < SEG.SEQ + SEG.LEN
         // (with the RFC's note that a zero-length segment counts: <=).
-        if let (true, Some((val, _))) = (self.opt.ts, seg.options.timestamps) {
+        // A disordered ACK taken past PAWS (its TSval is older) leaves
+        // TS.Recent where it is (Linux: tcp_replace_ts_recent).
+        if let (true, Some((val, _)), false) = (self.opt.ts, seg.options.timestamps, paws_reject) {
             let end = seg.seq + seg_len;
             if seg.seq <= self.last_ack_sent && self.last_ack_sent <= end {
                 self.ts_recent = val;
@@ -1411,8 +1465,11 @@ impl Conn {
         // updated. If (SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ and
         // SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND, set SND.WL1 <- SEG.SEQ,
         // and set SND.WL2 <- SEG.ACK."
+        // A disordered ACK taken past PAWS (`disordered_ack`) carries an
+        // older window than the one in force: it is not taken.
         if seg.ack >= self.snd_una
             && (self.snd_wl1 < seg.seq || (self.snd_wl1 == seg.seq && self.snd_wl2 <= seg.ack))
+            && !self.paws_reject(cx, seg)
         {
             let opened = wnd > self.snd_wnd;
             self.set_snd_wnd(wnd);

@@ -55,6 +55,10 @@ pub struct Stats {
     /// Window openings repeated in a pure ACK because they had ridden on a
     /// retransmission, which the peer may not take its window from.
     pub window_updates_repeated: u64,
+    /// Pure duplicate ACKs whose TSval was older than TS.Recent but within
+    /// the replay window, taken (with their SACK blocks) instead of dropped
+    /// by PAWS: reordered ACKs (as Linux `tcp_disordered_ack`).
+    pub paws_disordered_acks: u64,
     /// Recovery episodes undone: every retransmission in them was reported
     /// needless by the peer's D-SACK (RFC 3708), so the window reduction was
     /// reverted (RFC 4015).

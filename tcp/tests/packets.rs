@@ -3260,6 +3260,116 @@ fn paws_rejected_segments_without_data_draw_rate_limited_acks() {
     assert_eq!(p.count(State::TimeWait), 0);
 }
 
+/// [`established_ts`] with ten full segments in flight, sent at 10 ms with
+/// TSval 10; the peer's TS.Recent is 1001. Returns the segment size.
+#[track_caller]
+fn ts_ten_segments_in_flight(p: &mut Peer) -> u32 {
+    let m = u32::from(MSS - 12);
+    p.write(&data(10 * m as usize));
+    for i in 0..10u32 {
+        let s = p.poll(ms(10)).expect("segment");
+        assert_eq!(s.seq, LOCAL_SEQ + 1 + i * m);
+    }
+    recv_nothing!(p, time 10);
+    m
+}
+
+/// A duplicate ACK of a [`ts_ten_segments_in_flight`] flight (SEG.ACK =
+/// SND.UNA: segment 0 is missing) with TSval `tsval` and SACK blocks
+/// `(first, end)` in segment numbers.
+fn ts_dup_ack(m: u32, tsval: u32, blocks: &[(u32, u32)]) -> Seg {
+    let l = LOCAL_SEQ + 1;
+    let b: Vec<(SeqNum, SeqNum)> = blocks.iter().map(|(x, e)| (l + x * m, l + e * m)).collect();
+    Seg {
+        ack: Some(l),
+        options: TcpOptions {
+            timestamps: Some((tsval, 10)),
+            sack: sack(&b),
+            ..Default::default()
+        },
+        ..send_templ()
+    }
+}
+
+#[test]
+fn paws_takes_a_disordered_duplicate_ack_within_the_replay_window() {
+    // Linux (tcp_disordered_ack): a pure duplicate ACK at RCV.NXT that
+    // changes no window and whose TSval is behind TS.Recent by less than
+    // one RTO (here 200 ms: ~200 ticks) is an ACK that was overtaken on the
+    // way, not an old duplicate. It is taken, SACK blocks and all, where
+    // RFC 7323 §5.3 R1 would drop it.
+    let mut p = established_ts();
+    let m = ts_ten_segments_in_flight(&mut p);
+    send!(p, time 20, ts_dup_ack(m, 1010, &[(1, 2)]));
+    // The later-sent ACK arrives first (TS.Recent becomes 1012) ...
+    send!(p, time 21, ts_dup_ack(m, 1012, &[(1, 3)]));
+    recv_nothing!(p, time 21);
+    // ... then the earlier one, 1 tick older, with a block (segment 5) the
+    // scoreboard does not have: three segments SACKed, so segment 0 goes
+    // out again (RFC 6675 §5, DupThresh).
+    send!(p, time 22, ts_dup_ack(m, 1011, &[(5, 6), (1, 3)]));
+    let rtx = p.poll(ms(22)).expect("fast retransmission");
+    assert_eq!(rtx.seq, LOCAL_SEQ + 1);
+    assert_eq!(rtx.payload.len(), m as usize);
+    // TS.Recent did not move back to the disordered ACK's TSval.
+    assert_eq!(rtx.options.timestamps, Some((22, 1012)));
+    recv_nothing!(p, time 22);
+    let st = p.ep.stats();
+    assert_eq!(st.paws_disordered_acks, 1);
+    assert_eq!(st.drops.paws, 0);
+    assert_eq!(st.fast_retransmits, 1);
+    // Its window (the same as the one in force) did not change SND.WND.
+    assert_eq!(
+        p.ep.info(p.id()).unwrap().snd_wnd,
+        u32::from(send_templ().window)
+    );
+}
+
+#[test]
+fn paws_still_drops_a_disordered_ack_outside_the_replay_window() {
+    // The same ACK with a TSval more than one RTO (200 ms) behind TS.Recent
+    // is not taken for a reordered one: PAWS drops it (RFC 7323 §5.3 R1)
+    // and its SACK block is not used; so are one that would open the
+    // window (tcp_may_update_window) and one that acknowledges nothing
+    // new but is not at SND.UNA's duplicate (it carries data).
+    let mut p = established_ts();
+    let m = ts_ten_segments_in_flight(&mut p);
+    send!(p, time 20, ts_dup_ack(m, 1010, &[(1, 2)]));
+    send!(p, time 21, ts_dup_ack(m, 1212, &[(1, 3)]));
+    recv_nothing!(p, time 21);
+    // 201 ticks behind: outside the replay window.
+    send!(p, time 22, ts_dup_ack(m, 1011, &[(5, 6), (1, 3)]));
+    // Answered with an ACK (rate-limited), not a retransmission.
+    let ack = p.poll(ms(22)).expect("ACK answering the PAWS drop");
+    assert!(ack.payload.is_empty());
+    assert_eq!(ack.options.timestamps, Some((22, 1212)));
+    recv_nothing!(p, time 22);
+    // Within the window, but with a larger window than SND.WND: an update
+    // Linux would take from it, so not a disordered ACK. Dropped.
+    let wider = Seg {
+        window: send_templ().window + 1,
+        ..ts_dup_ack(m, 1211, &[(5, 6), (1, 3)])
+    };
+    send!(p, time 23, wider);
+    // Within the window, but carrying data: not a pure ACK. Dropped.
+    let with_data = Seg {
+        payload: b"x".to_vec(),
+        ..ts_dup_ack(m, 1211, &[(5, 6), (1, 3)])
+    };
+    send!(p, time 24, with_data);
+    while let Some(s) = p.poll(ms(24)) {
+        assert!(s.payload.is_empty(), "no retransmission: {s:?}");
+    }
+    let st = p.ep.stats();
+    assert_eq!(st.drops.paws, 3);
+    assert_eq!(st.paws_disordered_acks, 0);
+    assert_eq!(st.fast_retransmits, 0);
+    assert_eq!(
+        p.ep.info(p.id()).unwrap().snd_wnd,
+        u32::from(send_templ().window)
+    );
+}
+
 #[test]
 fn paws_ts_recent_expires_after_24_days() {
     // RFC 7323 §5.5: after more than 24 days idle, TS.Recent is invalid and

@@ -5,6 +5,7 @@
 //! by the kernel's TCP, as the reference of the benchmark in `tools/bench.sh`).
 //! This library holds what they share.
 
+pub mod netem;
 pub mod pattern;
 pub mod replay;
 pub mod sys;

@@ -299,7 +299,7 @@ impl BoardInner {
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
 /// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 45] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 46] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     [
@@ -327,6 +327,7 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 45] {
         ("ooo_segments", s.ooo_segments),
         ("out_of_window", s.out_of_window),
         ("window_updates_repeated", s.window_updates_repeated),
+        ("paws_disordered_acks", s.paws_disordered_acks),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
         i[0],
