@@ -494,6 +494,12 @@ impl Endpoint {
         self.passive_open
     }
 
+    /// The latest time passed to [`Endpoint::handle`] or
+    /// [`Endpoint::handle_timeout`] (zero before the first call).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     fn free_slot(&mut self, slot: u32) {
         self.uncount(slot);
         let s = &mut self.slots[slot as usize];

@@ -193,17 +193,30 @@ impl Sim {
 
     /// Whether the endpoint's timers are due at `now` (the reactor's test).
     pub fn timers_due(&mut self, now: Instant) -> bool {
-        self.ep.poll_timeout().is_some_and(|t| t <= now)
+        self.next_timer().is_some_and(|t| t <= now)
     }
 
-    /// The next timer deadline.
+    /// The next timer deadline: the endpoint's or, inline, a handler's
+    /// (the reactor sleeps until the earlier of the two).
     pub fn next_timer(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        let ep = self.ep.poll_timeout();
+        let host = match self.kind {
+            HostKind::Inline => self.inline.poll_timeout(),
+            HostKind::Reactor => None,
+        };
+        match (ep, host) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the endpoint's timers.
+    /// Runs the endpoint's timers, then (inline) the handlers' due ones, as
+    /// the reactor's turn does.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ep.handle_timeout(now);
+        if self.kind == HostKind::Inline {
+            self.inline.handle_timeout(&mut self.ep, now);
+        }
     }
 
     /// The reactor's command/event/handler rounds (at most 16).
