@@ -395,7 +395,8 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
          \"http_root\": {root},\n  \"workers\": {workers},\n  \"nodelay\": {nodelay},\n  \"backlog\": {backlog},\n  \
          \"rx_budget\": {rxb}, \"read_chunk\": {rc}, \"pool_buffers\": {pb},\n  \
          \"http\": {{\"max_header_bytes\": {hmhb}, \"max_headers\": {hmh}, \"max_requests\": {hmr}, \
-         \"max_body_bytes\": {hmbb}, \"max_bytes_n\": {hmbn}}},\n  \
+         \"max_body_bytes\": {hmbb}, \"max_bytes_n\": {hmbn}, \"header_timeout_us\": {hht}, \
+         \"idle_timeout_us\": {hit}, \"send_timeout_us\": {hst}, \"date\": {hdate}}},\n  \
          \"fault\": {{\"drop\": {fd}, \"dup\": {fu}, \"reorder\": {fr}, \"corrupt\": {fc}, \"delay_ms\": {fdl}, \"seed\": {fs}}},\n  \
          \"tcp\": {{\"max_connections\": {mc}, \"send_buffer\": {sb}, \"recv_buffer\": {rb}, \"max_ooo_ranges\": {mo}, \
          \"buffer_pool_bytes\": {bp}, \"delayed_ack_us\": {da}, \"min_rto_us\": {minrto}, \"initial_rto_us\": {irto}, \
@@ -403,7 +404,8 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
          \"synack_retries\": {sar}, \"keepalive\": {ka}, \"nagle\": {nagle}, \"initial_window\": {iw}, \
          \"window_scaling\": {ws}, \"timestamps\": {ts}, \"sack\": {sack}, \"syn_cookies\": {sc}, \
          \"syn_backlog\": {sbl}, \"challenge_ack_limit\": {cal}, \"ephemeral_ports\": [{ep0}, {ep1}], \
-         \"max_control_queue\": {mcq}, \"ttl\": {ttl}}}\n}}\n",
+         \"max_control_queue\": {mcq}, \"ttl\": {ttl}, \"max_passive\": {mp}, \
+         \"max_passive_per_source\": {mps}}}\n}}\n",
         seed = cfg.seed,
         start = clock.start_unix_us(),
         iface = json_str(&cfg.iface),
@@ -451,9 +453,20 @@ pub fn sidecar_json(cfg: &Config, clock: &Clock, mtu: usize, workers: usize) -> 
         ep0 = t.ephemeral_ports.0,
         ep1 = t.ephemeral_ports.1,
         mcq = t.max_control_queue,
+        mp = t.max_passive,
+        mps = t.max_passive_per_source,
+        hht = opt_us(cfg.http.header_timeout),
+        hit = opt_us(cfg.http.idle_timeout),
+        hst = opt_us(cfg.http.send_timeout),
+        hdate = cfg.http.date,
         ttl = t.ttl,
     );
     s
+}
+
+/// A timeout for the sidecar: µs, or `null` when off.
+fn opt_us(t: Option<std::time::Duration>) -> String {
+    t.map_or_else(|| "null".into(), |d| d.as_micros().to_string())
 }
 
 #[cfg(test)]

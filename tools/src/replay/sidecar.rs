@@ -49,6 +49,17 @@ fn prob(v: &Value, key: &str, path: &Path) -> Result<f64, String> {
         .ok_or_else(|| format!("{}: \"{key}\" is not a number", path.display()))
 }
 
+/// An optional timeout in µs: `None` when absent, `null` or 0.
+fn opt_us(v: &Value, key: &str, path: &Path) -> Result<Option<std::time::Duration>, String> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => {
+            let n = num(v, key, path)?;
+            Ok((n != 0).then(|| std::time::Duration::from_micros(n)))
+        }
+    }
+}
+
 /// An optional unsigned field: `default` when absent (a sidecar written
 /// before the field was), an error when present but not an integer or
 /// outside `range`.
@@ -209,6 +220,14 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
         1..=MAX_POOL_BUFFERS,
         &path,
     )? as usize;
+    // Fields added after captures were made replay as the old behaviour
+    // when absent: no HTTP timers, no Date, no connection limits.
+    c.http.header_timeout = None;
+    c.http.idle_timeout = None;
+    c.http.send_timeout = None;
+    c.http.date = false;
+    c.tcp.max_passive = 0;
+    c.tcp.max_passive_per_source = 0;
     match v.get("http") {
         None => {}
         Some(h @ Value::Obj(_)) => {
@@ -237,6 +256,13 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
             c.http.max_body_bytes =
                 num_or(h, "max_body_bytes", dh.max_body_bytes, 0..=u64::MAX, &path)?;
             c.http.max_bytes_n = num_or(h, "max_bytes_n", dh.max_bytes_n, 0..=u64::MAX, &path)?;
+            c.http.header_timeout = opt_us(h, "header_timeout_us", &path)?;
+            c.http.idle_timeout = opt_us(h, "idle_timeout_us", &path)?;
+            c.http.send_timeout = opt_us(h, "send_timeout_us", &path)?;
+            c.http.date = match h.get("date") {
+                None => false,
+                Some(_) => flag(h, "date", &path)?,
+            };
         }
         Some(_) => return Err(format!("{}: \"http\" is not an object", path.display())),
     }
@@ -289,6 +315,9 @@ pub fn load(pcap: &Path) -> Result<Sidecar, String> {
     };
     tc.max_control_queue = num(t, "max_control_queue", &path)? as usize;
     tc.ttl = num(t, "ttl", &path)?.min(255) as u8;
+    tc.max_passive = num_or(t, "max_passive", 0, 0..=u64::MAX, &path)? as usize;
+    tc.max_passive_per_source =
+        num_or(t, "max_passive_per_source", 0, 0..=u64::MAX, &path)? as usize;
     let start_unix_us = num(&v, "start_unix_us", &path)?;
     if start_unix_us > crate::replay::pcapio::MAX_TS_US {
         return Err(format!(
