@@ -83,6 +83,36 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
 
+    // --- HTTP timeouts and connection limits (issue 11) ---
+    /// Seconds a request head may take from its first byte (the first
+    /// request: from the accept); then 408 and close. 0 disables
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    http_header_timeout: u64,
+
+    /// Seconds a keep-alive HTTP connection may stay idle between requests. 0 disables
+    #[arg(long, value_name = "SECS", default_value_t = 75)]
+    http_idle_timeout: u64,
+
+    /// Seconds an HTTP response may make no progress (the client stopped
+    /// reading) before the connection is reset. 0 disables
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    http_send_timeout: u64,
+
+    /// Requests served on one HTTP connection; the last is answered with Connection: close
+    #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    http_max_requests: u32,
+
+    /// Most connections open at once (handshaking or established, TIME-WAIT
+    /// not counted); further SYNs are dropped unanswered, as Linux does on
+    /// a full accept queue. 0: no limit
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_connections: usize,
+
+    /// Most connections open at once from one source address; further SYNs
+    /// are answered with RST (connection refused). 0: no limit
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    max_connections_per_source: usize,
+
     /// Worker threads for the services; 0 runs them inline on the reactor
     /// thread, the fastest for the built-in services [default: 0]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
@@ -206,12 +236,26 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         },
         grace_ms: cli.grace_ms,
         offload: !cli.no_offload,
+        http: daemon::services::HttpConfig {
+            header_timeout: secs(cli.http_header_timeout),
+            idle_timeout: secs(cli.http_idle_timeout),
+            send_timeout: secs(cli.http_send_timeout),
+            max_requests: cli.http_max_requests,
+            ..d.http
+        },
         tcp: tcp::Config {
+            max_passive: cli.max_connections,
+            max_passive_per_source: cli.max_connections_per_source,
             congestion: tcp::Congestion::parse(&cli.congestion).unwrap_or_default(),
-            ..d.tcp.clone()
+            ..d.tcp
         },
         ..d
     }
+}
+
+/// A timeout flag's value: 0 disables it.
+fn secs(s: u64) -> Option<std::time::Duration> {
+    (s != 0).then(|| std::time::Duration::from_secs(s))
 }
 
 fn init_logging(verbose: u8, quiet: u8) {

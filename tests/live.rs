@@ -1795,3 +1795,230 @@ fn fragmented_ping_4000_answered() {
     }
     assert!(n >= 6, "reasm_reassembled {n}");
 }
+
+// ----- HTTP timeouts, limits and HTTP/1.1 semantics (issue 11) ------------------
+
+#[test]
+fn curl_upload_with_expect_and_chunked_post() {
+    if !live_ok("curl_upload_with_expect_and_chunked_post") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let ns = Netns::new("h-http-up");
+    let _t = Tcpd::start(&ns, &["--seed", "11"]);
+    let dir = TempDir::new("h-http-up");
+    let file = dir.0.join("up.bin");
+    std::fs::write(&file, vec![7u8; 300_000]).unwrap();
+    let f = file.to_str().unwrap();
+    // curl sends Expect: 100-continue for a body this size and waits 1 s
+    // for 100 Continue unless it comes: the whole upload must be faster.
+    let t0 = std::time::Instant::now();
+    let out = ns.run(
+        "curl",
+        &["-sS", "-m", "10", "-T", f, "http://10.0.0.2/discard"],
+    );
+    let took = t0.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text, "received 300000 bytes\n");
+    assert!(took < Duration::from_millis(900), "upload took {took:?}");
+    // A refused PUT gets its 405 at once too.
+    let t0 = std::time::Instant::now();
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-T",
+            f,
+            "http://10.0.0.2/x",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "405");
+    assert!(t0.elapsed() < Duration::from_millis(900));
+    // Chunked request body.
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{f}"),
+            "http://10.0.0.2/discard",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "received 300000 bytes\n"
+    );
+}
+
+#[test]
+fn curl_resumes_a_root_file_and_revalidates() {
+    if !live_ok("curl_resumes_a_root_file_and_revalidates") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let dir = TempDir::new("h-http-root");
+    let root = dir.0.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let mut data = vec![0u8; 500_000];
+    pattern(0, &mut data);
+    std::fs::write(root.join("f.bin"), &data).unwrap();
+    let ns = Netns::new("h-http-rng");
+    let _t = Tcpd::start(
+        &ns,
+        &["--seed", "12", "--http-root", root.to_str().unwrap()],
+    );
+    let part = dir.0.join("f.part");
+    std::fs::write(&part, &data[..123_456]).unwrap();
+    let p = part.to_str().unwrap();
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-C",
+            "-",
+            "-o",
+            p,
+            "-w",
+            "%{http_code}",
+            "http://10.0.0.2/f.bin",
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "206",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        std::fs::read(&part).unwrap() == data,
+        "resumed file differs"
+    );
+    // ETag + If-None-Match: 304 (curl --etag-save / --etag-compare).
+    let tag = dir.0.join("etag");
+    let t = tag.to_str().unwrap();
+    ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "--etag-save",
+            t,
+            "http://10.0.0.2/f.bin",
+        ],
+    );
+    let out = ns.run(
+        "curl",
+        &[
+            "-sS",
+            "-m",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--etag-compare",
+            t,
+            "http://10.0.0.2/f.bin",
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "304");
+}
+
+#[test]
+fn header_timeout_closes_a_partial_request() {
+    if !live_ok("header_timeout_closes_a_partial_request") {
+        return;
+    }
+    let ns = Netns::new("h-http-hto");
+    let _t = Tcpd::start(&ns, &["--seed", "13", "--http-header-timeout", "1"]);
+    let mut s = ns.connect("10.0.0.2:80");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let t0 = std::time::Instant::now();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let took = t0.elapsed();
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+    // /stats shows what the reactor published (every 250 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/stats");
+    assert_eq!(code, 200);
+    let mut body = String::new();
+    r.read_to_string(&mut body).unwrap();
+    assert_eq!(stat(&body, "http_header_timeouts"), Some(1), "{body}");
+}
+
+#[test]
+fn slowloris_is_held_to_the_per_source_limit() {
+    if !live_ok("slowloris_is_held_to_the_per_source_limit") {
+        return;
+    }
+    let ns = Netns::new("h-http-slow");
+    let t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "14",
+            "--max-connections-per-source",
+            "200",
+            "--http-header-timeout",
+            "2",
+        ],
+    );
+    let rss0 = t.rss_kib();
+    // 3000 connects from one address, each sending a partial request.
+    let (ok, refused) = ns.within(|| {
+        let mut held = Vec::new();
+        let mut refused = 0;
+        for _ in 0..3000 {
+            match std::net::TcpStream::connect_timeout(
+                &"10.0.0.2:80".parse().unwrap(),
+                Duration::from_secs(2),
+            ) {
+                Ok(mut s) => {
+                    let _ = s.write_all(b"GET / HTTP/1.1\r\nX: ");
+                    held.push(s);
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        (held, refused)
+    });
+    assert!(ok.len() <= 200, "{} held", ok.len());
+    assert!(refused >= 2800, "{refused} refused");
+    let rss1 = t.rss_kib();
+    assert!(rss1 < rss0 + 64 * 1024, "RSS {rss0} -> {rss1} KiB");
+    // The header timeout ends the held ones; another client still gets in.
+    std::thread::sleep(Duration::from_millis(2600));
+    drop(ok);
+    let (_, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/10");
+    assert_eq!(code, 200);
+}

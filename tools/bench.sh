@@ -265,6 +265,8 @@ setup_tcpd() {
     new_ns "tun-w$w"
     ns=$NEW_NS
     [ "$w" = default ] || flags=(--workers "$w")
+    # The idle figures hold HOLD_N connections from one client address.
+    flags+=(--max-connections 0 --max-connections-per-source 0)
     start_bg "$TMP/$key.server.log" ip netns exec "$ns" "$TCPD" tun0 -q --mtu 1500 "${flags[@]}"
     SUT_NS[$key]=$ns SUT_IP[$key]=10.0.0.2 SUT_PID[$key]=$LAST_PID SUT_LABEL[$key]="tcpd --workers $w"
     if ! ip netns exec "$ns" timeout 20 "$TCPLOAD" wait --addr 10.0.0.2:7 --timeout 10 >/dev/null; then

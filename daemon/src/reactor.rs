@@ -434,6 +434,10 @@ impl<D: Device> Reactor<D> {
             }
         }
         let tnow = self.clock.tcp(now);
+        // The services' wall clock (HTTP Date): the turn's time, as the
+        // replay rebuilds it from the capture (start_unix_us + endpoint time).
+        self.board
+            .set_unix_us(self.clock.start_unix_us() + tnow.as_micros());
         if self.ep.poll_timeout().is_some_and(|t| t <= tnow) {
             self.ep.handle_timeout(tnow);
         }
@@ -443,6 +447,9 @@ impl<D: Device> Reactor<D> {
             // workers that do not exist. Work left at the host's round limit
             // is picked up by the next turn, at once.
             Hosts::Inline(host) => {
+                if host.poll_timeout().is_some_and(|t| t <= tnow) {
+                    host.handle_timeout(&mut self.ep, tnow);
+                }
                 host.process_events(&mut self.ep);
                 self.inline_pending = host.saturated();
             }
@@ -565,6 +572,11 @@ impl<D: Device> Reactor<D> {
         let mut deadline = self.next_publish;
         if let Some(t) = self.ep.poll_timeout() {
             deadline = deadline.min(self.clock.to_std(t));
+        }
+        if let Hosts::Inline(h) = &self.hosts {
+            if let Some(t) = h.poll_timeout() {
+                deadline = deadline.min(self.clock.to_std(t));
+            }
         }
         if let Some(t) = self.dev.poll_at() {
             deadline = deadline.min(t);
@@ -1128,6 +1140,8 @@ impl<D: Device> Reactor<D> {
         let mut v: Vec<(&'static str, u64)> = c.named().to_vec();
         self.dev.counters(&mut v);
         v.push(("pool_buffers", self.pool.len() as u64));
+        v.push(("open_passive", self.ep.passive_open() as u64));
+        v.extend(self.board.service_counters());
         v
     }
 

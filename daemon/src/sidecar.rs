@@ -107,8 +107,9 @@ pub struct Sidecar {
     /// [`Config::pool_buffers`] (added later).
     #[serde(default = "defaults::pool_buffers")]
     pub pool_buffers: usize,
-    /// The HTTP service's limits (added later).
-    #[serde(default)]
+    /// The HTTP service's limits (added later: absent, the defaults of
+    /// then, without the timeouts and `Date` that came after).
+    #[serde(default = "defaults::http")]
     pub http: HttpConfig,
     /// The fault injector's settings.
     pub fault: FaultConfig,
@@ -144,6 +145,15 @@ mod defaults {
     }
     pub fn pool_buffers() -> usize {
         Config::default().pool_buffers
+    }
+    pub fn http() -> HttpConfig {
+        HttpConfig {
+            header_timeout: None,
+            idle_timeout: None,
+            send_timeout: None,
+            date: false,
+            ..HttpConfig::default()
+        }
     }
 }
 

@@ -155,6 +155,10 @@ pub struct Host<K = ConnId> {
     services: Arc<[Arc<dyn Service>]>,
     conns: HashMap<K, HostConn>,
     pool: Pool,
+    /// The host's time for handler timers ([`Host::set_now`]).
+    now: tcp::Instant,
+    /// No handler deadline comes before this one (may be stale).
+    next_deadline: Option<tcp::Instant>,
 }
 
 impl<K: Copy + Eq + Hash> Host<K> {
@@ -164,6 +168,56 @@ impl<K: Copy + Eq + Hash> Host<K> {
             services,
             conns: HashMap::new(),
             pool,
+            now: tcp::Instant::ZERO,
+            next_deadline: None,
+        }
+    }
+
+    /// Sets the time handler timers are armed from (never backwards).
+    pub fn set_now(&mut self, now: tcp::Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// When [`Host::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<tcp::Instant> {
+        self.next_deadline
+    }
+
+    /// Fires the handler timers due at `now` (see
+    /// [`crate::services::Timer`]), appending the resulting commands to
+    /// `out`, and finds the next deadline.
+    pub fn handle_timeout(&mut self, now: tcp::Instant, out: &mut Vec<Cmd<K>>) {
+        self.set_now(now);
+        if self.next_deadline.is_none_or(|d| d > now) {
+            return;
+        }
+        self.next_deadline = None;
+        let due: Vec<K> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.driver.deadline().is_some_and(|d| d <= now))
+            .map(|(k, _)| *k)
+            .collect();
+        for id in due {
+            let Some(c) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            let mut o = self.pool.get_for(0);
+            let step = c.driver.timeout(now, &mut o, c.credit);
+            self.apply(id, step, o, out);
+        }
+        let mut next = self.next_deadline;
+        for c in self.conns.values() {
+            if let Some(d) = c.driver.deadline() {
+                next = Some(next.map_or(d, |n| n.min(d)));
+            }
+        }
+        self.next_deadline = next;
+    }
+
+    fn note_deadline(next: &mut Option<tcp::Instant>, d: Option<tcp::Instant>) {
+        if let Some(d) = d {
+            *next = Some(next.map_or(d, |n| n.min(d)));
         }
     }
 
@@ -190,7 +244,8 @@ impl<K: Copy + Eq + Hash> Host<K> {
                     out.push(Cmd::Abort { id });
                     return;
                 };
-                let driver = Driver::new(service.new_handler(&ctx));
+                let mut driver = Driver::new(service.new_handler(&ctx));
+                Self::note_deadline(&mut self.next_deadline, driver.rearm(self.now));
                 self.conns.insert(
                     id,
                     HostConn {
@@ -296,6 +351,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             self.pool.put(written);
             return false;
         };
+        Self::note_deadline(&mut self.next_deadline, c.driver.rearm(self.now));
         if step.consumed > 0 {
             out.push(Cmd::Consumed {
                 id,
@@ -399,12 +455,44 @@ impl Default for Spares {
     }
 }
 
-/// Waits for the next batch: spins for up to `spin` before parking.
-/// `None` when the reactor hung up.
-fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWorker>> {
+/// What a worker wakes up for.
+enum Wake {
+    /// A batch of events.
+    Batch(Vec<ToWorker>),
+    /// A handler deadline passed.
+    Timer,
+    /// The reactor hung up.
+    Hangup,
+}
+
+/// Waits for the next batch: spins for up to `spin` before parking, and
+/// parks until `until` at most.
+fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration, until: Option<Instant>) -> Wake {
+    match next_batch_spin(rx, spin) {
+        Some(Ok(b)) => return Wake::Batch(b),
+        Some(Err(())) => return Wake::Hangup,
+        None => {}
+    }
+    match until {
+        None => rx.recv().map_or(Wake::Hangup, Wake::Batch),
+        Some(t) => match rx.recv_deadline(t) {
+            Ok(b) => Wake::Batch(b),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Wake::Timer,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Wake::Hangup,
+        },
+    }
+}
+
+/// The try-and-spin part of [`next_batch`]: `Some(Err)` when the reactor
+/// hung up, `None` when nothing came.
+#[allow(clippy::result_unit_err)]
+fn next_batch_spin(
+    rx: &Receiver<Vec<ToWorker>>,
+    spin: Duration,
+) -> Option<Result<Vec<ToWorker>, ()>> {
     match rx.try_recv() {
-        Ok(b) => return Some(b),
-        Err(TryRecvError::Disconnected) => return None,
+        Ok(b) => return Some(Ok(b)),
+        Err(TryRecvError::Disconnected) => return Some(Err(())),
         Err(TryRecvError::Empty) => {}
     }
     if !spin.is_zero() {
@@ -417,8 +505,8 @@ fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWork
             // spinning must not delay the very work it waits for.
             std::thread::yield_now();
             match rx.try_recv() {
-                Ok(b) => return Some(b),
-                Err(TryRecvError::Disconnected) => return None,
+                Ok(b) => return Some(Ok(b)),
+                Err(TryRecvError::Disconnected) => return Some(Err(())),
                 Err(TryRecvError::Empty) => {}
             }
             if Instant::now() >= until {
@@ -426,7 +514,7 @@ fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration) -> Option<Vec<ToWork
             }
         }
     }
-    rx.recv().ok()
+    None
 }
 
 /// The body of a worker thread: handles event batches until the reactor
@@ -442,11 +530,23 @@ pub fn worker_loop(
 ) {
     let mut host: Host<ConnId> = Host::new(services, pool);
     let mut cmds: Vec<Cmd> = spares.cmds();
-    while let Some(mut batch) = next_batch(&rx, spin) {
-        for ev in batch.drain(..) {
-            host.handle(ev, &mut cmds);
+    // Handler timers run on this thread's own monotonic clock.
+    let clock = crate::clock::Clock::new();
+    loop {
+        let until = host.poll_timeout().map(|t| clock.to_std(t));
+        let woke = next_batch(&rx, spin, until);
+        host.set_now(clock.tcp(Instant::now()));
+        match woke {
+            Wake::Hangup => break,
+            Wake::Timer => {}
+            Wake::Batch(mut batch) => {
+                for ev in batch.drain(..) {
+                    host.handle(ev, &mut cmds);
+                }
+                spares.put_events(batch);
+            }
         }
-        spares.put_events(batch);
+        host.handle_timeout(clock.tcp(Instant::now()), &mut cmds);
         // Take whatever else is already there before answering (batching).
         while cmds.len() < 4096 {
             match rx.try_recv() {

@@ -44,8 +44,9 @@ impl Default for Keepalive {
 /// optional: a missing one takes its [`Config::default`] value, so that a
 /// configuration written before a field existed reads back with the
 /// behaviour it had then. Where the default changed when the field came
-/// (`congestion`, `hystart`, `prr`: NewReno without either ran before), a
-/// missing field reads as the old behaviour, not as today's default.
+/// (`congestion`, `hystart`, `prr`: NewReno without either ran before;
+/// `max_passive`, `max_passive_per_source`: no limit), a missing field
+/// reads as the old behaviour, not as today's default.
 #[derive(Clone, Debug)]
 #[cfg_attr(
     feature = "serde",
@@ -78,6 +79,23 @@ pub struct Config {
     pub mtu: usize,
     /// Most connections (in any state, TIME-WAIT included). Default 200 000.
     pub max_connections: usize,
+    /// Most passive connections open at once (accepted or in the handshake;
+    /// TIME-WAIT and CLOSED do not count). A SYN beyond it is dropped
+    /// unanswered ([`crate::wire::DropReason::ConnLimit`]), as Linux drops a
+    /// SYN while a listener's accept queue is full: the condition is the
+    /// server's, and passes, so the client should retry. 0: no limit.
+    /// Default 100 000.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_passive: usize,
+    /// Most passive connections open at once from one source address
+    /// (counted as for [`Config::max_passive`]). A SYN beyond it is answered
+    /// with RST ([`crate::wire::DropReason::SourceLimit`]): the condition is
+    /// the client's own and lasts as long as its connections do, so a
+    /// retry after SYN back-off would only wait for nothing (iptables'
+    /// connlimit with `--reject-with tcp-reset` answers the same way).
+    /// 0: no limit. Default 1024.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub max_passive_per_source: usize,
     /// Upper limit of each connection's send buffer. Buffers grow on demand
     /// up to this. Default 256 KiB; at most 1 GiB.
     pub send_buffer: usize,
@@ -220,6 +238,8 @@ impl Default for Config {
             addrs: Vec::new(),
             mtu: 1500,
             max_connections: 200_000,
+            max_passive: 100_000,
+            max_passive_per_source: 1024,
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
             max_ooo_ranges: 32,

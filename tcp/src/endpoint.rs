@@ -220,6 +220,9 @@ struct Slot {
     timer_kept: bool,
     tx_queued: bool,
     ev_queued: bool,
+    /// The connection counts against [`Config::max_passive`] and its
+    /// source's [`Config::max_passive_per_source`].
+    counted: bool,
 }
 
 /// An endpoint-level reply waiting for `poll_transmit`.
@@ -279,6 +282,11 @@ pub struct Endpoint {
     reasm: reasm::Reassembler,
     /// Identification of the last datagram we fragmented.
     frag_ident: u32,
+    /// Passive connections counted against [`Config::max_passive`].
+    passive_open: usize,
+    /// Of those, how many per source address (no entry: none). At most one
+    /// entry per counted connection.
+    per_source: HashMap<IpAddr, u32, KeyedState>,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
     now: Instant,
@@ -312,6 +320,7 @@ impl Endpoint {
         let secrets = Secrets::new(config.seed);
         let (d0, d1) = derive_key(config.seed, "demux-table");
         let (l0, l1) = derive_key(config.seed, "listener-table");
+        let (p0, p1) = derive_key(config.seed, "source-table");
         Ok(Endpoint {
             pool: BufPool::new(config.buffer_pool_bytes),
             config,
@@ -337,6 +346,8 @@ impl Endpoint {
                 derive_key(config_seed, "reasm-sources"),
             ),
             frag_ident: 0,
+            passive_open: 0,
+            per_source: HashMap::with_hasher(KeyedState(p0, p1)),
             next_ephemeral: 0,
             now: Instant::ZERO,
             #[cfg(test)]
@@ -453,6 +464,7 @@ impl Endpoint {
             s.scheduled = None;
             s.tx_queued = false;
             s.ev_queued = false;
+            s.counted = false;
             i
         } else {
             self.slots.push(Slot {
@@ -463,15 +475,70 @@ impl Endpoint {
                 timer_kept: false,
                 tx_queued: false,
                 ev_queued: false,
+                counted: false,
             });
             (self.slots.len() - 1) as u32
         };
         self.state_counts[state_index(st)] += 1;
         self.table.insert(key, slot);
+        if matches!(owner, Owner::Listener(_)) {
+            self.slots[slot as usize].counted = true;
+            self.passive_open += 1;
+            *self.per_source.entry(key.1.ip()).or_insert(0) += 1;
+        }
         slot
     }
 
+    /// Whether a new passive connection from `remote` is within
+    /// [`Config::max_passive`] and [`Config::max_passive_per_source`]; the
+    /// reason to refuse it otherwise.
+    fn passive_limit(&self, remote: SocketAddr) -> Option<DropReason> {
+        let c = &self.config;
+        if c.max_passive != 0 && self.passive_open >= c.max_passive {
+            return Some(DropReason::ConnLimit);
+        }
+        if c.max_passive_per_source != 0
+            && self.per_source.get(&remote.ip()).copied().unwrap_or(0) as usize
+                >= c.max_passive_per_source
+        {
+            return Some(DropReason::SourceLimit);
+        }
+        None
+    }
+
+    /// Stops counting the connection in `slot` against the passive limits
+    /// (it reached TIME-WAIT or CLOSED, or its slot is freed).
+    fn uncount(&mut self, slot: u32) {
+        let s = &mut self.slots[slot as usize];
+        if !s.counted {
+            return;
+        }
+        s.counted = false;
+        self.passive_open = self.passive_open.saturating_sub(1);
+        if let Some(c) = s.conn.as_deref() {
+            let ip = c.remote.ip();
+            if let Some(n) = self.per_source.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.per_source.remove(&ip);
+                }
+            }
+        }
+    }
+
+    /// Passive connections open now (what [`Config::max_passive`] limits).
+    pub fn passive_open(&self) -> usize {
+        self.passive_open
+    }
+
+    /// The latest time passed to [`Endpoint::handle`] or
+    /// [`Endpoint::handle_timeout`] (zero before the first call).
+    pub fn now(&self) -> Instant {
+        self.now
+    }
+
     fn free_slot(&mut self, slot: u32) {
+        self.uncount(slot);
         let s = &mut self.slots[slot as usize];
         if let Some(mut c) = s.conn.take() {
             c.free_buffers(&mut self.pool);
@@ -507,6 +574,9 @@ impl Endpoint {
         if before != after {
             self.state_counts[state_index(before)] -= 1;
             self.state_counts[state_index(after)] += 1;
+            if matches!(after, State::TimeWait | State::Closed) {
+                self.uncount(slot);
+            }
         }
         self.after_conn(slot);
         Some(r)
@@ -874,6 +944,32 @@ impl Endpoint {
         }
     }
 
+    /// Refuses a passive open over a limit: counts `r`, and for
+    /// [`DropReason::SourceLimit`] answers with RST as a closed port would
+    /// (RFC 9293 §3.10.7.1); [`DropReason::ConnLimit`] is a silent drop.
+    fn refuse(
+        &mut self,
+        r: DropReason,
+        local: SocketAddr,
+        remote: SocketAddr,
+        seg: &TcpSegment<'_>,
+    ) {
+        self.drop_packet(r);
+        if r == DropReason::SourceLimit {
+            let (seq, ack) = if seg.flags.ack() {
+                (seg.ack, None)
+            } else {
+                (SeqNum(0), Some(seg.seq + seg.seg_len()))
+            };
+            self.push_control(Control::Rst {
+                local,
+                remote,
+                seq,
+                ack,
+            });
+        }
+    }
+
     /// RFC 9293 §3.10.7.1 (CLOSED) and §3.10.7.2 (LISTEN).
     fn for_listener(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
         let f = seg.flags;
@@ -907,6 +1003,9 @@ impl Endpoint {
             if accept_full {
                 // Linux drops SYNs while the accept queue is full.
                 return self.drop_packet(DropReason::ListenOverflow);
+            }
+            if let Some(r) = self.passive_limit(remote) {
+                return self.refuse(r, local, remote, seg);
             }
             if syn_full || self.table.len() >= self.config.max_connections {
                 if self.config.syn_cookies {
@@ -957,6 +1056,9 @@ impl Endpoint {
                     }
                     if self.table.len() >= self.config.max_connections {
                         return self.drop_packet(DropReason::TableFull);
+                    }
+                    if let Some(r) = self.passive_limit(remote) {
+                        return self.refuse(r, local, remote, seg);
                     }
                     self.stats.syn_cookies_ok += 1;
                     let (wscale, sack) = match seg.options.timestamps {
@@ -1417,6 +1519,8 @@ impl Endpoint {
                 if conn.state == State::Closed || detached_from_table {
                     if detached_from_table {
                         // Reincarnated 4-tuple: only the slot is ours.
+                        self.uncount(slot);
+                        let s = &mut self.slots[slot as usize];
                         let c = s.conn.take();
                         if let Some(mut c) = c {
                             c.free_buffers(&mut self.pool);
@@ -1895,6 +1999,73 @@ mod tests {
             "{} compactions for ten connections",
             server.compactions - before
         );
+    }
+
+    #[test]
+    fn passive_limits_refuse_per_source_with_rst_and_overall_by_silence() {
+        // Per source 3, overall 5: a fourth connection from one address is
+        // reset (the client sees Reset), connections from other addresses
+        // still get in up to 5, the sixth SYN is dropped unanswered; a
+        // connection that reaches TIME-WAIT stops counting.
+        let server_ip: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut server = Endpoint::new(Config {
+            addrs: vec![server_ip],
+            max_passive: 5,
+            max_passive_per_source: 3,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut client = Endpoint::new(Config {
+            seed: 1,
+            ..Config::default()
+        })
+        .unwrap();
+        let mut buf = vec![0u8; 1500];
+        server.listen(80, 64).unwrap();
+        let dst = SocketAddr::new(server_ip, 80);
+        let a = IpAddr::from([10, 0, 0, 1]);
+        let b = IpAddr::from([10, 0, 0, 3]);
+        let now = Instant::ZERO;
+        let ca: Vec<ConnId> = (0..4)
+            .map(|_| client.connect(now, a, dst).unwrap())
+            .collect();
+        exchange(&mut client, &mut server, now, &mut buf);
+        let mut resets = 0;
+        while let Some(e) = client.poll_event() {
+            resets += usize::from(matches!(e, Event::Reset(_)));
+        }
+        assert_eq!(resets, 1, "the fourth from one source is refused");
+        assert_eq!(server.stats().drops.source_limit, 1);
+        assert_eq!(server.passive_open(), 3);
+        for _ in 0..3 {
+            client.connect(now, b, dst).unwrap();
+        }
+        exchange(&mut client, &mut server, now, &mut buf);
+        assert_eq!(server.passive_open(), 5);
+        assert!(server.stats().drops.conn_limit >= 1, "the sixth is dropped");
+        // One of a's connections closes from the server side first: the
+        // server's TIME-WAIT does not count, and a new one from a gets in
+        // once the client's retransmitted SYN comes (after its RTO).
+        let mut accepted = Vec::new();
+        while let Some(id) = server.accept(80) {
+            accepted.push(id);
+        }
+        let first = accepted[0];
+        server.close(first).unwrap();
+        exchange(&mut client, &mut server, now, &mut buf);
+        while let Some(e) = client.poll_event() {
+            if let Event::PeerClosed(id) = e {
+                client.close(id).unwrap();
+            }
+        }
+        exchange(&mut client, &mut server, now, &mut buf);
+        assert_eq!(server.state(first).unwrap(), State::TimeWait);
+        assert_eq!(server.passive_open(), 4);
+        let _ = ca;
+        let later = Instant::from_millis(1500);
+        client.handle_timeout(later);
+        exchange(&mut client, &mut server, later, &mut buf);
+        assert_eq!(server.passive_open(), 5, "the retried SYN got in");
     }
 
     #[test]

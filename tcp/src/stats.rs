@@ -200,6 +200,10 @@ pub struct DropCounts {
     pub listen_overflow: u64,
     /// [`DropReason::TableFull`]
     pub table_full: u64,
+    /// [`DropReason::ConnLimit`]
+    pub conn_limit: u64,
+    /// [`DropReason::SourceLimit`]
+    pub source_limit: u64,
     /// [`DropReason::ControlQueueFull`]
     pub control_queue_full: u64,
     /// [`DropReason::ReplyTooLong`]
@@ -229,6 +233,8 @@ impl DropCounts {
             DropReason::Paws => &mut self.paws,
             DropReason::ListenOverflow => &mut self.listen_overflow,
             DropReason::TableFull => &mut self.table_full,
+            DropReason::ConnLimit => &mut self.conn_limit,
+            DropReason::SourceLimit => &mut self.source_limit,
             DropReason::ControlQueueFull => &mut self.control_queue_full,
             DropReason::ReplyTooLong => &mut self.reply_too_long,
         };
@@ -236,7 +242,7 @@ impl DropCounts {
     }
 
     /// Every counter with its name, for reports.
-    pub fn named(&self) -> [(&'static str, u64); 21] {
+    pub fn named(&self) -> [(&'static str, u64); 23] {
         [
             ("truncated", self.truncated),
             ("bad_ip_version", self.bad_ip_version),
@@ -257,6 +263,8 @@ impl DropCounts {
             ("paws", self.paws),
             ("listen_overflow", self.listen_overflow),
             ("table_full", self.table_full),
+            ("conn_limit", self.conn_limit),
+            ("source_limit", self.source_limit),
             ("control_queue_full", self.control_queue_full),
             ("reply_too_long", self.reply_too_long),
         ]

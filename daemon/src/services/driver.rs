@@ -11,13 +11,20 @@
 //! [`OFFER_LIMIT`]) and offers them again, decides when `on_peer_close` is
 //! due and whether the handler waits for credit ([`Driver::blocked`]).
 
-use super::{Handler, Io};
+use super::{Handler, Io, Timer};
 
 /// The most unconsumed bytes a host offers a handler at once. A handler that
 /// declines bytes (a partial HTTP request) must be able to decide with this
 /// many. Hosts pass at most [`Driver::room`] new bytes per call, so this is
 /// also the per-connection ceiling of the driver's own buffer.
 pub const OFFER_LIMIT: usize = 64 * 1024;
+
+/// Handler deadlines are rounded up to a multiple of this many µs of the
+/// host's time, so that connections whose deadlines fall close together
+/// expire in one sweep of the host's table (hosts look at every timed
+/// connection when the earliest deadline passes): at most ten sweeps a
+/// second, whatever the number of connections.
+pub const TIMER_TICK_US: u64 = 100_000;
 
 /// Capacity of the pending buffer kept once it is drained.
 const KEEP_CAPACITY: usize = 4096;
@@ -54,6 +61,10 @@ pub struct Driver {
     closing: bool,
     /// Aborted or closed: no more handler calls.
     done: bool,
+    /// The handler's timer when the deadline was armed.
+    timer: Option<Timer>,
+    /// When the handler's timer expires (host time).
+    deadline: Option<tcp::Instant>,
 }
 
 impl core::fmt::Debug for Driver {
@@ -81,7 +92,51 @@ impl Driver {
             blocked: false,
             closing: false,
             done: false,
+            timer: None,
+            deadline: None,
         }
+    }
+
+    /// Brings the handler's deadline up to date at host time `now`: call it
+    /// after every other call (and once after creating the driver). A new
+    /// [`Handler::timer`] arms a deadline `after` from `now` (rounded up to
+    /// [`TIMER_TICK_US`]); an unchanged one keeps the running deadline.
+    /// Returns the deadline.
+    pub fn rearm(&mut self, now: tcp::Instant) -> Option<tcp::Instant> {
+        if self.done {
+            self.timer = None;
+            self.deadline = None;
+            return None;
+        }
+        let t = self.handler.timer();
+        if t != self.timer || (t.is_some() && self.deadline.is_none()) {
+            self.timer = t;
+            self.deadline = t.map(|t| {
+                let us = now
+                    .as_micros()
+                    .saturating_add(u64::try_from(t.after.as_micros()).unwrap_or(u64::MAX));
+                tcp::Instant::from_micros(us.div_ceil(TIMER_TICK_US).saturating_mul(TIMER_TICK_US))
+            });
+        }
+        self.deadline
+    }
+
+    /// The handler's deadline, if it has one.
+    pub fn deadline(&self) -> Option<tcp::Instant> {
+        self.deadline
+    }
+
+    /// Calls [`Handler::on_timeout`] if the deadline has passed at `now`
+    /// (else does nothing). Re-arm afterwards with [`Driver::rearm`].
+    pub fn timeout(&mut self, now: tcp::Instant, out: &mut Vec<u8>, credit: usize) -> Step {
+        if self.done || self.deadline.is_none_or(|d| d > now) {
+            return Step::default();
+        }
+        self.deadline = None;
+        self.timer = None;
+        let mut io = Io::new(out, if self.closing { 0 } else { credit });
+        self.handler.on_timeout(&mut io);
+        self.finish(io, 0)
     }
 
     /// How many new bytes the host may pass to the next [`Driver::data`]

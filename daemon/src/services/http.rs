@@ -8,23 +8,44 @@
 //! - `/metrics`: the same in the Prometheus text format ([`super::metrics`]);
 //! - `/bytes/N`: `N` bytes where byte `i` is `i % 251`, generated as send
 //!   credit allows (never buffered, `N` up to [`HttpConfig::max_bytes_n`]);
+//! - `/discard`: `POST` or `PUT` a body of any size (read and thrown away,
+//!   never stored); the answer says how many bytes came;
 //! - with [`HttpConfig::root`], files under that directory. A file wins over
 //!   a built-in page of the same path; `/` serves `index.html` if there is one.
+//!   Files carry an `ETag` (RFC 9110 §8.8.3), answer `If-None-Match` with 304
+//!   (§13.1.2) and a single `Range` with 206 or 416 (§14).
 //!
-//! Every response carries `Content-Length` and `Server: tcpd/0.1`. There is
-//! deliberately no `Date` header: the server behaves as one without a clock
-//! (RFC 9110 §6.6.1), so that a replayed capture produces the same bytes.
-//! The handler holds no timers; idle connections are ended by the TCP
-//! layer's keep-alive and user timeout.
+//! Built-in paths are matched after percent-decoding (RFC 3986 §2.1).
+//! Request bodies are framed by `Content-Length` or `Transfer-Encoding:
+//! chunked` (RFC 9112 §6, §7.1) and read (skipped) up to a limit, so a
+//! request refused with its body still leaves the connection usable for
+//! the next one. `Expect: 100-continue` (RFC 9110 §10.1.1) gets `100
+//! Continue` when the body will be read, else the final status at once and
+//! the connection closes instead of waiting for a body it would not read.
+//!
+//! Every response carries `Content-Length` (but 304), `Server: tcpd/0.1` and,
+//! with [`HttpConfig::date`], `Date` (RFC 9110 §6.6.1) from the host's
+//! clock ([`StatusBoard::unix_us`], which a replay sets from the capture).
+//!
+//! Timers ([`super::Timer`]): a request head must be complete within
+//! [`HttpConfig::header_timeout`] of its first byte (of the accept, for the
+//! first request); a keep-alive connection may stay idle for
+//! [`HttpConfig::idle_timeout`]; a response that makes no progress for
+//! [`HttpConfig::send_timeout`] (the client stopped reading) is reset, and so
+//! is a connection that does not close within it after our FIN.
 
-use super::{ConnCtx, Handler, Io, Rendered, Rendering, Service, Status, StatusBoard, OFFER_LIMIT};
+use super::{
+    ConnCtx, Handler, Io, Rendered, Rendering, Service, ServiceCounter, Status, StatusBoard, Timer,
+    OFFER_LIMIT,
+};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The `Server` header's value.
 pub const SERVER: &str = "tcpd/0.1";
@@ -33,9 +54,16 @@ pub const SERVER: &str = "tcpd/0.1";
 /// by it.
 const HEADER_SLOTS: usize = 128;
 
+/// Longest chunk-size line (with extensions) or trailer line of a chunked
+/// body; longer ones get 400.
+const MAX_CHUNK_LINE: usize = 4096;
+
 /// Limits and options of the HTTP service. (De)serializes (for the pcap
 /// sidecar) with the fields' names, a missing one taking its default;
-/// `root` is left out (the sidecar records it as `http_root`).
+/// `root` is left out (the sidecar records it as `http_root`). The
+/// timeouts are whole µs under `<name>_us` (null: none); they and `date`
+/// came later, and a sidecar without them ran with none of them, so a
+/// missing one reads as off.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 #[serde(default)]
 pub struct HttpConfig {
@@ -43,21 +71,58 @@ pub struct HttpConfig {
     #[serde(skip)]
     pub root: Option<PathBuf>,
     /// Largest request head (request line and header fields) in bytes;
-    /// larger ones get 431 (RFC 6585 §5) and the connection closes.
+    /// larger ones get 431 (RFC 6585 §5), or 414 (RFC 9110 §15.5.15) when
+    /// the request line alone is that long, and the connection closes.
     /// Default 8 KiB, at most [`OFFER_LIMIT`].
     pub max_header_bytes: usize,
     /// Most header fields in one request; more get 431. Default 64, at most
     /// 128.
     pub max_headers: usize,
-    /// Requests served on one connection; the last one is answered with
-    /// `Connection: close` (RFC 9112 §9.6). Default 1000.
+    /// Requests served on one connection (`--http-max-requests`); the last
+    /// one is answered with `Connection: close` (RFC 9112 §9.6). Default 1000.
     pub max_requests: u32,
-    /// Largest request body (`Content-Length`) read and thrown away; larger
-    /// ones get 413 (RFC 9110 §15.5.14) and the connection closes.
+    /// Largest request body (by `Content-Length`, or the decoded size of a
+    /// chunked one) read and thrown away; larger ones get 413 (RFC 9110
+    /// §15.5.14) and the connection closes. `/discard` has no limit.
     /// Default 64 KiB.
     pub max_body_bytes: u64,
     /// Largest `N` for `/bytes/N`; larger ones get 400. Default 2^40.
     pub max_bytes_n: u64,
+    /// A request head must be complete this long after its first byte (the
+    /// first request: after the accept); else 408 and close, or a silent
+    /// close when nothing came (`--http-header-timeout`). Also the longest
+    /// pause within a request body. `None`: no limit. Default 30 s.
+    #[serde(rename = "header_timeout_us", default, with = "opt_us")]
+    pub header_timeout: Option<Duration>,
+    /// A keep-alive connection idle this long between requests is closed
+    /// (`--http-idle-timeout`). `None`: no limit. Default 75 s.
+    #[serde(rename = "idle_timeout_us", default, with = "opt_us")]
+    pub idle_timeout: Option<Duration>,
+    /// A response that makes no progress this long (the client does not
+    /// read) is reset, and so is a connection that does not close this long
+    /// after our FIN (`--http-send-timeout`). `None`: no limit. Default 60 s.
+    #[serde(rename = "send_timeout_us", default, with = "opt_us")]
+    pub send_timeout: Option<Duration>,
+    /// Send `Date` (RFC 9110 §6.6.1) when the host has a clock. Default on.
+    #[serde(default)]
+    pub date: bool,
+}
+
+/// `Option<Duration>` as whole microseconds, `null` for none.
+mod opt_us {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
+    }
 }
 
 impl Default for HttpConfig {
@@ -69,6 +134,10 @@ impl Default for HttpConfig {
             max_requests: 1000,
             max_body_bytes: 64 * 1024,
             max_bytes_n: 1 << 40,
+            header_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: Some(Duration::from_secs(75)),
+            send_timeout: Some(Duration::from_secs(60)),
+            date: true,
         }
     }
 }
@@ -107,6 +176,15 @@ impl HttpService {
         }
         if config.max_requests == 0 {
             return Err("http: max_requests must be at least 1".into());
+        }
+        for (name, t) in [
+            ("header_timeout", config.header_timeout),
+            ("idle_timeout", config.idle_timeout),
+            ("send_timeout", config.send_timeout),
+        ] {
+            if t.is_some_and(|t| t.is_zero()) {
+                return Err(format!("http: {name} must be non-zero (None disables it)"));
+            }
         }
         let root = match &config.root {
             None => None,
@@ -170,12 +248,63 @@ enum Body {
     File { file: File, left: u64 },
 }
 
+/// How the request body being read is framed (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyIn {
+    /// No body (or it has been read).
+    None,
+    /// `Content-Length`: bytes still to read.
+    Length(u64),
+    /// `Transfer-Encoding: chunked` (RFC 9112 §7.1), at this point.
+    Chunked(Chunk),
+}
+
+/// Where a chunked body's parser stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// At a chunk-size line.
+    Size,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// At the CRLF after chunk data.
+    DataEnd,
+    /// In the trailer section after the last chunk.
+    Trailer,
+}
+
+/// What reading request body bytes came to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyRead {
+    /// Consumed this many; the body goes on.
+    More(usize),
+    /// Consumed this many; the body is complete.
+    Done(usize),
+    /// The body is malformed or too large: answer this status and close.
+    Bad(u16),
+}
+
 /// Request methods we tell apart.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
     Get,
     Head,
+    /// POST or PUT (accepted on `/discard` only).
+    Upload,
     Other,
+}
+
+/// What one timer key stands for (the top bits of [`Timer::key`]).
+const T_HEADER: u64 = 1;
+const T_IDLE: u64 = 2;
+const T_SEND: u64 = 3;
+const T_BODY: u64 = 4;
+const T_LINGER: u64 = 5;
+
+/// A `/discard` upload whose answer waits for the end of its body.
+#[derive(Clone, Copy, Debug)]
+struct Upload {
+    keep: bool,
+    v10: bool,
 }
 
 /// One HTTP connection.
@@ -196,8 +325,23 @@ struct HttpHandler {
     close_after: bool,
     /// We closed our direction; further bytes are thrown away.
     closed: bool,
-    /// Request body bytes still to skip.
-    skip: u64,
+    /// The request body being read (skipped).
+    body_in: BodyIn,
+    /// Decoded body bytes read so far for the current request, and its limit.
+    body_read: u64,
+    body_limit: u64,
+    /// Trailer-section bytes of the current chunked body.
+    trailer_bytes: usize,
+    /// An upload waiting for its body before it is answered.
+    upload: Option<Upload>,
+    /// The last `on_data` left part of a request head unconsumed.
+    partial: bool,
+    /// Bytes written so far (send progress, for the send timer).
+    written: u64,
+    /// Request body bytes consumed so far (for the body timer).
+    body_progress: u64,
+    /// The last `Date` value made, for its second.
+    date: (u64, String),
 }
 
 impl HttpHandler {
@@ -212,7 +356,15 @@ impl HttpHandler {
             requests: 0,
             close_after: false,
             closed: false,
-            skip: 0,
+            body_in: BodyIn::None,
+            body_read: 0,
+            body_limit: 0,
+            trailer_bytes: 0,
+            upload: None,
+            partial: false,
+            written: 0,
+            body_progress: 0,
+            date: (u64::MAX, String::new()),
         }
     }
 
@@ -220,9 +372,33 @@ impl HttpHandler {
         self.head_pos < self.head.len() || !matches!(self.body, Body::None)
     }
 
-    /// Writes as much of the response in progress as the credit allows.
-    /// When it is complete and the connection should close, closes.
+    /// Writes as much of the response in progress as the credit allows,
+    /// then answers an upload whose body is complete; when everything is
+    /// written and the connection should close, closes.
     fn pump(&mut self, io: &mut Io<'_>) {
+        let before = io.credit();
+        self.pump_response(io);
+        if !self.in_progress() && self.body_in == BodyIn::None && !self.closed {
+            if let Some(u) = self.upload.take() {
+                self.buf.clear();
+                let _ = writeln!(self.buf, "received {} bytes", self.body_read);
+                let len = self.buf.len() as u64;
+                self.start(
+                    200,
+                    Some("text/plain; charset=utf-8"),
+                    Some(len),
+                    u.keep,
+                    u.v10,
+                    "",
+                );
+                self.body = Body::Buf { pos: 0 };
+                self.pump_response(io);
+            }
+        }
+        self.written += (before - io.credit()) as u64;
+    }
+
+    fn pump_response(&mut self, io: &mut Io<'_>) {
         if self.head_pos < self.head.len() {
             self.head_pos += io.write(&self.head[self.head_pos..]);
             if self.head_pos < self.head.len() {
@@ -277,30 +453,68 @@ impl HttpHandler {
                 // The status page's buffer is not kept on an idle connection.
                 self.buf = Vec::new();
             }
-            if self.close_after && !self.closed {
+            if self.close_after && !self.closed && self.upload.is_none() {
                 self.closed = true;
                 io.close();
             }
         }
     }
 
+    /// The `Date` field value for the host's current second, if it has a
+    /// clock and the field is on.
+    fn date_value(&mut self) -> Option<&str> {
+        if !self.shared.config.date {
+            return None;
+        }
+        let us = self.shared.board.unix_us();
+        if us == 0 {
+            return None;
+        }
+        let secs = us / 1_000_000;
+        if self.date.0 != secs {
+            let t = std::time::UNIX_EPOCH + Duration::from_secs(secs);
+            self.date = (secs, httpdate::fmt_http_date(t));
+        }
+        Some(&self.date.1)
+    }
+
     /// Starts a response: status line and header fields into `head`.
-    fn start(&mut self, code: u16, ctype: &str, len: u64, keep: bool, v10: bool, extra: &str) {
-        self.head.clear();
+    /// `ctype` and `len` are left out when `None` (a 304 carries neither).
+    fn start(
+        &mut self,
+        code: u16,
+        ctype: Option<&str>,
+        len: Option<u64>,
+        keep: bool,
+        v10: bool,
+        extra: &str,
+    ) {
+        let mut head = std::mem::take(&mut self.head);
+        head.clear();
         self.head_pos = 0;
         let _ = write!(
-            self.head,
-            "HTTP/1.1 {code} {}\r\nServer: {SERVER}\r\nContent-Type: {ctype}\r\nContent-Length: {len}\r\n",
+            head,
+            "HTTP/1.1 {code} {}\r\nServer: {SERVER}\r\n",
             reason(code)
         );
+        if let Some(d) = self.date_value() {
+            let _ = write!(head, "Date: {d}\r\n");
+        }
+        if let Some(t) = ctype {
+            let _ = write!(head, "Content-Type: {t}\r\n");
+        }
+        if let Some(n) = len {
+            let _ = write!(head, "Content-Length: {n}\r\n");
+        }
         if !keep {
-            self.head.extend_from_slice(b"Connection: close\r\n");
+            head.extend_from_slice(b"Connection: close\r\n");
         } else if v10 {
             // RFC 9112 §9.3: an HTTP/1.0 client needs keep-alive confirmed.
-            self.head.extend_from_slice(b"Connection: keep-alive\r\n");
+            head.extend_from_slice(b"Connection: keep-alive\r\n");
         }
-        self.head.extend_from_slice(extra.as_bytes());
-        self.head.extend_from_slice(b"\r\n");
+        head.extend_from_slice(extra.as_bytes());
+        head.extend_from_slice(b"\r\n");
+        self.head = head;
         if !keep {
             self.close_after = true;
         }
@@ -311,7 +525,14 @@ impl HttpHandler {
         self.buf.clear();
         let _ = writeln!(self.buf, "{code} {}", reason(code));
         let len = self.buf.len() as u64;
-        self.start(code, "text/plain; charset=utf-8", len, keep, v10, extra);
+        self.start(
+            code,
+            Some("text/plain; charset=utf-8"),
+            Some(len),
+            keep,
+            v10,
+            extra,
+        );
         self.body = if head_only {
             Body::None
         } else {
@@ -319,37 +540,159 @@ impl HttpHandler {
         };
     }
 
+    /// Refuses the request with `code` and closes after the answer (a
+    /// request whose framing or head cannot be trusted). Counted.
+    fn refuse(&mut self, code: u16, v10: bool, head_only: bool) {
+        self.shared.board.count(ServiceCounter::HttpRefused);
+        self.body_in = BodyIn::None;
+        self.upload = None;
+        self.simple(code, false, v10, head_only, "");
+    }
+
+    /// Reads request body bytes from `data` (the body framing in
+    /// `body_in`), counting them against `body_limit`.
+    fn read_body(&mut self, data: &[u8]) -> BodyRead {
+        let mut used = 0;
+        loop {
+            let rest = &data[used..];
+            match self.body_in {
+                BodyIn::None => return BodyRead::Done(used),
+                BodyIn::Length(left) => {
+                    let k = left.min(rest.len() as u64);
+                    used += k as usize;
+                    self.body_read += k;
+                    if left == k {
+                        self.body_in = BodyIn::None;
+                        return BodyRead::Done(used);
+                    }
+                    self.body_in = BodyIn::Length(left - k);
+                    return BodyRead::More(used);
+                }
+                BodyIn::Chunked(Chunk::Size) => {
+                    // chunk = chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1).
+                    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+                        if rest.len() > MAX_CHUNK_LINE {
+                            return BodyRead::Bad(400);
+                        }
+                        return BodyRead::More(used);
+                    };
+                    if end > MAX_CHUNK_LINE {
+                        return BodyRead::Bad(400);
+                    }
+                    let Some(size) = chunk_size(&rest[..end]) else {
+                        return BodyRead::Bad(400);
+                    };
+                    used += end + 1;
+                    if size == 0 {
+                        self.body_in = BodyIn::Chunked(Chunk::Trailer);
+                    } else if self.body_read.saturating_add(size) > self.body_limit {
+                        return BodyRead::Bad(413);
+                    } else {
+                        self.body_in = BodyIn::Chunked(Chunk::Data(size));
+                    }
+                }
+                BodyIn::Chunked(Chunk::Data(left)) => {
+                    let k = left.min(rest.len() as u64);
+                    used += k as usize;
+                    self.body_read += k;
+                    if left > k {
+                        self.body_in = BodyIn::Chunked(Chunk::Data(left - k));
+                        return BodyRead::More(used);
+                    }
+                    self.body_in = BodyIn::Chunked(Chunk::DataEnd);
+                }
+                BodyIn::Chunked(Chunk::DataEnd) => match rest {
+                    [] | [b'\r'] => return BodyRead::More(used),
+                    [b'\r', b'\n', ..] => {
+                        used += 2;
+                        self.body_in = BodyIn::Chunked(Chunk::Size);
+                    }
+                    // RFC 9112 §2.2: a bare LF may be taken as a line end.
+                    [b'\n', ..] => {
+                        used += 1;
+                        self.body_in = BodyIn::Chunked(Chunk::Size);
+                    }
+                    _ => return BodyRead::Bad(400),
+                },
+                BodyIn::Chunked(Chunk::Trailer) => {
+                    // trailer-section = *( field-line CRLF ) CRLF; fields
+                    // are read and dropped (RFC 9112 §7.1.2), within the
+                    // head limit.
+                    let Some(end) = rest.iter().position(|b| *b == b'\n') else {
+                        if rest.len() > MAX_CHUNK_LINE {
+                            return BodyRead::Bad(431);
+                        }
+                        return BodyRead::More(used);
+                    };
+                    let line = &rest[..end];
+                    used += end + 1;
+                    if line.is_empty() || line == b"\r" {
+                        self.body_in = BodyIn::None;
+                        return BodyRead::Done(used);
+                    }
+                    self.trailer_bytes += end + 1;
+                    if self.trailer_bytes > self.shared.config.max_header_bytes {
+                        return BodyRead::Bad(431);
+                    }
+                }
+            }
+        }
+    }
+
     /// Parses and answers the request at the start of `data`. Returns how
     /// many bytes it consumed (0: the request head is not complete yet).
     fn request(&mut self, data: &[u8]) -> usize {
         let shared = Arc::clone(&self.shared);
         let cfg = &shared.config;
+        // RFC 9112 §2.3: a higher minor version of HTTP/1 is answered as
+        // HTTP/1.1; another major version gets 505 (RFC 9110 §15.6.6).
+        let line = request_line(data);
+        let mut patched: Option<Vec<u8>> = None;
+        if let Some((start, end)) = line {
+            match version_of(&data[start..end]) {
+                Version::Ok => {}
+                Version::LaterMinor(at) => {
+                    let mut v = data.to_vec();
+                    v[start + at] = b'1';
+                    patched = Some(v);
+                }
+                Version::Unsupported => {
+                    self.refuse(505, false, false);
+                    return data.len();
+                }
+            }
+        }
+        let src: &[u8] = patched.as_deref().unwrap_or(data);
+        let line_too_long = match line {
+            Some((s, e)) => e - s > cfg.max_header_bytes,
+            None => data.len() > cfg.max_header_bytes,
+        };
         let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
         let mut req = httparse::Request::new(&mut slots);
-        let hlen = match req.parse(data) {
+        let hlen = match req.parse(src) {
             Ok(httparse::Status::Partial) => {
                 if data.len() > cfg.max_header_bytes {
-                    self.simple(431, false, false, false, "");
+                    self.refuse(if line_too_long { 414 } else { 431 }, false, false);
                     return data.len();
                 }
                 return 0;
             }
             Ok(httparse::Status::Complete(n)) => n,
             Err(httparse::Error::TooManyHeaders) => {
-                self.simple(431, false, false, false, "");
+                self.refuse(431, false, false);
                 return data.len();
             }
             Err(httparse::Error::Version) => {
-                self.simple(505, false, false, false, "");
+                self.refuse(505, false, false);
                 return data.len();
             }
             Err(_) => {
-                self.simple(400, false, false, false, "");
+                self.refuse(if line_too_long { 414 } else { 400 }, false, false);
                 return data.len();
             }
         };
         if hlen > cfg.max_header_bytes || req.headers.len() > cfg.max_headers {
-            self.simple(431, false, false, false, "");
+            self.refuse(if line_too_long { 414 } else { 431 }, false, false);
             return data.len();
         }
         self.requests = self.requests.saturating_add(1);
@@ -357,6 +700,7 @@ impl HttpHandler {
         let method = match req.method {
             Some("GET") => Method::Get,
             Some("HEAD") => Method::Head,
+            Some("POST") | Some("PUT") => Method::Upload,
             _ => Method::Other,
         };
         let head_only = method == Method::Head;
@@ -367,26 +711,45 @@ impl HttpHandler {
         let mut host = false;
         let mut length: Option<u64> = None;
         let mut bad = false;
-        let mut chunked = false;
+        let mut te: Option<bool> = None; // Some(true): exactly "chunked"
+        let mut expect_continue = false;
+        let mut expect_other = false;
+        let mut cond = Conditions::default();
         for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("connection") {
+            let name = h.name;
+            let value = h.value.trim_ascii();
+            if name.eq_ignore_ascii_case("connection") {
                 // RFC 9110 §7.6.1: a comma-separated list of options.
-                for opt in h.value.split(|b| *b == b',') {
+                for opt in value.split(|b| *b == b',') {
                     let opt = opt.trim_ascii();
                     conn_close |= opt.eq_ignore_ascii_case(b"close");
                     conn_keep |= opt.eq_ignore_ascii_case(b"keep-alive");
                 }
-            } else if h.name.eq_ignore_ascii_case("host") {
+            } else if name.eq_ignore_ascii_case("host") {
                 host = true;
-            } else if h.name.eq_ignore_ascii_case("content-length") {
+            } else if name.eq_ignore_ascii_case("content-length") {
                 // RFC 9112 §6.3 rule 5: an invalid or conflicting length is
                 // unrecoverable.
-                match parse_decimal(h.value.trim_ascii()) {
+                match parse_decimal(value) {
                     Some(n) if length.is_none() || length == Some(n) => length = Some(n),
                     _ => bad = true,
                 }
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = true;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only "chunked" alone is understood; a second field or
+                // another coding is not (RFC 9112 §6.1).
+                te = Some(te.is_none() && value.eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("expect") {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    expect_continue = true;
+                } else {
+                    expect_other = true;
+                }
+            } else if name.eq_ignore_ascii_case("range") {
+                cond.range = Some(value);
+            } else if name.eq_ignore_ascii_case("if-range") {
+                cond.if_range = Some(value);
+            } else if name.eq_ignore_ascii_case("if-none-match") {
+                cond.if_none_match = Some(value);
             }
         }
         let mut keep = if v10 {
@@ -397,59 +760,144 @@ impl HttpHandler {
         if self.requests >= cfg.max_requests {
             keep = false;
         }
+        // The refusals in the order the framing needs them: what makes the
+        // body's length unknown first (the connection cannot be kept), then
+        // Host, expectations, the method, the body's size.
         if bad {
-            self.simple(400, false, v10, head_only, "");
+            self.refuse(400, v10, head_only);
             return data.len();
         }
-        if chunked {
-            // RFC 9112 §6.1: a server that does not understand a transfer
-            // coding of the request SHOULD answer 501 and close.
-            self.simple(501, false, v10, head_only, "");
-            return data.len();
+        if let Some(chunked) = te {
+            if length.is_some() || v10 {
+                // RFC 9112 §6.1/§6.3 rule 3: Transfer-Encoding with
+                // Content-Length (a smuggling attempt, maybe), or in an
+                // HTTP/1.0 request: the framing is faulty; close.
+                self.refuse(400, v10, head_only);
+                return data.len();
+            }
+            if !chunked {
+                // RFC 9112 §6.1: a transfer coding we do not understand:
+                // 501, and the body cannot be skipped.
+                self.refuse(501, v10, head_only);
+                return data.len();
+            }
         }
-        let body_len = length.unwrap_or(0);
-        if body_len > cfg.max_body_bytes {
-            self.simple(413, false, v10, head_only, "");
-            return data.len();
-        }
-        self.skip = body_len;
         if !v10 && !host {
             // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
             // status code to any HTTP/1.1 request message that lacks a Host
             // header field".
-            self.simple(400, false, v10, head_only, "");
+            self.refuse(400, v10, head_only);
             return data.len();
         }
-        if method == Method::Other {
-            // RFC 9110 §15.5.6: 405 carries an Allow header field.
-            self.simple(405, keep, v10, false, "Allow: GET, HEAD\r\n");
+        // RFC 9110 §10.1.1: an HTTP/1.0 client's expectation is ignored.
+        let expect_continue = expect_continue && !v10;
+        if expect_other && !v10 {
+            self.refuse(417, v10, head_only);
+            return data.len();
+        }
+        let has_body = te.is_some() || length.is_some_and(|n| n > 0);
+        let target = req.path.unwrap_or("");
+        let path = request_path(target);
+        let decoded = path.and_then(|p| percent_decode(p.as_bytes()));
+        let is_discard = decoded.as_deref() == Some(b"/discard".as_slice());
+        let upload = method == Method::Upload && is_discard;
+        let allow = if is_discard {
+            "Allow: POST, PUT\r\n"
+        } else {
+            "Allow: GET, HEAD\r\n"
+        };
+        // Everything but GET/HEAD, and GET/HEAD of /discard, is refused
+        // unless it is an upload to /discard.
+        let refused_method =
+            !upload && (is_discard || !matches!(method, Method::Get | Method::Head));
+        let limit = if upload { u64::MAX } else { cfg.max_body_bytes };
+        let too_large = length.is_some_and(|n| n > limit);
+        if has_body && expect_continue && !upload {
+            // RFC 9110 §10.1.1: the final status at once instead of 100;
+            // the client holds its body back, so close rather than wait
+            // for it (RFC 9110 §15.5: say so).
+            if refused_method {
+                self.shared.board.count(ServiceCounter::HttpRefused);
+                self.simple(405, false, v10, head_only, allow);
+                return hlen;
+            }
+            if too_large {
+                self.refuse(413, v10, head_only);
+                return hlen;
+            }
+            keep = false;
+        }
+        if refused_method {
+            // RFC 9110 §15.5.6: 405 carries an Allow header field. The body
+            // is read and dropped (within the limit) so the connection
+            // stays usable.
+            self.shared.board.count(ServiceCounter::HttpRefused);
+            if too_large {
+                self.simple(405, false, v10, false, allow);
+                return data.len();
+            }
+            self.begin_body(length, te.is_some(), limit);
+            self.simple(405, keep, v10, false, allow);
             return hlen;
         }
-        let target = req.path.unwrap_or("");
-        self.route(target, keep, v10, head_only);
+        if too_large {
+            self.refuse(413, v10, head_only);
+            return data.len();
+        }
+        self.begin_body(length, te.is_some(), limit);
+        if upload {
+            if expect_continue {
+                self.head.clear();
+                self.head
+                    .extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+                self.head_pos = 0;
+            }
+            if !keep {
+                self.close_after = true;
+            }
+            self.upload = Some(Upload { keep, v10 });
+            return hlen;
+        }
+        match (path, decoded) {
+            (Some(p), Some(d)) => self.route(p, &d, keep, v10, head_only, &cond, method),
+            _ => self.simple(400, keep, v10, head_only, ""),
+        }
         hlen
     }
 
-    /// Chooses the response for a GET or HEAD of `target`.
-    fn route(&mut self, target: &str, keep: bool, v10: bool, head_only: bool) {
-        // origin-form, or absolute-form (RFC 9112 §3.2.2): keep the path.
-        let mut path = target;
-        if let Some(rest) = path
-            .strip_prefix("http://")
-            .or_else(|| path.strip_prefix("https://"))
-        {
-            path = rest.find('/').map_or("/", |i| &rest[i..]);
-        }
-        let path = path.split(['?', '#']).next().unwrap_or("");
-        if !path.starts_with('/') {
-            self.simple(400, keep, v10, head_only, "");
-            return;
-        }
+    /// Starts reading a request body of `length` bytes or chunked.
+    fn begin_body(&mut self, length: Option<u64>, chunked: bool, limit: u64) {
+        self.body_read = 0;
+        self.trailer_bytes = 0;
+        self.body_limit = limit;
+        self.body_in = if chunked {
+            BodyIn::Chunked(Chunk::Size)
+        } else {
+            match length {
+                Some(n) if n > 0 => BodyIn::Length(n),
+                _ => BodyIn::None,
+            }
+        };
+    }
+
+    /// Chooses the response for a GET or HEAD of `path` (`decoded`: its
+    /// percent-decoding).
+    #[allow(clippy::too_many_arguments)]
+    fn route(
+        &mut self,
+        path: &str,
+        decoded: &[u8],
+        keep: bool,
+        v10: bool,
+        head_only: bool,
+        cond: &Conditions<'_>,
+        method: Method,
+    ) {
         let shared = Arc::clone(&self.shared);
         if let Some(root) = &shared.root {
             match resolve(root, path) {
                 Ok(file) => {
-                    self.serve_file(&file, keep, v10, head_only);
+                    self.serve_file(&file, keep, v10, head_only, cond, method);
                     return;
                 }
                 Err(Miss::BadRequest) => {
@@ -459,13 +907,16 @@ impl HttpHandler {
                 Err(Miss::NotFound) => {} // Try the built-in pages.
             }
         }
+        // Built-in paths match after percent-decoding; one that is not
+        // UTF-8 is none of them.
+        let path = std::str::from_utf8(decoded).unwrap_or("");
         if path == "/" {
             self.status_page();
             let len = self.buf.len() as u64;
             self.start(
                 200,
-                "text/html; charset=utf-8",
-                len,
+                Some("text/html; charset=utf-8"),
+                Some(len),
                 keep,
                 v10,
                 "Cache-Control: no-store\r\n",
@@ -488,7 +939,15 @@ impl HttpHandler {
                 return;
             }
             let len = self.buf.len() as u64;
-            self.start(200, ctype, len, keep, v10, "Cache-Control: no-store\r\n");
+            self.start(
+                200,
+                Some(ctype),
+                Some(len),
+                keep,
+                v10,
+                "Cache-Control: no-store
+",
+            );
             self.body = if head_only {
                 Body::None
             } else {
@@ -497,7 +956,14 @@ impl HttpHandler {
         } else if let Some(n) = path.strip_prefix("/bytes/") {
             match parse_decimal(n.as_bytes()) {
                 Some(n) if n <= self.shared.config.max_bytes_n => {
-                    self.start(200, "application/octet-stream", n, keep, v10, "");
+                    self.start(
+                        200,
+                        Some("application/octet-stream"),
+                        Some(n),
+                        keep,
+                        v10,
+                        "",
+                    );
                     self.body = if head_only || n == 0 {
                         Body::None
                     } else {
@@ -511,7 +977,15 @@ impl HttpHandler {
         }
     }
 
-    fn serve_file(&mut self, path: &Path, keep: bool, v10: bool, head_only: bool) {
+    fn serve_file(
+        &mut self,
+        path: &Path,
+        keep: bool,
+        v10: bool,
+        head_only: bool,
+        cond: &Conditions<'_>,
+        method: Method,
+    ) {
         // O_NOFOLLOW: the path was canonical a moment ago; if its last
         // component has since become a symlink, refuse rather than follow.
         let opened = std::fs::OpenOptions::new()
@@ -520,14 +994,57 @@ impl HttpHandler {
             .open(path)
             .and_then(|f| f.metadata().map(|m| (f, m)));
         match opened {
-            Ok((file, meta)) if meta.is_file() => {
+            Ok((mut file, meta)) if meta.is_file() => {
                 let len = meta.len();
-                self.start(200, content_type(path), len, keep, v10, "");
-                self.body = if head_only || len == 0 {
-                    Body::None
-                } else {
-                    Body::File { file, left: len }
+                let etag = format!("\"{:x}-{:x}-{:x}\"", meta.mtime(), meta.mtime_nsec(), len);
+                let ctype = content_type(path);
+                // RFC 9110 §13.2.2: If-None-Match before Range.
+                if cond.if_none_match.is_some_and(|v| etag_matches(v, &etag)) {
+                    let extra = format!("ETag: {etag}\r\n");
+                    self.start(304, None, None, keep, v10, &extra);
+                    self.body = Body::None;
+                    return;
+                }
+                // RFC 9110 §14.2: Range is defined for GET only; If-Range
+                // must match our (strong) ETag exactly, else the whole file.
+                let range = match cond.range {
+                    Some(r) if method == Method::Get => {
+                        if cond.if_range.is_none_or(|v| v == etag.as_bytes()) {
+                            parse_range(r, len)
+                        } else {
+                            Range::Whole
+                        }
+                    }
+                    _ => Range::Whole,
                 };
+                match range {
+                    Range::Whole => {
+                        let extra = format!("ETag: {etag}\r\nAccept-Ranges: bytes\r\n");
+                        self.start(200, Some(ctype), Some(len), keep, v10, &extra);
+                        self.body = if head_only || len == 0 {
+                            Body::None
+                        } else {
+                            Body::File { file, left: len }
+                        };
+                    }
+                    Range::Unsatisfiable => {
+                        // RFC 9110 §15.5.17: 416 with the current length.
+                        let extra = format!("Content-Range: bytes */{len}\r\n");
+                        self.simple(416, keep, v10, head_only, &extra);
+                    }
+                    Range::Part(first, last) => {
+                        if file.seek(SeekFrom::Start(first)).is_err() {
+                            self.simple(500, false, v10, head_only, "");
+                            return;
+                        }
+                        let n = last - first + 1;
+                        let extra = format!(
+                            "ETag: {etag}\r\nAccept-Ranges: bytes\r\nContent-Range: bytes {first}-{last}/{len}\r\n"
+                        );
+                        self.start(206, Some(ctype), Some(n), keep, v10, &extra);
+                        self.body = Body::File { file, left: n };
+                    }
+                }
             }
             Ok(_) => self.simple(404, keep, v10, head_only, ""),
             Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
@@ -536,7 +1053,6 @@ impl HttpHandler {
             Err(_) => self.simple(404, keep, v10, head_only, ""),
         }
     }
-
     /// The HTML status page into `buf`.
     fn status_page(&mut self) {
         let up = self.shared.board.uptime();
@@ -696,14 +1212,36 @@ impl Handler for HttpHandler {
             // After our FIN nothing more is answered; let the bytes go.
             return data.len();
         }
+        self.partial = false;
         let mut used = 0;
         loop {
-            if self.skip > 0 {
-                let k = self.skip.min((data.len() - used) as u64);
-                used += k as usize;
-                self.skip -= k;
-                if self.skip > 0 {
-                    return used;
+            if self.body_in != BodyIn::None {
+                match self.read_body(&data[used..]) {
+                    BodyRead::More(n) => {
+                        used += n;
+                        self.body_progress += n as u64;
+                        self.pump(io);
+                        if self.closed || io.wants_abort() {
+                            return data.len();
+                        }
+                        return used;
+                    }
+                    BodyRead::Done(n) => {
+                        used += n;
+                        self.body_progress += n as u64;
+                    }
+                    BodyRead::Bad(code) => {
+                        if self.in_progress() {
+                            // Already answering (405): end after that.
+                            self.body_in = BodyIn::None;
+                            self.upload = None;
+                            self.close_after = true;
+                        } else {
+                            self.refuse(code, false, false);
+                        }
+                        self.pump(io);
+                        return data.len();
+                    }
                 }
             }
             // Responses go out in request order (RFC 9112 §9.3.2): finish
@@ -717,6 +1255,7 @@ impl Handler for HttpHandler {
             }
             let n = self.request(&data[used..]);
             if n == 0 {
+                self.partial = true;
                 return used;
             }
             used += n;
@@ -731,12 +1270,223 @@ impl Handler for HttpHandler {
 
     fn on_peer_close(&mut self, io: &mut Io<'_>) {
         // No more requests will come: finish the response in progress (if
-        // any), then close. An incomplete request is dropped.
+        // any), then close. An incomplete request (or body) is dropped.
         self.close_after = true;
+        if self.body_in != BodyIn::None {
+            self.body_in = BodyIn::None;
+            self.upload = None;
+        }
         if !self.closed {
             self.pump(io);
         }
     }
+
+    fn timer(&self) -> Option<Timer> {
+        let c = &self.shared.config;
+        let (kind, n, after) = if self.closed {
+            (T_LINGER, 0, c.send_timeout?)
+        } else if self.in_progress() {
+            // Inactivity: every byte written restarts it.
+            (T_SEND, self.written, c.send_timeout?)
+        } else if self.body_in != BodyIn::None {
+            (T_BODY, self.body_progress, c.header_timeout?)
+        } else if self.partial || self.requests == 0 {
+            // A total deadline for the head: the key stays until the
+            // request is complete, whatever trickles in.
+            (T_HEADER, u64::from(self.requests), c.header_timeout?)
+        } else {
+            (T_IDLE, u64::from(self.requests), c.idle_timeout?)
+        };
+        Some(Timer {
+            key: kind << 60 | (n & ((1 << 60) - 1)),
+            after,
+        })
+    }
+
+    fn on_timeout(&mut self, io: &mut Io<'_>) {
+        let board = Arc::clone(&self.shared.board);
+        if self.closed || self.in_progress() {
+            // The peer does not read (or does not close after our FIN):
+            // nothing more can be said; reset, freeing the send buffer.
+            board.count(ServiceCounter::HttpSendTimeouts);
+            io.abort();
+        } else if self.partial || self.body_in != BodyIn::None {
+            // RFC 9110 §15.5.9: 408, and close.
+            board.count(ServiceCounter::HttpHeaderTimeouts);
+            self.body_in = BodyIn::None;
+            self.upload = None;
+            self.simple(408, false, false, false, "");
+            self.pump(io);
+        } else {
+            // Nothing of a request came (a pre-connection, or keep-alive
+            // idle): close quietly (RFC 9112 §9.5).
+            board.count(if self.requests == 0 {
+                ServiceCounter::HttpHeaderTimeouts
+            } else {
+                ServiceCounter::HttpIdleTimeouts
+            });
+            self.closed = true;
+            io.close();
+        }
+    }
+}
+
+/// The request line's span in `data` (after the empty lines RFC 9112 §2.2
+/// lets a server skip), without its CRLF; `None` until it is complete.
+fn request_line(data: &[u8]) -> Option<(usize, usize)> {
+    let start = data
+        .iter()
+        .position(|b| *b != b'\r' && *b != b'\n')
+        .unwrap_or(data.len());
+    let nl = data[start..].iter().position(|b| *b == b'\n')? + start;
+    let end = if nl > start && data[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    Some((start, end))
+}
+
+/// What a request line's HTTP-version (RFC 9112 §2.3) comes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    /// 1.0, 1.1, or not a version at all (the parser answers 400).
+    Ok,
+    /// HTTP/1.x with x > 1: answered as HTTP/1.1; the minor digit is at
+    /// this offset in the line.
+    LaterMinor(usize),
+    /// Another major version: 505.
+    Unsupported,
+}
+
+fn version_of(line: &[u8]) -> Version {
+    let Some(sp) = line.iter().rposition(|b| *b == b' ') else {
+        return Version::Ok;
+    };
+    match &line[sp + 1..] {
+        [b'H', b'T', b'T', b'P', b'/', maj, b'.', min]
+            if maj.is_ascii_digit() && min.is_ascii_digit() =>
+        {
+            match (maj, min) {
+                (b'1', b'0' | b'1') => Version::Ok,
+                (b'1', _) => Version::LaterMinor(sp + 8),
+                _ => Version::Unsupported,
+            }
+        }
+        _ => Version::Ok,
+    }
+}
+
+/// The path of a request target: origin-form, or absolute-form (RFC 9112
+/// §3.2.2) with its path kept; without query or fragment. `None` when it
+/// does not start with `/`.
+fn request_path(target: &str) -> Option<&str> {
+    let mut path = target;
+    if let Some(rest) = path
+        .strip_prefix("http://")
+        .or_else(|| path.strip_prefix("https://"))
+    {
+        path = rest.find('/').map_or("/", |i| &rest[i..]);
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    path.starts_with('/').then_some(path)
+}
+
+/// The conditional and range header fields of a request (RFC 9110 §13, §14).
+#[derive(Clone, Copy, Debug, Default)]
+struct Conditions<'a> {
+    range: Option<&'a [u8]>,
+    if_range: Option<&'a [u8]>,
+    if_none_match: Option<&'a [u8]>,
+}
+
+/// The size of a chunk-size line (RFC 9112 §7.1): hex digits, then
+/// optional whitespace and chunk extensions (ignored, §7.1.1), then an
+/// optional CR. `None` when malformed or beyond `u64`.
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return None;
+    }
+    line[..digits]
+        .iter()
+        .try_fold(0u64, |acc, d| Some(acc << 4 | u64::from(hex(*d)?)))
+}
+
+/// What a `Range` field asks of a representation of `len` bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Range {
+    /// Ignore it: the whole representation (another unit, several ranges,
+    /// or an invalid one; RFC 9110 §14.2 lets a server ignore them).
+    Whole,
+    /// No byte of it exists: 416.
+    Unsatisfiable,
+    /// Bytes `first..=last`.
+    Part(u64, u64),
+}
+
+/// One `bytes=` range-spec (RFC 9110 §14.1.2): `a-b`, `a-`, or `-n`.
+fn parse_range(v: &[u8], len: u64) -> Range {
+    let Some(spec) = v
+        .get(..6)
+        .filter(|u| u.eq_ignore_ascii_case(b"bytes="))
+        .map(|_| v[6..].trim_ascii())
+    else {
+        return Range::Whole;
+    };
+    if spec.contains(&b',') {
+        return Range::Whole;
+    }
+    let Some(dash) = spec.iter().position(|b| *b == b'-') else {
+        return Range::Whole;
+    };
+    let (a, b) = (spec[..dash].trim_ascii(), spec[dash + 1..].trim_ascii());
+    match (a.is_empty(), b.is_empty()) {
+        (true, true) => Range::Whole,
+        (true, false) => match parse_decimal(b) {
+            // suffix-range: the last n bytes.
+            Some(0) => Range::Unsatisfiable,
+            Some(_) if len == 0 => Range::Unsatisfiable,
+            Some(n) => Range::Part(len - n.min(len), len - 1),
+            None => Range::Whole,
+        },
+        (false, _) => {
+            let Some(first) = parse_decimal(a) else {
+                return Range::Whole;
+            };
+            let last = if b.is_empty() {
+                u64::MAX
+            } else {
+                match parse_decimal(b) {
+                    Some(l) if l >= first => l,
+                    _ => return Range::Whole,
+                }
+            };
+            if first >= len {
+                Range::Unsatisfiable
+            } else {
+                Range::Part(first, last.min(len - 1))
+            }
+        }
+    }
+}
+
+/// Whether an `If-None-Match` value matches `etag`: `*`, or a list of
+/// entity tags compared weakly (RFC 9110 §13.1.2, §8.8.3.2).
+fn etag_matches(v: &[u8], etag: &str) -> bool {
+    if v == b"*" {
+        return true;
+    }
+    v.split(|b| *b == b',').any(|t| {
+        let t = t.trim_ascii();
+        let t = t.strip_prefix(b"W/").unwrap_or(t);
+        t == etag.as_bytes()
+    })
 }
 
 /// One `read`, retried on `Interrupted`; 0 at the end of the file or on
@@ -871,13 +1621,21 @@ fn content_type(path: &Path) -> &'static str {
 /// The reason phrase for the codes this server sends (RFC 9110 §15).
 fn reason(code: u16) -> &'static str {
     match code {
+        100 => "Continue",
         200 => "OK",
+        206 => "Partial Content",
+        304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Content Too Large",
+        414 => "URI Too Long",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
         431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
         501 => "Not Implemented",
         505 => "HTTP Version Not Supported",
         _ => "Unknown",
@@ -966,14 +1724,21 @@ mod tests {
                 })
                 .collect();
             let code = r.code.unwrap();
-            let len: usize = headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-                .expect("Content-Length always")
-                .1
-                .parse()
-                .unwrap();
-            let ho = head_only.get(out.len()).copied().unwrap_or(false);
+            // 1xx and 304 have no content (RFC 9110 §15.2, §15.4.5).
+            let bodiless = code < 200 || code == 304;
+            let len: usize = if bodiless {
+                0
+            } else {
+                headers
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .expect("Content-Length always")
+                    .1
+                    .parse()
+                    .unwrap()
+            };
+            let finals = out.iter().filter(|r: &&Resp| r.code >= 200).count();
+            let ho = code >= 200 && head_only.get(finals).copied().unwrap_or(false);
             let blen = if ho { 0 } else { len };
             assert!(bytes.len() >= n + blen, "truncated body");
             out.push(Resp {
@@ -1376,9 +2141,20 @@ GET /bytes/20 HTTP/1.1\r\nHost: x\r\n\r\n";
 
     #[test]
     fn body_too_large_is_413() {
-        let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n";
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n";
         let (s, r) = exchange(&default_service(), req, 1 << 16);
         assert_eq!(r[0].code, 413);
+        assert_eq!(r[0].header("Connection"), Some("close"));
+        assert!(s.closed);
+    }
+
+    #[test]
+    fn method_is_checked_before_body_size() {
+        // RFC 9110: a method the resource does not allow is 405 whatever
+        // the body; too large a body to skip closes the connection.
+        let req = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n";
+        let (s, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 405);
         assert_eq!(r[0].header("Connection"), Some("close"));
         assert!(s.closed);
     }
@@ -1415,11 +2191,373 @@ GET /bytes/20 HTTP/1.1\r\nHost: x\r\n\r\n";
         assert!(s.closed);
         let (s, r) = exchange(
             &default_service(),
-            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             1 << 16,
         );
         assert_eq!(r[0].code, 501);
         assert!(s.closed);
+    }
+
+    // ----- HTTP/1.1 semantics (RFC 9110, RFC 9112) ----------------------------
+
+    #[test]
+    fn chunked_body_is_read_and_the_pipelined_request_answered() {
+        // RFC 9112 §7.1: sizes in hex, extensions ignored, a trailer
+        // section dropped; the 405 comes at once, the next request after.
+        let req = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n\
+            GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\n";
+        for chunk in [1, 7, 1 << 16] {
+            let mut s = Sim::new(&default_service()).chunk(chunk);
+            s.send(req);
+            s.run(1 << 16, 10_000);
+            let r = parse_all(&s.tx, &[]);
+            assert_eq!(r.len(), 2, "chunk {chunk}");
+            assert_eq!(r[0].code, 405);
+            assert_eq!(r[1].body, pattern(3));
+            assert!(!s.closed);
+        }
+    }
+
+    #[test]
+    fn chunked_body_limits_and_errors() {
+        let cfg = HttpConfig {
+            max_body_bytes: 8,
+            ..HttpConfig::default()
+        };
+        // Over the limit: 413 (before the answer started) and close.
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n";
+        let (s, r) = exchange(&service(cfg.clone()), req, 1 << 16);
+        assert_eq!(r.last().unwrap().code, 200, "GET is answered at once");
+        assert!(s.closed, "then closed: the body cannot be skipped");
+        // A bad size line: 400 after the answer in progress, close.
+        for bad in [b"zz\r\n".as_slice(), b"5 x\r\n", b"11111111111111111\r\n"] {
+            let mut req =
+                b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            req.extend_from_slice(bad);
+            req.extend_from_slice(b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\n");
+            let (s, r) = exchange(&default_service(), &req, 1 << 16);
+            assert_eq!(r.len(), 1, "{}", String::from_utf8_lossy(bad));
+            assert!(s.closed);
+        }
+        // Missing CRLF after chunk data.
+        let req = b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabX";
+        let (s, _) = exchange(&default_service(), req, 1 << 16);
+        assert!(s.closed);
+        // Content-Length with Transfer-Encoding: 400, close (RFC 9112 §6.3).
+        let req = b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (s, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 400);
+        assert!(s.closed);
+        // Transfer-Encoding in HTTP/1.0: faulty framing.
+        let req = b"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (_, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 400);
+        assert_eq!(chunk_size(b"1f"), Some(31));
+        assert_eq!(chunk_size(b"A ; name=v\r"), Some(10));
+        assert_eq!(chunk_size(b""), None);
+        assert_eq!(chunk_size(b"-1"), None);
+    }
+
+    #[test]
+    fn discard_reads_uploads_with_100_continue() {
+        // Expect: 100-continue on a body we will read: 100 first, then
+        // the final answer once the body is in (RFC 9110 §10.1.1).
+        let mut s = Sim::new(&default_service());
+        s.send(b"PUT /discard HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n");
+        s.run(1 << 16, 100);
+        assert_eq!(s.tx, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.send(&vec![7u8; 100_000]);
+        s.send(b"POST /discard HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+        s.run(1 << 16, 1000);
+        let r = parse_all(&s.tx, &[]);
+        assert_eq!(r.len(), 3);
+        assert_eq!((r[0].code, r[1].code, r[2].code), (100, 200, 200));
+        assert_eq!(r[1].body, b"received 100000 bytes\n");
+        assert_eq!(r[2].body, b"received 3 bytes\n");
+        assert!(!s.closed);
+        let (_, r) = exchange(
+            &default_service(),
+            b"GET /discard HTTP/1.1\r\nHost: x\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].code, 405);
+        assert_eq!(r[0].header("Allow"), Some("POST, PUT"));
+    }
+
+    #[test]
+    fn expect_on_a_refused_request_gets_the_final_status_at_once() {
+        // `curl -T file` (PUT with Expect): 405 without waiting for the
+        // body, and close, since the client holds the body back.
+        let req = b"PUT /f.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nExpect: 100-continue\r\n\r\n";
+        let (s, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].code, 405);
+        assert_eq!(r[0].header("Connection"), Some("close"));
+        assert!(s.closed);
+        let req =
+            b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\nExpect: 100-continue\r\n\r\n";
+        let (_, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 413);
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n";
+        let (s, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 417);
+        assert!(s.closed);
+        // HTTP/1.0: the expectation is ignored.
+        let req = b"GET /bytes/2 HTTP/1.0\r\nExpect: teapot\r\n\r\n";
+        let (_, r) = exchange(&default_service(), req, 1 << 16);
+        assert_eq!(r[0].code, 200);
+    }
+
+    #[test]
+    fn versions() {
+        // RFC 9112 §2.3: HTTP/1.9 is answered as 1.1; 2.0 and 0.9 get 505.
+        let (s, r) = exchange(
+            &default_service(),
+            b"GET /bytes/4 HTTP/1.9\r\nHost: x\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].code, 200);
+        assert_eq!(r[0].body, pattern(4));
+        assert!(!s.closed);
+        for v in ["HTTP/2.0", "HTTP/3.0", "HTTP/0.9"] {
+            let req = format!("GET / {v}\r\nHost: x\r\n\r\n");
+            let (s, r) = exchange(&default_service(), req.as_bytes(), 1 << 16);
+            assert_eq!(r[0].code, 505, "{v}");
+            assert!(s.closed);
+        }
+        assert_eq!(version_of(b"GET / HTTP/1.1"), Version::Ok);
+        assert_eq!(version_of(b"GET / HTTP/1.2"), Version::LaterMinor(13));
+    }
+
+    #[test]
+    fn long_uri_is_414_long_head_431() {
+        let mut req = b"GET /".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 64 * 1024 - 10));
+        let (s, r) = exchange(&default_service(), &req, 1 << 16);
+        assert_eq!(r[0].code, 414);
+        assert!(s.closed);
+        let mut req = b"GET /".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 9000));
+        req.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (_, r) = exchange(&default_service(), &req, 1 << 16);
+        assert_eq!(r[0].code, 414);
+        let mut req = b"GET / HTTP/1.1\r\nHost: x\r\nX: ".to_vec();
+        req.extend(std::iter::repeat_n(b'a', 9000));
+        let (_, r) = exchange(&default_service(), &req, 1 << 16);
+        assert_eq!(r[0].code, 431);
+    }
+
+    #[test]
+    fn built_in_paths_are_percent_decoded() {
+        let (_, r) = exchange(
+            &default_service(),
+            b"GET /bytes/%31%30 HTTP/1.1\r\nHost: x\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].code, 200);
+        assert_eq!(r[0].body, pattern(10));
+        let (_, r) = exchange(
+            &default_service(),
+            b"GET /%73tats HTTP/1.1\r\nHost: x\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].header("Content-Type"), Some("application/json"));
+        let (_, r) = exchange(
+            &default_service(),
+            b"GET /bytes/%zz HTTP/1.1\r\nHost: x\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].code, 400);
+    }
+
+    #[test]
+    fn date_comes_from_the_board_clock() {
+        let b = board();
+        let svc = HttpService::new(HttpConfig::default(), b.clone()).unwrap();
+        let (_, r) = exchange(&svc, GET_ROOT, 1 << 20);
+        assert_eq!(
+            r[0].header("Date"),
+            None,
+            "no clock, no Date (RFC 9110 §6.6.1)"
+        );
+        // 1994-11-06 08:49:37 UTC, RFC 9110's own example.
+        b.set_unix_us(784_111_777_250_000);
+        let (_, r) = exchange(&svc, GET_ROOT, 1 << 20);
+        assert_eq!(r[0].header("Date"), Some("Sun, 06 Nov 1994 08:49:37 GMT"));
+        let off = HttpService::new(
+            HttpConfig {
+                date: false,
+                ..HttpConfig::default()
+            },
+            b,
+        )
+        .unwrap();
+        let (_, r) = exchange(&off, GET_ROOT, 1 << 20);
+        assert_eq!(r[0].header("Date"), None);
+    }
+
+    #[test]
+    fn ranges_and_etags_on_files() {
+        let (_t, svc) = static_setup();
+        let r = get(&svc, "/big.bin");
+        let etag = r.header("ETag").unwrap().to_string();
+        assert!(etag.starts_with('"') && etag.ends_with('"'));
+        assert_eq!(r.header("Accept-Ranges"), Some("bytes"));
+        let ask = |extra: &str| {
+            let req = format!("GET /big.bin HTTP/1.1\r\nHost: x\r\n{extra}\r\n");
+            let (_, mut r) = exchange(&svc, req.as_bytes(), 1 << 20);
+            r.remove(0)
+        };
+        let full = pattern(200_000);
+        let r = ask("Range: bytes=100-199\r\n");
+        assert_eq!(r.code, 206);
+        assert_eq!(r.header("Content-Range"), Some("bytes 100-199/200000"));
+        assert_eq!(r.body, &full[100..200]);
+        let r = ask("Range: bytes=199990-\r\n");
+        assert_eq!(r.body, &full[199_990..]);
+        let r = ask("Range: bytes=-5\r\n");
+        assert_eq!(
+            r.header("Content-Range"),
+            Some("bytes 199995-199999/200000")
+        );
+        let r = ask("Range: bytes=200000-\r\n");
+        assert_eq!(r.code, 416);
+        assert_eq!(r.header("Content-Range"), Some("bytes */200000"));
+        assert_eq!(
+            ask("Range: bytes=0-1,5-6\r\n").code,
+            200,
+            "several: ignored"
+        );
+        assert_eq!(ask("Range: lines=1-2\r\n").code, 200);
+        assert_eq!(ask("Range: bytes=5-1\r\n").code, 200, "invalid: ignored");
+        // If-Range with our ETag applies the range; another one does not.
+        let r = ask(&format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n"));
+        assert_eq!(r.code, 206);
+        let r = ask("Range: bytes=0-0\r\nIf-Range: \"other\"\r\n");
+        assert_eq!(r.code, 200);
+        // If-None-Match: 304 without a body, also weakly and in a list.
+        for inm in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"x\", {etag}"),
+            "*".into(),
+        ] {
+            let r = ask(&format!("If-None-Match: {inm}\r\n"));
+            assert_eq!(r.code, 304, "{inm}");
+            assert_eq!(r.header("ETag"), Some(etag.as_str()));
+            assert_eq!(r.header("Content-Length"), None);
+        }
+        assert_eq!(ask("If-None-Match: \"x\"\r\n").code, 200);
+        // HEAD ignores Range (it is defined for GET).
+        let (_, r) = exchange(
+            &svc,
+            b"HEAD /big.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-0\r\n\r\n",
+            1 << 16,
+        );
+        assert_eq!(r[0].code, 200);
+        assert_eq!(parse_range(b"bytes=-0", 10), Range::Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-20", 10), Range::Part(0, 9));
+        assert_eq!(parse_range(b"bytes=3-100", 10), Range::Part(3, 9));
+    }
+
+    // ----- timers ------------------------------------------------------------
+
+    /// Drives one handler's timer as a host does: rearm after each call,
+    /// fire when due. Returns the deadline after the run.
+    fn tick(s: &mut Sim, now: u64) -> Option<tcp::Instant> {
+        let now = tcp::Instant::from_millis(now);
+        s.driver.rearm(now);
+        if s.driver.deadline().is_some_and(|d| d <= now) {
+            let mut out = Vec::new();
+            let step = s.driver.timeout(now, &mut out, 1 << 16);
+            s.tx.extend_from_slice(&out);
+            s.closed |= step.close;
+            s.aborted |= step.abort;
+        }
+        s.driver.rearm(now)
+    }
+
+    fn timed() -> HttpService {
+        service(HttpConfig {
+            header_timeout: Some(Duration::from_secs(2)),
+            idle_timeout: Some(Duration::from_secs(5)),
+            send_timeout: Some(Duration::from_secs(3)),
+            ..HttpConfig::default()
+        })
+    }
+
+    #[test]
+    fn header_timeout_is_a_total_deadline() {
+        // Slowloris: a byte a second keeps nothing alive; 408 at 2 s.
+        let mut s = Sim::new(&timed());
+        assert_eq!(tick(&mut s, 0), Some(tcp::Instant::from_secs(2)));
+        for (t, b) in [(500, b"G"), (1000, b"E"), (1500, b"T")] {
+            s.send(b);
+            s.run(1 << 16, 10);
+            assert_eq!(tick(&mut s, t), Some(tcp::Instant::from_secs(2)));
+        }
+        tick(&mut s, 2000);
+        assert!(
+            s.tx.starts_with(b"HTTP/1.1 408 Request Timeout\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&s.tx)
+        );
+        assert!(s.closed);
+        // Then the peer has the send timeout to close; else a reset.
+        assert_eq!(tick(&mut s, 2000), Some(tcp::Instant::from_secs(5)));
+        tick(&mut s, 5000);
+        assert!(s.aborted);
+    }
+
+    #[test]
+    fn silent_connection_closes_quietly_and_idle_keepalive_later() {
+        let mut s = Sim::new(&timed());
+        tick(&mut s, 0);
+        tick(&mut s, 2000);
+        assert!(s.closed);
+        assert!(s.tx.is_empty(), "nothing came, nothing said");
+        let mut s = Sim::new(&timed());
+        tick(&mut s, 0);
+        s.send(b"GET /bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.run(1 << 16, 10);
+        assert_eq!(
+            tick(&mut s, 1900),
+            Some(tcp::Instant::from_millis(6900)),
+            "idle: 5 s"
+        );
+        tick(&mut s, 6900);
+        assert!(s.closed);
+        assert_eq!(parse_all(&s.tx, &[]).len(), 1);
+    }
+
+    #[test]
+    fn send_timeout_resets_a_reader_that_stopped() {
+        let mut s = Sim::new(&timed());
+        tick(&mut s, 0);
+        s.send(b"GET /bytes/100000 HTTP/1.1\r\nHost: x\r\n\r\n");
+        s.run(1000, 3);
+        // Progress restarts it.
+        assert_eq!(tick(&mut s, 100), Some(tcp::Instant::from_millis(3100)));
+        s.run(1000, 1);
+        assert_eq!(tick(&mut s, 1000), Some(tcp::Instant::from_millis(4000)));
+        // No more credit: reset at 4 s.
+        tick(&mut s, 4000);
+        assert!(s.aborted);
+    }
+
+    #[test]
+    fn no_timers_when_off() {
+        let mut s = Sim::new(&service(HttpConfig {
+            header_timeout: None,
+            idle_timeout: None,
+            send_timeout: None,
+            ..HttpConfig::default()
+        }));
+        assert_eq!(tick(&mut s, 0), None);
+        s.send(b"GET / HT");
+        s.run(1 << 16, 10);
+        assert_eq!(tick(&mut s, 1), None);
     }
 
     #[test]

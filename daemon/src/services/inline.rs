@@ -12,13 +12,18 @@
 //! the window the peer sees. A handler's send credit is the connection's
 //! free send-buffer space ([`tcp::Endpoint::send_capacity`]), so what it
 //! writes always fits.
+//!
+//! Handler timers ([`super::Timer`]) run on the endpoint's time
+//! ([`Endpoint::now`]): the caller asks [`InlineHost::poll_timeout`] when to
+//! come back and calls [`InlineHost::handle_timeout`] then, so a replay in
+//! virtual time fires them at the same instants as the daemon did.
 
 use super::driver::{Driver, Step, OFFER_LIMIT};
 use super::{ConnCtx, Service};
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
-use tcp::{ConnId, Endpoint, Event};
+use tcp::{ConnId, Endpoint, Event, Instant};
 
 /// Limits of the inline host.
 #[derive(Clone, Debug)]
@@ -89,6 +94,28 @@ pub struct InlineHost {
     bytes: Traffic,
     /// The last `process_events` ran out of rounds.
     saturated: bool,
+    /// Handler deadlines.
+    timers: Timers,
+    /// Handler timers that fired so far.
+    timeouts: u64,
+}
+
+/// The host's time and its earliest handler deadline.
+#[derive(Clone, Copy, Debug, Default)]
+struct Timers {
+    /// The latest time seen: the endpoint's, or a `handle_timeout` call's.
+    now: Instant,
+    /// No handler deadline comes before this one (it may be stale: a
+    /// sweep finds out and recomputes it).
+    next: Option<Instant>,
+}
+
+impl Timers {
+    fn note(&mut self, d: Option<Instant>) {
+        if let Some(d) = d {
+            self.next = Some(self.next.map_or(d, |n| n.min(d)));
+        }
+    }
 }
 
 /// Bytes between the endpoint and the handlers.
@@ -123,6 +150,8 @@ impl InlineHost {
             accepted: 0,
             bytes: Traffic::default(),
             saturated: false,
+            timers: Timers::default(),
+            timeouts: 0,
         }
     }
 
@@ -161,6 +190,53 @@ impl InlineHost {
     /// Bytes the handlers wrote so far.
     pub fn bytes_from_services(&self) -> u64 {
         self.bytes.from_services
+    }
+
+    /// When [`InlineHost::handle_timeout`] is next due (endpoint time).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next
+    }
+
+    /// Handler timers that fired so far.
+    pub fn timeouts(&self) -> u64 {
+        self.timeouts
+    }
+
+    /// Fires the handler timers due at `now` (in connection order), then
+    /// finds the next deadline. Call it when [`InlineHost::poll_timeout`]
+    /// has passed, after the endpoint's own timers and before
+    /// [`InlineHost::process_events`].
+    pub fn handle_timeout(&mut self, ep: &mut Endpoint, now: Instant) {
+        self.timers.now = self.timers.now.max(now).max(ep.now());
+        if self.timers.next.is_none_or(|d| d > now) {
+            return;
+        }
+        self.timers.next = None;
+        for id in self.connections() {
+            let Some(e) = self.conns.get_mut(&id) else {
+                continue;
+            };
+            if e.driver.deadline().is_some_and(|d| d <= now) {
+                self.timeouts += 1;
+                let credit = Self::credit(ep, id, e);
+                let step = e.driver.timeout(now, &mut self.out, credit);
+                self.bytes.from_services += self.out.len() as u64;
+                if !Self::apply(
+                    ep,
+                    id,
+                    e,
+                    step,
+                    &mut self.out,
+                    &mut self.blocked,
+                    &mut self.timers,
+                ) {
+                    self.conns.remove(&id);
+                    continue;
+                }
+            }
+            let d = self.conns.get(&id).and_then(|e| e.driver.deadline());
+            self.timers.note(d);
+        }
     }
 
     /// Connections accepted since the host was made.
@@ -284,12 +360,14 @@ impl InlineHost {
             if self.config.nodelay {
                 let _ = ep.set_nodelay(id, true);
             }
-            let handler = service.new_handler(&ctx);
+            let mut driver = Driver::new(service.new_handler(&ctx));
+            self.timers.now = self.timers.now.max(ep.now());
+            self.timers.note(driver.rearm(self.timers.now));
             self.accepted += 1;
             self.conns.insert(
                 id,
                 Entry {
-                    driver: Driver::new(handler),
+                    driver,
                     unsent: Vec::new(),
                     close_pending: false,
                     fin_event: false,
@@ -333,7 +411,15 @@ impl InlineHost {
                     let credit = Self::credit(ep, id, e);
                     let step = e.driver.data(&self.scratch[..n], &mut self.out, credit);
                     bytes.from_services += self.out.len() as u64;
-                    if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
+                    if !Self::apply(
+                        ep,
+                        id,
+                        e,
+                        step,
+                        &mut self.out,
+                        &mut self.blocked,
+                        &mut self.timers,
+                    ) {
                         self.conns.remove(&id);
                         return;
                     }
@@ -351,7 +437,15 @@ impl InlineHost {
             let credit = Self::credit(ep, id, e);
             let step = e.driver.eof(&mut self.out, credit);
             self.bytes.from_services += self.out.len() as u64;
-            if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
+            if !Self::apply(
+                ep,
+                id,
+                e,
+                step,
+                &mut self.out,
+                &mut self.blocked,
+                &mut self.timers,
+            ) {
                 self.conns.remove(&id);
             }
         }
@@ -369,7 +463,15 @@ impl InlineHost {
         let credit = Self::credit(ep, id, e);
         let step = e.driver.writable(&mut self.out, credit);
         self.bytes.from_services += self.out.len() as u64;
-        if !Self::apply(ep, id, e, step, &mut self.out, &mut self.blocked) {
+        if !Self::apply(
+            ep,
+            id,
+            e,
+            step,
+            &mut self.out,
+            &mut self.blocked,
+            &mut self.timers,
+        ) {
             self.conns.remove(&id);
             return;
         }
@@ -433,7 +535,10 @@ impl InlineHost {
         step: Step,
         out: &mut Vec<u8>,
         blocked: &mut Vec<ConnId>,
+        timers: &mut Timers,
     ) -> bool {
+        timers.now = timers.now.max(ep.now());
+        timers.note(e.driver.rearm(timers.now));
         if step.consumed > 0 {
             let _ = ep.release(id, step.consumed);
         }

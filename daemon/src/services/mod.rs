@@ -9,6 +9,7 @@
 //! in replays and simulations.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant as StdInstant;
 
@@ -23,7 +24,7 @@ pub mod metrics;
 mod testkit;
 
 pub use discard::Discard;
-pub use driver::{Driver, Step, OFFER_LIMIT};
+pub use driver::{Driver, Step, OFFER_LIMIT, TIMER_TICK_US};
 pub use echo::Echo;
 pub use http::{HttpConfig, HttpService};
 pub use inline::{InlineConfig, InlineHost};
@@ -35,6 +36,26 @@ pub struct ConnCtx {
     pub local: SocketAddr,
     /// The peer's address and port.
     pub remote: SocketAddr,
+}
+
+/// A handler's timer: "end the connection if I am still in this state
+/// `after` from now" (a request head that does not complete, an idle
+/// keep-alive connection, a peer that stops reading).
+///
+/// The host asks [`Handler::timer`] after every call and arms a deadline
+/// whenever the answer changes; an unchanged answer keeps the deadline
+/// running, so a handler chooses what restarts it (a total deadline for a
+/// request head: the same key until the head is complete; an inactivity
+/// deadline: a key that changes with every byte of progress). When the
+/// deadline passes, the host calls [`Handler::on_timeout`]. Hosts read
+/// time from their driver (the endpoint's time inline and in replays, the
+/// monotonic clock on worker threads), so timers replay deterministically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timer {
+    /// The state being timed; a different key re-arms the timer.
+    pub key: u64,
+    /// How long the state may last.
+    pub after: std::time::Duration,
 }
 
 /// A service listening on one port: a factory of per-connection handlers.
@@ -79,6 +100,16 @@ pub trait Handler: Send {
     fn on_peer_close(&mut self, io: &mut Io<'_>);
     /// The connection is gone (closed, reset or timed out). No more calls follow.
     fn on_closed(&mut self) {}
+    /// The timer the handler wants now (see [`Timer`]); `None` (the
+    /// default) for none.
+    fn timer(&self) -> Option<Timer> {
+        None
+    }
+    /// The deadline of the last [`Handler::timer`] passed. The default
+    /// resets the connection.
+    fn on_timeout(&mut self, io: &mut Io<'_>) {
+        io.abort();
+    }
 }
 
 /// A handler's view of its connection's output side for one call.
@@ -184,6 +215,47 @@ pub struct StatusBoard {
     started: Option<StdInstant>,
     frozen_uptime: std::time::Duration,
     inner: Mutex<BoardInner>,
+    /// Counters services bump (timeouts, refusals), by [`ServiceCounter`].
+    counters: [AtomicU64; ServiceCounter::ALL.len()],
+    /// The host's wall-clock time, µs since the Unix epoch (0: no clock),
+    /// set by the reactor every turn and by replays from the capture.
+    unix_us: AtomicU64,
+}
+
+/// What services count on the [`StatusBoard`] (shown under `daemon` in
+/// `/stats` and on the status page).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceCounter {
+    /// HTTP connections closed because a request head did not arrive within
+    /// the header timeout (answered 408 when part of it had come).
+    HttpHeaderTimeouts,
+    /// HTTP keep-alive connections closed after the idle timeout.
+    HttpIdleTimeouts,
+    /// HTTP connections reset because the peer stopped reading (no send
+    /// progress within the send timeout) or did not close after ours.
+    HttpSendTimeouts,
+    /// HTTP requests refused with a 4xx/5xx status by the parser's rules
+    /// (malformed, too large, unsupported).
+    HttpRefused,
+}
+
+impl ServiceCounter {
+    /// Every counter, in display order.
+    pub const ALL: [ServiceCounter; 4] = [
+        ServiceCounter::HttpHeaderTimeouts,
+        ServiceCounter::HttpIdleTimeouts,
+        ServiceCounter::HttpSendTimeouts,
+        ServiceCounter::HttpRefused,
+    ];
+    /// The counter's name in `/stats`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceCounter::HttpHeaderTimeouts => "http_header_timeouts",
+            ServiceCounter::HttpIdleTimeouts => "http_idle_timeouts",
+            ServiceCounter::HttpSendTimeouts => "http_send_timeouts",
+            ServiceCounter::HttpRefused => "http_refused",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -222,6 +294,8 @@ impl StatusBoard {
             started: Some(StdInstant::now()),
             frozen_uptime: std::time::Duration::ZERO,
             inner: Mutex::new(BoardInner::new(initial)),
+            counters: Default::default(),
+            unix_us: AtomicU64::new(0),
         })
     }
     /// A board whose uptime is always `uptime` and never reads a clock: for
@@ -232,7 +306,31 @@ impl StatusBoard {
             started: None,
             frozen_uptime: uptime,
             inner: Mutex::new(BoardInner::new(initial)),
+            counters: Default::default(),
+            unix_us: AtomicU64::new(0),
         })
+    }
+    /// Sets the wall-clock time services see (µs since the Unix epoch): the
+    /// reactor's turn time, or in a replay the capture's start plus the
+    /// endpoint's time, so a `Date` header replays byte for byte.
+    pub fn set_unix_us(&self, us: u64) {
+        self.unix_us.store(us, Ordering::Relaxed);
+    }
+    /// The wall-clock time last set (µs since the Unix epoch); 0 when no
+    /// clock was ever set (then services behave as a server without a
+    /// clock: no `Date`, RFC 9110 §6.6.1).
+    pub fn unix_us(&self) -> u64 {
+        self.unix_us.load(Ordering::Relaxed)
+    }
+    /// Counts one `c` (a relaxed atomic add: no lock).
+    pub fn count(&self, c: ServiceCounter) {
+        if let Some(a) = self.counters.get(c as usize) {
+            a.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    /// The service counters with their names.
+    pub fn service_counters(&self) -> [(&'static str, u64); ServiceCounter::ALL.len()] {
+        ServiceCounter::ALL.map(|c| (c.name(), self.counters[c as usize].load(Ordering::Relaxed)))
     }
     /// Replaces the status (and forgets what was rendered from the old one).
     pub fn publish(&self, s: Status) {

@@ -67,6 +67,14 @@ pub enum DropReason {
     ListenOverflow,
     /// The connection table is full.
     TableFull,
+    /// A SYN (or a SYN cookie's ACK) beyond [`crate::Config::max_passive`]:
+    /// dropped unanswered, as Linux drops a SYN while the accept queue is
+    /// full, so the client retries with its SYN back-off.
+    ConnLimit,
+    /// A SYN (or a SYN cookie's ACK) from a source address that already
+    /// holds [`crate::Config::max_passive_per_source`] connections:
+    /// answered with RST (connection refused).
+    SourceLimit,
     /// The endpoint's queue of control replies was full.
     ControlQueueFull,
     /// A reply that cannot go out within the MTU: an ICMPv6 echo request

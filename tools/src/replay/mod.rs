@@ -710,8 +710,12 @@ fn refuse_threaded(cap: &Capture) -> Result<(), String> {
 }
 
 fn new_sim(cap: &Capture, host: HostKind) -> Result<Sim, String> {
-    let services = sim::services_for(&cap.sidecar.config)?;
-    Sim::with_host(&cap.sidecar.config, services, host)
+    let (services, board) = sim::services_and_board(&cap.sidecar.config)?;
+    let mut sim = Sim::with_host(&cap.sidecar.config, services, host)?;
+    if let Some(b) = board {
+        sim.set_wall_clock(b, cap.sidecar.start_unix_us);
+    }
+    Ok(sim)
 }
 
 /// Replays `cap` and compares (see the module documentation), hosting the

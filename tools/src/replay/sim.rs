@@ -94,6 +94,9 @@ pub struct Sim {
     pub resets: u64,
     /// Connections that timed out.
     pub timeouts: u64,
+    /// A board whose wall clock follows the endpoint's time, from this
+    /// start (µs since the Unix epoch), as the reactor sets it each turn.
+    wall_clock: Option<(Arc<StatusBoard>, u64)>,
 }
 
 /// Services by port.
@@ -103,6 +106,13 @@ pub type ServiceList = Vec<(u16, Arc<dyn Service>)>;
 /// them. The HTTP status board is frozen (uptime zero): the status pages
 /// carry live counters and are not byte-for-byte replayable anyway.
 pub fn services_for(cfg: &Config) -> Result<ServiceList, String> {
+    services_and_board(cfg).map(|(v, _)| v)
+}
+
+/// [`services_for`], also returning the HTTP service's status board (to
+/// give it the capture's wall clock: [`Sim::set_wall_clock`]).
+pub fn services_and_board(cfg: &Config) -> Result<(ServiceList, Option<Arc<StatusBoard>>), String> {
+    let mut board_out = None;
     let mut v: ServiceList = Vec::new();
     if cfg.echo_port != 0 {
         v.push((cfg.echo_port, Arc::new(Echo)));
@@ -123,9 +133,10 @@ pub fn services_for(cfg: &Config) -> Result<ServiceList, String> {
             },
             std::time::Duration::ZERO,
         );
+        board_out = Some(Arc::clone(&board));
         v.push((cfg.http_port, Arc::new(HttpService::new(h, board)?)));
     }
-    Ok(v)
+    Ok((v, board_out))
 }
 
 impl Sim {
@@ -178,6 +189,7 @@ impl Sim {
             known: Vec::new(),
             resets: 0,
             timeouts: 0,
+            wall_clock: None,
         })
     }
 
@@ -193,21 +205,44 @@ impl Sim {
 
     /// Whether the endpoint's timers are due at `now` (the reactor's test).
     pub fn timers_due(&mut self, now: Instant) -> bool {
-        self.ep.poll_timeout().is_some_and(|t| t <= now)
+        self.next_timer().is_some_and(|t| t <= now)
     }
 
-    /// The next timer deadline.
+    /// The next timer deadline: the endpoint's or, inline, a handler's
+    /// (the reactor sleeps until the earlier of the two).
     pub fn next_timer(&mut self) -> Option<Instant> {
-        self.ep.poll_timeout()
+        let ep = self.ep.poll_timeout();
+        let host = match self.kind {
+            HostKind::Inline => self.inline.poll_timeout(),
+            HostKind::Reactor => None,
+        };
+        match (ep, host) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
-    /// Runs the endpoint's timers.
+    /// Runs the endpoint's timers, then (inline) the handlers' due ones, as
+    /// the reactor's turn does.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.ep.handle_timeout(now);
+        if self.kind == HostKind::Inline {
+            self.inline.handle_timeout(&mut self.ep, now);
+        }
+    }
+
+    /// Gives `board` the capture's wall clock: `start_unix_us` plus the
+    /// endpoint's time, set before the handlers run (what the reactor sets
+    /// each turn), so a recorded `Date` replays byte for byte.
+    pub fn set_wall_clock(&mut self, board: Arc<StatusBoard>, start_unix_us: u64) {
+        self.wall_clock = Some((board, start_unix_us));
     }
 
     /// The reactor's command/event/handler rounds (at most 16).
     pub fn process(&mut self) {
+        if let Some((b, start)) = &self.wall_clock {
+            b.set_unix_us(start + self.ep.now().as_micros());
+        }
         if self.kind == HostKind::Inline {
             self.inline.process_events(&mut self.ep);
             for id in self.inline.connections() {
