@@ -288,7 +288,7 @@ impl BoardInner {
 
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
 /// counters are in [`tcp::Stats::drops`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 31] {
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -316,5 +316,10 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 26] {
         ("window_updates_repeated", s.window_updates_repeated),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
+        ("mem_pressure", s.mem_pressure),
+        ("mem_grow_refused", s.mem_grow_refused),
+        ("mem_rcv_drops", s.mem_rcv_drops),
+        ("mem_send_clamped", s.mem_send_clamped),
+        ("mem_window_clamped", s.mem_window_clamped),
     ]
 }
