@@ -102,9 +102,10 @@ impl BufPool {
 
     /// Storage of exactly `size` bytes (a power of two, or the limit),
     /// lent to a connection.
+    /// The caller re-evaluates the pressure once the old storage is back
+    /// (a growth holds both for a moment).
     fn get(&mut self, size: usize) -> Vec<u8> {
         self.held += size;
-        self.update_pressure();
         if size.is_power_of_two() {
             if let Some(v) = self.classes[Self::class(size)].pop() {
                 self.bytes -= v.len();
@@ -215,6 +216,7 @@ impl RingBuf {
         }
         self.head = 0;
         pool.put(old);
+        pool.update_pressure();
         self.data = new;
         if refused {
             Err(self.data.len())
