@@ -540,11 +540,17 @@ impl<D: Device> Reactor<D> {
         // gone quiet after connections closed: hand the free pages to the
         // OS. Without this the freed buffers stay in the process (measured:
         // 36.8 MB instead of 14 MB with 10 000 idle connections).
-        if (shrunk >= TRIM_MIN_BYTES || (idle && (closed_any || m.freed >= TRIM_MIN_BYTES)))
-            && return_free_pages()
-        {
-            m.trims += 1;
-            m.freed = 0;
+        if shrunk >= TRIM_MIN_BYTES || (idle && (closed_any || m.freed >= TRIM_MIN_BYTES)) {
+            let t0 = Instant::now();
+            if return_free_pages() {
+                m.trims += 1;
+                debug!(
+                    "returned free heap pages to the OS after freeing {} bytes of buffers ({} µs)",
+                    m.freed,
+                    t0.elapsed().as_micros()
+                );
+                m.freed = 0;
+            }
         }
     }
 

@@ -4608,7 +4608,7 @@ fn memory_pressure_shrinks_windows_refuses_growth_keeps_edge_and_data() {
     let mut edge = REMOTE_SEQ + 1 + RCV_BUF as u32; // from the SYN-ACK
     let mut t = 1;
     // Takes our segments, checking the edge never retreats.
-    let mut drain = |p: &mut Peer, t: u64, edge: &mut SeqNum| {
+    let drain = |p: &mut Peer, t: u64, edge: &mut SeqNum| {
         let mut acks = Vec::new();
         while let Some(s) = p.poll(ms(t)) {
             if let Some(a) = s.ack {
