@@ -1512,8 +1512,8 @@ impl Conn {
                 if refused {
                     cx.stats.mem_rcv_drops += 1;
                 } else {
-                    // The few bytes a rounded-up scaled window promised
-                    // beyond the buffer's ceiling (see `emit`).
+                    // Beyond the buffer's own ceiling (not reached while
+                    // windows follow it; kept as a guard).
                     cx.stats.out_of_window += 1;
                 }
                 self.ack_now = true;
@@ -2272,17 +2272,10 @@ impl Conn {
             } else {
                 new_edge.max(self.rcv_nxt)
             };
-            // The edge advertised before is kept (not moved): scaling must
-            // not round it down, or the right edge the peer sees would
-            // retreat by up to 2^shift - 1 bytes (RFC 7323 §2.4); round up
-            // instead, as Linux's tcp_select_window aligns a kept window.
-            let kept = edge == self.rcv_adv && self.rcv_adv > self.rcv_nxt;
             window = edge.since(self.rcv_nxt);
             if flags.syn() {
                 // RFC 7323 §2.2: the window in a SYN is never scaled.
                 window = window.min(65535);
-            } else if kept {
-                window = window.div_ceil(1 << self.opt.rcv_wscale).min(65535);
             } else {
                 window >>= self.opt.rcv_wscale;
                 window = window.min(65535);
