@@ -159,6 +159,13 @@ struct Cli {
     #[arg(long, value_name = "ALG", default_value = "cubic",
           value_parser = clap::builder::PossibleValuesParser::new(["cubic", "newreno"]))]
     congestion: String,
+    /// Most memory all connections together may hold for their send and
+    /// receive buffers (like Linux's tcp_mem), in bytes or with a K, M or G
+    /// suffix (powers of 1024), 64K..=1T. Above 2/3 of it windows and send
+    /// buffers stop growing; at the limit growth is refused (counted in
+    /// /stats as mem_*) [default: 256M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    mem_limit: Option<usize>,
 
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
@@ -179,6 +186,25 @@ fn parse_prob(s: &str) -> Result<f64, String> {
         return Err(format!("{p} is not a probability between 0 and 1"));
     }
     Ok(p)
+}
+
+/// A byte count: digits with an optional K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let (digits, shift) = match t.as_bytes().last().map(u8::to_ascii_uppercase) {
+        Some(b'K') => (&t[..t.len() - 1], 10),
+        Some(b'M') => (&t[..t.len() - 1], 20),
+        Some(b'G') => (&t[..t.len() - 1], 30),
+        _ => (t, 0),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a size (bytes, or a number with K, M or G)"))?;
+    let bytes = n
+        .checked_mul(1u64 << shift)
+        .filter(|b| (64 * 1024..=1u64 << 40).contains(b))
+        .ok_or_else(|| format!("'{s}' is out of range 64K..=1T"))?;
+    usize::try_from(bytes).map_err(|_| format!("'{s}' is too large for this machine"))
 }
 
 fn random_seed() -> u64 {
@@ -247,6 +273,7 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
             max_passive: cli.max_connections,
             max_passive_per_source: cli.max_connections_per_source,
             congestion: tcp::Congestion::parse(&cli.congestion).unwrap_or_default(),
+            mem_limit: cli.mem_limit.unwrap_or(d.tcp.mem_limit),
             ..d.tcp
         },
         ..d

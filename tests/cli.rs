@@ -68,6 +68,7 @@ fn help_lists_every_flag() {
         "--grace-ms <MS>",
         "--congestion <ALG>",
         "[default: cubic]",
+        "--mem-limit <SIZE>",
         "--no-ipv6",
         "--no-offload",
         "--verbose",
@@ -100,6 +101,9 @@ fn bad_flags_give_one_line_and_fail() {
         (&["tun0", "--fault-delay", "999999"], "--fault-delay"),
         (&["tun0", "--workers", "1000"], "--workers"),
         (&["tun0", "--echo", "70000"], "--echo"),
+        (&["tun0", "--mem-limit", "lots"], "not a size"),
+        (&["tun0", "--mem-limit", "1K"], "out of range 64K..=1T"),
+        (&["tun0", "--mem-limit", "99999999G"], "out of range"),
         (&["tun0", "-v", "-q"], "cannot be used with"),
         // Caught by the configuration check, before any device is touched.
         (

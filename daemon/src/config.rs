@@ -190,6 +190,13 @@ pub struct Config {
     /// Buffers kept in the shared buffer pool (each at most
     /// `4 * read_chunk` bytes). Default 256.
     pub pool_buffers: usize,
+    /// How often idle memory goes back, ms; 0 never. Each interval the TCP
+    /// buffer pool and the shared buffer pool free what nobody took during
+    /// the previous one; after an interval without packets the spare batch
+    /// vectors go too, and, when that freed at least 1 MiB or connections
+    /// closed, glibc is asked to return free heap pages to the OS
+    /// (`malloc_trim`). Default 1000.
+    pub mem_release_ms: u64,
     /// How long a worker spins looking for work before it parks, µs. Default 50.
     pub worker_spin_us: u64,
     /// How long the reactor spins for a worker's answer before it sleeps,
@@ -250,6 +257,7 @@ impl Default for Config {
             command_queue: 4096,
             read_chunk: 64 * 1024,
             pool_buffers: 256,
+            mem_release_ms: 1000,
             worker_spin_us: 50,
             reactor_spin_us: 30,
             rx_budget: 128,

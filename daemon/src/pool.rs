@@ -1,7 +1,11 @@
 //! A bounded pool of byte buffers shared by the reactor and the workers, so
-//! that data moving between them reuses a fixed set of allocations.
+//! that data moving between them reuses a fixed set of allocations. It
+//! shrinks when idle: [`Pool::decay`] frees the buffers that nobody took
+//! since its previous call.
 
 use crossbeam_channel::{bounded, Receiver, Sender};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// A thread-safe pool of `Vec<u8>`: `get` reuses a returned buffer when one
 /// is there, `put` keeps at most the pool's capacity and lets larger or
@@ -12,6 +16,8 @@ pub struct Pool {
     rx: Receiver<Vec<u8>>,
     buf_capacity: usize,
     max_keep: usize,
+    /// The fewest buffers the pool held since the last [`Pool::decay`].
+    low: Arc<AtomicUsize>,
 }
 
 impl Pool {
@@ -25,12 +31,20 @@ impl Pool {
             rx,
             buf_capacity,
             max_keep: buf_capacity.saturating_mul(4),
+            low: Arc::new(AtomicUsize::new(0)),
         }
+    }
+    /// Notes the pool's size after a buffer was taken out.
+    fn note_low(&self) {
+        self.low.fetch_min(self.rx.len(), Ordering::Relaxed);
     }
     /// An empty buffer.
     pub fn get(&self) -> Vec<u8> {
         match self.rx.try_recv() {
-            Ok(v) => v,
+            Ok(v) => {
+                self.note_low();
+                v
+            }
             Err(_) => Vec::with_capacity(self.buf_capacity),
         }
     }
@@ -39,7 +53,10 @@ impl Pool {
     /// do not pin large allocations.
     pub fn get_for(&self, n: usize) -> Vec<u8> {
         match self.rx.try_recv() {
-            Ok(v) => v,
+            Ok(v) => {
+                self.note_low();
+                v
+            }
             Err(_) => Vec::with_capacity(n.clamp(2048, self.buf_capacity.max(2048))),
         }
     }
@@ -50,6 +67,22 @@ impl Pool {
         }
         v.clear();
         let _ = self.tx.try_send(v);
+    }
+    /// One decay step (call it periodically, never per packet): frees as
+    /// many buffers as stayed in the pool, untaken, since the previous step,
+    /// and returns the bytes freed. A steady exchange keeps what it cycles;
+    /// a pool left full by a burst empties within two steps.
+    pub fn decay(&self) -> usize {
+        let surplus = self.low.swap(usize::MAX, Ordering::Relaxed);
+        let mut freed = 0;
+        for _ in 0..surplus.min(self.rx.len()) {
+            match self.rx.try_recv() {
+                Ok(v) => freed += v.capacity(),
+                Err(_) => break,
+            }
+        }
+        self.low.store(self.rx.len(), Ordering::Relaxed);
+        freed
     }
     /// Buffers in the pool now.
     pub fn len(&self) -> usize {
@@ -81,5 +114,21 @@ mod tests {
         assert_eq!(b.capacity(), cap);
         p.put(Vec::with_capacity(1000));
         assert_eq!(p.len(), 1, "oversized buffers are not kept");
+    }
+
+    #[test]
+    fn decays_what_nobody_takes() {
+        let p = Pool::new(8, 16);
+        for _ in 0..4 {
+            p.put(Vec::with_capacity(16));
+        }
+        p.decay(); // starts the interval
+        let a = p.get(); // 3 left: the low mark
+        p.put(a);
+        assert!(p.decay() >= 3 * 16);
+        assert_eq!(p.len(), 1, "the one in use stays");
+        assert!(p.decay() >= 16, "idle a whole interval: gone");
+        assert!(p.is_empty());
+        assert_eq!(p.decay(), 0);
     }
 }

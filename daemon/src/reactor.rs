@@ -208,6 +208,42 @@ pub struct Reactor<D: Device> {
     inline_pending: bool,
     /// Emptied batch vectors shared with the workers.
     spares: Spares,
+    /// Giving idle memory back (see [`Config::mem_release_ms`]).
+    mem: MemRelease,
+}
+
+/// State of the periodic release of idle memory.
+struct MemRelease {
+    /// Zero: never.
+    interval: Duration,
+    next: Instant,
+    /// Packets received and connections closed at the last step.
+    rx_mark: u64,
+    closed_mark: u64,
+    /// Bytes our pools freed since the last `malloc_trim`.
+    freed: usize,
+    /// `malloc_trim` calls so far.
+    trims: u64,
+}
+
+/// Least memory freed by our pools that makes an idle step ask the
+/// allocator to return free pages (each `malloc_trim` walks the heap).
+const TRIM_MIN_BYTES: usize = 1 << 20;
+
+/// Asks glibc to return free pages of every arena to the OS; false where
+/// the allocator has no such call.
+fn return_free_pages() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim has no preconditions; it only takes the
+        // arenas' locks and returns free pages (madvise / sbrk).
+        unsafe { libc::malloc_trim(0) };
+        true
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }
 
 /// Sends `link.out` to its worker if its queue has room (true), leaving an
@@ -344,6 +380,14 @@ impl<D: Device> Reactor<D> {
             board,
             status_template,
             next_publish: Instant::now(),
+            mem: MemRelease {
+                interval: Duration::from_millis(cfg.mem_release_ms),
+                next: Instant::now(),
+                rx_mark: 0,
+                closed_mark: 0,
+                freed: 0,
+                trims: 0,
+            },
             shutdown: None,
             grace: Duration::from_millis(cfg.grace_ms),
             hold_limit: 2 * cfg.read_chunk,
@@ -476,8 +520,45 @@ impl<D: Device> Reactor<D> {
             "turn"
         );
         if now >= self.next_publish {
+            if !self.mem.interval.is_zero() && now >= self.mem.next {
+                self.release_memory(now);
+            }
             self.publish();
             self.next_publish = now + Duration::from_millis(250);
+        }
+    }
+
+    /// One step of giving idle memory back (on the publish tick, at most
+    /// once per [`Config::mem_release_ms`]; never per packet).
+    fn release_memory(&mut self, now: Instant) {
+        let m = &mut self.mem;
+        m.next = now + m.interval;
+        let closed = self.ep.stats().closed;
+        let idle = self.counters.rx_packets == m.rx_mark;
+        let closed_any = closed != m.closed_mark;
+        m.rx_mark = self.counters.rx_packets;
+        m.closed_mark = closed;
+        let shrunk = self.ep.release_memory() + self.pool.decay();
+        m.freed += shrunk;
+        if idle {
+            m.freed += self.spares.trim() * 256 * std::mem::size_of::<ToWorker>();
+        }
+        // Buffers that sat unused for a whole interval went back to the
+        // heap (the transfers that used them are over), or the stack has
+        // gone quiet after connections closed: hand the free pages to the
+        // OS. Without this the freed buffers stay in the process (measured:
+        // 36.8 MB instead of 14 MB with 10 000 idle connections).
+        if shrunk >= TRIM_MIN_BYTES || (idle && (closed_any || m.freed >= TRIM_MIN_BYTES)) {
+            let t0 = Instant::now();
+            if return_free_pages() {
+                m.trims += 1;
+                debug!(
+                    "returned free heap pages to the OS after freeing {} bytes of buffers ({} µs)",
+                    m.freed,
+                    t0.elapsed().as_micros()
+                );
+                m.freed = 0;
+            }
         }
     }
 
@@ -921,6 +1002,11 @@ impl<D: Device> Reactor<D> {
                     }
                     Err(_) => c.spill.clear(),
                 }
+                if c.spill.is_empty() {
+                    // Let the storage go: spills are rare and bounded by
+                    // the credit, but an idle connection should hold none.
+                    c.spill = Vec::new();
+                }
                 if !c.spill.is_empty() {
                     keep.push(id);
                     continue;
@@ -1142,6 +1228,13 @@ impl<D: Device> Reactor<D> {
         v.push(("pool_buffers", self.pool.len() as u64));
         v.push(("open_passive", self.ep.passive_open() as u64));
         v.extend(self.board.service_counters());
+        v.push(("tcp_buffer_bytes", self.ep.buffer_bytes() as u64));
+        v.push(("tcp_buffer_pool_bytes", self.ep.buffer_pool_bytes() as u64));
+        v.push((
+            "tcp_memory_pressure",
+            u64::from(self.ep.under_memory_pressure()),
+        ));
+        v.push(("malloc_trims", self.mem.trims));
         v
     }
 

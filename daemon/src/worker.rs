@@ -441,6 +441,18 @@ impl Spares {
             let _ = self.cmds_tx.try_send(v);
         }
     }
+    /// Frees every spare batch (when the daemon has gone idle); returns
+    /// how many were freed.
+    pub fn trim(&self) -> usize {
+        let mut n = 0;
+        while self.events_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        while self.cmds_rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
     /// An empty command batch (a returned one when there is one).
     pub fn cmds(&self) -> Vec<Cmd> {
         self.cmds_rx

@@ -4,23 +4,55 @@
 
 use crate::seq::SeqNum;
 
-/// The smallest storage handed out.
-const MIN_CHUNK: usize = 4096;
+/// The smallest storage handed out, and the storage every connection may
+/// hold per direction whatever the memory pressure (as Linux guarantees
+/// each socket `tcp_rmem[0]`/`tcp_wmem[0]` in `__sk_mem_raise_allocated`),
+/// so that no connection can be starved of all progress.
+pub(crate) const MIN_CHUNK: usize = 4096;
 
-/// Free storage kept for reuse, by power-of-two size class.
+/// The endpoint's buffer memory: free storage kept for reuse, by
+/// power-of-two size class, and the account of storage lent to
+/// connections against the global limit ([`crate::Config::mem_limit`], the
+/// analogue of Linux's `tcp_mem`).
+///
+/// Pressure follows Linux's three `tcp_mem` levels, derived from the one
+/// limit with Linux's default proportions (`tcp_init_mem`: 1/2, 2/3, 1):
+/// the endpoint enters memory pressure when connections hold more than 2/3
+/// of the limit and leaves it once they hold less than 1/2; past the limit
+/// itself, growth is refused (beyond [`MIN_CHUNK`]).
 #[derive(Debug)]
 pub(crate) struct BufPool {
     classes: Vec<Vec<Vec<u8>>>,
+    /// Bytes of free storage in `classes`.
     bytes: usize,
+    /// Most bytes of free storage kept.
     limit: usize,
+    /// The least `bytes` since the last decay step: storage that nobody
+    /// took during a whole interval is surplus.
+    low: usize,
+    /// Bytes of storage lent to connections (ring capacities).
+    held: usize,
+    /// Most bytes connections may hold together.
+    mem_limit: usize,
+    /// Memory pressure is on (Linux: tcp_memory_pressure).
+    pressure: bool,
+    /// Pressure was entered since the last [`BufPool::take_pressure_event`].
+    pressure_event: bool,
 }
 
 impl BufPool {
-    pub(crate) fn new(limit: usize) -> Self {
+    /// A pool keeping at most `limit` bytes of free storage, lending at
+    /// most `mem_limit` bytes to connections.
+    pub(crate) fn new(limit: usize, mem_limit: usize) -> Self {
         BufPool {
-            classes: (0..32).map(|_| Vec::new()).collect(),
+            classes: (0..usize::BITS).map(|_| Vec::new()).collect(),
             bytes: 0,
             limit,
+            low: 0,
+            held: 0,
+            mem_limit,
+            pressure: false,
+            pressure_event: false,
         }
     }
 
@@ -28,24 +60,100 @@ impl BufPool {
         size.trailing_zeros() as usize
     }
 
-    /// Storage of exactly `size` bytes (a power of two, or the limit).
+    /// Bytes of free storage kept for reuse.
+    pub(crate) fn free_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Bytes of storage lent to connections.
+    pub(crate) fn held_bytes(&self) -> usize {
+        self.held
+    }
+
+    /// Whether the endpoint is under memory pressure: windows and send
+    /// buffers do not grow (Linux: tcp_under_memory_pressure).
+    pub(crate) fn under_pressure(&self) -> bool {
+        self.pressure
+    }
+
+    /// True once per entry into memory pressure (for the counter).
+    pub(crate) fn take_pressure_event(&mut self) -> bool {
+        core::mem::take(&mut self.pressure_event)
+    }
+
+    /// Re-evaluates the pressure state after `held` changed, with Linux's
+    /// hysteresis (tcp_enter_memory_pressure above tcp_mem[1],
+    /// tcp_leave_memory_pressure below tcp_mem[0]).
+    fn update_pressure(&mut self) {
+        let high = self.mem_limit / 3 * 2;
+        let low = self.mem_limit / 2;
+        if !self.pressure && self.held > high {
+            self.pressure = true;
+            self.pressure_event = true;
+        } else if self.pressure && self.held < low {
+            self.pressure = false;
+        }
+    }
+
+    /// Whether lending `extra` more bytes stays within the global limit.
+    fn may_lend(&self, extra: usize) -> bool {
+        self.held.saturating_add(extra) <= self.mem_limit
+    }
+
+    /// Storage of exactly `size` bytes (a power of two, or the limit),
+    /// lent to a connection.
+    /// The caller re-evaluates the pressure once the old storage is back
+    /// (a growth holds both for a moment).
     fn get(&mut self, size: usize) -> Vec<u8> {
+        self.held += size;
         if size.is_power_of_two() {
             if let Some(v) = self.classes[Self::class(size)].pop() {
                 self.bytes -= v.len();
+                self.low = self.low.min(self.bytes);
                 return v;
             }
         }
         vec![0u8; size]
     }
 
-    /// Returns storage for reuse; dropped when the pool is full.
+    /// Takes back storage a connection held; kept for reuse unless the
+    /// pool is full.
     fn put(&mut self, v: Vec<u8>) {
         let n = v.len();
+        if n == 0 {
+            return;
+        }
+        self.held = self.held.saturating_sub(n);
+        self.update_pressure();
         if n.is_power_of_two() && n >= MIN_CHUNK && self.bytes + n <= self.limit {
             self.bytes += n;
             self.classes[Self::class(n)].push(v);
         }
+    }
+
+    /// One decay step (call it once per interval, never per packet): frees
+    /// the free storage that stayed unused since the previous step, largest
+    /// first, and returns how many bytes were freed. A steady exchange keeps
+    /// what it cycles; after a burst the pool empties within two steps.
+    pub(crate) fn decay(&mut self) -> usize {
+        let mut surplus = self.low;
+        let mut freed = 0;
+        for class in self.classes.iter_mut().rev() {
+            let mut took = false;
+            while surplus > 0 {
+                let Some(v) = class.pop() else { break };
+                surplus = surplus.saturating_sub(v.len());
+                freed += v.len();
+                took = true;
+            }
+            if took && class.is_empty() {
+                // Give the class's own vector back as well.
+                *class = Vec::new();
+            }
+        }
+        self.bytes -= freed;
+        self.low = self.bytes;
+        freed
     }
 }
 
@@ -67,18 +175,35 @@ impl RingBuf {
         self.data.len()
     }
 
-    /// Makes room for `need` bytes from the head (bounded by `limit`).
-    /// Returns the capacity now available.
-    pub(crate) fn reserve(&mut self, need: usize, limit: usize, pool: &mut BufPool) -> usize {
+    /// Makes room for `need` bytes from the head (bounded by `limit`, the
+    /// connection's own ceiling). `Ok(capacity)` when the ring could grow as
+    /// far as asked (or `limit` allows); `Err(capacity)` when the global
+    /// memory limit refused the growth (Linux: sk_mem_schedule failing):
+    /// the ring keeps what it had, or gets [`MIN_CHUNK`] if it had less.
+    pub(crate) fn reserve(
+        &mut self,
+        need: usize,
+        limit: usize,
+        pool: &mut BufPool,
+    ) -> Result<usize, usize> {
         if need <= self.data.len() {
-            return self.data.len();
+            return Ok(self.data.len());
         }
         let mut size = need.max(MIN_CHUNK).next_power_of_two();
         if size > limit {
             size = limit.max(need.min(limit));
         }
         if size <= self.data.len() {
-            return self.data.len();
+            return Ok(self.data.len());
+        }
+        let mut refused = false;
+        if size > MIN_CHUNK && !pool.may_lend(size - self.data.len()) {
+            // Over the global limit: only the guaranteed minimum.
+            refused = true;
+            size = MIN_CHUNK.min(limit);
+            if size <= self.data.len() {
+                return Err(self.data.len());
+            }
         }
         let mut new = pool.get(size);
         // Copy the live bytes, unwrapping the ring. Out-of-order bytes live
@@ -91,8 +216,13 @@ impl RingBuf {
         }
         self.head = 0;
         pool.put(old);
+        pool.update_pressure();
         self.data = new;
-        self.data.len()
+        if refused {
+            Err(self.data.len())
+        } else {
+            Ok(self.data.len())
+        }
     }
 
     /// Gives the storage back when the ring holds nothing, unless the caller
@@ -273,10 +403,10 @@ mod tests {
 
     #[test]
     fn ring_grows_wraps_and_returns_storage() {
-        let mut pool = BufPool::new(1 << 20);
+        let mut pool = BufPool::new(1 << 20, 1 << 30);
         let mut r = RingBuf::default();
         assert_eq!(r.capacity(), 0);
-        r.reserve(10, 1 << 16, &mut pool);
+        r.reserve(10, 1 << 16, &mut pool).ok();
         assert_eq!(r.capacity(), 4096);
         let data: Vec<u8> = (0..4000u32).map(|i| i as u8).collect();
         assert_eq!(r.push(&data), 4000);
@@ -287,7 +417,7 @@ mod tests {
         assert_eq!(&out[..1000], &data[3000..4000]);
         assert_eq!(&out[1000..], &data[..3000]);
         // Growing keeps the order.
-        r.reserve(8000, 1 << 16, &mut pool);
+        r.reserve(8000, 1 << 16, &mut pool).ok();
         assert_eq!(r.capacity(), 8192);
         assert_eq!(r.read_at(0, &mut out), 4000);
         assert_eq!(&out[..1000], &data[3000..4000]);
@@ -296,16 +426,66 @@ mod tests {
         assert_eq!(r.capacity(), 0);
         assert_eq!(pool.bytes, 4096 + 8192);
         // Reuse from the pool.
-        r.reserve(5000, 1 << 16, &mut pool);
+        r.reserve(5000, 1 << 16, &mut pool).ok();
         assert_eq!(pool.bytes, 4096);
     }
 
     #[test]
+    fn pool_decays_what_nobody_takes() {
+        let mut pool = BufPool::new(1 << 20, 1 << 30);
+        let mut rings: Vec<RingBuf> = (0..4).map(|_| RingBuf::default()).collect();
+        for r in &mut rings {
+            assert!(r.reserve(60_000, 1 << 16, &mut pool).is_ok());
+        }
+        assert_eq!(pool.held_bytes(), 4 << 16);
+        for r in &mut rings {
+            r.clear(&mut pool);
+        }
+        assert_eq!((pool.held_bytes(), pool.free_bytes()), (0, 4 << 16));
+        // One ring keeps cycling a buffer: that one stays, the rest go.
+        pool.decay(); // the first step only starts the interval
+        rings[0].reserve(60_000, 1 << 16, &mut pool).ok();
+        rings[0].clear(&mut pool);
+        assert_eq!(pool.decay(), 3 << 16);
+        assert_eq!(pool.free_bytes(), 1 << 16);
+        // Idle for a whole interval: all of it goes.
+        assert_eq!(pool.decay(), 1 << 16);
+        assert_eq!(pool.free_bytes(), 0);
+        assert_eq!(pool.decay(), 0);
+    }
+
+    #[test]
+    fn global_limit_refuses_growth_beyond_the_minimum() {
+        let mut pool = BufPool::new(1 << 20, 96 * 1024);
+        let mut a = RingBuf::default();
+        let mut b = RingBuf::default();
+        assert_eq!(a.reserve(64 * 1024, 1 << 16, &mut pool), Ok(64 * 1024));
+        assert!(!pool.under_pressure(), "64 KiB of 96 KiB is below 2/3");
+        assert_eq!(b.reserve(20_000, 1 << 16, &mut pool), Ok(32 * 1024));
+        assert!(pool.under_pressure() && pool.take_pressure_event());
+        assert!(!pool.take_pressure_event(), "counted once per entry");
+        // At the limit: no growth, but a ring holds its data.
+        let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(b.push(&data), 20_000);
+        assert_eq!(b.reserve(40_000, 1 << 16, &mut pool), Err(32 * 1024));
+        let mut out = vec![0u8; 20_000];
+        assert_eq!(b.read_at(0, &mut out), 20_000);
+        assert_eq!(out, data);
+        // A ring without storage still gets the guaranteed minimum.
+        let mut c = RingBuf::default();
+        assert_eq!(c.reserve(10_000, 1 << 16, &mut pool), Err(MIN_CHUNK));
+        // Pressure ends below half the limit.
+        a.clear(&mut pool);
+        assert!(!pool.under_pressure());
+        assert_eq!(pool.held_bytes(), 32 * 1024 + MIN_CHUNK);
+    }
+
+    #[test]
     fn limit_not_power_of_two() {
-        let mut pool = BufPool::new(1 << 20);
+        let mut pool = BufPool::new(1 << 20, 1 << 30);
         let mut r = RingBuf::default();
-        assert_eq!(r.reserve(5000, 6000, &mut pool), 6000);
-        assert_eq!(r.reserve(7000, 6000, &mut pool), 6000);
+        assert_eq!(r.reserve(5000, 6000, &mut pool), Ok(6000));
+        assert_eq!(r.reserve(7000, 6000, &mut pool), Ok(6000));
     }
 
     proptest! {

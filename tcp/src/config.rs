@@ -45,7 +45,7 @@ impl Default for Keepalive {
 /// configuration written before a field existed reads back with the
 /// behaviour it had then. Where the default changed when the field came
 /// (`congestion`, `hystart`, `prr`: NewReno without either ran before;
-/// `max_passive`, `max_passive_per_source`: no limit), a missing field
+/// `max_passive`, `max_passive_per_source`, `mem_limit`: no limit), a missing field
 /// reads as the old behaviour, not as today's default.
 #[derive(Clone, Debug)]
 #[cfg_attr(
@@ -116,8 +116,31 @@ pub struct Config {
     #[cfg_attr(feature = "serde", serde(rename = "oow_ack_interval_us"))]
     pub oow_ack_interval: Duration,
     /// Bytes of free buffers kept in the endpoint's pool for reuse.
-    /// Default 32 MiB.
+    /// Default 32 MiB. The pool also shrinks by itself: each
+    /// [`crate::Endpoint::release_memory`] call frees what nobody took
+    /// since the previous one.
     pub buffer_pool_bytes: usize,
+    /// Most bytes of buffer storage all connections together may hold for
+    /// their send and receive buffers: the analogue of Linux's `tcp_mem`,
+    /// whose three levels derive from this one with Linux's default
+    /// proportions (`tcp_init_mem`: 1/2, 2/3, 1). Default 256 MiB (about what
+    /// Linux picks for a machine with 3 GB of RAM); at least 64 KiB.
+    ///
+    /// Under pressure — from the moment connections hold more than 2/3 of
+    /// the limit until they hold less than 1/2 again — no connection's
+    /// buffers grow: each new receive window offers only the storage the
+    /// connection holds already (at least 4 KiB), so windows shrink as data
+    /// arrives, but never below a right edge already advertised (RFC 9293
+    /// §3.8.6, RFC 7323 §2.4); application writes see only the free space of
+    /// the send storage already held (at least 4 KiB). Past the limit itself
+    /// a growth is refused: data a peer sends inside an edge advertised
+    /// before the pressure and that finds no storage is dropped
+    /// unacknowledged and retransmitted later; nothing stored is lost or
+    /// corrupted. Each such event is counted in [`crate::Stats`]
+    /// (`mem_pressure`, `mem_window_clamped`, `mem_send_clamped`,
+    /// `mem_grow_refused`, `mem_rcv_drops`).
+    #[cfg_attr(feature = "serde", serde(default = "serde_legacy::mem_limit"))]
+    pub mem_limit: usize,
     /// Delayed-ACK timer (RFC 1122 §4.2.3.2: at most 500 ms). Default 40 ms, as Linux.
     #[cfg_attr(feature = "serde", serde(rename = "delayed_ack_us"))]
     pub delayed_ack: Duration,
@@ -246,6 +269,7 @@ impl Default for Config {
             max_sack_ranges: 64,
             oow_ack_interval: Duration::from_millis(500),
             buffer_pool_bytes: 32 << 20,
+            mem_limit: 256 << 20,
             delayed_ack: Duration::from_millis(40),
             min_rto: Duration::from_millis(200),
             initial_rto: Duration::from_secs(1),
@@ -310,6 +334,12 @@ impl Config {
         if self.min_rto > self.max_rto || self.initial_rto > self.max_rto {
             return Err("min_rto and initial_rto must not exceed max_rto".into());
         }
+        if self.mem_limit < 64 * 1024 {
+            return Err(format!(
+                "mem_limit {} below the least, 65536 bytes",
+                self.mem_limit
+            ));
+        }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
         }
@@ -364,6 +394,11 @@ impl Config {
 #[cfg(feature = "serde")]
 mod serde_legacy {
     use crate::congestion::Congestion;
+
+    /// Before `mem_limit` existed nothing limited the buffers.
+    pub(super) fn mem_limit() -> usize {
+        usize::MAX
+    }
 
     /// Before `congestion` existed every connection ran NewReno.
     pub(super) fn congestion() -> Congestion {

@@ -69,7 +69,7 @@ impl fmt::Display for State {
     }
 }
 
-use crate::buffer::{BufPool, Ranges, RingBuf};
+use crate::buffer::{BufPool, Ranges, RingBuf, MIN_CHUNK};
 use crate::config::Config;
 use crate::congestion::{AckInfo, Cc, CongestionControl};
 use crate::prr::Prr;
@@ -557,7 +557,7 @@ impl Conn {
             u32::from(c.mss),
             cx.cfg.hystart,
         );
-        c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg);
+        c.rcv_adv = c.rcv_nxt + c.recv_window(cx.cfg, cx.pool);
         c.rcv_told = c.rcv_adv;
         // Born ESTABLISHED: start keep-alive as the handshake path does.
         if let Some(k) = cx.cfg.keepalive {
@@ -664,15 +664,24 @@ impl Conn {
     pub(crate) fn recv_buffered(&self) -> usize {
         self.rcv_nxt.since(self.rcv_released) as usize
     }
-    /// Bytes held by this connection's buffers (capacity, not content).
-    pub(crate) fn buffer_capacity(&self) -> usize {
-        self.send_buf.capacity() + self.recv_buf.capacity()
+
+    /// The receive buffer this connection may fill now: the configured
+    /// ceiling, or, under memory pressure, only the storage it holds already
+    /// (at least the guaranteed [`MIN_CHUNK`]), so that new windows promise
+    /// no memory the endpoint may not have (Linux clamps rcv_ssthresh under
+    /// pressure in tcp_adjust_rcv_ssthresh / tcp_clamp_window).
+    fn rcv_allowance(&self, cfg: &Config, pool: &BufPool) -> usize {
+        if pool.under_pressure() {
+            cfg.recv_buffer.min(self.recv_buf.capacity().max(MIN_CHUNK))
+        } else {
+            cfg.recv_buffer
+        }
     }
 
     /// The window we can offer now: buffer space above RCV.NXT.
-    pub(crate) fn recv_window(&self, cfg: &Config) -> u32 {
+    pub(crate) fn recv_window(&self, cfg: &Config, pool: &BufPool) -> u32 {
         let used = self.rcv_nxt.since(self.rcv_released) as usize;
-        let free = cfg.recv_buffer.saturating_sub(used);
+        let free = self.rcv_allowance(cfg, pool).saturating_sub(used);
         // The largest window the field can say with our shift (RFC 7323 §2.3).
         let max = 65535usize << self.opt.rcv_wscale;
         free.min(max) as u32
@@ -1122,7 +1131,9 @@ impl Conn {
         // First, check sequence number. RCV.WND is what we can take now or
         // what we last advertised, whichever is larger (RFC 9293 §3.8.6.2.2:
         // the window is never shrunk under the peer).
-        let wnd = self.recv_window(cx.cfg).max(self.advertised_window());
+        let wnd = self
+            .recv_window(cx.cfg, cx.pool)
+            .max(self.advertised_window());
         let seg_len = seg.seg_len();
         let mut ok = self.acceptable(seg.seq, seg_len, wnd);
         // RFC 9293 §3.10.7.4: "If the RCV.WND is zero, no segments will be
@@ -1401,7 +1412,7 @@ impl Conn {
             } else {
                 self.arm_rexmit(cx, self.rtt.rto(0));
             }
-            if self.want_writable && self.send_space(cx.cfg) > 0 {
+            if self.want_writable && self.send_space(cx.cfg, cx.pool) > 0 {
                 self.want_writable = false;
                 self.ev |= ev::WRITABLE;
             }
@@ -1483,7 +1494,7 @@ impl Conn {
                 if self.snd_nxt == self.snd_una {
                     self.progress_time = cx.now;
                 }
-                if self.want_writable && self.send_space(cx.cfg) > 0 {
+                if self.want_writable && self.send_space(cx.cfg, cx.pool) > 0 {
                     self.want_writable = false;
                     self.ev |= ev::WRITABLE;
                 }
@@ -1583,8 +1594,14 @@ impl Conn {
                 seq = self.rcv_nxt;
             }
         }
-        // Trim what lies beyond the window (and the FIN with it).
-        let wnd = self.recv_window(cx.cfg) as usize;
+        // Trim what lies beyond the window (and the FIN with it). The window
+        // is what we can take now or what we advertised, whichever is
+        // larger: under memory pressure the first may shrink below the
+        // second, and data inside an edge already advertised must still be
+        // taken (RFC 9293 §3.8.6, RFC 7323 §2.4).
+        let wnd = self
+            .recv_window(cx.cfg, cx.pool)
+            .max(self.advertised_window()) as usize;
         let off = seq.since(self.rcv_nxt) as usize;
         if off + data.len() > wnd {
             let keep = wnd.saturating_sub(off);
@@ -1593,14 +1610,44 @@ impl Conn {
             cx.stats.out_of_window += 1;
             self.ack_now = true;
         }
+        // Buffer offset: bytes from rcv_released.
+        let boff = seq.since(self.rcv_released) as usize;
+        if !data.is_empty() {
+            let (cap, refused) =
+                match self
+                    .recv_buf
+                    .reserve(boff + data.len(), cx.cfg.recv_buffer, cx.pool)
+                {
+                    Ok(cap) => (cap, false),
+                    Err(cap) => {
+                        cx.stats.mem_grow_refused += 1;
+                        (cap, true)
+                    }
+                };
+            if cx.pool.take_pressure_event() {
+                cx.stats.mem_pressure += 1;
+            }
+            if boff + data.len() > cap {
+                // The global memory limit left no room for all of it: keep
+                // what fits, drop the rest unacknowledged (the peer sends it
+                // again), never store a byte we cannot hold (Linux drops
+                // when sk_rmem_schedule fails: TCPRcvQDrop).
+                data = &data[..cap.saturating_sub(boff).min(data.len())];
+                fin = false;
+                if refused {
+                    cx.stats.mem_rcv_drops += 1;
+                } else {
+                    // Beyond the buffer's own ceiling (not reached while
+                    // windows follow it; kept as a guard).
+                    cx.stats.out_of_window += 1;
+                }
+                self.ack_now = true;
+            }
+        }
         if fin {
             self.fin_seq = Some(seq + data.len() as u32);
         }
         if !data.is_empty() {
-            // Buffer offset: bytes from rcv_released.
-            let boff = seq.since(self.rcv_released) as usize;
-            self.recv_buf
-                .reserve(boff + data.len(), cx.cfg.recv_buffer, cx.pool);
             if seq == self.rcv_nxt {
                 let n = self.recv_buf.write_at(boff, data);
                 self.recv_buf.extend(n);
@@ -1677,9 +1724,22 @@ impl Conn {
 
     // ----- application calls ---------------------------------------------
 
+    /// The send buffer this connection may fill now: the configured
+    /// ceiling, or, under memory pressure, only the storage it holds already
+    /// (at least the guaranteed [`MIN_CHUNK`]): send buffers do not grow
+    /// under pressure (Linux: tcp_should_expand_sndbuf).
+    fn snd_allowance(&self, cfg: &Config, pool: &BufPool) -> usize {
+        if pool.under_pressure() {
+            cfg.send_buffer.min(self.send_buf.capacity().max(MIN_CHUNK))
+        } else {
+            cfg.send_buffer
+        }
+    }
+
     /// Free space in the send buffer.
-    pub(crate) fn send_space(&self, cfg: &Config) -> usize {
-        cfg.send_buffer.saturating_sub(self.send_buf.len())
+    pub(crate) fn send_space(&self, cfg: &Config, pool: &BufPool) -> usize {
+        self.snd_allowance(cfg, pool)
+            .saturating_sub(self.send_buf.len())
     }
 
     /// Queues data (RFC 9293 §3.10.2 SEND). Returns how much fitted.
@@ -1694,10 +1754,14 @@ impl Conn {
         if self.fin_queued {
             return Err(crate::Error::InvalidState);
         }
-        let space = self.send_space(cx.cfg);
+        let space = self.send_space(cx.cfg, cx.pool);
         let want = data.len().min(space);
         if want < data.len() {
             self.want_writable = true;
+            if space < cx.cfg.send_buffer.saturating_sub(self.send_buf.len()) {
+                // Memory pressure, not the buffer's own ceiling, cut the write.
+                cx.stats.mem_send_clamped += 1;
+            }
         }
         if want == 0 {
             return Ok(0);
@@ -1712,8 +1776,18 @@ impl Conn {
             }
         }
         let len = self.send_buf.len();
-        self.send_buf
-            .reserve(len + want, cx.cfg.send_buffer, cx.pool);
+        if self
+            .send_buf
+            .reserve(len + want, cx.cfg.send_buffer, cx.pool)
+            .is_err()
+        {
+            // Only what the storage holds is taken; the rest waits.
+            cx.stats.mem_grow_refused += 1;
+            self.want_writable = true;
+        }
+        if cx.pool.take_pressure_event() {
+            cx.stats.mem_pressure += 1;
+        }
         let n = self.send_buf.push(&data[..want]);
         Ok(n)
     }
@@ -1763,7 +1837,7 @@ impl Conn {
             self.state,
             State::Established | State::FinWait1 | State::FinWait2
         ) {
-            let new_edge = self.rcv_nxt + self.recv_window(cx.cfg);
+            let new_edge = self.rcv_nxt + self.recv_window(cx.cfg, cx.pool);
             let grow = new_edge.since(self.rcv_adv);
             let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
             if new_edge > self.rcv_adv && grow >= thresh {
@@ -2329,7 +2403,12 @@ impl Conn {
         // The right edge this segment advertises; recorded once it is written.
         let mut new_adv = self.rcv_adv;
         if flags.ack() || flags.syn() {
-            let avail = self.recv_window(cx.cfg);
+            let avail = self.recv_window(cx.cfg, cx.pool);
+            let allowance = self.rcv_allowance(cx.cfg, cx.pool);
+            if allowance < cx.cfg.recv_buffer {
+                // Memory pressure holds this window below the buffer's ceiling.
+                cx.stats.mem_window_clamped += 1;
+            }
             let new_edge = self.rcv_nxt + avail;
             let thresh = u32::from(self.mss).min((cx.cfg.recv_buffer / 2) as u32);
             // §3.8.6.2.2: move the edge when RCV.BUFF - RCV.USER - RCV.WND
@@ -2337,7 +2416,7 @@ impl Conn {
             // window field can say: with the field at its maximum, the edge
             // still follows RCV.NXT (as Linux keeps offering the full window).
             let used = self.rcv_nxt.since(self.rcv_released) as usize;
-            let free = cx.cfg.recv_buffer.saturating_sub(used) as u32;
+            let free = allowance.saturating_sub(used) as u32;
             let cur_wnd = self.advertised_window();
             let edge = if new_edge > self.rcv_adv
                 && (free.saturating_sub(cur_wnd) >= thresh

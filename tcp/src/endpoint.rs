@@ -322,7 +322,7 @@ impl Endpoint {
         let (l0, l1) = derive_key(config.seed, "listener-table");
         let (p0, p1) = derive_key(config.seed, "source-table");
         Ok(Endpoint {
-            pool: BufPool::new(config.buffer_pool_bytes),
+            pool: BufPool::new(config.buffer_pool_bytes, config.mem_limit),
             config,
             stats: Stats::default(),
             secrets,
@@ -402,7 +402,7 @@ impl Endpoint {
             cwnd: c.cwnd(),
             ssthresh: c.ssthresh(),
             snd_wnd: c.snd_wnd(),
-            rcv_wnd: c.recv_window(&self.config),
+            rcv_wnd: c.recv_window(&self.config, &self.pool),
             in_flight: c.in_flight(),
             send_buffered: c.send_buffered(),
             recv_buffered: c.recv_buffered(),
@@ -425,13 +425,28 @@ impl Endpoint {
             })
         })
     }
-    /// Bytes of buffer storage held by connections plus the pool (for memory reports).
+    /// Bytes of buffer storage the connections hold together (send and
+    /// receive rings), the figure [`Config::mem_limit`] bounds.
     pub fn buffer_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .filter_map(|s| s.conn.as_ref())
-            .map(|c| c.buffer_capacity())
-            .sum()
+        self.pool.held_bytes()
+    }
+    /// Bytes of free buffer storage kept for reuse (at most
+    /// [`Config::buffer_pool_bytes`]).
+    pub fn buffer_pool_bytes(&self) -> usize {
+        self.pool.free_bytes()
+    }
+    /// Whether the endpoint is under memory pressure (see
+    /// [`Config::mem_limit`]).
+    pub fn under_memory_pressure(&self) -> bool {
+        self.pool.under_pressure()
+    }
+    /// Gives back free buffer storage nobody used since the previous call:
+    /// one decay step of the buffer pool. Call it periodically (the daemon:
+    /// every few hundred ms), never per packet. Returns the bytes freed; a
+    /// pool that a steady exchange keeps cycling loses nothing, a pool left
+    /// full by a finished bulk transfer empties within two calls.
+    pub fn release_memory(&mut self) -> usize {
+        self.pool.decay()
     }
 
     fn conn(&self, id: ConnId) -> Result<&Conn, Error> {
@@ -1652,7 +1667,7 @@ impl Endpoint {
 
     /// Free space in the send buffer.
     pub fn send_capacity(&self, id: ConnId) -> Result<usize, Error> {
-        Ok(self.conn(id)?.send_space(&self.config))
+        Ok(self.conn(id)?.send_space(&self.config, &self.pool))
     }
 
     /// Reads and releases received data. `Ok(0)`: end of stream (the peer

@@ -69,6 +69,22 @@ pub struct Stats {
     pub reasm: ReasmStats,
     /// ICMP errors and what they did (path MTU discovery, RFC 5927 checks).
     pub icmp: IcmpStats,
+    /// Times the endpoint entered memory pressure: connections held more
+    /// than 2/3 of [`crate::Config::mem_limit`] (Linux: TCPMemoryPressures).
+    pub mem_pressure: u64,
+    /// Buffer growths refused because the connections together would have
+    /// held more than [`crate::Config::mem_limit`].
+    pub mem_grow_refused: u64,
+    /// Segments whose data (or part of it) was dropped unacknowledged
+    /// because the receive buffer could not grow under the memory limit;
+    /// the peer retransmits it (Linux: TCPRcvQDrop).
+    pub mem_rcv_drops: u64,
+    /// Application writes cut short because memory pressure held the send
+    /// buffer at the storage it had.
+    pub mem_send_clamped: u64,
+    /// Segments that advertised a window held below the receive buffer's
+    /// ceiling by memory pressure.
+    pub mem_window_clamped: u64,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
 }

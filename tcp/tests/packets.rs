@@ -4873,3 +4873,134 @@ fn prr_without_sack_counts_each_duplicate_as_one_segment_delivered() {
         ]
     );
 }
+
+// ----- memory limit (Config::mem_limit, Linux's tcp_mem) ---------------------
+
+/// `n` bytes of the peer's stream from offset `off` (byte i = i % 251).
+fn stream(off: usize, n: usize) -> Vec<u8> {
+    (off..off + n).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn memory_pressure_shrinks_windows_refuses_growth_keeps_edge_and_data() {
+    // One connection, a 64 KiB endpoint-wide limit: pressure above 2/3 of
+    // it, growth refused past it. The receive ring reaches 32 KiB, then the
+    // application queues 16 KiB to send: 48 KiB held, pressure. The peer
+    // keeps sending up to the edge advertised before: the ring cannot grow
+    // to 64 KiB, so what does not fit is dropped unacknowledged, never
+    // stored half; the window offered shrinks, but the right edge the peer
+    // was given never moves back (RFC 9293 §3.8.6, RFC 7323 §2.4). Once the
+    // application reads, the data is intact and the rest gets in.
+    let cfg = Config {
+        mem_limit: 64 * 1024,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let mut edge = REMOTE_SEQ + 1 + RCV_BUF as u32; // from the SYN-ACK
+    let mut t = 1;
+    // Takes our segments, checking the edge never retreats.
+    let drain = |p: &mut Peer, t: u64, edge: &mut SeqNum| {
+        let mut acks = Vec::new();
+        while let Some(s) = p.poll(ms(t)) {
+            if let Some(a) = s.ack {
+                let e = a + u32::from(s.window);
+                assert!(e >= *edge, "right edge moved back: {e:?} < {edge:?}");
+                *edge = e;
+                acks.push((a, s.window));
+            }
+        }
+        acks
+    };
+    let mut off = 0usize;
+    while off + 1460 <= 32 * 1024 {
+        let seg = Seg {
+            seq: REMOTE_SEQ + 1 + off as u32,
+            ack: Some(LOCAL_SEQ + 1),
+            payload: stream(off, 1460),
+            ..send_templ()
+        };
+        p.send(ms(t), seg);
+        off += 1460;
+        drain(&mut p, t, &mut edge);
+    }
+    assert_eq!(p.ep.stats().mem_pressure, 0);
+    assert!(!p.ep.under_memory_pressure());
+    p.write(&[7u8; 16 * 1024]);
+    assert!(p.ep.under_memory_pressure());
+    assert_eq!(p.ep.stats().mem_pressure, 1);
+    t += 1;
+    let acks = drain(&mut p, t, &mut edge);
+    assert!(!acks.is_empty());
+    // The window now offers only what the 32 KiB already held can take, yet
+    // the segments keep the edge advertised before.
+    assert!(p.ep.stats().mem_window_clamped > 0);
+    // Send up to the edge we were given: all of it is acceptable.
+    let accepted_before = p.ep.stats().mem_rcv_drops;
+    while off + 1460 <= RCV_BUF {
+        let seg = Seg {
+            seq: REMOTE_SEQ + 1 + off as u32,
+            ack: Some(LOCAL_SEQ + 1),
+            payload: stream(off, 1460),
+            ..send_templ()
+        };
+        p.send(ms(t), seg);
+        off += 1460;
+        drain(&mut p, t, &mut edge);
+    }
+    assert!(p.ep.stats().mem_grow_refused > 0, "{:?}", p.ep.stats());
+    assert!(p.ep.stats().mem_rcv_drops > accepted_before);
+    assert!(
+        p.ep.buffer_bytes() <= 64 * 1024,
+        "held {}",
+        p.ep.buffer_bytes()
+    );
+    // The application reads: exactly the 32 KiB the ring held, intact.
+    let got = p.read_all();
+    assert_eq!(got.len(), 32 * 1024);
+    assert_eq!(got, stream(0, 32 * 1024));
+    assert!(
+        !p.ep.under_memory_pressure(),
+        "the ring went back: below half"
+    );
+    t += 1;
+    let acks = drain(&mut p, t, &mut edge);
+    let (ack, _) = *acks.last().expect("a window update");
+    assert_eq!(ack, REMOTE_SEQ + 1 + 32 * 1024);
+    // The peer retransmits from there; it all gets in.
+    let mut at = 32 * 1024;
+    while at < off {
+        let n = 1460.min(off - at);
+        let seg = Seg {
+            seq: REMOTE_SEQ + 1 + at as u32,
+            ack: Some(LOCAL_SEQ + 1),
+            payload: stream(at, n),
+            ..send_templ()
+        };
+        p.send(ms(t), seg);
+        at += n;
+        drain(&mut p, t, &mut edge);
+    }
+    let rest = p.read_all();
+    assert_eq!(rest, stream(32 * 1024, off - 32 * 1024));
+}
+
+#[test]
+fn memory_pressure_holds_send_buffer_at_what_it_has() {
+    // Under pressure an application write sees only the free space of the
+    // send storage the connection holds (at least 4 KiB), not the 256 KiB
+    // ceiling; the cut write is counted.
+    let cfg = Config {
+        mem_limit: 64 * 1024,
+        ..test_config()
+    };
+    let mut p = established_with(cfg);
+    let id = p.id();
+    assert_eq!(p.ep.send_capacity(id).unwrap(), 256 * 1024);
+    // 48 KiB queued: the ring is 64 KiB (> 2/3 of the limit): pressure.
+    assert_eq!(p.ep.send(id, &[1u8; 48 * 1024]), Ok(48 * 1024));
+    assert!(p.ep.under_memory_pressure());
+    assert_eq!(p.ep.send_capacity(id).unwrap(), 16 * 1024);
+    assert_eq!(p.ep.send(id, &[2u8; 20 * 1024]), Ok(16 * 1024));
+    assert_eq!(p.ep.stats().mem_send_clamped, 1);
+    assert_eq!(p.ep.send_capacity(id).unwrap(), 0);
+}

@@ -473,3 +473,99 @@ fn tun_like_link_with_faults() {
     );
     assert!(secs < 30.0, "recovery too slow: {secs:.1} s");
 }
+
+#[test]
+fn many_transfers_under_a_global_memory_limit_stay_intact_and_memory_comes_back() {
+    // Eight bulk uploads between endpoints allowed 256 KiB of buffers in all
+    // (eight 256 KiB send buffers would want 2 MiB): the sender goes under
+    // pressure and its writes are cut, yet every byte of every stream
+    // arrives intact; the buffers stay near the limit; after the transfers
+    // the connections hold nothing and the pool empties.
+    const N: usize = 8;
+    const EACH: u64 = 1_000_000;
+    const LIMIT: usize = 256 * 1024;
+    let mut ca = config(70);
+    ca.mem_limit = LIMIT;
+    let mut cb = config(71);
+    cb.mem_limit = LIMIT;
+    let mut p = Pair::new(ca, cb);
+    p.b.listen(9, 64).unwrap();
+    let remote: SocketAddr = format!("{B_ADDR}:9").parse().unwrap();
+    let clients: Vec<ConnId> = (0..N)
+        .map(|_| p.a.connect(p.now, A_ADDR.parse().unwrap(), remote).unwrap())
+        .collect();
+    let mut sent = [0u64; N];
+    let mut closed = [false; N];
+    let mut servers: Vec<(ConnId, u64, bool)> = Vec::new();
+    let (mut buf, mut check) = (vec![0u8; 16384], vec![0u8; 16384]);
+    let mut peak = 0usize;
+    p.run_until(5_000_000, |p| {
+        while let Some(ev) = p.a.poll_event() {
+            if let Event::Reset(_) | Event::TimedOut(_) = ev {
+                panic!("client {ev:?}");
+            }
+        }
+        for (i, &id) in clients.iter().enumerate() {
+            while sent[i] < EACH {
+                let n = ((EACH - sent[i]) as usize).min(buf.len());
+                pattern(sent[i], &mut buf[..n]);
+                match p.a.send(id, &buf[..n]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => sent[i] += k as u64,
+                }
+            }
+            if sent[i] == EACH && !closed[i] {
+                closed[i] = true;
+                p.a.close(id).unwrap();
+            }
+        }
+        while let Some(ev) = p.b.poll_event() {
+            match ev {
+                Event::Incoming { port } => {
+                    while let Some(id) = p.b.accept(port) {
+                        servers.push((id, 0, false));
+                    }
+                }
+                Event::Reset(_) | Event::TimedOut(_) => panic!("server {ev:?}"),
+                _ => {}
+            }
+        }
+        peak = peak.max(p.b.buffer_bytes());
+        for (id, got, eof) in servers.iter_mut() {
+            loop {
+                match p.b.recv(*id, &mut buf) {
+                    Ok(0) => *eof = true,
+                    Ok(n) => {
+                        pattern(*got, &mut check[..n]);
+                        assert!(buf[..n] == check[..n], "stream corrupted near byte {got}");
+                        *got += n as u64;
+                        continue;
+                    }
+                    Err(_) => {}
+                }
+                break;
+            }
+        }
+        peak = peak.max(p.a.buffer_bytes());
+        servers.len() == N && servers.iter().all(|s| s.2)
+    });
+    assert!(servers.iter().all(|s| s.1 == EACH));
+    let st = *p.a.stats();
+    assert!(st.mem_pressure >= 1, "{st:?}");
+    assert!(st.mem_send_clamped > 0, "{st:?}");
+    // The guaranteed 4 KiB per direction may exceed the limit slightly.
+    assert!(peak <= LIMIT + N * 2 * 4096, "peak {peak}");
+    // The last ACKs reach the sender.
+    p.run_until(10_000, |p| p.a.buffer_bytes() == 0);
+    for ep in [&mut p.a, &mut p.b] {
+        assert_eq!(ep.buffer_bytes(), 0, "drained connections hold no buffers");
+        assert!(ep.buffer_pool_bytes() > 0);
+        ep.release_memory();
+        ep.release_memory();
+        assert_eq!(
+            ep.buffer_pool_bytes(),
+            0,
+            "an idle pool empties in two steps"
+        );
+    }
+}

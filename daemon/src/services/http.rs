@@ -120,7 +120,9 @@ mod opt_us {
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
         Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
     }
 }
@@ -945,8 +947,7 @@ impl HttpHandler {
                 Some(len),
                 keep,
                 v10,
-                "Cache-Control: no-store
-",
+                "Cache-Control: no-store\r\n",
             );
             self.body = if head_only {
                 Body::None

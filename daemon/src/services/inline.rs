@@ -520,6 +520,10 @@ impl InlineHost {
             }
             Err(_) => e.unsent.clear(),
         }
+        if e.unsent.is_empty() {
+            // An idle connection holds no storage (see daemon::Config::mem_release_ms).
+            e.unsent = Vec::new();
+        }
         if e.unsent.is_empty() && e.close_pending {
             e.close_pending = false;
             let _ = ep.close(id);

@@ -126,6 +126,105 @@ pub const TCP_HELP: &[(&str, &str)] = &[
     (
         "spurious_recoveries",
         "Recoveries undone because D-SACK showed them needless (RFC 3708, RFC 4015).",
+    ),    (
+        "paws_disordered_acks",
+        "Duplicate ACKs older than TS.Recent taken within the replay window (Linux tcp_disordered_ack).",
+    ),
+    (
+        "mem_pressure",
+        "Times the connections' buffers went above 2/3 of the memory limit (memory pressure).",
+    ),
+    (
+        "mem_grow_refused",
+        "Buffer growths refused at the memory limit.",
+    ),
+    (
+        "mem_rcv_drops",
+        "Segments whose data was dropped unacknowledged because the receive buffer could not grow.",
+    ),
+    (
+        "mem_send_clamped",
+        "Application writes cut short by memory pressure.",
+    ),
+    (
+        "mem_window_clamped",
+        "Receive windows held to the storage a connection had, under memory pressure.",
+    ),
+    (
+        "icmp_errors_in",
+        "ICMP and ICMPv6 errors received.",
+    ),
+    (
+        "icmp_pmtu_lowered",
+        "Fragmentation-needed / packet-too-big errors that lowered a path MTU (RFC 1191, RFC 8201).",
+    ),
+    (
+        "icmp_pmtu_clamped",
+        "Path MTU reports below the floor, raised to it (IPv4 552, IPv6 1280).",
+    ),
+    (
+        "icmp_pmtu_not_lower",
+        "Path MTU reports that did not lower the path MTU, ignored.",
+    ),
+    (
+        "icmp_mss_lowered",
+        "Connections whose MSS a lowered path MTU reduced.",
+    ),
+    (
+        "icmp_no_connection",
+        "ICMP errors whose quoted header named no connection (RFC 5927), ignored.",
+    ),
+    (
+        "icmp_out_of_window",
+        "ICMP errors whose quoted sequence number was outside SND.UNA..SND.NXT (RFC 5927), ignored.",
+    ),
+    (
+        "icmp_bad_quote",
+        "ICMP errors with an unusable quoted packet, ignored.",
+    ),
+    (
+        "icmp_aborted",
+        "Connection attempts ended by a hard ICMP error (RFC 1122 4.2.3.9).",
+    ),
+    (
+        "icmp_soft_errors",
+        "ICMP errors kept as soft errors of a synchronized connection.",
+    ),
+    (
+        "reasm_fragments_in",
+        "IP fragments taken into reassembly.",
+    ),
+    (
+        "reasm_reassembled",
+        "Datagrams reassembled from fragments.",
+    ),
+    (
+        "reasm_overlaps",
+        "Datagrams discarded whole for overlapping fragments (RFC 5722).",
+    ),
+    (
+        "reasm_duplicates",
+        "Exact duplicate fragments ignored.",
+    ),
+    (
+        "reasm_tiny",
+        "Tiny or offset-8 TCP fragments refused (RFC 1858).",
+    ),
+    (
+        "reasm_budget_drops",
+        "Fragments dropped because the global or per-source reassembly budget was full.",
+    ),
+    (
+        "reasm_timeouts",
+        "Datagrams whose reassembly timed out.",
+    ),
+    (
+        "reasm_evicted",
+        "Datagrams evicted early to bound the reassembly queue.",
+    ),
+    (
+        "reasm_bad",
+        "Malformed fragments dropped.",
     ),
 ];
 
@@ -665,11 +764,14 @@ mod tests {
                 c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
             })
         };
-        for (name, _) in super::super::stats_fields(&tcp::Stats::default()) {
-            assert!(
-                TCP_HELP.iter().any(|(n, _)| *n == name),
-                "no help for {name}"
-            );
+        let stats = super::super::stats_fields(&tcp::Stats::default());
+        let missing: Vec<&str> = stats
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|name| !TCP_HELP.iter().any(|(n, _)| n == name))
+            .collect();
+        assert!(missing.is_empty(), "no help for {missing:?}");
+        for (name, _) in stats {
             assert!(valid(&tcp_metric(name)));
         }
         /// A device that never has a packet: only its counters matter.
@@ -693,12 +795,12 @@ mod tests {
         let fault = crate::fault::FaultDevice::new(Null, crate::FaultConfig::default());
         crate::device::Device::counters(&fault, &mut names);
         names.extend([("pcap_records", 0), ("pcap_lost", 0), ("pool_buffers", 0)]);
-        for (name, _) in names {
-            assert!(
-                DAEMON_HELP.iter().any(|(n, _, _)| *n == name),
-                "no help for {name}"
-            );
-        }
+        let missing: Vec<&str> = names
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|name| !DAEMON_HELP.iter().any(|(n, _, _)| n == name))
+            .collect();
+        assert!(missing.is_empty(), "no help for {missing:?}");
         for (name, _, help) in DAEMON_HELP {
             assert!(valid(&daemon_metric(name).0), "{name}");
             assert!(!help.is_empty() && !help.contains('\n'));

@@ -397,7 +397,7 @@ impl BoardInner {
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
 /// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 46] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     [
@@ -428,6 +428,11 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 46] {
         ("paws_disordered_acks", s.paws_disordered_acks),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
+        ("mem_pressure", s.mem_pressure),
+        ("mem_grow_refused", s.mem_grow_refused),
+        ("mem_rcv_drops", s.mem_rcv_drops),
+        ("mem_send_clamped", s.mem_send_clamped),
+        ("mem_window_clamped", s.mem_window_clamped),
         i[0],
         i[1],
         i[2],
