@@ -1663,23 +1663,6 @@ fn second_signal_ends_a_stuck_shutdown() {
     drop(reader);
 }
 
-/// A namespace named `h-ip-<purpose>-<pid>-<random>`, deleted on drop.
-fn ip_ns(purpose: &str) -> Netns {
-    let name = format!(
-        "h-ip-{purpose}-{}-{:04x}",
-        std::process::id(),
-        Instant::now().elapsed().subsec_nanos() & 0xffff
-    );
-    let st = Command::new("ip")
-        .args(["netns", "add", &name])
-        .status()
-        .unwrap();
-    assert!(st.success(), "ip netns add {name}");
-    let ns = Netns { name };
-    ns.ip(&["link", "set", "lo", "up"]);
-    ns
-}
-
 /// Path MTU discovery through a real narrower hop (RFC 1191): client —
 /// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
 /// (MTU 1500). The client announces MSS 1460, so only router B's "need to
@@ -1693,9 +1676,9 @@ fn pmtu_narrow_hop_20mb_download() {
     need_tool("curl", "curl");
     let n = 20 * MB;
     let expected = pattern_sha256(n);
-    let client = ip_ns("cl");
-    let ra = ip_ns("ra");
-    let rb = ip_ns("rb");
+    let client = Netns::new("pmtu-cl");
+    let ra = Netns::new("pmtu-ra");
+    let rb = Netns::new("pmtu-rb");
     // client <-> A, MTU 1500.
     client.ip(&[
         "link", "add", "c0", "type", "veth", "peer", "name", "a0", "netns", &ra.name,
@@ -1770,7 +1753,7 @@ fn fragmented_ping_4000_answered() {
         return;
     }
     need_tool("ping", "iputils-ping");
-    let ns = ip_ns("frag");
+    let ns = Netns::new("frag");
     let _t = Tcpd::start(&ns, &["--seed", "8"]);
     for (dst, v6) in [("10.0.0.2", false), ("fd00::2", true)] {
         let mut args = vec!["-c", "3", "-i", "0.2", "-W", "2", "-s", "4000"];

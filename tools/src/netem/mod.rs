@@ -12,32 +12,9 @@ pub mod gso;
 
 use std::collections::VecDeque;
 
-/// A small seeded generator (SplitMix64): reproducible runs, no crate.
-#[derive(Clone, Debug)]
-pub struct Rng(u64);
-
-impl Rng {
-    /// A generator started from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// True with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && self.unit() < p
-    }
-}
+/// The fault injector's seeded generator (SplitMix64), so that the same
+/// seed draws the same sequence in both.
+pub use daemon::fault::Rng;
 
 /// Gilbert-Elliott burst loss: a Good and a Bad state; each packet first
 /// moves the chain (Good→Bad with `p`, Bad→Good with `r`), then is lost
