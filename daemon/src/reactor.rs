@@ -835,6 +835,8 @@ impl<D: Device> Reactor<D> {
                 // raise no events) end this way; the daemon makes no active opens.
                 Event::Unreachable(..) => self.counters.resets += 1,
                 Event::Closed(id) => self.forget(id),
+                // No deferred listeners here (yet).
+                Event::Syn(_) | Event::SynExpired(_) => {}
             }
         }
         any
