@@ -2005,3 +2005,48 @@ fn slowloris_is_held_to_the_per_source_limit() {
     let (_, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/10");
     assert_eq!(code, 200);
 }
+
+#[test]
+fn udp_to_tcpd_gets_port_unreachable() {
+    // tcpd has no UDP: like Linux for a closed port, it answers a datagram
+    // with ICMP / ICMPv6 port unreachable (RFC 1122 §4.1.3.1), which the
+    // kernel turns into ECONNREFUSED on a connected UDP socket.
+    if !live_ok("udp_to_tcpd_gets_port_unreachable") {
+        return;
+    }
+    let ns = Netns::new("h-defer-udp");
+    let _t = Tcpd::start(&ns, &["--seed", "31"]);
+    for dst in ["10.0.0.2:33434", "[fd00::2]:33435"] {
+        let err = ns.within(|| {
+            let bind = if dst.starts_with('[') {
+                "[::]:0"
+            } else {
+                "0.0.0.0:0"
+            };
+            let s = std::net::UdpSocket::bind(bind).unwrap();
+            s.connect(dst).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            // Retried while the daemon's IPv6 address finishes DAD; the
+            // first error that comes back ends it.
+            let until = Instant::now() + Duration::from_secs(10);
+            loop {
+                let _ = s.send(b"probe");
+                let mut b = [0u8; 64];
+                match s.recv(&mut b) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return e,
+                    Err(_) | Ok(_) if Instant::now() < until => {}
+                    r => panic!("{dst}: no port unreachable: {r:?}"),
+                }
+            }
+        });
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{dst}");
+    }
+    // The counters (published every 250 ms).
+    std::thread::sleep(Duration::from_millis(600));
+    let body = ns.stats();
+    assert!(
+        stat(&body, "icmp_port_unreachable_out").is_some_and(|n| n >= 2),
+        "{body}"
+    );
+    assert!(stat(&body, "udp_in").is_some_and(|n| n >= 2), "{body}");
+}

@@ -45,7 +45,8 @@ impl Default for Keepalive {
 /// configuration written before a field existed reads back with the
 /// behaviour it had then. Where the default changed when the field came
 /// (`congestion`, `hystart`, `prr`: NewReno without either ran before;
-/// `max_passive`, `max_passive_per_source`, `mem_limit`: no limit), a missing field
+/// `max_passive`, `max_passive_per_source`, `mem_limit`: no limit;
+/// `icmp_unreachables`: no ICMP errors sent), a missing field
 /// reads as the old behaviour, not as today's default.
 #[derive(Clone, Debug)]
 #[cfg_attr(
@@ -213,6 +214,7 @@ pub struct Config {
     /// decided on before giving it up ([`crate::Event::SynExpired`]).
     /// Default 75 s, Linux's `TCP_TIMEOUT_INIT`-based connect budget order
     /// (a Linux client with `tcp_syn_retries` 6 retries for 127 s).
+    #[cfg_attr(feature = "serde", serde(rename = "syn_hold_timeout_us"))]
     pub syn_hold_timeout: Duration,
     /// TTL / hop limit of emitted packets. Default 64.
     pub ttl: u8,
@@ -256,6 +258,30 @@ pub struct Config {
     /// MTU (RFC 791 §3.2, RFC 8200 §4.5), as Linux; off, IPv4 replies are
     /// cut to the MTU (RFC 1122 §3.2.2.6) and IPv6 ones dropped. Default on.
     pub fragment_replies: bool,
+    /// Answer datagrams to our addresses that nothing takes as Linux does:
+    /// UDP with ICMP port unreachable (RFC 1122 §4.1.3.1; tcpd has no UDP
+    /// sockets), an unknown IPv4 protocol with protocol unreachable (RFC
+    /// 1122 §3.2.2.1), an unknown IPv6 Next Header with parameter problem
+    /// code 1 (RFC 8200 §4), under the rate limits below. Default on; a
+    /// serialized configuration without the field reads as off (it ran
+    /// without them).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub icmp_unreachables: bool,
+    /// Per-destination limit of the ICMP errors we send: one per this
+    /// interval, six saved up (Linux `icmp_ratelimit`, `ratelimit` for
+    /// IPv6, and XRLIM_BURST_FACTOR). 0: none. Default 1000 ms.
+    #[cfg_attr(feature = "serde", serde(rename = "icmp_ratelimit_us"))]
+    pub icmp_ratelimit: Duration,
+    /// Endpoint-wide limit of the ICMP errors we send, per second (Linux
+    /// `icmp_msgs_per_sec`). Default 1000.
+    pub icmp_msgs_per_sec: u32,
+    /// Most ICMP errors sent in one burst under the endpoint-wide limit
+    /// (Linux `icmp_msgs_burst`). Default 50.
+    pub icmp_msgs_burst: u32,
+    /// Per-destination rate-limit buckets, a table indexed by a keyed hash
+    /// of the address (destinations that collide share a bucket).
+    /// Default 1024.
+    pub icmp_ratelimit_peers: usize,
 }
 
 impl Default for Config {
@@ -311,6 +337,11 @@ impl Default for Config {
             reasm_timeout_v4: Duration::from_secs(30),
             reasm_timeout_v6: Duration::from_secs(60),
             fragment_replies: true,
+            icmp_unreachables: true,
+            icmp_ratelimit: Duration::from_millis(1000),
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+            icmp_ratelimit_peers: 1024,
         }
     }
 }

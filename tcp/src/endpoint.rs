@@ -26,6 +26,7 @@ pub use deferred::{Refusal, SynId, SynInfo};
 mod deferred;
 mod frag_out;
 mod icmp_err;
+mod icmp_send;
 mod reasm;
 
 /// A handle to a connection. Handles are never reused while the application
@@ -303,6 +304,8 @@ pub struct Endpoint {
     next_ephemeral: u32,
     /// Held SYNs of deferred listeners.
     deferred: deferred::Deferred,
+    /// Rate limits of the ICMP errors we send.
+    icmp_limiter: icmp_send::IcmpLimiter,
     now: Instant,
     /// Timer-heap compactions run (for the tests' cost bounds).
     #[cfg(test)]
@@ -364,6 +367,7 @@ impl Endpoint {
             per_source: HashMap::with_hasher(KeyedState(p0, p1)),
             next_ephemeral: 0,
             deferred: deferred::Deferred::new(derive_key(config_seed, "deferred-syns")),
+            icmp_limiter: icmp_send::IcmpLimiter::new(derive_key(config_seed, "icmp-ratelimit")),
             now: Instant::ZERO,
             #[cfg(test)]
             compactions: 0,
@@ -775,7 +779,7 @@ impl Endpoint {
         match (ip.protocol, ip.src) {
             (PROTO_TCP, _) => self.handle_tcp(&ip, !checksum_valid),
             (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => self.handle_icmp(&ip),
-            _ => self.drop_packet(DropReason::UnsupportedProtocol),
+            _ => self.unsupported_protocol(&ip, !checksum_valid),
         }
     }
 

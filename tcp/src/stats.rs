@@ -87,8 +87,40 @@ pub struct Stats {
     pub mem_window_clamped: u64,
     /// Deferred accept ([`crate::Endpoint::listen_deferred`]).
     pub defer: DeferStats,
+    /// ICMP errors we sent for datagrams nothing takes.
+    pub icmp_out: IcmpOutStats,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
+}
+
+/// The ICMP errors sent for datagrams to us that nothing takes
+/// ([`crate::Config::icmp_unreachables`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpOutStats {
+    /// UDP datagrams to our addresses (every port is closed).
+    pub udp_in: u64,
+    /// Of those, malformed ones (length or checksum): dropped unanswered.
+    pub udp_bad: u64,
+    /// ICMP / ICMPv6 port unreachable sent.
+    pub port_unreachable: u64,
+    /// ICMP protocol unreachable / ICMPv6 parameter problem (unrecognized
+    /// Next Header) sent.
+    pub protocol_unreachable: u64,
+    /// Errors not sent because of the rate limits.
+    pub rate_limited: u64,
+}
+
+impl IcmpOutStats {
+    /// Every counter with its name, for reports.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            ("udp_in", self.udp_in),
+            ("udp_bad", self.udp_bad),
+            ("icmp_port_unreachable_out", self.port_unreachable),
+            ("icmp_protocol_unreachable_out", self.protocol_unreachable),
+            ("icmp_out_rate_limited", self.rate_limited),
+        ]
+    }
 }
 
 /// What deferred listeners did with the SYNs they held.

@@ -258,6 +258,26 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "syn_refused_drop",
         "Held SYNs refused silently.",
     ),
+    (
+        "udp_in",
+        "UDP datagrams to our addresses (no UDP sockets: every port is closed).",
+    ),
+    (
+        "udp_bad",
+        "UDP datagrams with a bad length or checksum, dropped unanswered.",
+    ),
+    (
+        "icmp_port_unreachable_out",
+        "ICMP port unreachable messages sent for UDP datagrams (RFC 1122 4.1.3.1).",
+    ),
+    (
+        "icmp_protocol_unreachable_out",
+        "ICMP protocol unreachable / ICMPv6 unrecognized next header messages sent.",
+    ),
+    (
+        "icmp_out_rate_limited",
+        "ICMP errors not sent because of the rate limits.",
+    ),
 ];
 
 /// One-line descriptions and kinds of the daemon's figures (the reactor's

@@ -397,11 +397,13 @@ impl BoardInner {
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
 /// ([`tcp::Stats::reasm`], `reasm_*`) and the deferred-accept counters
-/// ([`tcp::Stats::defer`], `syn_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 59] {
+/// ([`tcp::Stats::defer`], `syn_*`) and the ICMP errors sent
+/// ([`tcp::Stats::icmp_out`]), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 64] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let d = s.defer.named();
+    let o = s.icmp_out.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -462,5 +464,10 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 59] {
         d[5],
         d[6],
         d[7],
+        o[0],
+        o[1],
+        o[2],
+        o[3],
+        o[4],
     ]
 }

@@ -119,6 +119,7 @@ mod tests {
         // New recordings say which congestion control and recovery ran.
         assert_eq!(c.tcp.congestion, tcp::Congestion::Cubic);
         assert!(c.tcp.hystart && c.tcp.prr);
+        assert!(c.tcp.icmp_unreachables, "recorded as on");
         let mut reno = cfg.clone();
         reno.tcp.congestion = tcp::Congestion::NewReno;
         reno.tcp.prr = false;
@@ -185,5 +186,7 @@ mod tests {
         // Recorded before CUBIC, HyStart++ and PRR: replays as it ran.
         assert_eq!(sc.config.tcp.congestion, tcp::Congestion::NewReno);
         assert!(!sc.config.tcp.hystart && !sc.config.tcp.prr);
+        // Recorded before tcpd sent ICMP errors for UDP and unknown protocols.
+        assert!(!sc.config.tcp.icmp_unreachables);
     }
 }
