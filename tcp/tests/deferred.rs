@@ -10,10 +10,7 @@ mod peer;
 
 use peer::*;
 use std::net::{IpAddr, SocketAddr};
-use tcp::wire::{
-    checksum_fold, checksum_sum, parse_ip, parse_tcp, pseudo_header_sum, TcpOptions, PROTO_ICMP,
-    PROTO_ICMPV6,
-};
+use tcp::wire::{parse_ip, parse_tcp, TcpOptions, PROTO_ICMP, PROTO_ICMPV6};
 use tcp::{Config, Error, Event, Refusal, SeqNum, State, SynId, Unreach};
 
 fn syn_opts() -> TcpOptions {
@@ -71,34 +68,14 @@ fn held(p: &mut Peer) -> SynId {
     }
 }
 
-/// Checks an ICMP(v6) error's checksum and returns (type, code, rest, quote).
+/// [`icmp_error`], plus the TOS Linux gives its ICMP errors.
 #[track_caller]
 fn icmp_fields(pkt: &[u8], from: IpAddr, to: IpAddr) -> (u8, u8, u32, Vec<u8>) {
-    let ip = parse_ip(pkt).unwrap();
-    assert_eq!((ip.src, ip.dst), (from, to));
-    let v6 = from.is_ipv6();
-    assert_eq!(ip.protocol, if v6 { PROTO_ICMPV6 } else { PROTO_ICMP });
-    let m = ip.payload;
-    let init = if v6 {
-        pseudo_header_sum(from, to, PROTO_ICMPV6, m.len() as u32)
-    } else {
-        0
-    };
-    assert_eq!(checksum_fold(checksum_sum(init, m)), 0, "ICMP checksum");
-    if !v6 {
-        assert_eq!(
-            checksum_fold(checksum_sum(0, &pkt[..20])),
-            0,
-            "IP header checksum"
-        );
+    let fields = icmp_error(pkt, from, to);
+    if from.is_ipv4() {
         assert_eq!(pkt[1], 0xc0, "TOS internetwork control, as Linux");
     }
-    (
-        m[0],
-        m[1],
-        u32::from_be_bytes([m[4], m[5], m[6], m[7]]),
-        m[8..].to_vec(),
-    )
+    fields
 }
 
 // ----- holding -----------------------------------------------------------------

@@ -11,8 +11,7 @@ mod peer;
 use peer::*;
 use std::net::IpAddr;
 use tcp::wire::{
-    checksum_fold, checksum_sum, emit_ip_header, parse_ip, pseudo_header_sum, PROTO_ICMP,
-    PROTO_ICMPV6, PROTO_UDP,
+    checksum_fold, checksum_sum, emit_ip_header, pseudo_header_sum, PROTO_ICMP, PROTO_UDP,
 };
 use tcp::{Config, Duration};
 
@@ -55,29 +54,6 @@ fn v6() -> (IpAddr, IpAddr) {
     (IpAddr::V6(REMOTE_ADDR6), IpAddr::V6(LOCAL_ADDR6))
 }
 
-/// The ICMP error the endpoint emitted: checks addresses and checksums;
-/// returns (type, code, the 4 bytes after the checksum, quote).
-#[track_caller]
-fn icmp(pkt: &[u8], from: IpAddr, to: IpAddr) -> (u8, u8, u32, Vec<u8>) {
-    let ip = parse_ip(pkt).unwrap();
-    assert_eq!((ip.src, ip.dst), (from, to));
-    let v6 = from.is_ipv6();
-    assert_eq!(ip.protocol, if v6 { PROTO_ICMPV6 } else { PROTO_ICMP });
-    let m = ip.payload;
-    let init = if v6 {
-        pseudo_header_sum(from, to, PROTO_ICMPV6, m.len() as u32)
-    } else {
-        0
-    };
-    assert_eq!(checksum_fold(checksum_sum(init, m)), 0, "ICMP checksum");
-    (
-        m[0],
-        m[1],
-        u32::from_be_bytes([m[4], m[5], m[6], m[7]]),
-        m[8..].to_vec(),
-    )
-}
-
 #[test]
 fn udp_to_a_closed_port_gets_port_unreachable() {
     for ((them, us), want) in [(v4(), (3, 3)), (v6(), (1, 4))] {
@@ -85,7 +61,7 @@ fn udp_to_a_closed_port_gets_port_unreachable() {
         let d = udp(them, us, 33435, b"traceroute probe", false);
         p.send_raw(ms(0), &d);
         let pkt = p.poll_raw(ms(0)).unwrap();
-        let (t, c, rest, quote) = icmp(&pkt, us, them);
+        let (t, c, rest, quote) = icmp_error(&pkt, us, them);
         assert_eq!((t, c), want);
         assert_eq!(rest, 0);
         assert_eq!(quote, d, "the datagram quoted whole");
@@ -105,7 +81,7 @@ fn long_datagrams_are_quoted_as_linux_does() {
         p.send_raw(ms(0), &d);
         let pkt = p.poll_raw(ms(0)).unwrap();
         assert_eq!(pkt.len(), total);
-        let (_, _, _, quote) = icmp(&pkt, us, them);
+        let (_, _, _, quote) = icmp_error(&pkt, us, them);
         assert_eq!(quote[..], d[..quote.len()]);
     }
 }
@@ -143,7 +119,7 @@ fn unknown_protocols_get_protocol_unreachable_or_parameter_problem() {
     let mut p = Peer::new(test_config());
     let d = raw(them, us, 253, b"experimental");
     p.send_raw(ms(0), &d);
-    let (t, c, _, quote) = icmp(&p.poll_raw(ms(0)).unwrap(), us, them);
+    let (t, c, _, quote) = icmp_error(&p.poll_raw(ms(0)).unwrap(), us, them);
     assert_eq!((t, c), (3, 2));
     assert_eq!(quote, d);
     assert_eq!(p.ep.stats().icmp_out.protocol_unreachable, 1);
@@ -157,7 +133,7 @@ fn unknown_protocols_get_protocol_unreachable_or_parameter_problem() {
     let mut p = Peer::new(test_config());
     let d = raw(them, us, 253, b"experimental");
     p.send_raw(ms(0), &d);
-    let (t, c, ptr, quote) = icmp(&p.poll_raw(ms(0)).unwrap(), us, them);
+    let (t, c, ptr, quote) = icmp_error(&p.poll_raw(ms(0)).unwrap(), us, them);
     assert_eq!((t, c, ptr), (4, 1, 6));
     assert_eq!(quote, d);
     // Behind a Destination Options header (8 bytes, PadN): the pointer
@@ -166,7 +142,7 @@ fn unknown_protocols_get_protocol_unreachable_or_parameter_problem() {
     ext.extend_from_slice(b"data");
     let d = raw(them, us, 60, &ext);
     p.send_raw(ms(10), &d);
-    let (t, c, ptr, _) = icmp(&p.poll_raw(ms(10)).unwrap(), us, them);
+    let (t, c, ptr, _) = icmp_error(&p.poll_raw(ms(10)).unwrap(), us, them);
     assert_eq!((t, c, ptr), (4, 1, 40));
     // No Next Header (59): nothing follows, nothing to complain about.
     let mut ext = vec![59, 0, 1, 4, 0, 0, 0, 0];

@@ -492,3 +492,37 @@ macro_rules! recv_nothing {
         $p.expect_nothing($crate::peer::ms($t))
     };
 }
+
+/// Checks an ICMP(v6) error the endpoint emitted (addresses, protocol, the
+/// ICMP checksum and, for IPv4, the header checksum) and returns its type,
+/// code, the 4 bytes after the checksum, and the quoted packet.
+#[track_caller]
+pub fn icmp_error(pkt: &[u8], from: IpAddr, to: IpAddr) -> (u8, u8, u32, Vec<u8>) {
+    use tcp::wire::{
+        checksum_fold, checksum_sum, parse_ip, pseudo_header_sum, PROTO_ICMP, PROTO_ICMPV6,
+    };
+    let ip = parse_ip(pkt).unwrap();
+    assert_eq!((ip.src, ip.dst), (from, to));
+    let v6 = from.is_ipv6();
+    assert_eq!(ip.protocol, if v6 { PROTO_ICMPV6 } else { PROTO_ICMP });
+    let m = ip.payload;
+    let init = if v6 {
+        pseudo_header_sum(from, to, PROTO_ICMPV6, m.len() as u32)
+    } else {
+        0
+    };
+    assert_eq!(checksum_fold(checksum_sum(init, m)), 0, "ICMP checksum");
+    if !v6 {
+        assert_eq!(
+            checksum_fold(checksum_sum(0, &pkt[..20])),
+            0,
+            "IP header checksum"
+        );
+    }
+    (
+        m[0],
+        m[1],
+        u32::from_be_bytes([m[4], m[5], m[6], m[7]]),
+        m[8..].to_vec(),
+    )
+}
