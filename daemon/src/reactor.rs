@@ -131,6 +131,8 @@ struct Conn {
     readable: bool,
     /// The end of stream was passed to the worker.
     eof_sent: bool,
+    /// The endpoint reported the peer's FIN.
+    fin_seen: bool,
     /// In `to_read` already.
     queued_read: bool,
     /// In `starved` already.
@@ -866,7 +868,13 @@ impl<D: Device> Reactor<D> {
             match ev {
                 Event::Incoming { port } => self.accept(port),
                 Event::Connected(_) => {}
-                Event::Readable(id) | Event::PeerClosed(id) => self.mark_readable(id),
+                Event::Readable(id) => self.mark_readable(id),
+                Event::PeerClosed(id) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.fin_seen = true;
+                    }
+                    self.mark_readable(id);
+                }
                 Event::Writable(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         if !c.queued_credit {
@@ -880,7 +888,20 @@ impl<D: Device> Reactor<D> {
                 // Only active opens and half-open passive connections (which
                 // raise no events) end this way; the daemon makes no active opens.
                 Event::Unreachable(..) => self.counters.resets += 1,
-                Event::Closed(id) => self.forget(id),
+                Event::Closed(id) => {
+                    // The endpoint lets a connection go once its bytes were
+                    // read, maybe before the end of stream was: pass the
+                    // FIN on first (a splice turns it into SHUT_WR, not a
+                    // reset).
+                    if let Some(c) = self.conn_mut(id) {
+                        if c.fin_seen && !c.eof_sent {
+                            c.eof_sent = true;
+                            let w = c.worker;
+                            self.deliver(w, ToWorker::PeerClosed { id });
+                        }
+                    }
+                    self.forget(id);
+                }
             }
         }
         any
@@ -929,6 +950,7 @@ impl<D: Device> Reactor<D> {
                 granted: credit,
                 readable: true,
                 eof_sent: false,
+                fin_seen: false,
                 queued_read: true,
                 queued_credit: false,
                 closing: false,
@@ -967,6 +989,7 @@ impl<D: Device> Reactor<D> {
             granted: credit,
             readable: true,
             eof_sent: false,
+            fin_seen: false,
             queued_read: true,
             queued_credit: false,
             closing: false,
