@@ -547,9 +547,7 @@ fn forward_reset_each_direction() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut b = [0u8; 1];
         assert_eq!(read_some(&mut s, &mut b).unwrap(), 1);
-        let e = read_some(&mut s, &mut b)
-            .map(|n| n)
-            .expect_err("no reset upstream");
+        let e = read_some(&mut s, &mut b).expect_err("no reset upstream");
         // The upstream resets: the client's read fails.
         let (mut s2, _) = l.accept().unwrap();
         s2.write_all(b"hello").unwrap();
