@@ -902,6 +902,8 @@ impl<D: Device> Reactor<D> {
                     }
                     self.forget(id);
                 }
+                // No deferred listeners here (yet).
+                Event::Syn(_) | Event::SynExpired(_) => {}
             }
         }
         any

@@ -208,6 +208,12 @@ pub struct Config {
     /// Most queued endpoint-level replies (RSTs, echo replies, cookie
     /// SYN-ACKs) awaiting `poll_transmit`. Default 1024.
     pub max_control_queue: usize,
+    /// How long a deferred listener ([`crate::Endpoint::listen_deferred`],
+    /// [`crate::Endpoint::listen_any`]) holds a SYN the application has not
+    /// decided on before giving it up ([`crate::Event::SynExpired`]).
+    /// Default 75 s, Linux's `TCP_TIMEOUT_INIT`-based connect budget order
+    /// (a Linux client with `tcp_syn_retries` 6 retries for 127 s).
+    pub syn_hold_timeout: Duration,
     /// TTL / hop limit of emitted packets. Default 64.
     pub ttl: u8,
     /// Segmentation offload: the largest IP packet the device accepts and
@@ -292,6 +298,7 @@ impl Default for Config {
             challenge_ack_limit: 1000,
             ephemeral_ports: (32768, 60999),
             max_control_queue: 1024,
+            syn_hold_timeout: Duration::from_secs(75),
             ttl: 64,
             tso_max: 0,
             checksum_offload: false,

@@ -21,6 +21,9 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
+pub use deferred::{Refusal, SynId, SynInfo};
+
+mod deferred;
 mod frag_out;
 mod icmp_err;
 mod reasm;
@@ -87,6 +90,15 @@ pub enum Event {
     /// or aborted). The handle is invalid from now on. Always the last event
     /// of a connection that was accepted or connected.
     Closed(ConnId),
+    /// A SYN reached a deferred listener ([`Endpoint::listen_deferred`],
+    /// [`Endpoint::listen_any`]) and is held: call [`Endpoint::syn_info`],
+    /// then [`Endpoint::accept_syn`] or [`Endpoint::refuse_syn`].
+    /// Retransmitted copies of the same SYN are absorbed (counted), not
+    /// reported again.
+    Syn(SynId),
+    /// The endpoint gave up holding the SYN ([`Config::syn_hold_timeout`],
+    /// or its listener closed); the [`SynId`] is dead.
+    SynExpired(SynId),
 }
 
 /// Errors of the application calls.
@@ -289,6 +301,8 @@ pub struct Endpoint {
     per_source: HashMap<IpAddr, u32, KeyedState>,
     /// RFC 6056 Algorithm 3's `next_ephemeral` counter.
     next_ephemeral: u32,
+    /// Held SYNs of deferred listeners.
+    deferred: deferred::Deferred,
     now: Instant,
     /// Timer-heap compactions run (for the tests' cost bounds).
     #[cfg(test)]
@@ -349,6 +363,7 @@ impl Endpoint {
             passive_open: 0,
             per_source: HashMap::with_hasher(KeyedState(p0, p1)),
             next_ephemeral: 0,
+            deferred: deferred::Deferred::new(derive_key(config_seed, "deferred-syns")),
             now: Instant::ZERO,
             #[cfg(test)]
             compactions: 0,
@@ -587,6 +602,7 @@ impl Endpoint {
         let r = f(conn, &mut cx);
         let after = conn.state;
         if before != after {
+            deferred::note_passive_reset(conn, before);
             self.state_counts[state_index(before)] -= 1;
             self.state_counts[state_index(after)] += 1;
             if matches!(after, State::TimeWait | State::Closed) {
@@ -740,7 +756,10 @@ impl Endpoint {
             }
             Err(r) => return self.drop_packet(r),
         };
-        if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {
+        if !self.config.addrs.is_empty()
+            && !self.config.addrs.contains(&ip.dst)
+            && !self.takes_foreign(ip.protocol)
+        {
             return self.drop_packet(DropReason::NotOurAddress);
         }
         // RFC 1122 §4.2.3.10: a SYN to a broadcast or multicast address
@@ -900,9 +919,13 @@ impl Endpoint {
                 }),
                 Reply::ChallengeAck => self.challenge_ack(slot),
                 Reply::Established => self.established(slot),
-                Reply::Reincarnate if self.listeners.contains_key(&local.port()) => {
+                Reply::Reincarnate
+                    if self.listeners.contains_key(&local.port()) || self.deferred.any() =>
+                {
                     self.free_slot_any(slot);
-                    self.for_listener(local, remote, &seg);
+                    if !self.defer_segment(ip, local, remote, &seg) {
+                        self.for_listener(local, remote, &seg);
+                    }
                 }
                 // No listener to take the new connection: Linux
                 // (tcp_v4_rcv, TCP_TW_SYN falling through to TCP_TW_ACK)
@@ -917,7 +940,9 @@ impl Endpoint {
             }
             return;
         }
-        self.for_listener(local, remote, &seg);
+        if !self.defer_segment(ip, local, remote, &seg) {
+            self.for_listener(local, remote, &seg);
+        }
     }
 
     /// Frees a connection whoever holds it (TIME-WAIT reuse); an application
@@ -940,6 +965,12 @@ impl Endpoint {
     fn established(&mut self, slot: u32) {
         let s = &self.slots[slot as usize];
         let Owner::Listener(port) = s.owner else {
+            // Accepted with `accept_syn`: the application holds it already.
+            if let (Owner::App, Some(c)) = (s.owner, self.slots[slot as usize].conn.as_deref_mut())
+            {
+                c.ev |= ev::CONNECTED;
+                self.after_conn(slot);
+            }
             return;
         };
         let id = ConnId { slot, gen: s.gen };
@@ -1032,19 +1063,10 @@ impl Endpoint {
                     DropReason::TableFull
                 });
             }
-            let iss = self.secrets.isn(self.now, local, remote);
-            let ts_off = self.secrets.ts_offset(local, remote);
-            let cx = Ctx {
-                cfg: &self.config,
-                pool: &mut self.pool,
-                stats: &mut self.stats,
-                now: self.now,
-            };
-            let conn = Conn::accept_syn(&cx, local, remote, iss, ts_off, seg);
             if let Some(l) = self.listeners.get_mut(&local.port()) {
                 l.syn_queue += 1;
             }
-            let slot = self.alloc_slot(conn, Owner::Listener(local.port()));
+            let slot = self.new_passive(local, remote, seg, Owner::Listener(local.port()));
             self.after_conn(slot);
             return;
         }
@@ -1118,6 +1140,28 @@ impl Endpoint {
         self.drop_packet(DropReason::NoListener);
     }
 
+    /// A passive open's connection in SYN-RECEIVED for `syn` (RFC 9293
+    /// §3.10.7.2: ISS from RFC 6528, options negotiated from the SYN's), in
+    /// a new slot held by `owner`.
+    fn new_passive(
+        &mut self,
+        local: SocketAddr,
+        remote: SocketAddr,
+        syn: &TcpSegment<'_>,
+        owner: Owner,
+    ) -> u32 {
+        let iss = self.secrets.isn(self.now, local, remote);
+        let ts_off = self.secrets.ts_offset(local, remote);
+        let cx = Ctx {
+            cfg: &self.config,
+            pool: &mut self.pool,
+            stats: &mut self.stats,
+            now: self.now,
+        };
+        let conn = Conn::accept_syn(&cx, local, remote, iss, ts_off, syn);
+        self.alloc_slot(conn, owner)
+    }
+
     fn send_cookie(&mut self, local: SocketAddr, remote: SocketAddr, seg: &TcpSegment<'_>) {
         let peer_mss = seg
             .options
@@ -1162,6 +1206,7 @@ impl Endpoint {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.expire_held();
         while let Some(Reverse((t, slot, gen))) = self.timers.peek().copied() {
             if t > self.now {
                 break;
@@ -1466,11 +1511,18 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] should next be called. May be
     /// early (a timer that moved later); never late.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let conns = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        match (conns, self.deferred.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
+        if let Some(e) = self.poll_deferred_event() {
+            return Some(e);
+        }
         if let Some(port) = self.incoming.pop_front() {
             if let Some(l) = self.listeners.get_mut(&port) {
                 l.event_pending = false;
@@ -1572,9 +1624,13 @@ impl Endpoint {
         Ok(())
     }
 
-    /// Closes the listener on `port`; connections not yet accepted are reset.
+    /// Closes the listener on `port`; connections not yet accepted are reset,
+    /// SYNs a deferred listener holds expire ([`Event::SynExpired`]).
     pub fn unlisten(&mut self, port: u16) {
         if let Some(l) = self.listeners.remove(&port) {
+            if l.deferred {
+                self.expire_listener(Some(port));
+            }
             for id in l.accept_queue {
                 if self
                     .slots

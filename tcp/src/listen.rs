@@ -25,6 +25,9 @@ pub(crate) struct Listener {
     /// overflowed). ACKs are checked for cookies only within
     /// [`COOKIE_VALID`] of it, as Linux (`tcp_synq_no_recent_overflow`).
     pub(crate) last_cookie: Option<Instant>,
+    /// A deferred listener ([`crate::Endpoint::listen_deferred`]): SYNs are
+    /// held, `syn_queue` counts them, and the accept queue stays empty.
+    pub(crate) deferred: bool,
 }
 
 impl Listener {
@@ -35,6 +38,7 @@ impl Listener {
             syn_queue: 0,
             event_pending: false,
             last_cookie: None,
+            deferred: false,
         }
     }
 

@@ -85,8 +85,48 @@ pub struct Stats {
     /// Segments that advertised a window held below the receive buffer's
     /// ceiling by memory pressure.
     pub mem_window_clamped: u64,
+    /// Deferred accept ([`crate::Endpoint::listen_deferred`]).
+    pub defer: DeferStats,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
+}
+
+/// What deferred listeners did with the SYNs they held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferStats {
+    /// SYNs held for the application ([`crate::Event::Syn`]).
+    pub syn_held: u64,
+    /// Retransmitted SYNs absorbed while their first copy was held.
+    pub syn_hold_dup: u64,
+    /// SYNs dropped because the listener's hold queue (its backlog) was full.
+    pub syn_hold_full: u64,
+    /// Held SYNs given up ([`crate::Config::syn_hold_timeout`], or the
+    /// listener closed).
+    pub syn_hold_expired: u64,
+    /// Held SYNs accepted ([`crate::Endpoint::accept_syn`]).
+    pub syn_accepted_deferred: u64,
+    /// Held SYNs refused with RST.
+    pub syn_refused_rst: u64,
+    /// Held SYNs refused with an ICMP destination unreachable.
+    pub syn_refused_icmp: u64,
+    /// Held SYNs refused silently.
+    pub syn_refused_drop: u64,
+}
+
+impl DeferStats {
+    /// Every counter with its name, for reports.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("syn_held", self.syn_held),
+            ("syn_hold_dup", self.syn_hold_dup),
+            ("syn_hold_full", self.syn_hold_full),
+            ("syn_hold_expired", self.syn_hold_expired),
+            ("syn_accepted_deferred", self.syn_accepted_deferred),
+            ("syn_refused_rst", self.syn_refused_rst),
+            ("syn_refused_icmp", self.syn_refused_icmp),
+            ("syn_refused_drop", self.syn_refused_drop),
+        ]
+    }
 }
 
 /// What became of the IPv4 and IPv6 fragments received.

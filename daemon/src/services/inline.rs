@@ -333,6 +333,8 @@ impl InlineHost {
             }
             // The host makes no active opens.
             Event::Connected(_) => {}
+            // The host opens no deferred listeners.
+            Event::Syn(_) | Event::SynExpired(_) => {}
         }
     }
 

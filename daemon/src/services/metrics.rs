@@ -226,6 +226,38 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "reasm_bad",
         "Malformed fragments dropped.",
     ),
+    (
+        "syn_held",
+        "SYNs held by a deferred listener for the application to decide on.",
+    ),
+    (
+        "syn_hold_dup",
+        "Retransmitted SYNs absorbed while their first copy was held.",
+    ),
+    (
+        "syn_hold_full",
+        "SYNs dropped because a deferred listener's hold queue was full.",
+    ),
+    (
+        "syn_hold_expired",
+        "Held SYNs given up (hold timeout or listener closed).",
+    ),
+    (
+        "syn_accepted_deferred",
+        "Held SYNs accepted (SYN-ACK sent on the application's word).",
+    ),
+    (
+        "syn_refused_rst",
+        "Held SYNs refused with RST.",
+    ),
+    (
+        "syn_refused_icmp",
+        "Held SYNs refused with an ICMP destination unreachable.",
+    ),
+    (
+        "syn_refused_drop",
+        "Held SYNs refused silently.",
+    ),
 ];
 
 /// One-line descriptions and kinds of the daemon's figures (the reactor's

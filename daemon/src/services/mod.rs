@@ -399,10 +399,12 @@ impl BoardInner {
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
-/// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
+/// ([`tcp::Stats::reasm`], `reasm_*`) and the deferred-accept counters
+/// ([`tcp::Stats::defer`], `syn_*`), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 59] {
     let i = s.icmp.named();
     let r = s.reasm.named();
+    let d = s.defer.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -455,5 +457,13 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
         r[6],
         r[7],
         r[8],
+        d[0],
+        d[1],
+        d[2],
+        d[3],
+        d[4],
+        d[5],
+        d[6],
+        d[7],
     ]
 }

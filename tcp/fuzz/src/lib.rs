@@ -1213,6 +1213,8 @@ impl Harness {
     fn on_event(&mut self, e: Event) {
         let id = match e {
             Event::Incoming { .. } => None,
+            // The harness opens no deferred listeners.
+            Event::Syn(_) | Event::SynExpired(_) => None,
             Event::Connected(id)
             | Event::Readable(id)
             | Event::Writable(id)
@@ -1230,6 +1232,7 @@ impl Harness {
             assert!(!self.closed.contains(&id), "{e:?} after Closed");
         }
         match e {
+            Event::Syn(_) | Event::SynExpired(_) => {}
             Event::Incoming { port } => {
                 (0u8, port).hash(&mut self.digest);
                 while let Some(id) = self.ep.accept(port) {

@@ -27,6 +27,10 @@ pub struct IpPacket<'a> {
     pub ttl: u8,
     /// The upper-layer bytes, trimmed to the length the IP header gives.
     pub payload: &'a [u8],
+    /// The whole packet, headers included, trimmed to the length the IP
+    /// header gives: what an ICMP error about it quotes (RFC 792, RFC 4443
+    /// §2.4(c)).
+    pub packet: &'a [u8],
 }
 
 /// The length of the IP header tcpd emits for a packet from `src`.
@@ -123,6 +127,7 @@ fn parse_v4(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
         protocol: pkt[9],
         ttl: pkt[8],
         payload: &pkt[ihl..total],
+        packet: &pkt[..total],
     })
 }
 
@@ -154,6 +159,7 @@ fn parse_v6(pkt: &[u8]) -> Result<IpPacket<'_>, DropReason> {
         protocol: next,
         ttl: hop,
         payload: &pkt[off..end],
+        packet: &pkt[..end],
     })
 }
 

@@ -8,12 +8,18 @@
 mod checksum;
 mod icmp;
 mod icmp_err;
+mod icmp_unreach;
 mod ip;
 mod tcp;
 
 pub use checksum::{checksum_fold, checksum_sum, pseudo_header_sum};
 pub use icmp::{emit_icmp_echo_reply, parse_icmp_echo, IcmpEcho};
 pub use icmp_err::{parse_icmp_error, plateau_below, IcmpError, IcmpErrorKind, IcmpErrorMsg};
+pub use icmp_unreach::{
+    emit_icmp_error, icmp_quote_room, Unreach, ICMPV6_DEST_UNREACH, ICMPV6_PARAM_PROBLEM,
+    ICMPV6_PORT_UNREACH, ICMPV6_UNRECOGNIZED_NEXT_HEADER, ICMP_DEST_UNREACH, ICMP_ERROR_MAX_V4,
+    ICMP_ERROR_MAX_V6, ICMP_PORT_UNREACH, ICMP_PROTOCOL_UNREACH,
+};
 pub use ip::{
     emit_ip_header, ip_header_len, parse_ip, valid_source, IpPacket, MAX_IPV6_EXTENSIONS,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
