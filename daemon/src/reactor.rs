@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::{is_transient, Device};
 use crate::error::Error;
+use crate::forward::connect::ConnectFailure;
 use crate::forward::Forwarding;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
@@ -35,7 +36,7 @@ use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcp::{ConnId, Endpoint, Event, State};
+use tcp::{ConnId, Endpoint, Event, Refusal, State, Unreach};
 use tracing::{debug, info, warn};
 
 const TUN: Token = Token(0);
@@ -186,6 +187,10 @@ pub struct Reactor<D: Device> {
     fwd: Option<Arc<Forwarding>>,
     /// Ports listened on for `--forward` rules.
     fwd_ports: Vec<u16>,
+    /// SYNs a worker is connecting upstream for, and which worker.
+    pending_syns: std::collections::HashMap<tcp::SynId, usize>,
+    /// The stack's own addresses (transparent mode never connects to them).
+    own_addrs: Vec<std::net::IpAddr>,
     to_read: Vec<ConnId>,
     starved: Vec<ConnId>,
     pool: Pool,
@@ -278,6 +283,26 @@ fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
     }
 }
 
+/// A worker-choosing hash of a SYN's 4-tuple (FNV-1a: stable, no
+/// allocation; the choice only spreads load).
+fn hash_tuple(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for a in [local, remote] {
+        match a.ip() {
+            std::net::IpAddr::V4(v) => eat(&v.octets()),
+            std::net::IpAddr::V6(v) => eat(&v.octets()),
+        }
+        eat(&a.port().to_be_bytes());
+    }
+    h
+}
+
 fn hash_conn(id: ConnId) -> u64 {
     // Fibonacci hashing of the packed handle; stable for a connection's life.
     id.to_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
@@ -311,8 +336,13 @@ impl<D: Device> Reactor<D> {
                     "--forward port {port} is also a service's port (turn the service off, e.g. --http 0)"
                 )));
             }
-            ep.listen(*port, cfg.backlog)
+            // Deferred: the SYN is answered once the upstream connected.
+            ep.listen_deferred(*port, cfg.backlog)
                 .map_err(|e| Error::new(format!("cannot listen on port {port}: {e}")))?;
+        }
+        if fwd.as_ref().is_some_and(|f| f.transparent) {
+            ep.listen_any(cfg.backlog)
+                .map_err(|e| Error::new(format!("cannot listen on any address: {e:?}")))?;
         }
         // Forwarded connections live on worker threads (their kernel
         // sockets are in the workers' polls).
@@ -407,6 +437,8 @@ impl<D: Device> Reactor<D> {
             ports,
             fwd,
             fwd_ports,
+            pending_syns: std::collections::HashMap::new(),
+            own_addrs: cfg.stack_addrs(),
             to_read: Vec::new(),
             starved: Vec::new(),
             pool,
@@ -844,6 +876,8 @@ impl<D: Device> Reactor<D> {
                 let _ = self.ep.abort(id);
                 self.forget(id);
             }
+            Cmd::AcceptSyn { syn } => self.accept_held(syn),
+            Cmd::RefuseSyn { syn, why } => self.refuse_held(syn, why),
         }
     }
 
@@ -902,8 +936,12 @@ impl<D: Device> Reactor<D> {
                     }
                     self.forget(id);
                 }
-                // No deferred listeners here (yet).
-                Event::Syn(_) | Event::SynExpired(_) => {}
+                Event::Syn(sid) => self.on_syn(sid),
+                Event::SynExpired(sid) => {
+                    if let Some(w) = self.pending_syns.remove(&sid) {
+                        self.deliver(w, ToWorker::Cancel { syn: sid });
+                    }
+                }
             }
         }
         any
@@ -921,10 +959,6 @@ impl<D: Device> Reactor<D> {
 
     fn accept(&mut self, port: u16) {
         let svc = self.ports.iter().find(|(p, _)| *p == port).map(|(_, s)| *s);
-        if svc.is_none() && self.fwd_ports.contains(&port) {
-            self.accept_forwarded(port);
-            return;
-        }
         while let Some(id) = self.ep.accept(port) {
             let (Some(svc), None) = (svc, &self.shutdown) else {
                 self.counters.refused += 1;
@@ -1009,46 +1043,132 @@ impl<D: Device> Reactor<D> {
         }
     }
 
-    /// Accepts the connections waiting on a `--forward` port and hands
-    /// each to a worker, which connects upstream and splices.
-    fn accept_forwarded(&mut self, port: u16) {
-        let Some(fwd) = self.fwd.clone() else { return };
-        while let Some(id) = self.ep.accept(port) {
-            let Ok(info) = self.ep.info(id) else { continue };
-            let rule = fwd.rule_for(info.local);
-            let (Some(rule), None) = (rule, &self.shutdown) else {
-                // A rule for another address of the stack, or shutting down.
-                self.counters.refused += 1;
-                if let Some(r) = rule.and_then(|r| fwd.stats(r)) {
-                    r.add(crate::forward::FwdCounter::Refused, 1);
+    /// A SYN held for a `--forward` rule or `--transparent`: refuse it by
+    /// policy, or hand it to a worker that connects upstream (the worker's
+    /// answer comes back as [`Cmd::AcceptSyn`] or [`Cmd::RefuseSyn`]).
+    fn on_syn(&mut self, sid: tcp::SynId) {
+        use crate::forward::FwdCounter;
+        let Some(info) = self.ep.syn_info(sid) else {
+            return;
+        };
+        let Some(fwd) = self.fwd.clone() else {
+            let _ = self.ep.refuse_syn(self.tnow(), sid, Refusal::Reset);
+            return;
+        };
+        let (rule, target, refusal) = match info.listener_port {
+            Some(_) => match fwd.rule_for(info.local) {
+                Some(r) => (Some(r), fwd.rules.get(r).map(|x| x.target), None),
+                // A rule for another address of the stack: a closed port here.
+                None => (None, None, Some(Refusal::Reset)),
+            },
+            None => {
+                let r = fwd.transparent_index();
+                let dst = info.local;
+                if self.own_addrs.contains(&dst.ip()) {
+                    // A port of our own with no listener: connecting out to
+                    // it would come straight back here. RFC 9293 §3.10.7.1.
+                    (Some(r), None, Some(Refusal::Reset))
+                } else if !fwd.permits(dst.ip()) {
+                    // --deny/--allow: an administrative filter, and the
+                    // client is told so (RFC 1812 §5.2.7.1, RFC 4443 §3.1).
+                    (
+                        Some(r),
+                        None,
+                        Some(Refusal::Unreachable(Unreach::AdminProhibited)),
+                    )
+                } else {
+                    (Some(r), Some(dst), None)
                 }
-                let _ = self.ep.abort(id);
-                continue;
-            };
-            let Some(target) = fwd.rules.get(rule).map(|r| r.target) else {
-                continue;
-            };
-            if self.nodelay {
-                let _ = self.ep.set_nodelay(id, true);
             }
-            let credit = self.ep.send_capacity(id).unwrap_or(0);
-            let worker = (hash_conn(id) % self.worker_count() as u64) as usize;
-            self.track(id, worker, credit);
-            let ctx = ConnCtx {
-                local: info.local,
-                remote: info.remote,
-            };
-            self.deliver(
-                worker,
-                ToWorker::Forward {
-                    id,
-                    rule,
-                    ctx,
-                    target,
-                    credit,
-                },
-            );
+        };
+        let refusal = if self.shutdown.is_some() {
+            Some(Refusal::Reset)
+        } else {
+            refusal
+        };
+        let (Some(target), None) = (target, refusal) else {
+            self.counters.refused += 1;
+            if let Some(st) = rule.and_then(|r| fwd.stats(r)) {
+                st.add(FwdCounter::Refused, 1);
+            }
+            let how = refusal.unwrap_or(Refusal::Reset);
+            let _ = self.ep.refuse_syn(self.tnow(), sid, how);
+            return;
+        };
+        let Some(rule) = rule else { return };
+        let worker = (hash_tuple(info.local, info.remote) % self.worker_count() as u64) as usize;
+        self.pending_syns.insert(sid, worker);
+        let ctx = ConnCtx {
+            local: info.local,
+            remote: info.remote,
+        };
+        self.deliver(
+            worker,
+            ToWorker::Connect {
+                syn: sid,
+                rule,
+                ctx,
+                target,
+            },
+        );
+    }
+
+    /// A worker's upstream connected: answer the SYN and bind the
+    /// connection to the worker.
+    fn accept_held(&mut self, sid: tcp::SynId) {
+        let Some(worker) = self.pending_syns.remove(&sid) else {
+            return;
+        };
+        let now = self.tnow();
+        match self.ep.accept_syn(now, sid) {
+            Ok(id) => {
+                if self.nodelay {
+                    let _ = self.ep.set_nodelay(id, true);
+                }
+                let credit = self.ep.send_capacity(id).unwrap_or(0);
+                self.track(id, worker, credit);
+                self.deliver(
+                    worker,
+                    ToWorker::Bind {
+                        syn: sid,
+                        id,
+                        credit,
+                    },
+                );
+            }
+            Err(e) => {
+                // The table or the source's share filled up meanwhile, or
+                // the SYN expired: the client is refused after all.
+                debug!("cannot accept a held SYN: {e:?}");
+                self.counters.refused += 1;
+                let _ = self.ep.refuse_syn(now, sid, Refusal::Reset);
+                self.deliver(worker, ToWorker::Cancel { syn: sid });
+            }
         }
+    }
+
+    /// A worker's upstream connect failed: refuse the SYN, telling the
+    /// client what the kernel told us.
+    fn refuse_held(&mut self, sid: tcp::SynId, why: ConnectFailure) {
+        self.pending_syns.remove(&sid);
+        let how = match why {
+            // The upstream's RST becomes ours: "connection refused".
+            ConnectFailure::Refused | ConnectFailure::Other => Refusal::Reset,
+            // No route: say so, as a router would (RFC 1812 §5.2.7.1).
+            ConnectFailure::NetUnreachable => Refusal::Unreachable(Unreach::Net),
+            // No answer within the connect timeout: what a router sends
+            // when the host does not answer its neighbour discovery
+            // (RFC 1812 §5.2.7.1, RFC 4443 §3.1 code 3); a Linux client
+            // fails the connect at once with EHOSTUNREACH.
+            ConnectFailure::HostUnreachable | ConnectFailure::Timeout => {
+                Refusal::Unreachable(Unreach::Host)
+            }
+        };
+        let _ = self.ep.refuse_syn(self.tnow(), sid, how);
+    }
+
+    fn tnow(&self) -> tcp::Instant {
+        self.clock.tcp(Instant::now())
     }
 
     /// Reads data for connections marked readable, up to the hold limit.
@@ -1270,6 +1390,7 @@ impl<D: Device> Reactor<D> {
         for port in self.fwd_ports.clone() {
             self.ep.unlisten(port);
         }
+        self.ep.unlisten_any();
         let ids: Vec<(ConnId, usize)> = self
             .conns
             .iter()

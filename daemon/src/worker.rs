@@ -78,19 +78,33 @@ pub enum ToWorker<K = ConnId> {
         /// The connection.
         id: K,
     },
-    /// A connection accepted on a `--forward` port: connect to `target`
-    /// and splice (see [`crate::forward::splice`]).
-    Forward {
-        /// The connection.
-        id: K,
-        /// Index of the rule in [`crate::forward::Forwarding`].
+    /// A SYN held for a `--forward` rule or `--transparent`: connect to
+    /// `target` and answer [`Cmd::AcceptSyn`] or [`Cmd::RefuseSyn`] (see
+    /// [`crate::forward::splice`]).
+    Connect {
+        /// The held SYN.
+        syn: tcp::SynId,
+        /// Index of the rule's counters in [`crate::forward::Forwarding`].
         rule: usize,
-        /// Addresses of the client's connection.
+        /// Addresses of the client's SYN.
         ctx: ConnCtx,
         /// Where to connect.
         target: std::net::SocketAddr,
+    },
+    /// The SYN was accepted ([`Cmd::AcceptSyn`]): this is its connection.
+    Bind {
+        /// The held SYN.
+        syn: tcp::SynId,
+        /// The connection made from it.
+        id: K,
         /// Initial send credit toward the client, bytes.
         credit: usize,
+    },
+    /// The SYN could not be accepted after all (or expired): drop its
+    /// upstream connection with a RST.
+    Cancel {
+        /// The held SYN.
+        syn: tcp::SynId,
     },
     /// SIGUSR1: write the worker's connection lines (forwarded
     /// connections' upstream state) to stderr.
@@ -123,6 +137,20 @@ pub enum Cmd<K = ConnId> {
         id: K,
         /// Bytes consumed.
         n: usize,
+    },
+    /// The upstream of a held SYN connected: answer the SYN (SYN-ACK) and
+    /// bind the connection ([`ToWorker::Bind`]).
+    AcceptSyn {
+        /// The held SYN.
+        syn: tcp::SynId,
+    },
+    /// The upstream of a held SYN failed: refuse the SYN (RST, or an ICMP
+    /// error that tells why).
+    RefuseSyn {
+        /// The held SYN.
+        syn: tcp::SynId,
+        /// What went wrong.
+        why: crate::forward::connect::ConnectFailure,
     },
 }
 
@@ -330,8 +358,12 @@ impl<K: Copy + Eq + Hash> Host<K> {
             }
             // Forwarded connections have no handler: a host without a
             // forwarder refuses them.
-            ToWorker::Forward { id, .. } => out.push(Cmd::Abort { id }),
-            ToWorker::Report => {}
+            ToWorker::Connect { syn, .. } => out.push(Cmd::RefuseSyn {
+                syn,
+                why: crate::forward::connect::ConnectFailure::Other,
+            }),
+            ToWorker::Bind { id, .. } => out.push(Cmd::Abort { id }),
+            ToWorker::Cancel { .. } | ToWorker::Report => {}
         }
     }
 

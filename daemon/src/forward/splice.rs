@@ -1,8 +1,17 @@
-//! The worker side of forwarded connections: each [`Splice`] joins a
+//! The worker side of forwarded connections: each splice joins a
 //! connection of tcpd's stack (held by the reactor, reached through
 //! [`ToWorker`] events and [`Cmd`] commands) to a kernel TCP socket in the
 //! worker's mio `Poll` (edge-triggered: every socket is read and written
 //! until `WouldBlock`).
+//!
+//! The handshake mirrors the upstream's (a deferred accept): the reactor
+//! holds the client's SYN and sends [`ToWorker::Connect`]; the worker
+//! starts a non-blocking connect and answers [`Cmd::AcceptSyn`] once it
+//! succeeded (the reactor answers the SYN and binds the new connection
+//! with [`ToWorker::Bind`]) or [`Cmd::RefuseSyn`] with the reason it failed
+//! (refused, unreachable, timed out), which the reactor turns into a RST or
+//! an ICMP error to the client. A client never sees an accepted connection
+//! that then dies at once.
 //!
 //! Client → upstream: [`ToWorker::Data`] buffers queue here until written
 //! to the kernel socket; only then does [`Cmd::Consumed`] release them, so
@@ -31,20 +40,25 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcp::ConnId;
+use tcp::{ConnId, SynId};
 
 /// Where a splice is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     /// The upstream connect is in progress (until the deadline).
     Connecting { deadline: Instant },
+    /// The upstream is connected; the reactor answers the client's SYN.
+    Accepting,
     /// Both sides are up; bytes flow.
     Open,
 }
 
 /// One forwarded connection.
 struct Splice {
-    id: ConnId,
+    /// The client's held SYN.
+    syn: SynId,
+    /// The client's connection, once bound ([`ToWorker::Bind`]).
+    id: Option<ConnId>,
     rule: usize,
     sock: mio::net::TcpStream,
     client: SocketAddr,
@@ -81,6 +95,8 @@ pub struct Forwarder {
     slots: Vec<Option<Splice>>,
     free: Vec<usize>,
     by_conn: HashMap<ConnId, usize>,
+    /// Splices whose client connection is not bound yet.
+    by_syn: HashMap<SynId, usize>,
     /// The next time [`Forwarder::sweep`] has work (a connect deadline or an
     /// idle check).
     next_sweep: Option<Instant>,
@@ -105,6 +121,7 @@ impl Forwarder {
             slots: Vec::new(),
             free: Vec::new(),
             by_conn: HashMap::new(),
+            by_syn: HashMap::new(),
             next_sweep: None,
             now: Instant::now(),
         }
@@ -120,16 +137,19 @@ impl Forwarder {
         self.by_conn.len()
     }
 
-    /// Whether this worker has no spliced connection.
+    /// Whether this worker has no upstream socket.
     pub fn is_empty(&self) -> bool {
-        self.by_conn.is_empty()
+        self.by_conn.is_empty() && self.by_syn.is_empty()
     }
 
     /// Whether `ev` is for the forwarder (a forward event, or an event of
     /// a connection it holds) rather than for a service handler.
     pub fn claims(&self, ev: &ToWorker) -> bool {
         match ev {
-            ToWorker::Forward { .. } | ToWorker::Report => true,
+            ToWorker::Connect { .. }
+            | ToWorker::Bind { .. }
+            | ToWorker::Cancel { .. }
+            | ToWorker::Report => true,
             ToWorker::Accepted { .. } => false,
             ToWorker::Data { id, .. }
             | ToWorker::PeerClosed { id }
@@ -157,13 +177,39 @@ impl Forwarder {
     /// Handles one event from the reactor, appending commands to `out`.
     pub fn handle(&mut self, reg: &Registry, ev: ToWorker, out: &mut Vec<Cmd>) {
         match ev {
-            ToWorker::Forward {
-                id,
+            ToWorker::Connect {
+                syn,
                 rule,
                 ctx,
                 target,
-                credit,
-            } => self.start(reg, id, rule, ctx, target, credit, out),
+            } => self.start(reg, syn, rule, ctx, target, out),
+            ToWorker::Bind { syn, id, credit } => {
+                let Some(i) = self.by_syn.remove(&syn) else {
+                    // Gone meanwhile (cannot happen: we answered it).
+                    out.push(Cmd::Abort { id });
+                    return;
+                };
+                let now = self.now;
+                let Some(s) = self.slots[i].as_mut() else {
+                    return;
+                };
+                s.id = Some(id);
+                s.phase = Phase::Open;
+                s.credit = credit;
+                s.last_active = now;
+                let rule = s.rule;
+                self.by_conn.insert(id, i);
+                self.stat(rule, FwdCounter::Accepted, 1);
+                self.stat(rule, FwdCounter::Open, 1);
+                self.note_idle();
+                self.flush_up(reg, i, out);
+                self.read_up(reg, i, out);
+            }
+            ToWorker::Cancel { syn } => {
+                if let Some(i) = self.by_syn.remove(&syn) {
+                    self.finish(reg, i, false);
+                }
+            }
             ToWorker::Data { id, buf } => {
                 let Some(&i) = self.by_conn.get(&id) else {
                     out.push(Cmd::Consumed { id, n: buf.len() });
@@ -211,15 +257,13 @@ impl Forwarder {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn start(
         &mut self,
         reg: &Registry,
-        id: ConnId,
+        syn: SynId,
         rule: usize,
         ctx: ConnCtx,
         target: SocketAddr,
-        credit: usize,
         out: &mut Vec<Cmd>,
     ) {
         let mut sock = match connect::open_upstream(target) {
@@ -228,7 +272,7 @@ impl Forwarder {
                 let why = ConnectFailure::of(&e);
                 self.stat(rule, why.counter(), 1);
                 tracing::debug!("forward {} -> {target}: {e}", ctx.remote);
-                out.push(Cmd::Abort { id });
+                out.push(Cmd::RefuseSyn { syn, why });
                 return;
             }
         };
@@ -240,13 +284,17 @@ impl Forwarder {
             tracing::warn!("cannot register an upstream socket: {e}");
             self.free.push(i);
             self.stat(rule, FwdCounter::ConnectError, 1);
-            out.push(Cmd::Abort { id });
+            out.push(Cmd::RefuseSyn {
+                syn,
+                why: ConnectFailure::Other,
+            });
             return;
         }
         let deadline = self.now + self.fwd.connect_timeout;
         self.note_deadline(deadline);
         self.slots[i] = Some(Splice {
-            id,
+            syn,
+            id: None,
             rule,
             sock,
             client: ctx.remote,
@@ -257,13 +305,13 @@ impl Forwarder {
             up_writable: false,
             client_eof: false,
             up_wr_shut: false,
-            credit,
+            credit: 0,
             up_readable: false,
             up_eof: false,
             shutting: false,
             last_active: self.now,
         });
-        self.by_conn.insert(id, i);
+        self.by_syn.insert(syn, i);
     }
 
     /// A readiness event of the socket with `tok`.
@@ -278,13 +326,13 @@ impl Forwarder {
             match connect::connect_result(&s.sock) {
                 Ok(false) => return,
                 Ok(true) => {
-                    s.phase = Phase::Open;
+                    // Answer the client's SYN now; bytes flow once the
+                    // reactor bound its connection.
+                    s.phase = Phase::Accepting;
                     s.up_writable = true;
                     s.up_readable = true;
-                    let rule = s.rule;
-                    self.stat(rule, FwdCounter::Accepted, 1);
-                    self.stat(rule, FwdCounter::Open, 1);
-                    self.note_idle();
+                    out.push(Cmd::AcceptSyn { syn: s.syn });
+                    return;
                 }
                 Err(e) => {
                     let why = ConnectFailure::of(&e);
@@ -322,11 +370,11 @@ impl Forwarder {
         let Some(s) = self.slots.get(i).and_then(|s| s.as_ref()) else {
             return;
         };
-        let (id, rule) = (s.id, s.rule);
+        let (syn, rule) = (s.syn, s.rule);
         tracing::debug!("forward {} -> {}: {what}", s.client, s.target);
         self.stat(rule, why.counter(), 1);
-        out.push(Cmd::Abort { id });
-        self.by_conn.remove(&id);
+        out.push(Cmd::RefuseSyn { syn, why });
+        self.by_syn.remove(&syn);
         self.finish(reg, i, false);
     }
 
@@ -368,8 +416,10 @@ impl Forwarder {
         let (id, rule) = (s.id, s.rule);
         tracing::debug!("forward {} -> {}: upstream {e}", s.client, s.target);
         self.stat(rule, FwdCounter::UpstreamResets, 1);
-        out.push(Cmd::Abort { id });
-        self.by_conn.remove(&id);
+        if let Some(id) = id {
+            out.push(Cmd::Abort { id });
+            self.by_conn.remove(&id);
+        }
         self.finish(reg, i, false);
     }
 
@@ -379,9 +429,9 @@ impl Forwarder {
         let Some(s) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
             return;
         };
-        if s.phase != Phase::Open {
+        let (Phase::Open, Some(id)) = (s.phase, s.id) else {
             return;
-        }
+        };
         let mut written = 0usize;
         let mut failed = None;
         while s.up_writable {
@@ -411,10 +461,7 @@ impl Forwarder {
         }
         if written > 0 {
             s.last_active = self.now;
-            out.push(Cmd::Consumed {
-                id: s.id,
-                n: written,
-            });
+            out.push(Cmd::Consumed { id, n: written });
         }
         let rule = s.rule;
         if failed.is_none() && s.to_up.is_empty() && (s.client_eof || s.shutting) && !s.up_wr_shut {
@@ -441,9 +488,9 @@ impl Forwarder {
         let Some(s) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
             return;
         };
-        if s.phase != Phase::Open {
+        let (Phase::Open, Some(id)) = (s.phase, s.id) else {
             return;
-        }
+        };
         let mut got = 0usize;
         let mut failed = None;
         while s.up_readable && !s.up_eof && !s.shutting && s.credit > 0 {
@@ -456,7 +503,7 @@ impl Forwarder {
                 Ok(0) => {
                     self.pool.put(buf);
                     s.up_eof = true;
-                    out.push(Cmd::Close { id: s.id });
+                    out.push(Cmd::Close { id });
                 }
                 Ok(n) => {
                     // SAFETY: recv initialized the first `n` bytes of the
@@ -464,7 +511,7 @@ impl Forwarder {
                     unsafe { buf.set_len(n) };
                     s.credit -= n;
                     got += n;
-                    out.push(Cmd::Send { id: s.id, buf });
+                    out.push(Cmd::Send { id, buf });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     self.pool.put(buf);
@@ -506,6 +553,7 @@ impl Forwarder {
                 Phase::Connecting { deadline } => {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
                 }
+                Phase::Accepting => {}
                 Phase::Open => {
                     any_open = true;
                     if idle.is_some_and(|d| now.duration_since(s.last_active) >= d) {
@@ -525,8 +573,10 @@ impl Forwarder {
             } else if let Some(s) = self.slots.get(i).and_then(|s| s.as_ref()) {
                 let (id, rule) = (s.id, s.rule);
                 self.stat(rule, FwdCounter::IdleTimeouts, 1);
-                out.push(Cmd::Abort { id });
-                self.by_conn.remove(&id);
+                if let Some(id) = id {
+                    out.push(Cmd::Abort { id });
+                    self.by_conn.remove(&id);
+                }
                 if let Some(s) = self.slots[i].as_mut() {
                     s.shutting = true; // not a client reset
                 }
@@ -550,6 +600,7 @@ impl Forwarder {
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
             let phase = match s.phase {
                 Phase::Connecting { .. } => "connecting",
+                Phase::Accepting => "accepting",
                 Phase::Open => "open",
             };
             let queued: usize = s.to_up.iter().map(Vec::len).sum::<usize>() - s.off;
@@ -574,6 +625,7 @@ impl Forwarder {
     /// Resets every upstream connection (the worker exits).
     pub fn close_all(&mut self, reg: &Registry) {
         self.by_conn.clear();
+        self.by_syn.clear();
         for i in 0..self.slots.len() {
             if let Some(s) = self.slots[i].as_mut() {
                 s.shutting = true;
