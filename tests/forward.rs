@@ -426,10 +426,15 @@ fn forward_unreachable_upstream_refused_after_the_connect_timeout() {
         return;
     }
     let ns = Netns::new("hfwd-unreach");
-    // 10.77.0.0/24 leads to a dummy device: SYNs vanish, nothing answers.
-    ns.ip(&["link", "add", "dum0", "type", "dummy"]);
-    ns.ip(&["link", "set", "dum0", "up"]);
-    ns.ip(&["route", "add", "10.77.0.0/24", "dev", "dum0"]);
+    // 10.77.0.0/24 leads onto a veth link where nobody answers ARP: SYNs
+    // never leave (the kernel gives up on the neighbour after ~3 s, later
+    // than the 2 s connect timeout). (This kernel has no dummy module.)
+    ns.ip(&[
+        "link", "add", "hfv0", "type", "veth", "peer", "name", "hfv1",
+    ]);
+    ns.ip(&["link", "set", "hfv0", "up"]);
+    ns.ip(&["link", "set", "hfv1", "up"]);
+    ns.ip(&["route", "add", "10.77.0.0/24", "dev", "hfv0"]);
     // 10.78.0.0/24 is unreachable outright (EHOSTUNREACH at connect).
     ns.ip(&["route", "add", "unreachable", "10.78.0.0/24"]);
     let _t = Tcpd::start(
