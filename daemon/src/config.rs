@@ -223,6 +223,10 @@ pub struct Config {
     pub tcp: tcp::Config,
     /// Limits of the HTTP service; `root` is overwritten from `http_root`.
     pub http: crate::services::HttpConfig,
+    /// Forwarding (`--forward`, `--transparent` and their limits). With
+    /// forwarding on, `workers` 0 means one worker per core (the kernel
+    /// sockets live on worker threads).
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl Default for Config {
@@ -266,6 +270,7 @@ impl Default for Config {
             offload: true,
             tcp: tcp::Config::default(),
             http: crate::services::HttpConfig::default(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -357,6 +362,36 @@ impl Config {
         if ports.len() != n {
             return Err("two services on the same port".into());
         }
+        for r in &self.forward.rules {
+            if ports.contains(&r.port) {
+                return Err(format!(
+                    "--forward {r}: port {} is a service's port too (turn the service off, e.g. --http 0)",
+                    r.port
+                ));
+            }
+            if let Some(a) = r.listen {
+                if !self.stack_addrs().contains(&a) {
+                    return Err(format!(
+                        "--forward {r}: {a} is not an address of the stack ({})",
+                        self.stack_addrs()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        if self.forward.connect_timeout.is_zero() {
+            return Err("--connect-timeout must be at least 1 second".into());
+        }
+        if !self.forward.transparent
+            && (!self.forward.allow.is_empty() || !self.forward.deny.is_empty())
+        {
+            return Err(
+                "--allow and --deny filter --transparent destinations: add --transparent".into(),
+            );
+        }
         if let Some(root) = &self.http_root {
             if !root.is_dir() {
                 return Err(format!("--http-root {}: not a directory", root.display()));
@@ -375,6 +410,16 @@ impl Config {
             }
         }
         self.tcp_config().validate()
+    }
+
+    /// The worker threads to run: `workers`, or with forwarding and
+    /// `workers` 0, one per core.
+    pub fn effective_workers(&self) -> usize {
+        if self.forward.active() && self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
     }
 
     /// The addresses the stack answers on.

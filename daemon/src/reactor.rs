@@ -23,9 +23,11 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::{is_transient, Device};
 use crate::error::Error;
+use crate::forward::connect::ConnectFailure;
+use crate::forward::Forwarding;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
-use crate::worker::{Cmd, ReactorWake, Spares, ToWorker};
+use crate::worker::{Cmd, ReactorWake, Spares, ToWorker, WorkerSetup, WORKER_WAKER};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -34,7 +36,7 @@ use signal_hook_mio::v1_0::Signals;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tcp::{ConnId, Endpoint, Event, State};
+use tcp::{ConnId, Endpoint, Event, Refusal, State, Unreach};
 use tracing::{debug, info, warn};
 
 const TUN: Token = Token(0);
@@ -130,6 +132,8 @@ struct Conn {
     readable: bool,
     /// The end of stream was passed to the worker.
     eof_sent: bool,
+    /// The endpoint reported the peer's FIN.
+    fin_seen: bool,
     /// In `to_read` already.
     queued_read: bool,
     /// In `starved` already.
@@ -143,6 +147,8 @@ struct Conn {
 /// A worker thread as the reactor sees it.
 struct WorkerLink {
     tx: Sender<Vec<ToWorker>>,
+    /// Wakes the worker (only when it said it sleeps).
+    wake: Option<Arc<ReactorWake>>,
     out: Vec<ToWorker>,
     /// The last send found the queue full: `out` waits, reading pauses.
     backlogged: bool,
@@ -177,6 +183,14 @@ pub struct Reactor<D: Device> {
     conns: Vec<Option<Conn>>,
     /// Services by listening port.
     ports: Vec<(u16, usize)>,
+    /// Forwarding, if on: its rules, policy and counters.
+    fwd: Option<Arc<Forwarding>>,
+    /// Ports listened on for `--forward` rules.
+    fwd_ports: Vec<u16>,
+    /// SYNs a worker is connecting upstream for, and which worker.
+    pending_syns: std::collections::HashMap<tcp::SynId, usize>,
+    /// The stack's own addresses (transparent mode never connects to them).
+    own_addrs: Vec<std::net::IpAddr>,
     to_read: Vec<ConnId>,
     starved: Vec<ConnId>,
     pool: Pool,
@@ -255,6 +269,9 @@ fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
     match link.tx.try_send(batch) {
         Ok(()) => {
             link.backlogged = false;
+            if let Some(w) = &link.wake {
+                w.notify();
+            }
             true
         }
         Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
@@ -264,6 +281,26 @@ fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
             false
         }
     }
+}
+
+/// A worker-choosing hash of a SYN's 4-tuple (FNV-1a: stable, no
+/// allocation; the choice only spreads load).
+fn hash_tuple(local: std::net::SocketAddr, remote: std::net::SocketAddr) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |b: &[u8]| {
+        for x in b {
+            h ^= u64::from(*x);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for a in [local, remote] {
+        match a.ip() {
+            std::net::IpAddr::V4(v) => eat(&v.octets()),
+            std::net::IpAddr::V6(v) => eat(&v.octets()),
+        }
+        eat(&a.port().to_be_bytes());
+    }
+    h
 }
 
 fn hash_conn(id: ConnId) -> u64 {
@@ -280,6 +317,7 @@ impl<D: Device> Reactor<D> {
         services: Vec<(u16, Arc<dyn Service>)>,
         board: Arc<StatusBoard>,
         status_template: Status,
+        fwd: Option<Arc<Forwarding>>,
     ) -> Result<Reactor<D>, Error> {
         let mut ep = Endpoint::new(cfg.tcp_config())
             .map_err(|e| Error::new(format!("tcp configuration: {e}")))?;
@@ -291,6 +329,28 @@ impl<D: Device> Reactor<D> {
             ports.push((port, list.len()));
             list.push(svc);
         }
+        let fwd_ports = fwd.as_ref().map(|f| f.ports()).unwrap_or_default();
+        for port in &fwd_ports {
+            if ports.iter().any(|(p, _)| p == port) {
+                return Err(Error::new(format!(
+                    "--forward port {port} is also a service's port (turn the service off, e.g. --http 0)"
+                )));
+            }
+            // Deferred: the SYN is answered once the upstream connected.
+            ep.listen_deferred(*port, cfg.backlog)
+                .map_err(|e| Error::new(format!("cannot listen on port {port}: {e}")))?;
+        }
+        if fwd.as_ref().is_some_and(|f| f.transparent) {
+            ep.listen_any(cfg.backlog)
+                .map_err(|e| Error::new(format!("cannot listen on any address: {e:?}")))?;
+        }
+        // Forwarded connections live on worker threads (their kernel
+        // sockets are in the workers' polls).
+        let workers = if fwd.is_some() {
+            cfg.workers.max(1)
+        } else {
+            cfg.workers
+        };
         let services: Arc<[Arc<dyn Service>]> = Arc::from(list);
         let poll = Poll::new().map_err(|e| Error::new(format!("cannot create poll: {e}")))?;
         let fd = dev.raw_fd();
@@ -312,7 +372,7 @@ impl<D: Device> Reactor<D> {
         let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(cfg.command_queue);
         let spares = Spares::new();
-        let hosts = if cfg.workers == 0 {
+        let hosts = if workers == 0 {
             let mut host = InlineHost::new(InlineConfig {
                 read_chunk: cfg.read_chunk,
                 nodelay: cfg.nodelay,
@@ -326,17 +386,33 @@ impl<D: Device> Reactor<D> {
             Hosts::Inline(Box::new(host))
         } else {
             let mut links = Vec::new();
-            for i in 0..cfg.workers {
+            for i in 0..workers {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(cfg.worker_queue);
-                let (s, p, c, w) = (services.clone(), pool.clone(), cmd_tx.clone(), wake.clone());
-                let sp = spares.clone();
-                let spin = Duration::from_micros(cfg.worker_spin_us);
+                let wpoll = Poll::new()
+                    .map_err(|e| Error::new(format!("cannot create a worker's poll: {e}")))?;
+                let wwaker = mio::Waker::new(wpoll.registry(), WORKER_WAKER)
+                    .map_err(|e| Error::new(format!("cannot create a worker's waker: {e}")))?;
+                let own_wake = Arc::new(ReactorWake::new(wwaker));
+                let setup = WorkerSetup {
+                    services: services.clone(),
+                    pool: pool.clone(),
+                    rx,
+                    cmd_tx: cmd_tx.clone(),
+                    wake: wake.clone(),
+                    poll: wpoll,
+                    own_wake: own_wake.clone(),
+                    spin: Duration::from_micros(cfg.worker_spin_us),
+                    spares: spares.clone(),
+                    forwarding: fwd.clone(),
+                    read_chunk: cfg.read_chunk,
+                };
                 let thread = std::thread::Builder::new()
                     .name(format!("tcpd-worker-{i}"))
-                    .spawn(move || crate::worker::worker_loop(s, p, rx, c, w, spin, sp))
+                    .spawn(move || crate::worker::worker_loop(setup))
                     .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
                 links.push(WorkerLink {
                     tx,
+                    wake: Some(own_wake),
                     out: Vec::new(),
                     backlogged: false,
                     thread: Some(thread),
@@ -359,6 +435,10 @@ impl<D: Device> Reactor<D> {
             hosts,
             conns: Vec::new(),
             ports,
+            fwd,
+            fwd_ports,
+            pending_syns: std::collections::HashMap::new(),
+            own_addrs: cfg.stack_addrs(),
             to_read: Vec::new(),
             starved: Vec::new(),
             pool,
@@ -796,6 +876,8 @@ impl<D: Device> Reactor<D> {
                 let _ = self.ep.abort(id);
                 self.forget(id);
             }
+            Cmd::AcceptSyn { syn } => self.accept_held(syn),
+            Cmd::RefuseSyn { syn, why } => self.refuse_held(syn, why),
         }
     }
 
@@ -820,7 +902,13 @@ impl<D: Device> Reactor<D> {
             match ev {
                 Event::Incoming { port } => self.accept(port),
                 Event::Connected(_) => {}
-                Event::Readable(id) | Event::PeerClosed(id) => self.mark_readable(id),
+                Event::Readable(id) => self.mark_readable(id),
+                Event::PeerClosed(id) => {
+                    if let Some(c) = self.conn_mut(id) {
+                        c.fin_seen = true;
+                    }
+                    self.mark_readable(id);
+                }
                 Event::Writable(id) => {
                     if let Some(c) = self.conn_mut(id) {
                         if !c.queued_credit {
@@ -834,9 +922,26 @@ impl<D: Device> Reactor<D> {
                 // Only active opens and half-open passive connections (which
                 // raise no events) end this way; the daemon makes no active opens.
                 Event::Unreachable(..) => self.counters.resets += 1,
-                Event::Closed(id) => self.forget(id),
-                // No deferred listeners here (yet).
-                Event::Syn(_) | Event::SynExpired(_) => {}
+                Event::Closed(id) => {
+                    // The endpoint lets a connection go once its bytes were
+                    // read, maybe before the end of stream was: pass the
+                    // FIN on first (a splice turns it into SHUT_WR, not a
+                    // reset).
+                    if let Some(c) = self.conn_mut(id) {
+                        if c.fin_seen && !c.eof_sent {
+                            c.eof_sent = true;
+                            let w = c.worker;
+                            self.deliver(w, ToWorker::PeerClosed { id });
+                        }
+                    }
+                    self.forget(id);
+                }
+                Event::Syn(sid) => self.on_syn(sid),
+                Event::SynExpired(sid) => {
+                    if let Some(w) = self.pending_syns.remove(&sid) {
+                        self.deliver(w, ToWorker::Cancel { syn: sid });
+                    }
+                }
             }
         }
         any
@@ -881,6 +986,7 @@ impl<D: Device> Reactor<D> {
                 granted: credit,
                 readable: true,
                 eof_sent: false,
+                fin_seen: false,
                 queued_read: true,
                 queued_credit: false,
                 closing: false,
@@ -903,6 +1009,166 @@ impl<D: Device> Reactor<D> {
             // Data may have come with the handshake's last ACK.
             self.to_read.push(id);
         }
+    }
+
+    /// Records connection `id` (its handshake done) as handled by `worker`
+    /// with `credit` bytes granted.
+    fn track(&mut self, id: ConnId, worker: usize, credit: usize) {
+        let slot = id.slot() as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        self.conns[slot] = Some(Conn {
+            id,
+            worker,
+            held: 0,
+            granted: credit,
+            readable: true,
+            eof_sent: false,
+            fin_seen: false,
+            queued_read: true,
+            queued_credit: false,
+            closing: false,
+            spill: Vec::new(),
+        });
+        self.counters.accepted += 1;
+        // Data may have come with the handshake's last ACK.
+        self.to_read.push(id);
+    }
+
+    fn worker_count(&self) -> usize {
+        match &self.hosts {
+            Hosts::Threads(l) => l.len().max(1),
+            Hosts::Inline(_) => 1,
+        }
+    }
+
+    /// A SYN held for a `--forward` rule or `--transparent`: refuse it by
+    /// policy, or hand it to a worker that connects upstream (the worker's
+    /// answer comes back as [`Cmd::AcceptSyn`] or [`Cmd::RefuseSyn`]).
+    fn on_syn(&mut self, sid: tcp::SynId) {
+        use crate::forward::FwdCounter;
+        let Some(info) = self.ep.syn_info(sid) else {
+            return;
+        };
+        let Some(fwd) = self.fwd.clone() else {
+            let _ = self.ep.refuse_syn(self.tnow(), sid, Refusal::Reset);
+            return;
+        };
+        let (rule, target, refusal) = match info.listener_port {
+            Some(_) => match fwd.rule_for(info.local) {
+                Some(r) => (Some(r), fwd.rules.get(r).map(|x| x.target), None),
+                // A rule for another address of the stack: a closed port here.
+                None => (None, None, Some(Refusal::Reset)),
+            },
+            None => {
+                let r = fwd.transparent_index();
+                let dst = info.local;
+                if self.own_addrs.contains(&dst.ip()) {
+                    // A port of our own with no listener: connecting out to
+                    // it would come straight back here. RFC 9293 §3.10.7.1.
+                    (Some(r), None, Some(Refusal::Reset))
+                } else if !fwd.permits(dst.ip()) {
+                    // --deny/--allow: an administrative filter, and the
+                    // client is told so (RFC 1812 §5.2.7.1, RFC 4443 §3.1).
+                    (
+                        Some(r),
+                        None,
+                        Some(Refusal::Unreachable(Unreach::AdminProhibited)),
+                    )
+                } else {
+                    (Some(r), Some(dst), None)
+                }
+            }
+        };
+        let refusal = if self.shutdown.is_some() {
+            Some(Refusal::Reset)
+        } else {
+            refusal
+        };
+        let (Some(target), None) = (target, refusal) else {
+            self.counters.refused += 1;
+            if let Some(st) = rule.and_then(|r| fwd.stats(r)) {
+                st.add(FwdCounter::Refused, 1);
+            }
+            let how = refusal.unwrap_or(Refusal::Reset);
+            let _ = self.ep.refuse_syn(self.tnow(), sid, how);
+            return;
+        };
+        let Some(rule) = rule else { return };
+        let worker = (hash_tuple(info.local, info.remote) % self.worker_count() as u64) as usize;
+        self.pending_syns.insert(sid, worker);
+        let ctx = ConnCtx {
+            local: info.local,
+            remote: info.remote,
+        };
+        self.deliver(
+            worker,
+            ToWorker::Connect {
+                syn: sid,
+                rule,
+                ctx,
+                target,
+            },
+        );
+    }
+
+    /// A worker's upstream connected: answer the SYN and bind the
+    /// connection to the worker.
+    fn accept_held(&mut self, sid: tcp::SynId) {
+        let Some(worker) = self.pending_syns.remove(&sid) else {
+            return;
+        };
+        let now = self.tnow();
+        match self.ep.accept_syn(now, sid) {
+            Ok(id) => {
+                if self.nodelay {
+                    let _ = self.ep.set_nodelay(id, true);
+                }
+                let credit = self.ep.send_capacity(id).unwrap_or(0);
+                self.track(id, worker, credit);
+                self.deliver(
+                    worker,
+                    ToWorker::Bind {
+                        syn: sid,
+                        id,
+                        credit,
+                    },
+                );
+            }
+            Err(e) => {
+                // The table or the source's share filled up meanwhile, or
+                // the SYN expired: the client is refused after all.
+                debug!("cannot accept a held SYN: {e:?}");
+                self.counters.refused += 1;
+                let _ = self.ep.refuse_syn(now, sid, Refusal::Reset);
+                self.deliver(worker, ToWorker::Cancel { syn: sid });
+            }
+        }
+    }
+
+    /// A worker's upstream connect failed: refuse the SYN, telling the
+    /// client what the kernel told us.
+    fn refuse_held(&mut self, sid: tcp::SynId, why: ConnectFailure) {
+        self.pending_syns.remove(&sid);
+        let how = match why {
+            // The upstream's RST becomes ours: "connection refused".
+            ConnectFailure::Refused | ConnectFailure::Other => Refusal::Reset,
+            // No route: say so, as a router would (RFC 1812 §5.2.7.1).
+            ConnectFailure::NetUnreachable => Refusal::Unreachable(Unreach::Net),
+            // No answer within the connect timeout: what a router sends
+            // when the host does not answer its neighbour discovery
+            // (RFC 1812 §5.2.7.1, RFC 4443 §3.1 code 3); a Linux client
+            // fails the connect at once with EHOSTUNREACH.
+            ConnectFailure::HostUnreachable | ConnectFailure::Timeout => {
+                Refusal::Unreachable(Unreach::Host)
+            }
+        };
+        let _ = self.ep.refuse_syn(self.tnow(), sid, how);
+    }
+
+    fn tnow(&self) -> tcp::Instant {
+        self.clock.tcp(Instant::now())
     }
 
     /// Reads data for connections marked readable, up to the hold limit.
@@ -1072,7 +1338,10 @@ impl<D: Device> Reactor<D> {
         let sigs: Vec<i32> = self.signals.pending().collect();
         for s in sigs {
             match s {
-                SIGUSR1 => self.print_counters(),
+                SIGUSR1 => {
+                    self.print_counters();
+                    self.request_reports();
+                }
                 SIGINT | SIGTERM => {
                     if self.shutdown.is_some() {
                         self.forced_exit();
@@ -1118,6 +1387,10 @@ impl<D: Device> Reactor<D> {
         for (port, _) in self.ports.clone() {
             self.ep.unlisten(port);
         }
+        for port in self.fwd_ports.clone() {
+            self.ep.unlisten(port);
+        }
+        self.ep.unlisten_any();
         let ids: Vec<(ConnId, usize)> = self
             .conns
             .iter()
@@ -1186,6 +1459,10 @@ impl<D: Device> Reactor<D> {
             for link in links.iter_mut() {
                 let (tx, _) = crossbeam_channel::bounded(1);
                 drop(std::mem::replace(&mut link.tx, tx));
+                // It may sleep in its poll: make it see the hang-up.
+                if let Some(w) = &link.wake {
+                    w.force();
+                }
             }
         }
         // Workers may be blocked on a full command queue: drain it. A
@@ -1251,6 +1528,9 @@ impl<D: Device> Reactor<D> {
             .copied()
             .collect();
         s.daemon = self.daemon_counters();
+        if let Some(f) = &self.fwd {
+            s.forwards = f.status();
+        }
         self.board.publish(s);
     }
 
@@ -1303,6 +1583,18 @@ impl<D: Device> Reactor<D> {
             let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
         }
         let _ = err.flush();
+    }
+
+    /// SIGUSR1 with forwarding: each worker writes its upstream sockets'
+    /// lines (their kernel state, what waits to go upstream).
+    fn request_reports(&mut self) {
+        if self.fwd.is_none() {
+            return;
+        }
+        for w in 0..self.worker_count() {
+            self.deliver(w, ToWorker::Report);
+        }
+        self.flush_hosts();
     }
 
     /// One line per open connection (at most `limit`, then how many more):
@@ -1388,6 +1680,7 @@ mod tests {
             tx,
             out: Vec::with_capacity(8),
             backlogged: false,
+            wake: None,
             thread: None,
         };
         assert!(!offer_batch(&mut link, &spares));

@@ -409,6 +409,8 @@ impl Sim {
                 let _ = self.ep.abort(id);
                 self.forget(id);
             }
+            // Forwarding is not replayed: no SYN is ever held here.
+            Cmd::AcceptSyn { .. } | Cmd::RefuseSyn { .. } => {}
         }
     }
 
