@@ -9,7 +9,9 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fault;
+pub mod netns;
 pub mod offload;
+pub mod outbound;
 pub mod pcap;
 pub mod pool;
 pub mod reactor;
@@ -22,4 +24,6 @@ pub mod worker;
 
 pub use config::{Config, FaultConfig, IpNet};
 pub use error::Error;
+pub use netns::NetnsTarget;
+pub use outbound::OutboundPolicy;
 pub use run::{banner, run};
