@@ -22,6 +22,8 @@ Examples:
   sudo tcpd tun0 --fault-drop 0.03 --fault-reorder 0.1   impair the link
   sudo tcpd tun0 --netns sbx --default-route   the TUN in namespace sbx (created,
       removed at exit), everything it sends to tcpd:  sudo ip netns exec sbx ping 10.0.0.2
+  sudo tcpd tun0 --http 0 --forward 80=127.0.0.1:8080   carry a local web server's TCP
+      over tcpd's stack: curl http://10.0.0.2/ reaches 127.0.0.1:8080
 
 Logging: -v/-vv for more, -q/-qq for less; RUST_LOG (e.g. RUST_LOG=daemon=debug) overrides.
 HTTP paths: / status page, /stats counters as JSON, /metrics the same for Prometheus,
@@ -116,9 +118,55 @@ struct Cli {
     max_connections_per_source: usize,
 
     /// Worker threads for the services; 0 runs them inline on the reactor
-    /// thread, the fastest for the built-in services [default: 0]
+    /// thread, the fastest for the built-in services. With --forward or
+    /// --transparent the kernel sockets live on worker threads: 0 or unset
+    /// means one per core [default: 0; forwarding: cores]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
     workers: Option<u32>,
+
+    // --- Forwarding (issue 9) ---
+    /// Splice connections to the stack's PORT (only those to ADDR, if
+    /// given) to a new kernel TCP connection to HOST:PORT, made from the
+    /// namespace tcpd runs in; HOST may be a name (resolved once at start).
+    /// IPv6 in brackets: [fd00::2]:80=[fd00::5]:8080. Repeatable. The
+    /// client's SYN is answered only once the upstream connected; a refused
+    /// or unreachable upstream refuses the client
+    #[arg(long, value_name = "[ADDR:]PORT=HOST:PORT", value_parser = parse_forward)]
+    forward: Vec<daemon::forward::ForwardSpec>,
+
+    /// Accept TCP to any destination address and port that reaches the
+    /// TUN device and connect out, from a kernel socket, to that original
+    /// destination (ports of the built-in services and --forward rules on
+    /// the stack's own addresses excepted)
+    #[arg(long)]
+    transparent: bool,
+
+    /// With --transparent: only destinations in CIDR are connected to
+    /// (repeatable; default: all)
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    allow: Vec<IpNet>,
+
+    /// With --transparent: destinations in CIDR are refused, whatever
+    /// --allow says (repeatable), with an ICMP administratively-prohibited
+    /// error: the client fails at once (EHOSTUNREACH) and learns that a
+    /// filter, not a closed port, turned it away
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    deny: Vec<IpNet>,
+
+    /// Seconds an upstream connect may take before the client is refused.
+    /// 10 covers two lost SYNs (Linux retries after 1 s and 3 s more), and
+    /// a client waits that long gladly; Linux's own limit (6 SYN retries,
+    /// about 130 s) would hold a client's SYN longer than tcpd keeps it (75 s)
+    #[arg(long, value_name = "SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    connect_timeout: u64,
+
+    /// Seconds a forwarded connection may carry no byte either way before
+    /// both sides are reset. 7440 (2 h 4 min) is the least a NAT may use
+    /// for established connections (RFC 5382 REQ-5), longer than the
+    /// 2-hour TCP keep-alive default, so keep-alives keep connections
+    /// alive. 0 disables
+    #[arg(long, value_name = "SECS", default_value_t = 7440)]
+    forward_idle_timeout: u64,
 
     /// Record every packet in and out to FILE (pcap, link type RAW) and FILE.json
     #[arg(long, value_name = "FILE")]
@@ -221,6 +269,11 @@ fn wants_default_route(explicit: bool, transparent: bool, netns: bool, mark: boo
     explicit || (transparent && (netns || mark))
 }
 
+fn parse_forward(s: &str) -> Result<daemon::forward::ForwardSpec, String> {
+    daemon::forward::ForwardSpec::parse(s)
+        .map_err(|e| e.trim_start_matches("--forward ").to_string())
+}
+
 fn parse_prob(s: &str) -> Result<f64, String> {
     let p: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
     if !(0.0..=1.0).contains(&p) {
@@ -319,7 +372,7 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         },
         default_route: wants_default_route(
             cli.default_route,
-            false,
+            cli.transparent,
             cli.netns.is_some(),
             cli.outbound_mark.is_some(),
         ),
@@ -327,6 +380,14 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         outbound: daemon::OutboundPolicy {
             mark: cli.outbound_mark,
             device: cli.outbound_device,
+        },
+        forward: daemon::forward::ForwardConfig {
+            rules: cli.forward,
+            transparent: cli.transparent,
+            allow: cli.allow,
+            deny: cli.deny,
+            connect_timeout: std::time::Duration::from_secs(cli.connect_timeout),
+            idle_timeout: secs(cli.forward_idle_timeout),
         },
         ..d
     }

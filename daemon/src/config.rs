@@ -240,6 +240,10 @@ pub struct Config {
     /// back into the TUN (`--outbound-mark`, `--outbound-device`).
     /// Default: nothing.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// Forwarding (`--forward`, `--transparent` and their limits). With
+    /// forwarding on, `workers` 0 means one worker per core (the kernel
+    /// sockets live on worker threads).
+    pub forward: crate::forward::ForwardConfig,
 }
 
 impl Default for Config {
@@ -286,6 +290,7 @@ impl Default for Config {
             netns: None,
             default_route: false,
             outbound: crate::outbound::OutboundPolicy::default(),
+            forward: crate::forward::ForwardConfig::default(),
         }
     }
 }
@@ -377,6 +382,36 @@ impl Config {
         if ports.len() != n {
             return Err("two services on the same port".into());
         }
+        for r in &self.forward.rules {
+            if ports.contains(&r.port) {
+                return Err(format!(
+                    "--forward {r}: port {} is a service's port too (turn the service off, e.g. --http 0)",
+                    r.port
+                ));
+            }
+            if let Some(a) = r.listen {
+                if !self.stack_addrs().contains(&a) {
+                    return Err(format!(
+                        "--forward {r}: {a} is not an address of the stack ({})",
+                        self.stack_addrs()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        if self.forward.connect_timeout.is_zero() {
+            return Err("--connect-timeout must be at least 1 second".into());
+        }
+        if !self.forward.transparent
+            && (!self.forward.allow.is_empty() || !self.forward.deny.is_empty())
+        {
+            return Err(
+                "--allow and --deny filter --transparent destinations: add --transparent".into(),
+            );
+        }
         if let Some(root) = &self.http_root {
             if !root.is_dir() {
                 return Err(format!("--http-root {}: not a directory", root.display()));
@@ -403,17 +438,30 @@ impl Config {
         self.outbound.validate()?;
         if self.default_route && self.no_configure {
             return Err(
-                "--default-route changes routes, --no-configure promises to change nothing;                  give one of them"
+                "--default-route changes routes, --no-configure promises to change nothing; \
+                 give one of them"
                     .into(),
             );
         }
         if self.default_route && self.netns.is_none() && self.outbound.mark.is_none() {
             return Err(format!(
-                "a default route via {} in tcpd's own namespace would route tcpd's own                  connections back into it: give --netns (the TUN in a sandbox namespace) or                  --outbound-mark N (the TUN's routes in table N, tcpd's sockets marked to skip it)",
+                "a default route via {} in tcpd's own namespace would route tcpd's own \
+                 connections back into it: give --netns (the TUN in a sandbox namespace) or \
+                 --outbound-mark N (the TUN's routes in table N, tcpd's sockets marked to skip it)",
                 self.iface
             ));
         }
         Ok(())
+    }
+
+    /// The worker threads to run: `workers`, or with forwarding and
+    /// `workers` 0, one per core.
+    pub fn effective_workers(&self) -> usize {
+        if self.forward.active() && self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            self.workers
+        }
     }
 
     /// The addresses the stack answers on.

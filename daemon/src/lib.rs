@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fault;
+pub mod forward;
 pub mod netns;
 pub mod offload;
 pub mod outbound;

@@ -23,9 +23,10 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::device::{is_transient, Device};
 use crate::error::Error;
+use crate::forward::Forwarding;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
-use crate::worker::{Cmd, ReactorWake, Spares, ToWorker};
+use crate::worker::{Cmd, ReactorWake, Spares, ToWorker, WorkerSetup, WORKER_WAKER};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -143,6 +144,8 @@ struct Conn {
 /// A worker thread as the reactor sees it.
 struct WorkerLink {
     tx: Sender<Vec<ToWorker>>,
+    /// Wakes the worker (only when it said it sleeps).
+    wake: Option<Arc<ReactorWake>>,
     out: Vec<ToWorker>,
     /// The last send found the queue full: `out` waits, reading pauses.
     backlogged: bool,
@@ -177,6 +180,10 @@ pub struct Reactor<D: Device> {
     conns: Vec<Option<Conn>>,
     /// Services by listening port.
     ports: Vec<(u16, usize)>,
+    /// Forwarding, if on: its rules, policy and counters.
+    fwd: Option<Arc<Forwarding>>,
+    /// Ports listened on for `--forward` rules.
+    fwd_ports: Vec<u16>,
     to_read: Vec<ConnId>,
     starved: Vec<ConnId>,
     pool: Pool,
@@ -255,6 +262,9 @@ fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
     match link.tx.try_send(batch) {
         Ok(()) => {
             link.backlogged = false;
+            if let Some(w) = &link.wake {
+                w.notify();
+            }
             true
         }
         Err(TrySendError::Full(b)) | Err(TrySendError::Disconnected(b)) => {
@@ -280,6 +290,7 @@ impl<D: Device> Reactor<D> {
         services: Vec<(u16, Arc<dyn Service>)>,
         board: Arc<StatusBoard>,
         status_template: Status,
+        fwd: Option<Arc<Forwarding>>,
     ) -> Result<Reactor<D>, Error> {
         let mut ep = Endpoint::new(cfg.tcp_config())
             .map_err(|e| Error::new(format!("tcp configuration: {e}")))?;
@@ -291,6 +302,23 @@ impl<D: Device> Reactor<D> {
             ports.push((port, list.len()));
             list.push(svc);
         }
+        let fwd_ports = fwd.as_ref().map(|f| f.ports()).unwrap_or_default();
+        for port in &fwd_ports {
+            if ports.iter().any(|(p, _)| p == port) {
+                return Err(Error::new(format!(
+                    "--forward port {port} is also a service's port (turn the service off, e.g. --http 0)"
+                )));
+            }
+            ep.listen(*port, cfg.backlog)
+                .map_err(|e| Error::new(format!("cannot listen on port {port}: {e}")))?;
+        }
+        // Forwarded connections live on worker threads (their kernel
+        // sockets are in the workers' polls).
+        let workers = if fwd.is_some() {
+            cfg.workers.max(1)
+        } else {
+            cfg.workers
+        };
         let services: Arc<[Arc<dyn Service>]> = Arc::from(list);
         let poll = Poll::new().map_err(|e| Error::new(format!("cannot create poll: {e}")))?;
         let fd = dev.raw_fd();
@@ -312,7 +340,7 @@ impl<D: Device> Reactor<D> {
         let pool = Pool::new(cfg.pool_buffers, cfg.read_chunk);
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(cfg.command_queue);
         let spares = Spares::new();
-        let hosts = if cfg.workers == 0 {
+        let hosts = if workers == 0 {
             let mut host = InlineHost::new(InlineConfig {
                 read_chunk: cfg.read_chunk,
                 nodelay: cfg.nodelay,
@@ -326,17 +354,33 @@ impl<D: Device> Reactor<D> {
             Hosts::Inline(Box::new(host))
         } else {
             let mut links = Vec::new();
-            for i in 0..cfg.workers {
+            for i in 0..workers {
                 let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(cfg.worker_queue);
-                let (s, p, c, w) = (services.clone(), pool.clone(), cmd_tx.clone(), wake.clone());
-                let sp = spares.clone();
-                let spin = Duration::from_micros(cfg.worker_spin_us);
+                let wpoll = Poll::new()
+                    .map_err(|e| Error::new(format!("cannot create a worker's poll: {e}")))?;
+                let wwaker = mio::Waker::new(wpoll.registry(), WORKER_WAKER)
+                    .map_err(|e| Error::new(format!("cannot create a worker's waker: {e}")))?;
+                let own_wake = Arc::new(ReactorWake::new(wwaker));
+                let setup = WorkerSetup {
+                    services: services.clone(),
+                    pool: pool.clone(),
+                    rx,
+                    cmd_tx: cmd_tx.clone(),
+                    wake: wake.clone(),
+                    poll: wpoll,
+                    own_wake: own_wake.clone(),
+                    spin: Duration::from_micros(cfg.worker_spin_us),
+                    spares: spares.clone(),
+                    forwarding: fwd.clone(),
+                    read_chunk: cfg.read_chunk,
+                };
                 let thread = std::thread::Builder::new()
                     .name(format!("tcpd-worker-{i}"))
-                    .spawn(move || crate::worker::worker_loop(s, p, rx, c, w, spin, sp))
+                    .spawn(move || crate::worker::worker_loop(setup))
                     .map_err(|e| Error::new(format!("cannot start worker thread: {e}")))?;
                 links.push(WorkerLink {
                     tx,
+                    wake: Some(own_wake),
                     out: Vec::new(),
                     backlogged: false,
                     thread: Some(thread),
@@ -359,6 +403,8 @@ impl<D: Device> Reactor<D> {
             hosts,
             conns: Vec::new(),
             ports,
+            fwd,
+            fwd_ports,
             to_read: Vec::new(),
             starved: Vec::new(),
             pool,
@@ -852,6 +898,10 @@ impl<D: Device> Reactor<D> {
 
     fn accept(&mut self, port: u16) {
         let svc = self.ports.iter().find(|(p, _)| *p == port).map(|(_, s)| *s);
+        if svc.is_none() && self.fwd_ports.contains(&port) {
+            self.accept_forwarded(port);
+            return;
+        }
         while let Some(id) = self.ep.accept(port) {
             let (Some(svc), None) = (svc, &self.shutdown) else {
                 self.counters.refused += 1;
@@ -900,6 +950,79 @@ impl<D: Device> Reactor<D> {
             );
             // Data may have come with the handshake's last ACK.
             self.to_read.push(id);
+        }
+    }
+
+    /// Records connection `id` (its handshake done) as handled by `worker`
+    /// with `credit` bytes granted.
+    fn track(&mut self, id: ConnId, worker: usize, credit: usize) {
+        let slot = id.slot() as usize;
+        if self.conns.len() <= slot {
+            self.conns.resize_with(slot + 1, || None);
+        }
+        self.conns[slot] = Some(Conn {
+            id,
+            worker,
+            held: 0,
+            granted: credit,
+            readable: true,
+            eof_sent: false,
+            queued_read: true,
+            queued_credit: false,
+            closing: false,
+            spill: Vec::new(),
+        });
+        self.counters.accepted += 1;
+        // Data may have come with the handshake's last ACK.
+        self.to_read.push(id);
+    }
+
+    fn worker_count(&self) -> usize {
+        match &self.hosts {
+            Hosts::Threads(l) => l.len().max(1),
+            Hosts::Inline(_) => 1,
+        }
+    }
+
+    /// Accepts the connections waiting on a `--forward` port and hands
+    /// each to a worker, which connects upstream and splices.
+    fn accept_forwarded(&mut self, port: u16) {
+        let Some(fwd) = self.fwd.clone() else { return };
+        while let Some(id) = self.ep.accept(port) {
+            let Ok(info) = self.ep.info(id) else { continue };
+            let rule = fwd.rule_for(info.local);
+            let (Some(rule), None) = (rule, &self.shutdown) else {
+                // A rule for another address of the stack, or shutting down.
+                self.counters.refused += 1;
+                if let Some(r) = rule.and_then(|r| fwd.stats(r)) {
+                    r.add(crate::forward::FwdCounter::Refused, 1);
+                }
+                let _ = self.ep.abort(id);
+                continue;
+            };
+            let Some(target) = fwd.rules.get(rule).map(|r| r.target) else {
+                continue;
+            };
+            if self.nodelay {
+                let _ = self.ep.set_nodelay(id, true);
+            }
+            let credit = self.ep.send_capacity(id).unwrap_or(0);
+            let worker = (hash_conn(id) % self.worker_count() as u64) as usize;
+            self.track(id, worker, credit);
+            let ctx = ConnCtx {
+                local: info.local,
+                remote: info.remote,
+            };
+            self.deliver(
+                worker,
+                ToWorker::Forward {
+                    id,
+                    rule,
+                    ctx,
+                    target,
+                    credit,
+                },
+            );
         }
     }
 
@@ -1070,7 +1193,10 @@ impl<D: Device> Reactor<D> {
         let sigs: Vec<i32> = self.signals.pending().collect();
         for s in sigs {
             match s {
-                SIGUSR1 => self.print_counters(),
+                SIGUSR1 => {
+                    self.print_counters();
+                    self.request_reports();
+                }
                 SIGINT | SIGTERM => {
                     if self.shutdown.is_some() {
                         self.forced_exit();
@@ -1114,6 +1240,9 @@ impl<D: Device> Reactor<D> {
             deadline: Instant::now() + self.grace,
         });
         for (port, _) in self.ports.clone() {
+            self.ep.unlisten(port);
+        }
+        for port in self.fwd_ports.clone() {
             self.ep.unlisten(port);
         }
         let ids: Vec<(ConnId, usize)> = self
@@ -1184,6 +1313,10 @@ impl<D: Device> Reactor<D> {
             for link in links.iter_mut() {
                 let (tx, _) = crossbeam_channel::bounded(1);
                 drop(std::mem::replace(&mut link.tx, tx));
+                // It may sleep in its poll: make it see the hang-up.
+                if let Some(w) = &link.wake {
+                    w.force();
+                }
             }
         }
         // Workers may be blocked on a full command queue: drain it. A
@@ -1249,6 +1382,9 @@ impl<D: Device> Reactor<D> {
             .copied()
             .collect();
         s.daemon = self.daemon_counters();
+        if let Some(f) = &self.fwd {
+            s.forwards = f.status();
+        }
         self.board.publish(s);
     }
 
@@ -1301,6 +1437,18 @@ impl<D: Device> Reactor<D> {
             let _ = writeln!(err, "tcpd: SIGUSR1 {line}");
         }
         let _ = err.flush();
+    }
+
+    /// SIGUSR1 with forwarding: each worker writes its upstream sockets'
+    /// lines (their kernel state, what waits to go upstream).
+    fn request_reports(&mut self) {
+        if self.fwd.is_none() {
+            return;
+        }
+        for w in 0..self.worker_count() {
+            self.deliver(w, ToWorker::Report);
+        }
+        self.flush_hosts();
     }
 
     /// One line per open connection (at most `limit`, then how many more):
@@ -1386,6 +1534,7 @@ mod tests {
             tx,
             out: Vec::with_capacity(8),
             backlogged: false,
+            wake: None,
             thread: None,
         };
         assert!(!offer_batch(&mut link, &spares));

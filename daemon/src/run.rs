@@ -32,6 +32,12 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
             n => format!("{n} worker threads"),
         }
     );
+    if cfg.forward.active() && cfg.workers > 0 {
+        let _ = writeln!(
+            s,
+            "  (forwarding runs on worker threads: one per core unless --workers says otherwise)"
+        );
+    }
     let _ = writeln!(
         s,
         "  stack address     {}{}",
@@ -82,6 +88,36 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
             _ => "HTTP/1.1",
         };
         let _ = writeln!(s, "  {what:<18}port {port}");
+    }
+    for r in &cfg.forward.rules {
+        let _ = writeln!(s, "  forward           {r}");
+    }
+    if cfg.forward.transparent {
+        let f = &cfg.forward;
+        let list = |v: &[crate::config::IpNet]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        let mut what = String::from("any destination reaching the TUN");
+        if !f.allow.is_empty() {
+            let _ = write!(what, ", allow {}", list(&f.allow));
+        }
+        if !f.deny.is_empty() {
+            let _ = write!(what, ", deny {}", list(&f.deny));
+        }
+        let _ = writeln!(s, "  transparent       {what}");
+    }
+    if cfg.forward.active() {
+        let f = &cfg.forward;
+        let _ = writeln!(
+            s,
+            "  upstream limits   connect timeout {} s, idle timeout {}",
+            f.connect_timeout.as_secs(),
+            f.idle_timeout
+                .map_or("off".to_string(), |d| format!("{} s", d.as_secs()))
+        );
     }
     if let Some(p) = &cfg.pcap {
         let _ = writeln!(
@@ -163,6 +199,16 @@ fn services(cfg: &Config, board: &Arc<StatusBoard>) -> Result<ServiceList, Error
 /// tcpd created is gone and the pcap is flushed.
 pub fn run(mut cfg: Config) -> Result<(), Error> {
     cfg.validate().map_err(Error::new)?;
+    cfg.workers = cfg.effective_workers();
+    // Resolve upstream names once, before anything is created.
+    let fwd = if cfg.forward.active() {
+        raise_nofile_limit();
+        Some(Arc::new(
+            crate::forward::Forwarding::new(&cfg.forward).map_err(Error::new)?,
+        ))
+    } else {
+        None
+    };
     let tun = TunDevice::open(&mut cfg)?;
     cfg.mtu = tun.mtu();
     let clock = Clock::new();
@@ -186,7 +232,7 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
     };
     let board = StatusBoard::new(template.clone());
     let services = services(&cfg, &board)?;
-    let reactor = Reactor::new(&cfg, dev, clock, services, board, template)?;
+    let reactor = Reactor::new(&cfg, dev, clock, services, board, template, fwd)?;
     print_banner(&banner(&cfg, cfg.mtu));
     let mut dev = reactor.run()?;
     dev.flush();
@@ -200,4 +246,24 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
         }
     );
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard one: each forwarded
+/// connection holds a kernel socket, and the usual soft limit (1024) would
+/// cap tcpd at about a thousand of them (nginx's `worker_rlimit_nofile`
+/// and Go's runtime do the same).
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid rlimit struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                debug!("cannot raise the open-file limit");
+            }
+        }
+    }
 }

@@ -537,10 +537,12 @@ impl TunDevice {
                         "{name}: cannot add the {fam} default route: {}",
                         if mark.is_some() {
                             format!(
-                                "routing table {table} has one already (another tcpd with                                  --outbound-mark {table}?); choose another mark"
+                                "routing table {table} has one already (another tcpd with \
+                                 --outbound-mark {table}?); choose another mark"
                             )
                         } else {
-                            "the namespace has one already; remove it (`ip route del default`)                              or run without --default-route"
+                            "the namespace has one already; remove it (`ip route del default`) \
+                             or run without --default-route"
                                 .to_string()
                         }
                     )));
@@ -580,7 +582,8 @@ impl TunDevice {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
                     return Err(Error::new(format!(
-                        "{name}: the {fam} rule `not fwmark {mark} lookup {mark}` exists already                          (another tcpd with --outbound-mark {mark}?); choose another mark"
+                        "{name}: the {fam} rule `not fwmark {mark} lookup {mark}` exists already \
+                         (another tcpd with --outbound-mark {mark}?); choose another mark"
                     )));
                 }
                 Err(e) => {

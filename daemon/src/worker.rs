@@ -78,6 +78,23 @@ pub enum ToWorker<K = ConnId> {
         /// The connection.
         id: K,
     },
+    /// A connection accepted on a `--forward` port: connect to `target`
+    /// and splice (see [`crate::forward::splice`]).
+    Forward {
+        /// The connection.
+        id: K,
+        /// Index of the rule in [`crate::forward::Forwarding`].
+        rule: usize,
+        /// Addresses of the client's connection.
+        ctx: ConnCtx,
+        /// Where to connect.
+        target: std::net::SocketAddr,
+        /// Initial send credit toward the client, bytes.
+        credit: usize,
+    },
+    /// SIGUSR1: write the worker's connection lines (forwarded
+    /// connections' upstream state) to stderr.
+    Report,
 }
 
 /// A handler's request for its connection.
@@ -109,9 +126,11 @@ pub enum Cmd<K = ConnId> {
     },
 }
 
-/// Wakes the reactor when a worker queued commands, but only if the reactor
-/// said it may sleep (a wake-up costs a syscall here and tens of µs on the
-/// other CPU when the reactor does sleep).
+/// Wakes a thread sleeping in its mio `Poll` when another queued work for
+/// it, but only if the sleeper said it may sleep (a wake-up costs a syscall
+/// here and tens of µs on the other CPU when the sleeper does sleep). The
+/// workers wake the reactor with one; the reactor wakes each worker with
+/// that worker's own.
 pub struct ReactorWake {
     waker: mio::Waker,
     sleeping: AtomicBool,
@@ -134,6 +153,12 @@ impl ReactorWake {
         if self.sleeping.swap(false, Ordering::SeqCst) {
             let _ = self.waker.wake();
         }
+    }
+    /// Wakes the sleeper whatever it said (it must look at a channel that
+    /// was closed, say).
+    pub fn force(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+        let _ = self.waker.wake();
     }
 }
 
@@ -303,6 +328,10 @@ impl<K: Copy + Eq + Hash> Host<K> {
                     }
                 }
             }
+            // Forwarded connections have no handler: a host without a
+            // forwarder refuses them.
+            ToWorker::Forward { id, .. } => out.push(Cmd::Abort { id }),
+            ToWorker::Report => {}
         }
     }
 
@@ -467,109 +496,201 @@ impl Default for Spares {
     }
 }
 
-/// What a worker wakes up for.
-enum Wake {
+/// The token of a worker's own [`mio::Waker`] in its `Poll` (the
+/// forwarder's sockets use the tokens above it).
+pub const WORKER_WAKER: mio::Token = mio::Token(0);
+
+/// What a worker thread is made of (the reactor builds it).
+pub struct WorkerSetup {
+    /// The services, indexed as in [`ToWorker::Accepted::svc`].
+    pub services: Arc<[Arc<dyn Service>]>,
+    /// The shared buffer pool.
+    pub pool: Pool,
+    /// Event batches from the reactor.
+    pub rx: Receiver<Vec<ToWorker>>,
+    /// Command batches to the reactor.
+    pub cmd_tx: Sender<Vec<Cmd>>,
+    /// Wakes the reactor.
+    pub wake: Arc<ReactorWake>,
+    /// This worker's `Poll`, its waker registered as [`WORKER_WAKER`].
+    pub poll: mio::Poll,
+    /// This worker's waker, with the flag that says it may sleep.
+    pub own_wake: Arc<ReactorWake>,
+    /// How long to spin for work before sleeping.
+    pub spin: Duration,
+    /// Spare batch vectors.
+    pub spares: Spares,
+    /// Forwarding (`--forward`, `--transparent`), if on.
+    pub forwarding: Option<Arc<crate::forward::Forwarding>>,
+    /// Largest read from an upstream socket, bytes.
+    pub read_chunk: usize,
+}
+
+/// What a worker's spin found.
+enum Spun {
     /// A batch of events.
     Batch(Vec<ToWorker>),
-    /// A handler deadline passed.
-    Timer,
     /// The reactor hung up.
     Hangup,
+    /// Socket readiness (in the events buffer).
+    Sockets,
+    /// Nothing within the spin.
+    Nothing,
 }
 
-/// Waits for the next batch: spins for up to `spin` before parking, and
-/// parks until `until` at most.
-fn next_batch(rx: &Receiver<Vec<ToWorker>>, spin: Duration, until: Option<Instant>) -> Wake {
-    match next_batch_spin(rx, spin) {
-        Some(Ok(b)) => return Wake::Batch(b),
-        Some(Err(())) => return Wake::Hangup,
-        None => {}
-    }
-    match until {
-        None => rx.recv().map_or(Wake::Hangup, Wake::Batch),
-        Some(t) => match rx.recv_deadline(t) {
-            Ok(b) => Wake::Batch(b),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Wake::Timer,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Wake::Hangup,
-        },
-    }
-}
-
-/// The try-and-spin part of [`next_batch`]: `Some(Err)` when the reactor
-/// hung up, `None` when nothing came.
-#[allow(clippy::result_unit_err)]
-fn next_batch_spin(
+/// Looks for work for up to `spin`: a batch on `rx` and, when `sockets`,
+/// readiness of the forwarder's sockets (a zero-timeout poll).
+fn spin_for_work(
     rx: &Receiver<Vec<ToWorker>>,
     spin: Duration,
-) -> Option<Result<Vec<ToWorker>, ()>> {
-    match rx.try_recv() {
-        Ok(b) => return Some(Ok(b)),
-        Err(TryRecvError::Disconnected) => return Some(Err(())),
-        Err(TryRecvError::Empty) => {}
+    sockets: Option<(&mut mio::Poll, &mut mio::Events)>,
+) -> Spun {
+    let take = |rx: &Receiver<Vec<ToWorker>>| match rx.try_recv() {
+        Ok(b) => Some(Spun::Batch(b)),
+        Err(TryRecvError::Disconnected) => Some(Spun::Hangup),
+        Err(TryRecvError::Empty) => None,
+    };
+    if let Some(s) = take(rx) {
+        return s;
     }
-    if !spin.is_zero() {
-        let until = Instant::now() + spin;
-        loop {
-            for _ in 0..64 {
-                std::hint::spin_loop();
-            }
-            // Let the reactor run if it shares this CPU (pinned setups):
-            // spinning must not delay the very work it waits for.
-            std::thread::yield_now();
-            match rx.try_recv() {
-                Ok(b) => return Some(Ok(b)),
-                Err(TryRecvError::Disconnected) => return Some(Err(())),
-                Err(TryRecvError::Empty) => {}
-            }
-            if Instant::now() >= until {
-                break;
+    if spin.is_zero() {
+        return Spun::Nothing;
+    }
+    let mut sockets = sockets;
+    let until = Instant::now() + spin;
+    loop {
+        for _ in 0..64 {
+            std::hint::spin_loop();
+        }
+        // Let the reactor run if it shares this CPU (pinned setups):
+        // spinning must not delay the very work it waits for.
+        std::thread::yield_now();
+        if let Some(s) = take(rx) {
+            return s;
+        }
+        if let Some((poll, events)) = sockets.as_mut() {
+            if poll.poll(events, Some(Duration::ZERO)).is_ok() && !events.is_empty() {
+                return Spun::Sockets;
             }
         }
+        if Instant::now() >= until {
+            return Spun::Nothing;
+        }
     }
-    None
 }
 
-/// The body of a worker thread: handles event batches until the reactor
-/// hangs up, sending one command batch per round and waking the reactor.
-pub fn worker_loop(
-    services: Arc<[Arc<dyn Service>]>,
-    pool: Pool,
-    rx: Receiver<Vec<ToWorker>>,
-    cmd_tx: Sender<Vec<Cmd>>,
-    wake: Arc<ReactorWake>,
-    spin: Duration,
-    spares: Spares,
-) {
+/// The body of a worker thread: handles event batches and (with
+/// forwarding) its upstream sockets until the reactor hangs up, sending one
+/// command batch per round and waking the reactor.
+///
+/// It sleeps in its own mio `Poll`: after a short spin (`spin`) it says so
+/// on its [`ReactorWake`], so that the reactor pays for a wake-up (the
+/// `mio::Waker`) only when the worker does sleep.
+pub fn worker_loop(w: WorkerSetup) {
+    let WorkerSetup {
+        services,
+        pool,
+        rx,
+        cmd_tx,
+        wake,
+        mut poll,
+        own_wake,
+        spin,
+        spares,
+        forwarding,
+        read_chunk,
+    } = w;
+    let mut fwd =
+        forwarding.map(|f| crate::forward::splice::Forwarder::new(f, pool.clone(), read_chunk));
     let mut host: Host<ConnId> = Host::new(services, pool);
     let mut cmds: Vec<Cmd> = spares.cmds();
+    let mut events = mio::Events::with_capacity(256);
     // Handler timers run on this thread's own monotonic clock.
     let clock = crate::clock::Clock::new();
-    loop {
-        let until = host.poll_timeout().map(|t| clock.to_std(t));
-        let woke = next_batch(&rx, spin, until);
-        host.set_now(clock.tcp(Instant::now()));
-        match woke {
-            Wake::Hangup => break,
-            Wake::Timer => {}
-            Wake::Batch(mut batch) => {
-                for ev in batch.drain(..) {
-                    host.handle(ev, &mut cmds);
+    'run: loop {
+        events.clear();
+        let sockets = fwd.as_ref().is_some_and(|f| !f.is_empty());
+        let spun = spin_for_work(&rx, spin, sockets.then_some((&mut poll, &mut events)));
+        let nothing = matches!(spun, Spun::Nothing);
+        let mut first = match spun {
+            Spun::Hangup => break,
+            Spun::Batch(b) => Some(b),
+            Spun::Sockets | Spun::Nothing => None,
+        };
+        if nothing || (first.is_some() && fwd.is_some()) {
+            // Sleep until a batch, a socket or a deadline; with a batch in
+            // hand only look at the sockets.
+            let mut timeout = if first.is_some() {
+                Some(Duration::ZERO)
+            } else {
+                let now = Instant::now();
+                let host_t = host.poll_timeout().map(|t| clock.to_std(t));
+                let fwd_t = fwd.as_ref().and_then(|f| f.poll_timeout());
+                let t = match (host_t, fwd_t) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                t.map(|t| t.saturating_duration_since(now))
+            };
+            let sleeping = timeout != Some(Duration::ZERO);
+            if sleeping {
+                own_wake.set_sleeping(true);
+                // Re-check after announcing: a batch sent before the
+                // reactor saw the flag did not wake us.
+                if !rx.is_empty() {
+                    timeout = Some(Duration::ZERO);
                 }
-                spares.put_events(batch);
+            }
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    tracing::warn!("worker poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            if sleeping {
+                own_wake.set_sleeping(false);
+            }
+        }
+        let now = Instant::now();
+        host.set_now(clock.tcp(now));
+        if let Some(f) = fwd.as_mut() {
+            f.set_now(now);
+            for ev in events.iter() {
+                if ev.token() != WORKER_WAKER {
+                    f.on_socket(poll.registry(), ev, &mut cmds);
+                }
+            }
+        }
+        if first.is_none() {
+            match rx.try_recv() {
+                Ok(b) => first = Some(b),
+                Err(TryRecvError::Disconnected) => break 'run,
+                Err(TryRecvError::Empty) => {}
+            }
+        }
+        let mut next = first;
+        // Take whatever else is already there before answering (batching).
+        while let Some(mut batch) = next.take() {
+            for ev in batch.drain(..) {
+                match fwd.as_mut() {
+                    Some(f) if f.claims(&ev) => f.handle(poll.registry(), ev, &mut cmds),
+                    _ => host.handle(ev, &mut cmds),
+                }
+            }
+            spares.put_events(batch);
+            if cmds.len() >= 4096 {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(b) => next = Some(b),
+                Err(TryRecvError::Disconnected) => break 'run,
+                Err(TryRecvError::Empty) => {}
             }
         }
         host.handle_timeout(clock.tcp(Instant::now()), &mut cmds);
-        // Take whatever else is already there before answering (batching).
-        while cmds.len() < 4096 {
-            match rx.try_recv() {
-                Ok(mut b) => {
-                    for ev in b.drain(..) {
-                        host.handle(ev, &mut cmds);
-                    }
-                    spares.put_events(b);
-                }
-                Err(_) => break,
-            }
+        if let Some(f) = fwd.as_mut() {
+            f.set_now(Instant::now());
+            f.sweep(poll.registry(), &mut cmds);
         }
         if !cmds.is_empty() {
             let c = std::mem::replace(&mut cmds, spares.cmds());
@@ -582,6 +703,9 @@ pub fn worker_loop(
         }
     }
     host.close_all();
+    if let Some(f) = fwd.as_mut() {
+        f.close_all(poll.registry());
+    }
 }
 
 #[cfg(test)]

@@ -1170,7 +1170,8 @@ where
 
 /// The `/stats` document: `{"iface", "mtu", "uptime_ms", "addrs",
 /// "services": {name: port}, "connections": {state: n}, "tcp": {counter: n},
-/// "drops": {reason: n}, "daemon": {counter: n}}`.
+/// "drops": {reason: n}, "daemon": {counter: n}}`, and with forwarding
+/// `"forwards": {rule: {counter: n}}`.
 struct StatsDoc<'a> {
     st: &'a Status,
     uptime_ms: u64,
@@ -1180,7 +1181,7 @@ impl serde::Serialize for StatsDoc<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
         let st = self.st;
-        let mut m = s.serialize_struct("Stats", 9)?;
+        let mut m = s.serialize_struct("Stats", 10)?;
         m.serialize_field("iface", &st.iface)?;
         m.serialize_field("mtu", &st.mtu)?;
         m.serialize_field("uptime_ms", &self.uptime_ms)?;
@@ -1193,6 +1194,16 @@ impl serde::Serialize for StatsDoc<'_> {
         m.serialize_field("tcp", &MapOf(|| super::stats_fields(&st.stats)))?;
         m.serialize_field("drops", &MapOf(|| st.stats.drops.named()))?;
         m.serialize_field("daemon", &MapOf(|| st.daemon.iter().copied()))?;
+        if !st.forwards.is_empty() {
+            m.serialize_field(
+                "forwards",
+                &MapOf(|| {
+                    st.forwards
+                        .iter()
+                        .map(|(name, c)| (name.as_str(), MapOf(move || c.iter().copied())))
+                }),
+            )?;
+        }
         m.end()
     }
 }

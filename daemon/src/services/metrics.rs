@@ -416,6 +416,66 @@ pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
     ),
 ];
 
+/// One-line descriptions of the per-rule forwarding counters
+/// ([`crate::forward::FwdCounter`]), metrics `tcpd_forward_NAME_total`
+/// (`tcpd_forward_open` is a gauge) with a `forward` label naming the rule.
+pub const FORWARD_HELP: &[(&str, &str)] = &[
+    (
+        "accepted",
+        "Forwarded connections spliced: the upstream connected and the client was accepted.",
+    ),
+    (
+        "refused",
+        "Forwarded connections refused before any upstream connect (--deny/--allow, own address, shutdown, no slot).",
+    ),
+    (
+        "connect_refused",
+        "Upstream connects refused (ECONNREFUSED).",
+    ),
+    (
+        "connect_unreachable",
+        "Upstream connects without a route (EHOSTUNREACH, ENETUNREACH).",
+    ),
+    (
+        "connect_timeout",
+        "Upstream connects that took longer than --connect-timeout.",
+    ),
+    (
+        "connect_error",
+        "Upstream connects that failed for another reason.",
+    ),
+    (
+        "bytes_to_upstream",
+        "Bytes from clients written to upstream sockets.",
+    ),
+    (
+        "bytes_from_upstream",
+        "Bytes read from upstream sockets and queued to clients.",
+    ),
+    ("open", "Forwarded connections open now."),
+    (
+        "idle_timeouts",
+        "Forwarded connections reset after --forward-idle-timeout without traffic.",
+    ),
+    (
+        "client_resets",
+        "Forwarded connections the client side ended dirty (RST, timeout): the upstream got a RST.",
+    ),
+    (
+        "upstream_resets",
+        "Forwarded connections the upstream reset or broke: the client got a RST.",
+    ),
+];
+
+/// The metric name and kind of the forwarding counter `name`.
+pub fn forward_metric(name: &str) -> (String, Kind) {
+    if name == "open" {
+        ("tcpd_forward_open".to_string(), Kind::Gauge)
+    } else {
+        (format!("tcpd_forward_{name}_total"), Kind::Counter)
+    }
+}
+
 /// The metric name of the endpoint counter `name`.
 pub fn tcp_metric(name: &str) -> String {
     format!("tcpd_tcp_{name}_total")
@@ -538,6 +598,21 @@ pub fn render(st: &Status) -> Rendered {
         family(&mut b, &metric, kind, help);
         sample(&mut b, &metric, None, *v);
     }
+    if let Some((_, first)) = st.forwards.first() {
+        for (k, (name, _)) in first.iter().enumerate() {
+            let (metric, kind) = forward_metric(name);
+            let help = FORWARD_HELP
+                .iter()
+                .find(|(n, _)| n == name)
+                .map_or("A forwarding counter (see /stats).", |(_, h)| h);
+            family(&mut b, &metric, kind, help);
+            for (rule, counters) in &st.forwards {
+                if let Some((_, v)) = counters.get(k) {
+                    sample(&mut b, &metric, Some(("forward", rule)), *v);
+                }
+            }
+        }
+    }
     Rendered {
         parts: vec![head, b],
     }
@@ -613,6 +688,16 @@ mod tests {
         st.daemon.push(("dev_rx_packets", 17));
         st.daemon.push(("pool_buffers", 250));
         st.daemon.push(("made-up counter", 1));
+        // (prometheus-parse splits label pairs at every '=', so the names
+        // here have none; a real rule's name is checked by its text below.)
+        st.forwards.push((
+            "8080 to 127.0.0.1:80".into(),
+            vec![("accepted", 3), ("bytes_to_upstream", 1000), ("open", 1)],
+        ));
+        st.forwards.push((
+            "transparent".into(),
+            vec![("accepted", 4), ("bytes_to_upstream", 7), ("open", 0)],
+        ));
         st
     }
 
@@ -735,6 +820,25 @@ mod tests {
             };
             assert_eq!(got, v.as_f64().unwrap(), "{k}");
         }
+        let fw = obj("forwards");
+        assert_eq!(fw.len(), 2);
+        for (rule, counters) in &fw {
+            for (k, v) in counters.as_object().unwrap() {
+                let (metric, kind) = forward_metric(k);
+                let got = match kind {
+                    Kind::Counter => counter(&metric, Some(("forward", rule))),
+                    Kind::Gauge => gauge(&metric, Some(("forward", rule))),
+                };
+                assert_eq!(got, v.as_f64().unwrap(), "{rule} {k}");
+            }
+        }
+        assert_eq!(
+            counter(
+                "tcpd_forward_accepted_total",
+                Some(("forward", "transparent"))
+            ),
+            4.0
+        );
         // The names a reader would look for, spelled out once.
         assert_eq!(counter("tcpd_tcp_passive_opens_total", None), 42.0);
         assert_eq!(counter("tcpd_tcp_timeouts_total", None), 5.0);
@@ -742,6 +846,9 @@ mod tests {
         assert_eq!(gauge("tcpd_daemon_pool_buffers", None), 250.0);
         assert_eq!(counter("tcpd_daemon_made_up_counter_total", None), 1.0);
         assert_eq!(gauge("tcpd_connections", Some(("state", "TIME-WAIT"))), 2.0);
+        let mut named = st.clone();
+        named.forwards[0].0 = "8080=127.0.0.1:80".into();
+        assert!(text(&named, up).contains("tcpd_forward_open{forward=\"8080=127.0.0.1:80\"} 1\n"));
         // Label values are escaped as the format wants (prometheus-parse
         // does not unescape them, so this one is checked by its text).
         let odd = Status {
@@ -803,6 +910,19 @@ mod tests {
         assert!(missing.is_empty(), "no help for {missing:?}");
         for (name, _, help) in DAEMON_HELP {
             assert!(valid(&daemon_metric(name).0), "{name}");
+            assert!(!help.is_empty() && !help.contains('\n'));
+        }
+        let missing: Vec<&str> = crate::forward::FwdCounter::ALL
+            .iter()
+            .map(|c| c.name())
+            .filter(|name| !FORWARD_HELP.iter().any(|(n, _)| n == name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "no help for forward counters {missing:?}"
+        );
+        for (name, help) in FORWARD_HELP {
+            assert!(valid(&forward_metric(name).0), "{name}");
             assert!(!help.is_empty() && !help.contains('\n'));
         }
     }

@@ -201,6 +201,9 @@ pub struct Status {
     pub mtu: usize,
     /// Services and their ports.
     pub services: Vec<(&'static str, u16)>,
+    /// Forward rules (`--forward`, `--transparent`) by name, with their
+    /// counters ([`crate::forward::FwdCounter`]).
+    pub forwards: Vec<(String, Vec<(&'static str, u64)>)>,
 }
 
 /// The shared status board: written by the reactor, read by services.

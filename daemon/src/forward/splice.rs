@@ -1,0 +1,584 @@
+//! The worker side of forwarded connections: each [`Splice`] joins a
+//! connection of tcpd's stack (held by the reactor, reached through
+//! [`ToWorker`] events and [`Cmd`] commands) to a kernel TCP socket in the
+//! worker's mio `Poll` (edge-triggered: every socket is read and written
+//! until `WouldBlock`).
+//!
+//! Client → upstream: [`ToWorker::Data`] buffers queue here until written
+//! to the kernel socket; only then does [`Cmd::Consumed`] release them, so
+//! a slow upstream shrinks the window tcpd advertises. The reactor hands
+//! over at most its hold limit per connection, which bounds the queue.
+//! Upstream → client: the socket is read only as far as the send credit
+//! goes ([`ToWorker::Writable`]); a slow client stops the reading, the
+//! kernel socket's buffer fills and the upstream's window closes.
+//!
+//! Ends: the client's FIN (after its last byte was written) becomes
+//! `shutdown(SHUT_WR)`, the upstream's EOF becomes [`Cmd::Close`] (a FIN
+//! after the queued bytes). A connection that ends with both directions
+//! finished closes the kernel socket normally; one that ends otherwise (the
+//! client's RST, a timeout, an abort) closes it with SO_LINGER 0, a RST.
+//! An upstream RST (ECONNRESET, EPIPE) becomes [`Cmd::Abort`], a RST to the
+//! client.
+
+use super::connect::{self, ConnectFailure};
+use super::{Forwarding, FwdCounter};
+use crate::pool::Pool;
+use crate::services::ConnCtx;
+use crate::worker::{Cmd, ToWorker};
+use mio::{Interest, Registry, Token};
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tcp::ConnId;
+
+/// Where a splice is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    /// The upstream connect is in progress (until the deadline).
+    Connecting { deadline: Instant },
+    /// Both sides are up; bytes flow.
+    Open,
+}
+
+/// One forwarded connection.
+struct Splice {
+    id: ConnId,
+    rule: usize,
+    sock: mio::net::TcpStream,
+    client: SocketAddr,
+    target: SocketAddr,
+    phase: Phase,
+    /// Client bytes not yet written upstream (pooled buffers).
+    to_up: VecDeque<Vec<u8>>,
+    /// Bytes of `to_up.front()` already written.
+    off: usize,
+    /// The upstream socket took everything offered last time (no
+    /// `WouldBlock` since the last writable event).
+    up_writable: bool,
+    /// The client's FIN came (every byte before it is in `to_up` or written).
+    client_eof: bool,
+    /// `shutdown(SHUT_WR)` was done upstream.
+    up_wr_shut: bool,
+    /// Bytes the client's send buffer may take (granted by the reactor).
+    credit: usize,
+    /// The upstream socket may have bytes to read (no `WouldBlock` yet).
+    up_readable: bool,
+    /// The upstream sent its FIN and [`Cmd::Close`] went to the reactor.
+    up_eof: bool,
+    /// The daemon shuts down: no more reading upstream.
+    shutting: bool,
+    /// Last time a byte moved either way (for the idle timeout).
+    last_active: Instant,
+}
+
+/// The forwarded connections of one worker thread.
+pub struct Forwarder {
+    fwd: Arc<Forwarding>,
+    pool: Pool,
+    read_chunk: usize,
+    slots: Vec<Option<Splice>>,
+    free: Vec<usize>,
+    by_conn: HashMap<ConnId, usize>,
+    /// The next time [`Forwarder::sweep`] has work (a connect deadline or an
+    /// idle check).
+    next_sweep: Option<Instant>,
+    now: Instant,
+}
+
+/// The token of slot `i` (token 0 is the worker's waker).
+fn token(i: usize) -> Token {
+    Token(i + 1)
+}
+
+/// How often idle connections are looked for, at most.
+const IDLE_SWEEP: Duration = Duration::from_secs(1);
+
+impl Forwarder {
+    /// A forwarder reading upstream sockets in chunks of `read_chunk` bytes.
+    pub fn new(fwd: Arc<Forwarding>, pool: Pool, read_chunk: usize) -> Forwarder {
+        Forwarder {
+            fwd,
+            pool,
+            read_chunk: read_chunk.max(1),
+            slots: Vec::new(),
+            free: Vec::new(),
+            by_conn: HashMap::new(),
+            next_sweep: None,
+            now: Instant::now(),
+        }
+    }
+
+    /// Sets the time the next calls work with.
+    pub fn set_now(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Spliced connections on this worker.
+    pub fn len(&self) -> usize {
+        self.by_conn.len()
+    }
+
+    /// Whether this worker has no spliced connection.
+    pub fn is_empty(&self) -> bool {
+        self.by_conn.is_empty()
+    }
+
+    /// Whether `ev` is for the forwarder (a forward event, or an event of
+    /// a connection it holds) rather than for a service handler.
+    pub fn claims(&self, ev: &ToWorker) -> bool {
+        match ev {
+            ToWorker::Forward { .. } | ToWorker::Report => true,
+            ToWorker::Accepted { .. } => false,
+            ToWorker::Data { id, .. }
+            | ToWorker::PeerClosed { id }
+            | ToWorker::Writable { id, .. }
+            | ToWorker::Shutdown { id }
+            | ToWorker::Closed { id } => self.by_conn.contains_key(id),
+        }
+    }
+
+    /// When [`Forwarder::sweep`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.next_sweep
+    }
+
+    fn stat(&self, rule: usize, c: FwdCounter, n: u64) {
+        if let Some(s) = self.fwd.stats(rule) {
+            s.add(c, n);
+        }
+    }
+
+    fn note_deadline(&mut self, t: Instant) {
+        self.next_sweep = Some(self.next_sweep.map_or(t, |n| n.min(t)));
+    }
+
+    /// Handles one event from the reactor, appending commands to `out`.
+    pub fn handle(&mut self, reg: &Registry, ev: ToWorker, out: &mut Vec<Cmd>) {
+        match ev {
+            ToWorker::Forward {
+                id,
+                rule,
+                ctx,
+                target,
+                credit,
+            } => self.start(reg, id, rule, ctx, target, credit, out),
+            ToWorker::Data { id, buf } => {
+                let Some(&i) = self.by_conn.get(&id) else {
+                    out.push(Cmd::Consumed { id, n: buf.len() });
+                    self.pool.put(buf);
+                    return;
+                };
+                if let Some(s) = self.slots[i].as_mut() {
+                    s.to_up.push_back(buf);
+                }
+                self.flush_up(reg, i, out);
+            }
+            ToWorker::PeerClosed { id } => {
+                if let Some(&i) = self.by_conn.get(&id) {
+                    if let Some(s) = self.slots[i].as_mut() {
+                        s.client_eof = true;
+                    }
+                    self.flush_up(reg, i, out);
+                }
+            }
+            ToWorker::Writable { id, credit } => {
+                if let Some(&i) = self.by_conn.get(&id) {
+                    if let Some(s) = self.slots[i].as_mut() {
+                        s.credit += credit;
+                    }
+                    self.read_up(reg, i, out);
+                }
+            }
+            ToWorker::Shutdown { id } => {
+                // The reactor closes the client's side (FIN); close ours
+                // toward the upstream once the queued bytes are out.
+                if let Some(&i) = self.by_conn.get(&id) {
+                    if let Some(s) = self.slots[i].as_mut() {
+                        s.shutting = true;
+                    }
+                    self.flush_up(reg, i, out);
+                }
+            }
+            ToWorker::Closed { id } => {
+                if let Some(i) = self.by_conn.remove(&id) {
+                    self.finish(reg, i, true);
+                }
+            }
+            ToWorker::Report => self.report(),
+            ToWorker::Accepted { id, .. } => out.push(Cmd::Abort { id }),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        reg: &Registry,
+        id: ConnId,
+        rule: usize,
+        ctx: ConnCtx,
+        target: SocketAddr,
+        credit: usize,
+        out: &mut Vec<Cmd>,
+    ) {
+        let mut sock = match connect::open_upstream(target) {
+            Ok(s) => s,
+            Err(e) => {
+                let why = ConnectFailure::of(&e);
+                self.stat(rule, why.counter(), 1);
+                tracing::debug!("forward {} -> {target}: {e}", ctx.remote);
+                out.push(Cmd::Abort { id });
+                return;
+            }
+        };
+        let i = self.free.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        if let Err(e) = reg.register(&mut sock, token(i), Interest::READABLE | Interest::WRITABLE) {
+            tracing::warn!("cannot register an upstream socket: {e}");
+            self.free.push(i);
+            self.stat(rule, FwdCounter::ConnectError, 1);
+            out.push(Cmd::Abort { id });
+            return;
+        }
+        let deadline = self.now + self.fwd.connect_timeout;
+        self.note_deadline(deadline);
+        self.slots[i] = Some(Splice {
+            id,
+            rule,
+            sock,
+            client: ctx.remote,
+            target,
+            phase: Phase::Connecting { deadline },
+            to_up: VecDeque::new(),
+            off: 0,
+            up_writable: false,
+            client_eof: false,
+            up_wr_shut: false,
+            credit,
+            up_readable: false,
+            up_eof: false,
+            shutting: false,
+            last_active: self.now,
+        });
+        self.by_conn.insert(id, i);
+    }
+
+    /// A readiness event of the socket with `tok`.
+    pub fn on_socket(&mut self, reg: &Registry, ev: &mio::event::Event, out: &mut Vec<Cmd>) {
+        let Some(i) = ev.token().0.checked_sub(1) else {
+            return;
+        };
+        let Some(s) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if let Phase::Connecting { .. } = s.phase {
+            match connect::connect_result(&s.sock) {
+                Ok(false) => return,
+                Ok(true) => {
+                    s.phase = Phase::Open;
+                    s.up_writable = true;
+                    s.up_readable = true;
+                    let rule = s.rule;
+                    self.stat(rule, FwdCounter::Accepted, 1);
+                    self.stat(rule, FwdCounter::Open, 1);
+                    self.note_idle();
+                }
+                Err(e) => {
+                    let why = ConnectFailure::of(&e);
+                    self.connect_failed(reg, i, why, &e.to_string(), out);
+                    return;
+                }
+            }
+        } else {
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                s.up_readable = true;
+            }
+            if ev.is_writable() || ev.is_write_closed() || ev.is_error() {
+                s.up_writable = true;
+            }
+        }
+        self.flush_up(reg, i, out);
+        self.read_up(reg, i, out);
+    }
+
+    fn note_idle(&mut self) {
+        if self.fwd.idle_timeout.is_some() {
+            let t = self.now + IDLE_SWEEP;
+            self.note_deadline(t);
+        }
+    }
+
+    fn connect_failed(
+        &mut self,
+        reg: &Registry,
+        i: usize,
+        why: ConnectFailure,
+        what: &str,
+        out: &mut Vec<Cmd>,
+    ) {
+        let Some(s) = self.slots.get(i).and_then(|s| s.as_ref()) else {
+            return;
+        };
+        let (id, rule) = (s.id, s.rule);
+        tracing::debug!("forward {} -> {}: {what}", s.client, s.target);
+        self.stat(rule, why.counter(), 1);
+        out.push(Cmd::Abort { id });
+        self.by_conn.remove(&id);
+        self.finish(reg, i, false);
+    }
+
+    /// Removes slot `i`, closing its socket: normally when both directions
+    /// finished (or it never connected), else with a RST. `client_gone`:
+    /// the reactor's connection ended (counted when that was not clean).
+    fn finish(&mut self, reg: &Registry, i: usize, client_gone: bool) {
+        let Some(mut s) = self.slots.get_mut(i).and_then(Option::take) else {
+            return;
+        };
+        self.free.push(i);
+        let _ = reg.deregister(&mut s.sock);
+        for b in s.to_up.drain(..) {
+            self.pool.put(b);
+        }
+        let open = s.phase == Phase::Open;
+        if open {
+            if let Some(st) = self.fwd.stats(s.rule) {
+                st.dec(FwdCounter::Open);
+            }
+        }
+        let clean = s.up_eof && s.up_wr_shut;
+        if open && !clean {
+            if client_gone && !s.shutting {
+                self.stat(s.rule, FwdCounter::ClientResets, 1);
+            }
+            connect::abort(s.sock);
+        } else {
+            drop(s.sock);
+        }
+    }
+
+    /// The upstream reset (or broke) the connection in slot `i`: the
+    /// client gets a RST.
+    fn upstream_reset(&mut self, reg: &Registry, i: usize, e: &io::Error, out: &mut Vec<Cmd>) {
+        let Some(s) = self.slots.get(i).and_then(|s| s.as_ref()) else {
+            return;
+        };
+        let (id, rule) = (s.id, s.rule);
+        tracing::debug!("forward {} -> {}: upstream {e}", s.client, s.target);
+        self.stat(rule, FwdCounter::UpstreamResets, 1);
+        out.push(Cmd::Abort { id });
+        self.by_conn.remove(&id);
+        self.finish(reg, i, false);
+    }
+
+    /// Writes queued client bytes upstream until done or `WouldBlock`;
+    /// reports them consumed; passes the client's FIN on when all is out.
+    fn flush_up(&mut self, reg: &Registry, i: usize, out: &mut Vec<Cmd>) {
+        let Some(s) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if s.phase != Phase::Open {
+            return;
+        }
+        let mut written = 0usize;
+        let mut failed = None;
+        while s.up_writable {
+            let Some(front) = s.to_up.front() else { break };
+            match s.sock.write(&front[s.off..]) {
+                Ok(0) => {
+                    failed = Some(io::Error::from(io::ErrorKind::WriteZero));
+                    break;
+                }
+                Ok(n) => {
+                    written += n;
+                    s.off += n;
+                    if s.off >= front.len() {
+                        s.off = 0;
+                        if let Some(b) = s.to_up.pop_front() {
+                            self.pool.put(b);
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.up_writable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if written > 0 {
+            s.last_active = self.now;
+            out.push(Cmd::Consumed {
+                id: s.id,
+                n: written,
+            });
+        }
+        let rule = s.rule;
+        if failed.is_none() && s.to_up.is_empty() && (s.client_eof || s.shutting) && !s.up_wr_shut {
+            s.up_wr_shut = true;
+            if let Err(e) = s.sock.shutdown(std::net::Shutdown::Write) {
+                if e.kind() != io::ErrorKind::NotConnected {
+                    failed = Some(e);
+                }
+            }
+        }
+        if written > 0 {
+            self.stat(rule, FwdCounter::BytesToUpstream, written as u64);
+        }
+        if let Some(e) = failed {
+            self.upstream_reset(reg, i, &e, out);
+        }
+    }
+
+    /// Reads the upstream socket while it has bytes and the client's send
+    /// credit lasts, each read straight into a pooled buffer that goes to
+    /// the reactor as [`Cmd::Send`]; its EOF becomes [`Cmd::Close`].
+    fn read_up(&mut self, reg: &Registry, i: usize, out: &mut Vec<Cmd>) {
+        let chunk = self.read_chunk;
+        let Some(s) = self.slots.get_mut(i).and_then(|s| s.as_mut()) else {
+            return;
+        };
+        if s.phase != Phase::Open {
+            return;
+        }
+        let mut got = 0usize;
+        let mut failed = None;
+        while s.up_readable && !s.up_eof && !s.shutting && s.credit > 0 {
+            let want = s.credit.min(chunk);
+            let mut buf = self.pool.get();
+            buf.clear();
+            buf.reserve(want);
+            let spare = &mut buf.spare_capacity_mut()[..want];
+            match socket2::SockRef::from(&s.sock).recv(spare) {
+                Ok(0) => {
+                    self.pool.put(buf);
+                    s.up_eof = true;
+                    out.push(Cmd::Close { id: s.id });
+                }
+                Ok(n) => {
+                    // SAFETY: recv initialized the first `n` bytes of the
+                    // spare capacity (n <= want <= spare capacity).
+                    unsafe { buf.set_len(n) };
+                    s.credit -= n;
+                    got += n;
+                    out.push(Cmd::Send { id: s.id, buf });
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.pool.put(buf);
+                    s.up_readable = false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => self.pool.put(buf),
+                Err(e) => {
+                    self.pool.put(buf);
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if got > 0 {
+            s.last_active = self.now;
+            let rule = s.rule;
+            self.stat(rule, FwdCounter::BytesFromUpstream, got as u64);
+        }
+        if let Some(e) = failed {
+            self.upstream_reset(reg, i, &e, out);
+        }
+    }
+
+    /// Fails connects past their deadline and resets idle connections.
+    pub fn sweep(&mut self, reg: &Registry, out: &mut Vec<Cmd>) {
+        let now = self.now;
+        if self.next_sweep.is_none_or(|t| t > now) {
+            return;
+        }
+        self.next_sweep = None;
+        let idle = self.fwd.idle_timeout;
+        let mut due: Vec<(usize, bool)> = Vec::new();
+        let mut next: Option<Instant> = None;
+        let mut any_open = false;
+        for (i, s) in self.slots.iter().enumerate() {
+            let Some(s) = s else { continue };
+            match s.phase {
+                Phase::Connecting { deadline } if deadline <= now => due.push((i, true)),
+                Phase::Connecting { deadline } => {
+                    next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                }
+                Phase::Open => {
+                    any_open = true;
+                    if idle.is_some_and(|d| now.duration_since(s.last_active) >= d) {
+                        due.push((i, false));
+                    }
+                }
+            }
+        }
+        if any_open && idle.is_some() {
+            let t = now + IDLE_SWEEP;
+            next = Some(next.map_or(t, |n| n.min(t)));
+        }
+        self.next_sweep = next;
+        for (i, connecting) in due {
+            if connecting {
+                self.connect_failed(reg, i, ConnectFailure::Timeout, "connect timed out", out);
+            } else if let Some(s) = self.slots.get(i).and_then(|s| s.as_ref()) {
+                let (id, rule) = (s.id, s.rule);
+                self.stat(rule, FwdCounter::IdleTimeouts, 1);
+                out.push(Cmd::Abort { id });
+                self.by_conn.remove(&id);
+                if let Some(s) = self.slots[i].as_mut() {
+                    s.shutting = true; // not a client reset
+                }
+                self.finish(reg, i, false);
+            }
+        }
+    }
+
+    /// SIGUSR1: one line per spliced connection (at most 64) on stderr.
+    fn report(&self) {
+        use std::io::Write as _;
+        let mut err = io::stderr().lock();
+        for (n, s) in self.slots.iter().flatten().enumerate() {
+            if n >= 64 {
+                let _ = writeln!(err, "tcpd: SIGUSR1 upstream ... and more");
+                break;
+            }
+            let local = s
+                .sock
+                .local_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            let phase = match s.phase {
+                Phase::Connecting { .. } => "connecting",
+                Phase::Open => "open",
+            };
+            let queued: usize = s.to_up.iter().map(Vec::len).sum::<usize>() - s.off;
+            let _ = writeln!(
+                err,
+                "tcpd: SIGUSR1 upstream {} via {local} > {} {phase} kernel={} \
+                 queued_to_upstream={queued} credit={} client_eof={} upstream_shut_wr={} \
+                 upstream_eof={} forward={}",
+                s.client,
+                s.target,
+                connect::kernel_state(&s.sock),
+                s.credit,
+                s.client_eof,
+                s.up_wr_shut,
+                s.up_eof,
+                self.fwd.rule_name(s.rule),
+            );
+        }
+        let _ = err.flush();
+    }
+
+    /// Resets every upstream connection (the worker exits).
+    pub fn close_all(&mut self, reg: &Registry) {
+        self.by_conn.clear();
+        for i in 0..self.slots.len() {
+            if let Some(s) = self.slots[i].as_mut() {
+                s.shutting = true;
+            }
+            self.finish(reg, i, false);
+        }
+    }
+}
