@@ -127,15 +127,29 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A command in the outer namespace / in the sandbox. nsenter changes only
-# the network namespace and execs, so $! of `in_outer X &` is X's PID.
+# A command in the outer namespace. nsenter changes only the network
+# namespace and execs its command.
 in_outer() { nsenter --net="/run/netns/$OUTER" -- "$@"; }
-in_sbx() { nsenter --net="/run/netns/$SBX" -- "$@"; }
+# The same in the background: BG_PID is the command's own PID (the `&`
+# is inside the function, so bash forks once and nsenter execs in place;
+# `in_outer X &` would give the PID of a subshell, and killing that would
+# leave X running).
+bg_outer() {
+    nsenter --net="/run/netns/$OUTER" -- "$@" &
+    BG_PID=$!
+    PIDS+=("$BG_PID")
+}
 
 mkns() {
     ip netns add "$1"
     OURS+=("$1")
     ip -n "$1" link set lo up
+    # Connections per second open tens of thousands of connections from
+    # each side of a relay; without reuse of TIME-WAIT ports (the default
+    # reuses them for 127.0.0.0/8 only) the ports run out within a run and
+    # the figure measures that, and what one configuration left behind.
+    ip netns exec "$1" sysctl -qw net.ipv4.tcp_tw_reuse=1 \
+        net.ipv4.ip_local_port_range="1024 65535"
 }
 
 delns() {
@@ -178,12 +192,9 @@ ip -n "$OUTER" route add default via 192.0.2.254 dev up0
 # The void answers for 192.0.2.254 only and forwards nothing.
 ip netns exec "$VOID" sysctl -qw net.ipv4.ip_forward=0
 
-in_outer iperf3 -s -p 5201 >"$TMP/iperf3-server.log" 2>&1 &
-IPERF_PID=$!
-PIDS+=("$IPERF_PID")
-in_outer "$REFSERVER" --addr "$DEST" --echo 7777 --discard 0 --http 0 >"$TMP/refserver.log" 2>&1 &
-REF_PID=$!
-PIDS+=("$REF_PID")
+bg_outer iperf3 -s -p 5201 >"$TMP/iperf3-server.log" 2>&1
+bg_outer "$REFSERVER" --addr "$DEST" --echo 7777 --discard 0 --http 0 >"$TMP/refserver.log" 2>&1
+REF_PID=$BG_PID
 wait_for in_outer "$TCPLOAD" wait --addr "$DEST:7777" --timeout 1 ||
     die "tcpd-refserver did not come up: $(tail -n 3 "$TMP/refserver.log")"
 wait_for in_outer sh -c "ss -ltn | grep -q ':5201 '" || die "iperf3 -s did not come up"
@@ -222,32 +233,31 @@ setup() {
         ip -n "$SBX" route add default via 10.77.0.1
         ;;
     slirp4netns)
-        in_outer slirp4netns --configure --mtu 65520 --disable-host-loopback --disable-dns \
-            --netns-type=path "/run/netns/$SBX" tap0 >"$TMP/relay.log" 2>&1 &
-        RELAY_PID=$!
+        bg_outer slirp4netns --configure --mtu 65520 --disable-host-loopback --disable-dns \
+            --netns-type=path "/run/netns/$SBX" tap0 >"$TMP/relay.log" 2>&1
+        RELAY_PID=$BG_PID
         ;;
     pasta)
         # --runas 0: as root pasta would switch to nobody, who may not
         # enter the sandbox. No ports forwarded either way, no gateway
         # mapped to the outer's loopback; addresses as on up0.
-        in_outer pasta -f -q --runas 0 --config-net --netns "/run/netns/$SBX" \
+        bg_outer pasta -f -q --runas 0 --config-net --netns "/run/netns/$SBX" \
             -t none -u none -T none -U none --no-map-gw \
-            -a 192.0.2.2 -n 24 -g 192.0.2.254 -i up0 >"$TMP/relay.log" 2>&1 &
-        RELAY_PID=$!
+            -a 192.0.2.2 -n 24 -g 192.0.2.254 -i up0 >"$TMP/relay.log" 2>&1
+        RELAY_PID=$BG_PID
         ;;
     tcpd-transp)
-        in_outer "$TCPD" tun0 --netns "$SBX" --transparent --default-route --seed 1 -q \
-            >"$TMP/relay.log" 2>&1 &
-        RELAY_PID=$!
+        bg_outer "$TCPD" tun0 --netns "$SBX" --transparent --default-route --seed 1 -q \
+            >"$TMP/relay.log" 2>&1
+        RELAY_PID=$BG_PID
         ;;
     tcpd-fwd)
-        in_outer "$TCPD" tun0 --netns "$SBX" --echo 0 --discard 0 --http 0 --seed 1 -q \
-            --forward "5201=$DEST:5201" --forward "7777=$DEST:7777" >"$TMP/relay.log" 2>&1 &
-        RELAY_PID=$!
+        bg_outer "$TCPD" tun0 --netns "$SBX" --echo 0 --discard 0 --http 0 --seed 1 -q \
+            --forward "5201=$DEST:5201" --forward "7777=$DEST:7777" >"$TMP/relay.log" 2>&1
+        RELAY_PID=$BG_PID
         TARGET=10.0.0.2
         ;;
     esac
-    [ -n "$RELAY_PID" ] && PIDS+=("$RELAY_PID")
     case "$c" in
     tcpd-fwd) wait_for sh -c "ip -n '$SBX' addr show tun0 | grep -q 10.0.0.1" ;;
     *) wait_for has_default ;;
