@@ -275,9 +275,16 @@ teardown() {
 # --- the workloads -----------------------------------------------------------
 # iperf3's receiver figure (the [SUM] line with -P), in Gbit/s.
 iperf() {
-    local out
-    out="$(timeout $((SECS + 20)) nsenter --net="/run/netns/$SBX" -- iperf3 -c "$TARGET" -p 5201 \
-        -t "$SECS" -f m "$@" 2>&1)" || { echo "iperf3 $*: $(tail -n 2 <<<"$out")" >&2; echo NA; return; }
+    local out try
+    # The server may still be closing the previous test ("the server is
+    # busy"): try again a moment later, up to three times.
+    for try in 1 2 3; do
+        out="$(timeout $((SECS + 20)) nsenter --net="/run/netns/$SBX" -- iperf3 -c "$TARGET" \
+            -p 5201 -t "$SECS" -f m "$@" 2>&1)" && break
+        grep -q "server is busy" <<<"$out" || break
+        sleep 1
+    done
+    grep -q receiver <<<"$out" || { echo "iperf3 $*: $(tail -n 2 <<<"$out")" >&2; echo NA; return; }
     awk '/receiver/ { v = $(NF - 2) } END { if (v == "") print "NA"; else printf "%.2f\n", v / 1000 }' <<<"$out"
 }
 
