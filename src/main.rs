@@ -20,6 +20,8 @@ Examples:
   tcpd --no-configure tun0           run without root on that interface
   sudo tcpd tun0 --pcap run.pcap --seed 1    record for tcpdump -r / replay
   sudo tcpd tun0 --fault-drop 0.03 --fault-reorder 0.1   impair the link
+  sudo tcpd tun0 --netns sbx --default-route   the TUN in namespace sbx (created,
+      removed at exit), everything it sends to tcpd:  sudo ip netns exec sbx ping 10.0.0.2
   sudo tcpd tun0 --http 0 --forward 80=127.0.0.1:8080   carry a local web server's TCP
       over tcpd's stack: curl http://10.0.0.2/ reaches 127.0.0.1:8080
 
@@ -215,6 +217,34 @@ struct Cli {
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem_limit: Option<usize>,
 
+    // --- network namespace and outbound routing (issue 9) ---
+    /// Create (or attach to) IFACE inside this network namespace and
+    /// configure it there, while tcpd and its own sockets stay here. NAME
+    /// means /run/netns/NAME (as `ip netns`): if it does not exist, tcpd
+    /// creates it (loopback up) and removes it at exit. PATH is any
+    /// namespace file, e.g. /proc/PID/ns/net of a container's process
+    #[arg(long, value_name = "NAME|PATH", value_parser = parse_netns)]
+    netns: Option<daemon::NetnsTarget>,
+
+    /// Give IFACE the default routes (IPv4 and IPv6), so that everything
+    /// sent goes to tcpd: with --netns in that namespace; without it in
+    /// routing table N of --outbound-mark N, with policy rules (priorities
+    /// 32764, 32765) that keep tcpd's marked sockets out of it. Removed at exit
+    #[arg(long)]
+    default_route: bool,
+
+    /// Set SO_MARK N on every outbound (upstream) socket; with
+    /// --default-route and no --netns also the routing table that holds the
+    /// TUN's routes, which marked traffic skips (as wg-quick does).
+    /// Needs CAP_NET_ADMIN
+    #[arg(long, value_name = "N")]
+    outbound_mark: Option<u32>,
+
+    /// Bind every outbound (upstream) socket to IFACE (SO_BINDTODEVICE):
+    /// it then leaves by IFACE's routes only, never by a route into the TUN
+    #[arg(long, value_name = "IFACE")]
+    outbound_device: Option<String>,
+
     /// More logging (-v debug, -vv trace)
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -226,6 +256,17 @@ struct Cli {
 
 fn parse_net(s: &str) -> Result<IpNet, String> {
     IpNet::parse(s)
+}
+
+fn parse_netns(s: &str) -> Result<daemon::NetnsTarget, String> {
+    daemon::NetnsTarget::parse(s)
+}
+
+/// Whether the TUN gets the default routes: `--default-route`, or
+/// `--transparent` (`transparent`) where that cannot loop, that is with
+/// `--netns` or with `--outbound-mark`'s policy routing.
+fn wants_default_route(explicit: bool, transparent: bool, netns: bool, mark: bool) -> bool {
+    explicit || (transparent && (netns || mark))
 }
 
 fn parse_forward(s: &str) -> Result<daemon::forward::ForwardSpec, String> {
@@ -329,6 +370,17 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
             mem_limit: cli.mem_limit.unwrap_or(d.tcp.mem_limit),
             ..d.tcp
         },
+        default_route: wants_default_route(
+            cli.default_route,
+            cli.transparent,
+            cli.netns.is_some(),
+            cli.outbound_mark.is_some(),
+        ),
+        netns: cli.netns,
+        outbound: daemon::OutboundPolicy {
+            mark: cli.outbound_mark,
+            device: cli.outbound_device,
+        },
         forward: daemon::forward::ForwardConfig {
             rules: cli.forward,
             transparent: cli.transparent,
@@ -427,5 +479,40 @@ mod tests {
         assert!(cfg(&["tcpd", "tun0", "--addr6", "fd00::2"]).ipv6_explicit);
         assert!(cfg(&["tcpd", "tun0", "--host-addr6", "fd00::1/64"]).ipv6_explicit);
         assert!(cfg(&["tcpd", "tun0", "--no-ipv6"]).addr6.is_none());
+    }
+
+    #[test]
+    fn netns_and_outbound_flags() {
+        let c = cfg(&["tcpd", "tun0"]);
+        assert_eq!(c.netns, None);
+        assert!(!c.default_route);
+        assert!(!c.outbound.is_active());
+        let c = cfg(&["tcpd", "tun0", "--netns", "sbx", "--default-route"]);
+        assert_eq!(c.netns, Some(daemon::NetnsTarget::Name("sbx".into())));
+        assert!(c.default_route);
+        let c = cfg(&[
+            "tcpd",
+            "tun0",
+            "--netns",
+            "/proc/1/ns/net",
+            "--outbound-mark",
+            "51820",
+            "--outbound-device",
+            "eth0",
+        ]);
+        assert_eq!(
+            c.netns,
+            Some(daemon::NetnsTarget::Path("/proc/1/ns/net".into()))
+        );
+        assert_eq!(c.outbound.mark, Some(51820));
+        assert_eq!(c.outbound.device.as_deref(), Some("eth0"));
+        assert!(Cli::command()
+            .try_get_matches_from(["tcpd", "tun0", "--netns", ".."])
+            .is_err());
+        // --transparent routes everything only where that cannot loop.
+        assert!(wants_default_route(false, true, true, false));
+        assert!(wants_default_route(false, true, false, true));
+        assert!(!wants_default_route(false, true, false, false));
+        assert!(!wants_default_route(false, false, true, true));
     }
 }

@@ -223,6 +223,23 @@ pub struct Config {
     pub tcp: tcp::Config,
     /// Limits of the HTTP service; `root` is overwritten from `http_root`.
     pub http: crate::services::HttpConfig,
+    // --- network namespace and outbound routing (issue 9) ---
+    /// `--netns`: create (or attach to) the TUN device in this network
+    /// namespace and configure it there; tcpd and its kernel sockets stay
+    /// in the namespace it was started in (see [`crate::netns`]). A NAME
+    /// that does not exist is created and removed at exit. Default none.
+    pub netns: Option<crate::netns::NetnsTarget>,
+    /// Give the TUN the default routes (IPv4, and IPv6 unless it is off),
+    /// so that everything sent goes to the stack: with `netns`, in that
+    /// namespace's main table; without it, in the routing table numbered
+    /// by `outbound.mark`, with policy rules that keep tcpd's marked
+    /// sockets out of it (see [`crate::outbound`]). `--default-route`, and
+    /// `--transparent` with `--netns` or `--outbound-mark`. Default false.
+    pub default_route: bool,
+    /// What is done to tcpd's upstream sockets so that they cannot loop
+    /// back into the TUN (`--outbound-mark`, `--outbound-device`).
+    /// Default: nothing.
+    pub outbound: crate::outbound::OutboundPolicy,
     /// Forwarding (`--forward`, `--transparent` and their limits). With
     /// forwarding on, `workers` 0 means one worker per core (the kernel
     /// sockets live on worker threads).
@@ -270,6 +287,9 @@ impl Default for Config {
             offload: true,
             tcp: tcp::Config::default(),
             http: crate::services::HttpConfig::default(),
+            netns: None,
+            default_route: false,
+            outbound: crate::outbound::OutboundPolicy::default(),
             forward: crate::forward::ForwardConfig::default(),
         }
     }
@@ -409,7 +429,29 @@ impl Config {
                 return Err(format!("{name} must be at least 1"));
             }
         }
+        self.validate_netns()?;
         self.tcp_config().validate()
+    }
+
+    /// The checks of the namespace and outbound fields.
+    fn validate_netns(&self) -> Result<(), String> {
+        self.outbound.validate()?;
+        if self.default_route && self.no_configure {
+            return Err(
+                "--default-route changes routes, --no-configure promises to change nothing; \
+                 give one of them"
+                    .into(),
+            );
+        }
+        if self.default_route && self.netns.is_none() && self.outbound.mark.is_none() {
+            return Err(format!(
+                "a default route via {} in tcpd's own namespace would route tcpd's own \
+                 connections back into it: give --netns (the TUN in a sandbox namespace) or \
+                 --outbound-mark N (the TUN's routes in table N, tcpd's sockets marked to skip it)",
+                self.iface
+            ));
+        }
+        Ok(())
     }
 
     /// The worker threads to run: `workers`, or with forwarding and
@@ -506,5 +548,34 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn a_default_route_needs_a_way_out() {
+        let c = Config {
+            default_route: true,
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err();
+        assert!(
+            e.contains("--netns") && e.contains("--outbound-mark"),
+            "{e}"
+        );
+        let mut c = Config {
+            default_route: true,
+            netns: Some(crate::netns::NetnsTarget::Name("sbx".into())),
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        c.no_configure = true;
+        assert!(c.validate().unwrap_err().contains("--no-configure"));
+        let mut c = Config {
+            default_route: true,
+            ..Config::default()
+        };
+        c.outbound.mark = Some(51820);
+        c.validate().unwrap();
+        c.outbound.mark = Some(254);
+        assert!(c.validate().unwrap_err().contains("--outbound-mark"));
     }
 }

@@ -10,7 +10,9 @@ pub mod device;
 pub mod error;
 pub mod fault;
 pub mod forward;
+pub mod netns;
 pub mod offload;
+pub mod outbound;
 pub mod pcap;
 pub mod pool;
 pub mod reactor;
@@ -23,4 +25,6 @@ pub mod worker;
 
 pub use config::{Config, FaultConfig, IpNet};
 pub use error::Error;
+pub use netns::NetnsTarget;
+pub use outbound::OutboundPolicy;
 pub use run::{banner, run};

@@ -62,6 +62,25 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
             cfg.host_addr, cfg.iface
         );
     }
+    if let Some(ns) = &cfg.netns {
+        let _ = writeln!(
+            s,
+            "  namespace         {ns}{} (tcpd and its sockets stay in their own)",
+            if cfg.default_route {
+                ", default routes via the stack"
+            } else {
+                ""
+            }
+        );
+    } else if cfg.default_route {
+        if let Some(m) = cfg.outbound.mark {
+            let _ = writeln!(
+                s,
+                "  default routes    via {} in table {m}; tcpd's own sockets (mark {m}) skip it",
+                cfg.iface
+            );
+        }
+    }
     for (name, port) in cfg.service_ports() {
         let what = match name {
             "echo" => "echo (RFC 862)",
@@ -117,9 +136,15 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
         );
     }
     let _ = writeln!(s, "try:");
-    let _ = writeln!(s, "  ping {}", cfg.addr);
+    // From inside the sandbox, with --netns.
+    let inside = cfg
+        .netns
+        .as_ref()
+        .map(|n| format!("{} ", n.exec_hint()))
+        .unwrap_or_default();
+    let _ = writeln!(s, "  {inside}ping {}", cfg.addr);
     if cfg.echo_port != 0 {
-        let _ = writeln!(s, "  nc {} {}", cfg.addr, cfg.echo_port);
+        let _ = writeln!(s, "  {inside}nc {} {}", cfg.addr, cfg.echo_port);
     }
     if cfg.http_port != 0 {
         let port = if cfg.http_port == 80 {
@@ -127,9 +152,9 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
         } else {
             format!(":{}", cfg.http_port)
         };
-        let _ = writeln!(s, "  curl http://{}{port}/", cfg.addr);
+        let _ = writeln!(s, "  {inside}curl http://{}{port}/", cfg.addr);
         if let Some(a6) = cfg.addr6 {
-            let _ = writeln!(s, "  curl http://[{a6}]{port}/");
+            let _ = writeln!(s, "  {inside}curl http://[{a6}]{port}/");
         }
     }
     let _ = write!(

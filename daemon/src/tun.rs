@@ -26,13 +26,17 @@
 use crate::config::{Config, IpNet};
 use crate::device::Device;
 use crate::error::Error;
+use crate::netns::Namespace;
 use crate::offload;
+use crate::outbound;
 use netlink_packet_core::{
     DecodeError, ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
     NLMSG_ALIGNTO, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST,
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkFlags, LinkHeader, LinkMessage};
+use netlink_packet_route::route::RouteMessage;
+use netlink_packet_route::rule::RuleMessage;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 use nix::sys::socket::{setsockopt, sockopt};
@@ -73,6 +77,13 @@ pub struct TunDevice {
     tx_gso: u64,
     /// The virtio-net header of the last packet read (for the pcap tap).
     last_rx: offload::VnetHdr,
+    /// Routes and policy rules tcpd added (`--default-route`), as the
+    /// requests that delete them, in the order added: undone last to first.
+    undo_routes: Vec<RouteNetlinkMessage>,
+    /// The namespace the device lives in (`--netns`), if not tcpd's own:
+    /// every later change to it runs there. Declared last so that it is
+    /// dropped (and a name tcpd created removed) after the device.
+    ns: Option<Namespace>,
 }
 
 fn io_msg(e: &io::Error) -> String {
@@ -341,6 +352,17 @@ fn link_is_up(ifindex: u32) -> io::Result<bool> {
     Ok(header.flags.contains(LinkFlags::Up))
 }
 
+/// Brings the link `name` up over rtnetlink (`RTM_NEWLINK` with `IFF_UP`
+/// in both flags and change mask, as `ip link set NAME up`).
+fn set_link_up(name: &str) -> io::Result<()> {
+    let index = if_index(name).ok_or_else(|| io::Error::from_raw_os_error(libc::ENODEV))?;
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Up;
+    msg.header.change_mask = LinkFlags::Up;
+    rtnetlink(RouteNetlinkMessage::SetLink(msg), NLM_F_REQUEST | NLM_F_ACK).map(drop)
+}
+
 impl TunDevice {
     /// Opens (and unless `--no-configure`, configures) the TUN device.
     /// Every failure a user can cause comes back as one line saying how to fix it.
@@ -348,7 +370,27 @@ impl TunDevice {
     /// Before it creates or configures the device it checks the host's
     /// addresses for conflicts; a clash of only the default IPv6 addresses
     /// turns IPv6 off in `cfg` (see [`Config::ipv6_explicit`]).
+    ///
+    /// With `--netns` all of it happens on a thread that entered that
+    /// namespace (see [`crate::netns`]): the device, its addresses and
+    /// routes are there, the conflict check looks at the sandbox's
+    /// addresses, and tcpd's own threads never move.
     pub fn open(cfg: &mut Config) -> Result<TunDevice, Error> {
+        let Some(target) = cfg.netns.clone() else {
+            return TunDevice::open_here(cfg, false);
+        };
+        let ns = Namespace::open(&target)?;
+        let fresh = ns.created();
+        let mut t = ns
+            .run(|| TunDevice::open_here(cfg, fresh))
+            .map_err(|e| Error::new(format!("--netns {target}: {e}")))??;
+        t.ns = Some(ns);
+        Ok(t)
+    }
+
+    /// [`TunDevice::open`] in the namespace the calling thread is in;
+    /// `fresh`: tcpd just created that namespace (its loopback comes up).
+    fn open_here(cfg: &mut Config, fresh: bool) -> Result<TunDevice, Error> {
         let name = cfg.iface.clone();
         let name = name.as_str();
         let existed = if_index(name).is_some();
@@ -412,7 +454,15 @@ impl TunDevice {
             rx_gso: 0,
             tx_gso: 0,
             last_rx: offload::VnetHdr::default(),
+            undo_routes: Vec::new(),
+            ns: None,
         };
+        if fresh {
+            // A new namespace has only a loopback device, down.
+            if let Err(e) = set_link_up("lo") {
+                warn!("cannot bring up lo in the new namespace: {}", io_msg(&e));
+            }
+        }
         if cfg.no_configure {
             match t.dev.mtu() {
                 Ok(m) => t.mtu = usize::from(m),
@@ -431,7 +481,134 @@ impl TunDevice {
             return Ok(t);
         }
         t.configure(cfg)?;
+        if cfg.default_route {
+            // On failure `t` drops: what it added so far goes again.
+            t.add_default_routes(cfg)?;
+        }
         Ok(t)
+    }
+
+    /// Adds one route or rule (`RTM_NEWROUTE`/`RTM_NEWRULE` with
+    /// `NLM_F_EXCL`), remembering `undo` to delete it at exit.
+    fn add_routing(
+        &mut self,
+        add: RouteNetlinkMessage,
+        undo: RouteNetlinkMessage,
+    ) -> io::Result<()> {
+        rtnetlink(add, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL)?;
+        self.undo_routes.push(undo);
+        Ok(())
+    }
+
+    /// `--default-route`: with `--netns`, default routes via the device in
+    /// the namespace's main table; without, in table `--outbound-mark`
+    /// with the policy rules of [`crate::outbound`].
+    fn add_default_routes(&mut self, cfg: &Config) -> Result<(), Error> {
+        let name = self.name.clone();
+        let index = if_index(&name)
+            .ok_or_else(|| Error::new(format!("{name}: the interface disappeared")))?;
+        let families: &[bool] = if cfg.addr6.is_some() {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let (table, mark) = match (&cfg.netns, cfg.outbound.mark) {
+            (Some(_), _) => (
+                u32::from(netlink_packet_route::route::RouteHeader::RT_TABLE_MAIN),
+                None,
+            ),
+            (None, Some(m)) => (m, Some(m)),
+            (None, None) => {
+                return Err(Error::new(
+                    "--default-route in tcpd's own namespace needs --outbound-mark",
+                ))
+            }
+        };
+        for &v6 in families {
+            let fam = if v6 { "IPv6" } else { "IPv4" };
+            let r: RouteMessage = outbound::default_route(v6, index, table);
+            match self.add_routing(
+                RouteNetlinkMessage::NewRoute(r.clone()),
+                RouteNetlinkMessage::DelRoute(r),
+            ) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(Error::new(format!(
+                        "{name}: cannot add the {fam} default route: {}",
+                        if mark.is_some() {
+                            format!(
+                                "routing table {table} has one already (another tcpd with \
+                                 --outbound-mark {table}?); choose another mark"
+                            )
+                        } else {
+                            "the namespace has one already; remove it (`ip route del default`) \
+                             or run without --default-route"
+                                .to_string()
+                        }
+                    )));
+                }
+                Err(e) => {
+                    return Err(config_error(
+                        &name,
+                        &format!("add the {fam} default route"),
+                        &e,
+                    ))
+                }
+            }
+            let Some(mark) = mark else { continue };
+            let [main, tun]: [RuleMessage; 2] = outbound::policy_rules(v6, mark);
+            match self.add_routing(
+                RouteNetlinkMessage::NewRule(main.clone()),
+                RouteNetlinkMessage::DelRule(main),
+            ) {
+                Ok(()) => {}
+                // The same rule is there (wg-quick adds it too): it does
+                // what ours would, and it is not ours to remove.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    debug!("{fam} rule `lookup main suppress_prefixlength 0` already there");
+                }
+                Err(e) => {
+                    return Err(config_error(
+                        &name,
+                        &format!("add the {fam} policy rule for table main"),
+                        &e,
+                    ))
+                }
+            }
+            match self.add_routing(
+                RouteNetlinkMessage::NewRule(tun.clone()),
+                RouteNetlinkMessage::DelRule(tun),
+            ) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                    return Err(Error::new(format!(
+                        "{name}: the {fam} rule `not fwmark {mark} lookup {mark}` exists already \
+                         (another tcpd with --outbound-mark {mark}?); choose another mark"
+                    )));
+                }
+                Err(e) => {
+                    return Err(config_error(
+                        &name,
+                        &format!("add the {fam} policy rule for table {mark}"),
+                        &e,
+                    ))
+                }
+            }
+        }
+        if mark.is_none() && !self.existed {
+            // Routes via a device tcpd created go with it.
+            self.undo_routes.clear();
+        }
+        info!(
+            iface = %name,
+            table,
+            "default routes via {name}{}",
+            match mark {
+                Some(m) => format!(" in table {m}; unmarked traffic uses it (rules {} and {}), tcpd's sockets (mark {m}) do not", outbound::RULE_PRIO_MAIN, outbound::RULE_PRIO_TUN),
+                None => String::new(),
+            }
+        );
+        Ok(())
     }
 
     /// Sets MTU, transmit queue, addresses and link state, recording only
@@ -546,9 +723,41 @@ impl TunDevice {
         Ok(())
     }
 
-    /// Undoes what [`TunDevice::configure`] changed on a persistent device
-    /// (a device tcpd created goes away with its fd). Each step once.
+    /// Undoes what tcpd changed, in the device's namespace: its routes and
+    /// policy rules, then what [`TunDevice::configure`] changed on a
+    /// persistent device (a device tcpd created goes away with its fd).
+    /// Each step once.
     fn undo(&mut self) {
+        if self.undo_routes.is_empty() && !self.existed {
+            return;
+        }
+        match self.ns.take() {
+            None => self.undo_here(),
+            Some(ns) => {
+                if let Err(e) = ns.run(|| self.undo_here()) {
+                    warn!(
+                        "{}: cannot enter namespace {} to undo tcpd's changes: {}",
+                        self.name,
+                        ns.target(),
+                        io_msg(&e)
+                    );
+                }
+                self.ns = Some(ns);
+            }
+        }
+    }
+
+    /// [`TunDevice::undo`] in the namespace the calling thread is in.
+    fn undo_here(&mut self) {
+        while let Some(msg) = self.undo_routes.pop() {
+            if let Err(e) = rtnetlink(msg, NLM_F_REQUEST | NLM_F_ACK) {
+                warn!(
+                    "{}: cannot remove a route or rule tcpd added: {}",
+                    self.name,
+                    io_msg(&e)
+                );
+            }
+        }
         if !self.existed {
             return;
         }
@@ -918,12 +1127,17 @@ impl Device for TunDevice {
 
     fn restore_host(&mut self) {
         self.undo();
+        // A forced exit runs no destructors: the name of a namespace tcpd
+        // created goes now (the namespace ends with the process).
+        if let Some(ns) = &mut self.ns {
+            ns.remove();
+        }
     }
 }
 
 impl Drop for TunDevice {
     fn drop(&mut self) {
-        if !self.existed {
+        if !self.existed && self.undo_routes.is_empty() {
             // Not persistent: the kernel removes the interface, with its
             // addresses and routes, when our fd closes.
             debug!(iface = %self.name, "removing interface");

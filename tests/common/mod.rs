@@ -290,6 +290,12 @@ impl Tcpd {
             Some(l) => cmd.env("RUST_LOG", l),
             None => cmd.env_remove("RUST_LOG"),
         };
+        Tcpd::spawn(cmd)
+    }
+
+    /// Starts tcpd as `cmd` says (its program, arguments, namespace) and
+    /// waits for its banner.
+    pub fn spawn(mut cmd: Command) -> Tcpd {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
