@@ -2256,9 +2256,11 @@ impl Conn {
         let sack_rec = self.sack_recovery();
         let pipe = if sack_rec { self.sack_pipe() } else { 0 };
         let prr = cx.cfg.prr && self.in_recovery;
-        // With RACK, after an RTO (its go-back-N below SND.MAX): what RACK
-        // marks lost again below SND.NXT goes first (RFC 8985 §6.3), in cwnd.
-        let rto_rack = self.loss.rack && !self.in_recovery && self.snd_nxt < self.snd_max;
+        // With RACK outside fast recovery (after an RTO, Linux's Loss
+        // state, until SND.UNA passes `recover`): what RACK marks lost
+        // below SND.NXT goes first (RFC 8985 §6.3; Linux
+        // tcp_xmit_retransmit_queue), within cwnd.
+        let rto_rack = self.loss.rack && !self.in_recovery && self.rack.has_lost();
         if sack_rec || rto_rack {
             // With PRR (RFC 6937) the window is PRR's pipe + sndcnt, which
             // lets the fast retransmit out on the first ACK; without, RFC
@@ -2799,7 +2801,9 @@ impl Conn {
 
     /// In fast recovery with a SACK scoreboard to steer it (RFC 6675).
     fn sack_recovery(&self) -> bool {
-        self.in_recovery && self.opt.sack && !self.sacked.is_empty()
+        // With RACK the loss marks steer recovery even once SACK blocks
+        // below SND.UNA are gone (a partial ACK is no NewReno signal then).
+        self.in_recovery && self.opt.sack && (self.loss.rack || !self.sacked.is_empty())
     }
 
     /// RFC 6675 §4 SetPipe, simplified: bytes above the highest SACKed byte
@@ -2825,7 +2829,13 @@ impl Conn {
     /// duplicate ACK stands for one SMSS, taken off the next cumulative
     /// advance), then PRR's sndcnt and the window pipe + sndcnt that
     /// dispatch sends against. Linux: tcp_cwnd_reduction.
-    fn prr_on_ack(&mut self, una_before: SeqNum, sacked_before: u32, dup: bool, new_sack: bool) {
+    pub(super) fn prr_on_ack(
+        &mut self,
+        una_before: SeqNum,
+        sacked_before: u32,
+        dup: bool,
+        new_sack: bool,
+    ) {
         let mss = u32::from(self.mss);
         let sacked_after = self.sacked.bytes_within(self.snd_una, self.snd_max);
         let mut delivered = i64::from(self.snd_una.since(una_before)) + i64::from(sacked_after)

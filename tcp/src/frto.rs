@@ -73,8 +73,9 @@ pub(crate) struct FrtoAck {
     pub(crate) ack: SeqNum,
     /// SND.UNA advanced.
     pub(crate) advanced: bool,
-    /// Never-retransmitted data was newly delivered (acknowledged or SACKed).
-    pub(crate) orig_delivered: bool,
+    /// The lowest end of the never-retransmitted data newly delivered
+    /// (acknowledged or SACKed).
+    pub(crate) orig_end: Option<SeqNum>,
     /// Unsent data waits and the peer's window has room for it.
     pub(crate) can_send_new: bool,
 }
@@ -105,7 +106,11 @@ impl Frto {
         let v = match self.phase {
             Phase::Off => return Verdict::Continue,
             // Step 3 b / Linux FLAG_ORIG_SACK_ACKED: in either phase.
-            _ if a.orig_delivered && a.ack < self.recover => Verdict::Spurious,
+            // Only data sent before the timeout counts (Linux: end_seq not
+            // after high_seq): what step 2 b sent is new and proves nothing.
+            _ if a.orig_end.is_some_and(|e| e <= self.recover) && a.ack < self.recover => {
+                Verdict::Spurious
+            }
             _ if a.ack >= self.recover => Verdict::Conventional,
             Phase::AwaitFirst if a.advanced && a.can_send_new => Verdict::SendNew,
             Phase::AwaitFirst => Verdict::Conventional,
@@ -131,7 +136,7 @@ mod tests {
         FrtoAck {
             ack: SeqNum(n),
             advanced,
-            orig_delivered: orig,
+            orig_end: orig.then_some(SeqNum(n)),
             can_send_new: true,
         }
     }

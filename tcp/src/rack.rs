@@ -59,9 +59,10 @@ pub(crate) const TLP_MAX_ACK_DELAY: Duration = Duration::from_millis(200);
 pub(crate) struct AckOutcome {
     /// A segment was newly delivered (acknowledged or SACKed) by this ACK.
     pub(crate) delivered: bool,
-    /// A never-retransmitted segment was newly delivered (F-RTO's test,
-    /// RFC 5682 §3.1 step 3; Linux's FLAG_ORIG_SACK_ACKED).
-    pub(crate) orig_delivered: bool,
+    /// The lowest end of the never-retransmitted segments newly delivered
+    /// (F-RTO's test, RFC 5682 §3.1 step 3, wants one below its "recover":
+    /// Linux's FLAG_ORIG_SACK_ACKED).
+    pub(crate) orig_end: Option<SeqNum>,
 }
 
 /// The RACK-TLP state of one connection (RFC 8985 §6.1, §7.1).
@@ -92,6 +93,9 @@ pub(crate) struct Rack {
     reo_wnd_persist: u32,
     /// RACK.dsack_round: SND.NXT when the last D-SACK widened the window.
     dsack_round: Option<SeqNum>,
+    /// RACK.xmit_ts, end_seq and rtt before the last update taken from a
+    /// retransmitted segment, for [`Rack::undo_retrans_sample`].
+    before_retrans: Option<(Option<Instant>, SeqNum, Duration)>,
     /// TLP.end_seq: SND.NXT after the outstanding probe (RFC 8985 §7.1).
     pub(crate) tlp_end: Option<SeqNum>,
     /// TLP.is_retrans: the probe was a retransmission.
@@ -114,6 +118,7 @@ impl Default for Rack {
             reo_wnd_mult: 1,
             reo_wnd_persist: 0,
             dsack_round: None,
+            before_retrans: None,
             tlp_end: None,
             tlp_retrans: false,
         }
@@ -257,7 +262,7 @@ impl Rack {
         out.delivered = true;
         let retrans = s.flags & EVER_RETRANS != 0;
         if !retrans {
-            out.orig_delivered = true;
+            out.orig_end = Some(out.orig_end.map_or(s.end, |e| e.min(s.end)));
         }
         let rtt = now.saturating_since(s.xmit);
         // Step 2: an ACK of a retransmitted segment may be for the original
@@ -273,6 +278,9 @@ impl Rack {
                 Some(t) => sent_after(s.xmit, s.end, t, self.end_seq),
             };
             if newer {
+                if retrans {
+                    self.before_retrans = Some((self.xmit_ts, self.end_seq, self.rtt));
+                }
                 self.rtt = rtt;
                 self.xmit_ts = Some(s.xmit);
                 self.end_seq = s.end;
@@ -378,6 +386,13 @@ impl Rack {
         if self.dsack_round.is_some_and(|r| una >= r) {
             self.dsack_round = None;
         }
+        // A D-SACK says an original arrived after all: the path reorders.
+        // (RFC 8985 sets RACK.reordering_seen only in step 3; without this
+        // the window D-SACKs widen would stay 0 on a path whose first
+        // reordering was taken for loss.)
+        if dsack {
+            self.reordering_seen = true;
+        }
         if self.dsack_round.is_none() && dsack {
             self.dsack_round = Some(snd_nxt);
             self.reo_wnd_mult = (self.reo_wnd_mult + 1).min(64);
@@ -476,6 +491,17 @@ impl Rack {
         }
     }
 
+    /// The delivery last taken for a retransmission was the original's
+    /// (F-RTO proved the timeout spurious): RACK goes back to what it was
+    /// before that sample, which without timestamps step 2 could not tell.
+    pub(crate) fn undo_retrans_sample(&mut self) {
+        if let Some((t, e, r)) = self.before_retrans.take() {
+            self.xmit_ts = t;
+            self.end_seq = e;
+            self.rtt = r;
+        }
+    }
+
     /// Forgets the loss marks (an undone recovery, Linux
     /// tcp_undo_cwnd_reduction with unmark_loss).
     pub(crate) fn unmark_lost(&mut self) {
@@ -561,7 +587,7 @@ mod tests {
         r.rtt_sample(Duration::from_millis(20), t(20));
         // Segment 0 lost; segment 1 SACKed at 21 ms (RTT 20 ms).
         let o = r.on_ack(s(0), &[(s(100), s(200))], t(21), NO_TS, 64);
-        assert!(o.delivered && o.orig_delivered);
+        assert!(o.delivered && o.orig_end == Some(s(200)));
         // Reordering window: min_RTT/4 = 5 ms (one SACKed segment, none seen).
         let w = r.reo_wnd(false, 100, Some(Duration::from_millis(20)));
         assert_eq!(w, Duration::from_millis(5));

@@ -569,3 +569,51 @@ fn many_transfers_under_a_global_memory_limit_stay_intact_and_memory_comes_back(
         );
     }
 }
+
+/// The headline cell of the impaired-link benchmark in virtual time: 3 %
+/// loss and 10 % reordering each way, 5 ms one way, 2 MB from a to b,
+/// over five seeds, with RACK-TLP and F-RTO (the defaults) and with the
+/// loss recovery from before them (DupThresh, no probes, no F-RTO).
+#[test]
+fn rack_tlp_against_dupthresh_on_the_headline_link() {
+    let faults = Faults {
+        loss: 0.03,
+        dup: 0.0,
+        reorder: 0.10,
+        corrupt: 0.0,
+    };
+    let mut totals = [(0.0f64, 0u64, 0u64); 2];
+    for (k, legacy) in [true, false].into_iter().enumerate() {
+        for seed in 80..85u64 {
+            let p = pair_with(seed, |c| {
+                if legacy {
+                    c.rack = false;
+                    c.tlp = false;
+                    c.frto = false;
+                    c.limited_transmit = false;
+                }
+            });
+            let (p, t) = run_transfer_with(p, seed, faults, 2 << 20, 0, 20_000_000);
+            assert_eq!(t.recvd, [2 << 20, 0]);
+            let st = p.a.stats();
+            totals[k].0 += p.now.as_micros() as f64 / 1e6;
+            totals[k].1 += st.rto_timeouts;
+            totals[k].2 += st.retransmits;
+            println!(
+                "{} seed {seed}: {:.2} s virtual, rto {}, retransmits {}, tlp {}, rack lost {}, frto undone {}, dsack undone {}",
+                if legacy { "dupthresh" } else { "rack-tlp " },
+                p.now.as_micros() as f64 / 1e6,
+                st.rto_timeouts,
+                st.retransmits,
+                st.tlp_probes,
+                st.rack_marked_lost,
+                st.frto_spurious_rtos,
+                st.spurious_recoveries
+            );
+        }
+    }
+    let [(lt, lr, _), (rt, rr, _)] = totals;
+    println!("five seeds: dupthresh {lt:.2} s, {lr} RTOs; rack-tlp {rt:.2} s, {rr} RTOs");
+    assert!(rt < lt, "RACK-TLP slower: {rt:.2} s against {lt:.2} s");
+    assert!(rr < lr, "RACK-TLP had as many RTOs: {rr} against {lr}");
+}

@@ -118,7 +118,7 @@ impl Conn {
             self.tlp_on_ack(cx, seg, f);
         }
         if self.frto.active() {
-            self.frto_on_ack(cx, seg, f, out.orig_delivered, mss);
+            self.frto_on_ack(cx, seg, f, out.orig_end, mss);
         }
         if self.loss.tlp && self.snd_una > f.una_before {
             self.schedule_tlp(cx);
@@ -160,6 +160,13 @@ impl Conn {
         cx.stats.rack_reo_timeouts += 1;
         if self.snd_max > self.snd_una {
             self.rack_detect(cx);
+            // No ACK clocks this one: let PRR's window (RFC 6937 §3, with
+            // no data delivered) send the first of what was just marked,
+            // as Linux's tcp_rack_reo_timeout sends at once.
+            if self.in_recovery && cx.cfg.prr {
+                let sacked = self.sacked.bytes_within(self.snd_una, self.snd_max);
+                self.prr_on_ack(self.snd_una, sacked, false, false);
+            }
         }
     }
 
@@ -277,7 +284,7 @@ impl Conn {
         cx: &mut Ctx<'_>,
         seg: &TcpSegment<'_>,
         f: &AckFacts,
-        orig_delivered: bool,
+        orig_end: Option<SeqNum>,
         mss: u32,
     ) {
         let queued = self.send_buf.len() as u32;
@@ -287,7 +294,7 @@ impl Conn {
         let a = FrtoAck {
             ack: seg.ack,
             advanced: self.snd_una > f.una_before,
-            orig_delivered,
+            orig_end,
             can_send_new: queued > sent && self.snd_wnd > in_flight,
         };
         match self.frto.on_ack(&a, mss) {
@@ -308,6 +315,7 @@ impl Conn {
                 }
                 self.snd_nxt = self.snd_max;
                 self.recover = self.snd_una;
+                self.rack.undo_retrans_sample();
                 self.rack.unmark_lost();
             }
             Verdict::Conventional => {
