@@ -430,18 +430,20 @@ impl Rack {
     /// RFC 8985 §6.2 step 5 (RACK_detect_loss, Linux tcp_rack_detect_loss):
     /// every segment sent before the RACK segment and outstanding longer
     /// than RACK.rtt + reo_wnd is lost; a lost retransmission is lost again
-    /// (its in-flight copy no longer counts). Returns whether any segment was
-    /// newly marked, and the time until the next one would be (the RACK
-    /// reordering timer, §6.2 step 5's `timeout`).
+    /// (its in-flight copy no longer counts). Returns the segments newly
+    /// marked, how many of them were retransmissions, and the time until
+    /// the next one would be (the RACK reordering timer, §6.2 step 5's
+    /// `timeout`).
     pub(crate) fn detect_loss(
         &mut self,
         now: Instant,
         reo_wnd: Duration,
-    ) -> (bool, Option<Duration>) {
+    ) -> (u32, u32, Option<Duration>) {
         let Some(rack_ts) = self.xmit_ts else {
-            return (false, None);
+            return (0, 0, None);
         };
-        let mut marked = false;
+        let mut marked = 0;
+        let mut relost = 0;
         let mut timeout: Option<Duration> = None;
         for i in 0..self.segs.len() {
             let s = self.segs[i];
@@ -459,16 +461,19 @@ impl Rack {
             let deadline = s.xmit + self.rtt + reo_wnd;
             if deadline <= now {
                 self.uncount(i);
+                if s.flags & RETRANS != 0 {
+                    relost += 1;
+                }
                 self.segs[i].flags |= LOST;
                 self.segs[i].flags &= !RETRANS;
                 self.count(i);
-                marked = true;
+                marked += 1;
             } else {
                 let rem = deadline.saturating_since(now);
                 timeout = Some(timeout.map_or(rem, |t| t.max(rem)));
             }
         }
-        (marked, timeout)
+        (marked, relost, timeout)
     }
 
     /// RFC 8985 §6.3 (RACK_mark_losses_on_RTO; Linux tcp_timeout_mark_lost):
@@ -592,11 +597,11 @@ mod tests {
         let w = r.reo_wnd(false, 100, Some(Duration::from_millis(20)));
         assert_eq!(w, Duration::from_millis(5));
         // Segment 0 sent at 0: lost at 0 + 20 + 5 = 25 ms.
-        let (m, to) = r.detect_loss(t(21), w);
-        assert!(!m);
+        let (m, _, to) = r.detect_loss(t(21), w);
+        assert_eq!(m, 0);
         assert_eq!(to, Some(Duration::from_millis(4)));
-        let (m, _) = r.detect_loss(t(25), w);
-        assert!(m);
+        let (m, _, _) = r.detect_loss(t(25), w);
+        assert_eq!(m, 1);
         assert_eq!(r.next_lost(s(0)), Some((s(0), s(100))));
         // Pipe: 1000 outstanding - 100 SACKed - 100 lost.
         assert_eq!(r.pipe(1000), 800);
@@ -613,8 +618,8 @@ mod tests {
         }
         r.rtt_sample(Duration::from_millis(10), t(10));
         r.on_ack(s(0), &[(s(100), s(200))], t(11), NO_TS, 64);
-        let (m, _) = r.detect_loss(t(11), Duration::ZERO);
-        assert!(m);
+        let (m, _, _) = r.detect_loss(t(11), Duration::ZERO);
+        assert_eq!(m, 1);
         r.on_send(s(0), s(100), t(12), 64); // retransmission, lost again
                                             // Segment 3 (sent at 3 ms), then segment 2 new? Send new data at 13.
         r.on_send(s(400), s(500), t(13), 64);
@@ -625,8 +630,13 @@ mod tests {
             NO_TS,
             64,
         );
-        let (m, _) = r.detect_loss(t(23), Duration::ZERO);
-        assert!(m, "the retransmission sent at 12 ms is lost by 23 ms");
+        // Segments 2 and 3, never SACKed, go with it.
+        let (m, relost, _) = r.detect_loss(t(23), Duration::ZERO);
+        assert_eq!(
+            (m, relost),
+            (3, 1),
+            "the retransmission sent at 12 ms is lost by 23 ms"
+        );
         assert_eq!(r.next_lost(s(0)), Some((s(0), s(100))));
     }
 

@@ -132,16 +132,9 @@ impl Conn {
     fn rack_detect(&mut self, cx: &mut Ctx<'_>) {
         let mss = u32::from(self.mss);
         let reo = self.rack.reo_wnd(self.in_recovery, mss, self.rtt.srtt());
-        let lost_before = self.rack.has_lost();
-        let (marked, timeout) = self.rack.detect_loss(cx.now, reo);
-        if marked {
-            cx.stats.rack_marked_lost += 1;
-            if lost_before || self.in_recovery {
-                // Marked while already repairing: a retransmission (or a
-                // further segment) lost again.
-                cx.stats.rack_lost_retransmits += u64::from(self.retransmits > 0);
-            }
-        }
+        let (marked, relost, timeout) = self.rack.detect_loss(cx.now, reo);
+        cx.stats.rack_marked_lost += u64::from(marked);
+        cx.stats.rack_lost_retransmits += u64::from(relost);
         match timeout {
             Some(t) => self.set_timer(Timer::Reo, cx.now + t.max(Duration::from_micros(1))),
             None => self.clear_timer(Timer::Reo),
