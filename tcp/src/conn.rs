@@ -2779,10 +2779,16 @@ impl Conn {
     /// the simulated faulty link ran 1.7x slower, RTOs doubling.
     fn try_undo(&mut self, cx: &mut Ctx<'_>) {
         let u = &self.undo;
-        // Only once the episode is over (as Linux's tcp_try_undo_recovery
-        // and tcp_try_undo_dsack): while it runs, other holes may be real
-        // losses, which leaving recovery early would leave to the RTO.
-        if !u.active || u.rexmit.is_empty() || self.in_recovery || self.snd_una < u.end {
+        // Only once the episode is over (as Linux's tcp_try_undo_recovery):
+        // while it runs, other holes may be real losses, which leaving
+        // recovery early would leave to the RTO. With RACK those are found
+        // by time whatever the state, so as Linux's tcp_try_undo_dsack the
+        // undo may come during the recovery, once nothing is marked lost.
+        let rack_early = self.loss.rack && self.in_recovery && !self.rack.has_lost();
+        if !u.active
+            || u.rexmit.is_empty()
+            || (!rack_early && (self.in_recovery || self.snd_una < u.end))
+        {
             return;
         }
         let all = u
@@ -2795,6 +2801,12 @@ impl Conn {
         }
         let (cwnd, ssthresh) = (u.prior_cwnd, u.prior_ssthresh);
         self.undo.active = false;
+        if rack_early {
+            // Linux tcp_try_keep_open: back to the open state, free to
+            // start a recovery for a loss found later.
+            self.in_recovery = false;
+            self.recover = self.snd_una;
+        }
         self.cc.on_undo(cwnd, ssthresh);
         cx.stats.spurious_recoveries += 1;
     }

@@ -271,8 +271,6 @@ impl Rack {
         let ambiguous =
             retrans && (tsecr_before_xmit(s.xmit) || self.min_rtt.is_some_and(|(m, _)| rtt < m));
         if !ambiguous {
-            // Step 1: the segment's own RTT, µs-exact, feeds min_RTT too.
-            self.rtt_sample(rtt, now);
             let newer = match self.xmit_ts {
                 None => true,
                 Some(t) => sent_after(s.xmit, s.end, t, self.end_seq),
@@ -298,7 +296,14 @@ impl Rack {
         }
     }
 
-    /// Step 1: RACK.min_RTT from an RTT sample (windowed minimum).
+    /// Step 1: RACK.min_RTT from an RTT sample (windowed minimum). The
+    /// connection feeds it the RFC 6298 samples (timestamp echo or Karn's
+    /// timed segment, both taken on cumulative ACKs), not each SACKed
+    /// segment's own RTT: on a path where some packets overtake others
+    /// (tcpd-netem's reordering skips the delay) those are far below the
+    /// path's RTT, and a min_RTT from them leaves the reordering window
+    /// (min_RTT/4) too small for any D-SACK growth to catch up; in virtual
+    /// time that doubled the transfer time (tests/sim.rs, early reordering).
     pub(crate) fn rtt_sample(&mut self, rtt: Duration, now: Instant) {
         let take = match self.min_rtt {
             None => true,

@@ -383,7 +383,7 @@ fn dsack_widens_the_reordering_window() {
             d.0 += 6000;
         }
     }
-    s.run(60, total, &|_| false);
+    s.run(31, total, &|_| false);
     assert_eq!(s.resends(1).len(), 1, "{:?}", s.log);
     assert!(s.stats().dsacks_in >= 1);
     let before = s.stats().retransmits;

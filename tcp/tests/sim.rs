@@ -576,16 +576,52 @@ fn many_transfers_under_a_global_memory_limit_stay_intact_and_memory_comes_back(
 /// loss recovery from before them (DupThresh, no probes, no F-RTO).
 #[test]
 fn rack_tlp_against_dupthresh_on_the_headline_link() {
+    let (lt, lr, rt, rr) = compare_loss_detection(0.03, 0.10, false);
+    assert!(rt < lt, "RACK-TLP slower: {rt:.2} s against {lt:.2} s");
+    assert!(rr < lr, "RACK-TLP had as many RTOs: {rr} against {lr}");
+}
+
+/// Reordering only (10 %, up to two one-way delays late): RACK's
+/// reordering window must not cost more than the three-SACK rule.
+#[test]
+fn rack_tlp_against_dupthresh_with_reordering_only() {
+    let (lt, _, rt, _) = compare_loss_detection(0.0, 0.10, false);
+    assert!(
+        rt <= lt * 1.1,
+        "RACK-TLP slower: {rt:.2} s against {lt:.2} s"
+    );
+}
+
+/// As tcpd-netem reorders: 10 % of packets skip the delay and overtake
+/// up to 5 ms of others (one way), with 3 % loss.
+#[test]
+fn rack_tlp_against_dupthresh_with_early_reordering() {
+    let (lt, _, rt, _) = compare_loss_detection(0.03, 0.10, true);
+    let (lt0, _, rt0, _) = compare_loss_detection(0.0, 0.10, true);
+    println!("early reordering: 3 % loss {lt:.2} -> {rt:.2} s; no loss {lt0:.2} -> {rt0:.2} s");
+    assert!(
+        rt < lt,
+        "RACK-TLP slower with loss: {rt:.2} s against {lt:.2} s"
+    );
+    assert!(
+        rt0 <= lt0 * 1.1,
+        "RACK-TLP slower: {rt0:.2} s against {lt0:.2} s"
+    );
+}
+
+/// 2 MB from a to b over five seeds at `loss` and `reorder` each way, 5 ms
+/// one way: (seconds, RTOs) with DupThresh, then with RACK-TLP.
+fn compare_loss_detection(loss: f64, reorder: f64, early: bool) -> (f64, u64, f64, u64) {
     let faults = Faults {
-        loss: 0.03,
+        loss,
         dup: 0.0,
-        reorder: 0.10,
+        reorder,
         corrupt: 0.0,
     };
     let mut totals = [(0.0f64, 0u64, 0u64); 2];
     for (k, legacy) in [true, false].into_iter().enumerate() {
         for seed in 80..85u64 {
-            let p = pair_with(seed, |c| {
+            let mut p = pair_with(seed, |c| {
                 if legacy {
                     c.rack = false;
                     c.tlp = false;
@@ -593,6 +629,7 @@ fn rack_tlp_against_dupthresh_on_the_headline_link() {
                     c.limited_transmit = false;
                 }
             });
+            p.reorder_early = early;
             let (p, t) = run_transfer_with(p, seed, faults, 2 << 20, 0, 20_000_000);
             assert_eq!(t.recvd, [2 << 20, 0]);
             let st = p.a.stats();
@@ -613,7 +650,8 @@ fn rack_tlp_against_dupthresh_on_the_headline_link() {
         }
     }
     let [(lt, lr, _), (rt, rr, _)] = totals;
-    println!("five seeds: dupthresh {lt:.2} s, {lr} RTOs; rack-tlp {rt:.2} s, {rr} RTOs");
-    assert!(rt < lt, "RACK-TLP slower: {rt:.2} s against {lt:.2} s");
-    assert!(rr < lr, "RACK-TLP had as many RTOs: {rr} against {lr}");
+    println!(
+        "loss {loss} reorder {reorder}, five seeds: dupthresh {lt:.2} s, {lr} RTOs; rack-tlp {rt:.2} s, {rr} RTOs"
+    );
+    (lt, lr, rt, rr)
 }
