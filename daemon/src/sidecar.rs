@@ -351,6 +351,24 @@ mod tests {
         assert_eq!(c.addr6, cfg.addr6);
     }
 
+    /// RACK-TLP, F-RTO and Limited Transmit are on in what tcpd records
+    /// now; a sidecar from before those fields reads them as off, the
+    /// behaviour it was recorded with.
+    #[test]
+    fn loss_detection_fields_absent_read_as_the_old_behaviour() {
+        let text = Sidecar::of(&Config::default(), 1, 1500, 0).to_json();
+        let c = Sidecar::parse(&text).unwrap().config().unwrap();
+        assert!(c.tcp.rack && c.tcp.tlp && c.tcp.frto && c.tcp.limited_transmit);
+        let mut old = text.clone();
+        for f in ["rack", "tlp", "frto", "limited_transmit"] {
+            let line = format!("\"{f}\": true,");
+            assert!(old.contains(&line), "{f} missing from {text}");
+            old = old.replace(&line, "");
+        }
+        let c = Sidecar::parse(&old).unwrap().config().unwrap();
+        assert!(!c.tcp.rack && !c.tcp.tlp && !c.tcp.frto && !c.tcp.limited_transmit);
+    }
+
     /// A bad document is refused in one line that names the field.
     #[test]
     fn errors_name_the_field() {

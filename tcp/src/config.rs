@@ -45,6 +45,8 @@ impl Default for Keepalive {
 /// configuration written before a field existed reads back with the
 /// behaviour it had then. Where the default changed when the field came
 /// (`congestion`, `hystart`, `prr`: NewReno without either ran before;
+/// `rack`, `tlp`, `frto`, `limited_transmit`: DupThresh loss detection and
+/// no probes, no F-RTO, no Limited Transmit ran before;
 /// `max_passive`, `max_passive_per_source`, `mem_limit`: no limit;
 /// `icmp_unreachables`: no ICMP errors sent), a missing field
 /// reads as the old behaviour, not as today's default.
@@ -185,6 +187,37 @@ pub struct Config {
     /// SACK, RFC 6582's window inflation without. Default on.
     #[cfg_attr(feature = "serde", serde(default))]
     pub prr: bool,
+    /// RACK-TLP loss detection (RFC 8985) on connections with SACK: loss is
+    /// told by time (a segment sent before one that was delivered, and
+    /// outstanding a reordering window longer than that one's RTT), not by
+    /// three duplicate ACKs; lost retransmissions are found without an RTO.
+    /// Off, and on connections without SACK, RFC 6675's DupThresh and RFC
+    /// 5681's three duplicate ACKs decide. Default on (Linux
+    /// `tcp_recovery` = 1).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub rack: bool,
+    /// Tail Loss Probes (RFC 8985 §7) with [`Config::rack`]: two round
+    /// trips after the last send without an ACK, probe with new data or the
+    /// last segment, so that a lost tail is repaired without an RTO.
+    /// Default on (Linux `tcp_early_retrans` = 3).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub tlp: bool,
+    /// F-RTO (RFC 5682 §3.1, SACK-enhanced where SACK is on): after an RTO,
+    /// send new data instead of retransmitting and undo the RTO's window
+    /// reduction if data sent before it was never lost. Default on (Linux
+    /// `tcp_frto` = 2).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub frto: bool,
+    /// Limited Transmit (RFC 3042) on connections without SACK: the first
+    /// two duplicate ACKs each let one new segment out. Default on, as
+    /// Linux.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub limited_transmit: bool,
+    /// Most records in a connection's log of sent segments (RACK's
+    /// per-segment transmit times). When full, new transmissions merge into
+    /// the newest record, which only makes loss detection later.
+    /// Default 4096.
+    pub rack_max_segments: usize,
     /// Offer and accept window scaling (RFC 7323 §2). Default on.
     pub window_scaling: bool,
     /// Offer and accept timestamps (RFC 7323 §3). Default on.
@@ -316,6 +349,11 @@ impl Default for Config {
             congestion: Congestion::Cubic,
             hystart: true,
             prr: true,
+            rack: true,
+            tlp: true,
+            frto: true,
+            limited_transmit: true,
+            rack_max_segments: 4096,
             window_scaling: true,
             timestamps: true,
             sack: true,
@@ -395,6 +433,12 @@ impl Config {
         }
         if self.pmtu_cache_size == 0 || self.pmtu_expires == Duration::ZERO {
             return Err("pmtu_cache_size and pmtu_expires must be non-zero".into());
+        }
+        if self.rack_max_segments < 16 {
+            return Err(format!(
+                "rack_max_segments {} below the least, 16",
+                self.rack_max_segments
+            ));
         }
         if self.initial_window == 0 {
             return Err("initial_window must be at least 1".into());

@@ -72,7 +72,9 @@ impl fmt::Display for State {
 use crate::buffer::{BufPool, Ranges, RingBuf, MIN_CHUNK};
 use crate::config::Config;
 use crate::congestion::{AckInfo, Cc, CongestionControl};
+use crate::frto::Frto;
 use crate::prr::Prr;
+use crate::rack::Rack;
 use crate::rtt::RttEstimator;
 use crate::seq::SeqNum;
 use crate::stats::Stats;
@@ -82,6 +84,7 @@ use crate::wire::{
 };
 use std::net::SocketAddr;
 
+mod loss;
 mod pmtu;
 
 /// Event bits a connection raises for the application (see [`crate::Event`]).
@@ -110,8 +113,12 @@ pub(crate) enum Timer {
     Keepalive = 3,
     /// 2·MSL in TIME-WAIT (RFC 9293 §3.4.2).
     TimeWait = 4,
+    /// RACK's reordering-window timer (RFC 8985 §6.2 step 5).
+    Reo = 5,
+    /// The tail loss probe timeout, PTO (RFC 8985 §7.2).
+    Tlp = 6,
 }
-const NTIMERS: usize = 5;
+const NTIMERS: usize = 7;
 
 /// Everything a connection needs from its endpoint for one call.
 pub(crate) struct Ctx<'a> {
@@ -327,6 +334,14 @@ pub(crate) struct Conn {
     rexmit_one: bool,
     /// The undo record of the current recovery episode.
     undo: Undo,
+    /// Which loss detection runs (RACK-TLP, F-RTO; see `conn/loss.rs`).
+    loss: loss::LossModes,
+    /// The log of sent segments and the RACK-TLP state (RFC 8985).
+    rack: Rack,
+    /// F-RTO after an RTO (RFC 5682).
+    frto: Frto,
+    /// Send a tail loss probe at the next dispatch (RFC 8985 §7.3).
+    tlp_now: bool,
     /// The SACK scoreboard: ranges above SND.UNA the peer reported holding
     /// (RFC 2018 §3, RFC 6675 §3).
     sacked: Ranges,
@@ -447,6 +462,10 @@ impl Conn {
             recover: iss - 1,
             rexmit_one: false,
             undo: Undo::default(),
+            loss: loss::LossModes::default(),
+            rack: Rack::default(),
+            frto: Frto::default(),
+            tlp_now: false,
             sacked: Ranges::default(),
             high_rxt: iss,
             backoffs: 0,
@@ -609,6 +628,7 @@ impl Conn {
             u32::from(self.mss),
             cfg.hystart,
         );
+        self.set_loss_modes(cfg);
     }
 
     /// Effective send MSS: the smaller of the peer's MSS and ours, less the
@@ -1316,6 +1336,8 @@ impl Conn {
         let mut new_sack = false;
         let mut dsack = false;
         let una_before = self.snd_una;
+        let was_in_recovery = self.in_recovery;
+        let mut rtt_sample = None;
         // RFC 6937 §3's DeliveredData: the change in SND.UNA plus the
         // change in SACKed bytes, measured across this ACK.
         let sacked_before = self.sacked.bytes_within(self.snd_una, self.snd_max);
@@ -1371,7 +1393,7 @@ impl Conn {
             if self.send_buf.len() == 0 {
                 self.send_buf.shrink_if_empty(cx.pool);
             }
-            let rtt_sample = self.take_rtt_sample(cx, seg);
+            rtt_sample = self.take_rtt_sample(cx, seg);
             self.backoffs = 0;
             self.persist_backoffs = 0;
             self.progress_time = cx.now;
@@ -1429,7 +1451,13 @@ impl Conn {
             // information).
             self.dup_acks += 1;
             dup = true;
-            if self.dup_acks == 3 && !self.in_recovery && seg.ack - 1 > self.recover {
+            // With RACK (RFC 8985 §6.2) time, not the count, tells loss on
+            // a SACK connection; the count stays for the others.
+            if self.dup_acks == 3
+                && !self.loss.rack
+                && !self.in_recovery
+                && seg.ack - 1 > self.recover
+            {
                 // RFC 6582 §3.2 step 2: enter fast recovery only if the ACK
                 // covers more than "recover" (avoids repeated reductions).
                 self.enter_recovery(cx);
@@ -1449,7 +1477,9 @@ impl Conn {
         // on data and are never "duplicates". With few segments in flight
         // the threshold drops to all but one segment (early retransmit,
         // RFC 5827).
+        // With RACK its marking replaces this rule (`loss_on_ack`).
         if self.opt.sack
+            && !self.loss.rack
             && !self.in_recovery
             && !self.sacked.is_empty()
             && self.snd_una - 1 > self.recover
@@ -1461,6 +1491,16 @@ impl Conn {
                 self.enter_recovery(cx);
             }
         }
+        self.loss_on_ack(
+            cx,
+            seg,
+            &loss::AckFacts {
+                una_before,
+                dsack,
+                was_in_recovery,
+                rtt: rtt_sample,
+            },
+        );
         if cx.cfg.prr {
             self.prr_on_ack(una_before, sacked_before, dup, new_sack);
         }
@@ -1960,6 +2000,19 @@ impl Conn {
             self.clear_timer(Timer::DelAck);
             self.ack_now = true;
         }
+        if due(self.timer(Timer::Reo)) {
+            self.clear_timer(Timer::Reo);
+            self.on_reo_timeout(cx);
+        }
+        // The probe before the RTO due at the same time (RFC 8985 §7.2:
+        // the PTO is capped at the RTO, and the probe then re-arms it).
+        if due(self.timer(Timer::Tlp)) {
+            self.clear_timer(Timer::Tlp);
+            self.on_tlp_timeout(cx);
+            if self.tlp_now {
+                self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
+            }
+        }
         if due(self.timer(Timer::Rexmit)) {
             self.clear_timer(Timer::Rexmit);
             if let Some(rst) = self.on_rto(cx) {
@@ -2046,6 +2099,7 @@ impl Conn {
                 // RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS), cwnd = 1 SMSS.
                 self.begin_undo();
                 self.cc.on_rto(self.in_flight(), u32::from(self.mss));
+                let (first, was_in_recovery) = (self.backoffs == 0, self.in_recovery);
                 self.in_recovery = false;
                 self.recover = self.snd_max;
                 self.dup_acks = 0;
@@ -2056,6 +2110,7 @@ impl Conn {
                 self.snd_nxt = self.snd_una;
                 self.high_rxt = self.snd_una;
                 self.rtt_probe = None;
+                self.loss_on_rto(cx, first, was_in_recovery);
                 None
             }
             _ => None,
@@ -2068,6 +2123,7 @@ impl Conn {
     pub(crate) fn wants_to_send(&self) -> bool {
         self.ack_now
             || self.rexmit_one
+            || self.tlp_now
             || self.probe_now
             || self.keepalive_now
             || self.state != State::Closed
@@ -2169,32 +2225,75 @@ impl Conn {
             self.rexmit_one = false;
         }
 
+        // A tail loss probe (RFC 8985 §7.3): outside the congestion window.
+        if self.tlp_now {
+            match self.tlp_segment(mss.min(room), queued) {
+                Some((seq, len, retrans)) => {
+                    let fin =
+                        fin_seq.is_some_and(|f| f == seq + len && (!retrans || self.snd_max > f));
+                    let flags = TcpFlags::ACK | if fin { TcpFlags::FIN } else { TcpFlags(0) };
+                    let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
+                    let end = seq + len + u32::from(fin);
+                    if retrans {
+                        self.note_rexmit(cx, seq, seq + len);
+                        cx.stats.retransmits += 1;
+                        self.retransmits += 1;
+                    } else {
+                        self.snd_nxt = end;
+                        self.last_send_time = cx.now;
+                    }
+                    self.snd_max = self.snd_max.max(end);
+                    self.tlp_sent(cx, retrans);
+                    return Some(n);
+                }
+                None => self.tlp_now = false,
+            }
+        }
+
         // SACK-based loss recovery (RFC 6675 §5 step (C)): while the pipe
         // leaves room in cwnd, resend the first hole above HighRxt below the
         // highest SACKed byte; then new data.
         let sack_rec = self.sack_recovery();
         let pipe = if sack_rec { self.sack_pipe() } else { 0 };
         let prr = cx.cfg.prr && self.in_recovery;
-        if sack_rec {
+        // With RACK outside fast recovery (after an RTO, Linux's Loss
+        // state, until SND.UNA passes `recover`): what RACK marks lost
+        // below SND.NXT goes first (RFC 8985 §6.3; Linux
+        // tcp_xmit_retransmit_queue), within cwnd.
+        let rto_rack = self.loss.rack && !self.in_recovery && self.rack.has_lost();
+        if sack_rec || rto_rack {
             // With PRR (RFC 6937) the window is PRR's pipe + sndcnt, which
             // lets the fast retransmit out on the first ACK; without, RFC
             // 6675's ssthresh, the first hole sent whatever the pipe.
-            let (cwnd, first) = if prr {
-                (self.prr_cwnd, false)
+            let (cwnd, first, pipe) = if rto_rack {
+                (self.cc.cwnd(), false, self.snd_nxt.since(self.snd_una))
+            } else if prr {
+                (self.prr_cwnd, false, pipe)
             } else {
                 (
                     self.cc.ssthresh().min(self.cc.cwnd()).max(mss),
                     self.high_rxt == self.snd_una,
+                    pipe,
                 )
             };
             if pipe + mss <= cwnd || first {
-                let mut start = self.high_rxt.max(self.snd_una);
-                while let Some(end) = self.sacked.covering(start) {
-                    start = end;
-                }
-                let high = self.sacked.highest().unwrap_or(self.snd_una);
-                if start < high {
-                    let hole_end = self.sacked.next_start_after(start).unwrap_or(high);
+                // RFC 6675 NextSeg() rule 1: with RACK, the first segment it
+                // marked lost; without, the first hole above HighRxt below
+                // the highest SACKed byte.
+                let hole = if self.loss.rack {
+                    self.rack
+                        .next_lost(self.snd_una)
+                        .filter(|&(s, _)| !rto_rack || s < self.snd_nxt)
+                } else {
+                    let mut start = self.high_rxt.max(self.snd_una);
+                    while let Some(end) = self.sacked.covering(start) {
+                        start = end;
+                    }
+                    let high = self.sacked.highest().unwrap_or(self.snd_una);
+                    (start < high)
+                        .then(|| (start, self.sacked.next_start_after(start).unwrap_or(high)))
+                };
+                if let Some((start, hole_end)) = hole {
                     let off = start.since(data_start).min(queued);
                     let len = (queued - off).min(mss).min(hole_end.since(start)).min(room);
                     if len > 0 {
@@ -2203,7 +2302,7 @@ impl Conn {
                         self.note_rexmit(cx, start, start + len);
                         cx.stats.retransmits += 1;
                         self.retransmits += 1;
-                        self.high_rxt = start + len;
+                        self.high_rxt = self.high_rxt.max(start + len);
                         if self.timer(Timer::Rexmit).is_none() {
                             self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
                         }
@@ -2240,7 +2339,25 @@ impl Conn {
             // leaves after what was sent since the ACK.
             self.snd_wnd.saturating_sub(in_flight).min(self.prr_quota)
         } else {
-            self.snd_wnd.min(self.cc.cwnd()).saturating_sub(in_flight)
+            // RFC 3042 §2: each of the first two duplicate ACKs lets one new
+            // segment out beyond cwnd (at most cwnd + 2 SMSS outstanding).
+            let lt = if self.loss.limited_transmit && !self.in_recovery && seq == self.snd_max {
+                self.dup_acks.min(2) * mss
+            } else {
+                0
+            };
+            self.snd_wnd
+                .min(self.cc.cwnd().saturating_add(lt))
+                .saturating_sub(in_flight)
+        };
+        // F-RTO (RFC 5682 §3.1 step 2 b): two new segments whatever cwnd.
+        let usable = if self.frto_quota() > 0 && seq == self.snd_max {
+            usable.max(
+                self.frto_quota()
+                    .min(self.snd_wnd.saturating_sub(in_flight)),
+            )
+        } else {
+            usable
         };
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
@@ -2333,6 +2450,11 @@ impl Conn {
             self.last_send_time = cx.now;
             if self.timer(Timer::Rexmit).is_none() && !probe {
                 self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
+            }
+            if !is_retransmit && !probe {
+                self.frto_used(len);
+                // RFC 8985 §7.2: new data (re)starts the probe timeout.
+                self.schedule_tlp(cx);
             }
             if probe {
                 self.arm_persist(cx, self.rtt.rto(self.persist_backoffs).max(cx.cfg.min_rto));
@@ -2494,6 +2616,10 @@ impl Conn {
         if flags.ack() && wnd_usable {
             self.rcv_told = new_adv;
         }
+        if (len > 0 || flags.fin()) && !flags.syn() {
+            let end = seq + len as u32 + u32::from(flags.fin());
+            self.loss_on_send(cx, seq, end);
+        }
         // A data segment longer than the MSS is for the device to cut
         // (TSO/GSO): tell it the segment size (each piece repeats the
         // options, SACK blocks included).
@@ -2598,6 +2724,9 @@ impl Conn {
         self.prr_cwnd = 0;
         self.prr_quota = 0;
         self.rtt_probe = None;
+        // Linux tcp_init_cwnd_reduction: a recovery ends any probe.
+        self.rack.tlp_end = None;
+        self.clear_timer(Timer::Tlp);
         cx.stats.fast_retransmits += 1;
         if self.sack_recovery() {
             // RFC 6675 §5 step (4): HighRxt starts at SND.UNA; dispatch
@@ -2650,10 +2779,16 @@ impl Conn {
     /// the simulated faulty link ran 1.7x slower, RTOs doubling.
     fn try_undo(&mut self, cx: &mut Ctx<'_>) {
         let u = &self.undo;
-        // Only once the episode is over (as Linux's tcp_try_undo_recovery
-        // and tcp_try_undo_dsack): while it runs, other holes may be real
-        // losses, which leaving recovery early would leave to the RTO.
-        if !u.active || u.rexmit.is_empty() || self.in_recovery || self.snd_una < u.end {
+        // Only once the episode is over (as Linux's tcp_try_undo_recovery):
+        // while it runs, other holes may be real losses, which leaving
+        // recovery early would leave to the RTO. With RACK those are found
+        // by time whatever the state, so as Linux's tcp_try_undo_dsack the
+        // undo may come during the recovery, once nothing is marked lost.
+        let rack_early = self.loss.rack && self.in_recovery && !self.rack.has_lost();
+        if !u.active
+            || u.rexmit.is_empty()
+            || (!rack_early && (self.in_recovery || self.snd_una < u.end))
+        {
             return;
         }
         let all = u
@@ -2666,19 +2801,30 @@ impl Conn {
         }
         let (cwnd, ssthresh) = (u.prior_cwnd, u.prior_ssthresh);
         self.undo.active = false;
+        if rack_early {
+            // Linux tcp_try_keep_open: back to the open state, free to
+            // start a recovery for a loss found later.
+            self.in_recovery = false;
+            self.recover = self.snd_una;
+        }
         self.cc.on_undo(cwnd, ssthresh);
         cx.stats.spurious_recoveries += 1;
     }
 
     /// In fast recovery with a SACK scoreboard to steer it (RFC 6675).
     fn sack_recovery(&self) -> bool {
-        self.in_recovery && self.opt.sack && !self.sacked.is_empty()
+        // With RACK the loss marks steer recovery even once SACK blocks
+        // below SND.UNA are gone (a partial ACK is no NewReno signal then).
+        self.in_recovery && self.opt.sack && (self.loss.rack || !self.sacked.is_empty())
     }
 
     /// RFC 6675 §4 SetPipe, simplified: bytes above the highest SACKed byte
     /// are in flight; holes below it count as lost unless retransmitted in
     /// this recovery (below HighRxt).
     fn sack_pipe(&self) -> u32 {
+        if self.loss.rack {
+            return self.rack_pipe();
+        }
         let high = self
             .sacked
             .highest()
@@ -2695,7 +2841,13 @@ impl Conn {
     /// duplicate ACK stands for one SMSS, taken off the next cumulative
     /// advance), then PRR's sndcnt and the window pipe + sndcnt that
     /// dispatch sends against. Linux: tcp_cwnd_reduction.
-    fn prr_on_ack(&mut self, una_before: SeqNum, sacked_before: u32, dup: bool, new_sack: bool) {
+    pub(super) fn prr_on_ack(
+        &mut self,
+        una_before: SeqNum,
+        sacked_before: u32,
+        dup: bool,
+        new_sack: bool,
+    ) {
         let mss = u32::from(self.mss);
         let sacked_after = self.sacked.bytes_within(self.snd_una, self.snd_max);
         let mut delivered = i64::from(self.snd_una.since(una_before)) + i64::from(sacked_after)

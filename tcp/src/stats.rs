@@ -65,6 +65,18 @@ pub struct Stats {
     pub spurious_recoveries: u64,
     /// D-SACK blocks received (RFC 2883): data the peer got twice.
     pub dsacks_in: u64,
+    /// Segments RACK marked lost by time (RFC 8985 §6.2), each marking counted once.
+    pub rack_marked_lost: u64,
+    /// Retransmissions RACK found lost again (RFC 8985 §6.2 step 5), without waiting for an RTO.
+    pub rack_lost_retransmits: u64,
+    /// RACK reordering-window timer expirations (RFC 8985 §6.2 step 5's timer).
+    pub rack_reo_timeouts: u64,
+    /// Tail loss probes sent (RFC 8985 §7.3): new data or the last segment, after a PTO without an ACK.
+    pub tlp_probes: u64,
+    /// Tail losses a probe repaired (RFC 8985 §7.4, Linux TCPLossProbeRecovery): the window was reduced once, no RTO.
+    pub tlp_repaired: u64,
+    /// Retransmission timeouts F-RTO (RFC 5682 §3.1) found spurious, their window reduction undone (RFC 4015).
+    pub frto_spurious_rtos: u64,
     /// Fragment reassembly (RFC 791 §3.2, RFC 8200 §4.5).
     pub reasm: ReasmStats,
     /// ICMP errors and what they did (path MTU discovery, RFC 5927 checks).

@@ -569,3 +569,89 @@ fn many_transfers_under_a_global_memory_limit_stay_intact_and_memory_comes_back(
         );
     }
 }
+
+/// The headline cell of the impaired-link benchmark in virtual time: 3 %
+/// loss and 10 % reordering each way, 5 ms one way, 2 MB from a to b,
+/// over five seeds, with RACK-TLP and F-RTO (the defaults) and with the
+/// loss recovery from before them (DupThresh, no probes, no F-RTO).
+#[test]
+fn rack_tlp_against_dupthresh_on_the_headline_link() {
+    let (lt, lr, rt, rr) = compare_loss_detection(0.03, 0.10, false);
+    assert!(rt < lt, "RACK-TLP slower: {rt:.2} s against {lt:.2} s");
+    assert!(rr < lr, "RACK-TLP had as many RTOs: {rr} against {lr}");
+}
+
+/// Reordering only (10 %, up to two one-way delays late): RACK's
+/// reordering window must not cost more than the three-SACK rule.
+#[test]
+fn rack_tlp_against_dupthresh_with_reordering_only() {
+    let (lt, _, rt, _) = compare_loss_detection(0.0, 0.10, false);
+    assert!(
+        rt <= lt * 1.1,
+        "RACK-TLP slower: {rt:.2} s against {lt:.2} s"
+    );
+}
+
+/// As tcpd-netem reorders: 10 % of packets skip the delay and overtake
+/// up to 5 ms of others (one way), with 3 % loss.
+#[test]
+fn rack_tlp_against_dupthresh_with_early_reordering() {
+    let (lt, _, rt, _) = compare_loss_detection(0.03, 0.10, true);
+    let (lt0, _, rt0, _) = compare_loss_detection(0.0, 0.10, true);
+    println!("early reordering: 3 % loss {lt:.2} -> {rt:.2} s; no loss {lt0:.2} -> {rt0:.2} s");
+    assert!(
+        rt < lt,
+        "RACK-TLP slower with loss: {rt:.2} s against {lt:.2} s"
+    );
+    assert!(
+        rt0 <= lt0 * 1.1,
+        "RACK-TLP slower: {rt0:.2} s against {lt0:.2} s"
+    );
+}
+
+/// 2 MB from a to b over five seeds at `loss` and `reorder` each way, 5 ms
+/// one way: (seconds, RTOs) with DupThresh, then with RACK-TLP.
+fn compare_loss_detection(loss: f64, reorder: f64, early: bool) -> (f64, u64, f64, u64) {
+    let faults = Faults {
+        loss,
+        dup: 0.0,
+        reorder,
+        corrupt: 0.0,
+    };
+    let mut totals = [(0.0f64, 0u64, 0u64); 2];
+    for (k, legacy) in [true, false].into_iter().enumerate() {
+        for seed in 80..85u64 {
+            let mut p = pair_with(seed, |c| {
+                if legacy {
+                    c.rack = false;
+                    c.tlp = false;
+                    c.frto = false;
+                    c.limited_transmit = false;
+                }
+            });
+            p.reorder_early = early;
+            let (p, t) = run_transfer_with(p, seed, faults, 2 << 20, 0, 20_000_000);
+            assert_eq!(t.recvd, [2 << 20, 0]);
+            let st = p.a.stats();
+            totals[k].0 += p.now.as_micros() as f64 / 1e6;
+            totals[k].1 += st.rto_timeouts;
+            totals[k].2 += st.retransmits;
+            println!(
+                "{} seed {seed}: {:.2} s virtual, rto {}, retransmits {}, tlp {}, rack lost {}, frto undone {}, dsack undone {}",
+                if legacy { "dupthresh" } else { "rack-tlp " },
+                p.now.as_micros() as f64 / 1e6,
+                st.rto_timeouts,
+                st.retransmits,
+                st.tlp_probes,
+                st.rack_marked_lost,
+                st.frto_spurious_rtos,
+                st.spurious_recoveries
+            );
+        }
+    }
+    let [(lt, lr, _), (rt, rr, _)] = totals;
+    println!(
+        "loss {loss} reorder {reorder}, five seeds: dupthresh {lt:.2} s, {lr} RTOs; rack-tlp {rt:.2} s, {rr} RTOs"
+    );
+    (lt, lr, rt, rr)
+}

@@ -126,6 +126,30 @@ pub const TCP_HELP: &[(&str, &str)] = &[
     (
         "spurious_recoveries",
         "Recoveries undone because D-SACK showed them needless (RFC 3708, RFC 4015).",
+    ),
+    (
+        "rack_marked_lost",
+        "Segments RACK (RFC 8985 §6.2) marked lost by time.",
+    ),
+    (
+        "rack_lost_retransmits",
+        "Retransmissions RACK found lost again, without an RTO.",
+    ),
+    (
+        "rack_reo_timeouts",
+        "RACK reordering-window timer expirations.",
+    ),
+    (
+        "tlp_probes",
+        "Tail loss probes sent (RFC 8985 §7).",
+    ),
+    (
+        "tlp_repaired",
+        "Losses a tail loss probe repaired (RFC 8985 §7.4).",
+    ),
+    (
+        "frto_spurious_rtos",
+        "RTOs F-RTO found spurious and undid (RFC 5682).",
     ),    (
         "paws_disordered_acks",
         "Duplicate ACKs older than TS.Recent taken within the replay window (Linux tcp_disordered_ack).",

@@ -402,7 +402,7 @@ impl BoardInner {
 /// ([`tcp::Stats::reasm`], `reasm_*`) and the deferred-accept counters
 /// ([`tcp::Stats::defer`], `syn_*`) and the ICMP errors sent
 /// ([`tcp::Stats::icmp_out`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 64] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 70] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let d = s.defer.named();
@@ -435,6 +435,12 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 64] {
         ("paws_disordered_acks", s.paws_disordered_acks),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
+        ("rack_marked_lost", s.rack_marked_lost),
+        ("rack_lost_retransmits", s.rack_lost_retransmits),
+        ("rack_reo_timeouts", s.rack_reo_timeouts),
+        ("tlp_probes", s.tlp_probes),
+        ("tlp_repaired", s.tlp_repaired),
+        ("frto_spurious_rtos", s.frto_spurious_rtos),
         ("mem_pressure", s.mem_pressure),
         ("mem_grow_refused", s.mem_grow_refused),
         ("mem_rcv_drops", s.mem_rcv_drops),

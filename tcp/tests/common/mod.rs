@@ -71,6 +71,9 @@ pub struct Pair {
     /// packet and the MTU check sees it; set it to `mtu` to drive the
     /// endpoints as a device with MTU-sized buffers does.
     pub tx_buf_len: usize,
+    /// Reordered packets skip the delay (arrive at once, as tcpd-netem's
+    /// reordering does) instead of arriving up to two delays late.
+    pub reorder_early: bool,
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -106,6 +109,7 @@ impl Pair {
             max_packet: 0,
             mtu,
             tx_buf_len: mtu + 65536,
+            reorder_early: false,
         }
     }
 
@@ -144,8 +148,12 @@ impl Pair {
                 }
                 let mut at = self.now + self.latency;
                 if self.rng.chance(f.reorder) {
-                    at +=
-                        Duration::from_micros(self.rng.next() % (2 * self.latency.as_micros() + 1));
+                    let r = self.rng.next() % (2 * self.latency.as_micros() + 1);
+                    if self.reorder_early {
+                        at = self.now + Duration::from_micros(r / 20);
+                    } else {
+                        at += Duration::from_micros(r);
+                    }
                 }
                 self.counter += 1;
                 self.queue.push(Reverse((at, self.counter, from_a, p)));

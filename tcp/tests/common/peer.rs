@@ -179,6 +179,13 @@ pub fn test_config() -> Config {
         recv_buffer: RCV_BUF,
         send_buffer: 256 * 1024,
         ephemeral_ports: (LOCAL_PORT, LOCAL_PORT),
+        // The exact traces here pin the loss recovery from before RACK-TLP
+        // (DupThresh, RTO without probes or F-RTO), which stays behind these
+        // switches; tests/rack.rs has RACK-TLP's and F-RTO's traces.
+        rack: false,
+        tlp: false,
+        frto: false,
+        limited_transmit: false,
         ..Config::default()
     }
 }
