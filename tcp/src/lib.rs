@@ -40,6 +40,6 @@ pub use conn::State;
 pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event, Transmit};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;
-pub use stats::{IcmpStats, ReasmStats, Stats};
+pub use stats::{AutotuneStats, IcmpStats, ReasmStats, Stats};
 pub use time::{Duration, Instant};
 pub use wire::IcmpError;

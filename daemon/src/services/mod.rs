@@ -396,10 +396,12 @@ impl BoardInner {
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
-/// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
+/// ([`tcp::Stats::reasm`], `reasm_*`) and the auto-tuning counters
+/// ([`tcp::Stats::autotune`]), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 55] {
     let i = s.icmp.named();
     let r = s.reasm.named();
+    let t = s.autotune.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -433,6 +435,10 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
         ("mem_rcv_drops", s.mem_rcv_drops),
         ("mem_send_clamped", s.mem_send_clamped),
         ("mem_window_clamped", s.mem_window_clamped),
+        t[0],
+        t[1],
+        t[2],
+        t[3],
         i[0],
         i[1],
         i[2],

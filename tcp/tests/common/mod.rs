@@ -71,6 +71,12 @@ pub struct Pair {
     /// packet and the MTU check sees it; set it to `mtu` to drive the
     /// endpoints as a device with MTU-sized buffers does.
     pub tx_buf_len: usize,
+    /// The link's rate each way in bytes per second; 0 (the default): no
+    /// limit, every packet sent at once arrives at once. With a rate,
+    /// packets leave one after the other (an unbounded queue, no drops).
+    pub rate: u64,
+    /// When each direction's link (a to b, b to a) is free again.
+    link_free: [Instant; 2],
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -106,6 +112,8 @@ impl Pair {
             max_packet: 0,
             mtu,
             tx_buf_len: mtu + 65536,
+            rate: 0,
+            link_free: [Instant::ZERO; 2],
         }
     }
 
@@ -130,6 +138,14 @@ impl Pair {
                 describe(&pkt)
             );
             self.max_packet = self.max_packet.max(n);
+            let mut depart = self.now;
+            if self.rate > 0 {
+                let dir = usize::from(!from_a);
+                let start = self.link_free[dir].max(self.now);
+                let wire = (n as u64 * 1_000_000).div_ceil(self.rate);
+                depart = start + Duration::from_micros(wire);
+                self.link_free[dir] = depart;
+            }
             let f = self.faults;
             if self.rng.chance(f.loss) {
                 self.dropped += 1;
@@ -142,7 +158,7 @@ impl Pair {
                     let i = (self.rng.next() as usize) % p.len();
                     p[i] ^= 1 << (self.rng.next() % 8);
                 }
-                let mut at = self.now + self.latency;
+                let mut at = depart + self.latency;
                 if self.rng.chance(f.reorder) {
                     at +=
                         Duration::from_micros(self.rng.next() % (2 * self.latency.as_micros() + 1));

@@ -185,5 +185,10 @@ mod tests {
         // Recorded before CUBIC, HyStart++ and PRR: replays as it ran.
         assert_eq!(sc.config.tcp.congestion, tcp::Congestion::NewReno);
         assert!(!sc.config.tcp.hystart && !sc.config.tcp.prr);
+        // Recorded before buffer auto-tuning: fixed buffers, and the window
+        // scale of a 256 KiB buffer (3), as recorded.
+        assert!(!sc.config.tcp.autotune_buffers);
+        assert_eq!(sc.config.tcp.recv_wscale(), 3);
+        assert_eq!(sc.config.tcp.recv_buffer_ceiling(), 262144);
     }
 }
