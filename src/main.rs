@@ -216,6 +216,18 @@ struct Cli {
     /// /stats as mem_*) [default: 256M]
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     mem_limit: Option<usize>,
+    /// The most a connection's receive buffer (its window) grows to by
+    /// auto-tuning, with the rate the application reads (Linux's
+    /// tcp_rmem[2]); the window scale offered is the least that can say it.
+    /// SIZE as for --mem-limit, at most 1G; 256K or less: no growth
+    /// [default: 6M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    recv_buffer_max: Option<usize>,
+    /// The most a connection's send buffer grows to with the congestion
+    /// window (Linux's tcp_wmem[2]). SIZE as for --mem-limit, at most 1G;
+    /// 256K or less: no growth [default: 4M]
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    send_buffer_max: Option<usize>,
 
     // --- network namespace and outbound routing (issue 9) ---
     /// Create (or attach to) IFACE inside this network namespace and
@@ -368,6 +380,8 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
             max_passive_per_source: cli.max_connections_per_source,
             congestion: tcp::Congestion::parse(&cli.congestion).unwrap_or_default(),
             mem_limit: cli.mem_limit.unwrap_or(d.tcp.mem_limit),
+            recv_buffer_max: cli.recv_buffer_max.unwrap_or(d.tcp.recv_buffer_max),
+            send_buffer_max: cli.send_buffer_max.unwrap_or(d.tcp.send_buffer_max),
             ..d.tcp
         },
         default_route: wants_default_route(

@@ -69,6 +69,8 @@ fn help_lists_every_flag() {
         "--congestion <ALG>",
         "[default: cubic]",
         "--mem-limit <SIZE>",
+        "--recv-buffer-max <SIZE>",
+        "--send-buffer-max <SIZE>",
         "--no-ipv6",
         "--no-offload",
         "--verbose",
@@ -104,6 +106,8 @@ fn bad_flags_give_one_line_and_fail() {
         (&["tun0", "--mem-limit", "lots"], "not a size"),
         (&["tun0", "--mem-limit", "1K"], "out of range 64K..=1T"),
         (&["tun0", "--mem-limit", "99999999G"], "out of range"),
+        (&["tun0", "--recv-buffer-max", "lots"], "not a size"),
+        (&["tun0", "--send-buffer-max", "2G"], "send_buffer_max"),
         (&["tun0", "-v", "-q"], "cannot be used with"),
         // Caught by the configuration check, before any device is touched.
         (

@@ -48,7 +48,8 @@ impl Default for Keepalive {
 /// `rack`, `tlp`, `frto`, `limited_transmit`: DupThresh loss detection and
 /// no probes, no F-RTO, no Limited Transmit ran before;
 /// `max_passive`, `max_passive_per_source`, `mem_limit`: no limit;
-/// `icmp_unreachables`: no ICMP errors sent), a missing field
+/// `icmp_unreachables`: no ICMP errors sent; `autotune_buffers`: off), a
+/// missing field
 /// reads as the old behaviour, not as today's default.
 #[derive(Clone, Debug)]
 #[cfg_attr(
@@ -99,12 +100,34 @@ pub struct Config {
     /// 0: no limit. Default 1024.
     #[cfg_attr(feature = "serde", serde(default))]
     pub max_passive_per_source: usize,
-    /// Upper limit of each connection's send buffer. Buffers grow on demand
-    /// up to this. Default 256 KiB; at most 1 GiB.
+    /// Each connection's send buffer to begin with (Linux: `tcp_wmem[1]`),
+    /// and its size for good with [`Config::autotune_buffers`] off. Storage
+    /// grows on demand up to it. Default 256 KiB; at most 1 GiB.
     pub send_buffer: usize,
-    /// Upper limit of each connection's receive buffer (the most we
-    /// advertise). Default 256 KiB; at most 1 GiB.
+    /// Each connection's receive buffer (the most we advertise) to begin
+    /// with (Linux: `tcp_rmem[1]`), and for good with
+    /// [`Config::autotune_buffers`] off. Default 256 KiB; at most 1 GiB.
     pub recv_buffer: usize,
+    /// Buffer auto-tuning (see [`Config::recv_buffer_max`] and
+    /// [`Config::send_buffer_max`]); Linux's `tcp_moderate_rcvbuf` for the
+    /// receive side (Linux's send side always grows). Default on. A
+    /// configuration serialized before the field existed reads as off: the
+    /// buffers stay at `recv_buffer`/`send_buffer` and the window scale
+    /// derives from `recv_buffer`, as then.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub autotune_buffers: bool,
+    /// The most a receive buffer grows to by dynamic right-sizing (Linux
+    /// `tcp_rcv_space_adjust`): about twice the bytes the application
+    /// consumes per round trip. The window scale we offer (RFC 7323 §2.3)
+    /// is the least that can advertise it, as Linux derives it from
+    /// `tcp_rmem[2]`. Default 6 MiB (Linux's `tcp_rmem[2]`); at most 1 GiB;
+    /// at or below `recv_buffer` the receive buffer does not grow.
+    pub recv_buffer_max: usize,
+    /// The most a send buffer grows to with the congestion window (Linux
+    /// `tcp_sndbuf_expand`: twice the window). Default 4 MiB (Linux's
+    /// `tcp_wmem[2]`); at most 1 GiB; at or below `send_buffer` the send
+    /// buffer does not grow.
+    pub send_buffer_max: usize,
     /// Most out-of-order ranges (holes) kept per connection; segments that
     /// would create more are dropped. Default 32.
     pub max_ooo_ranges: usize,
@@ -330,6 +353,9 @@ impl Default for Config {
             max_passive_per_source: 1024,
             send_buffer: 256 * 1024,
             recv_buffer: 256 * 1024,
+            autotune_buffers: true,
+            recv_buffer_max: 6 << 20,
+            send_buffer_max: 4 << 20,
             max_ooo_ranges: 32,
             max_sack_ranges: 64,
             oow_ack_interval: Duration::from_millis(500),
@@ -394,6 +420,8 @@ impl Config {
         for (name, v) in [
             ("send_buffer", self.send_buffer),
             ("recv_buffer", self.recv_buffer),
+            ("send_buffer_max", self.send_buffer_max),
+            ("recv_buffer_max", self.recv_buffer_max),
         ] {
             if !(1024..=(1 << 30)).contains(&v) {
                 return Err(format!("{name} {v} out of range 1024..=1073741824"));
@@ -461,10 +489,32 @@ impl Config {
         (self.mtu.saturating_sub(iph + 20)).min(65535) as u16
     }
 
-    /// Our window-scale shift: the least that lets `recv_buffer` be advertised.
+    /// The most a receive buffer may grow to: [`Config::recv_buffer_max`]
+    /// with auto-tuning on (never below the default), else the default.
+    pub fn recv_buffer_ceiling(&self) -> usize {
+        if self.autotune_buffers {
+            self.recv_buffer.max(self.recv_buffer_max)
+        } else {
+            self.recv_buffer
+        }
+    }
+
+    /// The most a send buffer may grow to, as [`Config::recv_buffer_ceiling`].
+    pub fn send_buffer_ceiling(&self) -> usize {
+        if self.autotune_buffers {
+            self.send_buffer.max(self.send_buffer_max)
+        } else {
+            self.send_buffer
+        }
+    }
+
+    /// Our window-scale shift: the least that lets the largest receive
+    /// buffer ([`Config::recv_buffer_ceiling`]) be advertised (RFC 7323
+    /// §2.3; Linux `tcp_select_initial_window` from `tcp_rmem[2]`).
     pub fn recv_wscale(&self) -> u8 {
+        let max = self.recv_buffer_ceiling();
         let mut s = 0u8;
-        while (self.recv_buffer >> s) > 65535 && s < 14 {
+        while (max >> s) > 65535 && s < 14 {
             s += 1;
         }
         s

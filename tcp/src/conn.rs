@@ -85,6 +85,7 @@ use crate::wire::{
 use std::net::SocketAddr;
 
 mod loss;
+mod autotune;
 mod pmtu;
 
 /// Event bits a connection raises for the application (see [`crate::Event`]).
@@ -296,6 +297,8 @@ pub(crate) struct Conn {
     mss: u16,
     /// Path MTU discovery state and ICMP errors (see `conn/pmtu.rs`).
     pub(crate) icmp: pmtu::ConnIcmp,
+    /// Buffer auto-tuning (see `conn/autotune.rs`).
+    tune: autotune::Autotune,
     /// TS.Recent (RFC 7323 §4.3) and when it was set.
     ts_recent: u32,
     ts_recent_time: Instant,
@@ -441,6 +444,7 @@ impl Conn {
             },
             mss: default_mss,
             icmp: pmtu::ConnIcmp::new(cx.cfg),
+            tune: autotune::Autotune::new(cx.cfg, cx.now),
             ts_recent: 0,
             ts_recent_time: cx.now,
             ts_offset,
@@ -685,16 +689,18 @@ impl Conn {
         self.rcv_nxt.since(self.rcv_released) as usize
     }
 
-    /// The receive buffer this connection may fill now: the configured
+    /// The receive buffer this connection may fill now: its (auto-tuned)
     /// ceiling, or, under memory pressure, only the storage it holds already
     /// (at least the guaranteed [`MIN_CHUNK`]), so that new windows promise
     /// no memory the endpoint may not have (Linux clamps rcv_ssthresh under
     /// pressure in tcp_adjust_rcv_ssthresh / tcp_clamp_window).
-    fn rcv_allowance(&self, cfg: &Config, pool: &BufPool) -> usize {
+    fn rcv_allowance(&self, _cfg: &Config, pool: &BufPool) -> usize {
         if pool.under_pressure() {
-            cfg.recv_buffer.min(self.recv_buf.capacity().max(MIN_CHUNK))
+            self.tune
+                .rcvbuf
+                .min(self.recv_buf.capacity().max(MIN_CHUNK))
         } else {
-            cfg.recv_buffer
+            self.tune.rcvbuf
         }
     }
 
@@ -1434,6 +1440,7 @@ impl Conn {
             } else {
                 self.arm_rexmit(cx, self.rtt.rto(0));
             }
+            self.tune_on_ack(cx);
             if self.want_writable && self.send_space(cx.cfg, cx.pool) > 0 {
                 self.want_writable = false;
                 self.ev |= ev::WRITABLE;
@@ -1650,13 +1657,15 @@ impl Conn {
             cx.stats.out_of_window += 1;
             self.ack_now = true;
         }
+        let tsecr = seg.options.timestamps.map(|t| t.1);
+        self.tune_on_data(cx, seq, data.len(), tsecr);
         // Buffer offset: bytes from rcv_released.
         let boff = seq.since(self.rcv_released) as usize;
         if !data.is_empty() {
             let (cap, refused) =
                 match self
                     .recv_buf
-                    .reserve(boff + data.len(), cx.cfg.recv_buffer, cx.pool)
+                    .reserve(boff + data.len(), self.rcv_storage_limit(), cx.pool)
                 {
                     Ok(cap) => (cap, false),
                     Err(cap) => {
@@ -1764,15 +1773,17 @@ impl Conn {
 
     // ----- application calls ---------------------------------------------
 
-    /// The send buffer this connection may fill now: the configured
+    /// The send buffer this connection may fill now: its (auto-tuned)
     /// ceiling, or, under memory pressure, only the storage it holds already
     /// (at least the guaranteed [`MIN_CHUNK`]): send buffers do not grow
     /// under pressure (Linux: tcp_should_expand_sndbuf).
-    fn snd_allowance(&self, cfg: &Config, pool: &BufPool) -> usize {
+    fn snd_allowance(&self, _cfg: &Config, pool: &BufPool) -> usize {
         if pool.under_pressure() {
-            cfg.send_buffer.min(self.send_buf.capacity().max(MIN_CHUNK))
+            self.tune
+                .sndbuf
+                .min(self.send_buf.capacity().max(MIN_CHUNK))
         } else {
-            cfg.send_buffer
+            self.tune.sndbuf
         }
     }
 
@@ -1794,11 +1805,12 @@ impl Conn {
         if self.fin_queued {
             return Err(crate::Error::InvalidState);
         }
+        self.tune_on_send(cx);
         let space = self.send_space(cx.cfg, cx.pool);
         let want = data.len().min(space);
         if want < data.len() {
             self.want_writable = true;
-            if space < cx.cfg.send_buffer.saturating_sub(self.send_buf.len()) {
+            if space < self.tune.sndbuf.saturating_sub(self.send_buf.len()) {
                 // Memory pressure, not the buffer's own ceiling, cut the write.
                 cx.stats.mem_send_clamped += 1;
             }
@@ -1818,7 +1830,7 @@ impl Conn {
         let len = self.send_buf.len();
         if self
             .send_buf
-            .reserve(len + want, cx.cfg.send_buffer, cx.pool)
+            .reserve(len + want, self.tune.sndbuf, cx.pool)
             .is_err()
         {
             // Only what the storage holds is taken; the rest waits.
@@ -1829,6 +1841,8 @@ impl Conn {
             cx.stats.mem_pressure += 1;
         }
         let n = self.send_buf.push(&data[..want]);
+        // The application filled the buffer (Linux SOCK_NOSPACE).
+        self.tune.snd_full |= n < data.len() || space - n < usize::from(self.mss);
         Ok(n)
     }
 
@@ -1870,6 +1884,7 @@ impl Conn {
         }
         self.recv_buf.consume(n);
         self.rcv_released += n as u32;
+        self.tune_on_consumed(cx);
         if self.recv_buf.len() == 0 && self.ooo.is_empty() {
             self.recv_buf.shrink_if_empty(cx.pool);
         }
@@ -2527,7 +2542,7 @@ impl Conn {
         if flags.ack() || flags.syn() {
             let avail = self.recv_window(cx.cfg, cx.pool);
             let allowance = self.rcv_allowance(cx.cfg, cx.pool);
-            if allowance < cx.cfg.recv_buffer {
+            if allowance < self.tune.rcvbuf {
                 // Memory pressure holds this window below the buffer's ceiling.
                 cx.stats.mem_window_clamped += 1;
             }

@@ -180,6 +180,11 @@ pub struct ConnInfo {
     pub send_buffered: usize,
     /// Bytes received in order and not yet released by the application.
     pub recv_buffered: usize,
+    /// The receive buffer's ceiling now: [`Config::recv_buffer`], or more
+    /// once auto-tuning grew it ([`Config::autotune_buffers`]).
+    pub recv_buffer: usize,
+    /// The send buffer's ceiling now, as `recv_buffer`.
+    pub send_buffer: usize,
     /// Effective send MSS.
     pub mss: u16,
     /// Segments retransmitted on this connection.
@@ -425,6 +430,8 @@ impl Endpoint {
             in_flight: c.in_flight(),
             send_buffered: c.send_buffered(),
             recv_buffered: c.recv_buffered(),
+            recv_buffer: c.tuned_rcvbuf(&self.config, self.now),
+            send_buffer: c.tuned_sndbuf(&self.config, self.now),
             mss: c.mss(),
             retransmits: c.retransmits,
             rto_backoffs: c.rto_backoffs(),

@@ -42,6 +42,6 @@ pub use conn::State;
 pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event, Refusal, SynId, SynInfo, Transmit};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;
-pub use stats::{DeferStats, IcmpOutStats, IcmpStats, ReasmStats, Stats};
+pub use stats::{AutotuneStats, DeferStats, IcmpOutStats, IcmpStats, ReasmStats, Stats};
 pub use time::{Duration, Instant};
 pub use wire::{IcmpError, Unreach};

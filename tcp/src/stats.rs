@@ -101,6 +101,8 @@ pub struct Stats {
     pub defer: DeferStats,
     /// ICMP errors we sent for datagrams nothing takes.
     pub icmp_out: IcmpOutStats,
+    /// Buffer auto-tuning ([`crate::Config::autotune_buffers`]).
+    pub autotune: AutotuneStats,
     /// Packets dropped, by reason. See [`DropReason`].
     pub drops: DropCounts,
 }
@@ -169,6 +171,32 @@ impl DeferStats {
             ("syn_refused_rst", self.syn_refused_rst),
             ("syn_refused_icmp", self.syn_refused_icmp),
             ("syn_refused_drop", self.syn_refused_drop),
+        ]
+    }
+}
+
+/// Counters of buffer auto-tuning, in [`crate::Stats::autotune`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AutotuneStats {
+    /// Receive buffers grown by dynamic right-sizing (`tcp_rcv_space_adjust`).
+    pub rcvbuf_grown: u64,
+    /// Send buffers grown with the congestion window (`tcp_sndbuf_expand`).
+    pub sndbuf_grown: u64,
+    /// Grown buffers set back to their default after the connection idled
+    /// (each direction counted).
+    pub buf_idle_shrunk: u64,
+    /// Growths not made because of memory pressure.
+    pub buf_grow_held: u64,
+}
+
+impl AutotuneStats {
+    /// Every counter with its name, for reports.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("rcvbuf_grown", self.rcvbuf_grown),
+            ("sndbuf_grown", self.sndbuf_grown),
+            ("buf_idle_shrunk", self.buf_idle_shrunk),
+            ("buf_grow_held", self.buf_grow_held),
         ]
     }
 }

@@ -175,6 +175,22 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "Receive windows held to the storage a connection had, under memory pressure.",
     ),
     (
+        "rcvbuf_grown",
+        "Receive buffers grown by dynamic right-sizing (Linux tcp_rcv_space_adjust).",
+    ),
+    (
+        "sndbuf_grown",
+        "Send buffers grown with the congestion window (Linux tcp_sndbuf_expand).",
+    ),
+    (
+        "buf_idle_shrunk",
+        "Grown buffers set back to their default after the connection idled.",
+    ),
+    (
+        "buf_grow_held",
+        "Buffer growths not made because of memory pressure.",
+    ),
+    (
         "icmp_errors_in",
         "ICMP and ICMPv6 errors received.",
     ),

@@ -401,12 +401,14 @@ impl BoardInner {
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
 /// ([`tcp::Stats::reasm`], `reasm_*`) and the deferred-accept counters
 /// ([`tcp::Stats::defer`], `syn_*`) and the ICMP errors sent
-/// ([`tcp::Stats::icmp_out`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 70] {
+/// ([`tcp::Stats::icmp_out`]) and the auto-tuning counters
+/// ([`tcp::Stats::autotune`]), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 74] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let d = s.defer.named();
     let o = s.icmp_out.named();
+    let t = s.autotune.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -446,6 +448,10 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 70] {
         ("mem_rcv_drops", s.mem_rcv_drops),
         ("mem_send_clamped", s.mem_send_clamped),
         ("mem_window_clamped", s.mem_window_clamped),
+        t[0],
+        t[1],
+        t[2],
+        t[3],
         i[0],
         i[1],
         i[2],

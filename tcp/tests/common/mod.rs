@@ -74,6 +74,12 @@ pub struct Pair {
     /// Reordered packets skip the delay (arrive at once, as tcpd-netem's
     /// reordering does) instead of arriving up to two delays late.
     pub reorder_early: bool,
+    /// The link's rate each way in bytes per second; 0 (the default): no
+    /// limit, every packet sent at once arrives at once. With a rate,
+    /// packets leave one after the other (an unbounded queue, no drops).
+    pub rate: u64,
+    /// When each direction's link (a to b, b to a) is free again.
+    link_free: [Instant; 2],
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -110,6 +116,8 @@ impl Pair {
             mtu,
             tx_buf_len: mtu + 65536,
             reorder_early: false,
+            rate: 0,
+            link_free: [Instant::ZERO; 2],
         }
     }
 
@@ -134,6 +142,14 @@ impl Pair {
                 describe(&pkt)
             );
             self.max_packet = self.max_packet.max(n);
+            let mut depart = self.now;
+            if self.rate > 0 {
+                let dir = usize::from(!from_a);
+                let start = self.link_free[dir].max(self.now);
+                let wire = (n as u64 * 1_000_000).div_ceil(self.rate);
+                depart = start + Duration::from_micros(wire);
+                self.link_free[dir] = depart;
+            }
             let f = self.faults;
             if self.rng.chance(f.loss) {
                 self.dropped += 1;
@@ -146,7 +162,7 @@ impl Pair {
                     let i = (self.rng.next() as usize) % p.len();
                     p[i] ^= 1 << (self.rng.next() % 8);
                 }
-                let mut at = self.now + self.latency;
+                let mut at = depart + self.latency;
                 if self.rng.chance(f.reorder) {
                     let r = self.rng.next() % (2 * self.latency.as_micros() + 1);
                     if self.reorder_early {

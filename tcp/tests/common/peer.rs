@@ -169,8 +169,9 @@ pub fn sack(blocks: &[(SeqNum, SeqNum)]) -> SackBlocks {
 }
 
 /// The test configuration: deterministic seed, one address, no timestamps
-/// (tests that need them turn them on), a 64 KiB receive buffer and one
-/// ephemeral port.
+/// (tests that need them turn them on), a 64 KiB receive buffer of fixed
+/// size (no auto-tuning: the expected windows and window scale stay
+/// exact; `tests/autotune.rs` tests the tuning) and one ephemeral port.
 pub fn test_config() -> Config {
     Config {
         seed: 0x5eed,
@@ -178,6 +179,7 @@ pub fn test_config() -> Config {
         timestamps: false,
         recv_buffer: RCV_BUF,
         send_buffer: 256 * 1024,
+        autotune_buffers: false,
         ephemeral_ports: (LOCAL_PORT, LOCAL_PORT),
         // The exact traces here pin the loss recovery from before RACK-TLP
         // (DupThresh, RTO without probes or F-RTO), which stays behind these

@@ -188,5 +188,10 @@ mod tests {
         assert!(!sc.config.tcp.hystart && !sc.config.tcp.prr);
         // Recorded before tcpd sent ICMP errors for UDP and unknown protocols.
         assert!(!sc.config.tcp.icmp_unreachables);
+        // Recorded before buffer auto-tuning: fixed buffers, and the window
+        // scale of a 256 KiB buffer (3), as recorded.
+        assert!(!sc.config.tcp.autotune_buffers);
+        assert_eq!(sc.config.tcp.recv_wscale(), 3);
+        assert_eq!(sc.config.tcp.recv_buffer_ceiling(), 262144);
     }
 }
