@@ -34,12 +34,12 @@ mod stats;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, Keepalive};
+pub use config::{Config, Keepalive, MtuProbing};
 pub use congestion::{AckInfo, Congestion, CongestionControl, Cubic, NewReno};
 pub use conn::State;
 pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event, Transmit};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;
-pub use stats::{IcmpStats, ReasmStats, Stats};
+pub use stats::{IcmpStats, MtuProbeStats, ReasmStats, Stats};
 pub use time::{Duration, Instant};
 pub use wire::IcmpError;

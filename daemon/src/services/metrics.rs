@@ -226,6 +226,22 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "reasm_bad",
         "Malformed fragments dropped.",
     ),
+    (
+        "mtup_blackholes",
+        "Black holes detected: repeated RTOs lowered a connection's MSS (RFC 4821, Linux tcp_mtu_probing).",
+    ),
+    (
+        "mtup_probes",
+        "Path MTU probes sent: one segment larger than the MSS (RFC 4821).",
+    ),
+    (
+        "mtup_success",
+        "Path MTU probes acknowledged: the MSS rose (Linux TCPMTUPSuccess).",
+    ),
+    (
+        "mtup_fail",
+        "Path MTU probes lost: the search's top fell (Linux TCPMTUPFail).",
+    ),
 ];
 
 /// One-line descriptions and kinds of the daemon's figures (the reactor's

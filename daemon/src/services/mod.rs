@@ -396,10 +396,12 @@ impl BoardInner {
 /// Every top-level counter of [`tcp::Stats`] with its name (the drop
 /// counters are in [`tcp::Stats::drops`]), and the ICMP error counters
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
-/// ([`tcp::Stats::reasm`], `reasm_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
+/// ([`tcp::Stats::reasm`], `reasm_*`) and the MTU probing counters
+/// ([`tcp::Stats::mtup`], `mtup_*`), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 55] {
     let i = s.icmp.named();
     let r = s.reasm.named();
+    let m = s.mtup.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -452,5 +454,9 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 51] {
         r[6],
         r[7],
         r[8],
+        m[0],
+        m[1],
+        m[2],
+        m[3],
     ]
 }

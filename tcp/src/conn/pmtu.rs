@@ -1,6 +1,7 @@
 //! A connection's side of path MTU discovery (RFC 1191, RFC 8201) and of
 //! ICMP errors (RFC 1122 §4.2.3.9, RFC 5461, RFC 5927).
 
+use super::mtu_probe::MtuProbe;
 use super::{ev, Conn, Ctx, State};
 use crate::config::Config;
 use crate::seq::SeqNum;
@@ -23,6 +24,8 @@ pub(crate) struct ConnIcmp {
     pub(crate) soft_error: Option<IcmpError>,
     /// The hard error that ended the connection attempt (Linux: `sk_err`).
     pub(crate) error: Option<IcmpError>,
+    /// Packetization-layer path MTU discovery (see `conn/mtu_probe.rs`).
+    pub(super) mtup: MtuProbe,
 }
 
 impl ConnIcmp {
@@ -32,13 +35,21 @@ impl ConnIcmp {
             expires: None,
             soft_error: None,
             error: None,
+            mtup: MtuProbe::default(),
         }
     }
 
-    /// The largest MSS the path takes: path MTU less the IP and TCP headers.
+    /// The largest MSS the path takes: path MTU less the IP and TCP
+    /// headers. While MTU probing is on, the probing search's floor caps it
+    /// (Linux `tcp_sync_mss`: `min(mss, tcp_mtu_to_mss(search_low))`).
     pub(crate) fn path_mss(&self, local: SocketAddr) -> u16 {
         let iph = if local.is_ipv6() { 40 } else { 20 };
-        self.path_mtu.saturating_sub(iph + 20).min(65535) as u16
+        let mtu = if self.mtup.enabled {
+            self.path_mtu.min(self.mtup.search_low)
+        } else {
+            self.path_mtu
+        };
+        mtu.saturating_sub(iph + 20).min(65535) as u16
     }
 
     /// The path MTU in use.
@@ -82,6 +93,7 @@ impl Conn {
         }
         self.icmp.path_mtu = mtu;
         self.icmp.expires = Some(expires);
+        self.mtu_probe_pmtu_lowered(mtu);
         let old = self.mss;
         self.update_mss(cx.cfg);
         if self.mss >= old {
@@ -106,7 +118,10 @@ impl Conn {
 
     /// The learned path MTU expired (RFC 1191 §6.3, RFC 8201 §4): try the
     /// device MTU again; a router on a path still narrow says so again.
+    /// Called before each synchronized dispatch, which is also when MTU
+    /// probing from the start begins.
     pub(crate) fn pmtu_expiry(&mut self, cx: &mut Ctx<'_>) {
+        self.mtu_probe_start(cx);
         if self.icmp.expires.is_some_and(|t| t <= cx.now) {
             self.icmp.expires = None;
             self.icmp.path_mtu = cx.cfg.mtu;

@@ -71,6 +71,10 @@ pub struct Pair {
     /// packet and the MTU check sees it; set it to `mtu` to drive the
     /// endpoints as a device with MTU-sized buffers does.
     pub tx_buf_len: usize,
+    /// A black hole on the path: packets longer than this vanish without a
+    /// trace (no ICMP error), counted in `blackholed`. 0: none.
+    pub blackhole: usize,
+    pub blackholed: u64,
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -106,6 +110,8 @@ impl Pair {
             max_packet: 0,
             mtu,
             tx_buf_len: mtu + 65536,
+            blackhole: 0,
+            blackholed: 0,
         }
     }
 
@@ -130,6 +136,10 @@ impl Pair {
                 describe(&pkt)
             );
             self.max_packet = self.max_packet.max(n);
+            if self.blackhole != 0 && n > self.blackhole {
+                self.blackholed += 1;
+                continue;
+            }
             let f = self.faults;
             if self.rng.chance(f.loss) {
                 self.dropped += 1;
