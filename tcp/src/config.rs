@@ -266,6 +266,13 @@ pub struct Config {
     /// After this long a connection whose search ended searches again from
     /// its current MSS up (Linux `tcp_probe_interval`). Default 600 s.
     pub mtu_probe_interval: Duration,
+    /// Most ICMP errors the endpoint sends per second, together (RFC 4443
+    /// §2.4 (f), RFC 1812 §4.3.2.8; Linux `icmp_msgs_per_sec` 1000). Today
+    /// these are the ICMPv6 Parameter Problems of RFC 8200 §4. 0 sends
+    /// none. Default 1000; a configuration written before this field reads
+    /// as 0 (none were sent then).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub icmp_errors_per_sec: u32,
 }
 
 /// When connections probe the path MTU themselves (RFC 4821, RFC 8899
@@ -364,6 +371,7 @@ impl Default for Config {
             mtu_probe_floor: 48,
             mtu_probe_threshold: 8,
             mtu_probe_interval: Duration::from_secs(600),
+            icmp_errors_per_sec: 1000,
         }
     }
 }

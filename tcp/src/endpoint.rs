@@ -273,6 +273,8 @@ pub struct Endpoint {
     echo_bufs: Vec<Vec<u8>>,
     /// The current second of the challenge-ACK budget and what is left of it.
     challenge_window: (u64, u32),
+    /// The budget of ICMP errors we send (see `endpoint/icmp_err.rs`).
+    icmp_out: icmp_err::IcmpOutLimit,
     /// Key of the per-second challenge-ACK budget draw.
     challenge_key: (u64, u64),
     state_counts: [usize; 11],
@@ -338,6 +340,7 @@ impl Endpoint {
             control: VecDeque::new(),
             echo_bufs: Vec::new(),
             challenge_window: (u64::MAX, 0),
+            icmp_out: icmp_err::IcmpOutLimit::new(),
             challenge_key: derive_key(config_seed, "challenge-ack-budget"),
             state_counts: [0; 11],
             pmtu: icmp_err::PmtuCache::new(pmtu_cache_size, derive_key(config_seed, "pmtu-cache")),
@@ -738,6 +741,7 @@ impl Endpoint {
             Err(DropReason::Fragment) if self.config.reasm_max_bytes > 0 => {
                 return self.handle_fragment(packet)
             }
+            Err(DropReason::BadIpv6Extension) => return self.bad_ipv6_extension(packet),
             Err(r) => return self.drop_packet(r),
         };
         if !self.config.addrs.is_empty() && !self.config.addrs.contains(&ip.dst) {

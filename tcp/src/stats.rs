@@ -157,11 +157,16 @@ pub struct IcmpStats {
     pub aborted: u64,
     /// Soft errors recorded on synchronized connections (RFC 5461).
     pub soft_errors: u64,
+    /// ICMPv6 Parameter Problems sent for refused extension headers (RFC
+    /// 8200 §4, RFC 4443 §3.4).
+    pub param_problems_out: u64,
+    /// ICMP errors not sent: the budget of `icmp_errors_per_sec` was spent.
+    pub errors_rate_limited: u64,
 }
 
 impl IcmpStats {
     /// Every counter with its name (prefixed `icmp_`), for reports.
-    pub fn named(&self) -> [(&'static str, u64); 10] {
+    pub fn named(&self) -> [(&'static str, u64); 12] {
         [
             ("icmp_errors_in", self.errors_in),
             ("icmp_pmtu_lowered", self.pmtu_lowered),
@@ -173,6 +178,8 @@ impl IcmpStats {
             ("icmp_bad_quote", self.bad_quote),
             ("icmp_aborted", self.aborted),
             ("icmp_soft_errors", self.soft_errors),
+            ("icmp_param_problems_out", self.param_problems_out),
+            ("icmp_errors_rate_limited", self.errors_rate_limited),
         ]
     }
 }

@@ -191,6 +191,14 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "ICMP errors kept as soft errors of a synchronized connection.",
     ),
     (
+        "icmp_param_problems_out",
+        "ICMPv6 Parameter Problems sent for refused IPv6 extension headers (RFC 8200 4).",
+    ),
+    (
+        "icmp_errors_rate_limited",
+        "ICMP errors not sent because the per-second budget was spent (RFC 4443 2.4).",
+    ),
+    (
         "reasm_fragments_in",
         "IP fragments taken into reassembly.",
     ),

@@ -1,11 +1,43 @@
 //! ICMP errors at the endpoint: RFC 5927 validation, the path MTU cache
 //! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9).
 
-use super::{Endpoint, KeyedState};
+use super::{Control, Endpoint, KeyedState};
 use crate::time::Instant;
-use crate::wire::{plateau_below, IcmpErrorKind, IcmpErrorMsg, IpPacket};
+use crate::wire::{
+    emit_icmp6_param_problem, plateau_below, v6_carries_icmp_error, v6_param_problem, valid_source,
+    DropReason, IcmpErrorKind, IcmpErrorMsg, IpPacket,
+};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
+
+/// The endpoint-wide budget of ICMP errors we send (RFC 4443 §2.4 (f):
+/// "MUST limit the rate"; RFC 1812 §4.3.2.8), per second of virtual time.
+#[derive(Debug)]
+pub(crate) struct IcmpOutLimit {
+    /// The second the budget is for, and what is left of it.
+    window: (u64, u32),
+}
+
+impl IcmpOutLimit {
+    pub(crate) fn new() -> IcmpOutLimit {
+        IcmpOutLimit {
+            window: (u64::MAX, 0),
+        }
+    }
+
+    /// Whether one more error may go now, under `per_sec`; counts it.
+    fn take(&mut self, now: Instant, per_sec: u32) -> bool {
+        let sec = now.as_micros() / 1_000_000;
+        if self.window.0 != sec {
+            self.window = (sec, per_sec);
+        }
+        if self.window.1 == 0 {
+            return false;
+        }
+        self.window.1 -= 1;
+        true
+    }
+}
 
 /// IPv6's minimum link MTU (RFC 8200 §5): no path MTU estimate goes
 /// below it (RFC 8201 §4).
@@ -162,6 +194,60 @@ impl Endpoint {
             if to_dst {
                 self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp));
             }
+        }
+    }
+
+    /// An IPv6 packet `parse_ip` refused for its extension headers: dropped
+    /// and counted, and where RFC 8200 §4 asks for one, answered with an
+    /// ICMPv6 Parameter Problem, as Linux does ([`v6_param_problem`]). No
+    /// error answers an ICMPv6 error, a packet to an address not ours or
+    /// to a multicast address (Linux would answer an option of type 10xxxxxx
+    /// to a multicast group from a unicast address of its own; tcpd has
+    /// none to use), or from a source no answer may go to (RFC 4443 §2.4
+    /// (e)); all of them share the budget [`crate::Config::icmp_errors_per_sec`]
+    /// (0: none are sent, as before this existed).
+    pub(super) fn bad_ipv6_extension(&mut self, packet: &[u8]) {
+        self.drop_packet(DropReason::BadIpv6Extension);
+        let Some((code, pointer)) = v6_param_problem(packet) else {
+            return;
+        };
+        let (Some(s), Some(d)) = (packet.get(8..24), packet.get(24..40)) else {
+            return;
+        };
+        let mut a = [0u8; 16];
+        a.copy_from_slice(s);
+        let peer = Ipv6Addr::from(a);
+        a.copy_from_slice(d);
+        let ours = Ipv6Addr::from(a);
+        let to_us = self.config.addrs.is_empty() || self.config.addrs.contains(&IpAddr::V6(ours));
+        if !to_us
+            || ours.is_multicast()
+            || !valid_source(IpAddr::V6(ours), IpAddr::V6(peer))
+            || v6_carries_icmp_error(packet)
+        {
+            return;
+        }
+        if self.control.len() >= self.config.max_control_queue {
+            return;
+        }
+        if !self
+            .icmp_out
+            .take(self.now, self.config.icmp_errors_per_sec)
+        {
+            self.stats.icmp.errors_rate_limited += 1;
+            return;
+        }
+        let mut buf = self.echo_bufs.pop().unwrap_or_default();
+        if buf.len() < 1280 {
+            buf.resize(1280.max(self.config.mtu), 0);
+        }
+        let ttl = self.config.ttl;
+        match emit_icmp6_param_problem(&mut buf, ours, peer, ttl, code, pointer, packet) {
+            Some(len) => {
+                self.stats.icmp.param_problems_out += 1;
+                self.push_control(Control::Echo { buf, len });
+            }
+            None => self.echo_bufs.push(buf),
         }
     }
 

@@ -13,7 +13,10 @@ mod tcp;
 
 pub use checksum::{checksum_fold, checksum_sum, pseudo_header_sum};
 pub use icmp::{emit_icmp_echo_reply, parse_icmp_echo, IcmpEcho};
-pub use icmp_err::{parse_icmp_error, plateau_below, IcmpError, IcmpErrorKind, IcmpErrorMsg};
+pub use icmp_err::{
+    emit_icmp6_param_problem, parse_icmp_error, plateau_below, v6_carries_icmp_error,
+    v6_param_problem, IcmpError, IcmpErrorKind, IcmpErrorMsg,
+};
 pub use ip::{
     emit_ip_header, ip_header_len, parse_ip, valid_source, IpPacket, MAX_IPV6_EXTENSIONS,
     PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
