@@ -267,8 +267,9 @@ pub struct Config {
     /// its current MSS up (Linux `tcp_probe_interval`). Default 600 s.
     pub mtu_probe_interval: Duration,
     /// Most ICMP errors the endpoint sends per second, together (RFC 4443
-    /// §2.4 (f), RFC 1812 §4.3.2.8; Linux `icmp_msgs_per_sec` 1000). Today
-    /// these are the ICMPv6 Parameter Problems of RFC 8200 §4. 0 sends
+    /// §2.4 (f), RFC 1812 §4.3.2.8; Linux `icmp_msgs_per_sec` 1000): the
+    /// ICMPv6 Parameter Problems of RFC 8200 §4 and the reassembly Time
+    /// Exceeded messages (RFC 792, RFC 8200 §4.5). 0 sends
     /// none. Default 1000; a configuration written before this field reads
     /// as 0 (none were sent then).
     #[cfg_attr(feature = "serde", serde(default))]

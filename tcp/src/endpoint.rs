@@ -782,6 +782,7 @@ impl Endpoint {
             }
         }
         self.reasm.out = out;
+        self.reasm_tick();
     }
 
     /// Bytes fragment reassembly holds now.
@@ -1166,6 +1167,7 @@ impl Endpoint {
     /// Runs the timers due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        self.reasm_tick();
         while let Some(Reverse((t, slot, gen))) = self.timers.peek().copied() {
             if t > self.now {
                 break;
@@ -1470,7 +1472,8 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] should next be called. May be
     /// early (a timer that moved later); never late.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _, _))| *t)
+        let conn = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        conn.into_iter().chain(self.reasm.next_deadline()).min()
     }
 
     /// The next event for the application.

@@ -162,11 +162,14 @@ pub struct IcmpStats {
     pub param_problems_out: u64,
     /// ICMP errors not sent: the budget of `icmp_errors_per_sec` was spent.
     pub errors_rate_limited: u64,
+    /// ICMP Time Exceeded (fragment reassembly) sent for datagrams that
+    /// timed out with their first fragment in (RFC 792, RFC 8200 §4.5).
+    pub time_exceeded_out: u64,
 }
 
 impl IcmpStats {
     /// Every counter with its name (prefixed `icmp_`), for reports.
-    pub fn named(&self) -> [(&'static str, u64); 12] {
+    pub fn named(&self) -> [(&'static str, u64); 13] {
         [
             ("icmp_errors_in", self.errors_in),
             ("icmp_pmtu_lowered", self.pmtu_lowered),
@@ -180,6 +183,7 @@ impl IcmpStats {
             ("icmp_soft_errors", self.soft_errors),
             ("icmp_param_problems_out", self.param_problems_out),
             ("icmp_errors_rate_limited", self.errors_rate_limited),
+            ("icmp_time_exceeded_out", self.time_exceeded_out),
         ]
     }
 }

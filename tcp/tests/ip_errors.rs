@@ -166,3 +166,91 @@ fn an_icmpv6_error_is_never_answered_with_one() {
     ep.handle(Instant::ZERO, &p);
     assert!(out(&mut ep).is_empty());
 }
+
+/// The first 1440 bytes (or, `first` false, the second piece) of a
+/// fragmented 3000-byte echo request from PEER (IPv4: 10.0.0.100).
+fn lone_fragment(v6: bool, first: bool) -> Vec<u8> {
+    let (off, more, data) = if first {
+        // An echo request's type first (128 / 8): no error is answered
+        // with one.
+        let mut d = vec![8u8; 1440];
+        d[0] = if v6 { 128 } else { 8 };
+        (0u16, true, d)
+    } else {
+        (1440, true, vec![9u8; 1440])
+    };
+    if v6 {
+        let src: Ipv6Addr = PEER.parse().unwrap();
+        let dst: Ipv6Addr = US.parse().unwrap();
+        let mut p = vec![0x60, 0, 0, 0];
+        p.extend(((8 + data.len()) as u16).to_be_bytes());
+        p.extend([44, 64]);
+        p.extend(src.octets());
+        p.extend(dst.octets());
+        p.extend([PROTO_ICMPV6, 0]);
+        p.extend((off | u16::from(more)).to_be_bytes());
+        p.extend(77u32.to_be_bytes());
+        p.extend(data);
+        p
+    } else {
+        let mut p = vec![0x45, 0];
+        p.extend(((20 + data.len()) as u16).to_be_bytes());
+        p.extend(77u16.to_be_bytes());
+        p.extend(((off / 8) | if more { 0x2000 } else { 0 }).to_be_bytes());
+        p.extend([64, 1, 0, 0, 10, 0, 0, 100, 10, 0, 0, 2]);
+        let c = checksum_fold(checksum_sum(0, &p[..20]));
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p.extend(data);
+        p
+    }
+}
+
+/// RFC 792 / RFC 1122 §3.3.2 / RFC 8200 §4.5, as Linux (measured: ICMP
+/// time-exceeded/1 of 576 bytes after 30 s, ICMPv6 time-exceeded/1 of
+/// 1280 bytes after 60 s): a datagram whose time runs out with its first
+/// fragment in is reported, on time (the endpoint wakes for it); without
+/// its first fragment it is not.
+#[test]
+fn reassembly_timeouts_send_time_exceeded_when_fragment_zero_came() {
+    for v6 in [false, true] {
+        let mut ep = if v6 {
+            endpoint(|_| {})
+        } else {
+            endpoint(|c| c.addrs = vec!["10.0.0.2".parse().unwrap()])
+        };
+        let secs = if v6 { 60 } else { 30 };
+        let first = lone_fragment(v6, true);
+        ep.handle(Instant::ZERO, &first);
+        ep.handle(Instant::from_millis(10), &lone_fragment(v6, false).to_vec());
+        assert!(out(&mut ep).is_empty());
+        assert_eq!(ep.poll_timeout(), Some(Instant::from_secs(secs)));
+        ep.handle_timeout(Instant::from_millis(secs * 1000 - 1));
+        assert!(out(&mut ep).is_empty());
+        ep.handle_timeout(Instant::from_secs(secs));
+        let o = out(&mut ep);
+        assert_eq!(o.len(), 1, "v6 {v6}");
+        let ip = parse_ip(&o[0]).unwrap();
+        let m = ip.payload;
+        if v6 {
+            assert_eq!((m[0], m[1], o[0].len()), (3, 1, 1280));
+            let sum = pseudo_header_sum(ip.src, ip.dst, PROTO_ICMPV6, m.len() as u32);
+            assert_eq!(checksum_fold(checksum_sum(sum, m)), 0);
+            // The quote: the fragment's IPv6 header and Fragment header.
+            assert_eq!(&m[8 + 8..8 + 40], &first[8..40]);
+            assert_eq!(&m[8 + 40..8 + 48], &first[40..48]);
+        } else {
+            assert_eq!((m[0], m[1], o[0].len()), (11, 1, 576));
+            assert_eq!(checksum_fold(checksum_sum(0, m)), 0);
+            assert_eq!(&m[8..8 + 548], &first[..548]);
+            assert_eq!(ip.dst, "10.0.0.100".parse::<IpAddr>().unwrap());
+        }
+        assert_eq!(ep.stats().icmp.time_exceeded_out, 1);
+        assert_eq!(ep.stats().reasm.timeouts, 1);
+        // Without fragment zero: expired and counted, nothing sent.
+        ep.handle(Instant::from_secs(100), &lone_fragment(v6, false));
+        ep.handle_timeout(Instant::from_secs(100 + secs));
+        assert!(out(&mut ep).is_empty());
+        assert_eq!(ep.stats().reasm.timeouts, 2);
+        assert_eq!(ep.poll_timeout(), None);
+    }
+}

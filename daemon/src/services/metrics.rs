@@ -199,6 +199,10 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "ICMP errors not sent because the per-second budget was spent (RFC 4443 2.4).",
     ),
     (
+        "icmp_time_exceeded_out",
+        "ICMP Time Exceeded sent for datagrams whose reassembly timed out (RFC 792, RFC 8200 4.5).",
+    ),
+    (
         "reasm_fragments_in",
         "IP fragments taken into reassembly.",
     ),

@@ -398,7 +398,7 @@ impl BoardInner {
 /// ([`tcp::Stats::icmp`], named `icmp_*`) and the reassembly counters
 /// ([`tcp::Stats::reasm`], `reasm_*`) and the MTU probing counters
 /// ([`tcp::Stats::mtup`], `mtup_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 57] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 58] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let m = s.mtup.named();
@@ -447,6 +447,7 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 57] {
         i[9],
         i[10],
         i[11],
+        i[12],
         r[0],
         r[1],
         r[2],

@@ -1,11 +1,14 @@
 //! ICMP errors at the endpoint: RFC 5927 validation, the path MTU cache
-//! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9).
+//! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9);
+//! and the errors the endpoint sends itself (Parameter Problem, reassembly
+//! Time Exceeded) within one budget.
 
 use super::{Control, Endpoint, KeyedState};
 use crate::time::Instant;
 use crate::wire::{
-    emit_icmp6_param_problem, plateau_below, v6_carries_icmp_error, v6_param_problem, valid_source,
-    DropReason, IcmpErrorKind, IcmpErrorMsg, IpPacket,
+    checksum_fold, checksum_sum, emit_icmp6_param_problem, emit_ip_header, plateau_below,
+    pseudo_header_sum, v6_carries_icmp_error, v6_param_problem, valid_source, DropReason,
+    IcmpErrorKind, IcmpErrorMsg, IpPacket, PROTO_ICMP, PROTO_ICMPV6,
 };
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -249,6 +252,74 @@ impl Endpoint {
             }
             None => self.echo_bufs.push(buf),
         }
+    }
+
+    /// Expires reassembly at its deadlines (called from `handle_timeout`,
+    /// and after each fragment) and sends the Time Exceeded messages owed.
+    pub(super) fn reasm_tick(&mut self) {
+        if self.reasm.next_deadline().is_some_and(|t| t <= self.now) {
+            let now = self.now;
+            self.reasm.expire(&self.config, now, &mut self.stats.reasm);
+        }
+        if self.reasm.timed_out.is_empty() {
+            return;
+        }
+        let mut list = std::mem::take(&mut self.reasm.timed_out);
+        for (peer, ours, quote) in list.drain(..) {
+            self.send_time_exceeded(peer, ours, &quote);
+        }
+        self.reasm.timed_out = list;
+    }
+
+    /// ICMP Time Exceeded, code 1 "fragment reassembly time exceeded"
+    /// (RFC 792; ICMPv6 type 3 code 1, RFC 4443 §3.3) from `ours` to
+    /// `peer`, quoting `quote`; within the same budget and rules as every
+    /// error we send.
+    fn send_time_exceeded(&mut self, peer: IpAddr, ours: IpAddr, quote: &[u8]) {
+        if !valid_source(ours, peer) || self.control.len() >= self.config.max_control_queue {
+            return;
+        }
+        if !self
+            .icmp_out
+            .take(self.now, self.config.icmp_errors_per_sec)
+        {
+            self.stats.icmp.errors_rate_limited += 1;
+            return;
+        }
+        let v6 = peer.is_ipv6();
+        let (proto, typ) = if v6 {
+            (PROTO_ICMPV6, 3)
+        } else {
+            (PROTO_ICMP, 11)
+        };
+        let icmp_len = 8 + quote.len();
+        let mut buf = self.echo_bufs.pop().unwrap_or_default();
+        if buf.len() < 1280 {
+            buf.resize(1280.max(self.config.mtu), 0);
+        }
+        let Some(h) = emit_ip_header(&mut buf, ours, peer, proto, icmp_len, self.config.ttl, 0)
+        else {
+            self.echo_bufs.push(buf);
+            return;
+        };
+        let Some(m) = buf.get_mut(h..h + icmp_len) else {
+            self.echo_bufs.push(buf);
+            return;
+        };
+        m[..8].copy_from_slice(&[typ, 1, 0, 0, 0, 0, 0, 0]);
+        m[8..].copy_from_slice(quote);
+        let init = if v6 {
+            pseudo_header_sum(ours, peer, PROTO_ICMPV6, icmp_len as u32)
+        } else {
+            0
+        };
+        let c = checksum_fold(checksum_sum(init, m));
+        m[2..4].copy_from_slice(&c.to_be_bytes());
+        self.stats.icmp.time_exceeded_out += 1;
+        self.push_control(Control::Echo {
+            buf,
+            len: h + icmp_len,
+        });
     }
 
     /// Gives a new connection the cached path MTU of its destination.
