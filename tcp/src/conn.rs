@@ -2482,6 +2482,7 @@ impl Conn {
             len,
             cx.cfg.checksum_offload,
         )?;
+        self.pmtu_mark(&mut buf[..n], len);
         self.rcv_adv = new_adv;
         // Whether the peer will take this segment's window (RFC 9293
         // §3.10.7.4): a segment at or above SND.MAX (new data, a pure ACK)

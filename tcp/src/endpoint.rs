@@ -374,7 +374,7 @@ impl Endpoint {
     }
     /// The learned path MTU to `dst`, if the cache holds a live one.
     pub fn path_mtu(&mut self, dst: IpAddr) -> Option<usize> {
-        self.pmtu.get(dst, self.now).map(|(m, _)| m)
+        self.pmtu.get(dst, self.now).map(|(m, _, _)| m)
     }
     /// Connections in the table (every state, TIME-WAIT included).
     pub fn connection_count(&self) -> usize {

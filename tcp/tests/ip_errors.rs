@@ -240,6 +240,8 @@ fn reassembly_timeouts_send_time_exceeded_when_fragment_zero_came() {
             assert_eq!(&m[8 + 40..8 + 48], &first[40..48]);
         } else {
             assert_eq!((m[0], m[1], o[0].len()), (11, 1, 576));
+            assert_eq!(o[0][6] & 0x40, 0, "no DF, as Linux");
+            assert_eq!(checksum_fold(checksum_sum(0, &o[0][..20])), 0);
             assert_eq!(checksum_fold(checksum_sum(0, m)), 0);
             assert_eq!(&m[8..8 + 548], &first[..548]);
             assert_eq!(ip.dst, "10.0.0.100".parse::<IpAddr>().unwrap());

@@ -50,7 +50,9 @@ pub(crate) const IPV6_MIN_MTU: usize = 1280;
 /// keeps them as route exceptions for `ip_rt_mtu_expires`).
 #[derive(Debug)]
 pub(crate) struct PmtuCache {
-    map: HashMap<IpAddr, (usize, Instant), KeyedState>,
+    /// Path MTU, expiry, and whether it is locked at the IPv4 floor (the
+    /// report was below it: segments go without DF).
+    map: HashMap<IpAddr, (usize, Instant, bool), KeyedState>,
     max: usize,
 }
 
@@ -63,12 +65,12 @@ impl PmtuCache {
     }
 
     /// The path MTU to `dst` and when it expires, if one is known and live.
-    pub(crate) fn get(&mut self, dst: IpAddr, now: Instant) -> Option<(usize, Instant)> {
+    pub(crate) fn get(&mut self, dst: IpAddr, now: Instant) -> Option<(usize, Instant, bool)> {
         if self.map.is_empty() {
             return None;
         }
         match self.map.get(&dst) {
-            Some(&(mtu, exp)) if exp > now => Some((mtu, exp)),
+            Some(&(mtu, exp, locked)) if exp > now => Some((mtu, exp, locked)),
             Some(_) => {
                 self.map.remove(&dst);
                 None
@@ -80,21 +82,28 @@ impl PmtuCache {
     /// Records `mtu` for `dst` until `exp`. When the cache is full, expired
     /// entries go first, then the one that expires soonest: O(size), paid
     /// only when a validated ICMP message lowers a path MTU.
-    pub(crate) fn insert(&mut self, dst: IpAddr, mtu: usize, exp: Instant, now: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        dst: IpAddr,
+        mtu: usize,
+        exp: Instant,
+        locked: bool,
+        now: Instant,
+    ) {
         if !self.map.contains_key(&dst) && self.map.len() >= self.max {
-            self.map.retain(|_, &mut (_, e)| e > now);
+            self.map.retain(|_, &mut (_, e, _)| e > now);
             if self.map.len() >= self.max {
                 if let Some(k) = self
                     .map
                     .iter()
-                    .min_by_key(|(_, &(_, e))| e)
+                    .min_by_key(|(_, &(_, e, _))| e)
                     .map(|(k, _)| *k)
                 {
                     self.map.remove(&k);
                 }
             }
         }
-        self.map.insert(dst, (mtu, exp));
+        self.map.insert(dst, (mtu, exp, locked));
     }
 
     /// Destinations held.
@@ -173,7 +182,10 @@ impl Endpoint {
             .get(slot as usize)
             .and_then(|s| s.conn.as_deref())
             .map_or(self.config.mtu, |c| c.icmp.path_mtu());
-        let known = self.pmtu.get(dst, now).map_or(known, |(k, _)| k.min(known));
+        let known = self
+            .pmtu
+            .get(dst, now)
+            .map_or(known, |(k, _, _)| k.min(known));
         // RFC 1191 §6.3 / RFC 8201 §4: only a decrease is believed from a
         // "too big" message; an increase comes from the expiry.
         if mtu >= known {
@@ -185,7 +197,10 @@ impl Endpoint {
             self.stats.icmp.pmtu_clamped += 1;
         }
         let exp = now + self.config.pmtu_expires;
-        self.pmtu.insert(dst, mtu, exp, now);
+        // Linux locks the route's MTU when the report was below min_pmtu
+        // (and then sends without DF); IPv6 has no such thing (RFC 8201).
+        let locked = clamped && !v6;
+        self.pmtu.insert(dst, mtu, exp, locked, now);
         // Every connection to the destination, O(connections): paid only
         // on a decrease, which needs a validated quote and can happen only
         // a bounded number of times per destination (down to the floor).
@@ -195,7 +210,7 @@ impl Endpoint {
                 .as_deref()
                 .is_some_and(|c| c.remote.ip() == dst);
             if to_dst {
-                self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp));
+                self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp, locked));
             }
         }
     }
@@ -297,11 +312,21 @@ impl Endpoint {
         if buf.len() < 1280 {
             buf.resize(1280.max(self.config.mtu), 0);
         }
-        let Some(h) = emit_ip_header(&mut buf, ours, peer, proto, icmp_len, self.config.ttl, 0)
+        // IPv4: without DF and with an ID of its own, as Linux sends its
+        // ICMP errors (measured: its Time Exceeded carries no DF).
+        let id = self.stats.icmp.time_exceeded_out as u16;
+        let Some(h) = emit_ip_header(&mut buf, ours, peer, proto, icmp_len, self.config.ttl, id)
         else {
             self.echo_bufs.push(buf);
             return;
         };
+        if !v6 {
+            buf[6] &= !0x40;
+            buf[10] = 0;
+            buf[11] = 0;
+            let c = checksum_fold(checksum_sum(0, &buf[..h]));
+            buf[10..12].copy_from_slice(&c.to_be_bytes());
+        }
         let Some(m) = buf.get_mut(h..h + icmp_len) else {
             self.echo_bufs.push(buf);
             return;
@@ -324,8 +349,8 @@ impl Endpoint {
 
     /// Gives a new connection the cached path MTU of its destination.
     pub(super) fn apply_cached_pmtu(&mut self, conn: &mut crate::conn::Conn) {
-        if let Some((mtu, exp)) = self.pmtu.get(conn.remote.ip(), self.now) {
-            conn.set_path_mtu(&self.config, mtu, exp);
+        if let Some((mtu, exp, locked)) = self.pmtu.get(conn.remote.ip(), self.now) {
+            conn.set_path_mtu(&self.config, mtu, exp, locked);
         }
     }
 }
