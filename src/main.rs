@@ -209,6 +209,14 @@ struct Cli {
     #[arg(long, value_name = "ALG", default_value = "cubic",
           value_parser = clap::builder::PossibleValuesParser::new(["cubic", "newreno"]))]
     congestion: String,
+    /// Packetization-layer path MTU discovery (RFC 4821), as Linux's
+    /// tcp_mtu_probing: off (0, Linux's default); blackhole (1): after 3 s
+    /// of RTOs with no ICMP the MSS falls to 1024, then probes with larger
+    /// segments find the path MTU; always (2): every connection starts at
+    /// 1024 and probes upward
+    #[arg(long, value_name = "MODE", default_value = "off",
+          value_parser = clap::builder::PossibleValuesParser::new(["off", "blackhole", "always"]))]
+    mtu_probing: String,
     /// Most memory all connections together may hold for their send and
     /// receive buffers (like Linux's tcp_mem), in bytes or with a K, M or G
     /// suffix (powers of 1024), 64K..=1T. Above 2/3 of it windows and send
@@ -382,6 +390,7 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
             mem_limit: cli.mem_limit.unwrap_or(d.tcp.mem_limit),
             recv_buffer_max: cli.recv_buffer_max.unwrap_or(d.tcp.recv_buffer_max),
             send_buffer_max: cli.send_buffer_max.unwrap_or(d.tcp.send_buffer_max),
+            mtu_probing: tcp::MtuProbing::parse(&cli.mtu_probing).unwrap_or_default(),
             ..d.tcp
         },
         default_route: wants_default_route(

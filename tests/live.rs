@@ -2050,3 +2050,113 @@ fn udp_to_tcpd_gets_port_unreachable() {
     );
     assert!(stat(&body, "udp_in").is_some_and(|n| n >= 2), "{body}");
 }
+
+// ----- black-hole detection (issue 10, RFC 4821) ---------------------------
+
+/// The narrow hop of `pmtu_narrow_hop_20mb_download`, but router B sends
+/// no ICMP at all (a policy rule sends what it generates itself into a
+/// blackhole route; the kernel has no netfilter here): only tcpd's own
+/// black-hole detection (`--mtu-probing blackhole`) can find the 1280-byte
+/// hop. A 5 MB download completes (sha256), over IPv4 and IPv6, with no
+/// ICMP error received and the black hole and probes counted.
+#[test]
+fn pmtu_black_hole_5mb_download_with_mtu_probing() {
+    if !live_ok("pmtu_black_hole_5mb_download_with_mtu_probing") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let n = 5 * MB;
+    let expected = pattern_sha256(n);
+    let client = Netns::new("h-pmtu-bh-cl");
+    let ra = Netns::new("h-pmtu-bh-ra");
+    let rb = Netns::new("h-pmtu-bh-rb");
+    let link = |a: &Netns, an: &str, b: &Netns, bn: &str, mtu: &str| {
+        a.ip(&[
+            "link", "add", an, "mtu", mtu, "type", "veth", "peer", "name", bn, "mtu", mtu, "netns",
+            &b.name,
+        ]);
+    };
+    let addr = |ns: &Netns, dev: &str, v4: &str, v6: &str| {
+        ns.ip(&["addr", "add", v4, "dev", dev]);
+        ns.ip(&["addr", "add", v6, "dev", dev, "nodad"]);
+        ns.ip(&["link", "set", dev, "up"]);
+    };
+    link(&client, "c0", &ra, "a0", "1500");
+    link(&ra, "a1", &rb, "b0", "1280");
+    addr(&client, "c0", "10.1.0.2/24", "fd01::2/64");
+    addr(&ra, "a0", "10.1.0.1/24", "fd01::1/64");
+    addr(&ra, "a1", "10.2.0.1/24", "fd02::1/64");
+    addr(&rb, "b0", "10.2.0.2/24", "fd02::2/64");
+    client.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    client.ip(&["-6", "route", "add", "default", "via", "fd01::1"]);
+    ra.ip(&["route", "add", "10.0.0.0/24", "via", "10.2.0.2"]);
+    ra.ip(&["-6", "route", "add", "fd00::/64", "via", "fd02::2"]);
+    rb.ip(&["route", "add", "10.1.0.0/24", "via", "10.2.0.1"]);
+    rb.ip(&["-6", "route", "add", "fd01::/64", "via", "fd02::1"]);
+    for ns in [&ra, &rb] {
+        for k in ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"] {
+            assert!(ns.run("sysctl", &["-qw", k]).status.success(), "sysctl {k}");
+        }
+    }
+    // Router B drops its own ICMP errors (frag-needed, packet-too-big)
+    // before they leave: locally generated ICMP goes to a table whose
+    // only route is a blackhole. Neighbour discovery does not route
+    // through the rules and keeps working.
+    rb.ip(&[
+        "rule", "add", "iif", "lo", "ipproto", "icmp", "table", "100", "prio", "100",
+    ]);
+    rb.ip(&["route", "add", "blackhole", "default", "table", "100"]);
+    rb.ip(&[
+        "-6",
+        "rule",
+        "add",
+        "iif",
+        "lo",
+        "ipproto",
+        "ipv6-icmp",
+        "table",
+        "100",
+        "prio",
+        "100",
+    ]);
+    rb.ip(&["-6", "route", "add", "blackhole", "default", "table", "100"]);
+    let _t = Tcpd::start(&rb, &["--seed", "21", "--mtu-probing", "blackhole"]);
+    for (i, (url, family)) in [("http://10.0.0.2", "v4"), ("http://[fd00::2]", "v6")]
+        .into_iter()
+        .enumerate()
+    {
+        let t0 = Instant::now();
+        let out = client
+            .command("sh")
+            .arg("-c")
+            .arg(format!("curl -sS -m 60 {url}/bytes/{n} | sha256sum"))
+            .output()
+            .unwrap();
+        let took = t0.elapsed();
+        let got = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            got.split_whitespace().next().unwrap_or(""),
+            expected,
+            "{family}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let want = i as u64 + 1;
+        let until = Instant::now() + Duration::from_secs(5);
+        let (mut stats, mut found) = (String::new(), 0);
+        while found < want && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(200));
+            stats = rb.stats();
+            found = stat(&stats, "mtup_blackholes").unwrap_or(0);
+        }
+        assert!(found >= want, "{family}: mtup_blackholes {found}: {stats}");
+        assert_eq!(stat(&stats, "icmp_errors_in"), Some(0), "{family}: {stats}");
+        assert!(stat(&stats, "mtup_success").unwrap_or(0) >= want, "{stats}");
+        eprintln!(
+            "{family}: 5 MB through a silent 1280-byte hop in {took:?}: mtup_blackholes {found}, probes {:?}, success {:?}, fail {:?}, rto_timeouts {:?}",
+            stat(&stats, "mtup_probes"),
+            stat(&stats, "mtup_success"),
+            stat(&stats, "mtup_fail"),
+            stat(&stats, "rto_timeouts")
+        );
+    }
+}

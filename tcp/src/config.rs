@@ -318,7 +318,10 @@ pub struct Config {
     /// UDP with ICMP port unreachable (RFC 1122 §4.1.3.1; tcpd has no UDP
     /// sockets), an unknown IPv4 protocol with protocol unreachable (RFC
     /// 1122 §3.2.2.1), an unknown IPv6 Next Header with parameter problem
-    /// code 1 (RFC 8200 §4), under the rate limits below. Default on; a
+    /// code 1 (RFC 8200 §4); likewise the other errors we originate: a
+    /// Parameter Problem for a refused extension header (RFC 8200 §4) and
+    /// reassembly Time Exceeded (RFC 792, RFC 8200 §4.5). All under the
+    /// rate limits below. Default on; a
     /// serialized configuration without the field reads as off (it ran
     /// without them).
     #[cfg_attr(feature = "serde", serde(default))]
@@ -338,6 +341,61 @@ pub struct Config {
     /// of the address (destinations that collide share a bucket).
     /// Default 1024.
     pub icmp_ratelimit_peers: usize,
+    /// Packetization-layer path MTU discovery (RFC 4821; Linux
+    /// `tcp_mtu_probing`): black-hole detection and probing with larger
+    /// segments. Default [`MtuProbing::Off`], as Linux's 0.
+    pub mtu_probing: MtuProbing,
+    /// The MSS a connection falls to when it detects a black hole, and the
+    /// start of the probing search (Linux `tcp_base_mss`). Default 1024.
+    pub mtu_probe_base_mss: u16,
+    /// The least MSS black-hole detection halves down to (Linux
+    /// `tcp_mtu_probe_floor`). Default 48.
+    pub mtu_probe_floor: u16,
+    /// Probing stops when the search range is narrower than this many bytes
+    /// (Linux `tcp_probe_threshold`). Default 8.
+    pub mtu_probe_threshold: u16,
+    /// After this long a connection whose search ended searches again from
+    /// its current MSS up (Linux `tcp_probe_interval`). Default 600 s.
+    pub mtu_probe_interval: Duration,
+}
+
+/// When connections probe the path MTU themselves (RFC 4821, RFC 8899
+/// style), as Linux's `tcp_mtu_probing`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+pub enum MtuProbing {
+    /// Never (Linux 0). The default: a path that drops large segments
+    /// without an ICMP error stalls the connection into its user timeout.
+    #[default]
+    Off,
+    /// Only after a black hole is detected (Linux 1): repeated RTOs lower
+    /// the MSS to `mtu_probe_base_mss`, then probes search upward.
+    Blackhole,
+    /// From the start (Linux 2): connections begin at
+    /// `mtu_probe_base_mss` and probe upward.
+    Always,
+}
+
+impl MtuProbing {
+    /// From its [`MtuProbing::name`].
+    pub fn parse(s: &str) -> Option<MtuProbing> {
+        [MtuProbing::Off, MtuProbing::Blackhole, MtuProbing::Always]
+            .into_iter()
+            .find(|m| m.name() == s)
+    }
+
+    /// The name on the command line and in pcap sidecars.
+    pub fn name(self) -> &'static str {
+        match self {
+            MtuProbing::Off => "off",
+            MtuProbing::Blackhole => "blackhole",
+            MtuProbing::Always => "always",
+        }
+    }
 }
 
 impl Default for Config {
@@ -406,6 +464,11 @@ impl Default for Config {
             icmp_msgs_per_sec: 1000,
             icmp_msgs_burst: 50,
             icmp_ratelimit_peers: 1024,
+            mtu_probing: MtuProbing::Off,
+            mtu_probe_base_mss: 1024,
+            mtu_probe_floor: 48,
+            mtu_probe_threshold: 8,
+            mtu_probe_interval: Duration::from_secs(600),
         }
     }
 }
@@ -467,6 +530,15 @@ impl Config {
                 "rack_max_segments {} below the least, 16",
                 self.rack_max_segments
             ));
+        }
+        if self.mtu_probe_floor < 48 || self.mtu_probe_base_mss < self.mtu_probe_floor {
+            return Err(format!(
+                "mtu_probe_floor {} must be at least 48 and at most mtu_probe_base_mss ({})",
+                self.mtu_probe_floor, self.mtu_probe_base_mss
+            ));
+        }
+        if self.mtu_probe_interval == Duration::ZERO {
+            return Err("mtu_probe_interval must be non-zero".into());
         }
         if self.initial_window == 0 {
             return Err("initial_window must be at least 1".into());

@@ -84,8 +84,9 @@ use crate::wire::{
 };
 use std::net::SocketAddr;
 
-mod loss;
 mod autotune;
+mod loss;
+mod mtu_probe;
 mod pmtu;
 
 /// Event bits a connection raises for the application (see [`crate::Event`]).
@@ -1405,6 +1406,7 @@ impl Conn {
             self.progress_time = cx.now;
             // Data got through: forget the soft error (Linux, tcp_ack).
             self.icmp.soft_error = None;
+            self.mtu_probe_on_ack(cx);
             self.dup_acks = 0;
             if self.in_recovery {
                 if seg.ack >= self.recover {
@@ -2111,6 +2113,7 @@ impl Conn {
                     return Some(Some(rst));
                 }
                 cx.stats.rto_timeouts += 1;
+                self.mtu_probe_on_rto(cx);
                 // RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS), cwnd = 1 SMSS.
                 self.begin_undo();
                 self.cc.on_rto(self.in_flight(), u32::from(self.mss));
@@ -2377,6 +2380,12 @@ impl Conn {
         // With segmentation offload one "segment" may carry many MSS
         // (cut by the device into MSS-sized ones); never more than `buf` holds.
         let mut len = avail.min(self.max_chunk(cx.cfg, mss)).min(usable);
+        let probe_len = match self.mtu_probe_now(cx, seq, avail, room) {
+            mtu_probe::ProbeNow::No => None,
+            mtu_probe::ProbeNow::Wait => Some(0),
+            mtu_probe::ProbeNow::Send(p) => Some(p),
+        };
+        len = probe_len.unwrap_or(len);
         if seq < self.snd_max {
             if let Some(next) = self.sacked.next_start_after(seq) {
                 len = len.min(next.since(seq));
@@ -2438,6 +2447,9 @@ impl Conn {
             }
             let n = self.emit(cx, buf, seq, flags, len as usize, false)?;
             self.probe_now = false;
+            if probe_len.is_some_and(|p| p > 0) {
+                self.mtu_probe_sent(cx, seq, len);
+            }
             let end = seq + len + u32::from(fin);
             // A zero-window probe does not advance SND.NXT (as BSD): every
             // probe carries the same byte, so no more than one byte is ever
@@ -2607,6 +2619,7 @@ impl Conn {
             len,
             cx.cfg.checksum_offload,
         )?;
+        self.pmtu_mark(&mut buf[..n], len);
         self.rcv_adv = new_adv;
         // Whether the peer will take this segment's window (RFC 9293
         // §3.10.7.4): a segment at or above SND.MAX (new data, a pure ACK)
@@ -2729,6 +2742,9 @@ impl Conn {
     /// Fast retransmit and enter fast recovery (RFC 5681 §3.2, RFC 6582
     /// §3.2 step 2, RFC 6675 §5 step 4).
     fn enter_recovery(&mut self, cx: &mut Ctx<'_>) {
+        if self.mtu_probe_lost(cx) {
+            return;
+        }
         let mss = u32::from(self.mss);
         self.begin_undo();
         self.in_recovery = true;

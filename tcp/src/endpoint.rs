@@ -291,6 +291,7 @@ pub struct Endpoint {
     echo_bufs: Vec<Vec<u8>>,
     /// The current second of the challenge-ACK budget and what is left of it.
     challenge_window: (u64, u32),
+    /// The budget of ICMP errors we send (see `endpoint/icmp_err.rs`).
     /// Key of the per-second challenge-ACK budget draw.
     challenge_key: (u64, u64),
     state_counts: [usize; 11],
@@ -395,7 +396,7 @@ impl Endpoint {
     }
     /// The learned path MTU to `dst`, if the cache holds a live one.
     pub fn path_mtu(&mut self, dst: IpAddr) -> Option<usize> {
-        self.pmtu.get(dst, self.now).map(|(m, _)| m)
+        self.pmtu.get(dst, self.now).map(|(m, _, _)| m)
     }
     /// Connections in the table (every state, TIME-WAIT included).
     pub fn connection_count(&self) -> usize {
@@ -765,6 +766,7 @@ impl Endpoint {
             Err(DropReason::Fragment) if self.config.reasm_max_bytes > 0 => {
                 return self.handle_fragment(packet)
             }
+            Err(DropReason::BadIpv6Extension) => return self.bad_ipv6_extension(packet),
             Err(r) => return self.drop_packet(r),
         };
         if !self.config.addrs.is_empty()
@@ -808,6 +810,7 @@ impl Endpoint {
             }
         }
         self.reasm.out = out;
+        self.reasm_tick();
     }
 
     /// Bytes fragment reassembly holds now.
@@ -1218,6 +1221,7 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
         self.expire_held();
+        self.reasm_tick();
         while let Some(Reverse((t, slot, gen))) = self.timers.peek().copied() {
             if t > self.now {
                 break;
@@ -1522,11 +1526,11 @@ impl Endpoint {
     /// When [`Endpoint::handle_timeout`] should next be called. May be
     /// early (a timer that moved later); never late.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        let conns = self.timers.peek().map(|Reverse((t, _, _))| *t);
-        match (conns, self.deferred.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let conn = self.timers.peek().map(|Reverse((t, _, _))| *t);
+        conn.into_iter()
+            .chain(self.deferred.next_deadline())
+            .chain(self.reasm.next_deadline())
+            .min()
     }
 
     /// The next event for the application.

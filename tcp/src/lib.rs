@@ -36,12 +36,14 @@ mod stats;
 pub mod time;
 pub mod wire;
 
-pub use config::{Config, Keepalive};
+pub use config::{Config, Keepalive, MtuProbing};
 pub use congestion::{AckInfo, Congestion, CongestionControl, Cubic, NewReno};
 pub use conn::State;
 pub use endpoint::{ConnId, ConnInfo, Endpoint, Error, Event, Refusal, SynId, SynInfo, Transmit};
 pub use rtt::RttEstimator;
 pub use seq::SeqNum;
-pub use stats::{AutotuneStats, DeferStats, IcmpOutStats, IcmpStats, ReasmStats, Stats};
+pub use stats::{
+    AutotuneStats, DeferStats, IcmpOutStats, IcmpStats, MtuProbeStats, ReasmStats, Stats,
+};
 pub use time::{Duration, Instant};
 pub use wire::{IcmpError, Unreach};

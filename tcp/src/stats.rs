@@ -81,6 +81,8 @@ pub struct Stats {
     pub reasm: ReasmStats,
     /// ICMP errors and what they did (path MTU discovery, RFC 5927 checks).
     pub icmp: IcmpStats,
+    /// Packetization-layer path MTU discovery (RFC 4821).
+    pub mtup: MtuProbeStats,
     /// Times the endpoint entered memory pressure: connections held more
     /// than 2/3 of [`crate::Config::mem_limit`] (Linux: TCPMemoryPressures).
     pub mem_pressure: u64,
@@ -267,11 +269,17 @@ pub struct IcmpStats {
     pub aborted: u64,
     /// Soft errors recorded on synchronized connections (RFC 5461).
     pub soft_errors: u64,
+    /// ICMPv6 Parameter Problems sent for refused extension headers (RFC
+    /// 8200 §4, RFC 4443 §3.4).
+    pub param_problems_out: u64,
+    /// ICMP Time Exceeded (fragment reassembly) sent for datagrams that
+    /// timed out with their first fragment in (RFC 792, RFC 8200 §4.5).
+    pub time_exceeded_out: u64,
 }
 
 impl IcmpStats {
     /// Every counter with its name (prefixed `icmp_`), for reports.
-    pub fn named(&self) -> [(&'static str, u64); 10] {
+    pub fn named(&self) -> [(&'static str, u64); 12] {
         [
             ("icmp_errors_in", self.errors_in),
             ("icmp_pmtu_lowered", self.pmtu_lowered),
@@ -283,6 +291,35 @@ impl IcmpStats {
             ("icmp_bad_quote", self.bad_quote),
             ("icmp_aborted", self.aborted),
             ("icmp_soft_errors", self.soft_errors),
+            ("icmp_param_problems_out", self.param_problems_out),
+            ("icmp_time_exceeded_out", self.time_exceeded_out),
+        ]
+    }
+}
+
+/// What packetization-layer path MTU discovery did (RFC 4821; the names
+/// follow Linux's `TCPMTUP*` counters).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MtuProbeStats {
+    /// Black holes detected: repeated RTOs lowered a connection's MSS
+    /// (Linux `tcp_mtu_probing`).
+    pub blackholes: u64,
+    /// Probes sent: one segment larger than the MSS (Linux `tcp_mtu_probe`).
+    pub probes: u64,
+    /// Probes acknowledged: the MSS rose (Linux TCPMTUPSuccess).
+    pub success: u64,
+    /// Probes lost: the search range's top fell (Linux TCPMTUPFail).
+    pub fail: u64,
+}
+
+impl MtuProbeStats {
+    /// Every counter with its name (prefixed `mtup_`), for reports.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("mtup_blackholes", self.blackholes),
+            ("mtup_probes", self.probes),
+            ("mtup_success", self.success),
+            ("mtup_fail", self.fail),
         ]
     }
 }

@@ -686,3 +686,40 @@ fn a_fragmented_4000_byte_ping_is_answered_whole_in_fragments() {
         assert_eq!((st.drops.icmp_ignored, st.drops.bad_icmp), (1, 0));
     }
 }
+
+/// Linux (measured with tools/ip-compare.sh: after frag-needed with MTU
+/// 300 its 500-byte segments go without DF) locks a path MTU reported
+/// below min_pmtu at 552 and stops setting DF, so a router on a path that
+/// really is narrower can fragment them; a report at or above the floor
+/// keeps DF. Without DF each segment has its own IPv4 ID (RFC 6864 §4.1).
+#[test]
+fn below_the_ipv4_floor_segments_go_without_df_and_with_distinct_ids() {
+    let mut p = established(false, 1460);
+    p.write(&[7u8; 1460]);
+    let (_, pkts) = drain(&mut p, 1);
+    assert_eq!(pkts[0][6] & 0x40, 0x40, "DF at first");
+    p.send_raw(ms(2), &too_big(&p, 300, &pkts[0]));
+    let (lens, pkts) = drain(&mut p, 2);
+    assert_eq!(lens, [512, 512, 436]);
+    let mut ids = Vec::new();
+    for pkt in &pkts {
+        assert_eq!(pkt[6] & 0x40, 0, "no DF on a locked path");
+        assert_eq!(checksum_fold(checksum_sum(0, &pkt[..20])), 0);
+        assert!(
+            parse_tcp(&parse_ip(pkt).unwrap()).is_ok(),
+            "still a valid segment"
+        );
+        ids.push(u16::from_be_bytes([pkt[4], pkt[5]]));
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    // A new connection to the destination inherits the lock.
+    assert_eq!(p.ep.path_mtu(p.remote_ip), Some(552));
+    // A report at the floor or above leaves DF on.
+    let mut p = established(false, 1460);
+    p.write(&[7u8; 1460]);
+    let (_, pkts) = drain(&mut p, 1);
+    p.send_raw(ms(2), &too_big(&p, 552, &pkts[0]));
+    let (_, pkts) = drain(&mut p, 2);
+    assert!(pkts.iter().all(|q| q[6] & 0x40 == 0x40));
+}

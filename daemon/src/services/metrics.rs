@@ -231,6 +231,14 @@ pub const TCP_HELP: &[(&str, &str)] = &[
         "ICMP errors kept as soft errors of a synchronized connection.",
     ),
     (
+        "icmp_param_problems_out",
+        "ICMPv6 Parameter Problems sent for refused IPv6 extension headers (RFC 8200 4).",
+    ),
+    (
+        "icmp_time_exceeded_out",
+        "ICMP Time Exceeded sent for datagrams whose reassembly timed out (RFC 792, RFC 8200 4.5).",
+    ),
+    (
         "reasm_fragments_in",
         "IP fragments taken into reassembly.",
     ),
@@ -317,6 +325,22 @@ pub const TCP_HELP: &[(&str, &str)] = &[
     (
         "icmp_out_rate_limited",
         "ICMP errors not sent because of the rate limits.",
+    ),
+    (
+        "mtup_blackholes",
+        "Black holes detected: repeated RTOs lowered a connection's MSS (RFC 4821, Linux tcp_mtu_probing).",
+    ),
+    (
+        "mtup_probes",
+        "Path MTU probes sent: one segment larger than the MSS (RFC 4821).",
+    ),
+    (
+        "mtup_success",
+        "Path MTU probes acknowledged: the MSS rose (Linux TCPMTUPSuccess).",
+    ),
+    (
+        "mtup_fail",
+        "Path MTU probes lost: the search's top fell (Linux TCPMTUPFail).",
     ),
 ];
 

@@ -402,13 +402,15 @@ impl BoardInner {
 /// ([`tcp::Stats::reasm`], `reasm_*`) and the deferred-accept counters
 /// ([`tcp::Stats::defer`], `syn_*`) and the ICMP errors sent
 /// ([`tcp::Stats::icmp_out`]) and the auto-tuning counters
-/// ([`tcp::Stats::autotune`]), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 74] {
+/// ([`tcp::Stats::autotune`]) and the MTU probing counters
+/// ([`tcp::Stats::mtup`], `mtup_*`), for `/stats` and logs.
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 80] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let d = s.defer.named();
     let o = s.icmp_out.named();
     let t = s.autotune.named();
+    let m = s.mtup.named();
     [
         ("packets_in", s.packets_in),
         ("packets_out", s.packets_out),
@@ -462,6 +464,8 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 74] {
         i[7],
         i[8],
         i[9],
+        i[10],
+        i[11],
         r[0],
         r[1],
         r[2],
@@ -484,5 +488,9 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 74] {
         o[2],
         o[3],
         o[4],
+        m[0],
+        m[1],
+        m[2],
+        m[3],
     ]
 }

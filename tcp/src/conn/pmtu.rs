@@ -1,6 +1,7 @@
 //! A connection's side of path MTU discovery (RFC 1191, RFC 8201) and of
 //! ICMP errors (RFC 1122 §4.2.3.9, RFC 5461, RFC 5927).
 
+use super::mtu_probe::MtuProbe;
 use super::{ev, Conn, Ctx, State};
 use crate::config::Config;
 use crate::seq::SeqNum;
@@ -23,6 +24,18 @@ pub(crate) struct ConnIcmp {
     pub(crate) soft_error: Option<IcmpError>,
     /// The hard error that ended the connection attempt (Linux: `sk_err`).
     pub(crate) error: Option<IcmpError>,
+    /// Packetization-layer path MTU discovery (see `conn/mtu_probe.rs`).
+    pub(super) mtup: MtuProbe,
+    /// IPv4: an ICMP message reported a path MTU below the floor, so the
+    /// path MTU is the floor and "locked", and segments go without DF
+    /// for a router on that narrow path to fragment them (Linux:
+    /// `__ip_rt_update_pmtu` locks the route's MTU, `ip_dont_fragment`
+    /// then clears DF).
+    df_off: bool,
+    /// The IPv4 identification of the next segment sent without DF (RFC
+    /// 6864 §4.1: a datagram that may be fragmented needs an ID unique
+    /// within the MDL for its addresses and protocol).
+    ip_id: u16,
 }
 
 impl ConnIcmp {
@@ -32,13 +45,23 @@ impl ConnIcmp {
             expires: None,
             soft_error: None,
             error: None,
+            mtup: MtuProbe::default(),
+            df_off: false,
+            ip_id: 0,
         }
     }
 
-    /// The largest MSS the path takes: path MTU less the IP and TCP headers.
+    /// The largest MSS the path takes: path MTU less the IP and TCP
+    /// headers. While MTU probing is on, the probing search's floor caps it
+    /// (Linux `tcp_sync_mss`: `min(mss, tcp_mtu_to_mss(search_low))`).
     pub(crate) fn path_mss(&self, local: SocketAddr) -> u16 {
         let iph = if local.is_ipv6() { 40 } else { 20 };
-        self.path_mtu.saturating_sub(iph + 20).min(65535) as u16
+        let mtu = if self.mtup.enabled {
+            self.path_mtu.min(self.mtup.search_low)
+        } else {
+            self.path_mtu
+        };
+        mtu.saturating_sub(iph + 20).min(65535) as u16
     }
 
     /// The path MTU in use.
@@ -59,7 +82,14 @@ impl Conn {
 
     /// Takes the endpoint's cached path MTU for a new connection (Linux:
     /// the route's MTU at connect/accept time).
-    pub(crate) fn set_path_mtu(&mut self, cfg: &Config, mtu: usize, expires: Instant) {
+    pub(crate) fn set_path_mtu(
+        &mut self,
+        cfg: &Config,
+        mtu: usize,
+        expires: Instant,
+        locked: bool,
+    ) {
+        self.pmtu_lock(locked);
         if mtu < self.icmp.path_mtu {
             self.icmp.path_mtu = mtu;
             self.icmp.expires = Some(expires);
@@ -76,12 +106,20 @@ impl Conn {
     /// worth in segments grows as the segments shrink, where Linux's, in
     /// segments, shrinks in bytes), no RTO is waited for, and no backoff.
     /// Returns whether the MSS fell.
-    pub(crate) fn pmtu_reduced(&mut self, cx: &mut Ctx<'_>, mtu: usize, expires: Instant) -> bool {
+    pub(crate) fn pmtu_reduced(
+        &mut self,
+        cx: &mut Ctx<'_>,
+        mtu: usize,
+        expires: Instant,
+        locked: bool,
+    ) -> bool {
+        self.pmtu_lock(locked);
         if mtu >= self.icmp.path_mtu {
             return false;
         }
         self.icmp.path_mtu = mtu;
         self.icmp.expires = Some(expires);
+        self.mtu_probe_pmtu_lowered(mtu);
         let old = self.mss;
         self.update_mss(cx.cfg);
         if self.mss >= old {
@@ -106,12 +144,47 @@ impl Conn {
 
     /// The learned path MTU expired (RFC 1191 §6.3, RFC 8201 §4): try the
     /// device MTU again; a router on a path still narrow says so again.
+    /// Called before each synchronized dispatch, which is also when MTU
+    /// probing from the start begins.
     pub(crate) fn pmtu_expiry(&mut self, cx: &mut Ctx<'_>) {
+        self.mtu_probe_start(cx);
         if self.icmp.expires.is_some_and(|t| t <= cx.now) {
             self.icmp.expires = None;
+            self.icmp.df_off = false;
             self.icmp.path_mtu = cx.cfg.mtu;
             self.update_mss(cx.cfg);
         }
+    }
+
+    /// Records that the path MTU is locked at the IPv4 floor (see
+    /// `ConnIcmp::df_off`). The first ID comes from the ISS, so that two
+    /// connections between the same addresses seldom share IDs.
+    fn pmtu_lock(&mut self, locked: bool) {
+        if locked && !self.icmp.df_off && self.local.is_ipv4() {
+            self.icmp.df_off = true;
+            self.icmp.ip_id = (self.iss.0 >> 16) as u16 ^ self.iss.0 as u16;
+        }
+    }
+
+    /// A segment of `len` data bytes was written into `pkt`: on a locked
+    /// path (IPv4), clear DF and give it the next identification; a
+    /// segment the device cuts into several takes one ID per piece (as the
+    /// kernel's GSO numbers them). The header checksum is redone.
+    pub(super) fn pmtu_mark(&mut self, pkt: &mut [u8], len: usize) {
+        if !self.icmp.df_off || pkt.len() < 20 || pkt[0] >> 4 != 4 {
+            return;
+        }
+        let id = self.icmp.ip_id;
+        let pieces = len.div_ceil(usize::from(self.mss.max(1))).max(1);
+        self.icmp.ip_id = id.wrapping_add(pieces as u16);
+        pkt[4..6].copy_from_slice(&id.to_be_bytes());
+        pkt[6] &= !0x40;
+        pkt[10] = 0;
+        pkt[11] = 0;
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let c =
+            crate::wire::checksum_fold(crate::wire::checksum_sum(0, &pkt[..ihl.min(pkt.len())]));
+        pkt[10..12].copy_from_slice(&c.to_be_bytes());
     }
 
     /// An ICMP error (already validated) reached the connection. RFC 1122

@@ -1,11 +1,16 @@
 //! ICMP errors at the endpoint: RFC 5927 validation, the path MTU cache
-//! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9).
+//! (RFC 1191, RFC 8201) and delivery to connections (RFC 1122 §4.2.3.9);
+//! and the errors the endpoint sends itself (Parameter Problem, reassembly
+//! Time Exceeded) through the gate of `icmp_send`.
 
 use super::{Endpoint, KeyedState};
 use crate::time::Instant;
-use crate::wire::{plateau_below, IcmpErrorKind, IcmpErrorMsg, IpPacket};
+use crate::wire::{
+    plateau_below, v6_carries_icmp_error, v6_param_problem, valid_source, DropReason,
+    IcmpErrorKind, IcmpErrorMsg, IpPacket, ICMPV6_PARAM_PROBLEM,
+};
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// IPv6's minimum link MTU (RFC 8200 §5): no path MTU estimate goes
 /// below it (RFC 8201 §4).
@@ -15,7 +20,9 @@ pub(crate) const IPV6_MIN_MTU: usize = 1280;
 /// keeps them as route exceptions for `ip_rt_mtu_expires`).
 #[derive(Debug)]
 pub(crate) struct PmtuCache {
-    map: HashMap<IpAddr, (usize, Instant), KeyedState>,
+    /// Path MTU, expiry, and whether it is locked at the IPv4 floor (the
+    /// report was below it: segments go without DF).
+    map: HashMap<IpAddr, (usize, Instant, bool), KeyedState>,
     max: usize,
 }
 
@@ -28,12 +35,12 @@ impl PmtuCache {
     }
 
     /// The path MTU to `dst` and when it expires, if one is known and live.
-    pub(crate) fn get(&mut self, dst: IpAddr, now: Instant) -> Option<(usize, Instant)> {
+    pub(crate) fn get(&mut self, dst: IpAddr, now: Instant) -> Option<(usize, Instant, bool)> {
         if self.map.is_empty() {
             return None;
         }
         match self.map.get(&dst) {
-            Some(&(mtu, exp)) if exp > now => Some((mtu, exp)),
+            Some(&(mtu, exp, locked)) if exp > now => Some((mtu, exp, locked)),
             Some(_) => {
                 self.map.remove(&dst);
                 None
@@ -45,21 +52,28 @@ impl PmtuCache {
     /// Records `mtu` for `dst` until `exp`. When the cache is full, expired
     /// entries go first, then the one that expires soonest: O(size), paid
     /// only when a validated ICMP message lowers a path MTU.
-    pub(crate) fn insert(&mut self, dst: IpAddr, mtu: usize, exp: Instant, now: Instant) {
+    pub(crate) fn insert(
+        &mut self,
+        dst: IpAddr,
+        mtu: usize,
+        exp: Instant,
+        locked: bool,
+        now: Instant,
+    ) {
         if !self.map.contains_key(&dst) && self.map.len() >= self.max {
-            self.map.retain(|_, &mut (_, e)| e > now);
+            self.map.retain(|_, &mut (_, e, _)| e > now);
             if self.map.len() >= self.max {
                 if let Some(k) = self
                     .map
                     .iter()
-                    .min_by_key(|(_, &(_, e))| e)
+                    .min_by_key(|(_, &(_, e, _))| e)
                     .map(|(k, _)| *k)
                 {
                     self.map.remove(&k);
                 }
             }
         }
-        self.map.insert(dst, (mtu, exp));
+        self.map.insert(dst, (mtu, exp, locked));
     }
 
     /// Destinations held.
@@ -138,7 +152,10 @@ impl Endpoint {
             .get(slot as usize)
             .and_then(|s| s.conn.as_deref())
             .map_or(self.config.mtu, |c| c.icmp.path_mtu());
-        let known = self.pmtu.get(dst, now).map_or(known, |(k, _)| k.min(known));
+        let known = self
+            .pmtu
+            .get(dst, now)
+            .map_or(known, |(k, _, _)| k.min(known));
         // RFC 1191 §6.3 / RFC 8201 §4: only a decrease is believed from a
         // "too big" message; an increase comes from the expiry.
         if mtu >= known {
@@ -150,7 +167,10 @@ impl Endpoint {
             self.stats.icmp.pmtu_clamped += 1;
         }
         let exp = now + self.config.pmtu_expires;
-        self.pmtu.insert(dst, mtu, exp, now);
+        // Linux locks the route's MTU when the report was below min_pmtu
+        // (and then sends without DF); IPv6 has no such thing (RFC 8201).
+        let locked = clamped && !v6;
+        self.pmtu.insert(dst, mtu, exp, locked, now);
         // Every connection to the destination, O(connections): paid only
         // on a decrease, which needs a validated quote and can happen only
         // a bounded number of times per destination (down to the floor).
@@ -160,15 +180,89 @@ impl Endpoint {
                 .as_deref()
                 .is_some_and(|c| c.remote.ip() == dst);
             if to_dst {
-                self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp));
+                self.with_conn(s, |c, cx| c.pmtu_reduced(cx, mtu, exp, locked));
             }
+        }
+    }
+
+    /// An IPv6 packet `parse_ip` refused for its extension headers: dropped
+    /// and counted, and where RFC 8200 §4 asks for one, answered with an
+    /// ICMPv6 Parameter Problem, as Linux does ([`v6_param_problem`]). No
+    /// error answers an ICMPv6 error, a packet to an address not ours or
+    /// to a multicast address (Linux would answer an option of type 10xxxxxx
+    /// to a multicast group from a unicast address of its own; tcpd has
+    /// none to use), or from a source no answer may go to (RFC 4443 §2.4
+    /// (e)); sent through the one gate of every error we originate
+    /// (`send_icmp_error`: [`crate::Config::icmp_unreachables`] and Linux's
+    /// rate limits).
+    pub(super) fn bad_ipv6_extension(&mut self, packet: &[u8]) {
+        self.drop_packet(DropReason::BadIpv6Extension);
+        let Some((code, pointer)) = v6_param_problem(packet) else {
+            return;
+        };
+        let (Some(s), Some(d)) = (packet.get(8..24), packet.get(24..40)) else {
+            return;
+        };
+        let mut a = [0u8; 16];
+        a.copy_from_slice(s);
+        let peer = Ipv6Addr::from(a);
+        a.copy_from_slice(d);
+        let ours = Ipv6Addr::from(a);
+        let to_us = self.config.addrs.is_empty() || self.config.addrs.contains(&IpAddr::V6(ours));
+        if !to_us
+            || ours.is_multicast()
+            || !valid_source(IpAddr::V6(ours), IpAddr::V6(peer))
+            || v6_carries_icmp_error(packet)
+        {
+            return;
+        }
+        if self.send_icmp_error(
+            IpAddr::V6(ours),
+            IpAddr::V6(peer),
+            ICMPV6_PARAM_PROBLEM,
+            code,
+            pointer,
+            packet,
+        ) {
+            self.stats.icmp.param_problems_out += 1;
+        }
+    }
+
+    /// Expires reassembly at its deadlines (called from `handle_timeout`,
+    /// and after each fragment) and sends the Time Exceeded messages owed.
+    pub(super) fn reasm_tick(&mut self) {
+        if self.reasm.next_deadline().is_some_and(|t| t <= self.now) {
+            let now = self.now;
+            self.reasm.expire(&self.config, now, &mut self.stats.reasm);
+        }
+        if self.reasm.timed_out.is_empty() {
+            return;
+        }
+        let mut list = std::mem::take(&mut self.reasm.timed_out);
+        for (peer, ours, quote) in list.drain(..) {
+            self.send_time_exceeded(peer, ours, &quote);
+        }
+        self.reasm.timed_out = list;
+    }
+
+    /// ICMP Time Exceeded, code 1 "fragment reassembly time exceeded"
+    /// (RFC 792; ICMPv6 type 3 code 1, RFC 4443 §3.3) from `ours` to
+    /// `peer`, quoting `quote`; within the same budget and rules as every
+    /// error we send.
+    fn send_time_exceeded(&mut self, peer: IpAddr, ours: IpAddr, quote: &[u8]) {
+        if !valid_source(ours, peer) {
+            return;
+        }
+        let typ = if peer.is_ipv6() { 3 } else { 11 };
+        if self.send_icmp_error(ours, peer, typ, 1, 0, quote) {
+            self.stats.icmp.time_exceeded_out += 1;
         }
     }
 
     /// Gives a new connection the cached path MTU of its destination.
     pub(super) fn apply_cached_pmtu(&mut self, conn: &mut crate::conn::Conn) {
-        if let Some((mtu, exp)) = self.pmtu.get(conn.remote.ip(), self.now) {
-            conn.set_path_mtu(&self.config, mtu, exp);
+        if let Some((mtu, exp, locked)) = self.pmtu.get(conn.remote.ip(), self.now) {
+            conn.set_path_mtu(&self.config, mtu, exp, locked);
         }
     }
 }

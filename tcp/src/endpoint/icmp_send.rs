@@ -173,6 +173,45 @@ impl Endpoint {
     /// it, as for TCP in [`Endpoint::handle_offloaded`]: a TUN with offload
     /// hands the local kernel's datagrams over with only the pseudo-header
     /// sum in the field).
+    /// Sends an ICMP error we originate from `ours` to `peer`, quoting
+    /// `invoking`: the one gate every such error passes (port and protocol
+    /// unreachable here, Parameter Problem for extension headers and
+    /// reassembly Time Exceeded in `icmp_err`). Off unless
+    /// [`crate::Config::icmp_unreachables`]; under Linux's two rate limits
+    /// (`icmp_global_allow`, then `icmpv4_xrlim_allow` /
+    /// `icmpv6_xrlim_allow` per destination), counted in
+    /// `icmp_out.rate_limited` when refused. Returns whether it was queued.
+    pub(super) fn send_icmp_error(
+        &mut self,
+        ours: IpAddr,
+        peer: IpAddr,
+        icmp_type: u8,
+        code: u8,
+        rest: u32,
+        invoking: &[u8],
+    ) -> bool {
+        if !self.config.icmp_unreachables {
+            return false;
+        }
+        let c = &self.config;
+        let (per_sec, burst, interval, slots) = (
+            c.icmp_msgs_per_sec,
+            c.icmp_msgs_burst,
+            c.icmp_ratelimit,
+            c.icmp_ratelimit_peers,
+        );
+        if !self
+            .icmp_limiter
+            .allow(self.now, peer, per_sec, burst, interval, slots)
+        {
+            self.stats.icmp_out.rate_limited += 1;
+            return false;
+        }
+        let local = SocketAddr::new(ours, 0);
+        let remote = SocketAddr::new(peer, 0);
+        self.push_icmp_error(local, remote, icmp_type, code, rest, invoking)
+    }
+
     pub(super) fn unsupported_protocol(&mut self, ip: &IpPacket<'_>, verify: bool) {
         self.drop_packet(DropReason::UnsupportedProtocol);
         if !self.config.icmp_unreachables {
@@ -201,23 +240,7 @@ impl Endpoint {
             ),
             _ => (ICMP_DEST_UNREACH, ICMP_PROTOCOL_UNREACH, 0),
         };
-        let c = &self.config;
-        let (per_sec, burst, interval, slots) = (
-            c.icmp_msgs_per_sec,
-            c.icmp_msgs_burst,
-            c.icmp_ratelimit,
-            c.icmp_ratelimit_peers,
-        );
-        if !self
-            .icmp_limiter
-            .allow(self.now, ip.src, per_sec, burst, interval, slots)
-        {
-            self.stats.icmp_out.rate_limited += 1;
-            return;
-        }
-        let local = SocketAddr::new(ip.dst, 0);
-        let remote = SocketAddr::new(ip.src, 0);
-        if self.push_icmp_error(local, remote, icmp_type, code, rest, ip.packet) {
+        if self.send_icmp_error(ip.dst, ip.src, icmp_type, code, rest, ip.packet) {
             if ip.protocol == PROTO_UDP {
                 self.stats.icmp_out.port_unreachable += 1;
             } else {

@@ -60,8 +60,14 @@ pub(crate) struct Reassembler {
     entries: HashMap<Key, Entry, KeyedState>,
     per_source: HashMap<IpAddr, usize, KeyedState>,
     used: usize,
-    expiry: VecDeque<(Instant, Key)>,
+    /// When each datagram begun expires, in order of arrival: one queue
+    /// for IPv4 and one for IPv6 (their timeouts differ), so each front is
+    /// that family's earliest deadline.
+    expiry: [VecDeque<(Instant, Key)>; 2],
     pool: Vec<Vec<u8>>,
+    /// Datagrams that timed out with their first fragment in: (source,
+    /// destination, quote), for the endpoint's ICMP Time Exceeded.
+    pub(crate) timed_out: Vec<(IpAddr, IpAddr, Vec<u8>)>,
     /// The reassembled datagram handed back (reused).
     pub(crate) out: Vec<u8>,
 }
@@ -72,8 +78,9 @@ impl Reassembler {
             entries: HashMap::with_hasher(KeyedState(k1.0, k1.1)),
             per_source: HashMap::with_hasher(KeyedState(k2.0, k2.1)),
             used: 0,
-            expiry: VecDeque::new(),
+            expiry: [VecDeque::new(), VecDeque::new()],
             pool: Vec::new(),
+            timed_out: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -105,22 +112,85 @@ impl Reassembler {
     /// finished early stay until their time. Beyond `cap` records (the most
     /// datagrams the global budget can hold, twice) the oldest datagram is
     /// evicted early, as Linux evicts when over ipfrag_high_thresh.
-    fn expire(&mut self, cfg: &Config, now: Instant, st: &mut ReasmStats) {
+    pub(crate) fn expire(&mut self, cfg: &Config, now: Instant, st: &mut ReasmStats) {
         let cap = 2 * (cfg.reasm_max_bytes / ENTRY_OVERHEAD) + 16;
-        while let Some(&(t, key)) = self.expiry.front() {
-            if t > now && self.expiry.len() <= cap {
+        loop {
+            let q = match (self.expiry[0].front(), self.expiry[1].front()) {
+                (Some(a), Some(b)) => usize::from(b.0 < a.0),
+                (Some(_), None) => 0,
+                (None, Some(_)) => 1,
+                (None, None) => break,
+            };
+            let Some(&(t, key)) = self.expiry[q].front() else {
+                break;
+            };
+            let over = self.expiry[0].len() + self.expiry[1].len() > cap;
+            if t > now && !over {
                 break;
             }
-            self.expiry.pop_front();
+            self.expiry[q].pop_front();
             if self.entries.get(&key).is_some_and(|e| e.deadline == t) {
                 if t <= now {
                     st.timeouts += 1;
+                    self.note_timed_out(&key);
                 } else {
                     st.evicted += 1;
                 }
                 self.release(&key);
             }
         }
+    }
+
+    /// The earliest time a datagram in progress may expire.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        let a = self.expiry[0].front().map(|e| e.0);
+        let b = self.expiry[1].front().map(|e| e.0);
+        a.into_iter().chain(b).min()
+    }
+
+    /// RFC 792 ("if fragment zero is not available then no time exceeded
+    /// need be sent at all"), RFC 1122 §3.3.2 (MUST, when fragment zero
+    /// came) and RFC 8200 §4.5: a datagram that timed out with its first
+    /// fragment in is reported to its source, quoting that fragment (IPv4:
+    /// as received, up to 548 bytes; IPv6: its header and a Fragment header
+    /// rebuilt, up to 1232), as Linux's `ip_expire` / `ip6_expire_frag_queue`.
+    /// Not for a datagram that carried an ICMP error (RFC 1122 §3.2.2,
+    /// RFC 4443 §2.4 (e)). At most 16 wait for the endpoint at once.
+    fn note_timed_out(&mut self, key: &Key) {
+        let Some(e) = self.entries.get(key) else {
+            return;
+        };
+        if e.header.is_empty() || self.timed_out.len() >= 16 {
+            return;
+        }
+        let v6 = key.0.is_ipv6();
+        let first = e.ranges.first().map_or(0, |r| r.1);
+        let data = &e.buf[..first.min(e.buf.len())];
+        let proto = if v6 { e.next } else { key.3 };
+        let carries_error = match (v6, data.first()) {
+            (false, Some(t)) => proto == 1 && matches!(t, 3 | 4 | 5 | 11 | 12),
+            (true, Some(t)) => proto == 58 && *t < 128,
+            (_, None) => false,
+        };
+        if carries_error {
+            return;
+        }
+        let mut q = Vec::new();
+        if v6 {
+            q.extend_from_slice(&e.header);
+            q.extend_from_slice(&[e.next, 0, 0, 1]);
+            q.extend_from_slice(&key.2.to_be_bytes());
+            let n = data.len().min(1232 - q.len());
+            q.extend_from_slice(&data[..n]);
+            let plen = (q.len() - 40) as u16;
+            q[4..6].copy_from_slice(&plen.to_be_bytes());
+            q[6] = 44;
+        } else {
+            q.extend_from_slice(&e.header);
+            let n = data.len().min(548usize.saturating_sub(q.len()));
+            q.extend_from_slice(&data[..n]);
+        }
+        self.timed_out.push((key.0, key.1, q));
     }
 
     /// Takes one fragment (`pkt`, which `parse_ip` called a fragment, so
@@ -189,7 +259,7 @@ impl Reassembler {
                 },
             );
             self.charge(f.key.0, f.key, ENTRY_OVERHEAD);
-            self.expiry.push_back((now + timeout, f.key));
+            self.expiry[usize::from(f.v6)].push_back((now + timeout, f.key));
         }
         let e = self.entries.get(&f.key)?;
         // RFC 5722 §4 (with erratum 3089): an exact duplicate is ignored; any

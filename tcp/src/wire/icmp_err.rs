@@ -240,3 +240,91 @@ pub fn plateau_below(len: u16) -> u32 {
         .find(|&&p| p < len)
         .map_or(68, |&p| u32::from(p))
 }
+
+/// What RFC 8200 §4 has a host answer for an IPv6 packet whose extension
+/// headers it refused: the ICMPv6 Parameter Problem code (RFC 4443 §3.4)
+/// and pointer (the offset of the offending byte in the packet), or `None`
+/// when the packet is to be discarded silently (an unknown option whose
+/// type's high bits are 01, a malformed chain, one too long).
+///
+/// - Hop-by-Hop Options anywhere but first (§4.1): code 1 (unrecognized
+///   Next Header), pointing to the Next Header field that named it.
+/// - An unrecognized option in a Hop-by-Hop or Destination Options header
+///   (§4.2) whose type's high bits are 10, or 11 and the destination is
+///   not multicast: code 2, pointing to the option type.
+/// - A Routing header with Segments Left > 0 of a type we do not process
+///   (§4.4; we process none, RFC 5095 deprecates type 0): code 0, pointing
+///   to the Routing Type.
+///
+/// Linux (`ip6_parse_tlv`, `ipv6_rthdr_rcv`, `ip6_protocol_deliver_rcu`)
+/// answers the same three cases with the same codes and pointers.
+pub fn v6_param_problem(pkt: &[u8]) -> Option<(u8, u32)> {
+    let dst_multicast = pkt.get(24) == Some(&0xff);
+    let mut next = *pkt.get(6)?;
+    // Where the Next Header byte naming the current header sits.
+    let mut named_at = 6usize;
+    let mut off = 40usize;
+    for count in 0..super::ip::MAX_IPV6_EXTENSIONS {
+        let hlen = match next {
+            0 | 43 | 60 => (usize::from(*pkt.get(off + 1)?) + 1) * 8,
+            44 => 8,
+            51 => (usize::from(*pkt.get(off + 1)?) + 2) * 4,
+            _ => return None,
+        };
+        let h = pkt.get(off..off + hlen)?;
+        match next {
+            0 if count != 0 => return Some((1, named_at as u32)),
+            0 | 60 => {
+                let mut i = 2;
+                while i < h.len() {
+                    let t = h[i];
+                    if t == 0 {
+                        i += 1;
+                        continue;
+                    }
+                    let len = usize::from(*h.get(i + 1)?);
+                    if !matches!(t, 1 | 5) {
+                        match t >> 6 {
+                            0 => {}
+                            1 => return None,
+                            3 if dst_multicast => return None,
+                            _ => return Some((2, (off + i) as u32)),
+                        }
+                    }
+                    i += 2 + len;
+                }
+            }
+            43 if h[3] != 0 => return Some((0, (off + 2) as u32)),
+            _ => {}
+        }
+        named_at = off;
+        next = h[0];
+        off += hlen;
+    }
+    None
+}
+
+/// Whether the upper layer of IPv6 packet `pkt` is an ICMPv6 error, which
+/// no error may answer (RFC 4443 §2.4 (e.1)). Headers are skipped by their
+/// lengths only; a chain that cannot be walked counts as an error (no
+/// answer).
+pub fn v6_carries_icmp_error(pkt: &[u8]) -> bool {
+    let Some(&first) = pkt.get(6) else {
+        return true;
+    };
+    let (mut next, mut off) = (first, 40usize);
+    for _ in 0..=super::ip::MAX_IPV6_EXTENSIONS {
+        let hlen = match next {
+            0 | 43 | 60 => pkt.get(off + 1).map(|&l| (usize::from(l) + 1) * 8),
+            44 => Some(8),
+            51 => pkt.get(off + 1).map(|&l| (usize::from(l) + 2) * 4),
+            PROTO_ICMPV6 => return pkt.get(off).is_none_or(|&t| t < 128),
+            _ => return false,
+        };
+        let Some(hlen) = hlen else { return true };
+        let Some(&n) = pkt.get(off) else { return true };
+        next = n;
+        off += hlen;
+    }
+    true
+}

@@ -175,7 +175,8 @@ pub const MAX_IPV6_EXTENSIONS: usize = 8;
 /// - Hop-by-Hop Options only right after the IPv6 header (§4.3), and its
 ///   options and those of a Destination Options header processed as
 ///   §4.2 says: an unrecognized option whose type's two high bits are not
-///   00 means "discard the packet" (tcpd sends no Parameter Problem back).
+///   00 means "discard the packet" (the endpoint then sends the Parameter
+///   Problem RFC 8200 §4 asks for: [`crate::wire::v6_param_problem`]).
 /// - A Routing header with Segments Left 0 is ignored and the walk goes on;
 ///   with Segments Left > 0 the packet is discarded, since a host that is
 ///   the final destination of none of the types (type 0 is deprecated,

@@ -14,7 +14,10 @@ mod tcp;
 
 pub use checksum::{checksum_fold, checksum_sum, pseudo_header_sum};
 pub use icmp::{emit_icmp_echo_reply, parse_icmp_echo, IcmpEcho};
-pub use icmp_err::{parse_icmp_error, plateau_below, IcmpError, IcmpErrorKind, IcmpErrorMsg};
+pub use icmp_err::{
+    parse_icmp_error, plateau_below, v6_carries_icmp_error, v6_param_problem, IcmpError,
+    IcmpErrorKind, IcmpErrorMsg,
+};
 pub use icmp_unreach::{
     emit_icmp_error, icmp_quote_room, Unreach, ICMPV6_DEST_UNREACH, ICMPV6_PARAM_PROBLEM,
     ICMPV6_PORT_UNREACH, ICMPV6_UNRECOGNIZED_NEXT_HEADER, ICMP_DEST_UNREACH, ICMP_ERROR_MAX_V4,

@@ -80,6 +80,10 @@ pub struct Pair {
     pub rate: u64,
     /// When each direction's link (a to b, b to a) is free again.
     link_free: [Instant; 2],
+    /// A black hole on the path: packets longer than this vanish without a
+    /// trace (no ICMP error), counted in `blackholed`. 0: none.
+    pub blackhole: usize,
+    pub blackholed: u64,
 }
 
 pub const A_ADDR: &str = "10.0.0.1";
@@ -118,6 +122,8 @@ impl Pair {
             reorder_early: false,
             rate: 0,
             link_free: [Instant::ZERO; 2],
+            blackhole: 0,
+            blackholed: 0,
         }
     }
 
@@ -142,6 +148,10 @@ impl Pair {
                 describe(&pkt)
             );
             self.max_packet = self.max_packet.max(n);
+            if self.blackhole != 0 && n > self.blackhole {
+                self.blackholed += 1;
+                continue;
+            }
             let mut depart = self.now;
             if self.rate > 0 {
                 let dir = usize::from(!from_a);
