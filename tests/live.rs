@@ -2123,3 +2123,33 @@ fn http_timers_fire_with_worker_threads() {
     assert_eq!(stat(&stats, "http_idle_timeouts"), Some(1), "{stats}");
     assert_eq!(stat(&stats, "http_send_timeouts"), Some(1), "{stats}");
 }
+
+#[test]
+fn reactor_nice_changes_the_reactor_thread_only() {
+    if !live_ok("reactor_nice_changes_the_reactor_thread_only") {
+        return;
+    }
+    let ns = Netns::new("h-flood-nice");
+    let t = Tcpd::start(
+        &ns,
+        &["--seed", "16", "--workers", "2", "--reactor-nice", "-7"],
+    );
+    // Field 19 of /proc/PID/task/TID/stat is the thread's nice value; the
+    // name in field 2 may hold spaces, so count from its closing ')'.
+    let mut nice = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{}/task", t.pid)).unwrap() {
+        let e = e.unwrap();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let n: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        let tid: u32 = e.file_name().to_str().unwrap().parse().unwrap();
+        nice.push((tid, n));
+    }
+    nice.sort_unstable();
+    // The main thread runs the reactor; the workers were started before.
+    assert_eq!(nice.first(), Some(&(t.pid, -7)), "{nice:?}");
+    assert!(nice.len() >= 3, "{nice:?}");
+    assert!(nice[1..].iter().all(|&(_, n)| n == 0), "{nice:?}");
+    let (_, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/10");
+    assert_eq!(code, 200);
+}

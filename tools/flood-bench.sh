@@ -48,8 +48,12 @@ usage: tools/flood-bench.sh [options]
   --flood-src MODE   host: hping3 sends from the kernel side's address (the
                      SYN-ACKs reach the kernel, which answers RST) [host];
                      rand: --rand-source (spoofed, the classic SYN flood)
-  --tcpd LABEL=PATH  a tcpd binary to measure (repeatable; before/after
-                     comparisons in one run) [tcpd=<bin-dir>/tcpd]
+  --tcpd LABEL=PATH[,nice=N][,qlen=N][,arg=WORD...]
+                     a tcpd binary to measure (repeatable: before/after
+                     comparisons in one run), optionally at nice N, with the
+                     TUN's txqueuelen set to N after start, and with extra
+                     arguments (one word each, e.g. arg=--reactor-nice=-10)
+                     [tcpd=<bin-dir>/tcpd]
   --tcpd-args ARGS   extra arguments for every tcpd (one string)
   --nice N           run tcpd at nice N (e.g. -10: a user-space stack competes
                      with the flooder for CPU, where the kernel's receive path
@@ -141,8 +145,24 @@ done
 [ "${#TCPD_SPECS[@]}" -gt 0 ] || TCPD_SPECS=("tcpd=$BIN_DIR/tcpd")
 declare -A TCPD_BIN
 TCPD_LABELS=()
+declare -A TCPD_NICE TCPD_QLEN TCPD_XARGS
 for spec in "${TCPD_SPECS[@]}"; do
-    label=${spec%%=*} path=${spec#*=}
+    label=${spec%%=*} rest=${spec#*=}
+    IFS=',' read -r -a parts <<<"$rest"
+    path=${parts[0]}
+    TCPD_NICE[$label]=$NICE
+    TCPD_QLEN[$label]=""
+    TCPD_XARGS[$label]=""
+    for opt in "${parts[@]:1}"; do
+        case "$opt" in
+            nice=*) TCPD_NICE[$label]=${opt#nice=} ;;
+            qlen=*) TCPD_QLEN[$label]=${opt#qlen=} ;;
+            arg=*) TCPD_XARGS[$label]+=" ${opt#arg=}" ;;
+            *) die "--tcpd $label: unknown option '$opt' (nice=N, qlen=N, arg=WORD)" ;;
+        esac
+    done
+    [[ "${TCPD_NICE[$label]}" =~ ^-?[0-9]+$ ]] || die "--tcpd $label: nice must be a number"
+    [ -z "${TCPD_QLEN[$label]}" ] || is_uint "${TCPD_QLEN[$label]}" || die "--tcpd $label: qlen must be a number"
     [[ "$label" =~ ^[A-Za-z0-9_.-]+$ ]] && [ "$label" != kernel ] || die "--tcpd LABEL must be [A-Za-z0-9_.-]+ and not 'kernel', not '$label'"
     [ -x "$path" ] || die "missing tcpd binary $path"
     [ -z "${TCPD_BIN[$label]:-}" ] || die "--tcpd label '$label' given twice"
@@ -256,12 +276,13 @@ setup_tcpd() {
     new_ns "t-$label"
     ns=$NEW_NS
     # shellcheck disable=SC2086 # TCPD_ARGS is a list of words
-    start_bg "$TMP/$label.server.log" ip netns exec "$ns" nice -n "$NICE" "${TCPD_BIN[$label]}" tun0 -q --mtu 1500 --no-ipv6 $TCPD_ARGS
+    start_bg "$TMP/$label.server.log" ip netns exec "$ns" nice -n "${TCPD_NICE[$label]}" "${TCPD_BIN[$label]}" tun0 -q --mtu 1500 --no-ipv6 $TCPD_ARGS ${TCPD_XARGS[$label]}
     S_NS[$label]=$ns S_SRV_NS[$label]=$ns S_DST[$label]=10.0.0.2 S_SRC[$label]=10.0.0.3
     S_FLOOD_FROM[$label]=10.0.0.1 S_PID[$label]=$LAST_PID S_IFACE[$label]=tun0
     ip netns exec "$ns" timeout 20 "$TCPLOAD" wait --addr 10.0.0.2:80 --timeout 10 >/dev/null ||
         die "tcpd ($label) did not come up: $(tail -n 5 "$TMP/$label.server.log")"
     ip -n "$ns" addr add 10.0.0.3/24 dev tun0
+    [ -z "${TCPD_QLEN[$label]}" ] || ip -n "$ns" link set tun0 txqueuelen "${TCPD_QLEN[$label]}"
     ip -n "$ns" route add default via 10.0.0.2 dev tun0 2>/dev/null || true
     SUTS+=("$label")
 }
