@@ -266,6 +266,12 @@ fn offer_batch(link: &mut WorkerLink, spares: &Spares) -> bool {
     }
 }
 
+/// What moves while a packet flood is on: SYNs answered with cookies (the
+/// SYN queue overflowed) and packets the endpoint dropped.
+fn flood_mark(s: &tcp::Stats) -> u64 {
+    s.syn_cookies_sent.wrapping_add(s.drops.total())
+}
+
 fn hash_conn(id: ConnId) -> u64 {
     // Fibonacci hashing of the packed handle; stable for a connection's life.
     id.to_u64().wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 17
@@ -564,6 +570,7 @@ impl<D: Device> Reactor<D> {
 
     fn drain_rx(&mut self, now: Instant) {
         let tnow = self.clock.tcp(now);
+        let mark = flood_mark(self.ep.stats());
         let mut n = 0;
         let mut errors = 0;
         loop {
@@ -579,6 +586,16 @@ impl<D: Device> Reactor<D> {
                     if n % self.rx_budget == 0 {
                         // Let ACKs and data out before reading on.
                         self.transmit(now);
+                        // Bounded work before the applications run under a
+                        // flood (this drain answered SYNs with cookies or
+                        // dropped packets): the device never runs dry then,
+                        // and a request read now must not wait for 16
+                        // slices of flood (~3 ms) before its handler sees
+                        // it. The turn comes back at once (rx_ready stays
+                        // set). Bulk transfers keep the long drain.
+                        if self.ep.has_events() && flood_mark(self.ep.stats()) != mark {
+                            return;
+                        }
                     }
                     if n >= 16 * self.rx_budget {
                         // Stay fair to commands and timers; come back at once.
