@@ -329,7 +329,7 @@ nstat_kernel() {
 tcpd_stats() {
     local s=$1
     ip netns exec "${S_NS[$s]}" curl -s --max-time 5 "http://${S_DST[$s]}/stats" 2>/dev/null |
-        jq -r '[.tcp.syn_cookies_sent, .tcp.syn_cookies_ok, .tcp.passive_opens, (.drops // {} | to_entries | map(select(.value > 0) | "\(.key)=\(.value)") | join(","))] | "syn_cookies_sent=\(.[0]) syn_cookies_ok=\(.[1]) passive_opens=\(.[2]) drops=\(.[3])"' 2>/dev/null || echo "stats unavailable"
+        jq -r '[.tcp.syn_cookies_sent, .tcp.syn_cookies_ok, .tcp.passive_opens, .daemon.rx_flood_yields, (.drops // {} | to_entries | map(select(.value > 0) | "\(.key)=\(.value)") | join(","))] | "syn_cookies_sent=\(.[0]) syn_cookies_ok=\(.[1]) passive_opens=\(.[2]) rx_flood_yields=\(.[3]) drops=\(.[4])"' 2>/dev/null || echo "stats unavailable"
 }
 
 CLK_TCK=$(getconf CLK_TCK)

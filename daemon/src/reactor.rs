@@ -86,11 +86,14 @@ pub struct Counters {
     /// Packets the endpoint produced that exceed the MTU (sent anyway; a
     /// TUN device takes them, a real link would not).
     pub tx_oversize: u64,
+    /// Device drains cut short under a flood so that the handlers run
+    /// (see `drain_rx`).
+    pub rx_flood_yields: u64,
 }
 
 impl Counters {
     /// Every counter with its name, for `/stats` and `/metrics`.
-    pub(crate) fn named(&self) -> [(&'static str, u64); 19] {
+    pub(crate) fn named(&self) -> [(&'static str, u64); 20] {
         [
             ("wakeups", self.wakeups),
             ("rx_packets", self.rx_packets),
@@ -111,6 +114,7 @@ impl Counters {
             ("timeouts", self.timeouts),
             ("shutdown_resets", self.shutdown_resets),
             ("tx_oversize", self.tx_oversize),
+            ("rx_flood_yields", self.rx_flood_yields),
         ]
     }
 }
@@ -594,6 +598,7 @@ impl<D: Device> Reactor<D> {
                         // it. The turn comes back at once (rx_ready stays
                         // set). Bulk transfers keep the long drain.
                         if self.ep.has_events() && flood_mark(self.ep.stats()) != mark {
+                            self.counters.rx_flood_yields += 1;
                             return;
                         }
                     }
