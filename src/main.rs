@@ -167,6 +167,13 @@ struct Cli {
     /// alive. 0 disables
     #[arg(long, value_name = "SECS", default_value_t = 7440)]
     forward_idle_timeout: u64,
+    /// Nice value of the reactor thread (the stack; workers keep tcpd's).
+    /// Negative values (CAP_SYS_NICE) keep connects fast under a packet
+    /// flood, which the stack otherwise fights for CPU at the flooder's
+    /// priority, while the kernel's own stack runs ahead of every process
+    #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
+          value_parser = clap::value_parser!(i32).range(-20..=19))]
+    reactor_nice: i32,
 
     /// Record every packet in and out to FILE (pcap, link type RAW) and FILE.json
     #[arg(long, value_name = "FILE")]
@@ -363,6 +370,7 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         http_port: cli.http,
         http_root: cli.http_root,
         workers: cli.workers.map(|w| w as usize).unwrap_or(d.workers),
+        reactor_nice: cli.reactor_nice,
         pcap: cli.pcap,
         seed: cli.seed.unwrap_or_else(random_seed),
         fault: FaultConfig {

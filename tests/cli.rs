@@ -102,6 +102,7 @@ fn bad_flags_give_one_line_and_fail() {
         (&["tun0", "--fault-reorder=-0.1"], "--fault-reorder"),
         (&["tun0", "--fault-delay", "999999"], "--fault-delay"),
         (&["tun0", "--workers", "1000"], "--workers"),
+        (&["tun0", "--reactor-nice", "-30"], "--reactor-nice"),
         (&["tun0", "--echo", "70000"], "--echo"),
         (&["tun0", "--mem-limit", "lots"], "not a size"),
         (&["tun0", "--mem-limit", "1K"], "out of range 64K..=1T"),

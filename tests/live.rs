@@ -2160,3 +2160,151 @@ fn pmtu_black_hole_5mb_download_with_mtu_probing() {
         );
     }
 }
+
+/// Reads `s` until EOF or an error, within `limit`; returns what was read,
+/// whether it ended in an error (a RST: ECONNRESET), and when it ended.
+fn read_until_closed(s: &mut std::net::TcpStream, limit: Duration) -> (usize, bool, Duration) {
+    let t0 = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n = 0;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return (n, false, t0.elapsed()),
+            Ok(k) => n += k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return (n, true, t0.elapsed()),
+        }
+        assert!(
+            t0.elapsed() < limit,
+            "still open after {limit:?} ({n} bytes read)"
+        );
+    }
+}
+
+#[test]
+fn http_timers_fire_with_worker_threads() {
+    if !live_ok("http_timers_fire_with_worker_threads") {
+        return;
+    }
+    // The header, idle and send timeouts with the handlers on worker
+    // threads (their timers run on the worker's clock, not the reactor's).
+    let ns = Netns::new("h-flood-wtimer");
+    let _t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "15",
+            "--workers",
+            "2",
+            "--http-header-timeout",
+            "1",
+            "--http-idle-timeout",
+            "1",
+            "--http-send-timeout",
+            "1",
+        ],
+    );
+    // Header timeout: a partial request gets 408 and the close.
+    let mut partial = ns.connect("10.0.0.2:80");
+    partial.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    // Idle timeout: one whole keep-alive request answered, then silence.
+    let mut idle = ns.connect("10.0.0.2:80");
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    idle.write_all(b"GET /bytes/100 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut idle = std::io::BufReader::new(idle);
+    let (code, len) = common::read_head(&mut idle);
+    assert_eq!((code, len), (200, Some(100)));
+    let mut body = [0u8; 100];
+    idle.read_exact(&mut body).unwrap();
+    assert_eq!(check_pattern(0, &body), None);
+    let idle_since = Instant::now();
+    // Send timeout: a client that asks for 100 MB and never reads.
+    let mut stuck = ns.connect("10.0.0.2:80");
+    stuck
+        .write_all(b"GET /bytes/104857600 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let t0 = Instant::now();
+    let mut got = Vec::new();
+    partial
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = partial.read_to_end(&mut got);
+    let took = t0.elapsed();
+    assert!(
+        got.starts_with(b"HTTP/1.1 408 "),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+        "408 after {took:?}"
+    );
+    // Both close at once on our FIN: a peer that did not would be reset
+    // by the post-FIN linger (counted as a send timeout).
+    drop(partial);
+    let (n, reset, _) = read_until_closed(idle.get_mut(), Duration::from_secs(4));
+    let took = idle_since.elapsed();
+    drop(idle);
+    assert_eq!(
+        (n, reset),
+        (0, false),
+        "idle keep-alive connection: FIN expected"
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(4),
+        "idle close after {took:?}"
+    );
+    // The stuck client stopped reading when it wrote its request; by now
+    // its window has been closed for more than the send timeout.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (n, reset, _) = read_until_closed(&mut stuck, Duration::from_secs(8));
+    assert!(n < 104_857_600, "the whole body arrived");
+    assert!(reset, "stuck reader: RST expected after {n} bytes");
+    std::thread::sleep(Duration::from_millis(600));
+    let (mut r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/stats");
+    assert_eq!(code, 200);
+    let mut stats = String::new();
+    r.read_to_string(&mut stats).unwrap();
+    assert_eq!(stat(&stats, "http_header_timeouts"), Some(1), "{stats}");
+    assert_eq!(stat(&stats, "http_idle_timeouts"), Some(1), "{stats}");
+    assert_eq!(stat(&stats, "http_send_timeouts"), Some(1), "{stats}");
+}
+
+#[test]
+fn reactor_nice_changes_the_reactor_thread_only() {
+    if !live_ok("reactor_nice_changes_the_reactor_thread_only") {
+        return;
+    }
+    let ns = Netns::new("h-flood-nice");
+    let t = Tcpd::start(
+        &ns,
+        &["--seed", "16", "--workers", "2", "--reactor-nice", "-7"],
+    );
+    // Field 19 of /proc/PID/task/TID/stat is the thread's nice value; the
+    // name in field 2 may hold spaces, so count from its closing ')'.
+    let mut nice = Vec::new();
+    for e in std::fs::read_dir(format!("/proc/{}/task", t.pid)).unwrap() {
+        let e = e.unwrap();
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap();
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let n: i32 = rest.split_whitespace().nth(16).unwrap().parse().unwrap();
+        let tid: u32 = e.file_name().to_str().unwrap().parse().unwrap();
+        nice.push((tid, n));
+    }
+    nice.sort_unstable();
+    // The main thread runs the reactor; the workers were started before.
+    assert_eq!(nice.first(), Some(&(t.pid, -7)), "{nice:?}");
+    assert!(nice.len() >= 3, "{nice:?}");
+    assert!(nice[1..].iter().all(|&(_, n)| n == 0), "{nice:?}");
+    let (_, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/10");
+    assert_eq!(code, 200);
+}

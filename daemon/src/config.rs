@@ -171,6 +171,14 @@ pub struct Config {
     /// reactor, not the services, is what a core is busy with. Threads pay
     /// off for services that do heavy work per request.
     pub workers: usize,
+    /// Nice value of the reactor thread, the one that runs the stack
+    /// (`setpriority` on that thread only: worker and pcap threads keep the
+    /// process's). Under a packet flood the reactor competes for CPU with
+    /// the flooder and every other process, where the kernel's own stack
+    /// runs in softirq, ahead of all of them; a negative value (needs
+    /// CAP_SYS_NICE) gives it that head start. -20..=19; default 0 (as
+    /// started).
+    pub reactor_nice: i32,
     /// Record every packet in and out to this pcap file.
     pub pcap: Option<PathBuf>,
     /// Seed of the TCP endpoint (ISNs, cookies, hashing).
@@ -269,6 +277,7 @@ impl Default for Config {
             http_port: 80,
             http_root: None,
             workers: 0,
+            reactor_nice: 0,
             pcap: None,
             seed: 0,
             fault: FaultConfig::default(),
@@ -307,6 +316,12 @@ impl Config {
         {
             return Err(format!(
                 "invalid interface name '{name}' (1 to 15 characters, no '/', ':' or spaces)"
+            ));
+        }
+        if !(-20..=19).contains(&self.reactor_nice) {
+            return Err(format!(
+                "--reactor-nice {} out of range -20..=19",
+                self.reactor_nice
             ));
         }
         if !(576..=65535).contains(&self.mtu) {

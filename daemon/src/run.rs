@@ -209,6 +209,19 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
     } else {
         None
     };
+    // Find out now, before anything is configured, whether the reactor's
+    // nice value can be had; set it only once the other threads exist.
+    let nice0 = thread_nice();
+    if cfg.reactor_nice != 0 {
+        set_thread_nice(cfg.reactor_nice)
+            .and_then(|()| set_thread_nice(nice0))
+            .map_err(|e| {
+                Error::new(format!(
+                    "cannot set --reactor-nice {}: {e} (a negative value needs CAP_SYS_NICE)",
+                    cfg.reactor_nice
+                ))
+            })?;
+    }
     let tun = TunDevice::open(&mut cfg)?;
     cfg.mtu = tun.mtu();
     let clock = Clock::new();
@@ -233,6 +246,14 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
     let board = StatusBoard::new(template.clone());
     let services = services(&cfg, &board)?;
     let reactor = Reactor::new(&cfg, dev, clock, services, board, template, fwd)?;
+    if cfg.reactor_nice != 0 {
+        // Worker and pcap threads are running: only this one (the
+        // reactor's) changes.
+        match set_thread_nice(cfg.reactor_nice) {
+            Ok(()) => info!("reactor thread at nice {}", cfg.reactor_nice),
+            Err(e) => tracing::warn!("cannot set --reactor-nice {}: {e}", cfg.reactor_nice),
+        }
+    }
     print_banner(&banner(&cfg, cfg.mtu));
     let mut dev = reactor.run()?;
     dev.flush();
@@ -266,4 +287,24 @@ fn raise_nofile_limit() {
             }
         }
     }
+}
+
+/// The calling thread's nice value (Linux keeps one per thread).
+fn thread_nice() -> i32 {
+    // SAFETY: plain integer arguments; gettid names the calling thread.
+    // getpriority may return -1 as a value: errno is not needed, since a
+    // failure (impossible for the calling thread) only makes the restore
+    // in `run` aim at -1.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t) }
+}
+
+/// Sets the calling thread's nice value (Linux: PRIO_PROCESS with a thread
+/// id changes that thread only).
+fn set_thread_nice(nice: i32) -> std::io::Result<()> {
+    // SAFETY: plain integer arguments; gettid names the calling thread.
+    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, nice) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }

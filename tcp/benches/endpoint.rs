@@ -439,3 +439,147 @@ fn tx_pure_ack(bencher: Bencher) {
     let tx = tx.into_inner();
     tx.h.assert_clean();
 }
+
+/// A SYN flood's packets, as `hping3 --flood -S` sends them: no options,
+/// each from the next source port (and, with `spread`, from one of 251
+/// source addresses), all to the listening port.
+struct Flood {
+    h: Harness,
+    /// The next source port.
+    port: u16,
+    /// Source addresses rotate over this many.
+    spread: u8,
+    /// SYNs handed to the endpoint by the timed closures.
+    handled: u64,
+}
+
+impl Flood {
+    /// With `cookies`, the listener's SYN queue is already full (one
+    /// half-open connection with a SYN backlog of 1), so every SYN is
+    /// answered with a cookie; without, each SYN makes a half-open
+    /// connection that the peer's RST (the kernel answering a SYN-ACK it
+    /// did not ask for) frees again.
+    fn new(cookies: bool, spread: u8) -> Flood {
+        let mut h = Harness::new();
+        if cookies {
+            h.ep = Endpoint::new(Config {
+                syn_backlog: 1,
+                ..config()
+            })
+            .expect("valid config");
+            h.ep.listen(PORT, 1024).expect("listen");
+        }
+        let mut f = Flood {
+            h,
+            port: 1024,
+            spread,
+            handled: 0,
+        };
+        if cookies {
+            let syn = f.syn();
+            f.h.ep.handle(f.h.now, &syn);
+            while f.h.ep.poll_transmit(f.h.now, &mut f.h.out).is_some() {}
+        }
+        f
+    }
+
+    /// Untimed: the next SYN.
+    fn syn(&mut self) -> Vec<u8> {
+        self.port = if self.port == u16::MAX {
+            1024
+        } else {
+            self.port + 1
+        };
+        let host = 2 + (u32::from(self.port) % u32::from(self.spread.max(1))) as u8;
+        let repr = TcpRepr {
+            src_port: self.port,
+            dst_port: PORT,
+            seq: SeqNum(u32::from(self.port) << 8),
+            ack: SeqNum(0),
+            flags: TcpFlags::SYN,
+            window: 512,
+            options: TcpOptions::default(),
+        };
+        let src = IpAddr::V4(Ipv4Addr::new(10, 2, 0, host));
+        let off = tcp_payload_offset(src, &repr);
+        let mut buf = vec![0u8; off];
+        let n = emit_tcp(&mut buf, src, IpAddr::V4(LOCAL), 64, &repr, 0).expect("SYN fits");
+        buf.truncate(n);
+        buf
+    }
+
+    /// The RST a kernel sends for the SYN-ACK answering `syn`:
+    /// <SEQ=SEG.ACK><CTL=RST> (RFC 9293 §3.10.7.1).
+    fn rst_for(syn: &[u8]) -> Vec<u8> {
+        let ip = parse_ip(syn).expect("SYN parses");
+        let seg = parse_tcp(&ip).expect("SYN is TCP");
+        let repr = TcpRepr {
+            src_port: seg.src_port,
+            dst_port: seg.dst_port,
+            seq: seg.seq + 1,
+            ack: SeqNum(0),
+            flags: TcpFlags::RST,
+            window: 0,
+            options: TcpOptions::default(),
+        };
+        let off = tcp_payload_offset(ip.src, &repr);
+        let mut buf = vec![0u8; off];
+        let n = emit_tcp(&mut buf, ip.src, ip.dst, 64, &repr, 0).expect("RST fits");
+        buf.truncate(n);
+        buf
+    }
+}
+
+/// One flood SYN answered with a SYN cookie: `handle` plus the
+/// `poll_transmit` that emits the SYN-ACK (what the reactor does per SYN).
+/// `spread`: how many source addresses the flood comes from.
+#[divan::bench(args = [1, 251], sample_size = SAMPLE, sample_count = 400)]
+fn syn_flood_cookie(bencher: Bencher, spread: u8) {
+    let f = RefCell::new(Flood::new(true, spread));
+    bencher
+        .with_inputs(|| f.borrow_mut().syn())
+        .bench_local_refs(|pkt| {
+            let mut f = f.borrow_mut();
+            let f = &mut *f;
+            f.h.ep.handle(f.h.now, pkt);
+            let n = f.h.ep.poll_transmit(f.h.now, &mut f.h.out);
+            assert!(n.is_some(), "no SYN-ACK");
+            f.handled += 1;
+        });
+    let f = f.into_inner();
+    let s = f.h.ep.stats();
+    assert_eq!(s.syn_cookies_sent, f.handled, "every SYN got a cookie");
+    assert_eq!(s.drops.total(), 0, "packets were dropped: {:?}", s.drops);
+}
+
+/// One flood SYN that makes a half-open connection, its SYN-ACK, and the
+/// peer's RST that frees it again: the host-source flood, where the
+/// flooder's kernel resets every SYN-ACK.
+#[divan::bench(sample_size = SAMPLE, sample_count = 400)]
+fn syn_flood_half_open(bencher: Bencher) {
+    let f = RefCell::new(Flood::new(false, 1));
+    bencher
+        .with_inputs(|| {
+            let syn = f.borrow_mut().syn();
+            let rst = Flood::rst_for(&syn);
+            (syn, rst)
+        })
+        .bench_local_refs(|(syn, rst)| {
+            let mut f = f.borrow_mut();
+            let f = &mut *f;
+            f.h.ep.handle(f.h.now, syn);
+            let n = f.h.ep.poll_transmit(f.h.now, &mut f.h.out);
+            assert!(n.is_some(), "no SYN-ACK");
+            f.h.ep.handle(f.h.now, rst);
+            f.handled += 1;
+        });
+    let f = f.into_inner();
+    let s = f.h.ep.stats();
+    assert_eq!(s.syn_cookies_sent, 0, "no cookies without a full SYN queue");
+    assert_eq!(
+        f.h.ep.connection_count(),
+        0,
+        "every half-open one was reset"
+    );
+    assert_eq!(s.drops.total(), 0, "packets were dropped: {:?}", s.drops);
+}

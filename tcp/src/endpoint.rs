@@ -1533,6 +1533,14 @@ impl Endpoint {
             .min()
     }
 
+    /// Whether [`Endpoint::poll_event`] may have an event: a driver that
+    /// reads many packets in a row uses it to let the application run
+    /// before it reads on (an event queued for a connection that has
+    /// since gone counts too).
+    pub fn has_events(&self) -> bool {
+        !self.incoming.is_empty() || !self.ev_queue.is_empty()
+    }
+
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.poll_deferred_event() {

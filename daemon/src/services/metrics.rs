@@ -431,6 +431,11 @@ pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
         "Packets the endpoint produced that exceed the MTU.",
     ),
     (
+        "rx_flood_yields",
+        Kind::Counter,
+        "Device drains cut short under a flood (cookies or drops) so that the handlers ran.",
+    ),
+    (
         "dev_rx_gso",
         Kind::Counter,
         "Coalesced (GRO) packets read from the TUN device.",

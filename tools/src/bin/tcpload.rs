@@ -118,6 +118,27 @@ enum Cmd {
         #[arg(long, value_name = "PATH", default_value = "/")]
         path: String,
     },
+    /// Connect + `GET PATH` + read the whole answer + close, one at a time
+    /// at a steady rate; p50/p90/p99/max of the whole exchange in ms, and
+    /// the failures (a flood benchmark's legitimate client)
+    Latency {
+        /// Address of the HTTP service
+        #[arg(long, value_name = "IP:PORT")]
+        addr: SocketAddr,
+        /// Exchanges started per second (one at a time: a slow one delays
+        /// the next, none is skipped)
+        #[arg(long, value_name = "R", default_value_t = 100.0)]
+        rate: f64,
+        /// Seconds to run
+        #[arg(long, value_name = "S", default_value_t = 5.0)]
+        duration: f64,
+        /// Source address to bind (another address than a flood's)
+        #[arg(long, value_name = "IP")]
+        src: Option<IpAddr>,
+        /// Path to GET
+        #[arg(long, value_name = "PATH", default_value = "/")]
+        path: String,
+    },
     /// Open N idle connections and hold them (for --duration or until killed)
     Hold {
         /// Address to connect to (e.g. the echo service)
@@ -215,11 +236,7 @@ fn run(cli: Cli) -> Result<(), String> {
             close,
             path,
         } => {
-            if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-                return Err(format!(
-                    "--path must start with / and hold no spaces, not {path:?}"
-                ));
-            }
+            check_path(&path)?;
             http(
                 addr,
                 clients("--threads", threads)?,
@@ -228,6 +245,24 @@ fn run(cli: Cli) -> Result<(), String> {
                 &path,
                 io,
             )
+        }
+        Cmd::Latency {
+            addr,
+            rate,
+            duration,
+            src,
+            path,
+        } => {
+            check_path(&path)?;
+            if !rate.is_finite() || !(0.1..=100_000.0).contains(&rate) {
+                return Err(format!(
+                    "--rate must be 0.1..=100000 per second, not {rate}"
+                ));
+            }
+            if let Some(a) = src.filter(|a| a.is_ipv4() != addr.is_ipv4()) {
+                return Err(format!("--src {a} is not of the same family as {addr}"));
+            }
+            latency(addr, rate, secs("--duration", duration)?, src, &path, io)
         }
         Cmd::Hold {
             addr,
@@ -255,6 +290,16 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Cmd::Wait { addr, timeout } => wait(addr, secs("--timeout", timeout)?),
     }
+}
+
+/// Refuses a `--path` that would not make a valid request line.
+fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!(
+            "--path must start with / and hold no spaces, not {path:?}"
+        ));
+    }
+    Ok(())
 }
 
 /// Connects with a timeout and sets read and write timeouts.
@@ -802,6 +847,96 @@ fn http_one(s: &mut TcpStream, rb: &mut RecvBuf, req: &[u8]) -> Result<bool, Str
     }
     rb.read_body(s, head.content_length, |_| Ok(()))?;
     Ok(head.close)
+}
+
+// ---------------------------------------------------------------- latency
+
+/// Upper bound on the exchanges of one `latency` run (one sample each).
+const MAX_LATENCY_SAMPLES: f64 = 10_000_000.0;
+
+fn latency(
+    addr: SocketAddr,
+    rate: f64,
+    duration: Duration,
+    src: Option<IpAddr>,
+    path: &str,
+    io: Duration,
+) -> Result<(), String> {
+    if rate * duration.as_secs_f64() > MAX_LATENCY_SAMPLES {
+        return Err(format!(
+            "--rate times --duration must be at most {MAX_LATENCY_SAMPLES}"
+        ));
+    }
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut samples: Vec<u64> = Vec::new();
+    let mut failures = 0u64;
+    let mut first_error: Option<String> = None;
+    let mut rb = RecvBuf::new();
+    let start = Instant::now();
+    let end = start + duration;
+    let mut next = start;
+    while next < end {
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        let t0 = Instant::now();
+        rb.clear();
+        match latency_one(addr, src, req.as_bytes(), &mut rb, io) {
+            Ok(()) => samples.push(t0.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64),
+            Err(e) => {
+                failures += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+        // A steady schedule: a slow exchange delays the next one, but the
+        // run does not try to catch up with a burst.
+        next = (next + interval).max(t0);
+    }
+    let elapsed = start.elapsed();
+    samples.sort_unstable();
+    let ms = |p: f64| percentile(&samples, p).unwrap_or(0) as f64 / 1e6;
+    let (p50, p90, p99, max) = (ms(50.0), ms(90.0), ms(99.0), ms(100.0));
+    let n = samples.len();
+    println!(
+        "latency: {n} connect+GET {path}+close ({failures} failed) in {:.2} s: p50 {p50:.3} ms, p90 {p90:.3} ms, p99 {p99:.3} ms, max {max:.3} ms",
+        elapsed.as_secs_f64()
+    );
+    if let Some(e) = &first_error {
+        println!("latency: first failure: {e}");
+    }
+    println!(
+        "RESULT test=latency secs={:.3} ok={n} failed={failures} p50_ms={p50:.3} p90_ms={p90:.3} p99_ms={p99:.3} max_ms={max:.3}",
+        elapsed.as_secs_f64()
+    );
+    if n == 0 {
+        return Err(format!(
+            "no exchange succeeded: {}",
+            first_error.unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// One connect + request + whole response + close.
+fn latency_one(
+    addr: SocketAddr,
+    src: Option<IpAddr>,
+    req: &[u8],
+    rb: &mut RecvBuf,
+    io: Duration,
+) -> Result<(), String> {
+    let mut s = ctx(hold_connect(addr, src, io), || format!("connect to {addr}"))?;
+    ctx(s.set_read_timeout(Some(io)), || "SO_RCVTIMEO".into())?;
+    ctx(s.set_write_timeout(Some(io)), || "SO_SNDTIMEO".into())?;
+    let _ = s.set_nodelay(true);
+    ctx(s.write_all(req), || "sending the request".into())?;
+    let head = rb.read_head(&mut s)?;
+    if head.status != 200 {
+        return Err(format!("status {}", head.status));
+    }
+    rb.read_body(&mut s, head.content_length, |_| Ok(()))
 }
 
 // ---------------------------------------------------------------- hold
