@@ -204,7 +204,8 @@ pub fn run(mut cfg: Config) -> Result<(), Error> {
     let fwd = if cfg.forward.active() {
         raise_nofile_limit();
         Some(Arc::new(
-            crate::forward::Forwarding::new(&cfg.forward).map_err(Error::new)?,
+            crate::forward::Forwarding::new(&cfg.forward, cfg.outbound.clone())
+                .map_err(Error::new)?,
         ))
     } else {
         None

@@ -56,8 +56,12 @@ impl ConnectFailure {
 ///
 /// The socket has TCP_NODELAY: the client's own stack already decided when
 /// to send, and a splice that waited for more (Nagle) would add a delay
-/// the client did not ask for.
-pub fn open_upstream(target: SocketAddr) -> io::Result<mio::net::TcpStream> {
+/// the client did not ask for. `policy` (SO_MARK, SO_BINDTODEVICE) is
+/// applied before the connect, so the SYN already leaves by the right way.
+pub fn open_upstream(
+    target: SocketAddr,
+    policy: &crate::outbound::OutboundPolicy,
+) -> io::Result<mio::net::TcpStream> {
     use socket2::{Domain, Protocol, SockAddr, Socket, Type};
     let sock = Socket::new(
         Domain::for_address(target),
@@ -65,6 +69,7 @@ pub fn open_upstream(target: SocketAddr) -> io::Result<mio::net::TcpStream> {
         Some(Protocol::TCP),
     )?;
     sock.set_tcp_nodelay(true)?;
+    policy.apply(&sock)?;
     match sock.connect(&SockAddr::from(target)) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}

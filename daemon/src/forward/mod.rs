@@ -288,6 +288,9 @@ pub struct Forwarding {
     pub idle_timeout: Option<Duration>,
     /// Per-rule counters (one more for transparent mode).
     pub stats: Vec<RuleStats>,
+    /// What every upstream socket gets before it connects (`--outbound-mark`,
+    /// `--outbound-device`): how it stays out of the TUN.
+    pub outbound: crate::outbound::OutboundPolicy,
 }
 
 /// Name of the transparent mode's counters in `/stats`.
@@ -296,7 +299,10 @@ pub const TRANSPARENT_NAME: &str = "transparent";
 impl Forwarding {
     /// Resolves the rules' hosts (once, here: a name that does not resolve
     /// is an error for the user) and builds the shared state.
-    pub fn new(cfg: &ForwardConfig) -> Result<Forwarding, String> {
+    pub fn new(
+        cfg: &ForwardConfig,
+        outbound: crate::outbound::OutboundPolicy,
+    ) -> Result<Forwarding, String> {
         let mut rules = Vec::new();
         for spec in &cfg.rules {
             let target = resolve(&spec.host, spec.host_port)
@@ -310,6 +316,7 @@ impl Forwarding {
         }
         let n = rules.len() + usize::from(cfg.transparent);
         Ok(Forwarding {
+            outbound,
             rules,
             transparent: cfg.transparent,
             allow: cfg.allow.clone(),
@@ -442,7 +449,7 @@ mod tests {
             deny: vec![IpNet::parse("10.9.9.0/24").unwrap()],
             ..ForwardConfig::default()
         };
-        let f = Forwarding::new(&cfg).unwrap();
+        let f = Forwarding::new(&cfg, Default::default()).unwrap();
         assert_eq!(f.rule_for("10.0.0.2:80".parse().unwrap()), Some(1));
         assert_eq!(f.rule_for("[fd00::2]:80".parse().unwrap()), Some(0));
         assert_eq!(f.rule_for("10.0.0.2:81".parse().unwrap()), None);
@@ -456,7 +463,7 @@ mod tests {
             rules: vec![ForwardSpec::parse("80=no-such-host.invalid:80").unwrap()],
             ..ForwardConfig::default()
         };
-        let e = Forwarding::new(&bad).unwrap_err();
+        let e = Forwarding::new(&bad, Default::default()).unwrap_err();
         assert!(e.contains("no-such-host.invalid"), "{e}");
     }
 }

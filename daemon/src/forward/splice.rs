@@ -266,7 +266,7 @@ impl Forwarder {
         target: SocketAddr,
         out: &mut Vec<Cmd>,
     ) {
-        let mut sock = match connect::open_upstream(target) {
+        let mut sock = match connect::open_upstream(target, &self.fwd.outbound) {
             Ok(s) => s,
             Err(e) => {
                 let why = ConnectFailure::of(&e);
