@@ -209,8 +209,10 @@ fn a_finished_search_reprobes_after_the_interval() {
     let mut p = pair(|c| {
         c.mtu_probing = MtuProbing::Blackhole;
         c.mtu_probe_interval = Duration::from_secs(20);
-        // Slow the sender so the transfer outlasts the interval.
+        // Slow the sender so the transfer outlasts the interval (a fixed
+        // 64 KiB send buffer: auto-tuning would grow it).
         c.send_buffer = 64 * 1024;
+        c.autotune_buffers = false;
     });
     p.latency = Duration::from_millis(20);
     let mut d = Download::start(&mut p, 200 << 20);
