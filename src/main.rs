@@ -167,6 +167,15 @@ struct Cli {
     /// alive. 0 disables
     #[arg(long, value_name = "SECS", default_value_t = 7440)]
     forward_idle_timeout: u64,
+
+    /// Make forwarded and transparent connections through this SOCKS5
+    /// proxy (RFC 1928 CONNECT to the original destination) instead of
+    /// directly; with USER:PASS (RFC 1929; %XX escapes allowed, 1..=255
+    /// bytes each) it authenticates. The client's SYN is answered once the
+    /// proxy's reply says connected; a refusal of the proxy's refuses the
+    /// client alike. HOST is resolved once at start
+    #[arg(long, value_name = "socks5://[USER:PASS@]HOST:PORT")]
+    upstream: Option<String>,
     /// Nice value of the reactor thread (the stack; workers keep tcpd's).
     /// Negative values (CAP_SYS_NICE) keep connects fast under a packet
     /// flood, which the stack otherwise fights for CPU at the flooder's
@@ -352,9 +361,19 @@ fn parse() -> Result<(Cli, ArgMatches), clap::Error> {
     Ok((cli, m))
 }
 
-fn config(cli: Cli, m: &ArgMatches) -> Config {
+/// The config the command line says, or the one line that says what is
+/// wrong with a value clap cannot check without repeating it (the
+/// `--upstream` URL, whose password must not show in an error).
+fn config(cli: Cli, m: &ArgMatches) -> Result<Config, String> {
     let d = Config::default();
-    Config {
+    let upstream = match cli.upstream.as_deref() {
+        Some(u) => Some(
+            daemon::forward::socks::UpstreamSpec::parse(u)
+                .map_err(|e| format!("--upstream: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Config {
         // A clash of the default IPv6 addresses only turns IPv6 off; one
         // of addresses the user chose is refused (daemon::tun).
         ipv6_explicit: given(m, "addr6") || given(m, "host_addr6"),
@@ -419,9 +438,10 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
             deny: cli.deny,
             connect_timeout: std::time::Duration::from_secs(cli.connect_timeout),
             idle_timeout: secs(cli.forward_idle_timeout),
+            upstream,
         },
         ..d
-    }
+    })
 }
 
 /// A timeout flag's value: 0 disables it.
@@ -483,7 +503,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(cli.verbose, cli.quiet);
-    match daemon::run(config(cli, &matches)) {
+    let cfg = match config(cli, &matches) {
+        Ok(c) => c,
+        Err(e) => {
+            say(&format!("tcpd: {e} (see tcpd --help)"));
+            return ExitCode::from(2);
+        }
+    };
+    match daemon::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             say(&format!("tcpd: {e}"));
@@ -500,7 +527,7 @@ mod tests {
     fn cfg(args: &[&str]) -> Config {
         let m = Cli::command().try_get_matches_from(args).unwrap();
         let cli = Cli::from_arg_matches(&m).unwrap();
-        config(cli, &m)
+        config(cli, &m).unwrap()
     }
 
     #[test]
@@ -545,5 +572,39 @@ mod tests {
         assert!(wants_default_route(false, true, false, true));
         assert!(!wants_default_route(false, true, false, false));
         assert!(!wants_default_route(false, false, true, true));
+    }
+
+    #[test]
+    fn upstream_flag_parses_and_hides_the_password() {
+        let c = cfg(&[
+            "tcpd",
+            "tun0",
+            "--forward",
+            "80=127.0.0.1:8080",
+            "--upstream",
+            "socks5://alice:hunter2@127.0.0.1:1080",
+        ]);
+        let u = c.forward.upstream.unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 1080));
+        assert_eq!(u.to_string(), "socks5://alice:***@127.0.0.1:1080");
+        let bad = |v: &str| {
+            let m = Cli::command()
+                .try_get_matches_from(["tcpd", "tun0", "--transparent", "--upstream", v])
+                .unwrap();
+            let cli = Cli::from_arg_matches(&m).unwrap();
+            config(cli, &m).unwrap_err()
+        };
+        let e = bad("socks4://h:1");
+        assert!(
+            e.starts_with("--upstream: ") && e.contains("socks5://"),
+            "{e}"
+        );
+        let e = bad("socks5://u:hunter2@h");
+        assert!(e.contains("HOST:PORT") && !e.contains("hunter2"), "{e}");
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("--upstream <socks5://[USER:PASS@]HOST:PORT>"),
+            "{help}"
+        );
     }
 }

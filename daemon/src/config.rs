@@ -427,6 +427,12 @@ impl Config {
                 "--allow and --deny filter --transparent destinations: add --transparent".into(),
             );
         }
+        if self.forward.upstream.is_some() && !self.forward.active() {
+            return Err(
+                "--upstream carries --forward and --transparent connections: add one of them"
+                    .into(),
+            );
+        }
         if let Some(root) = &self.http_root {
             if !root.is_dir() {
                 return Err(format!("--http-root {}: not a directory", root.display()));

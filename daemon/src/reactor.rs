@@ -1178,6 +1178,9 @@ impl<D: Device> Reactor<D> {
             ConnectFailure::Refused | ConnectFailure::Other => Refusal::Reset,
             // No route: say so, as a router would (RFC 1812 §5.2.7.1).
             ConnectFailure::NetUnreachable => Refusal::Unreachable(Unreach::Net),
+            // A SOCKS5 proxy's ruleset said no: a filter, as --deny
+            // (RFC 1812 §5.2.7.1 code 13).
+            ConnectFailure::Prohibited => Refusal::Unreachable(Unreach::AdminProhibited),
             // No answer within the connect timeout: what a router sends
             // when the host does not answer its neighbour discovery
             // (RFC 1812 §5.2.7.1, RFC 4443 §3.1 code 3); a Linux client

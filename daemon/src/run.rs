@@ -109,6 +109,9 @@ pub fn banner(cfg: &Config, mtu: usize) -> String {
         }
         let _ = writeln!(s, "  transparent       {what}");
     }
+    if let Some(u) = &cfg.forward.upstream {
+        let _ = writeln!(s, "  via SOCKS5 proxy  {u}");
+    }
     if cfg.forward.active() {
         let f = &cfg.forward;
         let _ = writeln!(

@@ -3,7 +3,9 @@
 //! Every forwarded and transparent connection's kernel socket comes from
 //! [`open_upstream`], so that a policy for outbound sockets (a mark or a
 //! device binding that keeps them off the TUN device, see `--netns`) is
-//! applied in one spot.
+//! applied in one spot. With `--upstream` the socket goes to the SOCKS5
+//! proxy, and [`Dial`] runs the proxy's handshake ([`super::socks`]) on it
+//! before the connection counts as connected.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +23,9 @@ pub enum ConnectFailure {
     NetUnreachable,
     /// No answer within the connect timeout.
     Timeout,
+    /// A filter turned it away: a SOCKS5 proxy's "not allowed by ruleset"
+    /// (RFC 1928 §6, 0x02).
+    Prohibited,
     /// Anything else (no local port left, EACCES from a firewall, ...).
     Other,
 }
@@ -45,7 +50,7 @@ impl ConnectFailure {
                 C::ConnectUnreachable
             }
             ConnectFailure::Timeout => C::ConnectTimeout,
-            ConnectFailure::Other => C::ConnectError,
+            ConnectFailure::Prohibited | ConnectFailure::Other => C::ConnectError,
         }
     }
 }
@@ -89,6 +94,134 @@ pub fn connect_result(sock: &mio::net::TcpStream) -> io::Result<bool> {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// An upstream connect in progress: the TCP connect, and with `--upstream`
+/// the SOCKS5 handshake after it ([`Dial::progress`]).
+#[derive(Debug)]
+pub struct Dial {
+    /// The proxy's handshake (boxed: its fixed buffers are for the
+    /// handshake only, and a direct connect needs none).
+    socks: Option<Box<super::socks::Handshake>>,
+    /// The TCP connect (to the destination or the proxy) is done.
+    tcp_done: bool,
+}
+
+/// Why a [`Dial`] failed: how to refuse the client, the SOCKS5 failure if
+/// it was one (for its counter), and the words for the log.
+#[derive(Debug)]
+pub struct DialFailure {
+    /// How the client's SYN is refused.
+    pub why: ConnectFailure,
+    /// The proxy's failure, if the proxy failed.
+    pub socks: Option<super::socks::Failure>,
+    /// What happened, for the debug log.
+    pub what: String,
+}
+
+impl DialFailure {
+    fn io(e: &io::Error) -> DialFailure {
+        DialFailure {
+            why: ConnectFailure::of(e),
+            socks: None,
+            what: e.to_string(),
+        }
+    }
+    fn socks(f: super::socks::Failure) -> DialFailure {
+        DialFailure {
+            why: f.refusal(),
+            socks: Some(f),
+            what: f.to_string(),
+        }
+    }
+}
+
+/// Starts the upstream connect to `target` the way `fwd` says: directly,
+/// or to `--upstream`'s proxy with a SOCKS5 handshake to follow. The
+/// outbound policy applies to the socket either way ([`open_upstream`]).
+pub fn dial(
+    target: SocketAddr,
+    fwd: &super::Forwarding,
+) -> io::Result<(mio::net::TcpStream, Dial)> {
+    let (to, socks) = match &fwd.upstream {
+        Some(p) => (
+            p.addr,
+            Some(Box::new(super::socks::Handshake::new(
+                target,
+                p.auth.as_ref(),
+            ))),
+        ),
+        None => (target, None),
+    };
+    let sock = open_upstream(to, &fwd.outbound)?;
+    Ok((
+        sock,
+        Dial {
+            socks,
+            tcp_done: false,
+        },
+    ))
+}
+
+impl Dial {
+    /// Moves the connect on after a readiness event of `sock`: `Ok(true)`
+    /// connected end to end (for SOCKS5: the proxy's CONNECT reply said
+    /// success), `Ok(false)` not yet. Never blocks: every read and write
+    /// stops at `WouldBlock` (the socket is edge-triggered, so it reads and
+    /// writes until then, or until the handshake needs nothing more).
+    /// SOCKS5 outcomes count in `stats`.
+    pub fn progress(
+        &mut self,
+        sock: &mut mio::net::TcpStream,
+        stats: Option<&super::RuleStats>,
+    ) -> Result<bool, DialFailure> {
+        use std::io::{Read, Write};
+        if !self.tcp_done {
+            match connect_result(sock) {
+                Ok(false) => return Ok(false),
+                Ok(true) => self.tcp_done = true,
+                Err(e) => return Err(DialFailure::io(&e)),
+            }
+        }
+        let Some(h) = self.socks.as_mut() else {
+            return Ok(true);
+        };
+        let count = |c: super::FwdCounter| {
+            if let Some(s) = stats {
+                s.add(c, 1);
+            }
+        };
+        loop {
+            while !h.to_send().is_empty() {
+                match sock.write(h.to_send()) {
+                    Ok(0) => return Err(DialFailure::io(&io::ErrorKind::WriteZero.into())),
+                    Ok(n) => h.sent(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(DialFailure::io(&e)),
+                }
+            }
+            let step = match sock.read(h.recv_buf()) {
+                Ok(0) => Err(super::socks::Failure::Closed),
+                Ok(n) => h.received(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(DialFailure::io(&e)),
+            };
+            match step {
+                Ok(super::socks::Step::More) => {}
+                Ok(super::socks::Step::Done) => {
+                    count(super::FwdCounter::SocksOk);
+                    self.socks = None;
+                    return Ok(true);
+                }
+                Err(f) => {
+                    count(f.counter());
+                    return Err(DialFailure::socks(f));
+                }
+            }
+        }
     }
 }
 

@@ -19,6 +19,7 @@
 //! - [`splice`]: the worker side of a forwarded connection.
 
 pub mod connect;
+pub mod socks;
 pub mod splice;
 
 use crate::config::IpNet;
@@ -41,7 +42,7 @@ pub struct ForwardSpec {
 }
 
 /// Splits `HOST:PORT` / `[V6]:PORT` into the host (brackets removed) and port.
-fn split_host_port(s: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_host_port(s: &str) -> Option<(&str, &str)> {
     let (h, p) = s.rsplit_once(':')?;
     let h = match h.strip_prefix('[') {
         Some(inner) => inner.strip_suffix(']')?,
@@ -131,6 +132,9 @@ pub struct ForwardConfig {
     /// A spliced connection with no byte either way for this long is reset
     /// on both sides; `None` never. Default 7440 s (RFC 5382 REQ-5).
     pub idle_timeout: Option<Duration>,
+    /// `--upstream socks5://...`: connect through this SOCKS5 proxy
+    /// instead of directly. Default none.
+    pub upstream: Option<socks::UpstreamSpec>,
 }
 
 impl Default for ForwardConfig {
@@ -142,6 +146,7 @@ impl Default for ForwardConfig {
             deny: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Some(Duration::from_secs(7440)),
+            upstream: None,
         }
     }
 }
@@ -187,11 +192,35 @@ pub enum FwdCounter {
     /// Spliced connections the upstream reset (ECONNRESET, EPIPE): the
     /// client got a RST.
     UpstreamResets,
+    /// SOCKS5 handshakes (`--upstream`) that ended with the proxy connected
+    /// to the destination. Every failed one counts in one `socks_*` counter
+    /// below and in the `connect_*` counter of how the client was refused.
+    SocksOk,
+    /// SOCKS5 proxies that accepted none of the methods offered (0xFF).
+    SocksNoMethod,
+    /// SOCKS5 proxies that rejected the user name and password (RFC 1929).
+    SocksAuthFailed,
+    /// CONNECT replies "connection not allowed by ruleset" (0x02): the
+    /// client gets an ICMP administratively prohibited.
+    SocksNotAllowed,
+    /// CONNECT replies "network unreachable" or "host unreachable" (0x03,
+    /// 0x04): the client gets the ICMP error of the same name.
+    SocksUnreachable,
+    /// CONNECT replies "connection refused" (0x05): the client gets a RST.
+    SocksRefused,
+    /// CONNECT replies with any other failure (general failure, TTL
+    /// expired, not supported, unassigned): the client gets a RST.
+    SocksFailed,
+    /// SOCKS5 answers that broke the protocol (another version, a method
+    /// not offered, an unknown address type): the client gets a RST.
+    SocksMalformed,
+    /// SOCKS5 proxies that closed the connection during the handshake.
+    SocksClosed,
 }
 
 impl FwdCounter {
     /// Every counter, in display order.
-    pub const ALL: [FwdCounter; 12] = [
+    pub const ALL: [FwdCounter; 21] = [
         FwdCounter::Accepted,
         FwdCounter::Refused,
         FwdCounter::ConnectRefused,
@@ -204,6 +233,15 @@ impl FwdCounter {
         FwdCounter::IdleTimeouts,
         FwdCounter::ClientResets,
         FwdCounter::UpstreamResets,
+        FwdCounter::SocksOk,
+        FwdCounter::SocksNoMethod,
+        FwdCounter::SocksAuthFailed,
+        FwdCounter::SocksNotAllowed,
+        FwdCounter::SocksUnreachable,
+        FwdCounter::SocksRefused,
+        FwdCounter::SocksFailed,
+        FwdCounter::SocksMalformed,
+        FwdCounter::SocksClosed,
     ];
     /// The counter's name in `/stats`.
     pub fn name(self) -> &'static str {
@@ -220,6 +258,15 @@ impl FwdCounter {
             FwdCounter::IdleTimeouts => "idle_timeouts",
             FwdCounter::ClientResets => "client_resets",
             FwdCounter::UpstreamResets => "upstream_resets",
+            FwdCounter::SocksOk => "socks_ok",
+            FwdCounter::SocksNoMethod => "socks_no_method",
+            FwdCounter::SocksAuthFailed => "socks_auth_failed",
+            FwdCounter::SocksNotAllowed => "socks_not_allowed",
+            FwdCounter::SocksUnreachable => "socks_unreachable",
+            FwdCounter::SocksRefused => "socks_refused",
+            FwdCounter::SocksFailed => "socks_failed",
+            FwdCounter::SocksMalformed => "socks_malformed",
+            FwdCounter::SocksClosed => "socks_closed",
         }
     }
     /// Whether it is a gauge (goes up and down) rather than a counter.
@@ -291,6 +338,8 @@ pub struct Forwarding {
     /// What every upstream socket gets before it connects (`--outbound-mark`,
     /// `--outbound-device`): how it stays out of the TUN.
     pub outbound: crate::outbound::OutboundPolicy,
+    /// `--upstream`: the SOCKS5 proxy every upstream connect goes through.
+    pub upstream: Option<socks::Proxy>,
 }
 
 /// Name of the transparent mode's counters in `/stats`.
@@ -315,8 +364,14 @@ impl Forwarding {
             });
         }
         let n = rules.len() + usize::from(cfg.transparent);
+        let upstream = cfg
+            .upstream
+            .as_ref()
+            .map(socks::Proxy::resolve)
+            .transpose()?;
         Ok(Forwarding {
             outbound,
+            upstream,
             rules,
             transparent: cfg.transparent,
             allow: cfg.allow.clone(),
@@ -387,7 +442,7 @@ impl Forwarding {
 
 /// Resolves `host:port` (an address, or a name through the system's
 /// resolver), preferring the first address it gives.
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub(crate) fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }

@@ -61,6 +61,8 @@ struct Splice {
     id: Option<ConnId>,
     rule: usize,
     sock: mio::net::TcpStream,
+    /// The connect (and `--upstream`'s SOCKS5 handshake) while connecting.
+    dial: connect::Dial,
     client: SocketAddr,
     target: SocketAddr,
     phase: Phase,
@@ -266,7 +268,7 @@ impl Forwarder {
         target: SocketAddr,
         out: &mut Vec<Cmd>,
     ) {
-        let mut sock = match connect::open_upstream(target, &self.fwd.outbound) {
+        let (mut sock, dial) = match connect::dial(target, &self.fwd) {
             Ok(s) => s,
             Err(e) => {
                 let why = ConnectFailure::of(&e);
@@ -297,6 +299,7 @@ impl Forwarder {
             id: None,
             rule,
             sock,
+            dial,
             client: ctx.remote,
             target,
             phase: Phase::Connecting { deadline },
@@ -323,7 +326,7 @@ impl Forwarder {
             return;
         };
         if let Phase::Connecting { .. } = s.phase {
-            match connect::connect_result(&s.sock) {
+            match s.dial.progress(&mut s.sock, self.fwd.stats(s.rule)) {
                 Ok(false) => return,
                 Ok(true) => {
                     // Answer the client's SYN now; bytes flow once the
@@ -335,8 +338,7 @@ impl Forwarder {
                     return;
                 }
                 Err(e) => {
-                    let why = ConnectFailure::of(&e);
-                    self.connect_failed(reg, i, why, &e.to_string(), out);
+                    self.connect_failed(reg, i, e.why, &e.what, out);
                     return;
                 }
             }

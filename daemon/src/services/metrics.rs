@@ -586,6 +586,42 @@ pub const FORWARD_HELP: &[(&str, &str)] = &[
         "upstream_resets",
         "Forwarded connections the upstream reset or broke: the client got a RST.",
     ),
+    (
+        "socks_ok",
+        "SOCKS5 handshakes (--upstream) that ended with the proxy connected to the destination.",
+    ),
+    (
+        "socks_no_method",
+        "SOCKS5 proxies that accepted none of the authentication methods offered.",
+    ),
+    (
+        "socks_auth_failed",
+        "SOCKS5 proxies that rejected the user name and password (RFC 1929).",
+    ),
+    (
+        "socks_not_allowed",
+        "SOCKS5 CONNECT replies 'not allowed by ruleset': the client got ICMP administratively prohibited.",
+    ),
+    (
+        "socks_unreachable",
+        "SOCKS5 CONNECT replies 'network/host unreachable': the client got the ICMP error of that name.",
+    ),
+    (
+        "socks_refused",
+        "SOCKS5 CONNECT replies 'connection refused': the client got a RST.",
+    ),
+    (
+        "socks_failed",
+        "SOCKS5 CONNECT replies with another failure code: the client got a RST.",
+    ),
+    (
+        "socks_malformed",
+        "SOCKS5 answers that broke the protocol: the client got a RST.",
+    ),
+    (
+        "socks_closed",
+        "SOCKS5 proxies that closed the connection during the handshake.",
+    ),
 ];
 
 /// The metric name and kind of the forwarding counter `name`.
