@@ -193,3 +193,50 @@ fn a_hung_run_is_killed_by_the_timeout() {
     });
     assert!(r.is_err(), "a 30 s sleep finished within 300 ms");
 }
+
+/// Bad `--upstream` URLs end in one line that says what is wrong, a
+/// non-zero exit, and never the password.
+#[test]
+fn bad_upstream_urls_give_one_line_without_the_password() {
+    let long = format!("socks5://alice:{}@127.0.0.1:1080", "p".repeat(256));
+    let cases: &[(&str, &str)] = &[
+        ("http://alice:pw-secret@127.0.0.1:1080", "only socks5://"),
+        ("socks5://alice:pw-secret@127.0.0.1", "HOST:PORT"),
+        ("socks5://alice:pw-secret@127.0.0.1:0", "not a port"),
+        (
+            "socks5://alice:pw-secret@bad_host!:1080",
+            "neither an IP address nor a host name",
+        ),
+        ("socks5://alice:pw-secret@fd00::5:1080", "brackets"),
+        ("socks5://alice@127.0.0.1:1080", "USER:PASS"),
+        (&long, "256 bytes, more than the 255"),
+        (
+            "socks5://alice:pw-secret@no-such-host.invalid:1080",
+            "no-such-host.invalid",
+        ),
+    ];
+    for (url, want) in cases {
+        let args = ["tun0", "--forward", "8080=127.0.0.1:80", "--upstream", url];
+        let (code, out, err) = run(&args);
+        assert_ne!(code, 0, "{url}: succeeded: {out}{err}");
+        assert!(!err.contains("panicked"), "{url}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{url}: want one line, got:\n{err}");
+        assert!(lines[0].starts_with("tcpd: "), "{url}: {err}");
+        assert!(lines[0].contains(want), "{url}: want {want:?} in {err}");
+        assert!(
+            !err.contains("pw-secret") && !err.contains("ppppp"),
+            "{url}: the password shows: {err}"
+        );
+    }
+    // Without anything to carry, --upstream is a mistake.
+    let (code, _, err) = run(&["tun0", "--upstream", "socks5://127.0.0.1:1080"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("add one of them"), "{err}");
+    // --help names the flag but holds no password.
+    let (_, help, _) = run_plain(&["--help"]);
+    assert!(
+        help.contains("--upstream <socks5://[USER:PASS@]HOST:PORT>"),
+        "{help}"
+    );
+}

@@ -2308,3 +2308,378 @@ fn reactor_nice_changes_the_reactor_thread_only() {
     let (_, code, _) = http_get(ns.connect("10.0.0.2:80"), "/bytes/10");
     assert_eq!(code, 200);
 }
+
+// ---------------------------------------------------------------------
+// --upstream: a real SOCKS5 proxy (Debian's microsocks) between tcpd and
+// the destination, all inside the test's namespaces.
+
+/// The upstream server of the SOCKS5 tests (python3): on every connection
+/// it sends the file `argv[2]` while it reads exactly `argv[4]` bytes,
+/// then writes their sha256 to `argv[3].N` (N counts connections) and
+/// closes. It reads a known length instead of waiting for the client's FIN
+/// because microsocks has no half-close: the first EOF it sees closes both
+/// of its sockets.
+const SOCKS_SERVER_PY: &str = r#"
+import socket, hashlib, sys, threading
+port, src, outp, want = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4])
+s = socket.create_server(("::", port), family=socket.AF_INET6, dualstack_ipv6=True)
+data = open(src, "rb").read()
+n = 0
+while True:
+    c, _ = s.accept()
+    h = hashlib.sha256()
+    def rd():
+        got = 0
+        while got < want:
+            b = c.recv(min(65536, want - got))
+            if not b:
+                break
+            got += len(b)
+            h.update(b)
+    t = threading.Thread(target=rd)
+    t.start()
+    c.sendall(data)
+    t.join()
+    n += 1
+    open(outp + "." + str(n) + ".tmp", "w").write(h.hexdigest())
+    import os
+    os.rename(outp + "." + str(n) + ".tmp", outp + "." + str(n))
+    c.close()
+"#;
+
+/// A "SOCKS5 proxy" that answers every greeting with an HTTP error: a
+/// malformed reply.
+const SOCKS_BROKEN_PROXY_PY: &str = r#"
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+while True:
+    c, _ = s.accept()
+    c.recv(16)
+    c.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+    c.close()
+"#;
+
+/// sha256 of `data`, by sha256sum.
+fn socks_sha256(data: &[u8]) -> String {
+    let mut child = Command::new("sha256sum")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(data).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// `n` pseudo-random bytes (xorshift64 from `seed`).
+fn socks_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Starts `prog args` in `ns` (killed on drop).
+fn socks_spawn(ns: &Netns, prog: &str, args: &[&str]) -> ChildGuard {
+    ChildGuard(
+        ns.command(prog)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {prog}: {e}")),
+    )
+}
+
+/// Waits up to 10 s until something listens on TCP `port` in `ns`.
+fn socks_wait_listen(ns: &Netns, port: u16) {
+    let filter = format!("sport = :{port}");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ns.run("ss", &["-Hltn", &filter]);
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        assert!(Instant::now() < until, "nothing listens on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits up to 10 s until the forward counter `rule`.`name` of `/stats`
+/// (fetched from `ns`) is `want`.
+#[track_caller]
+fn socks_expect(ns: &Netns, rule: &str, name: &str, want: u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let js = ns.stats();
+        let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+        let got = v["forwards"][rule][name].as_u64();
+        if got == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "forwards.{rule}.{name} is {got:?}, expected {want}: {js}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One exchange through tcpd and the proxy: connects from `ns` to `addr`,
+/// sends `up` while reading to the end; returns what came back.
+fn socks_exchange(ns: &Netns, addr: &str, up: &[u8]) -> Vec<u8> {
+    let mut s = ns.connect(addr);
+    let mut w = s.try_clone().unwrap();
+    std::thread::scope(|sc| {
+        // No shutdown after the last byte: microsocks would close the
+        // whole connection on that EOF, before the download is through.
+        sc.spawn(|| w.write_all(up).unwrap());
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    })
+}
+
+/// Whether a connection from `ns` to `addr` is refused with a RST
+/// (ECONNREFUSED), the way a refused direct connect is.
+#[track_caller]
+fn socks_expect_refused(ns: &Netns, addr: &str) {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    let r = ns.within(|| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(15)));
+    match r {
+        Err(e) => assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::ConnectionRefused,
+            "{addr}: {e}"
+        ),
+        Ok(_) => panic!("{addr}: connected, expected a refusal"),
+    }
+}
+
+/// The SOCKS5 tests' fixtures: microsocks with a user and password on
+/// 127.0.0.1:1080, the upstream server on port 9000 (IPv4 and IPv6), a
+/// broken "proxy" on 1081, all in `ns`.
+struct SocksWorld {
+    dir: TempDir,
+    down: Vec<u8>,
+    up: Vec<u8>,
+    _procs: Vec<ChildGuard>,
+}
+
+impl SocksWorld {
+    fn new(ns: &Netns) -> SocksWorld {
+        need_tool("microsocks", "microsocks");
+        need_tool("python3", "python3");
+        need_tool("sha256sum", "coreutils");
+        need_tool("ss", "iproute2");
+        let dir = TempDir::new("hsocks");
+        let down = socks_bytes(5 * MB, 7);
+        let up = socks_bytes(3 * MB + 123, 11);
+        let src = dir.join("down.bin");
+        std::fs::write(&src, &down).unwrap();
+        let outp = dir.join("got");
+        let procs = vec![
+            socks_spawn(
+                ns,
+                "microsocks",
+                &[
+                    "-i",
+                    "127.0.0.1",
+                    "-p",
+                    "1080",
+                    "-u",
+                    "alice",
+                    "-P",
+                    "s3cret-pw",
+                ],
+            ),
+            socks_spawn(
+                ns,
+                "python3",
+                &[
+                    "-c",
+                    SOCKS_SERVER_PY,
+                    "9000",
+                    src.to_str().unwrap(),
+                    outp.to_str().unwrap(),
+                    &up.len().to_string(),
+                ],
+            ),
+            socks_spawn(ns, "python3", &["-c", SOCKS_BROKEN_PROXY_PY, "1081"]),
+        ];
+        for p in [1080, 9000, 1081] {
+            socks_wait_listen(ns, p);
+        }
+        SocksWorld {
+            dir,
+            down,
+            up,
+            _procs: procs,
+        }
+    }
+
+    /// The sha256 the upstream server computed of upload number `n`.
+    fn uploaded_sha(&self, n: u32) -> String {
+        let p = self.dir.join(format!("got.{n}"));
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(&p) {
+                return s.trim().to_string();
+            }
+            assert!(
+                Instant::now() < until,
+                "the server wrote no {}",
+                p.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn socks5_upstream_through_microsocks() {
+    if !live_ok("socks5_upstream_through_microsocks") {
+        return;
+    }
+    let ns = Netns::new("hsocks-fwd");
+    let w = SocksWorld::new(&ns);
+    let (down_sha, up_sha) = (socks_sha256(&w.down), socks_sha256(&w.up));
+    // 9000: an IPv4 destination; 9002: the same server as an IPv6 one
+    // (ATYP 4); 9001: nothing listens there, so microsocks's connect is
+    // refused and it answers REP 5.
+    let rules = [
+        "9000=127.0.0.1:9000",
+        "9001=127.0.0.1:9001",
+        "9002=[::1]:9000",
+    ];
+    let mut args = vec!["--seed", "31", "--workers", "2"];
+    for r in rules {
+        args.extend(["--forward", r]);
+    }
+    args.extend(["--upstream", "socks5://alice:s3cret-pw@127.0.0.1:1080"]);
+    let mut t = Tcpd::start_with_log(&ns, &args, Some("debug"));
+    let banner = t.banner.join("\n");
+    assert!(
+        banner.contains("via SOCKS5 proxy  socks5://alice:***@127.0.0.1:1080"),
+        "{banner}"
+    );
+    // Bytes both ways at once, through the proxy, IPv4 then IPv6.
+    for (n, (rule, addr)) in [(rules[0], "10.0.0.2:9000"), (rules[2], "10.0.0.2:9002")]
+        .into_iter()
+        .enumerate()
+    {
+        let start = Instant::now();
+        let got = socks_exchange(&ns, addr, &w.up);
+        let d = start.elapsed();
+        assert_eq!(got.len(), w.down.len(), "{rule}: download length");
+        assert_eq!(socks_sha256(&got), down_sha, "{rule}: download sha256");
+        assert_eq!(
+            w.uploaded_sha(n as u32 + 1),
+            up_sha,
+            "{rule}: upload sha256"
+        );
+        eprintln!(
+            "{rule} via microsocks: {} MB down + {} MB up in {d:?}",
+            w.down.len() / MB,
+            w.up.len() / MB
+        );
+        socks_expect(&ns, rule, "socks_ok", 1);
+        socks_expect(&ns, rule, "accepted", 1);
+    }
+    // The proxy's connect refused: the client's SYN gets a RST.
+    socks_expect_refused(&ns, "10.0.0.2:9001");
+    socks_expect(&ns, rules[1], "socks_refused", 1);
+    socks_expect(&ns, rules[1], "connect_refused", 1);
+    socks_expect(&ns, rules[1], "accepted", 0);
+    assert!(t.stop(Duration::from_secs(10)).success());
+    let err = t.stderr();
+    assert!(
+        err.contains("SOCKS5 proxy: connection refused (0x05)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("s3cret"),
+        "the password is in the log:\n{err}"
+    );
+
+    // A wrong password: the proxy says no (RFC 1929), the client a RST.
+    let rule = "9000=127.0.0.1:9000";
+    let mut t = Tcpd::start_with_log(
+        &ns,
+        &[
+            "--seed",
+            "32",
+            "--forward",
+            rule,
+            "--upstream",
+            "socks5://alice:wrong-pw@127.0.0.1:1080",
+        ],
+        Some("debug"),
+    );
+    socks_expect_refused(&ns, "10.0.0.2:9000");
+    socks_expect(&ns, rule, "socks_auth_failed", 1);
+    socks_expect(&ns, rule, "socks_ok", 0);
+    assert!(t.stop(Duration::from_secs(10)).success());
+    assert!(!t.stderr().contains("wrong-pw"), "{}", t.stderr());
+
+    // A "proxy" that answers in HTTP: counted as malformed, a RST.
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "33",
+            "--forward",
+            rule,
+            "--upstream",
+            "socks5://127.0.0.1:1081",
+        ],
+    );
+    socks_expect_refused(&ns, "10.0.0.2:9000");
+    socks_expect(&ns, rule, "socks_malformed", 1);
+    assert!(t.stop(Duration::from_secs(10)).success());
+}
+
+#[test]
+fn socks5_upstream_carries_transparent_connections() {
+    if !live_ok("socks5_upstream_carries_transparent_connections") {
+        return;
+    }
+    // tcpd, microsocks and the server in `outer`; the client in the
+    // sandbox `sbx`, whose default route is tcpd's TUN. The destination
+    // 10.77.0.5 is an address of outer's loopback: every packet stays in
+    // the two namespaces.
+    let outer = Netns::new("hsocks-outer");
+    let sbx = Netns::new("hsocks-sbx");
+    outer.ip(&["addr", "add", "10.77.0.5/32", "dev", "lo"]);
+    let w = SocksWorld::new(&outer);
+    let mut t = Tcpd::start(
+        &outer,
+        &[
+            "--seed",
+            "34",
+            "--netns",
+            &sbx.name,
+            "--transparent",
+            "--upstream",
+            "socks5://alice:s3cret-pw@127.0.0.1:1080",
+        ],
+    );
+    let got = socks_exchange(&sbx, "10.77.0.5:9000", &w.up);
+    assert_eq!(socks_sha256(&got), socks_sha256(&w.down), "download sha256");
+    assert_eq!(w.uploaded_sha(1), socks_sha256(&w.up), "upload sha256");
+    socks_expect(&sbx, "transparent", "socks_ok", 1);
+    // Nothing on 10.77.0.5:9001: refused by the proxy, a RST.
+    socks_expect_refused(&sbx, "10.77.0.5:9001");
+    socks_expect(&sbx, "transparent", "socks_refused", 1);
+    assert!(t.stop(Duration::from_secs(10)).success());
+}
