@@ -2359,6 +2359,16 @@ while True:
     c.close()
 "#;
 
+/// A "SOCKS5 proxy" that accepts connections and never answers.
+const SOCKS_SILENT_PROXY_PY: &str = r#"
+import socket, sys
+s = socket.create_server(("127.0.0.1", int(sys.argv[1])))
+held = []
+while True:
+    c, _ = s.accept()
+    held.append(c)
+"#;
+
 /// sha256 of `data`, by sha256sum.
 fn socks_sha256(data: &[u8]) -> String {
     let mut child = Command::new("sha256sum")
@@ -2454,15 +2464,18 @@ fn socks_exchange(ns: &Netns, addr: &str, up: &[u8]) -> Vec<u8> {
 /// (ECONNREFUSED), the way a refused direct connect is.
 #[track_caller]
 fn socks_expect_refused(ns: &Netns, addr: &str) {
+    socks_expect_error(ns, addr, std::io::ErrorKind::ConnectionRefused);
+}
+
+/// Whether a connection from `ns` to `addr` fails with `kind` (a RST:
+/// ConnectionRefused; an ICMP error: NetworkUnreachable, HostUnreachable).
+#[track_caller]
+fn socks_expect_error(ns: &Netns, addr: &str, kind: std::io::ErrorKind) {
     let a: std::net::SocketAddr = addr.parse().unwrap();
     let r = ns.within(|| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(15)));
     match r {
-        Err(e) => assert_eq!(
-            e.kind(),
-            std::io::ErrorKind::ConnectionRefused,
-            "{addr}: {e}"
-        ),
-        Ok(_) => panic!("{addr}: connected, expected a refusal"),
+        Err(e) => assert_eq!(e.kind(), kind, "{addr}: {e}"),
+        Ok(_) => panic!("{addr}: connected, expected {kind:?}"),
     }
 }
 
@@ -2516,8 +2529,9 @@ impl SocksWorld {
                 ],
             ),
             socks_spawn(ns, "python3", &["-c", SOCKS_BROKEN_PROXY_PY, "1081"]),
+            socks_spawn(ns, "python3", &["-c", SOCKS_SILENT_PROXY_PY, "1082"]),
         ];
-        for p in [1080, 9000, 1081] {
+        for p in [1080, 9000, 1081, 1082] {
             socks_wait_listen(ns, p);
         }
         SocksWorld {
@@ -2557,10 +2571,13 @@ fn socks5_upstream_through_microsocks() {
     // 9000: an IPv4 destination; 9002: the same server as an IPv6 one
     // (ATYP 4); 9001: nothing listens there, so microsocks's connect is
     // refused and it answers REP 5.
+    // 9003: no route to 10.99.0.1 in the namespace (nothing is sent):
+    // microsocks's connect fails with ENETUNREACH and it answers REP 3.
     let rules = [
         "9000=127.0.0.1:9000",
         "9001=127.0.0.1:9001",
         "9002=[::1]:9000",
+        "9003=10.99.0.1:80",
     ];
     let mut args = vec!["--seed", "31", "--workers", "2"];
     for r in rules {
@@ -2601,6 +2618,11 @@ fn socks5_upstream_through_microsocks() {
     socks_expect(&ns, rules[1], "socks_refused", 1);
     socks_expect(&ns, rules[1], "connect_refused", 1);
     socks_expect(&ns, rules[1], "accepted", 0);
+    // The proxy finds no route: the client gets an ICMP network
+    // unreachable, as from a router (Linux fails the connect at once).
+    socks_expect_error(&ns, "10.0.0.2:9003", std::io::ErrorKind::NetworkUnreachable);
+    socks_expect(&ns, rules[3], "socks_unreachable", 1);
+    socks_expect(&ns, rules[3], "connect_unreachable", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
     let err = t.stderr();
     assert!(
@@ -2646,6 +2668,32 @@ fn socks5_upstream_through_microsocks() {
     );
     socks_expect_refused(&ns, "10.0.0.2:9000");
     socks_expect(&ns, rule, "socks_malformed", 1);
+    assert!(t.stop(Duration::from_secs(10)).success());
+
+    // A proxy that never answers: --connect-timeout covers the handshake,
+    // then the client gets an ICMP host unreachable (as for a direct
+    // connect that timed out).
+    let mut t = Tcpd::start(
+        &ns,
+        &[
+            "--seed",
+            "35",
+            "--forward",
+            rule,
+            "--upstream",
+            "socks5://127.0.0.1:1082",
+            "--connect-timeout",
+            "1",
+        ],
+    );
+    let start = Instant::now();
+    socks_expect_error(&ns, "10.0.0.2:9000", std::io::ErrorKind::HostUnreachable);
+    let waited = start.elapsed();
+    assert!(
+        (Duration::from_millis(900)..Duration::from_secs(5)).contains(&waited),
+        "refused after {waited:?}"
+    );
+    socks_expect(&ns, rule, "connect_timeout", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
 }
 
