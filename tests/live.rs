@@ -2682,3 +2682,47 @@ fn transparent_netns_bytes_half_close_refused_denied_and_counters() {
     assert!(!sbx.has_link("tun0"), "tcpd left its TUN device behind");
     drop(outer);
 }
+
+#[test]
+fn transparent_held_syns_count_against_the_per_source_limit() {
+    if !live_ok("transparent_held_syns_count_against_the_per_source_limit") {
+        return;
+    }
+    need_tool("nsenter", "util-linux");
+    let (outer, sbx, t) = transparent_sandbox(
+        "persrc",
+        &["--seed", "32", "--max-connections-per-source", "2"],
+    );
+    // An upstream that would accept: over the share, the client must not
+    // get there.
+    let _srv = listen_in_ns(&outer, "192.0.2.10:5001");
+    // Two connects to neighbours that never answer: their SYNs are held
+    // while tcpd's upstream connects wait for ARP (about 3 s).
+    std::thread::scope(|sc| {
+        let held: Vec<_> = ["192.0.2.98:80", "192.0.2.99:80"]
+            .into_iter()
+            .map(|a| {
+                let sbx = &sbx;
+                sc.spawn(move || connect_from(sbx, a).map(|_| ()))
+            })
+            .collect();
+        let line = sigusr1_line(&t, &["> 192.0.2.98:80 SynHeld"], Duration::from_secs(2))
+            .and_then(|_| sigusr1_line(&t, &["> 192.0.2.99:80 SynHeld"], Duration::from_secs(1)));
+        assert!(line.is_some(), "two held SYNs expected: {}", t.stderr());
+        // A third from the same source is over its share, though none of
+        // its connections is open: refused at once, no connect upstream.
+        let t0 = Instant::now();
+        let e = connect_from(&sbx, "192.0.2.10:5001").expect_err("a third SYN was held");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        for h in held {
+            let e = h.join().unwrap().expect_err("an unreachable neighbour");
+            assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+        }
+    });
+    // Their places are free again.
+    let js = sbx.stats();
+    assert!(stat(&js, "source_limit").unwrap_or(0) >= 1, "{js}");
+    expect_transparent(&sbx, "connect_unreachable", 2);
+    expect_transparent(&sbx, "accepted", 0);
+}
