@@ -2731,3 +2731,421 @@ fn socks5_upstream_carries_transparent_connections() {
     socks_expect(&sbx, "transparent", "socks_refused", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
 }
+
+// ---------------------------------------------------------------------
+// --transparent with --netns: the sandbox reaches servers in tcpd's own
+// namespace through the stack (issue 9).
+
+/// sha256 of the bytes written to it, by a `sha256sum` child.
+struct Sha256Sum(std::process::Child);
+
+impl Sha256Sum {
+    fn new() -> Sha256Sum {
+        Sha256Sum(
+            Command::new("sha256sum")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+    fn update(&mut self, b: &[u8]) {
+        self.0.stdin.as_mut().unwrap().write_all(b).unwrap();
+    }
+    fn hex(mut self) -> String {
+        drop(self.0.stdin.take());
+        let out = self.0.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// Writes `n` bytes of the `/bytes/N` pattern to `w`.
+fn send_pattern(w: &mut impl Write, n: usize) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut off = 0;
+    while off < n {
+        let k = buf.len().min(n - off);
+        pattern(off as u64, &mut buf[..k]);
+        w.write_all(&buf[..k]).unwrap();
+        off += k;
+    }
+}
+
+/// Reads `r` to EOF; returns the byte count and their sha256.
+fn read_sha256(r: &mut impl Read) -> (usize, String) {
+    let mut h = Sha256Sum::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut n = 0;
+    loop {
+        let k = read_some(r, &mut buf).unwrap_or_else(|e| panic!("read after {n} bytes: {e}"));
+        if k == 0 {
+            return (n, h.hex());
+        }
+        h.update(&buf[..k]);
+        n += k;
+    }
+}
+
+/// Waits up to `limit` for one line of tcpd's stderr that holds every
+/// string of `want`, sending SIGUSR1 every 300 ms; returns the line.
+fn sigusr1_line(t: &Tcpd, want: &[&str], limit: Duration) -> Option<String> {
+    let until = Instant::now() + limit;
+    loop {
+        t.signal(libc::SIGUSR1);
+        std::thread::sleep(Duration::from_millis(300));
+        let err = t.stderr();
+        if let Some(l) = err
+            .lines()
+            .rev()
+            .find(|l| want.iter().all(|w| l.contains(w)))
+        {
+            return Some(l.to_string());
+        }
+        if Instant::now() >= until {
+            return None;
+        }
+    }
+}
+
+/// A listener bound in `ns`.
+fn listen_in_ns(ns: &Netns, addr: &str) -> std::net::TcpListener {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    ns.within(|| std::net::TcpListener::bind(a).unwrap())
+}
+
+/// A connection from `ns` to `addr` (one attempt, 15 s at most).
+fn connect_from(ns: &Netns, addr: &str) -> std::io::Result<std::net::TcpStream> {
+    let a: std::net::SocketAddr = addr.parse().unwrap();
+    ns.within(|| {
+        let s = std::net::TcpStream::connect_timeout(&a, Duration::from_secs(15))?;
+        s.set_read_timeout(Some(Duration::from_secs(60)))?;
+        s.set_write_timeout(Some(Duration::from_secs(60)))?;
+        Ok(s)
+    })
+}
+
+/// The transparent mode's counter `name` from `/stats` (fetched from `sbx`).
+fn transparent_stat(sbx: &Netns, name: &str) -> u64 {
+    let js = sbx.stats();
+    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
+    v["forwards"]["transparent"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no forwards.transparent.{name} in {js}"))
+}
+
+/// Waits (up to 10 s; `/stats` is refreshed four times a second) for the
+/// transparent counter `name` to be `want`.
+#[track_caller]
+fn expect_transparent(sbx: &Netns, name: &str, want: u64) {
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = transparent_stat(sbx, name);
+        if got == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "forwards.transparent.{name} is {got}, expected {want}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The layout of the transparent tests: an "outer" namespace where tcpd
+/// runs and its upstream servers listen (on a veth device of their own:
+/// 192.0.2.10/24, 198.51.100.20/24, 2001:db8:5::10/64), and a sandbox
+/// namespace that holds only tcpd's TUN device (`--netns`), with its
+/// default routes via the stack. Nothing routes between the two but tcpd.
+fn transparent_sandbox(purpose: &str, extra: &[&str]) -> (Netns, Netns, Tcpd) {
+    let outer = Netns::new(&format!("h-transp-{purpose}-out"));
+    let sbx = Netns::new(&format!("h-transp-{purpose}-sbx"));
+    outer.ip(&["link", "add", "v0", "type", "veth", "peer", "name", "v1"]);
+    outer.ip(&["addr", "add", "192.0.2.10/24", "dev", "v0"]);
+    outer.ip(&["addr", "add", "198.51.100.20/24", "dev", "v0"]);
+    outer.ip(&["addr", "add", "2001:db8:5::10/64", "dev", "v0", "nodad"]);
+    outer.ip(&["link", "set", "v0", "up"]);
+    outer.ip(&["link", "set", "v1", "up"]);
+    // Started by nsenter, as a user would (the sandbox is an existing
+    // NAME: tcpd attaches to it and leaves it at exit).
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", outer.name))
+        .arg("--")
+        .arg(common::TCPD)
+        .arg("tun0")
+        .args(["--netns", &sbx.name, "--transparent"])
+        .args(extra)
+        .env("RUST_LOG", "info");
+    let t = Tcpd::spawn(cmd);
+    let routes = sbx.ip_out(&["route", "show", "default"]);
+    assert!(routes.contains("dev tun0"), "sandbox routes: {routes}");
+    (outer, sbx, t)
+}
+
+#[test]
+fn transparent_netns_bytes_half_close_refused_denied_and_counters() {
+    if !live_ok("transparent_netns_bytes_half_close_refused_denied_and_counters") {
+        return;
+    }
+    need_tool("sha256sum", "coreutils");
+    need_tool("nsenter", "util-linux");
+    let (outer, sbx, mut t) =
+        transparent_sandbox("bytes", &["--seed", "31", "--deny", "198.51.100.128/25"]);
+    let (up, down) = (8 * MB, 6 * MB);
+    let (up_sha, down_sha) = (pattern_sha256(up), pattern_sha256(down));
+
+    // 1. The client half-closes first (192.0.2.10:5001): the upstream reads
+    // to its EOF, then answers, then closes.
+    let a = listen_in_ns(&outer, "192.0.2.10:5001");
+    let srv_a = std::thread::spawn(move || {
+        let (mut s, peer) = a.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let got = read_sha256(&mut s);
+        send_pattern(&mut s, down);
+        s.shutdown(Shutdown::Write).unwrap();
+        (peer, got)
+    });
+    let mut c = connect_from(&sbx, "192.0.2.10:5001").unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        send_pattern(&mut w, up);
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_sha256(&mut c);
+    writer.join().unwrap();
+    let (peer, up_got) = srv_a.join().unwrap();
+    assert_eq!(up_got, (up, up_sha.clone()), "client → upstream");
+    assert_eq!(got, (down, down_sha.clone()), "upstream → client");
+    // The upstream saw tcpd's own socket (in the outer namespace), not the
+    // sandbox's address.
+    assert!(
+        peer.ip().to_string() == "192.0.2.10",
+        "upstream peer {peer}"
+    );
+    drop(c);
+
+    // 2. The upstream half-closes first (198.51.100.20:6002), and the
+    // client still sends after it; SIGUSR1 shows that state.
+    let b = listen_in_ns(&outer, "198.51.100.20:6002");
+    let (read_tx, read_rx) = std::sync::mpsc::channel();
+    let srv_b = std::thread::spawn(move || {
+        let (mut s, _) = b.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        send_pattern(&mut s, 1000);
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut first = [0u8; 500];
+        s.read_exact(&mut first).unwrap();
+        read_tx.send(()).unwrap();
+        let (rest, _) = read_sha256(&mut s);
+        500 + rest
+    });
+    let mut c = connect_from(&sbx, "198.51.100.20:6002").unwrap();
+    let port = c.local_addr().unwrap().port();
+    let (n, sha) = read_sha256(&mut c);
+    assert_eq!((n, sha), (1000, pattern_sha256(1000)), "before the FIN");
+    c.write_all(&[7u8; 500]).unwrap();
+    read_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let conn = format!("conn 10.0.0.1:{port} > 198.51.100.20:6002 ");
+    let line = sigusr1_line(
+        &t,
+        &[
+            &conn,
+            "upstream=fin-received up_to=500 up_from=1000 up_queued=0",
+        ],
+        Duration::from_secs(5),
+    );
+    assert!(
+        line.is_some(),
+        "SIGUSR1 shows no half-closed upstream for {conn}: {}",
+        t.stderr()
+    );
+    // Bytes after the upstream's FIN still get there; then both are done.
+    send_pattern(&mut c, 2 * MB);
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(
+        srv_b.join().unwrap(),
+        500 + 2 * MB,
+        "after the upstream's FIN"
+    );
+    let mut b1 = [0u8; 1];
+    assert_eq!(read_some(&mut c, &mut b1).unwrap(), 0);
+    drop(c);
+
+    // 3. An upstream that does not read: what waits for it shows as
+    // queued in SIGUSR1 (the worker holds it; the client's window closes),
+    // and all of it gets there once the upstream reads.
+    let q = listen_in_ns(&outer, "192.0.2.10:5004");
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let srv_q = std::thread::spawn(move || {
+        let (mut s, _) = q.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        go_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+        read_sha256(&mut s)
+    });
+    let big = 32 * MB;
+    let c = connect_from(&sbx, "192.0.2.10:5004").unwrap();
+    let port = c.local_addr().unwrap().port();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        send_pattern(&mut w, big);
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let conn = format!("conn 10.0.0.1:{port} > 192.0.2.10:5004 ");
+    let line = sigusr1_line(
+        &t,
+        &[&conn, "upstream=established up_to="],
+        Duration::from_secs(10),
+    );
+    let queued = |l: &str| -> u64 {
+        l.split("up_queued=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut line = line.unwrap_or_else(|| panic!("no line for {conn}: {}", t.stderr()));
+    let until = Instant::now() + Duration::from_secs(10);
+    while queued(&line) == 0 && Instant::now() < until {
+        line = sigusr1_line(&t, &[&conn, "upstream=established"], Duration::from_secs(2))
+            .unwrap_or(line);
+    }
+    assert!(
+        queued(&line) > 0,
+        "nothing queued for a stalled upstream: {line}"
+    );
+    go_tx.send(()).unwrap();
+    writer.join().unwrap();
+    assert_eq!(
+        srv_q.join().unwrap(),
+        (big, pattern_sha256(big)),
+        "stalled upstream"
+    );
+    drop(c);
+
+    // 4. IPv6, both ways at once.
+    let v6 = listen_in_ns(&outer, "[2001:db8:5::10]:7003");
+    let srv_v6 = std::thread::spawn(move || {
+        let (mut s, _) = v6.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let mut w = s.try_clone().unwrap();
+        let wr = std::thread::spawn(move || {
+            send_pattern(&mut w, MB);
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let got = read_sha256(&mut s);
+        wr.join().unwrap();
+        got
+    });
+    let mut c = connect_from(&sbx, "[2001:db8:5::10]:7003").unwrap();
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        send_pattern(&mut w, MB);
+        w.shutdown(Shutdown::Write).unwrap();
+    });
+    let got = read_sha256(&mut c);
+    writer.join().unwrap();
+    let mb_sha = pattern_sha256(MB);
+    assert_eq!(got, (MB, mb_sha.clone()), "IPv6 upstream → client");
+    assert_eq!(
+        srv_v6.join().unwrap(),
+        (MB, mb_sha),
+        "IPv6 client → upstream"
+    );
+    drop(c);
+
+    // 5. A closed port upstream: the upstream's RST becomes the client's
+    // "connection refused".
+    let e = connect_from(&sbx, "192.0.2.10:5999").expect_err("a closed port was accepted");
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+
+    // 6. A --deny destination: refused at once with ICMP administratively
+    // prohibited (the client's EHOSTUNREACH), and no upstream connect.
+    let t0 = Instant::now();
+    let e = connect_from(&sbx, "198.51.100.200:80").expect_err("a denied destination was accepted");
+    assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+
+    // 7. An unreachable neighbour: the client's SYN is held while the
+    // upstream connect runs (SIGUSR1 lists it as connecting), then the
+    // client learns "no route to host".
+    std::thread::scope(|sc| {
+        let unreach = sc.spawn(|| connect_from(&sbx, "192.0.2.99:80").map(|_| ()));
+        let line = sigusr1_line(
+            &t,
+            &["> 192.0.2.99:80 SynHeld", "upstream=connecting"],
+            Duration::from_secs(3),
+        );
+        assert!(line.is_some(), "no held SYN in SIGUSR1: {}", t.stderr());
+        let e = unreach
+            .join()
+            .unwrap()
+            .expect_err("an unreachable upstream was accepted");
+        assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+    });
+
+    // 8. The counters moved, and nothing is left open.
+    expect_transparent(&sbx, "accepted", 4);
+    expect_transparent(
+        &sbx,
+        "bytes_to_upstream",
+        (up + 500 + 2 * MB + big + MB) as u64,
+    );
+    expect_transparent(&sbx, "bytes_from_upstream", (down + 1000 + MB) as u64);
+    expect_transparent(&sbx, "connect_refused", 1);
+    expect_transparent(&sbx, "connect_unreachable", 1);
+    expect_transparent(&sbx, "refused", 1);
+    expect_transparent(&sbx, "open", 0);
+    expect_transparent(&sbx, "upstream_resets", 0);
+    expect_transparent(&sbx, "client_resets", 0);
+    assert!(t.stop(Duration::from_secs(10)).success(), "{}", t.stderr());
+    // The sandbox was the test's: tcpd left it, without its device.
+    assert!(!sbx.has_link("tun0"), "tcpd left its TUN device behind");
+    drop(outer);
+}
+
+#[test]
+fn transparent_held_syns_count_against_the_per_source_limit() {
+    if !live_ok("transparent_held_syns_count_against_the_per_source_limit") {
+        return;
+    }
+    need_tool("nsenter", "util-linux");
+    let (outer, sbx, t) = transparent_sandbox(
+        "persrc",
+        &["--seed", "32", "--max-connections-per-source", "2"],
+    );
+    // An upstream that would accept: over the share, the client must not
+    // get there.
+    let _srv = listen_in_ns(&outer, "192.0.2.10:5001");
+    // Two connects to neighbours that never answer: their SYNs are held
+    // while tcpd's upstream connects wait for ARP (about 3 s).
+    std::thread::scope(|sc| {
+        let held: Vec<_> = ["192.0.2.98:80", "192.0.2.99:80"]
+            .into_iter()
+            .map(|a| {
+                let sbx = &sbx;
+                sc.spawn(move || connect_from(sbx, a).map(|_| ()))
+            })
+            .collect();
+        let line = sigusr1_line(&t, &["> 192.0.2.98:80 SynHeld"], Duration::from_secs(2))
+            .and_then(|_| sigusr1_line(&t, &["> 192.0.2.99:80 SynHeld"], Duration::from_secs(1)));
+        assert!(line.is_some(), "two held SYNs expected: {}", t.stderr());
+        // A third from the same source is over its share, though none of
+        // its connections is open: refused at once, no connect upstream.
+        let t0 = Instant::now();
+        let e = connect_from(&sbx, "192.0.2.10:5001").expect_err("a third SYN was held");
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+        assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+        for h in held {
+            let e = h.join().unwrap().expect_err("an unreachable neighbour");
+            assert_eq!(e.raw_os_error(), Some(libc::EHOSTUNREACH), "{e}");
+        }
+    });
+    // Their places are free again.
+    let js = sbx.stats();
+    assert!(stat(&js, "source_limit").unwrap_or(0) >= 1, "{js}");
+    expect_transparent(&sbx, "connect_unreachable", 2);
+    expect_transparent(&sbx, "accepted", 0);
+}

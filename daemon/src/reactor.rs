@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::device::{is_transient, Device};
 use crate::error::Error;
 use crate::forward::connect::ConnectFailure;
+use crate::forward::splice::UpstreamView;
 use crate::forward::Forwarding;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
@@ -146,6 +147,8 @@ struct Conn {
     closing: bool,
     /// Bytes of a `Send` the endpoint did not take yet.
     spill: Vec<u8>,
+    /// A forwarded connection's upstream side, as its worker shows it.
+    upstream: Option<Arc<UpstreamView>>,
 }
 
 /// A worker thread as the reactor sees it.
@@ -191,8 +194,9 @@ pub struct Reactor<D: Device> {
     fwd: Option<Arc<Forwarding>>,
     /// Ports listened on for `--forward` rules.
     fwd_ports: Vec<u16>,
-    /// SYNs a worker is connecting upstream for, and which worker.
-    pending_syns: std::collections::HashMap<tcp::SynId, usize>,
+    /// SYNs a worker is connecting upstream for: which worker, and where
+    /// it shows the upstream side.
+    pending_syns: std::collections::HashMap<tcp::SynId, (usize, Arc<UpstreamView>)>,
     /// The stack's own addresses (transparent mode never connects to them).
     own_addrs: Vec<std::net::IpAddr>,
     to_read: Vec<ConnId>,
@@ -960,7 +964,7 @@ impl<D: Device> Reactor<D> {
                 }
                 Event::Syn(sid) => self.on_syn(sid),
                 Event::SynExpired(sid) => {
-                    if let Some(w) = self.pending_syns.remove(&sid) {
+                    if let Some((w, _)) = self.pending_syns.remove(&sid) {
                         self.deliver(w, ToWorker::Cancel { syn: sid });
                     }
                 }
@@ -1013,6 +1017,7 @@ impl<D: Device> Reactor<D> {
                 queued_credit: false,
                 closing: false,
                 spill: Vec::new(),
+                upstream: None,
             });
             self.counters.accepted += 1;
             let ctx = ConnCtx {
@@ -1052,6 +1057,7 @@ impl<D: Device> Reactor<D> {
             queued_credit: false,
             closing: false,
             spill: Vec::new(),
+            upstream: None,
         });
         self.counters.accepted += 1;
         // Data may have come with the handshake's last ACK.
@@ -1119,7 +1125,8 @@ impl<D: Device> Reactor<D> {
         };
         let Some(rule) = rule else { return };
         let worker = (hash_tuple(info.local, info.remote) % self.worker_count() as u64) as usize;
-        self.pending_syns.insert(sid, worker);
+        let view = Arc::new(UpstreamView::default());
+        self.pending_syns.insert(sid, (worker, view.clone()));
         let ctx = ConnCtx {
             local: info.local,
             remote: info.remote,
@@ -1131,6 +1138,7 @@ impl<D: Device> Reactor<D> {
                 rule,
                 ctx,
                 target,
+                view,
             },
         );
     }
@@ -1138,7 +1146,7 @@ impl<D: Device> Reactor<D> {
     /// A worker's upstream connected: answer the SYN and bind the
     /// connection to the worker.
     fn accept_held(&mut self, sid: tcp::SynId) {
-        let Some(worker) = self.pending_syns.remove(&sid) else {
+        let Some((worker, view)) = self.pending_syns.remove(&sid) else {
             return;
         };
         let now = self.tnow();
@@ -1149,6 +1157,9 @@ impl<D: Device> Reactor<D> {
                 }
                 let credit = self.ep.send_capacity(id).unwrap_or(0);
                 self.track(id, worker, credit);
+                if let Some(Some(c)) = self.conns.get_mut(id.slot() as usize) {
+                    c.upstream = Some(view);
+                }
                 self.deliver(
                     worker,
                     ToWorker::Bind {
@@ -1676,9 +1687,34 @@ impl<D: Device> Reactor<D> {
                         c.readable,
                         c.eof_sent
                     );
+                    if let Some(v) = &c.upstream {
+                        let _ = write!(l, " {}", v.fields());
+                    }
                 }
             }
             out.push(l);
+        }
+        // Forwarded connections whose upstream connect is in progress: the
+        // client's SYN is held, so the endpoint has no connection yet.
+        for (sid, (worker, view)) in &self.pending_syns {
+            if out.len() >= limit {
+                more += 1;
+                continue;
+            }
+            let Some(info) = self.ep.syn_info(*sid) else {
+                continue;
+            };
+            let held_ms = if tnow > info.received {
+                (tnow - info.received).as_millis()
+            } else {
+                0
+            };
+            out.push(format!(
+                "conn {} > {} SynHeld held_ms={held_ms} worker={worker} {}",
+                info.remote,
+                info.local,
+                view.fields()
+            ));
         }
         if more > 0 {
             out.push(format!("conn ... and {more} more"));

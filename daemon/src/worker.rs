@@ -90,6 +90,8 @@ pub enum ToWorker<K = ConnId> {
         ctx: ConnCtx,
         /// Where to connect.
         target: std::net::SocketAddr,
+        /// Where the worker shows the upstream side's state (SIGUSR1).
+        view: Arc<crate::forward::splice::UpstreamView>,
     },
     /// The SYN was accepted ([`Cmd::AcceptSyn`]): this is its connection.
     Bind {

@@ -92,7 +92,9 @@ pub struct Config {
     #[cfg_attr(feature = "serde", serde(default))]
     pub max_passive: usize,
     /// Most passive connections open at once from one source address
-    /// (counted as for [`Config::max_passive`]). A SYN beyond it is answered
+    /// (counted as for [`Config::max_passive`]), SYNs held by deferred
+    /// listeners ([`crate::Endpoint::listen_deferred`],
+    /// [`crate::Endpoint::listen_any`]) included. A SYN beyond it is answered
     /// with RST ([`crate::wire::DropReason::SourceLimit`]): the condition is
     /// the client's own and lasts as long as its connections do, so a
     /// retry after SYN back-off would only wait for nothing (iptables'

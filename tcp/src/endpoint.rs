@@ -533,15 +533,24 @@ impl Endpoint {
 
     /// Whether a new passive connection from `remote` is within
     /// [`Config::max_passive`] and [`Config::max_passive_per_source`]; the
-    /// reason to refuse it otherwise.
+    /// reason to refuse it otherwise. A source's share counts its open
+    /// passive connections and its SYNs held by deferred listeners.
     fn passive_limit(&self, remote: SocketAddr) -> Option<DropReason> {
+        self.passive_limit_holding(remote, 0)
+    }
+
+    /// [`Endpoint::passive_limit`] for a connection made from one of the
+    /// source's `own` held SYNs (those already count in its share).
+    fn passive_limit_holding(&self, remote: SocketAddr, own: u32) -> Option<DropReason> {
         let c = &self.config;
         if c.max_passive != 0 && self.passive_open >= c.max_passive {
             return Some(DropReason::ConnLimit);
         }
+        let ip = remote.ip();
+        let open = self.per_source.get(&ip).copied().unwrap_or(0);
+        let held = self.deferred.held_from(ip).saturating_sub(own);
         if c.max_passive_per_source != 0
-            && self.per_source.get(&remote.ip()).copied().unwrap_or(0) as usize
-                >= c.max_passive_per_source
+            && (open as usize).saturating_add(held as usize) >= c.max_passive_per_source
         {
             return Some(DropReason::SourceLimit);
         }

@@ -629,3 +629,77 @@ fn stale_handles_are_detected_after_slot_reuse() {
         "the stale call did not touch the new hold"
     );
 }
+
+// ----- the per-source share ------------------------------------------------------
+
+/// The `Event::Syn`s among the events seen, in order.
+fn held_all(p: &mut Peer) -> Vec<SynId> {
+    p.take_events()
+        .into_iter()
+        .map(|e| match e {
+            Event::Syn(id) => id,
+            e => panic!("expected only Event::Syn, got {e:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn held_syns_count_against_the_per_source_limit() {
+    // Two per source; the hold queue (8) would take more. Without held
+    // SYNs in the count, one source could keep the whole queue waiting
+    // (for a forwarder: as many upstream connects in progress).
+    let cfg = Config {
+        max_passive_per_source: 2,
+        ..test_config()
+    };
+    let mut p = deferred_with(cfg, false);
+    for port in [1000, 1001] {
+        send!(p, time 0, Seg { src_port: port, ..peer_syn() });
+    }
+    let ids = held_all(&mut p);
+    assert_eq!(ids.len(), 2);
+    // The third SYN from that source is over its share: RST,ACK as for a
+    // passive open (RFC 9293 §3.10.7.1's form), not held.
+    send!(p, time 0, Seg { src_port: 1002, ..peer_syn() });
+    recv!(p, time 0, Seg { dst_port: 1002, seq: SeqNum(0), ack: Some(REMOTE_SEQ + 1), flags: RST, window: 0, ..recv_templ() });
+    assert!(p.take_events().is_empty(), "no Event::Syn over the share");
+    assert_eq!(p.ep.stats().drops.source_limit, 1);
+    assert_eq!(p.ep.stats().defer.syn_held, 2);
+    // A retransmission of a held SYN is still absorbed, not refused.
+    send!(p, time 1000, Seg { src_port: 1000, ..peer_syn() });
+    recv_nothing!(p, time 1000);
+    assert_eq!(p.ep.stats().defer.syn_hold_dup, 1);
+    // Another source has its own share.
+    let first = p.remote_ip;
+    p.remote_ip = "192.0.2.77".parse().unwrap();
+    send!(p, time 1000, Seg { src_port: 1000, ..peer_syn() });
+    assert_eq!(held_all(&mut p).len(), 1);
+    p.remote_ip = first;
+    // Accepting a held SYN keeps its place in the share (now as a
+    // connection): still full.
+    let c = p.ep.accept_syn(ms(1100), ids[0]).unwrap();
+    send!(p, time 1200, Seg { src_port: 1003, ..peer_syn() });
+    assert_eq!(p.ep.stats().drops.source_limit, 2);
+    assert!(p.take_events().is_empty());
+    // Refusing one frees its place: the next SYN is held.
+    p.ep.refuse_syn(ms(1300), ids[1], Refusal::Drop).unwrap();
+    send!(p, time 1400, Seg { src_port: 1004, ..peer_syn() });
+    let later = held_all(&mut p);
+    assert_eq!(later.len(), 1);
+    // An expired hold frees its place too (at its expiry, before its
+    // event is read).
+    p.ep.abort(c).unwrap();
+    p.take_events();
+    send!(p, time 1500, Seg { src_port: 1005, ..peer_syn() });
+    assert_eq!(held_all(&mut p).len(), 1, "the aborted connection's place");
+    send!(p, time 1500, Seg { src_port: 1006, ..peer_syn() });
+    assert_eq!(p.ep.stats().drops.source_limit, 3, "full again");
+    p.ep.handle_timeout(ms(75_000 + 1400));
+    send!(p, time 75_000 + 1400, Seg { src_port: 1007, ..peer_syn() });
+    let ev = p.take_events();
+    assert!(
+        ev.contains(&Event::SynExpired(later[0])) && ev.iter().any(|e| matches!(e, Event::Syn(_))),
+        "the expired hold's place went to the next SYN: {ev:?}"
+    );
+    assert_eq!(p.ep.stats().drops.source_limit, 3);
+}

@@ -84,9 +84,27 @@ impl SharedBinary {
                 continue;
             }
             let path = dir.join("tcpd");
-            let copied = std::fs::copy(TCPD, &path).and_then(|_| {
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
-            });
+            // A hard link opens no file for writing. A copy does, and a test
+            // thread that forks while the copy's fd is open hands it to its
+            // child until that child execs: meanwhile `execve` of the copy
+            // fails with ETXTBSY ("Text file busy"). `wait_executable`
+            // waits that out.
+            let copied = std::fs::hard_link(TCPD, &path)
+                .and_then(|()| {
+                    let mode = std::fs::metadata(&path)?.permissions().mode();
+                    if mode & 0o005 == 0o005 {
+                        Ok(())
+                    } else {
+                        std::fs::remove_file(&path)?;
+                        Err(std::io::Error::other("not world-executable"))
+                    }
+                })
+                .or_else(|_| {
+                    std::fs::copy(TCPD, &path).and_then(|_| {
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+                    })
+                })
+                .and_then(|()| wait_executable(&path));
             match copied {
                 Ok(()) => return Ok(SharedBinary { dir, path }),
                 Err(e) => {
@@ -99,6 +117,21 @@ impl SharedBinary {
             "no folder where another user may run a copy of tcpd: {}",
             tried.join("; ")
         ))
+    }
+}
+
+/// Runs `path --help` until it no longer fails with ETXTBSY (see
+/// [`SharedBinary::tcpd`]); up to 5 s.
+fn wait_executable(path: &std::path::Path) -> std::io::Result<()> {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Command::new(path).arg("--help").output() {
+            Ok(_) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -32,15 +32,97 @@
 use super::connect::{self, ConnectFailure};
 use super::{Forwarding, FwdCounter};
 use crate::pool::Pool;
-use crate::services::ConnCtx;
 use crate::worker::{Cmd, ToWorker};
 use mio::{Interest, Registry, Token};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tcp::{ConnId, SynId};
+
+/// What the reactor may know of a splice's upstream side, for SIGUSR1's
+/// connection lines: written by the worker that owns the kernel socket
+/// (relaxed atomics, at most once per socket read or write, never per
+/// packet), read by the reactor when it prints. Made by the reactor with
+/// the held SYN ([`ToWorker::Connect`]), so it can list upstream connects
+/// in progress too.
+#[derive(Debug, Default)]
+pub struct UpstreamView {
+    /// `UP_*` bits.
+    flags: AtomicU8,
+    /// Client bytes written to the upstream socket.
+    to_up: AtomicU64,
+    /// Bytes read from the upstream socket (passed on toward the client).
+    from_up: AtomicU64,
+    /// Client bytes the worker holds that the upstream socket has not
+    /// taken yet.
+    queued: AtomicU64,
+}
+
+/// The upstream connect succeeded.
+const UP_CONNECTED: u8 = 1;
+/// `shutdown(SHUT_WR)` was done upstream (the client's FIN went on).
+const UP_FIN_SENT: u8 = 2;
+/// The upstream's EOF (its FIN) was read.
+const UP_FIN_RECEIVED: u8 = 4;
+/// The upstream socket is closed (or the connect failed).
+const UP_CLOSED: u8 = 8;
+
+impl UpstreamView {
+    fn set(&self, bit: u8) {
+        self.flags.fetch_or(bit, Ordering::Relaxed);
+    }
+
+    /// The upstream side's state as SIGUSR1 prints it: `connecting`,
+    /// `established`, `fin-sent` (the client's FIN went upstream; the
+    /// upstream may still send), `fin-received` (the upstream's FIN came;
+    /// the client may still send), `closed-both` (both FINs, the socket
+    /// still open) or `closed`.
+    pub fn state(&self) -> &'static str {
+        let f = self.flags.load(Ordering::Relaxed);
+        if f & UP_CLOSED != 0 {
+            return "closed";
+        }
+        if f & UP_CONNECTED == 0 {
+            return "connecting";
+        }
+        match (f & UP_FIN_SENT != 0, f & UP_FIN_RECEIVED != 0) {
+            (false, false) => "established",
+            (true, false) => "fin-sent",
+            (false, true) => "fin-received",
+            (true, true) => "closed-both",
+        }
+    }
+
+    /// Client bytes written upstream so far.
+    pub fn bytes_to_upstream(&self) -> u64 {
+        self.to_up.load(Ordering::Relaxed)
+    }
+
+    /// Bytes read from upstream so far.
+    pub fn bytes_from_upstream(&self) -> u64 {
+        self.from_up.load(Ordering::Relaxed)
+    }
+
+    /// Client bytes waiting for the upstream socket to take them.
+    pub fn queued_to_upstream(&self) -> u64 {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// The fields appended to a connection line:
+    /// `upstream=STATE up_to=N up_from=N up_queued=N`.
+    pub fn fields(&self) -> String {
+        format!(
+            "upstream={} up_to={} up_from={} up_queued={}",
+            self.state(),
+            self.bytes_to_upstream(),
+            self.bytes_from_upstream(),
+            self.queued_to_upstream()
+        )
+    }
+}
 
 /// Where a splice is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +169,8 @@ struct Splice {
     shutting: bool,
     /// Last time a byte moved either way (for the idle timeout).
     last_active: Instant,
+    /// What SIGUSR1 shows of this side (shared with the reactor).
+    view: Arc<UpstreamView>,
 }
 
 /// The forwarded connections of one worker thread.
@@ -179,12 +263,7 @@ impl Forwarder {
     /// Handles one event from the reactor, appending commands to `out`.
     pub fn handle(&mut self, reg: &Registry, ev: ToWorker, out: &mut Vec<Cmd>) {
         match ev {
-            ToWorker::Connect {
-                syn,
-                rule,
-                ctx,
-                target,
-            } => self.start(reg, syn, rule, ctx, target, out),
+            ev @ ToWorker::Connect { .. } => self.start(reg, ev, out),
             ToWorker::Bind { syn, id, credit } => {
                 let Some(i) = self.by_syn.remove(&syn) else {
                     // Gone meanwhile (cannot happen: we answered it).
@@ -219,6 +298,7 @@ impl Forwarder {
                     return;
                 };
                 if let Some(s) = self.slots[i].as_mut() {
+                    s.view.queued.fetch_add(buf.len() as u64, Ordering::Relaxed);
                     s.to_up.push_back(buf);
                 }
                 self.flush_up(reg, i, out);
@@ -259,18 +339,22 @@ impl Forwarder {
         }
     }
 
-    fn start(
-        &mut self,
-        reg: &Registry,
-        syn: SynId,
-        rule: usize,
-        ctx: ConnCtx,
-        target: SocketAddr,
-        out: &mut Vec<Cmd>,
-    ) {
+    /// [`ToWorker::Connect`]: starts the upstream connect.
+    fn start(&mut self, reg: &Registry, ev: ToWorker, out: &mut Vec<Cmd>) {
+        let ToWorker::Connect {
+            syn,
+            rule,
+            ctx,
+            target,
+            view,
+        } = ev
+        else {
+            return;
+        };
         let (mut sock, dial) = match connect::dial(target, &self.fwd) {
             Ok(s) => s,
             Err(e) => {
+                view.set(UP_CLOSED);
                 let why = ConnectFailure::of(&e);
                 self.stat(rule, why.counter(), 1);
                 tracing::debug!("forward {} -> {target}: {e}", ctx.remote);
@@ -284,6 +368,7 @@ impl Forwarder {
         });
         if let Err(e) = reg.register(&mut sock, token(i), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("cannot register an upstream socket: {e}");
+            view.set(UP_CLOSED);
             self.free.push(i);
             self.stat(rule, FwdCounter::ConnectError, 1);
             out.push(Cmd::RefuseSyn {
@@ -313,6 +398,7 @@ impl Forwarder {
             up_eof: false,
             shutting: false,
             last_active: self.now,
+            view,
         });
         self.by_syn.insert(syn, i);
     }
@@ -332,6 +418,7 @@ impl Forwarder {
                     // Answer the client's SYN now; bytes flow once the
                     // reactor bound its connection.
                     s.phase = Phase::Accepting;
+                    s.view.set(UP_CONNECTED);
                     s.up_writable = true;
                     s.up_readable = true;
                     out.push(Cmd::AcceptSyn { syn: s.syn });
@@ -388,6 +475,8 @@ impl Forwarder {
             return;
         };
         self.free.push(i);
+        s.view.set(UP_CLOSED);
+        s.view.queued.store(0, Ordering::Relaxed);
         let _ = reg.deregister(&mut s.sock);
         for b in s.to_up.drain(..) {
             self.pool.put(b);
@@ -463,11 +552,14 @@ impl Forwarder {
         }
         if written > 0 {
             s.last_active = self.now;
+            s.view.to_up.fetch_add(written as u64, Ordering::Relaxed);
+            s.view.queued.fetch_sub(written as u64, Ordering::Relaxed);
             out.push(Cmd::Consumed { id, n: written });
         }
         let rule = s.rule;
         if failed.is_none() && s.to_up.is_empty() && (s.client_eof || s.shutting) && !s.up_wr_shut {
             s.up_wr_shut = true;
+            s.view.set(UP_FIN_SENT);
             if let Err(e) = s.sock.shutdown(std::net::Shutdown::Write) {
                 if e.kind() != io::ErrorKind::NotConnected {
                     failed = Some(e);
@@ -505,6 +597,7 @@ impl Forwarder {
                 Ok(0) => {
                     self.pool.put(buf);
                     s.up_eof = true;
+                    s.view.set(UP_FIN_RECEIVED);
                     out.push(Cmd::Close { id });
                 }
                 Ok(n) => {
@@ -529,6 +622,7 @@ impl Forwarder {
         }
         if got > 0 {
             s.last_active = self.now;
+            s.view.from_up.fetch_add(got as u64, Ordering::Relaxed);
             let rule = s.rule;
             self.stat(rule, FwdCounter::BytesFromUpstream, got as u64);
         }

@@ -31,7 +31,7 @@ use crate::wire::{
 };
 use core::fmt;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// Handle of a SYN held by a deferred listener. Like a [`ConnId`], a slot
 /// and a generation: a handle whose SYN was accepted, refused or expired
@@ -134,6 +134,12 @@ pub(crate) struct Deferred {
     events: VecDeque<(u32, u32, bool)>,
     /// Slots holding a SYN (held or expired, not yet freed).
     live: usize,
+    /// Held SYNs (not expired) per source address (no entry: none). They
+    /// count against [`crate::Config::max_passive_per_source`] like open
+    /// connections: a source could otherwise keep a whole hold queue of
+    /// SYNs waiting (for a forwarder, each an upstream connect) while
+    /// its connections stay under its share.
+    per_source: HashMap<IpAddr, u32, KeyedState>,
 }
 
 impl Deferred {
@@ -146,6 +152,25 @@ impl Deferred {
             expiry: VecDeque::new(),
             events: VecDeque::new(),
             live: 0,
+            per_source: HashMap::with_hasher(KeyedState(key.1, key.0)),
+        }
+    }
+
+    /// SYNs held now (not expired) from `ip`.
+    pub(crate) fn held_from(&self, ip: IpAddr) -> u32 {
+        self.per_source.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn count_source(&mut self, ip: IpAddr) {
+        *self.per_source.entry(ip).or_insert(0) += 1;
+    }
+
+    fn uncount_source(&mut self, ip: IpAddr) {
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
         }
     }
 
@@ -172,8 +197,11 @@ impl Deferred {
         let s = self.slots.get_mut(slot as usize)?;
         let h = s.held.take()?;
         s.gen = s.gen.wrapping_add(1);
-        if !h.expired && self.by_tuple.get(&(h.local, h.remote)) == Some(&slot) {
-            self.by_tuple.remove(&(h.local, h.remote));
+        if !h.expired {
+            if self.by_tuple.get(&(h.local, h.remote)) == Some(&slot) {
+                self.by_tuple.remove(&(h.local, h.remote));
+            }
+            self.uncount_source(h.remote.ip());
         }
         self.free.push(slot);
         self.live -= 1;
@@ -271,8 +299,10 @@ impl Endpoint {
         self.advance(now);
         let h = self.deferred.get(id).ok_or(Error::InvalidHandle)?;
         // The passive limits were checked when the SYN came; other
-        // connections may have taken the room since.
-        if self.table.len() >= self.config.max_connections || self.passive_limit(h.remote).is_some()
+        // connections may have taken the room since. This SYN counts in
+        // its source's share already (as held): not twice.
+        if self.table.len() >= self.config.max_connections
+            || self.passive_limit_holding(h.remote, 1).is_some()
         {
             return Err(Error::TableFull);
         }
@@ -490,7 +520,8 @@ impl Endpoint {
             return;
         }
         // The passive limits apply as to any passive open (RST for a source
-        // over its share, silence over the total).
+        // over its share, silence over the total); the source's share
+        // counts its SYNs held already.
         if let Some(r) = self.passive_limit(remote) {
             return self.refuse(r, local, remote, seg);
         }
@@ -523,6 +554,7 @@ impl Endpoint {
         });
         let gen = s.gen;
         d.live += 1;
+        d.count_source(remote.ip());
         d.by_tuple.insert((local, remote), slot);
         d.expiry.push_back((deadline, slot, gen));
         d.events.push_back((slot, gen, false));
@@ -586,6 +618,7 @@ impl Endpoint {
         h.expired = true;
         let (key, port, counted) = ((h.local, h.remote), h.listener_port, h.counted);
         h.counted = false;
+        d.uncount_source(key.1.ip());
         if d.by_tuple.get(&key) == Some(&slot) {
             d.by_tuple.remove(&key);
         }
