@@ -2428,7 +2428,7 @@ fn socks_wait_listen(ns: &Netns, port: u16) {
 /// Waits up to 10 s until the forward counter `rule`.`name` of `/stats`
 /// (fetched from `ns`) is `want`.
 #[track_caller]
-fn socks_expect(ns: &Netns, rule: &str, name: &str, want: u64) {
+fn expect_forward(ns: &Netns, rule: &str, name: &str, want: u64) {
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let js = ns.stats();
@@ -2610,19 +2610,19 @@ fn socks5_upstream_through_microsocks() {
             w.down.len() / MB,
             w.up.len() / MB
         );
-        socks_expect(&ns, rule, "socks_ok", 1);
-        socks_expect(&ns, rule, "accepted", 1);
+        expect_forward(&ns, rule, "socks_ok", 1);
+        expect_forward(&ns, rule, "accepted", 1);
     }
     // The proxy's connect refused: the client's SYN gets a RST.
     socks_expect_refused(&ns, "10.0.0.2:9001");
-    socks_expect(&ns, rules[1], "socks_refused", 1);
-    socks_expect(&ns, rules[1], "connect_refused", 1);
-    socks_expect(&ns, rules[1], "accepted", 0);
+    expect_forward(&ns, rules[1], "socks_refused", 1);
+    expect_forward(&ns, rules[1], "connect_refused", 1);
+    expect_forward(&ns, rules[1], "accepted", 0);
     // The proxy finds no route: the client gets an ICMP network
     // unreachable, as from a router (Linux fails the connect at once).
     socks_expect_error(&ns, "10.0.0.2:9003", std::io::ErrorKind::NetworkUnreachable);
-    socks_expect(&ns, rules[3], "socks_unreachable", 1);
-    socks_expect(&ns, rules[3], "connect_unreachable", 1);
+    expect_forward(&ns, rules[3], "socks_unreachable", 1);
+    expect_forward(&ns, rules[3], "connect_unreachable", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
     let err = t.stderr();
     assert!(
@@ -2649,8 +2649,8 @@ fn socks5_upstream_through_microsocks() {
         Some("debug"),
     );
     socks_expect_refused(&ns, "10.0.0.2:9000");
-    socks_expect(&ns, rule, "socks_auth_failed", 1);
-    socks_expect(&ns, rule, "socks_ok", 0);
+    expect_forward(&ns, rule, "socks_auth_failed", 1);
+    expect_forward(&ns, rule, "socks_ok", 0);
     assert!(t.stop(Duration::from_secs(10)).success());
     assert!(!t.stderr().contains("wrong-pw"), "{}", t.stderr());
 
@@ -2667,7 +2667,7 @@ fn socks5_upstream_through_microsocks() {
         ],
     );
     socks_expect_refused(&ns, "10.0.0.2:9000");
-    socks_expect(&ns, rule, "socks_malformed", 1);
+    expect_forward(&ns, rule, "socks_malformed", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
 
     // A proxy that never answers: --connect-timeout covers the handshake,
@@ -2693,7 +2693,7 @@ fn socks5_upstream_through_microsocks() {
         (Duration::from_millis(900)..Duration::from_secs(5)).contains(&waited),
         "refused after {waited:?}"
     );
-    socks_expect(&ns, rule, "connect_timeout", 1);
+    expect_forward(&ns, rule, "connect_timeout", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
 }
 
@@ -2725,10 +2725,10 @@ fn socks5_upstream_carries_transparent_connections() {
     let got = socks_exchange(&sbx, "10.77.0.5:9000", &w.up);
     assert_eq!(socks_sha256(&got), socks_sha256(&w.down), "download sha256");
     assert_eq!(w.uploaded_sha(1), socks_sha256(&w.up), "upload sha256");
-    socks_expect(&sbx, "transparent", "socks_ok", 1);
+    expect_forward(&sbx, "transparent", "socks_ok", 1);
     // Nothing on 10.77.0.5:9001: refused by the proxy, a RST.
     socks_expect_refused(&sbx, "10.77.0.5:9001");
-    socks_expect(&sbx, "transparent", "socks_refused", 1);
+    expect_forward(&sbx, "transparent", "socks_refused", 1);
     assert!(t.stop(Duration::from_secs(10)).success());
 }
 
@@ -2826,33 +2826,6 @@ fn connect_from(ns: &Netns, addr: &str) -> std::io::Result<std::net::TcpStream> 
         s.set_write_timeout(Some(Duration::from_secs(60)))?;
         Ok(s)
     })
-}
-
-/// The transparent mode's counter `name` from `/stats` (fetched from `sbx`).
-fn transparent_stat(sbx: &Netns, name: &str) -> u64 {
-    let js = sbx.stats();
-    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
-    v["forwards"]["transparent"][name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no forwards.transparent.{name} in {js}"))
-}
-
-/// Waits (up to 10 s; `/stats` is refreshed four times a second) for the
-/// transparent counter `name` to be `want`.
-#[track_caller]
-fn expect_transparent(sbx: &Netns, name: &str, want: u64) {
-    let until = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = transparent_stat(sbx, name);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < until,
-            "forwards.transparent.{name} is {got}, expected {want}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The layout of the transparent tests: an "outer" namespace where tcpd
@@ -3087,19 +3060,25 @@ fn transparent_netns_bytes_half_close_refused_denied_and_counters() {
     });
 
     // 8. The counters moved, and nothing is left open.
-    expect_transparent(&sbx, "accepted", 4);
-    expect_transparent(
+    expect_forward(&sbx, "transparent", "accepted", 4);
+    expect_forward(
         &sbx,
+        "transparent",
         "bytes_to_upstream",
         (up + 500 + 2 * MB + big + MB) as u64,
     );
-    expect_transparent(&sbx, "bytes_from_upstream", (down + 1000 + MB) as u64);
-    expect_transparent(&sbx, "connect_refused", 1);
-    expect_transparent(&sbx, "connect_unreachable", 1);
-    expect_transparent(&sbx, "refused", 1);
-    expect_transparent(&sbx, "open", 0);
-    expect_transparent(&sbx, "upstream_resets", 0);
-    expect_transparent(&sbx, "client_resets", 0);
+    expect_forward(
+        &sbx,
+        "transparent",
+        "bytes_from_upstream",
+        (down + 1000 + MB) as u64,
+    );
+    expect_forward(&sbx, "transparent", "connect_refused", 1);
+    expect_forward(&sbx, "transparent", "connect_unreachable", 1);
+    expect_forward(&sbx, "transparent", "refused", 1);
+    expect_forward(&sbx, "transparent", "open", 0);
+    expect_forward(&sbx, "transparent", "upstream_resets", 0);
+    expect_forward(&sbx, "transparent", "client_resets", 0);
     assert!(t.stop(Duration::from_secs(10)).success(), "{}", t.stderr());
     // The sandbox was the test's: tcpd left it, without its device.
     assert!(!sbx.has_link("tun0"), "tcpd left its TUN device behind");
@@ -3146,6 +3125,6 @@ fn transparent_held_syns_count_against_the_per_source_limit() {
     // Their places are free again.
     let js = sbx.stats();
     assert!(stat(&js, "source_limit").unwrap_or(0) >= 1, "{js}");
-    expect_transparent(&sbx, "connect_unreachable", 2);
-    expect_transparent(&sbx, "accepted", 0);
+    expect_forward(&sbx, "transparent", "connect_unreachable", 2);
+    expect_forward(&sbx, "transparent", "accepted", 0);
 }
