@@ -207,6 +207,12 @@ pub struct Config {
     pub mem_release_ms: u64,
     /// How long a worker spins looking for work before it parks, µs. Default 50.
     pub worker_spin_us: u64,
+    /// The reactor runs a sleeping worker's events itself, instead of
+    /// waking the thread, while that worker's rounds (a batch of events
+    /// and its timers) take at most this long on average, µs; heavier
+    /// handlers get their thread. 0: every event goes to the thread.
+    /// Not with forwarding (the kernel sockets are the worker's). Default 50.
+    pub worker_help_us: u64,
     /// How long the reactor spins for a worker's answer before it sleeps,
     /// µs (only right after it handed a worker events). Default 30.
     pub reactor_spin_us: u64,
@@ -289,6 +295,7 @@ impl Default for Config {
             pool_buffers: 256,
             mem_release_ms: 1000,
             worker_spin_us: 50,
+            worker_help_us: 50,
             reactor_spin_us: 30,
             rx_budget: 128,
             pcap_queue: 8192,

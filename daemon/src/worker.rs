@@ -20,16 +20,29 @@
 //! the reactor grants no more than the connection's free send-buffer
 //! space. Every queue on the way is bounded.
 //!
-//! The same [`Host`] runs on worker threads and, with `--workers 0`, inline
-//! on the reactor thread.
+//! Who runs a worker's handlers: the worker's [`Host`] sits in a
+//! [`WorkerShared`] cell whose lock says who holds it. A worker thread that
+//! sleeps in its `Poll` does not hold it, and the reactor then runs the
+//! events it has for that worker itself ([`help`]), in the same order, on
+//! the same `Host`, with the same credit and hold accounting, instead of
+//! waking the thread: a wake-up and the answer's way back cost two context
+//! switches (on one CPU) or the other CPU's wake-up latency (tens of µs),
+//! far more than the services' work. While a host's rounds cost more than
+//! the help budget (`Config::worker_help_us`) the reactor hands the events
+//! to the thread instead, so heavy handlers keep their own core. The lock
+//! is taken once per round (a batch of events), never per packet, and is
+//! uncontended but for a worker waking while the reactor helps.
+//!
+//! With `--workers 0` the handlers run inline on the reactor thread through
+//! [`crate::services::InlineHost`] instead (what replays run).
 
 use crate::pool::Pool;
 use crate::services::{ConnCtx, Driver, Service, Step};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use tcp::ConnId;
 
@@ -175,6 +188,10 @@ impl ReactorWake {
     /// The reactor is about to sleep (it re-checks its channel afterwards).
     pub fn set_sleeping(&self, s: bool) {
         self.sleeping.store(s, Ordering::SeqCst);
+    }
+    /// Whether the sleeper said it sleeps (and nobody woke it since).
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
     }
     /// Called after queueing commands: wakes the reactor if it may sleep.
     pub fn notify(&self) {
@@ -448,6 +465,124 @@ impl<K: Copy + Eq + Hash> Host<K> {
     }
 }
 
+/// A worker's handlers and what a round of them costs, behind the lock
+/// of its [`WorkerShared`].
+pub struct HostCell {
+    /// The handlers of the worker's connections.
+    pub host: Host<ConnId>,
+    /// Average wall time of a round of this host's work (a batch of events
+    /// and its timers), ns: an exponentially weighted mean (weight 1/8) over
+    /// the rounds the worker thread ran and those the reactor ran.
+    cost_ns: u64,
+}
+
+impl HostCell {
+    fn note_cost(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.cost_ns = self.cost_ns - self.cost_ns / 8 + ns / 8;
+    }
+    /// The average cost of a round, ns.
+    pub fn cost_ns(&self) -> u64 {
+        self.cost_ns
+    }
+}
+
+/// What the reactor and one worker thread share: the worker's [`Host`]
+/// (held by whoever runs its handlers) and when the sleeping worker wakes
+/// by itself, so that the reactor can tell whether a handler timer armed
+/// while it helped needs the thread sooner.
+pub struct WorkerShared {
+    cell: Mutex<HostCell>,
+    /// The host time (µs) the worker's sleep ends at by itself;
+    /// `u64::MAX`: only a wake-up ends it.
+    wakes_at: AtomicU64,
+}
+
+impl WorkerShared {
+    /// A cell for `host`.
+    pub fn new(host: Host<ConnId>) -> Arc<WorkerShared> {
+        Arc::new(WorkerShared {
+            cell: Mutex::new(HostCell { host, cost_ns: 0 }),
+            wakes_at: AtomicU64::new(u64::MAX),
+        })
+    }
+    /// Takes the host (blocking while the other side runs a round).
+    pub fn lock(&self) -> MutexGuard<'_, HostCell> {
+        // A panicking handler kills its thread; the host stays usable for
+        // the shutdown's bookkeeping.
+        self.cell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn try_lock(&self) -> Option<MutexGuard<'_, HostCell>> {
+        match self.cell.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => None,
+        }
+    }
+}
+
+/// The reactor's side of one worker for [`help`].
+pub struct HelpLink<'a> {
+    /// The worker's shared host.
+    pub shared: &'a WorkerShared,
+    /// The worker's waker and its sleeping flag.
+    pub wake: &'a ReactorWake,
+    /// The worker's event channel (a receiving end of it): batches sent
+    /// before are run first.
+    pub rx: &'a Receiver<Vec<ToWorker>>,
+}
+
+/// Runs `events` for a sleeping worker on the calling thread (the reactor)
+/// instead of waking it: first every batch still in the worker's channel,
+/// then `events` (drained), then the host's due timers; the commands go to
+/// `out`. Returns false, leaving `events` alone, when the worker is awake,
+/// its host is in use, or its rounds cost more than `budget_ns` on average
+/// (0: never help). The caller must apply every command already in the
+/// command channel before `out`. If a timer armed meanwhile is due before
+/// the worker's sleep ends, the worker is woken to run it.
+pub fn help(
+    link: &HelpLink<'_>,
+    spares: &Spares,
+    events: &mut Vec<ToWorker>,
+    now: tcp::Instant,
+    budget_ns: u64,
+    out: &mut Vec<Cmd>,
+) -> bool {
+    if budget_ns == 0 || !link.wake.is_sleeping() {
+        return false;
+    }
+    let Some(mut cell) = link.shared.try_lock() else {
+        return false;
+    };
+    // Asked again under the lock: a worker that sleeps now sent the
+    // commands of its last round before it said so (the flag's store
+    // publishes them), so the caller, applying the channel's commands
+    // before `out`, keeps each connection's commands in order. A worker
+    // that woke meanwhile keeps its events.
+    if cell.cost_ns > budget_ns || !link.wake.is_sleeping() {
+        return false;
+    }
+    let t0 = Instant::now();
+    cell.host.set_now(now);
+    // Per-connection order: what went through the channel comes first.
+    while let Ok(mut b) = link.rx.try_recv() {
+        for ev in b.drain(..) {
+            cell.host.handle(ev, out);
+        }
+        spares.put_events(b);
+    }
+    for ev in events.drain(..) {
+        cell.host.handle(ev, out);
+    }
+    cell.host.handle_timeout(now, out);
+    let next = cell.host.poll_timeout();
+    cell.note_cost(t0.elapsed());
+    drop(cell);
+    if next.is_some_and(|d| d.as_micros() < link.shared.wakes_at.load(Ordering::SeqCst)) {
+        link.wake.force();
+    }
+    true
+}
+
 /// Emptied batch vectors on their way back to the side that fills them, so
 /// that a steady exchange of batches allocates nothing: the reactor fills
 /// event batches and the workers return them; the workers fill command
@@ -534,8 +669,11 @@ pub const WORKER_WAKER: mio::Token = mio::Token(0);
 
 /// What a worker thread is made of (the reactor builds it).
 pub struct WorkerSetup {
-    /// The services, indexed as in [`ToWorker::Accepted::svc`].
-    pub services: Arc<[Arc<dyn Service>]>,
+    /// The worker's host (its handlers), shared with the reactor ([`help`]).
+    pub shared: Arc<WorkerShared>,
+    /// The daemon's clock: the host's time is the same whichever thread
+    /// runs it.
+    pub clock: crate::clock::Clock,
     /// The shared buffer pool.
     pub pool: Pool,
     /// Event batches from the reactor.
@@ -620,7 +758,8 @@ fn spin_for_work(
 /// `mio::Waker`) only when the worker does sleep.
 pub fn worker_loop(w: WorkerSetup) {
     let WorkerSetup {
-        services,
+        shared,
+        clock,
         pool,
         rx,
         cmd_tx,
@@ -634,11 +773,8 @@ pub fn worker_loop(w: WorkerSetup) {
     } = w;
     let mut fwd =
         forwarding.map(|f| crate::forward::splice::Forwarder::new(f, pool.clone(), read_chunk));
-    let mut host: Host<ConnId> = Host::new(services, pool);
     let mut cmds: Vec<Cmd> = spares.cmds();
     let mut events = mio::Events::with_capacity(256);
-    // Handler timers run on this thread's own monotonic clock.
-    let clock = crate::clock::Clock::new();
     'run: loop {
         events.clear();
         let sockets = fwd.as_ref().is_some_and(|f| !f.is_empty());
@@ -656,13 +792,19 @@ pub fn worker_loop(w: WorkerSetup) {
                 Some(Duration::ZERO)
             } else {
                 let now = Instant::now();
-                let host_t = host.poll_timeout().map(|t| clock.to_std(t));
+                let host_t = shared.lock().host.poll_timeout();
                 let fwd_t = fwd.as_ref().and_then(|f| f.poll_timeout());
-                let t = match (host_t, fwd_t) {
+                let wakes_at = match (host_t.map(|t| clock.to_std(t)), fwd_t) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                t.map(|t| t.saturating_duration_since(now))
+                // Told before the flag: a reactor that sees the flag and
+                // arms an earlier handler timer wakes us (see `help`).
+                shared.wakes_at.store(
+                    wakes_at.map_or(u64::MAX, |t| clock.tcp(t).as_micros()),
+                    Ordering::SeqCst,
+                );
+                wakes_at.map(|t| t.saturating_duration_since(now))
             };
             let sleeping = timeout != Some(Duration::ZERO);
             if sleeping {
@@ -684,7 +826,6 @@ pub fn worker_loop(w: WorkerSetup) {
             }
         }
         let now = Instant::now();
-        host.set_now(clock.tcp(now));
         if let Some(f) = fwd.as_mut() {
             f.set_now(now);
             for ev in events.iter() {
@@ -693,6 +834,11 @@ pub fn worker_loop(w: WorkerSetup) {
                 }
             }
         }
+        // The host for this round (the reactor may have run it meanwhile:
+        // whatever it took from the channel is done).
+        let mut cell = shared.lock();
+        let t0 = Instant::now();
+        cell.host.set_now(clock.tcp(now));
         if first.is_none() {
             match rx.try_recv() {
                 Ok(b) => first = Some(b),
@@ -700,13 +846,14 @@ pub fn worker_loop(w: WorkerSetup) {
                 Err(TryRecvError::Empty) => {}
             }
         }
+        let worked = first.is_some();
         let mut next = first;
         // Take whatever else is already there before answering (batching).
         while let Some(mut batch) = next.take() {
             for ev in batch.drain(..) {
                 match fwd.as_mut() {
                     Some(f) if f.claims(&ev) => f.handle(poll.registry(), ev, &mut cmds),
-                    _ => host.handle(ev, &mut cmds),
+                    _ => cell.host.handle(ev, &mut cmds),
                 }
             }
             spares.put_events(batch);
@@ -719,7 +866,12 @@ pub fn worker_loop(w: WorkerSetup) {
                 Err(TryRecvError::Empty) => {}
             }
         }
-        host.handle_timeout(clock.tcp(Instant::now()), &mut cmds);
+        cell.host
+            .handle_timeout(clock.tcp(Instant::now()), &mut cmds);
+        if worked {
+            cell.note_cost(t0.elapsed());
+        }
+        drop(cell);
         if let Some(f) = fwd.as_mut() {
             f.set_now(Instant::now());
             f.sweep(poll.registry(), &mut cmds);
@@ -734,7 +886,7 @@ pub fn worker_loop(w: WorkerSetup) {
             wake.notify();
         }
     }
-    host.close_all();
+    shared.lock().host.close_all();
     if let Some(f) = fwd.as_mut() {
         f.close_all(poll.registry());
     }
