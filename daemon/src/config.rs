@@ -164,12 +164,13 @@ pub struct Config {
     pub http_port: u16,
     /// Serve static files from this directory instead of the built-in pages.
     pub http_root: Option<PathBuf>,
-    /// Worker threads for the services. 0 (the default) runs them inline on
-    /// the reactor thread: measured here, handing every request to another
-    /// thread and back costs two context switches (a 1-byte echo round trip
-    /// 1.6x the kernel's instead of 1.0x) and no throughput, since the
-    /// reactor, not the services, is what a core is busy with. Threads pay
-    /// off for services that do heavy work per request.
+    /// Worker threads for the services; 0 runs them inline on the reactor
+    /// thread. Default [`default_workers`]: one per core but the reactor's.
+    /// A worker's events cross to its thread only while its handlers are
+    /// busy; a sleeping worker's events run on the reactor (see
+    /// [`crate::worker::help`]), so light services cost what they cost
+    /// inline and heavy ones get the other cores. `tcpd --pcap` without
+    /// `--workers` runs inline: only such a capture replays.
     pub workers: usize,
     /// Nice value of the reactor thread, the one that runs the stack
     /// (`setpriority` on that thread only: worker and pcap threads keep the
@@ -260,6 +261,12 @@ pub struct Config {
     pub forward: crate::forward::ForwardConfig,
 }
 
+/// The default number of worker threads: one per core but one (the core
+/// the reactor keeps busy), at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -282,7 +289,7 @@ impl Default for Config {
             discard_port: 9,
             http_port: 80,
             http_root: None,
-            workers: 0,
+            workers: default_workers(),
             reactor_nice: 0,
             pcap: None,
             seed: 0,

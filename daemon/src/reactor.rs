@@ -1782,6 +1782,7 @@ mod tests {
             out: Vec::with_capacity(8),
             backlogged: false,
             wake: None,
+            help: None,
             thread: None,
         };
         assert!(!offer_batch(&mut link, &spares));

@@ -219,12 +219,25 @@ struct HostConn {
     eof_passed: bool,
 }
 
+/// A buffer for a handler call's output: the host's spare, else a pooled one.
+fn take_out(spare: &mut Vec<u8>, pool: &Pool) -> Vec<u8> {
+    if spare.capacity() > 0 {
+        std::mem::take(spare)
+    } else {
+        pool.get_for(0)
+    }
+}
+
 /// Runs the handlers of a set of connections: turns [`ToWorker`] events into
 /// [`Driver`] calls and the results into [`Cmd`]s.
 pub struct Host<K = ConnId> {
     services: Arc<[Arc<dyn Service>]>,
     conns: HashMap<K, HostConn>,
     pool: Pool,
+    /// An output buffer a handler call left empty, kept for the next call
+    /// (so that handlers that write nothing, like discard, cycle no pooled
+    /// buffer per call).
+    out_spare: Vec<u8>,
     /// The host's time for handler timers ([`Host::set_now`]).
     now: tcp::Instant,
     /// No handler deadline comes before this one (may be stale).
@@ -238,6 +251,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             services,
             conns: HashMap::new(),
             pool,
+            out_spare: Vec::new(),
             now: tcp::Instant::ZERO,
             next_deadline: None,
         }
@@ -272,7 +286,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.timeout(now, &mut o, c.credit);
             self.apply(id, step, o, out);
         }
@@ -352,7 +366,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
                 };
                 c.credit += credit;
                 if c.driver.blocked() {
-                    let mut o = self.pool.get_for(0);
+                    let mut o = take_out(&mut self.out_spare, &self.pool);
                     let step = c.driver.writable(&mut o, c.credit);
                     if !self.apply(id, step, o, out) {
                         return;
@@ -398,7 +412,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             }
             let avail = &front[c.front_off..];
             let n = avail.len().min(room);
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.data(&avail[..n], &mut o, c.credit);
             c.front_off += n;
             if c.front_off >= front.len() {
@@ -416,7 +430,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
         };
         if c.eof && !c.eof_passed {
             c.eof_passed = true;
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.eof(&mut o, c.credit);
             self.apply(id, step, o, out);
         }
@@ -437,7 +451,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             });
         }
         if written.is_empty() {
-            self.pool.put(written);
+            self.out_spare = written;
         } else {
             c.credit = c.credit.saturating_sub(written.len());
             out.push(Cmd::Send { id, buf: written });
@@ -996,5 +1010,173 @@ mod tests {
             &mut out,
         );
         assert!(matches!(&out[..], [Cmd::Consumed { id: 9, n: 2 }]));
+    }
+
+    /// Connection handles from a real endpoint (active opens; nothing is
+    /// sent anywhere: the SYNs stay in the endpoint).
+    fn conn_ids(n: usize) -> Vec<ConnId> {
+        let mut ep = tcp::Endpoint::new(tcp::Config::default()).unwrap();
+        (0..n)
+            .map(|i| {
+                let remote = std::net::SocketAddr::from(([10, 0, 0, 1], 5000 + i as u16));
+                ep.connect(tcp::Instant::ZERO, "10.0.0.2".parse().unwrap(), remote)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Many small messages to a real worker thread that parks at once (no
+    /// spin), some handed over the channel with the wake-up only when it
+    /// sleeps, some run here by `help` while it sleeps: every byte is
+    /// echoed, in order, and the reactor side, sleeping in its own poll
+    /// until a wake-up, is never left waiting (a lost wake-up fails the
+    /// test after 5 s instead of hanging).
+    #[test]
+    fn helped_and_channelled_messages_keep_order_and_no_wakeup_is_lost() {
+        let services: Arc<[Arc<dyn Service>]> =
+            Arc::from(vec![Arc::new(TestEcho) as Arc<dyn Service>]);
+        let pool = Pool::new(64, 4096);
+        let spares = Spares::new();
+        let clock = crate::clock::Clock::new();
+        let mut rpoll = mio::Poll::new().unwrap();
+        let rwake = Arc::new(ReactorWake::new(
+            mio::Waker::new(rpoll.registry(), mio::Token(7)).unwrap(),
+        ));
+        let wpoll = mio::Poll::new().unwrap();
+        let own_wake = Arc::new(ReactorWake::new(
+            mio::Waker::new(wpoll.registry(), WORKER_WAKER).unwrap(),
+        ));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(16);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(16);
+        let shared = WorkerShared::new(Host::new(services, pool.clone()));
+        let setup = WorkerSetup {
+            shared: shared.clone(),
+            clock,
+            pool: pool.clone(),
+            rx: rx.clone(),
+            cmd_tx,
+            wake: rwake.clone(),
+            poll: wpoll,
+            own_wake: own_wake.clone(),
+            spin: Duration::ZERO,
+            spares: spares.clone(),
+            forwarding: None,
+            read_chunk: 4096,
+        };
+        let thread = std::thread::spawn(move || worker_loop(setup));
+        let ids = conn_ids(4);
+        let link = HelpLink {
+            shared: &shared,
+            wake: &own_wake,
+            rx: &rx,
+        };
+        let mut sent: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
+        let mut echoed: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
+        let slot = |id: ConnId| ids.iter().position(|x| *x == id).unwrap();
+        let apply = |batch: &mut Vec<Cmd>, echoed: &mut Vec<Vec<u8>>| {
+            for c in batch.drain(..) {
+                if let Cmd::Send { id, buf } = c {
+                    echoed[slot(id)].extend_from_slice(&buf);
+                }
+            }
+        };
+        let mut events = mio::Events::with_capacity(8);
+        let mut helped_out = Vec::new();
+        let (mut helped, mut channelled) = (0u32, 0u32);
+        let mut next = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = || {
+            // xorshift: a fixed, reproducible mix of the two paths.
+            next ^= next << 13;
+            next ^= next >> 7;
+            next ^= next << 17;
+            next
+        };
+        let mut send = |evs: Vec<ToWorker>,
+                        helped: &mut u32,
+                        channelled: &mut u32,
+                        echoed: &mut Vec<Vec<u8>>,
+                        try_help: bool| {
+            let mut evs = evs;
+            if try_help
+                && help(
+                    &link,
+                    &spares,
+                    &mut evs,
+                    clock.tcp(Instant::now()),
+                    50_000,
+                    &mut helped_out,
+                )
+            {
+                *helped += 1;
+                // The channel's commands first, then the helped ones.
+                while let Ok(mut b) = cmd_rx.try_recv() {
+                    apply(&mut b, echoed);
+                }
+                apply(&mut helped_out, echoed);
+            } else {
+                *channelled += 1;
+                tx.send(evs).unwrap();
+                own_wake.notify();
+            }
+        };
+        let accepts: Vec<ToWorker> = ids
+            .iter()
+            .map(|&id| ToWorker::Accepted {
+                id,
+                svc: 0,
+                ctx: ctx(),
+                credit: 1 << 30,
+            })
+            .collect();
+        send(accepts, &mut helped, &mut channelled, &mut echoed, false);
+        for i in 0..20_000u32 {
+            let r = rng();
+            let k = (r % ids.len() as u64) as usize;
+            let len = 1 + (r >> 8) as usize % 16;
+            let buf: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            sent[k].extend_from_slice(&buf);
+            send(
+                vec![ToWorker::Data { id: ids[k], buf }],
+                &mut helped,
+                &mut channelled,
+                &mut echoed,
+                (r >> 16) % 3 != 0,
+            );
+            if (r >> 24) % 4 != 0 {
+                continue;
+            }
+            // Wait for every echo, sleeping as the reactor does.
+            loop {
+                while let Ok(mut b) = cmd_rx.try_recv() {
+                    apply(&mut b, &mut echoed);
+                }
+                if echoed == sent {
+                    break;
+                }
+                rwake.set_sleeping(true);
+                let timeout = if cmd_rx.is_empty() {
+                    Some(Duration::from_secs(5))
+                } else {
+                    Some(Duration::ZERO)
+                };
+                rpoll.poll(&mut events, timeout).unwrap();
+                rwake.set_sleeping(false);
+                assert!(
+                    !events.is_empty() || !cmd_rx.is_empty() || timeout == Some(Duration::ZERO),
+                    "message {i}: no wake-up came for the worker's answer (lost wake-up)"
+                );
+            }
+        }
+        while let Ok(mut b) = cmd_rx.recv_timeout(Duration::from_millis(200)) {
+            apply(&mut b, &mut echoed);
+        }
+        assert_eq!(echoed, sent, "every byte echoed, in order");
+        assert!(
+            helped > 1000 && channelled > 1000,
+            "both paths ran: {helped} {channelled}"
+        );
+        drop(tx);
+        own_wake.force();
+        thread.join().unwrap();
     }
 }
