@@ -1375,7 +1375,7 @@ impl<D: Device> Reactor<D> {
     /// here produced commands (applied before this returns, after every
     /// command already in the channel).
     fn flush_hosts(&mut self) -> bool {
-        let now = self.clock.tcp(Instant::now());
+        let mut now = None;
         let mut helped_any = false;
         match &mut self.hosts {
             Hosts::Threads(links) => {
@@ -1386,6 +1386,8 @@ impl<D: Device> Reactor<D> {
                     }
                     if let (Some((shared, rx)), Some(wake)) = (&link.help, &link.wake) {
                         let h = HelpLink { shared, wake, rx };
+                        let clock = self.clock;
+                        let now = *now.get_or_insert_with(|| clock.tcp(Instant::now()));
                         let budget = self.help_budget_ns;
                         if crate::worker::help(
                             &h,

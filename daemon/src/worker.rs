@@ -40,7 +40,7 @@ use crate::pool::Pool;
 use crate::services::{ConnCtx, Driver, Service, Step};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
@@ -228,11 +228,39 @@ fn take_out(spare: &mut Vec<u8>, pool: &Pool) -> Vec<u8> {
     }
 }
 
+/// Hashes connection handles for the host's table: a multiply-and-fold
+/// of the handle's words (Fibonacci hashing). The handles are the
+/// endpoint's own (slot and generation), not chosen by a peer, so the table
+/// needs no keyed hash (SipHash costs several times this on the per-message
+/// path: each event looks its connection up).
+#[derive(Default)]
+pub struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 /// Runs the handlers of a set of connections: turns [`ToWorker`] events into
 /// [`Driver`] calls and the results into [`Cmd`]s.
 pub struct Host<K = ConnId> {
     services: Arc<[Arc<dyn Service>]>,
-    conns: HashMap<K, HostConn>,
+    conns: HashMap<K, HostConn, BuildHasherDefault<HandleHasher>>,
     pool: Pool,
     /// An output buffer a handler call left empty, kept for the next call
     /// (so that handlers that write nothing, like discard, cycle no pooled
@@ -249,7 +277,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
     pub fn new(services: Arc<[Arc<dyn Service>]>, pool: Pool) -> Host<K> {
         Host {
             services,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             pool,
             out_spare: Vec::new(),
             now: tcp::Instant::ZERO,
