@@ -118,9 +118,12 @@ struct Cli {
     max_connections_per_source: usize,
 
     /// Worker threads for the services; 0 runs them inline on the reactor
-    /// thread, the fastest for the built-in services. With --forward or
-    /// --transparent the kernel sockets live on worker threads: 0 or unset
-    /// means one per core [default: 0; forwarding: cores]
+    /// thread. A sleeping worker's events run on the reactor (no wake-up,
+    /// no context switch) while its handlers' work is light, so threads
+    /// cost nothing for the built-in services. With --pcap the default is
+    /// 0 (only an inline capture replays); with --forward or --transparent
+    /// the kernel sockets live on worker threads, and 0 means one per core
+    /// [default: one per core but the reactor's, at least 1; --pcap: 0]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=256))]
     workers: Option<u32>,
 
@@ -183,6 +186,14 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 0, allow_negative_numbers = true,
           value_parser = clap::value_parser!(i32).range(-20..=19))]
     reactor_nice: i32,
+
+    /// The reactor runs a sleeping worker's events itself, instead of
+    /// waking the thread, while that worker's rounds take at most this many
+    /// µs on average; heavier handlers get their thread. 0: every event
+    /// goes to the worker's thread (no effect with forwarding, whose
+    /// events always do)
+    #[arg(long, value_name = "US", default_value_t = 50, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
+    worker_help_us: u64,
 
     /// Record every packet in and out to FILE (pcap, link type RAW) and FILE.json
     #[arg(long, value_name = "FILE")]
@@ -388,8 +399,13 @@ fn config(cli: Cli, m: &ArgMatches) -> Result<Config, String> {
         discard_port: cli.discard,
         http_port: cli.http,
         http_root: cli.http_root,
-        workers: cli.workers.map(|w| w as usize).unwrap_or(d.workers),
+        // A capture replays only when the handlers ran inline.
+        workers: cli
+            .workers
+            .map(|w| w as usize)
+            .unwrap_or(if cli.pcap.is_some() { 0 } else { d.workers }),
         reactor_nice: cli.reactor_nice,
+        worker_help_us: cli.worker_help_us,
         pcap: cli.pcap,
         seed: cli.seed.unwrap_or_else(random_seed),
         fault: FaultConfig {

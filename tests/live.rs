@@ -122,9 +122,10 @@ fn echo_10mb_with_half_close() {
     echo_roundtrip(s, MB, true);
 }
 
-/// The two ways tcpd hosts its services: inline on the reactor (the
-/// default) and on worker threads.
-const HOSTINGS: [&[&str]; 2] = [&[], &["--workers", "2"]];
+/// The ways tcpd hosts its services: inline on the reactor, the default
+/// (worker threads that the reactor runs while they sleep), and two worker
+/// threads.
+const HOSTINGS: [&[&str]; 3] = [&["--workers", "0"], &[], &["--workers", "2"]];
 
 #[test]
 fn echo_with_worker_threads() {

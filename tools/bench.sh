@@ -40,8 +40,9 @@ usage: tools/bench.sh [options]
   --quick            short run: 1 run per figure, smaller transfers, 2 s HTTP runs
   --runs N           runs per figure (median reported) [3; 1 with --quick]
   --workers LIST     tcpd --workers values, comma-separated; "default" means no
-                     flag [default,2: the default configuration (services
-                     inline on the reactor) and two worker threads]
+                     flag, 0 services inline on the reactor [default,2: the
+                     default configuration (one worker thread per core but the
+                     reactor's) and two worker threads]
   --kernel-only      measure only the kernel reference (no tcpd)
   --figures LIST     figures to measure, comma-separated, of upload, download, rtt,
                      bulk (64-connection transfers before the idle figure, whose

@@ -164,12 +164,13 @@ pub struct Config {
     pub http_port: u16,
     /// Serve static files from this directory instead of the built-in pages.
     pub http_root: Option<PathBuf>,
-    /// Worker threads for the services. 0 (the default) runs them inline on
-    /// the reactor thread: measured here, handing every request to another
-    /// thread and back costs two context switches (a 1-byte echo round trip
-    /// 1.6x the kernel's instead of 1.0x) and no throughput, since the
-    /// reactor, not the services, is what a core is busy with. Threads pay
-    /// off for services that do heavy work per request.
+    /// Worker threads for the services; 0 runs them inline on the reactor
+    /// thread. Default [`default_workers`]: one per core but the reactor's.
+    /// A worker's events cross to its thread only while its handlers are
+    /// busy; a sleeping worker's events run on the reactor (see
+    /// [`crate::worker::help`]), so light services cost what they cost
+    /// inline and heavy ones get the other cores. `tcpd --pcap` without
+    /// `--workers` runs inline: only such a capture replays.
     pub workers: usize,
     /// Nice value of the reactor thread, the one that runs the stack
     /// (`setpriority` on that thread only: worker and pcap threads keep the
@@ -207,6 +208,12 @@ pub struct Config {
     pub mem_release_ms: u64,
     /// How long a worker spins looking for work before it parks, µs. Default 50.
     pub worker_spin_us: u64,
+    /// The reactor runs a sleeping worker's events itself, instead of
+    /// waking the thread, while that worker's rounds (a batch of events
+    /// and its timers) take at most this long on average, µs; heavier
+    /// handlers get their thread. 0: every event goes to the thread.
+    /// Not with forwarding (the kernel sockets are the worker's). Default 50.
+    pub worker_help_us: u64,
     /// How long the reactor spins for a worker's answer before it sleeps,
     /// µs (only right after it handed a worker events). Default 30.
     pub reactor_spin_us: u64,
@@ -254,6 +261,12 @@ pub struct Config {
     pub forward: crate::forward::ForwardConfig,
 }
 
+/// The default number of worker threads: one per core but one (the core
+/// the reactor keeps busy), at least one.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1))
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -276,7 +289,7 @@ impl Default for Config {
             discard_port: 9,
             http_port: 80,
             http_root: None,
-            workers: 0,
+            workers: default_workers(),
             reactor_nice: 0,
             pcap: None,
             seed: 0,
@@ -289,6 +302,7 @@ impl Default for Config {
             pool_buffers: 256,
             mem_release_ms: 1000,
             worker_spin_us: 50,
+            worker_help_us: 50,
             reactor_spin_us: 30,
             rx_budget: 128,
             pcap_queue: 8192,

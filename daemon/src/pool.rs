@@ -41,31 +41,54 @@ impl Pool {
     /// An empty buffer.
     pub fn get(&self) -> Vec<u8> {
         match self.rx.try_recv() {
-            Ok(v) => {
+            Ok(mut v) => {
                 self.note_low();
+                v.clear();
                 v
             }
             Err(_) => Vec::with_capacity(self.buf_capacity),
         }
+    }
+    /// A buffer of exactly `n` bytes to read into, its content unspecified
+    /// (what it held before, or zeros). A pooled buffer keeps the length it
+    /// had when it was returned, so refilling it costs no zeroing (only
+    /// growing past that length does): a reader fills it in place instead
+    /// of reading into scratch space and copying.
+    pub fn get_filled(&self, n: usize) -> Vec<u8> {
+        let mut v = match self.rx.try_recv() {
+            Ok(v) => {
+                self.note_low();
+                v
+            }
+            Err(_) => Vec::with_capacity(n.clamp(2048, self.buf_capacity.max(2048))),
+        };
+        if v.len() >= n {
+            v.truncate(n);
+        } else {
+            v.resize(n, 0);
+        }
+        v
     }
     /// An empty buffer for about `n` bytes: a pooled one if there is one,
     /// else a new one of `n` bytes (at least 2 KiB), so that small messages
     /// do not pin large allocations.
     pub fn get_for(&self, n: usize) -> Vec<u8> {
         match self.rx.try_recv() {
-            Ok(v) => {
+            Ok(mut v) => {
                 self.note_low();
+                v.clear();
                 v
             }
             Err(_) => Vec::with_capacity(n.clamp(2048, self.buf_capacity.max(2048))),
         }
     }
-    /// Returns a buffer to the pool.
-    pub fn put(&self, mut v: Vec<u8>) {
+    /// Returns a buffer to the pool. Its bytes stay (see
+    /// [`Pool::get_filled`]); [`Pool::get`] and [`Pool::get_for`] hand
+    /// out buffers emptied.
+    pub fn put(&self, v: Vec<u8>) {
         if v.capacity() == 0 || v.capacity() > self.max_keep {
             return;
         }
-        v.clear();
         let _ = self.tx.try_send(v);
     }
     /// One decay step (call it periodically, never per packet): frees as
@@ -114,6 +137,26 @@ mod tests {
         assert_eq!(b.capacity(), cap);
         p.put(Vec::with_capacity(1000));
         assert_eq!(p.len(), 1, "oversized buffers are not kept");
+    }
+
+    #[test]
+    fn filled_buffers_are_reused_without_a_copy() {
+        // New buffers get at least 2 KiB: small enough to be kept.
+        let p = Pool::new(2, 4096);
+        let mut a = p.get_filled(8);
+        assert_eq!(a.len(), 8);
+        a.copy_from_slice(b"abcdefgh");
+        let ptr = a.as_ptr();
+        p.put(a);
+        // The same allocation, its length kept: no zeroing to refill it.
+        let b = p.get_filled(4);
+        assert_eq!((b.as_ptr(), &b[..]), (ptr, &b"abcd"[..]));
+        p.put(b);
+        // Growing zero-fills only the new part; `get` hands it out empty.
+        let c = p.get_filled(6);
+        assert_eq!(&c[..], b"abcd\0\0");
+        p.put(c);
+        assert!(p.get().is_empty());
     }
 
     #[test]

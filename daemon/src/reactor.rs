@@ -28,7 +28,9 @@ use crate::forward::splice::UpstreamView;
 use crate::forward::Forwarding;
 use crate::pool::Pool;
 use crate::services::{ConnCtx, InlineConfig, InlineHost, Service, Status, StatusBoard};
-use crate::worker::{Cmd, ReactorWake, Spares, ToWorker, WorkerSetup, WORKER_WAKER};
+use crate::worker::{
+    Cmd, HelpLink, Host, ReactorWake, Spares, ToWorker, WorkerSetup, WorkerShared, WORKER_WAKER,
+};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
@@ -43,6 +45,10 @@ use tracing::{debug, info, warn};
 const TUN: Token = Token(0);
 const WAKER: Token = Token(1);
 const SIGNALS: Token = Token(2);
+
+/// Reads of at least this many bytes go to a handler in the buffer they
+/// were read into (see `Reactor::readbuf`); smaller ones are copied.
+const SWAP_READ_MIN: usize = 8 * 1024;
 
 /// How long a forced exit (second signal) lets the pcap writer finish.
 const FORCED_FLUSH_WAIT: Duration = Duration::from_millis(100);
@@ -92,11 +98,14 @@ pub struct Counters {
     /// Device drains cut short under a flood so that the handlers run
     /// (see `drain_rx`).
     pub rx_flood_yields: u64,
+    /// Event batches the reactor ran itself for a sleeping worker instead
+    /// of waking it (see [`crate::worker::help`]).
+    pub batches_helped: u64,
 }
 
 impl Counters {
     /// Every counter with its name, for `/stats` and `/metrics`.
-    pub(crate) fn named(&self) -> [(&'static str, u64); 20] {
+    pub(crate) fn named(&self) -> [(&'static str, u64); 21] {
         [
             ("wakeups", self.wakeups),
             ("rx_packets", self.rx_packets),
@@ -109,6 +118,7 @@ impl Counters {
             ("worker_batches_out", self.batches_out),
             ("worker_batches_in", self.batches_in),
             ("worker_queue_full", self.worker_queue_full),
+            ("worker_batches_helped", self.batches_helped),
             ("bytes_to_services", self.bytes_to_services),
             ("bytes_from_services", self.bytes_from_services),
             ("short_sends", self.short_sends),
@@ -156,6 +166,9 @@ struct WorkerLink {
     tx: Sender<Vec<ToWorker>>,
     /// Wakes the worker (only when it said it sleeps).
     wake: Option<Arc<ReactorWake>>,
+    /// The worker's host and the receiving end of its channel, for running
+    /// its events here while it sleeps (None: never).
+    help: Option<(Arc<WorkerShared>, Receiver<Vec<ToWorker>>)>,
     out: Vec<ToWorker>,
     /// The last send found the queue full: `out` waits, reading pauses.
     backlogged: bool,
@@ -204,7 +217,11 @@ pub struct Reactor<D: Device> {
     pool: Pool,
     rxbuf: Box<[u8]>,
     txbuf: Box<[u8]>,
-    readbuf: Box<[u8]>,
+    /// Where connections' bytes are read for their handlers: `read_chunk`
+    /// bytes long. A large read is handed over as it is (the buffer goes
+    /// to the handler and a pooled one takes its place), a small one is
+    /// copied into a small buffer.
+    readbuf: Vec<u8>,
     /// A packet in `txbuf` the device refused; retried first.
     tx_pending: Option<tcp::Transmit>,
     rx_ready: bool,
@@ -230,6 +247,12 @@ pub struct Reactor<D: Device> {
     inline_pending: bool,
     /// Emptied batch vectors shared with the workers.
     spares: Spares,
+    /// A sleeping worker's events run here while its rounds cost at most
+    /// this, ns (0: never; see [`crate::worker::help`]).
+    help_budget_ns: u64,
+    /// Commands of the handlers run here for sleeping workers, applied
+    /// after the command channel.
+    helped: Vec<Cmd>,
     /// Giving idle memory back (see [`Config::mem_release_ms`]).
     mem: MemRelease,
 }
@@ -407,8 +430,13 @@ impl<D: Device> Reactor<D> {
                 let wwaker = mio::Waker::new(wpoll.registry(), WORKER_WAKER)
                     .map_err(|e| Error::new(format!("cannot create a worker's waker: {e}")))?;
                 let own_wake = Arc::new(ReactorWake::new(wwaker));
+                let shared = WorkerShared::new(Host::new(services.clone(), pool.clone()));
+                // Forwarded connections' events need the worker's own
+                // sockets: they always go to its thread.
+                let help = fwd.is_none().then(|| (shared.clone(), rx.clone()));
                 let setup = WorkerSetup {
-                    services: services.clone(),
+                    shared,
+                    clock,
                     pool: pool.clone(),
                     rx,
                     cmd_tx: cmd_tx.clone(),
@@ -427,6 +455,7 @@ impl<D: Device> Reactor<D> {
                 links.push(WorkerLink {
                     tx,
                     wake: Some(own_wake),
+                    help,
                     out: Vec::new(),
                     backlogged: false,
                     thread: Some(thread),
@@ -467,7 +496,9 @@ impl<D: Device> Reactor<D> {
             reactor_spin: Duration::from_micros(cfg.reactor_spin_us),
             inline_pending: false,
             spares,
-            readbuf: vec![0u8; cfg.read_chunk].into_boxed_slice(),
+            help_budget_ns: cfg.worker_help_us.saturating_mul(1000),
+            helped: Vec::new(),
+            readbuf: vec![0u8; cfg.read_chunk.max(1)],
             tx_pending: None,
             rx_ready: true,
             counters: Counters::default(),
@@ -1256,8 +1287,17 @@ impl<D: Device> Reactor<D> {
                     return;
                 }
                 Ok(n) => {
-                    let mut buf = self.pool.get_for(n);
-                    buf.extend_from_slice(&self.readbuf[..n]);
+                    let buf = if n >= SWAP_READ_MIN {
+                        // No second copy: this buffer goes as it is.
+                        let fresh = self.pool.get_filled(chunk);
+                        let mut b = std::mem::replace(&mut self.readbuf, fresh);
+                        b.truncate(n);
+                        b
+                    } else {
+                        let mut b = self.pool.get_for(n);
+                        b.extend_from_slice(&self.readbuf[..n]);
+                        b
+                    };
                     if let Some(c) = self.conn_mut(id) {
                         c.held += n;
                     }
@@ -1344,15 +1384,38 @@ impl<D: Device> Reactor<D> {
         self.starved.extend(keep);
     }
 
-    /// Hands the batched events to the workers (or runs them inline);
-    /// true if inline handlers produced commands.
+    /// Hands the batched events to the workers, or runs them here for
+    /// workers that sleep ([`crate::worker::help`]); true if handlers run
+    /// here produced commands (applied before this returns, after every
+    /// command already in the channel).
     fn flush_hosts(&mut self) -> bool {
+        let mut now = None;
+        let mut helped_any = false;
         match &mut self.hosts {
             Hosts::Threads(links) => {
                 for link in links.iter_mut() {
                     if link.out.is_empty() {
                         link.backlogged = false;
                         continue;
+                    }
+                    if let (Some((shared, rx)), Some(wake)) = (&link.help, &link.wake) {
+                        let h = HelpLink { shared, wake, rx };
+                        let clock = self.clock;
+                        let now = *now.get_or_insert_with(|| clock.tcp(Instant::now()));
+                        let budget = self.help_budget_ns;
+                        if crate::worker::help(
+                            &h,
+                            &self.spares,
+                            &mut link.out,
+                            now,
+                            budget,
+                            &mut self.helped,
+                        ) {
+                            link.backlogged = false;
+                            self.counters.batches_helped += 1;
+                            helped_any = true;
+                            continue;
+                        }
                     }
                     if offer_batch(link, &self.spares) {
                         self.counters.batches_out += 1;
@@ -1361,10 +1424,28 @@ impl<D: Device> Reactor<D> {
                         self.counters.worker_queue_full += 1;
                     }
                 }
-                false
             }
-            Hosts::Inline(_) => false,
+            Hosts::Inline(_) => {}
         }
+        if !helped_any {
+            return false;
+        }
+        // The workers' earlier commands first (per-connection order), all
+        // of them: the channel is bounded by `command_queue`.
+        while let Ok(mut batch) = self.cmd_rx.try_recv() {
+            self.counters.batches_in += 1;
+            for c in batch.drain(..) {
+                self.apply(c);
+            }
+            self.spares.put_cmds(batch);
+        }
+        let mut cmds = std::mem::take(&mut self.helped);
+        let any = !cmds.is_empty();
+        for c in cmds.drain(..) {
+            self.apply(c);
+        }
+        self.helped = cmds;
+        any
     }
 
     /// Handles pending signals (without blocking). Also called from the
@@ -1742,6 +1823,7 @@ mod tests {
             out: Vec::with_capacity(8),
             backlogged: false,
             wake: None,
+            help: None,
             thread: None,
         };
         assert!(!offer_batch(&mut link, &spares));

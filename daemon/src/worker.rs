@@ -20,16 +20,29 @@
 //! the reactor grants no more than the connection's free send-buffer
 //! space. Every queue on the way is bounded.
 //!
-//! The same [`Host`] runs on worker threads and, with `--workers 0`, inline
-//! on the reactor thread.
+//! Who runs a worker's handlers: the worker's [`Host`] sits in a
+//! [`WorkerShared`] cell whose lock says who holds it. A worker thread that
+//! sleeps in its `Poll` does not hold it, and the reactor then runs the
+//! events it has for that worker itself ([`help`]), in the same order, on
+//! the same `Host`, with the same credit and hold accounting, instead of
+//! waking the thread: a wake-up and the answer's way back cost two context
+//! switches (on one CPU) or the other CPU's wake-up latency (tens of µs),
+//! far more than the services' work. While a host's rounds cost more than
+//! the help budget (`Config::worker_help_us`) the reactor hands the events
+//! to the thread instead, so heavy handlers keep their own core. The lock
+//! is taken once per round (a batch of events), never per packet, and is
+//! uncontended but for a worker waking while the reactor helps.
+//!
+//! With `--workers 0` the handlers run inline on the reactor thread through
+//! [`crate::services::InlineHost`] instead (what replays run).
 
 use crate::pool::Pool;
 use crate::services::{ConnCtx, Driver, Service, Step};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use std::collections::{HashMap, VecDeque};
-use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 use tcp::ConnId;
 
@@ -178,6 +191,10 @@ impl ReactorWake {
     pub fn set_sleeping(&self, s: bool) {
         self.sleeping.store(s, Ordering::SeqCst);
     }
+    /// Whether the sleeper said it sleeps (and nobody woke it since).
+    pub fn is_sleeping(&self) -> bool {
+        self.sleeping.load(Ordering::SeqCst)
+    }
     /// Called after queueing commands: wakes the reactor if it may sleep.
     pub fn notify(&self) {
         if self.sleeping.swap(false, Ordering::SeqCst) {
@@ -204,12 +221,53 @@ struct HostConn {
     eof_passed: bool,
 }
 
+/// A buffer for a handler call's output: the host's spare, else a pooled one.
+fn take_out(spare: &mut Vec<u8>, pool: &Pool) -> Vec<u8> {
+    if spare.capacity() > 0 {
+        std::mem::take(spare)
+    } else {
+        pool.get_for(0)
+    }
+}
+
+/// Hashes connection handles for the host's table: a multiply-and-fold
+/// of the handle's words (Fibonacci hashing). The handles are the
+/// endpoint's own (slot and generation), not chosen by a peer, so the table
+/// needs no keyed hash (SipHash costs several times this on the per-message
+/// path: each event looks its connection up).
+#[derive(Default)]
+pub struct HandleHasher(u64);
+
+impl Hasher for HandleHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+}
+
 /// Runs the handlers of a set of connections: turns [`ToWorker`] events into
 /// [`Driver`] calls and the results into [`Cmd`]s.
 pub struct Host<K = ConnId> {
     services: Arc<[Arc<dyn Service>]>,
-    conns: HashMap<K, HostConn>,
+    conns: HashMap<K, HostConn, BuildHasherDefault<HandleHasher>>,
     pool: Pool,
+    /// An output buffer a handler call left empty, kept for the next call
+    /// (so that handlers that write nothing, like discard, cycle no pooled
+    /// buffer per call).
+    out_spare: Vec<u8>,
     /// The host's time for handler timers ([`Host::set_now`]).
     now: tcp::Instant,
     /// No handler deadline comes before this one (may be stale).
@@ -221,8 +279,9 @@ impl<K: Copy + Eq + Hash> Host<K> {
     pub fn new(services: Arc<[Arc<dyn Service>]>, pool: Pool) -> Host<K> {
         Host {
             services,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             pool,
+            out_spare: Vec::new(),
             now: tcp::Instant::ZERO,
             next_deadline: None,
         }
@@ -257,7 +316,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             let Some(c) = self.conns.get_mut(&id) else {
                 continue;
             };
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.timeout(now, &mut o, c.credit);
             self.apply(id, step, o, out);
         }
@@ -337,7 +396,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
                 };
                 c.credit += credit;
                 if c.driver.blocked() {
-                    let mut o = self.pool.get_for(0);
+                    let mut o = take_out(&mut self.out_spare, &self.pool);
                     let step = c.driver.writable(&mut o, c.credit);
                     if !self.apply(id, step, o, out) {
                         return;
@@ -383,7 +442,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             }
             let avail = &front[c.front_off..];
             let n = avail.len().min(room);
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.data(&avail[..n], &mut o, c.credit);
             c.front_off += n;
             if c.front_off >= front.len() {
@@ -401,7 +460,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
         };
         if c.eof && !c.eof_passed {
             c.eof_passed = true;
-            let mut o = self.pool.get_for(0);
+            let mut o = take_out(&mut self.out_spare, &self.pool);
             let step = c.driver.eof(&mut o, c.credit);
             self.apply(id, step, o, out);
         }
@@ -422,7 +481,7 @@ impl<K: Copy + Eq + Hash> Host<K> {
             });
         }
         if written.is_empty() {
-            self.pool.put(written);
+            self.out_spare = written;
         } else {
             c.credit = c.credit.saturating_sub(written.len());
             out.push(Cmd::Send { id, buf: written });
@@ -448,6 +507,124 @@ impl<K: Copy + Eq + Hash> Host<K> {
             c.driver.closed();
         }
     }
+}
+
+/// A worker's handlers and what a round of them costs, behind the lock
+/// of its [`WorkerShared`].
+pub struct HostCell {
+    /// The handlers of the worker's connections.
+    pub host: Host<ConnId>,
+    /// Average wall time of a round of this host's work (a batch of events
+    /// and its timers), ns: an exponentially weighted mean (weight 1/8) over
+    /// the rounds the worker thread ran and those the reactor ran.
+    cost_ns: u64,
+}
+
+impl HostCell {
+    fn note_cost(&mut self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.cost_ns = self.cost_ns - self.cost_ns / 8 + ns / 8;
+    }
+    /// The average cost of a round, ns.
+    pub fn cost_ns(&self) -> u64 {
+        self.cost_ns
+    }
+}
+
+/// What the reactor and one worker thread share: the worker's [`Host`]
+/// (held by whoever runs its handlers) and when the sleeping worker wakes
+/// by itself, so that the reactor can tell whether a handler timer armed
+/// while it helped needs the thread sooner.
+pub struct WorkerShared {
+    cell: Mutex<HostCell>,
+    /// The host time (µs) the worker's sleep ends at by itself;
+    /// `u64::MAX`: only a wake-up ends it.
+    wakes_at: AtomicU64,
+}
+
+impl WorkerShared {
+    /// A cell for `host`.
+    pub fn new(host: Host<ConnId>) -> Arc<WorkerShared> {
+        Arc::new(WorkerShared {
+            cell: Mutex::new(HostCell { host, cost_ns: 0 }),
+            wakes_at: AtomicU64::new(u64::MAX),
+        })
+    }
+    /// Takes the host (blocking while the other side runs a round).
+    pub fn lock(&self) -> MutexGuard<'_, HostCell> {
+        // A panicking handler kills its thread; the host stays usable for
+        // the shutdown's bookkeeping.
+        self.cell.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn try_lock(&self) -> Option<MutexGuard<'_, HostCell>> {
+        match self.cell.try_lock() {
+            Ok(g) => Some(g),
+            Err(TryLockError::WouldBlock) | Err(TryLockError::Poisoned(_)) => None,
+        }
+    }
+}
+
+/// The reactor's side of one worker for [`help`].
+pub struct HelpLink<'a> {
+    /// The worker's shared host.
+    pub shared: &'a WorkerShared,
+    /// The worker's waker and its sleeping flag.
+    pub wake: &'a ReactorWake,
+    /// The worker's event channel (a receiving end of it): batches sent
+    /// before are run first.
+    pub rx: &'a Receiver<Vec<ToWorker>>,
+}
+
+/// Runs `events` for a sleeping worker on the calling thread (the reactor)
+/// instead of waking it: first every batch still in the worker's channel,
+/// then `events` (drained), then the host's due timers; the commands go to
+/// `out`. Returns false, leaving `events` alone, when the worker is awake,
+/// its host is in use, or its rounds cost more than `budget_ns` on average
+/// (0: never help). The caller must apply every command already in the
+/// command channel before `out`. If a timer armed meanwhile is due before
+/// the worker's sleep ends, the worker is woken to run it.
+pub fn help(
+    link: &HelpLink<'_>,
+    spares: &Spares,
+    events: &mut Vec<ToWorker>,
+    now: tcp::Instant,
+    budget_ns: u64,
+    out: &mut Vec<Cmd>,
+) -> bool {
+    if budget_ns == 0 || !link.wake.is_sleeping() {
+        return false;
+    }
+    let Some(mut cell) = link.shared.try_lock() else {
+        return false;
+    };
+    // Asked again under the lock: a worker that sleeps now sent the
+    // commands of its last round before it said so (the flag's store
+    // publishes them), so the caller, applying the channel's commands
+    // before `out`, keeps each connection's commands in order. A worker
+    // that woke meanwhile keeps its events.
+    if cell.cost_ns > budget_ns || !link.wake.is_sleeping() {
+        return false;
+    }
+    let t0 = Instant::now();
+    cell.host.set_now(now);
+    // Per-connection order: what went through the channel comes first.
+    while let Ok(mut b) = link.rx.try_recv() {
+        for ev in b.drain(..) {
+            cell.host.handle(ev, out);
+        }
+        spares.put_events(b);
+    }
+    for ev in events.drain(..) {
+        cell.host.handle(ev, out);
+    }
+    cell.host.handle_timeout(now, out);
+    let next = cell.host.poll_timeout();
+    cell.note_cost(t0.elapsed());
+    drop(cell);
+    if next.is_some_and(|d| d.as_micros() < link.shared.wakes_at.load(Ordering::SeqCst)) {
+        link.wake.force();
+    }
+    true
 }
 
 /// Emptied batch vectors on their way back to the side that fills them, so
@@ -536,8 +713,11 @@ pub const WORKER_WAKER: mio::Token = mio::Token(0);
 
 /// What a worker thread is made of (the reactor builds it).
 pub struct WorkerSetup {
-    /// The services, indexed as in [`ToWorker::Accepted::svc`].
-    pub services: Arc<[Arc<dyn Service>]>,
+    /// The worker's host (its handlers), shared with the reactor ([`help`]).
+    pub shared: Arc<WorkerShared>,
+    /// The daemon's clock: the host's time is the same whichever thread
+    /// runs it.
+    pub clock: crate::clock::Clock,
     /// The shared buffer pool.
     pub pool: Pool,
     /// Event batches from the reactor.
@@ -622,7 +802,8 @@ fn spin_for_work(
 /// `mio::Waker`) only when the worker does sleep.
 pub fn worker_loop(w: WorkerSetup) {
     let WorkerSetup {
-        services,
+        shared,
+        clock,
         pool,
         rx,
         cmd_tx,
@@ -636,11 +817,8 @@ pub fn worker_loop(w: WorkerSetup) {
     } = w;
     let mut fwd =
         forwarding.map(|f| crate::forward::splice::Forwarder::new(f, pool.clone(), read_chunk));
-    let mut host: Host<ConnId> = Host::new(services, pool);
     let mut cmds: Vec<Cmd> = spares.cmds();
     let mut events = mio::Events::with_capacity(256);
-    // Handler timers run on this thread's own monotonic clock.
-    let clock = crate::clock::Clock::new();
     'run: loop {
         events.clear();
         let sockets = fwd.as_ref().is_some_and(|f| !f.is_empty());
@@ -658,13 +836,19 @@ pub fn worker_loop(w: WorkerSetup) {
                 Some(Duration::ZERO)
             } else {
                 let now = Instant::now();
-                let host_t = host.poll_timeout().map(|t| clock.to_std(t));
+                let host_t = shared.lock().host.poll_timeout();
                 let fwd_t = fwd.as_ref().and_then(|f| f.poll_timeout());
-                let t = match (host_t, fwd_t) {
+                let wakes_at = match (host_t.map(|t| clock.to_std(t)), fwd_t) {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                t.map(|t| t.saturating_duration_since(now))
+                // Told before the flag: a reactor that sees the flag and
+                // arms an earlier handler timer wakes us (see `help`).
+                shared.wakes_at.store(
+                    wakes_at.map_or(u64::MAX, |t| clock.tcp(t).as_micros()),
+                    Ordering::SeqCst,
+                );
+                wakes_at.map(|t| t.saturating_duration_since(now))
             };
             let sleeping = timeout != Some(Duration::ZERO);
             if sleeping {
@@ -686,7 +870,6 @@ pub fn worker_loop(w: WorkerSetup) {
             }
         }
         let now = Instant::now();
-        host.set_now(clock.tcp(now));
         if let Some(f) = fwd.as_mut() {
             f.set_now(now);
             for ev in events.iter() {
@@ -695,6 +878,11 @@ pub fn worker_loop(w: WorkerSetup) {
                 }
             }
         }
+        // The host for this round (the reactor may have run it meanwhile:
+        // whatever it took from the channel is done).
+        let mut cell = shared.lock();
+        let t0 = Instant::now();
+        cell.host.set_now(clock.tcp(now));
         if first.is_none() {
             match rx.try_recv() {
                 Ok(b) => first = Some(b),
@@ -702,13 +890,14 @@ pub fn worker_loop(w: WorkerSetup) {
                 Err(TryRecvError::Empty) => {}
             }
         }
+        let worked = first.is_some();
         let mut next = first;
         // Take whatever else is already there before answering (batching).
         while let Some(mut batch) = next.take() {
             for ev in batch.drain(..) {
                 match fwd.as_mut() {
                     Some(f) if f.claims(&ev) => f.handle(poll.registry(), ev, &mut cmds),
-                    _ => host.handle(ev, &mut cmds),
+                    _ => cell.host.handle(ev, &mut cmds),
                 }
             }
             spares.put_events(batch);
@@ -721,7 +910,12 @@ pub fn worker_loop(w: WorkerSetup) {
                 Err(TryRecvError::Empty) => {}
             }
         }
-        host.handle_timeout(clock.tcp(Instant::now()), &mut cmds);
+        cell.host
+            .handle_timeout(clock.tcp(Instant::now()), &mut cmds);
+        if worked {
+            cell.note_cost(t0.elapsed());
+        }
+        drop(cell);
         if let Some(f) = fwd.as_mut() {
             f.set_now(Instant::now());
             f.sweep(poll.registry(), &mut cmds);
@@ -736,7 +930,7 @@ pub fn worker_loop(w: WorkerSetup) {
             wake.notify();
         }
     }
-    host.close_all();
+    shared.lock().host.close_all();
     if let Some(f) = fwd.as_mut() {
         f.close_all(poll.registry());
     }
@@ -846,5 +1040,173 @@ mod tests {
             &mut out,
         );
         assert!(matches!(&out[..], [Cmd::Consumed { id: 9, n: 2 }]));
+    }
+
+    /// Connection handles from a real endpoint (active opens; nothing is
+    /// sent anywhere: the SYNs stay in the endpoint).
+    fn conn_ids(n: usize) -> Vec<ConnId> {
+        let mut ep = tcp::Endpoint::new(tcp::Config::default()).unwrap();
+        (0..n)
+            .map(|i| {
+                let remote = std::net::SocketAddr::from(([10, 0, 0, 1], 5000 + i as u16));
+                ep.connect(tcp::Instant::ZERO, "10.0.0.2".parse().unwrap(), remote)
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    /// Many small messages to a real worker thread that parks at once (no
+    /// spin), some handed over the channel with the wake-up only when it
+    /// sleeps, some run here by `help` while it sleeps: every byte is
+    /// echoed, in order, and the reactor side, sleeping in its own poll
+    /// until a wake-up, is never left waiting (a lost wake-up fails the
+    /// test after 5 s instead of hanging).
+    #[test]
+    fn helped_and_channelled_messages_keep_order_and_no_wakeup_is_lost() {
+        let services: Arc<[Arc<dyn Service>]> =
+            Arc::from(vec![Arc::new(TestEcho) as Arc<dyn Service>]);
+        let pool = Pool::new(64, 4096);
+        let spares = Spares::new();
+        let clock = crate::clock::Clock::new();
+        let mut rpoll = mio::Poll::new().unwrap();
+        let rwake = Arc::new(ReactorWake::new(
+            mio::Waker::new(rpoll.registry(), mio::Token(7)).unwrap(),
+        ));
+        let wpoll = mio::Poll::new().unwrap();
+        let own_wake = Arc::new(ReactorWake::new(
+            mio::Waker::new(wpoll.registry(), WORKER_WAKER).unwrap(),
+        ));
+        let (tx, rx) = crossbeam_channel::bounded::<Vec<ToWorker>>(16);
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded::<Vec<Cmd>>(16);
+        let shared = WorkerShared::new(Host::new(services, pool.clone()));
+        let setup = WorkerSetup {
+            shared: shared.clone(),
+            clock,
+            pool: pool.clone(),
+            rx: rx.clone(),
+            cmd_tx,
+            wake: rwake.clone(),
+            poll: wpoll,
+            own_wake: own_wake.clone(),
+            spin: Duration::ZERO,
+            spares: spares.clone(),
+            forwarding: None,
+            read_chunk: 4096,
+        };
+        let thread = std::thread::spawn(move || worker_loop(setup));
+        let ids = conn_ids(4);
+        let link = HelpLink {
+            shared: &shared,
+            wake: &own_wake,
+            rx: &rx,
+        };
+        let mut sent: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
+        let mut echoed: Vec<Vec<u8>> = vec![Vec::new(); ids.len()];
+        let slot = |id: ConnId| ids.iter().position(|x| *x == id).unwrap();
+        let apply = |batch: &mut Vec<Cmd>, echoed: &mut Vec<Vec<u8>>| {
+            for c in batch.drain(..) {
+                if let Cmd::Send { id, buf } = c {
+                    echoed[slot(id)].extend_from_slice(&buf);
+                }
+            }
+        };
+        let mut events = mio::Events::with_capacity(8);
+        let mut helped_out = Vec::new();
+        let (mut helped, mut channelled) = (0u32, 0u32);
+        let mut next = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rng = || {
+            // xorshift: a fixed, reproducible mix of the two paths.
+            next ^= next << 13;
+            next ^= next >> 7;
+            next ^= next << 17;
+            next
+        };
+        let mut send = |evs: Vec<ToWorker>,
+                        helped: &mut u32,
+                        channelled: &mut u32,
+                        echoed: &mut Vec<Vec<u8>>,
+                        try_help: bool| {
+            let mut evs = evs;
+            if try_help
+                && help(
+                    &link,
+                    &spares,
+                    &mut evs,
+                    clock.tcp(Instant::now()),
+                    50_000,
+                    &mut helped_out,
+                )
+            {
+                *helped += 1;
+                // The channel's commands first, then the helped ones.
+                while let Ok(mut b) = cmd_rx.try_recv() {
+                    apply(&mut b, echoed);
+                }
+                apply(&mut helped_out, echoed);
+            } else {
+                *channelled += 1;
+                tx.send(evs).unwrap();
+                own_wake.notify();
+            }
+        };
+        let accepts: Vec<ToWorker> = ids
+            .iter()
+            .map(|&id| ToWorker::Accepted {
+                id,
+                svc: 0,
+                ctx: ctx(),
+                credit: 1 << 30,
+            })
+            .collect();
+        send(accepts, &mut helped, &mut channelled, &mut echoed, false);
+        for i in 0..20_000u32 {
+            let r = rng();
+            let k = (r % ids.len() as u64) as usize;
+            let len = 1 + (r >> 8) as usize % 16;
+            let buf: Vec<u8> = (0..len).map(|j| (i as usize * 7 + j) as u8).collect();
+            sent[k].extend_from_slice(&buf);
+            send(
+                vec![ToWorker::Data { id: ids[k], buf }],
+                &mut helped,
+                &mut channelled,
+                &mut echoed,
+                (r >> 16) % 3 != 0,
+            );
+            if (r >> 24) % 4 != 0 {
+                continue;
+            }
+            // Wait for every echo, sleeping as the reactor does.
+            loop {
+                while let Ok(mut b) = cmd_rx.try_recv() {
+                    apply(&mut b, &mut echoed);
+                }
+                if echoed == sent {
+                    break;
+                }
+                rwake.set_sleeping(true);
+                let timeout = if cmd_rx.is_empty() {
+                    Some(Duration::from_secs(5))
+                } else {
+                    Some(Duration::ZERO)
+                };
+                rpoll.poll(&mut events, timeout).unwrap();
+                rwake.set_sleeping(false);
+                assert!(
+                    !events.is_empty() || !cmd_rx.is_empty() || timeout == Some(Duration::ZERO),
+                    "message {i}: no wake-up came for the worker's answer (lost wake-up)"
+                );
+            }
+        }
+        while let Ok(mut b) = cmd_rx.recv_timeout(Duration::from_millis(200)) {
+            apply(&mut b, &mut echoed);
+        }
+        assert_eq!(echoed, sent, "every byte echoed, in order");
+        assert!(
+            helped > 1000 && channelled > 1000,
+            "both paths ran: {helped} {channelled}"
+        );
+        drop(tx);
+        own_wake.force();
+        thread.join().unwrap();
     }
 }

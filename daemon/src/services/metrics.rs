@@ -399,6 +399,11 @@ pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
         "Times a worker's event queue was full (reading paused).",
     ),
     (
+        "worker_batches_helped",
+        Kind::Counter,
+        "Event batches the reactor ran itself for a sleeping worker instead of waking it.",
+    ),
+    (
         "bytes_to_services",
         Kind::Counter,
         "Payload bytes handed to the services.",
