@@ -791,7 +791,7 @@ impl Conn {
 
     /// Our timestamp clock: milliseconds plus the per-connection offset
     /// (RFC 7323 §5.4: 1 ms ticks).
-    fn ts_now(&self, now: Instant) -> u32 {
+    pub(super) fn ts_now(&self, now: Instant) -> u32 {
         (now.as_millis() as u32).wrapping_add(self.ts_offset)
     }
 

@@ -100,6 +100,8 @@ pub(crate) struct Rack {
     pub(crate) tlp_end: Option<SeqNum>,
     /// TLP.is_retrans: the probe was a retransmission.
     pub(crate) tlp_retrans: bool,
+    /// Our TSval on the probe (RFC 7323), for the repair test of §7.4.
+    pub(crate) tlp_tsval: u32,
 }
 
 impl Default for Rack {
@@ -121,6 +123,7 @@ impl Default for Rack {
             before_retrans: None,
             tlp_end: None,
             tlp_retrans: false,
+            tlp_tsval: 0,
         }
     }
 }

@@ -713,3 +713,44 @@ fn reordering_only_keeps_the_window() {
     }
     assert!(eifel > 0, "no recovery was undone by the timestamp echo");
 }
+
+/// RFC 8985 §7.4: a tail loss probe that repairs the lost end of a
+/// transfer by itself is seen as such. Short transfers at 5 % loss (the
+/// tail is often lost, and nothing follows it): with timestamps the ACK
+/// covering the probe echoes the probe's TSval, so probes are counted as
+/// repairs (the rule needing an ACK beyond TLP.end_seq counted none),
+/// never more than were sent.
+#[test]
+fn tail_loss_probes_that_repair_the_tail_are_counted() {
+    let faults = Faults {
+        loss: 0.05,
+        dup: 0.0,
+        reorder: 0.0,
+        corrupt: 0.0,
+    };
+    let (mut probes, mut repaired) = (0, 0);
+    for seed in 0..40u64 {
+        let mut p = pair_with(seed, |_| {});
+        p.faults = faults;
+        p.rng = Rng::new(seed);
+        p.b.listen(80, 128).unwrap();
+        let remote: SocketAddr = format!("{B_ADDR}:80").parse().unwrap();
+        let mut t = Transfer::new(30_000, 0);
+        t.a_conn = Some(p.a.connect(p.now, A_ADDR.parse().unwrap(), remote).unwrap());
+        // Until the data is all in (the close is not this test's).
+        p.run_until(1_000_000, |p| {
+            let now = p.now;
+            t.events(&mut p.a, 0, now);
+            t.events(&mut p.b, 1, now);
+            t.recvd[0] == 30_000
+        });
+        // A few more round trips for the last ACKs.
+        let until = p.now + Duration::from_millis(100);
+        p.run_until(1_000_000, |p| p.now >= until);
+        probes += p.a.stats().tlp_probes;
+        repaired += p.a.stats().tlp_repaired;
+    }
+    println!("40 short transfers at 5 % loss: {probes} probes, {repaired} repaired a loss alone");
+    assert!(repaired > 0, "no repair counted ({probes} probes)");
+    assert!(repaired <= probes);
+}
