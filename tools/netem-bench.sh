@@ -193,6 +193,12 @@ for cell in "${SELECTED[@]}"; do
 done
 echo
 echo "tcpd totals over the run: ACKs dropped by PAWS $(tcpd_stat paws), disordered ACKs taken $(tcpd_stat paws_disordered_acks), D-SACKs $(tcpd_stat dsacks_in), undone recoveries $(tcpd_stat spurious_recoveries), fast recoveries $(tcpd_stat fast_retransmits), RTOs $(tcpd_stat rto_timeouts), tail loss probes $(tcpd_stat tlp_probes) (repaired $(tcpd_stat tlp_repaired)), RACK markings $(tcpd_stat rack_marked_lost), reordering timeouts $(tcpd_stat rack_reo_timeouts), spurious RTOs undone by F-RTO $(tcpd_stat frto_spurious_rtos)"
+linux_totals=""
+for c in TcpExtTCPSackRecovery TcpExtTCPFullUndo TcpExtTCPPartialUndo TcpExtTCPDSACKUndo TcpExtTCPDSACKRecv \
+    TcpExtTCPSACKReorder TcpExtTCPTSReorder TcpExtPAWSEstab TcpExtTCPLossProbes TcpExtTCPLossProbeRecovery TcpExtTCPSpuriousRTOs; do
+    linux_totals+=" ${c#TcpExt} $(linux_stat "$c")"
+done
+echo "tcpd fast recoveries undone by the timestamp echo (Eifel) $(tcpd_stat eifel_undos); Linux server totals:$linux_totals"
 echo "(medians of $RUNS runs, $BYTES each, netem seed $SEED; retrans/RTOs are the server's: tcpd /stats, Linux nstat)"
 
 if [ -n "$SVG" ]; then

@@ -199,6 +199,11 @@ struct Undo {
     rexmit: Ranges,
     /// Ranges the peer reported received twice.
     dsacked: Ranges,
+    /// The episode is a fast recovery (not an RTO, which F-RTO judges).
+    fast: bool,
+    /// Our TSval on the episode's first retransmission (RFC 3522 §2's
+    /// RetransmitTS; Linux `retrans_stamp`), once one went out.
+    rexmit_tsval: Option<u32>,
 }
 
 /// One TCP connection: the transmission control block of RFC 9293 §3.3.1.
@@ -786,7 +791,7 @@ impl Conn {
 
     /// Our timestamp clock: milliseconds plus the per-connection offset
     /// (RFC 7323 §5.4: 1 ms ticks).
-    fn ts_now(&self, now: Instant) -> u32 {
+    pub(super) fn ts_now(&self, now: Instant) -> u32 {
         (now.as_millis() as u32).wrapping_add(self.ts_offset)
     }
 
@@ -1515,10 +1520,15 @@ impl Conn {
         }
         // On a D-SACK, and when the cumulative ACK completes the episode
         // (its D-SACKs may all have come before).
+        // RFC 3522 §3.2 (Eifel detection, Linux tcp_packet_delayed): an ACK
+        // that moves SND.UNA with a timestamp echo older than the episode's
+        // first retransmission was sent for an original, not for a resent copy.
+        let delayed = self.snd_una > una_before && self.packet_delayed(seg);
         if dsack
+            || delayed
             || (self.undo.active && una_before < self.undo.end && self.snd_una >= self.undo.end)
         {
-            self.try_undo(cx);
+            self.try_undo(cx, delayed);
         }
 
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be
@@ -2116,6 +2126,7 @@ impl Conn {
                 self.mtu_probe_on_rto(cx);
                 // RFC 5681 §3.1: ssthresh = max(FlightSize / 2, 2*SMSS), cwnd = 1 SMSS.
                 self.begin_undo();
+                self.undo.fast = false;
                 self.cc.on_rto(self.in_flight(), u32::from(self.mss));
                 let (first, was_in_recovery) = (self.backoffs == 0, self.in_recovery);
                 self.in_recovery = false;
@@ -2747,6 +2758,8 @@ impl Conn {
         }
         let mss = u32::from(self.mss);
         self.begin_undo();
+        // An RTO nested in it (begin_undo keeps the record) makes it F-RTO's.
+        self.undo.fast = self.undo.rexmit.is_empty() && self.undo.rexmit_tsval.is_none();
         self.in_recovery = true;
         self.recover = self.snd_max;
         self.cc.on_fast_retransmit(self.in_flight(), mss);
@@ -2787,6 +2800,8 @@ impl Conn {
         u.end = self.snd_max;
         u.rexmit.list.clear();
         u.dsacked.list.clear();
+        u.fast = false;
+        u.rexmit_tsval = None;
     }
 
     /// Records a retransmission of `[start, end)` in the open episode.
@@ -2796,6 +2811,9 @@ impl Conn {
             return;
         }
         let end = end.min(u.end);
+        if start < end && u.rexmit_tsval.is_none() {
+            u.rexmit_tsval = Some((cx.now.as_millis() as u32).wrapping_add(self.ts_offset));
+        }
         if start < end && !u.rexmit.add(start, end, cx.cfg.max_sack_ranges) {
             // Too scattered to track: this episode stays as it is.
             u.active = false;
@@ -2808,7 +2826,10 @@ impl Conn {
     /// raising it with the reordering seen (as Linux does, next to RACK's
     /// time-based loss detection) made loss detection late enough here that
     /// the simulated faulty link ran 1.7x slower, RTOs doubling.
-    fn try_undo(&mut self, cx: &mut Ctx<'_>) {
+    fn try_undo(&mut self, cx: &mut Ctx<'_>, delayed: bool) {
+        if delayed && self.try_undo_delayed(cx) {
+            return;
+        }
         let u = &self.undo;
         // Only once the episode is over (as Linux's tcp_try_undo_recovery):
         // while it runs, other holes may be real losses, which leaving
@@ -2840,6 +2861,59 @@ impl Conn {
         }
         self.cc.on_undo(cwnd, ssthresh);
         cx.stats.spurious_recoveries += 1;
+    }
+
+    /// Whether `seg`'s timestamp echo predates the open fast-recovery
+    /// episode's first retransmission (RFC 3522 §3.2; Linux
+    /// tcp_packet_delayed). A zero echo says nothing (RFC 7323 §3.2).
+    fn packet_delayed(&self, seg: &TcpSegment<'_>) -> bool {
+        let u = &self.undo;
+        let (true, true, Some(rts), Some((_, ecr))) = (
+            self.opt.ts,
+            u.active && u.fast,
+            u.rexmit_tsval,
+            seg.options.timestamps,
+        ) else {
+            return false;
+        };
+        ecr != 0 && (ecr.wrapping_sub(rts) as i32) < 0
+    }
+
+    /// Eifel undo of a fast recovery (RFC 3522 detection, RFC 4015 §3.2's
+    /// response as Linux applies it): the ACK that moved SND.UNA echoes a
+    /// timestamp from before the first retransmission, so the hole was
+    /// filled by a delayed original: the path reordered, nothing was lost.
+    /// Once the episode is over (Linux tcp_try_undo_recovery), or during it
+    /// when no retransmission is in flight (tcp_try_undo_partial, which
+    /// also forgets the loss marks and goes back to the open state), the
+    /// window comes back without waiting for every D-SACK: on a reordering
+    /// path the ACKs that carry them are themselves reordered, and PAWS
+    /// drops the ones that fall behind (tcp_disordered_ack takes only
+    /// duplicates), so D-SACK alone left three of ten recoveries uncounted
+    /// and the window ratcheting down (tests/sim.rs, reordering only).
+    fn try_undo_delayed(&mut self, cx: &mut Ctx<'_>) -> bool {
+        let u = &self.undo;
+        if !u.active || u.rexmit.is_empty() {
+            return false;
+        }
+        let over = !self.in_recovery || self.snd_una >= u.end;
+        let partial = self.loss.rack && self.in_recovery && self.rack.retrans_in_flight() == 0;
+        if !over && !partial {
+            return false;
+        }
+        let (cwnd, ssthresh) = (u.prior_cwnd, u.prior_ssthresh);
+        self.undo.active = false;
+        if self.in_recovery {
+            self.in_recovery = false;
+            self.recover = self.snd_una;
+        }
+        if self.loss.rack {
+            self.rack.unmark_lost();
+        }
+        self.cc.on_undo(cwnd, ssthresh);
+        cx.stats.spurious_recoveries += 1;
+        cx.stats.eifel_undos += 1;
+        true
     }
 
     /// In fast recovery with a SACK scoreboard to steer it (RFC 6675).

@@ -100,6 +100,8 @@ pub(crate) struct Rack {
     pub(crate) tlp_end: Option<SeqNum>,
     /// TLP.is_retrans: the probe was a retransmission.
     pub(crate) tlp_retrans: bool,
+    /// Our TSval on the probe (RFC 7323), for the repair test of §7.4.
+    pub(crate) tlp_tsval: u32,
 }
 
 impl Default for Rack {
@@ -121,6 +123,7 @@ impl Default for Rack {
             before_retrans: None,
             tlp_end: None,
             tlp_retrans: false,
+            tlp_tsval: 0,
         }
     }
 }
@@ -377,7 +380,8 @@ impl Rack {
     }
 
     /// RFC 8985 §6.2 step 4 (RACK_update_reo_wnd): a D-SACK widens the
-    /// reordering window by min_RTT/4, once per round trip; after
+    /// reordering window by min_RTT/4, once per round trip, up to 255 steps
+    /// as Linux (`reo_wnd_steps`); after
     /// [`REO_WND_PERSIST`] recoveries without one it falls back (Linux:
     /// tcp_rack_update_reo_wnd). `recovery_ended`: this ACK ended a fast
     /// or RTO recovery.
@@ -400,7 +404,7 @@ impl Rack {
         }
         if self.dsack_round.is_none() && dsack {
             self.dsack_round = Some(snd_nxt);
-            self.reo_wnd_mult = (self.reo_wnd_mult + 1).min(64);
+            self.reo_wnd_mult = (self.reo_wnd_mult + 1).min(255);
             self.reo_wnd_persist = REO_WND_PERSIST;
         } else if recovery_ended {
             self.reo_wnd_persist = self.reo_wnd_persist.saturating_sub(1);
@@ -419,12 +423,24 @@ impl Rack {
     /// RFC 8985 §6.2 step 4 RACK_reo_wnd(): no reordering seen yet, in
     /// recovery or with DupThresh segments SACKed, gives 0 (this is where
     /// RFC 8985 keeps RFC 6675's DupThresh); otherwise
-    /// min(reo_wnd_mult · min_RTT / 4, SRTT).
+    /// min(reo_wnd_mult · min_RTT / 4, SRTT), where min_RTT is taken as at
+    /// least SRTT / 2. The floor departs from RFC 8985 (and Linux
+    /// tcp_rack_reo_wnd): on a path where some packets skip the queue
+    /// (tcpd-netem's reordering), a data segment and its ACK that both
+    /// overtake give an RTT sample near zero, min_RTT keeps it for minutes,
+    /// and the steps of min_RTT/4 that D-SACKs add (once per round trip)
+    /// never reach the reordering's extent: nearly every flight was taken
+    /// for a loss (tests/sim.rs reordering_only_keeps_the_window: up to 362
+    /// recoveries and 11x the clean link's time in 10 MB). A min_RTT below
+    /// half the smoothed RTT measures overtaking, not the path.
     pub(crate) fn reo_wnd(&self, in_recovery: bool, mss: u32, srtt: Option<Duration>) -> Duration {
         if !self.reordering_seen && (in_recovery || self.sacked_bytes >= 3 * mss.max(1)) {
             return Duration::ZERO;
         }
-        let base = self.min_rtt.map_or(Duration::ZERO, |(m, _)| m);
+        let mut base = self.min_rtt.map_or(Duration::ZERO, |(m, _)| m);
+        if let Some(s) = srtt {
+            base = base.max(Duration::from_micros(s.as_micros() / 2));
+        }
         let w = Duration::from_micros(base.as_micros() / 4 * u64::from(self.reo_wnd_mult));
         match srtt {
             Some(s) => w.min(s),
@@ -534,6 +550,11 @@ impl Rack {
             .iter()
             .find(|s| s.end > from && s.flags & (LOST | RETRANS | SACKED) == LOST)
             .map(|s| (s.start.max(from), s.end))
+    }
+
+    /// Bytes of retransmitted copies in flight (Linux `retrans_out`).
+    pub(crate) fn retrans_in_flight(&self) -> u32 {
+        self.retrans_bytes
     }
 
     /// Whether any byte is marked lost.

@@ -60,9 +60,13 @@ pub struct Stats {
     /// by PAWS: reordered ACKs (as Linux `tcp_disordered_ack`).
     pub paws_disordered_acks: u64,
     /// Recovery episodes undone: every retransmission in them was reported
-    /// needless by the peer's D-SACK (RFC 3708), so the window reduction was
-    /// reverted (RFC 4015).
+    /// needless by the peer's D-SACK (RFC 3708), or the timestamp echo of
+    /// the ACK that filled the hole predates the first retransmission (RFC
+    /// 3522), so the window reduction was reverted (RFC 4015).
     pub spurious_recoveries: u64,
+    /// Of those, the ones undone by the timestamp echo (RFC 3522 Eifel
+    /// detection; Linux TCPPartialUndo and timestamp-proven TCPFullUndo).
+    pub eifel_undos: u64,
     /// D-SACK blocks received (RFC 2883): data the peer got twice.
     pub dsacks_in: u64,
     /// Segments RACK marked lost by time (RFC 8985 §6.2), each marking counted once.

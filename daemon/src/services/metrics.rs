@@ -125,7 +125,11 @@ pub const TCP_HELP: &[(&str, &str)] = &[
     ),
     (
         "spurious_recoveries",
-        "Recoveries undone because D-SACK showed them needless (RFC 3708, RFC 4015).",
+        "Recoveries undone because D-SACK or the timestamp echo showed them needless (RFC 3708, RFC 3522, RFC 4015).",
+    ),
+    (
+        "eifel_undos",
+        "Fast recoveries undone because the ACK filling the hole echoed a timestamp from before the first retransmission (RFC 3522).",
     ),
     (
         "rack_marked_lost",

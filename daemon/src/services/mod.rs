@@ -404,7 +404,7 @@ impl BoardInner {
 /// ([`tcp::Stats::icmp_out`]) and the auto-tuning counters
 /// ([`tcp::Stats::autotune`]) and the MTU probing counters
 /// ([`tcp::Stats::mtup`], `mtup_*`), for `/stats` and logs.
-pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 80] {
+pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 81] {
     let i = s.icmp.named();
     let r = s.reasm.named();
     let d = s.defer.named();
@@ -439,6 +439,7 @@ pub fn stats_fields(s: &tcp::Stats) -> [(&'static str, u64); 80] {
         ("paws_disordered_acks", s.paws_disordered_acks),
         ("dsacks_in", s.dsacks_in),
         ("spurious_recoveries", s.spurious_recoveries),
+        ("eifel_undos", s.eifel_undos),
         ("rack_marked_lost", s.rack_marked_lost),
         ("rack_lost_retransmits", s.rack_lost_retransmits),
         ("rack_reo_timeouts", s.rack_reo_timeouts),

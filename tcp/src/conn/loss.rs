@@ -236,6 +236,7 @@ impl Conn {
         self.tlp_now = false;
         self.rack.tlp_end = Some(self.snd_max);
         self.rack.tlp_retrans = retrans;
+        self.rack.tlp_tsval = self.ts_now(cx.now);
         cx.stats.tlp_probes += 1;
         self.clear_timer(Timer::Tlp);
         self.arm_rexmit(cx, self.rtt.rto(self.backoffs));
@@ -246,6 +247,16 @@ impl Conn {
     /// one, or a pure duplicate ACK at TLP.end_seq: no loss. An ACK beyond
     /// TLP.end_seq after a retransmitted probe: the probe repaired a loss,
     /// so the window is reduced once, as a recovery would have.
+    ///
+    /// RFC 8985 §7.4 learns that only from an ACK beyond TLP.end_seq, which
+    /// needs new data sent after the probe: a probe that repaired the very
+    /// end of a transfer (the common tail) was never counted, and its loss
+    /// never answered. With timestamps the ACK that first covers TLP.end_seq
+    /// says it at once: it echoes the TSval of the segment that completed
+    /// the sequence (RFC 7323 §4.3), so an echo not older than the probe's
+    /// TSval says the probe filled the hole alone, the original being lost
+    /// (the reverse of RFC 3522's test). A reordered original arriving late
+    /// after all brings a D-SACK, which then changes nothing: one reduction.
     fn tlp_on_ack(&mut self, cx: &mut Ctx<'_>, seg: &TcpSegment<'_>, f: &AckFacts) {
         let Some(end) = self.rack.tlp_end else {
             return;
@@ -254,9 +265,16 @@ impl Conn {
             return;
         }
         let mss = u32::from(self.mss);
+        let tlp_tsval = self.rack.tlp_tsval;
+        let probe_filled = self.opt.ts
+            && f.una_before < end
+            && seg
+                .options
+                .timestamps
+                .is_some_and(|(_, ecr)| ecr != 0 && (ecr.wrapping_sub(tlp_tsval) as i32) >= 0);
         if !self.rack.tlp_retrans || f.dsack {
             self.rack.tlp_end = None;
-        } else if seg.ack > end {
+        } else if seg.ack > end || probe_filled {
             self.rack.tlp_end = None;
             if !self.in_recovery {
                 self.cc.on_fast_retransmit(self.in_flight(), mss);
