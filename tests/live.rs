@@ -1663,19 +1663,11 @@ fn second_signal_ends_a_stuck_shutdown() {
     drop(reader);
 }
 
-/// Path MTU discovery through a real narrower hop (RFC 1191): client —
-/// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
-/// (MTU 1500). The client announces MSS 1460, so only router B's "need to
-/// frag (mtu 1280)" can tell tcpd; a 20 MB download must complete intact
-/// and the ICMP be counted in /stats.
-#[test]
-fn pmtu_narrow_hop_20mb_download() {
-    if !live_ok("pmtu_narrow_hop_20mb_download") {
-        return;
-    }
-    need_tool("curl", "curl");
-    let n = 20 * MB;
-    let expected = pattern_sha256(n);
+/// The narrow-hop path of issue 10: client (10.1.0.2, fd01::2) — (veth, MTU
+/// 1500) — router A — (veth, MTU 1280) — router B, which routes 10.0.0.0/24
+/// and fd00::/64 into the TUN that tcpd, started in B by the caller, creates.
+/// Returns (client, router A, router B).
+fn narrow_hop() -> (Netns, Netns, Netns) {
     let client = Netns::new("pmtu-cl");
     let ra = Netns::new("pmtu-ra");
     let rb = Netns::new("pmtu-rb");
@@ -1711,6 +1703,23 @@ fn pmtu_narrow_hop_20mb_download() {
             assert!(ns.run("sysctl", &["-qw", k]).status.success(), "sysctl {k}");
         }
     }
+    (client, ra, rb)
+}
+
+/// Path MTU discovery through a real narrower hop (RFC 1191): client —
+/// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
+/// (MTU 1500). The client announces MSS 1460, so only router B's "need to
+/// frag (mtu 1280)" can tell tcpd; a 20 MB download must complete intact
+/// and the ICMP be counted in /stats.
+#[test]
+fn pmtu_narrow_hop_20mb_download() {
+    if !live_ok("pmtu_narrow_hop_20mb_download") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let n = 20 * MB;
+    let expected = pattern_sha256(n);
+    let (client, _ra, rb) = narrow_hop();
     // tcpd on router B's TUN (MTU 1500).
     let _t = Tcpd::start(&rb, &["--seed", "7"]);
     for (url, family) in [("http://10.0.0.2", "v4"), ("http://[fd00::2]", "v6")] {
@@ -1742,6 +1751,39 @@ fn pmtu_narrow_hop_20mb_download() {
         );
         eprintln!("{family}: 20 MB through a 1280-byte hop, icmp_pmtu_lowered {lowered}, rto_timeouts {:?}", stat(&stats, "rto_timeouts"));
     }
+}
+
+/// Real fragmented TCP: on the narrow-hop path the client turns path MTU
+/// discovery off (`ip_no_pmtu_disc`, so its segments carry no DF) and router
+/// A fragments every 1500-byte segment for the 1280-byte hop (RFC 791 §2.3).
+/// tcpd must reassemble them all (RFC 791 §3.2) into an intact 8 MiB echo,
+/// while its own replies (DF) learn the hop's MTU from router B.
+#[test]
+fn fragmented_tcp_upload_through_narrow_hop() {
+    if !live_ok("fragmented_tcp_upload_through_narrow_hop") {
+        return;
+    }
+    let (client, _ra, rb) = narrow_hop();
+    assert!(
+        client
+            .run("sysctl", &["-qw", "net.ipv4.ip_no_pmtu_disc=1"])
+            .status
+            .success(),
+        "sysctl ip_no_pmtu_disc"
+    );
+    let _t = Tcpd::start(&rb, &["--seed", "9"]);
+    let total = 8 * MB;
+    echo_roundtrip(client.connect("10.0.0.2:7"), total, true);
+    // Some 5 800 segments of 1448 bytes, each two fragments.
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut stats, mut n) = (String::new(), 0);
+    while n < 5_000 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        stats = rb.stats();
+        n = stat(&stats, "reasm_reassembled").unwrap_or(0);
+    }
+    assert!(n >= 5_000, "reasm_reassembled {n}: {stats}");
+    eprintln!("8 MiB echoed in fragments: reasm_reassembled {n}");
 }
 
 /// Real fragments: the kernel fragments a 4000-byte ping over tcpd's TUN
