@@ -83,6 +83,11 @@ struct Cli {
     #[arg(long)]
     no_offload: bool,
 
+    /// One TUN queue only: no second queue for SYNs, which otherwise keeps
+    /// a SYN flood from delaying the packets of open connections
+    #[arg(long)]
+    no_syn_queue: bool,
+
     /// Serve static files from DIR (else the built-in pages)
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
@@ -384,6 +389,7 @@ fn config(cli: Cli, m: &ArgMatches) -> Config {
         },
         grace_ms: cli.grace_ms,
         offload: !cli.no_offload,
+        syn_queue: !cli.no_syn_queue,
         http: daemon::services::HttpConfig {
             header_timeout: secs(cli.http_header_timeout),
             idle_timeout: secs(cli.http_idle_timeout),

@@ -1821,6 +1821,51 @@ fn fragmented_ping_4000_answered() {
     assert!(n >= 6, "reasm_reassembled {n}");
 }
 
+/// The SYN queue (issue 11, item 3): the steering program sends pure SYNs,
+/// and nothing else, to the TUN's second queue. 40 connections each over
+/// IPv4 and IPv6 echo 128 KiB: `dev_rx_syn_queue` counts their SYNs (one a
+/// connection on a lossless local link, as `passive_opens` counts them),
+/// while their ACKs and data come by queue 0. With `--no-syn-queue` the
+/// queue does not exist and counts nothing.
+#[test]
+fn syn_queue_takes_only_syns() {
+    if !live_ok("syn_queue_takes_only_syns") {
+        return;
+    }
+    need_tool("curl", "curl");
+    for on in [true, false] {
+        let ns = Netns::new("h-ipflood-synq");
+        let mut args = vec!["--seed", "12"];
+        if !on {
+            args.push("--no-syn-queue");
+        }
+        let _t = Tcpd::start(&ns, &args);
+        for i in 0..80 {
+            let dst = if i % 2 == 0 {
+                "10.0.0.2:7"
+            } else {
+                "[fd00::2]:7"
+            };
+            echo_roundtrip(ns.connect(dst), 128 * 1024, true);
+        }
+        // The snapshot is republished every 250 ms.
+        std::thread::sleep(Duration::from_millis(600));
+        let json = ns.stats();
+        let syn_q = stat(&json, "dev_rx_syn_queue").unwrap_or(0);
+        let opens = stat(&json, "passive_opens").unwrap_or(0);
+        let rx = stat(&json, "dev_rx_packets").unwrap_or(0);
+        if on {
+            assert!(
+                (80..=opens + 2).contains(&syn_q),
+                "dev_rx_syn_queue {syn_q}, passive_opens {opens}, dev_rx_packets {rx}: {json}"
+            );
+            assert!(rx > 10 * syn_q, "dev_rx_packets {rx}: {json}");
+        } else {
+            assert_eq!(syn_q, 0, "--no-syn-queue: {json}");
+        }
+    }
+}
+
 // ----- HTTP timeouts, limits and HTTP/1.1 semantics (issue 11) ------------------
 
 #[test]

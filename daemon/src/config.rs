@@ -223,6 +223,12 @@ pub struct Config {
     /// Off when faults are injected (the injector works on MTU-sized
     /// packets). Default true.
     pub offload: bool,
+    /// A second TUN queue for pure SYNs (`IFF_MULTI_QUEUE` and a steering
+    /// program, see [`crate::steer`]), read after the main queue: under a
+    /// SYN flood the packets of existing connections do not wait behind it.
+    /// Only on a device tcpd creates; without CAP_BPF tcpd runs with one
+    /// queue. Default true.
+    pub syn_queue: bool,
     /// Disable Nagle's algorithm on accepted connections (the services write
     /// whole responses at once). Default true.
     pub nodelay: bool,
@@ -294,6 +300,7 @@ impl Default for Config {
             pcap_queue: 8192,
             nodelay: true,
             offload: true,
+            syn_queue: true,
             tcp: tcp::Config::default(),
             http: crate::services::HttpConfig::default(),
             netns: None,

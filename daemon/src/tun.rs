@@ -77,6 +77,8 @@ pub struct TunDevice {
     tx_gso: u64,
     /// The virtio-net header of the last packet read (for the pcap tap).
     last_rx: offload::VnetHdr,
+    /// The second queue that only pure SYNs reach (see [`crate::steer`]).
+    syn_q: Option<SynQueue>,
     /// Routes and policy rules tcpd added (`--default-route`), as the
     /// requests that delete them, in the order added: undone last to first.
     undo_routes: Vec<RouteNetlinkMessage>,
@@ -84,6 +86,41 @@ pub struct TunDevice {
     /// every later change to it runs there. Declared last so that it is
     /// dropped (and a name tcpd created removed) after the device.
     ns: Option<Namespace>,
+}
+
+/// Packets read from the SYN queue before the main queue is looked at again:
+/// a packet of an existing connection waits at most this many SYN reads
+/// (~1.5 µs each), and a drained main queue costs one empty read per slice.
+const SYN_SLICE: u32 = 16;
+
+/// Queue 1 of a multi-queue TUN device, where the steering program sends
+/// pure SYNs.
+struct SynQueue {
+    dev: tun_rs::SyncDevice,
+    fd: RawFd,
+    /// Keeps the steering program loaded (the device holds it too).
+    _prog: std::os::fd::OwnedFd,
+    /// SYN-queue reads left in the current slice; 0: look at queue 0 first.
+    left: u32,
+    packets: u64,
+}
+
+impl SynQueue {
+    /// Opens queue 1 of `main`'s device and steers pure SYNs to it.
+    fn open(main: &tun_rs::SyncDevice) -> io::Result<SynQueue> {
+        let dev = main.try_clone()?;
+        dev.set_nonblocking(true)?;
+        let prog = crate::steer::load()?;
+        let fd = dev.as_raw_fd();
+        crate::steer::attach(fd, std::os::fd::AsRawFd::as_raw_fd(&prog))?;
+        Ok(SynQueue {
+            dev,
+            fd,
+            _prog: prog,
+            left: 0,
+            packets: 0,
+        })
+    }
 }
 
 fn io_msg(e: &io::Error) -> String {
@@ -403,11 +440,15 @@ impl TunDevice {
         if !cfg.no_configure {
             check_conflicts(cfg)?;
         }
+        // A SYN queue needs a multi-queue device, and a device that exists
+        // keeps the queue mode it was made with: only on one tcpd creates.
+        let mq = cfg.syn_queue && !existed && !cfg.no_configure;
         let build = |offload: bool| {
             tun_rs::DeviceBuilder::new()
                 .name(name)
                 .inherit_enable_state()
                 .offload(offload)
+                .multi_queue(mq)
                 .build_sync()
         };
         let mut vnet = cfg.effective_offload();
@@ -435,9 +476,25 @@ impl TunDevice {
         dev.set_nonblocking(true)
             .map_err(|e| Error::new(format!("{name}: cannot make non-blocking: {}", io_msg(&e))))?;
         let fd = dev.as_raw_fd();
+        let syn_q = if mq {
+            match SynQueue::open(&dev) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    // The clone (queue 1), if made, closes here: one queue.
+                    warn!(
+                        "{name}: no SYN queue ({}): a SYN flood delays every packet",
+                        io_msg(&e)
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut t = TunDevice {
             dev,
             fd,
+            syn_q,
             vnet,
             name: name.to_string(),
             existed,
@@ -1042,11 +1099,66 @@ fn open_error(name: &str, e: &io::Error) -> Error {
     }
 }
 
+impl TunDevice {
+    /// One read with the SYN queue's priority rule: queue 0 first, then a
+    /// slice of up to [`SYN_SLICE`] reads from the SYN queue, then queue 0
+    /// again. `read(self, syn)` reads one packet from queue 0 or the SYN
+    /// queue. `WouldBlock` only when both queues were found empty.
+    fn read_queues<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Self, bool) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let Some(left) = self.syn_q.as_ref().map(|q| q.left) else {
+            return read(self, false);
+        };
+        if left == 0 {
+            match read(self, false) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+        }
+        let r = read(self, true);
+        let Some(q) = self.syn_q.as_mut() else {
+            return r;
+        };
+        match r {
+            Ok(v) => {
+                q.left = left.checked_sub(1).unwrap_or(SYN_SLICE - 1);
+                q.packets += 1;
+                Ok(v)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                q.left = 0;
+                if left > 0 {
+                    // Queue 0 was last looked at a slice ago.
+                    read(self, false)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_queue(&mut self, syn: bool, buf: &mut [u8]) -> io::Result<usize> {
+        let dev = match (&self.syn_q, syn) {
+            (Some(q), true) => &q.dev,
+            _ => &self.dev,
+        };
+        loop {
+            // tun-rs's recv is one read(2) on the fd (no lock, no copy).
+            match dev.recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
 impl Device for TunDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            // tun-rs's recv is one read(2) on the fd (no lock, no copy).
-            match self.dev.recv(buf) {
+            match self.read_queues(|t, syn| t.recv_queue(syn, buf)) {
                 Ok(n) => {
                     self.rx_packets += 1;
                     self.rx_bytes += n as u64;
@@ -1077,6 +1189,10 @@ impl Device for TunDevice {
         self.fd
     }
 
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        self.syn_q.as_ref().map(|q| q.fd)
+    }
+
     fn offload(&self) -> bool {
         self.vnet
     }
@@ -1085,7 +1201,13 @@ impl Device for TunDevice {
         if !self.vnet {
             return self.recv(now, buf).map(|n| (n, false));
         }
-        let (n, hdr) = offload::read_with_hdr(self.fd, buf)?;
+        let (n, hdr) = self.read_queues(|t, syn| {
+            let fd = match (&t.syn_q, syn) {
+                (Some(q), true) => q.fd,
+                _ => t.fd,
+            };
+            offload::read_with_hdr(fd, buf)
+        })?;
         self.last_rx = hdr;
         self.rx_packets += 1;
         self.rx_bytes += n as u64;
@@ -1117,6 +1239,10 @@ impl Device for TunDevice {
     fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
         out.extend([
             ("dev_rx_gso", self.rx_gso),
+            (
+                "dev_rx_syn_queue",
+                self.syn_q.as_ref().map_or(0, |q| q.packets),
+            ),
             ("dev_tx_gso", self.tx_gso),
             ("dev_rx_packets", self.rx_packets),
             ("dev_tx_packets", self.tx_packets),

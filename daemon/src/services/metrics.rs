@@ -441,6 +441,11 @@ pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
         "Coalesced (GRO) packets read from the TUN device.",
     ),
     (
+        "dev_rx_syn_queue",
+        Kind::Counter,
+        "Packets read from the TUN device's SYN queue (pure SYNs, steered by eBPF).",
+    ),
+    (
         "dev_tx_gso",
         Kind::Counter,
         "Segmentation-offload (TSO/GSO) packets written to the TUN device.",
