@@ -101,6 +101,11 @@ const SYNACK_MAX: usize = 112;
 /// itself again.
 const SYNACK_QUEUE: usize = 1024;
 
+/// SYN-ACKs waiting for the writer above which the reactor writes them
+/// itself: a SYN-ACK waits for at most this many writes (~40 µs) when the
+/// writer gets less CPU than the reactor.
+const SYNACK_BACKLOG: usize = 64;
+
 /// One SYN-ACK for the SYN-ACK writer: its virtio-net header and bytes.
 struct SynAck {
     hdr: offload::VnetHdr,
@@ -133,7 +138,9 @@ struct SynQueue {
 impl SynQueue {
     /// Opens queue 1 of `main`'s device and steers pure SYNs to it; with
     /// `vnet`, starts the SYN-ACK writer on it.
-    fn open(main: &tun_rs::SyncDevice, vnet: bool) -> io::Result<SynQueue> {
+    /// The writer runs at nice `nice` (the reactor's, `--reactor-nice`:
+    /// it is the stack's work too).
+    fn open(main: &tun_rs::SyncDevice, vnet: bool, nice: i32) -> io::Result<SynQueue> {
         let dev = main.try_clone()?;
         dev.set_nonblocking(true)?;
         let prog = crate::steer::load()?;
@@ -148,6 +155,18 @@ impl SynQueue {
             let h = std::thread::Builder::new()
                 .name("tcpd-synack".into())
                 .spawn(move || {
+                    if nice != 0 {
+                        // SAFETY: plain integer arguments; gettid names
+                        // this thread. run() checked that the value can be
+                        // had; a failure leaves the thread at its nice.
+                        unsafe {
+                            libc::setpriority(
+                                libc::PRIO_PROCESS,
+                                libc::gettid() as libc::id_t,
+                                nice,
+                            )
+                        };
+                    }
                     for s in rx.iter() {
                         let pkt = &s.data[..usize::from(s.len)];
                         if offload::write_with_hdr(fd, &s.hdr, pkt).is_err() {
@@ -179,7 +198,12 @@ impl SynQueue {
         let Some(tx) = &self.synack_tx else {
             return false;
         };
-        if !self.pressure || t.segment_size != 0 || pkt.len() > SYNACK_MAX || !is_synack(pkt) {
+        if !self.pressure
+            || t.segment_size != 0
+            || pkt.len() > SYNACK_MAX
+            || tx.len() >= SYNACK_BACKLOG
+            || !is_synack(pkt)
+        {
             return false;
         }
         let mut s = SynAck {
@@ -584,7 +608,7 @@ impl TunDevice {
             .map_err(|e| Error::new(format!("{name}: cannot make non-blocking: {}", io_msg(&e))))?;
         let fd = dev.as_raw_fd();
         let syn_q = if mq {
-            match SynQueue::open(&dev, vnet) {
+            match SynQueue::open(&dev, vnet && cfg.synack_thread, cfg.reactor_nice) {
                 Ok(q) => Some(q),
                 Err(e) => {
                     // The clone (queue 1), if made, closes here: one queue.
