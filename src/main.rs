@@ -83,6 +83,16 @@ struct Cli {
     #[arg(long)]
     no_offload: bool,
 
+    /// One TUN queue only: no second queue for SYNs, which otherwise keeps
+    /// a SYN flood from delaying the packets of open connections
+    #[arg(long)]
+    no_syn_queue: bool,
+
+    /// Under a SYN flood, write SYN-ACKs from a thread of their own (with
+    /// the SYN queue and offload)
+    #[arg(long)]
+    synack_thread: bool,
+
     /// Serve static files from DIR (else the built-in pages)
     #[arg(long, value_name = "DIR")]
     http_root: Option<PathBuf>,
@@ -419,6 +429,8 @@ fn config(cli: Cli, m: &ArgMatches) -> Result<Config, String> {
         },
         grace_ms: cli.grace_ms,
         offload: !cli.no_offload,
+        syn_queue: !cli.no_syn_queue,
+        synack_thread: cli.synack_thread,
         http: daemon::services::HttpConfig {
             header_timeout: secs(cli.http_header_timeout),
             idle_timeout: secs(cli.http_idle_timeout),

@@ -1664,19 +1664,11 @@ fn second_signal_ends_a_stuck_shutdown() {
     drop(reader);
 }
 
-/// Path MTU discovery through a real narrower hop (RFC 1191): client —
-/// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
-/// (MTU 1500). The client announces MSS 1460, so only router B's "need to
-/// frag (mtu 1280)" can tell tcpd; a 20 MB download must complete intact
-/// and the ICMP be counted in /stats.
-#[test]
-fn pmtu_narrow_hop_20mb_download() {
-    if !live_ok("pmtu_narrow_hop_20mb_download") {
-        return;
-    }
-    need_tool("curl", "curl");
-    let n = 20 * MB;
-    let expected = pattern_sha256(n);
+/// The narrow-hop path of issue 10: client (10.1.0.2, fd01::2) — (veth, MTU
+/// 1500) — router A — (veth, MTU 1280) — router B, which routes 10.0.0.0/24
+/// and fd00::/64 into the TUN that tcpd, started in B by the caller, creates.
+/// Returns (client, router A, router B).
+fn narrow_hop() -> (Netns, Netns, Netns) {
     let client = Netns::new("pmtu-cl");
     let ra = Netns::new("pmtu-ra");
     let rb = Netns::new("pmtu-rb");
@@ -1712,6 +1704,23 @@ fn pmtu_narrow_hop_20mb_download() {
             assert!(ns.run("sysctl", &["-qw", k]).status.success(), "sysctl {k}");
         }
     }
+    (client, ra, rb)
+}
+
+/// Path MTU discovery through a real narrower hop (RFC 1191): client —
+/// (veth, MTU 1500) — router A — (veth, MTU 1280) — router B — tcpd's TUN
+/// (MTU 1500). The client announces MSS 1460, so only router B's "need to
+/// frag (mtu 1280)" can tell tcpd; a 20 MB download must complete intact
+/// and the ICMP be counted in /stats.
+#[test]
+fn pmtu_narrow_hop_20mb_download() {
+    if !live_ok("pmtu_narrow_hop_20mb_download") {
+        return;
+    }
+    need_tool("curl", "curl");
+    let n = 20 * MB;
+    let expected = pattern_sha256(n);
+    let (client, _ra, rb) = narrow_hop();
     // tcpd on router B's TUN (MTU 1500).
     let _t = Tcpd::start(&rb, &["--seed", "7"]);
     for (url, family) in [("http://10.0.0.2", "v4"), ("http://[fd00::2]", "v6")] {
@@ -1743,6 +1752,39 @@ fn pmtu_narrow_hop_20mb_download() {
         );
         eprintln!("{family}: 20 MB through a 1280-byte hop, icmp_pmtu_lowered {lowered}, rto_timeouts {:?}", stat(&stats, "rto_timeouts"));
     }
+}
+
+/// Real fragmented TCP: on the narrow-hop path the client turns path MTU
+/// discovery off (`ip_no_pmtu_disc`, so its segments carry no DF) and router
+/// A fragments every 1500-byte segment for the 1280-byte hop (RFC 791 §2.3).
+/// tcpd must reassemble them all (RFC 791 §3.2) into an intact 8 MiB echo,
+/// while its own replies (DF) learn the hop's MTU from router B.
+#[test]
+fn fragmented_tcp_upload_through_narrow_hop() {
+    if !live_ok("fragmented_tcp_upload_through_narrow_hop") {
+        return;
+    }
+    let (client, _ra, rb) = narrow_hop();
+    assert!(
+        client
+            .run("sysctl", &["-qw", "net.ipv4.ip_no_pmtu_disc=1"])
+            .status
+            .success(),
+        "sysctl ip_no_pmtu_disc"
+    );
+    let _t = Tcpd::start(&rb, &["--seed", "9"]);
+    let total = 8 * MB;
+    echo_roundtrip(client.connect("10.0.0.2:7"), total, true);
+    // Some 5 800 segments of 1448 bytes, each two fragments.
+    let until = Instant::now() + Duration::from_secs(5);
+    let (mut stats, mut n) = (String::new(), 0);
+    while n < 5_000 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(200));
+        stats = rb.stats();
+        n = stat(&stats, "reasm_reassembled").unwrap_or(0);
+    }
+    assert!(n >= 5_000, "reasm_reassembled {n}: {stats}");
+    eprintln!("8 MiB echoed in fragments: reasm_reassembled {n}");
 }
 
 /// Real fragments: the kernel fragments a 4000-byte ping over tcpd's TUN
@@ -1778,6 +1820,168 @@ fn fragmented_ping_4000_answered() {
         n = stat(&ns.stats(), "reasm_reassembled").unwrap_or(0);
     }
     assert!(n >= 6, "reasm_reassembled {n}");
+}
+
+/// The SYN queue (issue 11, item 3): the steering program sends pure SYNs,
+/// and nothing else, to the TUN's second queue. 40 connections each over
+/// IPv4 and IPv6 echo 128 KiB: `dev_rx_syn_queue` counts their SYNs (one a
+/// connection on a lossless local link, as `passive_opens` counts them),
+/// while their ACKs and data come by queue 0. With `--no-syn-queue` the
+/// queue does not exist and counts nothing.
+#[test]
+fn syn_queue_takes_only_syns() {
+    if !live_ok("syn_queue_takes_only_syns") {
+        return;
+    }
+    need_tool("curl", "curl");
+    for on in [true, false] {
+        let ns = Netns::new("h-ipflood-synq");
+        let mut args = vec!["--seed", "12"];
+        if !on {
+            args.push("--no-syn-queue");
+        }
+        let _t = Tcpd::start(&ns, &args);
+        for i in 0..80 {
+            let dst = if i % 2 == 0 {
+                "10.0.0.2:7"
+            } else {
+                "[fd00::2]:7"
+            };
+            echo_roundtrip(ns.connect(dst), 128 * 1024, true);
+        }
+        // The snapshot is republished every 250 ms.
+        std::thread::sleep(Duration::from_millis(600));
+        let json = ns.stats();
+        let syn_q = stat(&json, "dev_rx_syn_queue").unwrap_or(0);
+        let opens = stat(&json, "passive_opens").unwrap_or(0);
+        let rx = stat(&json, "dev_rx_packets").unwrap_or(0);
+        if on {
+            assert!(
+                (80..=opens + 2).contains(&syn_q),
+                "dev_rx_syn_queue {syn_q}, passive_opens {opens}, dev_rx_packets {rx}: {json}"
+            );
+            assert!(rx > 10 * syn_q, "dev_rx_packets {rx}: {json}");
+        } else {
+            assert_eq!(syn_q, 0, "--no-syn-queue: {json}");
+        }
+    }
+}
+
+/// A SYN with source `src`:`sport` to 10.0.0.2:80, IPv4 header checksum
+/// left to the kernel (IPPROTO_RAW fills it in), TCP checksum computed.
+fn spoofed_syn(src: [u8; 4], sport: u16, seq: u32) -> [u8; 44] {
+    let dst = [10, 0, 0, 2];
+    let mut p = [0u8; 44];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&44u16.to_be_bytes());
+    p[6] = 0x40; // DF
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&src);
+    p[16..20].copy_from_slice(&dst);
+    let t = &mut p[20..];
+    t[0..2].copy_from_slice(&sport.to_be_bytes());
+    t[2..4].copy_from_slice(&80u16.to_be_bytes());
+    t[4..8].copy_from_slice(&seq.to_be_bytes());
+    t[12] = 6 << 4; // 24-byte header: MSS option
+    t[13] = 0x02;
+    t[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    t[20..24].copy_from_slice(&[2, 4, 0x05, 0xb4]);
+    // RFC 793 checksum over the pseudo-header and the segment.
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for w in b.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src);
+    add(&dst);
+    add(&[0, 6, 0, 24]);
+    add(&p[20..44]);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = !(sum as u16);
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// A SYN flood from spoofed sources (a raw socket in the namespace; the
+/// SYN-ACKs go to addresses nobody has and the namespace drops them) while
+/// a client fetches `GET /` 60 times: every fetch succeeds, the flood came
+/// by the SYN queue and was answered with cookies, and the SYN-ACK writer,
+/// if the flood made it start, failed no write. Latency is the benchmark's
+/// business (tools/flood-bench.sh), not this test's.
+#[test]
+fn syn_flood_raw_socket_fetches_succeed() {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    if !live_ok("syn_flood_raw_socket_fetches_succeed") {
+        return;
+    }
+    let ns = Netns::new("h-ipflood-flood");
+    let _t = Tcpd::start(&ns, &["--seed", "13", "--synack-thread"]);
+    // Up before the flood starts.
+    drop(ns.connect("10.0.0.2:80"));
+    let raw = ns.within(|| {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW) };
+        assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd we own.
+        unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+    });
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let sent = std::thread::scope(|sc| {
+        let flood = sc.spawn(|| {
+            let to = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes([10, 0, 0, 2]),
+                },
+                sin_zero: [0; 8],
+            };
+            let mut n: u32 = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let x = n.wrapping_mul(2_654_435_761);
+                let src = [10, 77, (x >> 8) as u8, (x >> 16) as u8 | 1];
+                let p = spoofed_syn(src, 1024 + (x % 60000) as u16, x);
+                // SAFETY: sendto with a live buffer and address of the
+                // sizes given.
+                unsafe {
+                    libc::sendto(
+                        raw.as_raw_fd(),
+                        p.as_ptr().cast(),
+                        p.len(),
+                        0,
+                        (&to as *const libc::sockaddr_in).cast(),
+                        std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                    );
+                }
+                n = n.wrapping_add(1);
+            }
+            n
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        for i in 0..60 {
+            let (_r, code, _) = http_get(ns.connect("10.0.0.2:80"), "/");
+            assert_eq!(code, 200, "fetch {i} under the flood");
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        flood.join().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(600));
+    let json = ns.stats();
+    let syn_q = stat(&json, "dev_rx_syn_queue").unwrap_or(0);
+    let cookies = stat(&json, "syn_cookies_sent").unwrap_or(0);
+    let errors = stat(&json, "dev_tx_synack_errors").unwrap_or(0);
+    let handed = stat(&json, "dev_tx_synack_thread").unwrap_or(0);
+    eprintln!("flood: {sent} SYNs sent, dev_rx_syn_queue {syn_q}, syn_cookies_sent {cookies}, dev_tx_synack_thread {handed}");
+    assert!(
+        syn_q > 10_000,
+        "dev_rx_syn_queue {syn_q} of {sent} sent: {json}"
+    );
+    assert!(cookies > 1_000, "syn_cookies_sent {cookies}: {json}");
+    assert_eq!(errors, 0, "{json}");
 }
 
 // ----- HTTP timeouts, limits and HTTP/1.1 semantics (issue 11) ------------------

@@ -21,6 +21,11 @@ pub trait Device {
     fn send(&mut self, now: Instant, pkt: &[u8]) -> io::Result<()>;
     /// The file descriptor to register with mio for readiness.
     fn raw_fd(&self) -> RawFd;
+    /// A second fd to wait on for reads (the TUN's SYN queue, see
+    /// [`crate::steer`]); `recv` reads both.
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        None
+    }
     /// The earliest time the device wants [`Device::service`] called (a
     /// held-back packet becomes due). `None`: no timer.
     fn poll_at(&self) -> Option<Instant> {
@@ -91,6 +96,9 @@ impl<D: Device + ?Sized> Device for Box<D> {
     }
     fn raw_fd(&self) -> RawFd {
         (**self).raw_fd()
+    }
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        (**self).syn_queue_fd()
     }
     fn poll_at(&self) -> Option<Instant> {
         (**self).poll_at()

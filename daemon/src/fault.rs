@@ -293,6 +293,10 @@ impl<D: Device> Device for FaultDevice<D> {
         self.inner.raw_fd()
     }
 
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        self.inner.syn_queue_fd()
+    }
+
     fn poll_at(&self) -> Option<Instant> {
         let mine = match (self.rx.next_due(), self.tx.next_due()) {
             (Some(a), Some(b)) => Some(a.min(b)),

@@ -19,6 +19,7 @@ pub mod reactor;
 mod run;
 pub mod services;
 pub mod sidecar;
+pub mod steer;
 pub mod testdir;
 pub mod tun;
 pub mod worker;

@@ -438,6 +438,9 @@ impl<D: Device> Device for PcapTap<D> {
     fn raw_fd(&self) -> RawFd {
         self.inner.raw_fd()
     }
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        self.inner.syn_queue_fd()
+    }
     fn poll_at(&self) -> Option<Instant> {
         self.inner.poll_at()
     }

@@ -398,6 +398,12 @@ impl<D: Device> Reactor<D> {
                 Interest::READABLE | Interest::WRITABLE,
             )
             .map_err(|e| Error::new(format!("cannot register the device: {e}")))?;
+        if let Some(fd) = dev.syn_queue_fd() {
+            // The same token: a read drains both queues.
+            poll.registry()
+                .register(&mut SourceFd(&fd), TUN, Interest::READABLE)
+                .map_err(|e| Error::new(format!("cannot register the SYN queue: {e}")))?;
+        }
         let waker = mio::Waker::new(poll.registry(), WAKER)
             .map_err(|e| Error::new(format!("cannot create waker: {e}")))?;
         let wake = Arc::new(ReactorWake::new(waker));

@@ -77,6 +77,8 @@ pub struct TunDevice {
     tx_gso: u64,
     /// The virtio-net header of the last packet read (for the pcap tap).
     last_rx: offload::VnetHdr,
+    /// The second queue that only pure SYNs reach (see [`crate::steer`]).
+    syn_q: Option<SynQueue>,
     /// Routes and policy rules tcpd added (`--default-route`), as the
     /// requests that delete them, in the order added: undone last to first.
     undo_routes: Vec<RouteNetlinkMessage>,
@@ -84,6 +86,172 @@ pub struct TunDevice {
     /// every later change to it runs there. Declared last so that it is
     /// dropped (and a name tcpd created removed) after the device.
     ns: Option<Namespace>,
+}
+
+/// Packets read from the SYN queue before the main queue is looked at again:
+/// a packet of an existing connection waits at most this many SYN reads
+/// (~1.5 µs each), and a drained main queue costs one empty read per slice.
+const SYN_SLICE: u32 = 16;
+
+/// Largest SYN-ACK the SYN-ACK writer takes: IPv6 (40) + TCP with the most
+/// options (60), rounded up.
+const SYNACK_MAX: usize = 112;
+
+/// SYN-ACKs the reactor may hand the SYN-ACK writer before it writes them
+/// itself again.
+const SYNACK_QUEUE: usize = 1024;
+
+/// SYN-ACKs waiting for the writer above which the reactor writes them
+/// itself: a SYN-ACK waits for at most this many writes (~40 µs) when the
+/// writer gets less CPU than the reactor.
+const SYNACK_BACKLOG: usize = 64;
+
+/// One SYN-ACK for the SYN-ACK writer: its virtio-net header and bytes.
+struct SynAck {
+    hdr: offload::VnetHdr,
+    len: u8,
+    data: [u8; SYNACK_MAX],
+}
+
+/// Queue 1 of a multi-queue TUN device, where the steering program sends
+/// pure SYNs; and, under a flood, a thread that writes the SYN-ACKs.
+struct SynQueue {
+    /// To the SYN-ACK writer (with offload only); taken on drop, which ends it.
+    synack_tx: Option<crossbeam_channel::Sender<SynAck>>,
+    synack_thread: Option<std::thread::JoinHandle<()>>,
+    /// Writes the SYN-ACK writer could not make (the kernel refused them).
+    synack_errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// SYN-ACKs handed to the writer.
+    synack_handed: u64,
+    dev: tun_rs::SyncDevice,
+    fd: RawFd,
+    /// Keeps the steering program loaded (the device holds it too).
+    _prog: std::os::fd::OwnedFd,
+    /// SYN-queue reads left in the current slice; 0: look at queue 0 first.
+    left: u32,
+    /// A whole slice was read without the SYN queue running dry (a flood):
+    /// SYN-ACKs go to the writer until it does.
+    pressure: bool,
+    packets: u64,
+}
+
+impl SynQueue {
+    /// Opens queue 1 of `main`'s device and steers pure SYNs to it; with
+    /// `vnet`, starts the SYN-ACK writer on it.
+    /// The writer runs at nice `nice` (the reactor's, `--reactor-nice`:
+    /// it is the stack's work too).
+    fn open(main: &tun_rs::SyncDevice, vnet: bool, nice: i32) -> io::Result<SynQueue> {
+        let dev = main.try_clone()?;
+        dev.set_nonblocking(true)?;
+        let prog = crate::steer::load()?;
+        let fd = dev.as_raw_fd();
+        crate::steer::attach(fd, std::os::fd::AsRawFd::as_raw_fd(&prog))?;
+        let synack_errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (synack_tx, synack_thread) = if vnet {
+            let (tx, rx) = crossbeam_channel::bounded::<SynAck>(SYNACK_QUEUE);
+            let errors = synack_errors.clone();
+            // The thread writes on this queue's fd, which outlives it: the
+            // drop below ends and joins it before `dev` closes.
+            let h = std::thread::Builder::new()
+                .name("tcpd-synack".into())
+                .spawn(move || {
+                    if nice != 0 {
+                        // SAFETY: plain integer arguments; gettid names
+                        // this thread. run() checked that the value can be
+                        // had; a failure leaves the thread at its nice.
+                        unsafe {
+                            libc::setpriority(
+                                libc::PRIO_PROCESS,
+                                libc::gettid() as libc::id_t,
+                                nice,
+                            )
+                        };
+                    }
+                    for s in rx.iter() {
+                        let pkt = &s.data[..usize::from(s.len)];
+                        if offload::write_with_hdr(fd, &s.hdr, pkt).is_err() {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })?;
+            (Some(tx), Some(h))
+        } else {
+            (None, None)
+        };
+        Ok(SynQueue {
+            synack_tx,
+            synack_thread,
+            synack_errors,
+            synack_handed: 0,
+            dev,
+            fd,
+            _prog: prog,
+            left: 0,
+            pressure: false,
+            packets: 0,
+        })
+    }
+
+    /// Hands a SYN-ACK to the writer while a flood is on; false: write it
+    /// yourself (no flood, not a SYN-ACK, or the writer is behind).
+    fn hand_synack(&mut self, pkt: &[u8], t: &tcp::Transmit) -> bool {
+        let Some(tx) = &self.synack_tx else {
+            return false;
+        };
+        if !self.pressure
+            || t.segment_size != 0
+            || pkt.len() > SYNACK_MAX
+            || tx.len() >= SYNACK_BACKLOG
+            || !is_synack(pkt)
+        {
+            return false;
+        }
+        let mut s = SynAck {
+            hdr: offload::VnetHdr::for_transmit(pkt, t),
+            len: pkt.len() as u8,
+            data: [0; SYNACK_MAX],
+        };
+        s.data[..pkt.len()].copy_from_slice(pkt);
+        if tx.try_send(s).is_ok() {
+            self.synack_handed += 1;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for SynQueue {
+    fn drop(&mut self) {
+        self.synack_tx = None;
+        if let Some(h) = self.synack_thread.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A TCP segment with SYN and ACK set and neither RST nor FIN, IPv4 or IPv6
+/// (the first packet of a connection we answer: nothing of the same
+/// connection can follow it before the peer's ACK, so another thread may
+/// write it).
+fn is_synack(pkt: &[u8]) -> bool {
+    let flags = match pkt.first().map(|b| b >> 4) {
+        Some(4) => {
+            let ihl = usize::from(pkt[0] & 15) * 4;
+            if pkt.get(9) != Some(&6) {
+                return false;
+            }
+            pkt.get(ihl + 13)
+        }
+        Some(6) => {
+            if pkt.get(6) != Some(&6) {
+                return false;
+            }
+            pkt.get(53)
+        }
+        _ => None,
+    };
+    flags.is_some_and(|f| f & 0x17 == 0x12)
 }
 
 fn io_msg(e: &io::Error) -> String {
@@ -403,11 +571,15 @@ impl TunDevice {
         if !cfg.no_configure {
             check_conflicts(cfg)?;
         }
+        // A SYN queue needs a multi-queue device, and a device that exists
+        // keeps the queue mode it was made with: only on one tcpd creates.
+        let mq = cfg.syn_queue && !existed && !cfg.no_configure;
         let build = |offload: bool| {
             tun_rs::DeviceBuilder::new()
                 .name(name)
                 .inherit_enable_state()
                 .offload(offload)
+                .multi_queue(mq)
                 .build_sync()
         };
         let mut vnet = cfg.effective_offload();
@@ -435,9 +607,25 @@ impl TunDevice {
         dev.set_nonblocking(true)
             .map_err(|e| Error::new(format!("{name}: cannot make non-blocking: {}", io_msg(&e))))?;
         let fd = dev.as_raw_fd();
+        let syn_q = if mq {
+            match SynQueue::open(&dev, vnet && cfg.synack_thread, cfg.reactor_nice) {
+                Ok(q) => Some(q),
+                Err(e) => {
+                    // The clone (queue 1), if made, closes here: one queue.
+                    warn!(
+                        "{name}: no SYN queue ({}): a SYN flood delays every packet",
+                        io_msg(&e)
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut t = TunDevice {
             dev,
             fd,
+            syn_q,
             vnet,
             name: name.to_string(),
             existed,
@@ -1042,11 +1230,70 @@ fn open_error(name: &str, e: &io::Error) -> Error {
     }
 }
 
+impl TunDevice {
+    /// One read with the SYN queue's priority rule: queue 0 first, then a
+    /// slice of up to [`SYN_SLICE`] reads from the SYN queue, then queue 0
+    /// again. `read(self, syn)` reads one packet from queue 0 or the SYN
+    /// queue. `WouldBlock` only when both queues were found empty.
+    fn read_queues<T>(
+        &mut self,
+        mut read: impl FnMut(&mut Self, bool) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let Some(left) = self.syn_q.as_ref().map(|q| q.left) else {
+            return read(self, false);
+        };
+        if left == 0 {
+            match read(self, false) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                r => return r,
+            }
+        }
+        let r = read(self, true);
+        let Some(q) = self.syn_q.as_mut() else {
+            return r;
+        };
+        match r {
+            Ok(v) => {
+                if left == 1 {
+                    q.pressure = true;
+                }
+                q.left = left.checked_sub(1).unwrap_or(SYN_SLICE - 1);
+                q.packets += 1;
+                Ok(v)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                q.left = 0;
+                q.pressure = false;
+                if left > 0 {
+                    // Queue 0 was last looked at a slice ago.
+                    read(self, false)
+                } else {
+                    Err(e)
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn recv_queue(&mut self, syn: bool, buf: &mut [u8]) -> io::Result<usize> {
+        let dev = match (&self.syn_q, syn) {
+            (Some(q), true) => &q.dev,
+            _ => &self.dev,
+        };
+        loop {
+            // tun-rs's recv is one read(2) on the fd (no lock, no copy).
+            match dev.recv(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                r => return r,
+            }
+        }
+    }
+}
+
 impl Device for TunDevice {
     fn recv(&mut self, _now: Instant, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            // tun-rs's recv is one read(2) on the fd (no lock, no copy).
-            match self.dev.recv(buf) {
+            match self.read_queues(|t, syn| t.recv_queue(syn, buf)) {
                 Ok(n) => {
                     self.rx_packets += 1;
                     self.rx_bytes += n as u64;
@@ -1077,6 +1324,10 @@ impl Device for TunDevice {
         self.fd
     }
 
+    fn syn_queue_fd(&self) -> Option<RawFd> {
+        self.syn_q.as_ref().map(|q| q.fd)
+    }
+
     fn offload(&self) -> bool {
         self.vnet
     }
@@ -1085,7 +1336,13 @@ impl Device for TunDevice {
         if !self.vnet {
             return self.recv(now, buf).map(|n| (n, false));
         }
-        let (n, hdr) = offload::read_with_hdr(self.fd, buf)?;
+        let (n, hdr) = self.read_queues(|t, syn| {
+            let fd = match (&t.syn_q, syn) {
+                (Some(q), true) => q.fd,
+                _ => t.fd,
+            };
+            offload::read_with_hdr(fd, buf)
+        })?;
         self.last_rx = hdr;
         self.rx_packets += 1;
         self.rx_bytes += n as u64;
@@ -1105,6 +1362,13 @@ impl Device for TunDevice {
         if !self.vnet {
             return self.send(now, pkt);
         }
+        if let Some(q) = &mut self.syn_q {
+            if q.hand_synack(pkt, t) {
+                self.tx_packets += 1;
+                self.tx_bytes += pkt.len() as u64;
+                return Ok(());
+            }
+        }
         offload::write_with_hdr(self.fd, &offload::VnetHdr::for_transmit(pkt, t), pkt)?;
         self.tx_packets += 1;
         self.tx_bytes += pkt.len() as u64;
@@ -1117,6 +1381,20 @@ impl Device for TunDevice {
     fn counters(&self, out: &mut Vec<(&'static str, u64)>) {
         out.extend([
             ("dev_rx_gso", self.rx_gso),
+            (
+                "dev_rx_syn_queue",
+                self.syn_q.as_ref().map_or(0, |q| q.packets),
+            ),
+            (
+                "dev_tx_synack_thread",
+                self.syn_q.as_ref().map_or(0, |q| q.synack_handed),
+            ),
+            (
+                "dev_tx_synack_errors",
+                self.syn_q.as_ref().map_or(0, |q| {
+                    q.synack_errors.load(std::sync::atomic::Ordering::Relaxed)
+                }),
+            ),
             ("dev_tx_gso", self.tx_gso),
             ("dev_rx_packets", self.rx_packets),
             ("dev_tx_packets", self.tx_packets),

@@ -450,6 +450,21 @@ pub const DAEMON_HELP: &[(&str, Kind, &str)] = &[
         "Coalesced (GRO) packets read from the TUN device.",
     ),
     (
+        "dev_rx_syn_queue",
+        Kind::Counter,
+        "Packets read from the TUN device's SYN queue (pure SYNs, steered by eBPF).",
+    ),
+    (
+        "dev_tx_synack_thread",
+        Kind::Counter,
+        "SYN-ACKs written by the SYN-ACK writer thread during a SYN flood.",
+    ),
+    (
+        "dev_tx_synack_errors",
+        Kind::Counter,
+        "SYN-ACKs the SYN-ACK writer thread could not write.",
+    ),
+    (
         "dev_tx_gso",
         Kind::Counter,
         "Segmentation-offload (TSO/GSO) packets written to the TUN device.",
