@@ -520,6 +520,64 @@ fn link_is_up(ifindex: u32) -> io::Result<bool> {
     Ok(header.flags.contains(LinkFlags::Up))
 }
 
+/// The queue state of an existing TUN device, from the `IFLA_TUN_*`
+/// attributes Linux `tun_fill_info` puts in `RTM_NEWLINK`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TunQueues {
+    /// Made with `IFF_MULTI_QUEUE`: only a multi-queue open may attach.
+    multi_queue: bool,
+    /// Queues attached now (`IFLA_TUN_NUM_QUEUES`): a process has it open.
+    attached: u32,
+}
+
+/// [`TunQueues`] of the link with index `ifindex`; `None` when it is not a
+/// TUN/TAP device or the kernel does not report its queues.
+fn tun_queues(ifindex: u32) -> io::Result<Option<TunQueues>> {
+    use netlink_packet_core::{Nla, Parseable};
+    use netlink_packet_route::link::{InfoData, LinkAttribute, LinkInfo};
+    // linux/if_link.h
+    const IFLA_TUN_MULTI_QUEUE: u16 = 7;
+    const IFLA_TUN_NUM_QUEUES: u16 = 8;
+    let mut msg = LinkMessage::default();
+    msg.header.index = ifindex;
+    let answers = rtnetlink(RouteNetlinkMessage::GetLink(msg), NLM_F_REQUEST | NLM_F_ACK)?;
+    let Some((_, link)) = answers.iter().find(|(kind, _)| *kind == libc::RTM_NEWLINK) else {
+        return Ok(None);
+    };
+    let link = LinkMessage::parse(link.as_slice())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    let mut multi_queue = None;
+    let mut attached = None;
+    for attr in &link.attributes {
+        let LinkAttribute::LinkInfo(infos) = attr else {
+            continue;
+        };
+        for info in infos {
+            let LinkInfo::Data(InfoData::Tun(nlas)) = info else {
+                continue;
+            };
+            // Each `InfoTun` is a raw attribute (kind, value): read as such.
+            for nla in nlas {
+                let mut v = [0u8; 4];
+                let n = nla.value_len().min(4);
+                nla.emit_value(&mut v[..n]);
+                match nla.kind() {
+                    IFLA_TUN_MULTI_QUEUE => multi_queue = Some(v[0] != 0),
+                    IFLA_TUN_NUM_QUEUES if n == 4 => attached = Some(u32::from_ne_bytes(v)),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(match (multi_queue, attached) {
+        (Some(multi_queue), Some(attached)) => Some(TunQueues {
+            multi_queue,
+            attached,
+        }),
+        _ => None,
+    })
+}
+
 /// Brings the link `name` up over rtnetlink (`RTM_NEWLINK` with `IFF_UP`
 /// in both flags and change mask, as `ip link set NAME up`).
 fn set_link_up(name: &str) -> io::Result<()> {
@@ -571,15 +629,26 @@ impl TunDevice {
         if !cfg.no_configure {
             check_conflicts(cfg)?;
         }
-        // A SYN queue needs a multi-queue device, and a device that exists
-        // keeps the queue mode it was made with: only on one tcpd creates.
+        // A device that exists keeps the queue mode it was made with, and
+        // Linux `tun_set_iff` refuses an open in the other mode (EINVAL).
+        // A multi-queue one also takes a second process's queue without
+        // EBUSY, so whether someone holds it must be asked first.
+        let existing = match if_index(name) {
+            Some(index) if existed => tun_queues(index).unwrap_or(None),
+            _ => None,
+        };
+        if existing.is_some_and(|q| q.multi_queue && q.attached > 0) {
+            return Err(busy_error(name));
+        }
+        let attach_mq = existing.is_some_and(|q| q.multi_queue);
+        // A SYN queue needs a multi-queue device: only on one tcpd creates.
         let mq = cfg.syn_queue && !existed && !cfg.no_configure;
         let build = |offload: bool| {
             tun_rs::DeviceBuilder::new()
                 .name(name)
                 .inherit_enable_state()
                 .offload(offload)
-                .multi_queue(mq)
+                .multi_queue(mq || attach_mq)
                 .build_sync()
         };
         let mut vnet = cfg.effective_offload();
@@ -1205,6 +1274,12 @@ fn config_error(iface: &str, what: &str, e: &io::Error) -> Error {
     Error::new(format!("{iface}: cannot {what}: {}", io_msg(e)))
 }
 
+fn busy_error(name: &str) -> Error {
+    Error::new(format!(
+        "interface {name} is busy: another process has it open (another tcpd?); stop it or pick another name"
+    ))
+}
+
 fn open_error(name: &str, e: &io::Error) -> Error {
     let fix = format!(
         "run tcpd as root, or create the interface once with `sudo ip tuntap add {name} mode tun user $USER` \
@@ -1217,9 +1292,7 @@ fn open_error(name: &str, e: &io::Error) -> Error {
              `sudo ip tuntap add {name} mode tun user $USER` and run `tcpd --no-configure {name}`"
         )),
         Some(libc::EPERM) => Error::new(format!("no permission to create or attach to {name}: {fix}")),
-        Some(libc::EBUSY) => Error::new(format!(
-            "interface {name} is busy: another process has it open (another tcpd?); stop it or pick another name"
-        )),
+        Some(libc::EBUSY) => busy_error(name),
         Some(libc::ENOENT) | Some(libc::ENODEV) => {
             Error::new("/dev/net/tun is missing: load the tun module (`sudo modprobe tun`)".to_string())
         }
