@@ -619,7 +619,8 @@ impl TunDevice {
     fn open_here(cfg: &mut Config, fresh: bool) -> Result<TunDevice, Error> {
         let name = cfg.iface.clone();
         let name = name.as_str();
-        let existed = if_index(name).is_some();
+        let index = if_index(name);
+        let existed = index.is_some();
         if cfg.no_configure && !existed {
             return Err(Error::new(format!(
                 "interface {name} does not exist; create it once with \
@@ -633,10 +634,7 @@ impl TunDevice {
         // Linux `tun_set_iff` refuses an open in the other mode (EINVAL).
         // A multi-queue one also takes a second process's queue without
         // EBUSY, so whether someone holds it must be asked first.
-        let existing = match if_index(name) {
-            Some(index) if existed => tun_queues(index).unwrap_or(None),
-            _ => None,
-        };
+        let existing = index.and_then(|i| tun_queues(i).unwrap_or(None));
         if existing.is_some_and(|q| q.multi_queue && q.attached > 0) {
             return Err(busy_error(name));
         }

@@ -108,11 +108,22 @@ impl std::fmt::Display for ForwardSpec {
             Some(a) => write!(f, "{a}:{}", self.port)?,
             None => write!(f, "{}", self.port)?,
         }
-        if self.host.contains(':') {
-            write!(f, "=[{}]:{}", self.host, self.host_port)
-        } else {
-            write!(f, "={}:{}", self.host, self.host_port)
-        }
+        write!(f, "=")?;
+        write_host_port(f, &self.host, self.host_port)
+    }
+}
+
+/// `HOST:PORT`, an IPv6 literal in brackets (RFC 3986 §3.2.2), as users
+/// write it in `--forward` and `--upstream`.
+pub(crate) fn write_host_port(
+    f: &mut std::fmt::Formatter<'_>,
+    host: &str,
+    port: u16,
+) -> std::fmt::Result {
+    if host.contains(':') {
+        write!(f, "[{host}]:{port}")
+    } else {
+        write!(f, "{host}:{port}")
     }
 }
 

@@ -209,11 +209,7 @@ impl std::fmt::Display for UpstreamSpec {
         if let Some(a) = &self.auth {
             write!(f, "{}:***@", a.user())?;
         }
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
+        super::write_host_port(f, &self.host, self.port)
     }
 }
 
